@@ -1,0 +1,68 @@
+//! Link-time setup for libtorch (only with the `torch` feature):
+//! - an rpath to libtorch's lib folder, so `target/*/muxmed` runs without LD_LIBRARY_PATH;
+//! - on CUDA builds, keep `libtorch_cuda.so` linked even though no symbol of it is referenced
+//!   directly (the linker's --as-needed would drop it and CUDA would silently be unavailable;
+//!   tch-rs issues #980 and #907);
+//! - the libtorch folder in use, for `muxmed doctor`.
+use std::path::PathBuf;
+use std::process::Command;
+
+fn main() {
+    println!("cargo:rerun-if-env-changed=LIBTORCH");
+    println!("cargo:rerun-if-env-changed=LIBTORCH_USE_PYTORCH");
+    println!("cargo:rerun-if-changed=build.rs");
+    if std::env::var_os("CARGO_FEATURE_TORCH").is_none() {
+        println!("cargo:rustc-env=MUXMED_LIBTORCH_LIB=");
+        println!("cargo:rustc-env=MUXMED_LIBTORCH_VERSION=");
+        return;
+    }
+    let Some(lib) = libtorch_lib_dir() else {
+        // torch-sys reports the missing libtorch itself, with its own message.
+        println!("cargo:rustc-env=MUXMED_LIBTORCH_LIB=");
+        println!("cargo:rustc-env=MUXMED_LIBTORCH_VERSION=");
+        return;
+    };
+    let lib = lib.canonicalize().unwrap_or(lib);
+    println!("cargo:rustc-link-search=native={}", lib.display());
+    println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
+    if lib.join("libtorch_cuda.so").exists() {
+        println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,-ltorch,--as-needed");
+    }
+    println!("cargo:rustc-env=MUXMED_LIBTORCH_LIB={}", lib.display());
+    // headeronly/version.h: `#define TORCH_VERSION_MAJOR 2` and so on.
+    let header = std::fs::read_to_string(lib.join("../include/torch/headeronly/version.h"))
+        .unwrap_or_default();
+    let part = |name: &str| {
+        header
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("#define TORCH_VERSION_{name} ")))
+            .map(|v| v.trim().to_string())
+    };
+    let version = match (part("MAJOR"), part("MINOR"), part("PATCH")) {
+        (Some(a), Some(b), Some(c)) => format!("{a}.{b}.{c}"),
+        _ => "unknown".into(),
+    };
+    println!("cargo:rustc-env=MUXMED_LIBTORCH_VERSION={version}");
+}
+
+fn libtorch_lib_dir() -> Option<PathBuf> {
+    if std::env::var("LIBTORCH_USE_PYTORCH").is_ok_and(|v| v == "1" || v == "true") {
+        let py = std::env::var("PYTHON_SYS_EXECUTABLE").unwrap_or_else(|_| "python3".into());
+        let out = Command::new(py)
+            .args([
+                "-c",
+                "import os, torch; print(os.path.join(os.path.dirname(torch.__file__), 'lib'))",
+            ])
+            .output()
+            .ok()?;
+        let s = String::from_utf8(out.stdout).ok()?;
+        return Some(PathBuf::from(s.trim()));
+    }
+    let root = PathBuf::from(std::env::var_os("LIBTORCH")?);
+    let root = if root.is_relative() {
+        PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR")?).join(root)
+    } else {
+        root
+    };
+    Some(root.join("lib"))
+}

@@ -1,0 +1,641 @@
+//! The pipeline config: `pipelines/<name>.yaml` parsed into typed structs.
+//!
+//! Defaults live in one place, the `Default` impls below; every struct denies unknown keys.
+//! Loading goes YAML text → `serde_json::Value` (serde-saphyr) → `--set` overrides applied to
+//! the value → typed structs (serde_path_to_error, so a failure knows its key path) →
+//! semantic validation. Every error names the file, the line where the YAML has one, and the
+//! full key path, and suggests the closest valid key for a misspelt one.
+
+mod locate;
+
+pub use locate::KeyLines;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+use crate::data::LABELS;
+
+/// The whole pipeline: where the data is, which model, how to train, what to run on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Name of the pipeline; names the manifest folder and the default run name.
+    pub name: String,
+    pub data: DataConfig,
+    pub model: ModelConfig,
+    pub train: TrainConfig,
+    pub runtime: RuntimeConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataConfig {
+    /// Folder of the NIH ChestX-Ray14 download (metadata CSV, split lists, image folders).
+    pub root: PathBuf,
+    /// Metadata CSV; when unset, the standard names are looked for inside `root`.
+    pub metadata: Option<PathBuf>,
+    pub train_val_list: Option<PathBuf>,
+    pub test_list: Option<PathBuf>,
+    pub bbox_list: Option<PathBuf>,
+    /// Folder scanned for images; defaults to `root`.
+    pub images: Option<PathBuf>,
+    pub protocol: SplitProtocol,
+    /// Used with `protocol: split_file`: a CSV of image id and split name.
+    pub split_file: Option<PathBuf>,
+    /// Fraction of train_val patients that go to validation.
+    pub val_fraction: f64,
+    pub seed: u64,
+    pub allow_missing_images: bool,
+    pub filters: FilterConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SplitProtocol {
+    Official,
+    RandomPatient,
+    SplitFile,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FilterConfig {
+    /// Keep only these view positions (`PA`, `AP`); empty keeps all.
+    pub views: Vec<String>,
+    pub min_age: Option<u32>,
+    pub max_age: Option<u32>,
+    pub one_per_patient: bool,
+    /// Train on these labels only; empty means all 14.
+    pub labels: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    /// `muxnet_m`, `muxnet_l`, `densenet121`, or a path to an architecture JSON file.
+    pub arch: String,
+    /// Backbone weights in safetensors (from `muxmed model import`).
+    pub weights: Option<PathBuf>,
+    /// Train without pretrained weights; every report of such a run says so.
+    pub from_scratch: bool,
+    /// Dropout before the classifier (training only).
+    pub drop_rate: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Input resolution (square) the network sees.
+    pub resolution: u32,
+    pub epochs: u32,
+    pub batch_size: u32,
+    pub optimizer: OptimizerKind,
+    /// Learning rate of the classifier head; the backbone's is `lr * backbone_lr_factor`.
+    pub lr: f64,
+    pub backbone_lr_factor: f64,
+    pub weight_decay: f64,
+    pub warmup_epochs: f64,
+    pub min_lr: f64,
+    pub freeze_backbone_epochs: u32,
+    /// Clip the global gradient norm at this value; unset disables clipping.
+    pub grad_clip_norm: Option<f64>,
+    pub seed: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OptimizerKind {
+    Adamw,
+    Sgd,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// `auto`, `cpu`, `cuda` or `cuda:N`.
+    pub device: String,
+    /// libtorch intra-op threads; 0 uses every core.
+    pub torch_threads: u32,
+    /// Image decoding/augmentation threads, separate from libtorch's.
+    pub data_workers: u32,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            name: "chestxray".into(),
+            data: DataConfig::default(),
+            model: ModelConfig::default(),
+            train: TrainConfig::default(),
+            runtime: RuntimeConfig::default(),
+        }
+    }
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            root: PathBuf::from("data/nih"),
+            metadata: None,
+            train_val_list: None,
+            test_list: None,
+            bbox_list: None,
+            images: None,
+            protocol: SplitProtocol::Official,
+            split_file: None,
+            val_fraction: 0.1,
+            seed: 42,
+            allow_missing_images: false,
+            filters: FilterConfig::default(),
+        }
+    }
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            arch: "muxnet_m".into(),
+            weights: Some(PathBuf::from("weights/muxnet_m_imagenet.safetensors")),
+            from_scratch: false,
+            drop_rate: 0.2,
+        }
+    }
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            resolution: 224,
+            epochs: 10,
+            batch_size: 32,
+            optimizer: OptimizerKind::Adamw,
+            lr: 1e-3,
+            backbone_lr_factor: 0.1,
+            weight_decay: 1e-4,
+            warmup_epochs: 1.0,
+            min_lr: 1e-6,
+            freeze_backbone_epochs: 0,
+            grad_clip_norm: Some(5.0),
+            seed: 0,
+        }
+    }
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            device: "auto".into(),
+            torch_threads: 0,
+            data_workers: 2,
+        }
+    }
+}
+
+/// Where a config value came from, for error messages.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Origin {
+    /// A line of the pipeline file (None when the key is not written in the file).
+    File { path: PathBuf, line: Option<usize> },
+    /// A `--set key=value` argument.
+    Override(String),
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::File {
+                path,
+                line: Some(l),
+            } => write!(f, "{}, line {l}", path.display()),
+            Origin::File { path, line: None } => write!(f, "{}", path.display()),
+            Origin::Override(arg) => write!(f, "--set {arg}"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("pipeline `{name}` not found (looked for {tried}); available pipelines: {available}")]
+    NotFound {
+        name: String,
+        tried: String,
+        available: String,
+    },
+    #[error("{}: cannot read pipeline file: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: invalid YAML: {message}", path.display())]
+    Syntax { path: PathBuf, message: String },
+    #[error("{origin}: key `{key}`: {message}{}", suggestion.as_ref().map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default())]
+    Invalid {
+        origin: Origin,
+        key: String,
+        message: String,
+        suggestion: Option<String>,
+    },
+    #[error("--set {arg}: {message}")]
+    BadOverride { arg: String, message: String },
+}
+
+impl ConfigError {
+    /// The full key path the error is about, when it is about one key.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            ConfigError::Invalid { key, .. } => Some(key),
+            _ => None,
+        }
+    }
+}
+
+/// A loaded pipeline: the typed config plus where it came from.
+#[derive(Debug, Clone)]
+pub struct LoadedPipeline {
+    pub config: PipelineConfig,
+    pub source: PathBuf,
+    pub overrides: Vec<String>,
+}
+
+/// Resolves `--pipeline NAME`: an existing path is taken as is; otherwise
+/// `<pipelines_dir>/NAME.yaml`.
+pub fn resolve_pipeline_path(name: &str, pipelines_dir: &Path) -> Result<PathBuf, ConfigError> {
+    let as_path = PathBuf::from(name);
+    if as_path.is_file() {
+        return Ok(as_path);
+    }
+    let candidate = pipelines_dir.join(format!("{name}.yaml"));
+    if candidate.is_file() {
+        return Ok(candidate);
+    }
+    let mut available: Vec<String> = std::fs::read_dir(pipelines_dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter_map(|e| {
+                    let p = e.path();
+                    if p.extension()? != "yaml" {
+                        return None;
+                    }
+                    Some(p.file_stem()?.to_string_lossy().into_owned())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    available.sort();
+    Err(ConfigError::NotFound {
+        name: name.into(),
+        tried: format!("{} and {}", as_path.display(), candidate.display()),
+        available: if available.is_empty() {
+            "none".into()
+        } else {
+            available.join(", ")
+        },
+    })
+}
+
+/// Loads a pipeline file and applies `--set key=value` overrides.
+pub fn load(path: &Path, overrides: &[String]) -> Result<LoadedPipeline, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let config = parse(&text, path, overrides)?;
+    Ok(LoadedPipeline {
+        config,
+        source: path.to_path_buf(),
+        overrides: overrides.to_vec(),
+    })
+}
+
+/// Parses pipeline YAML text; `path` is only used in messages.
+pub fn parse(text: &str, path: &Path, overrides: &[String]) -> Result<PipelineConfig, ConfigError> {
+    let mut value: Value = if text.trim().is_empty() {
+        Value::Object(Default::default())
+    } else {
+        serde_saphyr::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?
+    };
+    if value.is_null() {
+        value = Value::Object(Default::default());
+    }
+    let lines = KeyLines::scan(text);
+    let mut set_keys: Vec<(String, String)> = Vec::new();
+    for arg in overrides {
+        let key = apply_override(&mut value, arg)?;
+        set_keys.push((key, arg.clone()));
+    }
+    let origin_of = |key: &str| -> Origin {
+        // The latest override of this key or of a parent of it wins.
+        for (k, arg) in set_keys.iter().rev() {
+            if key == k || key.starts_with(&format!("{k}.")) || key.starts_with(&format!("{k}[")) {
+                return Origin::Override(arg.clone());
+            }
+        }
+        Origin::File {
+            path: path.to_path_buf(),
+            line: lines.line_of(key),
+        }
+    };
+
+    let config: PipelineConfig = serde_path_to_error::deserialize(value).map_err(|err| {
+        let parent = err.path().to_string();
+        let parent = if parent == "." { String::new() } else { parent };
+        let message = err.inner().to_string();
+        let (key, suggestion) = match parse_unknown_field(&message) {
+            Some((field, expected)) => {
+                // serde_path_to_error's path may or may not already end at the unknown key.
+                let key = if parent.ends_with(&field) {
+                    parent.clone()
+                } else {
+                    join_key(&parent, &field)
+                };
+                (key, closest(&field, &expected))
+            }
+            None => (parent, None),
+        };
+        ConfigError::Invalid {
+            origin: origin_of(&key),
+            key,
+            message,
+            suggestion,
+        }
+    })?;
+    config
+        .validate()
+        .map_err(|(key, message)| ConfigError::Invalid {
+            origin: origin_of(&key),
+            key,
+            message,
+            suggestion: None,
+        })?;
+    Ok(config)
+}
+
+fn join_key(parent: &str, key: &str) -> String {
+    if parent.is_empty() {
+        key.to_string()
+    } else {
+        format!("{parent}.{key}")
+    }
+}
+
+/// Reads serde's "unknown field `x`, expected one of `a`, `b`" message.
+fn parse_unknown_field(message: &str) -> Option<(String, Vec<String>)> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let (field, rest) = rest.split_once('`')?;
+    let expected = rest
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect();
+    Some((field.to_string(), expected))
+}
+
+/// The closest candidate by edit distance, when it is close enough to be a likely typo.
+pub fn closest(word: &str, candidates: &[String]) -> Option<String> {
+    candidates
+        .iter()
+        .map(|c| (strsim::damerau_levenshtein(word, c), c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 3))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c.clone())
+}
+
+/// Applies one `a.b.c=value` override; the value is read as a YAML scalar or flow collection,
+/// so `3e-4` is a number, `true` a bool and `[PA, AP]` a list. Returns the key.
+fn apply_override(root: &mut Value, arg: &str) -> Result<String, ConfigError> {
+    let bad = |message: &str| ConfigError::BadOverride {
+        arg: arg.to_string(),
+        message: message.to_string(),
+    };
+    let (key, raw) = arg
+        .split_once('=')
+        .ok_or_else(|| bad("expected KEY=VALUE, for example --set train.lr=3e-4"))?;
+    let key = key.trim();
+    if key.is_empty() || key.split('.').any(str::is_empty) {
+        return Err(bad("the key must be a dotted path such as data.root"));
+    }
+    let parsed: Value = if raw.trim().is_empty() {
+        Value::Null
+    } else {
+        serde_saphyr::from_str(raw).map_err(|e| bad(&format!("cannot read the value: {e}")))?
+    };
+    let mut node = root;
+    let parts: Vec<&str> = key.split('.').collect();
+    for (i, part) in parts.iter().enumerate() {
+        let obj = match node {
+            Value::Object(m) => m,
+            Value::Null => {
+                *node = Value::Object(Default::default());
+                match node {
+                    Value::Object(m) => m,
+                    _ => unreachable!("just set to an object"),
+                }
+            }
+            _ => {
+                return Err(bad(&format!(
+                    "`{}` is not a section, so it has no key `{part}`",
+                    parts[..i].join(".")
+                )))
+            }
+        };
+        if i + 1 == parts.len() {
+            obj.insert(part.to_string(), parsed);
+            return Ok(key.to_string());
+        }
+        node = obj
+            .entry(part.to_string())
+            .or_insert_with(|| Value::Object(Default::default()));
+    }
+    unreachable!("a non-empty key has a last part")
+}
+
+impl PipelineConfig {
+    /// Checks values serde cannot: ranges and cross-key rules. Errors carry the key path.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let err = |k: &str, m: String| Err((k.to_string(), m));
+        let d = &self.data;
+        if self.name.trim().is_empty()
+            || self.name.contains(['/', '\\'])
+            || self.name.starts_with('.')
+        {
+            return err(
+                "name",
+                format!("`{}` is not usable as a folder name", self.name),
+            );
+        }
+        if !(d.val_fraction > 0.0 && d.val_fraction < 1.0) {
+            return err(
+                "data.val_fraction",
+                format!("must be between 0 and 1 (exclusive), got {}", d.val_fraction),
+            );
+        }
+        if d.protocol == SplitProtocol::SplitFile && d.split_file.is_none() {
+            return err(
+                "data.split_file",
+                "protocol `split_file` needs data.split_file (a CSV of image id and split)".into(),
+            );
+        }
+        for (i, v) in d.filters.views.iter().enumerate() {
+            if v != "PA" && v != "AP" {
+                return err(
+                    &format!("data.filters.views[{i}]"),
+                    format!("unknown view `{v}`: expected PA or AP"),
+                );
+            }
+        }
+        if let (Some(lo), Some(hi)) = (d.filters.min_age, d.filters.max_age) {
+            if lo > hi {
+                return err(
+                    "data.filters.min_age",
+                    format!("min_age {lo} is above max_age {hi}"),
+                );
+            }
+        }
+        for (i, l) in d.filters.labels.iter().enumerate() {
+            if !LABELS.contains(&l.as_str()) {
+                let known: Vec<String> = LABELS.iter().map(|s| s.to_string()).collect();
+                let hint = closest(l, &known)
+                    .map(|s| format!(" (did you mean `{s}`?)"))
+                    .unwrap_or_default();
+                return err(
+                    &format!("data.filters.labels[{i}]"),
+                    format!(
+                        "unknown label `{l}`{hint}; the labels are {}",
+                        LABELS.join(", ")
+                    ),
+                );
+            }
+        }
+        let m = &self.model;
+        let known_arch = ["muxnet_m", "muxnet_l", "densenet121"];
+        if !known_arch.contains(&m.arch.as_str()) && !m.arch.ends_with(".json") {
+            let cands: Vec<String> = known_arch.iter().map(|s| s.to_string()).collect();
+            let hint = closest(&m.arch, &cands)
+                .map(|s| format!(" (did you mean `{s}`?)"))
+                .unwrap_or_default();
+            return err(
+                "model.arch",
+                format!(
+                    "unknown architecture `{}`{hint}: expected muxnet_m, muxnet_l, densenet121 or a path to an arch .json",
+                    m.arch
+                ),
+            );
+        }
+        if !(0.0..1.0).contains(&m.drop_rate) {
+            return err(
+                "model.drop_rate",
+                format!("must be in [0, 1), got {}", m.drop_rate),
+            );
+        }
+        if !m.from_scratch && m.weights.is_none() {
+            return err(
+                "model.weights",
+                "no weights given: set model.weights to an imported safetensors file, or model.from_scratch: true".into(),
+            );
+        }
+        let t = &self.train;
+        if t.resolution < 32 || t.resolution % 32 != 0 {
+            return err(
+                "train.resolution",
+                format!("must be a multiple of 32 and at least 32 (MUXNet's output stride), got {}", t.resolution),
+            );
+        }
+        if t.epochs == 0 {
+            return err("train.epochs", "must be at least 1".into());
+        }
+        if t.batch_size == 0 {
+            return err("train.batch_size", "must be at least 1".into());
+        }
+        for (k, v) in [("train.lr", t.lr), ("train.backbone_lr_factor", t.backbone_lr_factor)] {
+            if !(v.is_finite() && v > 0.0) {
+                return err(k, format!("must be a positive number, got {v}"));
+            }
+        }
+        for (k, v) in [
+            ("train.weight_decay", t.weight_decay),
+            ("train.warmup_epochs", t.warmup_epochs),
+            ("train.min_lr", t.min_lr),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return err(k, format!("must be zero or positive, got {v}"));
+            }
+        }
+        if t.min_lr > t.lr {
+            return err(
+                "train.min_lr",
+                format!("min_lr {} is above lr {}", t.min_lr, t.lr),
+            );
+        }
+        if let Some(c) = t.grad_clip_norm {
+            if !(c.is_finite() && c > 0.0) {
+                return err("train.grad_clip_norm", format!("must be positive, got {c}"));
+            }
+        }
+        parse_device(&self.runtime.device).map_err(|m| ("runtime.device".to_string(), m))?;
+        if self.runtime.data_workers == 0 {
+            return err("runtime.data_workers", "must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// The config as YAML, for a run directory's `config.resolved.yaml`.
+    pub fn to_yaml(&self) -> String {
+        serde_saphyr::to_string(self).unwrap_or_else(|e| format!("# could not serialise: {e}\n"))
+    }
+}
+
+/// A device request: `auto`, `cpu`, `cuda`, `cuda:N`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceRequest {
+    Auto,
+    Cpu,
+    Cuda(usize),
+}
+
+pub fn parse_device(s: &str) -> Result<DeviceRequest, String> {
+    match s {
+        "auto" => Ok(DeviceRequest::Auto),
+        "cpu" => Ok(DeviceRequest::Cpu),
+        "cuda" => Ok(DeviceRequest::Cuda(0)),
+        _ => s
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse().ok())
+            .map(DeviceRequest::Cuda)
+            .ok_or_else(|| format!("unknown device `{s}`: expected auto, cpu, cuda or cuda:N")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn closest_key_suggestion() {
+        let c: Vec<String> = ["lr", "epochs", "batch_size"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(closest("batchsize", &c).as_deref(), Some("batch_size"));
+        assert_eq!(closest("epoch", &c).as_deref(), Some("epochs"));
+        assert_eq!(closest("completely_else", &c), None);
+    }
+
+    #[test]
+    fn override_creates_and_replaces() {
+        let mut v: Value = serde_json::json!({"train": {"lr": 0.1}});
+        apply_override(&mut v, "train.lr=3e-4").unwrap();
+        apply_override(&mut v, "data.filters.views=[PA, AP]").unwrap();
+        assert_eq!(v["train"]["lr"], serde_json::json!(3e-4));
+        assert_eq!(v["data"]["filters"]["views"], serde_json::json!(["PA", "AP"]));
+        assert!(apply_override(&mut v, "train.lr").is_err());
+        assert!(apply_override(&mut v, "train.lr.x=1").is_err());
+    }
+
+    #[test]
+    fn devices() {
+        assert_eq!(parse_device("cuda:1"), Ok(DeviceRequest::Cuda(1)));
+        assert!(parse_device("gpu").is_err());
+    }
+}

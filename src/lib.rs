@@ -1,0 +1,7 @@
+//! muxmed: fine-tune MUXNet backbones (Lu, Deb, Boddeti, CVPR 2020) on ChestX-Ray14.
+//!
+//! The modules follow the data's path: `config` → `data` → `model` → `train` → `eval` → `report`.
+
+pub mod config;
+pub mod data;
+pub mod doctor;

@@ -1,0 +1,127 @@
+//! One test per class of config error: each message must name the file, the line and the key.
+
+use muxmed::config::{self, ConfigError, Origin, PipelineConfig};
+use std::path::{Path, PathBuf};
+
+fn main_pipeline() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/chestxray.yaml")
+}
+
+fn parse(text: &str) -> Result<PipelineConfig, ConfigError> {
+    config::parse(text, Path::new("p.yaml"), &[])
+}
+
+#[test]
+fn shipped_pipelines_load() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "yaml") {
+            config::load(&p, &[]).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            n += 1;
+        }
+    }
+    assert!(n >= 1);
+    let main = config::load(&main_pipeline(), &[]).unwrap().config;
+    assert_eq!(main.name, "chestxray");
+    assert_eq!(main.model.arch, "muxnet_m");
+}
+
+#[test]
+fn unknown_key_names_line_key_and_suggestion() {
+    let text = "name: x\ntrain:\n  epochs: 3\n  batchsize: 8\n";
+    let err = parse(text).unwrap_err();
+    let msg = err.to_string();
+    assert_eq!(err.key(), Some("train.batchsize"), "{msg}");
+    assert!(msg.contains("p.yaml, line 4"), "{msg}");
+    assert!(msg.contains("did you mean `batch_size`"), "{msg}");
+}
+
+#[test]
+fn unknown_top_level_section() {
+    let err = parse("name: x\nmodle:\n  arch: muxnet_m\n").unwrap_err();
+    let msg = err.to_string();
+    assert_eq!(err.key(), Some("modle"), "{msg}");
+    assert!(msg.contains("line 2") && msg.contains("did you mean `model`"), "{msg}");
+}
+
+#[test]
+fn wrong_type_names_line_and_key() {
+    let text = "data:\n  root: x\n  val_fraction: a lot\n";
+    let err = parse(text).unwrap_err();
+    let msg = err.to_string();
+    assert_eq!(err.key(), Some("data.val_fraction"), "{msg}");
+    assert!(msg.contains("line 3"), "{msg}");
+    assert!(msg.contains("invalid type"), "{msg}");
+}
+
+#[test]
+fn bad_enum_value_names_line_and_key() {
+    let err = parse("data:\n  protocol: randomly\n").unwrap_err();
+    let msg = err.to_string();
+    assert_eq!(err.key(), Some("data.protocol"), "{msg}");
+    assert!(msg.contains("line 2") && msg.contains("random_patient"), "{msg}");
+}
+
+#[test]
+fn bad_value_out_of_range() {
+    let err = parse("data:\n  root: x\n  val_fraction: 1.5\n").unwrap_err();
+    let msg = err.to_string();
+    assert_eq!(err.key(), Some("data.val_fraction"), "{msg}");
+    assert!(msg.contains("line 3") && msg.contains("between 0 and 1"), "{msg}");
+
+    let err = parse("data:\n  filters:\n    labels: [Efusion]\n").unwrap_err();
+    let msg = err.to_string();
+    assert_eq!(err.key(), Some("data.filters.labels[0]"), "{msg}");
+    assert!(msg.contains("line 3") && msg.contains("`Effusion`"), "{msg}");
+}
+
+#[test]
+fn missing_file_names_the_pipeline_and_lists_available() {
+    let dir = main_pipeline().parent().unwrap().to_path_buf();
+    let err = config::resolve_pipeline_path("chestxary", &dir).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, ConfigError::NotFound { .. }));
+    assert!(msg.contains("chestxary.yaml") && msg.contains("chestxray"), "{msg}");
+
+    let err = config::load(Path::new("/nonexistent/p.yaml"), &[]).unwrap_err();
+    assert!(err.to_string().contains("/nonexistent/p.yaml"), "{err}");
+}
+
+#[test]
+fn yaml_syntax_error_names_file_and_line() {
+    let err = parse("train:\n  epochs: [1, 2\n  lr: 3\n").unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, ConfigError::Syntax { .. }), "{msg}");
+    assert!(msg.contains("p.yaml") && msg.contains("line"), "{msg}");
+}
+
+#[test]
+fn overrides_are_typed_and_blamed() {
+    let p = main_pipeline();
+    let c = config::load(&p, &["train.lr=3e-4".into(), "data.filters.views=[PA]".into()])
+        .unwrap()
+        .config;
+    assert_eq!(c.train.lr, 3e-4);
+    assert_eq!(c.data.filters.views, vec!["PA".to_string()]);
+
+    let err = config::load(&p, &["train.epochs=many".into()]).unwrap_err();
+    match &err {
+        ConfigError::Invalid { origin, key, .. } => {
+            assert_eq!(key, "train.epochs");
+            assert_eq!(origin, &Origin::Override("train.epochs=many".into()));
+        }
+        other => panic!("unexpected {other}"),
+    }
+    let err = config::load(&p, &["train.lrr=1".into()]).unwrap_err();
+    assert!(err.to_string().contains("did you mean `lr`"), "{err}");
+    assert!(config::load(&p, &["no_equals_sign".into()]).is_err());
+}
+
+#[test]
+fn resolved_config_round_trips() {
+    let c = config::load(&main_pipeline(), &["train.epochs=3".into()]).unwrap().config;
+    let again = config::parse(&c.to_yaml(), Path::new("resolved.yaml"), &[]).unwrap();
+    assert_eq!(c, again);
+}
