@@ -5,3 +5,5 @@
 pub mod config;
 pub mod data;
 pub mod doctor;
+pub mod io;
+pub mod model;

@@ -1,0 +1,237 @@
+//! Layers of MUXNet below the block level: convs with the reference's initialisation,
+//! BatchNorm, activations, squeeze-excitation, MixNet's mixed-kernel conv and the MUXConv
+//! layer (spatial multiplexing, Lu, Deb, Boddeti, CVPR 2020, Sec. 3.1).
+
+use tch::nn::{self, Module, ModuleT};
+use tch::Tensor;
+
+use super::spec::{split_channels, Act};
+
+/// The reference's padding rule (`_get_padding`): ((stride - 1) + (k - 1)) / 2.
+fn padding(k: i64, stride: i64) -> i64 {
+    ((stride - 1) + (k - 1)) / 2
+}
+
+/// A conv initialised as the reference's `_initialize_weight_goog`: weights from
+/// N(0, sqrt(2 / (kh * kw * out_channels))) (fan-out, not divided by groups), bias 0.
+pub fn conv(p: nn::Path, cin: i64, cout: i64, k: i64, stride: i64, groups: i64, bias: bool) -> nn::Conv2D {
+    let stdev = (2.0 / (k * k * cout) as f64).sqrt();
+    nn::conv2d(
+        p,
+        cin,
+        cout,
+        k,
+        nn::ConvConfig {
+            stride,
+            padding: padding(k, stride),
+            groups,
+            bias,
+            ws_init: nn::Init::Randn { mean: 0.0, stdev },
+            bs_init: nn::Init::Const(0.0),
+            ..Default::default()
+        },
+    )
+}
+
+/// PyTorch's BatchNorm2d defaults (eps 1e-5, momentum 0.1), gamma 1 and beta 0 as the
+/// reference initialises them (tch's own default draws gamma from U(0, 1)).
+pub fn bn(p: nn::Path, c: i64) -> nn::BatchNorm {
+    nn::batch_norm2d(
+        p,
+        c,
+        nn::BatchNormConfig {
+            eps: 1e-5,
+            momentum: 0.1,
+            ws_init: nn::Init::Const(1.0),
+            bs_init: nn::Init::Const(0.0),
+            ..Default::default()
+        },
+    )
+}
+
+pub fn act(a: Act, x: &Tensor) -> Tensor {
+    match a {
+        Act::Relu => x.relu(),
+        Act::Relu6 => x.clamp(0.0, 6.0),
+        // swish(x) = x * sigmoid(x): the reference's custom autograd function computes exactly silu.
+        Act::Swish => x.silu(),
+        Act::HardSwish => x * (x + 3.0).clamp(0.0, 6.0) / 6.0,
+    }
+}
+
+/// Squeeze-and-excitation with 1x1 convs (with bias), the block's activation in between and a
+/// sigmoid gate. Keys: `conv_reduce`, `conv_expand`.
+#[derive(Debug)]
+pub struct SqueezeExcite {
+    conv_reduce: nn::Conv2D,
+    conv_expand: nn::Conv2D,
+    act: Act,
+}
+
+impl SqueezeExcite {
+    pub fn new(p: nn::Path, chs: i64, reduced: i64, act: Act) -> Self {
+        SqueezeExcite {
+            conv_reduce: conv(&p / "conv_reduce", chs, reduced, 1, 1, 1, true),
+            conv_expand: conv(&p / "conv_expand", reduced, chs, 1, 1, 1, true),
+            act,
+        }
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        let s = x.mean_dim([2i64, 3].as_slice(), true, x.kind());
+        let s = act(self.act, &self.conv_reduce.forward(&s));
+        x * self.conv_expand.forward(&s).sigmoid()
+    }
+}
+
+/// Space-to-channel with factor 2 in the reference's channel order: output channel
+/// `(i*2 + j)*C + c` holds input pixel `(2h+i, 2w+j)` of channel `c` (offset-major; not
+/// `pixel_unshuffle`'s `c*4 + i*2 + j`).
+pub fn space_to_channel(x: &Tensor) -> Tensor {
+    let (n, c, h, w) = x.size4().expect("NCHW input");
+    x.view([n, c, h / 2, 2, w / 2, 2])
+        .permute([0, 3, 5, 1, 2, 4])
+        .contiguous()
+        .view([n, c * 4, h / 2, w / 2])
+}
+
+/// The exact inverse of [`space_to_channel`]: input channel `(i*2 + j)*C' + c` goes to pixel
+/// `(2h+i, 2w+j)` of output channel `c`.
+pub fn channel_to_space(x: &Tensor) -> Tensor {
+    let (n, c, h, w) = x.size4().expect("NCHW input");
+    x.view([n, 2, 2, c / 4, h, w])
+        .permute([0, 3, 4, 1, 5, 2])
+        .contiguous()
+        .view([n, c / 4, h * 2, w * 2])
+}
+
+/// One branch of a MUXConv layer, by the sign of its scale.
+#[derive(Debug)]
+enum MuxBranch {
+    /// scale < 0: space-to-channel -> depthwise conv -> channel-to-space.
+    Coarser(nn::Conv2D),
+    /// scale = 0: a plain depthwise conv.
+    Same(nn::Conv2D),
+    /// scale > 0: channel-to-space -> depthwise conv -> space-to-channel.
+    Finer(nn::Conv2D),
+}
+
+/// Spatial multiplexing (the MUXConv layer): the channels are split into one group per scale
+/// (first group takes the remainder) and each group is seen at a coarser, the same or a finer
+/// resolution by rearranging pixels and channels, with a depthwise conv in between.
+/// Keys: `convs.<i>.weight` for scale 0, `convs.<i>.1.weight` for a nonzero scale (the conv
+/// sits between the two rearrangements in the reference's Sequential).
+#[derive(Debug)]
+pub struct MuxConv {
+    branches: Vec<MuxBranch>,
+    splits: Vec<i64>,
+}
+
+impl MuxConv {
+    pub fn new(p: nn::Path, cin: i64, cout: i64, kernels: &[i64], stride: i64, scales: &[i64]) -> Self {
+        let n = scales.len();
+        let in_splits = split_channels(cin, n);
+        let out_splits = split_channels(cout, n);
+        let convs = &p / "convs";
+        let branches = (0..n)
+            .map(|i| {
+                let k = if kernels.len() == 1 { kernels[0] } else { kernels[i] };
+                let (ci, co) = (in_splits[i], out_splits[i]);
+                let bp = &convs / i;
+                match scales[i].signum() {
+                    -1 => MuxBranch::Coarser(conv(&bp / 1, ci * 4, co * 4, k, stride, ci * 4, false)),
+                    0 => MuxBranch::Same(conv(bp, ci, co, k, stride, co, false)),
+                    _ => MuxBranch::Finer(conv(&bp / 1, ci / 4, co / 4, k, stride, ci / 4, false)),
+                }
+            })
+            .collect();
+        MuxConv {
+            branches,
+            splits: in_splits,
+        }
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        let parts = x.split_with_sizes(self.splits.as_slice(), 1);
+        let outs: Vec<Tensor> = parts
+            .iter()
+            .zip(&self.branches)
+            .map(|(xi, b)| match b {
+                MuxBranch::Coarser(c) => channel_to_space(&c.forward(&space_to_channel(xi))),
+                MuxBranch::Same(c) => c.forward(xi),
+                MuxBranch::Finer(c) => space_to_channel(&c.forward(&channel_to_space(xi))),
+            })
+            .collect();
+        Tensor::cat(&outs, 1)
+    }
+}
+
+/// MixNet's mixed-kernel conv: channel groups (remainder in the first) each with their own
+/// kernel size. Keys `<j>.weight`.
+#[derive(Debug)]
+pub struct MixedConv {
+    convs: Vec<nn::Conv2D>,
+    splits: Vec<i64>,
+}
+
+impl MixedConv {
+    /// `groups` is the total group count to spread over the kernels; `None` means depthwise.
+    pub fn new(p: nn::Path, cin: i64, cout: i64, kernels: &[i64], stride: i64, groups: Option<i64>) -> Self {
+        let n = kernels.len();
+        let in_splits = split_channels(cin, n);
+        let out_splits = split_channels(cout, n);
+        let conv_groups = match groups {
+            None => out_splits.clone(),
+            Some(g) if g > 1 => split_channels(g, n),
+            Some(_) => vec![1; n],
+        };
+        let convs = (0..n)
+            .map(|j| conv(&p / j, in_splits[j], out_splits[j], kernels[j], stride, conv_groups[j], false))
+            .collect();
+        MixedConv {
+            convs,
+            splits: in_splits,
+        }
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        let parts = x.split_with_sizes(self.splits.as_slice(), 1);
+        let outs: Vec<Tensor> = parts.iter().zip(&self.convs).map(|(xi, c)| c.forward(xi)).collect();
+        Tensor::cat(&outs, 1)
+    }
+}
+
+/// The spatial (kxk) conv of a block: one conv, a mixed-kernel conv or a MUXConv layer.
+#[derive(Debug)]
+pub enum SpatialConv {
+    Single(nn::Conv2D),
+    Mixed(MixedConv),
+    Mux(MuxConv),
+}
+
+impl SpatialConv {
+    /// Chooses like the reference's `select_conv2d`: scales → MUXConv; several kernels →
+    /// mixed conv; otherwise one conv with `groups` (None: depthwise).
+    pub fn new(p: nn::Path, cin: i64, cout: i64, kernels: &[i64], stride: i64, groups: Option<i64>, scales: Option<&[i64]>) -> Self {
+        if let Some(sc) = scales {
+            SpatialConv::Mux(MuxConv::new(p, cin, cout, kernels, stride, sc))
+        } else if kernels.len() > 1 {
+            SpatialConv::Mixed(MixedConv::new(p, cin, cout, kernels, stride, groups))
+        } else {
+            SpatialConv::Single(conv(p, cin, cout, kernels[0], stride, groups.unwrap_or(cout), false))
+        }
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        match self {
+            SpatialConv::Single(c) => c.forward(x),
+            SpatialConv::Mixed(m) => m.forward(x),
+            SpatialConv::Mux(m) => m.forward(x),
+        }
+    }
+}
+
+/// Applies BatchNorm in training or eval mode.
+pub fn bn_t(b: &nn::BatchNorm, x: &Tensor, train: bool) -> Tensor {
+    b.forward_t(x, train)
+}
