@@ -55,11 +55,18 @@ pub mod torch {
         let mut out = vec![
             Check {
                 name: "libtorch version",
-                value: format!("{} (compiled against; tch 0.26.0)", env!("MUXMED_LIBTORCH_VERSION")),
+                value: format!(
+                    "{} (compiled against; tch 0.26.0)",
+                    env!("MUXMED_LIBTORCH_VERSION")
+                ),
             },
             Check {
                 name: "libtorch found at",
-                value: if lib.is_empty() { "unknown".into() } else { lib.into() },
+                value: if lib.is_empty() {
+                    "unknown".into()
+                } else {
+                    lib.into()
+                },
             },
             Check {
                 name: "torch threads",

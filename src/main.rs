@@ -6,7 +6,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "muxmed", version, about = "Fine-tune MUXNet on ChestX-Ray14 and report per-disease AUROC")]
+#[command(
+    name = "muxmed",
+    version,
+    about = "Fine-tune MUXNet on ChestX-Ray14 and report per-disease AUROC"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -28,6 +32,153 @@ enum Command {
     Doctor(PipelineArgs),
     /// Print a pipeline's fully resolved config (after --set overrides) as YAML.
     Config(PipelineArgs),
+    /// Model tools: counts, a forward pass on a tensor file, checkpoint import.
+    #[cfg(feature = "torch")]
+    #[command(subcommand)]
+    Model(ModelCmd),
+    /// Benchmarks that print figures.
+    #[cfg(feature = "torch")]
+    #[command(subcommand)]
+    Bench(BenchCmd),
+}
+
+#[cfg(feature = "torch")]
+#[derive(Subcommand)]
+enum ModelCmd {
+    /// Parameters (total, backbone, head) and conv+linear multiply-adds per image.
+    Info {
+        /// muxnet_m, muxnet_l, densenet121 or a path to an arch JSON.
+        #[arg(long)]
+        arch: String,
+        #[arg(long, default_value_t = 14)]
+        num_classes: i64,
+        #[arg(long, default_value_t = 224)]
+        resolution: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run tensor `input` (N,3,H,W) from a safetensors file; write `logits` and `features`.
+    Forward {
+        #[arg(long)]
+        arch: String,
+        #[arg(long, default_value_t = 14)]
+        num_classes: i64,
+        #[arg(long)]
+        weights: PathBuf,
+        #[arg(long)]
+        input: PathBuf,
+        #[arg(long)]
+        output: PathBuf,
+        /// BatchNorm with batch statistics (dropout stays off).
+        #[arg(long)]
+        train_mode: bool,
+        /// Also write `stem`, `blocks.<i>` and `head` activations.
+        #[arg(long)]
+        stages: bool,
+    },
+    /// Convert an official `torch.save` checkpoint (EMA weights preferred) to safetensors.
+    Import {
+        src: PathBuf,
+        #[arg(long)]
+        arch: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[cfg(feature = "torch")]
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Inference and training-step images per second on random input.
+    Model {
+        #[arg(long, default_value = "muxnet_m")]
+        arch: String,
+        #[arg(long, default_value_t = 32)]
+        batch: i64,
+        #[arg(long, default_value_t = 224)]
+        resolution: i64,
+        #[arg(long, default_value_t = 5)]
+        iters: usize,
+    },
+}
+
+#[cfg(feature = "torch")]
+fn model_cmd(cmd: &ModelCmd) -> Result<ExitCode> {
+    use muxmed::model::tools;
+    match cmd {
+        ModelCmd::Info {
+            arch,
+            num_classes,
+            resolution,
+            json,
+        } => {
+            let i = tools::info(arch, *num_classes, *resolution)?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&i)?);
+            } else {
+                println!("arch              {}", i.arch);
+                println!("classes           {}", i.num_classes);
+                println!("params total      {}", i.params_total);
+                println!("params backbone   {}", i.params_backbone);
+                println!("params head       {}", i.params_head);
+                match i.madds {
+                    Some(m) => println!(
+                        "MAdds @{}        {:.1}M (conv + linear, per image)",
+                        i.resolution,
+                        m as f64 / 1e6
+                    ),
+                    None => println!("MAdds             not counted for {}", i.arch),
+                }
+            }
+        }
+        ModelCmd::Forward {
+            arch,
+            num_classes,
+            weights,
+            input,
+            output,
+            train_mode,
+            stages,
+        } => {
+            tools::forward(
+                arch,
+                *num_classes,
+                weights,
+                input,
+                output,
+                *train_mode,
+                *stages,
+            )?;
+            println!("wrote {}", output.display());
+        }
+        ModelCmd::Import { src, arch, out } => println!("{}", tools::import(src, arch, out)?),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(feature = "torch")]
+fn bench_cmd(cmd: &BenchCmd) -> Result<ExitCode> {
+    match cmd {
+        BenchCmd::Model {
+            arch,
+            batch,
+            resolution,
+            iters,
+        } => {
+            let r = muxmed::model::tools::bench(arch, *batch, *resolution, (*iters).max(1))?;
+            println!(
+                "{} batch {} at {}px, {} threads: inference {:.1} img/s, training step {:.1} img/s",
+                r.arch,
+                r.batch,
+                r.resolution,
+                r.threads,
+                r.infer_images_per_s,
+                r.train_images_per_s
+            );
+            println!("{}", serde_json::to_string(&r)?);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn load_pipeline(args: &PipelineArgs) -> Result<muxmed::config::LoadedPipeline> {
@@ -39,8 +190,11 @@ fn doctor(args: &PipelineArgs) -> Result<ExitCode> {
     let data_root = load_pipeline(args)
         .map(|p| p.config.data.root)
         .unwrap_or_else(|_| PathBuf::from("data/nih"));
-    let mut checks =
-        muxmed::doctor::static_checks(&data_root, Path::new("data_manifests"), Path::new("reports"));
+    let mut checks = muxmed::doctor::static_checks(
+        &data_root,
+        Path::new("data_manifests"),
+        Path::new("reports"),
+    );
     #[cfg(feature = "torch")]
     let ok = {
         let (more, probe) = muxmed::doctor::torch::checks();
@@ -58,19 +212,25 @@ fn doctor(args: &PipelineArgs) -> Result<ExitCode> {
     for c in &checks {
         println!("{:<22} {}", c.name, c.value);
     }
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Doctor(a) => doctor(a),
-        Command::Config(a) => load_pipeline(a)
-            .context("loading the pipeline")
-            .map(|p| {
-                print!("{}", p.config.to_yaml());
-                ExitCode::SUCCESS
-            }),
+        Command::Config(a) => load_pipeline(a).context("loading the pipeline").map(|p| {
+            print!("{}", p.config.to_yaml());
+            ExitCode::SUCCESS
+        }),
+        #[cfg(feature = "torch")]
+        Command::Model(m) => model_cmd(m),
+        #[cfg(feature = "torch")]
+        Command::Bench(b) => bench_cmd(b),
     };
     match result {
         Ok(code) => code,

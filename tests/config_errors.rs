@@ -43,7 +43,10 @@ fn unknown_top_level_section() {
     let err = parse("name: x\nmodle:\n  arch: muxnet_m\n").unwrap_err();
     let msg = err.to_string();
     assert_eq!(err.key(), Some("modle"), "{msg}");
-    assert!(msg.contains("line 2") && msg.contains("did you mean `model`"), "{msg}");
+    assert!(
+        msg.contains("line 2") && msg.contains("did you mean `model`"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -61,7 +64,10 @@ fn bad_enum_value_names_line_and_key() {
     let err = parse("data:\n  protocol: randomly\n").unwrap_err();
     let msg = err.to_string();
     assert_eq!(err.key(), Some("data.protocol"), "{msg}");
-    assert!(msg.contains("line 2") && msg.contains("random_patient"), "{msg}");
+    assert!(
+        msg.contains("line 2") && msg.contains("random_patient"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -69,12 +75,18 @@ fn bad_value_out_of_range() {
     let err = parse("data:\n  root: x\n  val_fraction: 1.5\n").unwrap_err();
     let msg = err.to_string();
     assert_eq!(err.key(), Some("data.val_fraction"), "{msg}");
-    assert!(msg.contains("line 3") && msg.contains("between 0 and 1"), "{msg}");
+    assert!(
+        msg.contains("line 3") && msg.contains("between 0 and 1"),
+        "{msg}"
+    );
 
     let err = parse("data:\n  filters:\n    labels: [Efusion]\n").unwrap_err();
     let msg = err.to_string();
     assert_eq!(err.key(), Some("data.filters.labels[0]"), "{msg}");
-    assert!(msg.contains("line 3") && msg.contains("`Effusion`"), "{msg}");
+    assert!(
+        msg.contains("line 3") && msg.contains("`Effusion`"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -83,7 +95,10 @@ fn missing_file_names_the_pipeline_and_lists_available() {
     let err = config::resolve_pipeline_path("chestxary", &dir).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, ConfigError::NotFound { .. }));
-    assert!(msg.contains("chestxary.yaml") && msg.contains("chestxray"), "{msg}");
+    assert!(
+        msg.contains("chestxary.yaml") && msg.contains("chestxray"),
+        "{msg}"
+    );
 
     let err = config::load(Path::new("/nonexistent/p.yaml"), &[]).unwrap_err();
     assert!(err.to_string().contains("/nonexistent/p.yaml"), "{err}");
@@ -100,9 +115,12 @@ fn yaml_syntax_error_names_file_and_line() {
 #[test]
 fn overrides_are_typed_and_blamed() {
     let p = main_pipeline();
-    let c = config::load(&p, &["train.lr=3e-4".into(), "data.filters.views=[PA]".into()])
-        .unwrap()
-        .config;
+    let c = config::load(
+        &p,
+        &["train.lr=3e-4".into(), "data.filters.views=[PA]".into()],
+    )
+    .unwrap()
+    .config;
     assert_eq!(c.train.lr, 3e-4);
     assert_eq!(c.data.filters.views, vec!["PA".to_string()]);
 
@@ -121,7 +139,9 @@ fn overrides_are_typed_and_blamed() {
 
 #[test]
 fn resolved_config_round_trips() {
-    let c = config::load(&main_pipeline(), &["train.epochs=3".into()]).unwrap().config;
+    let c = config::load(&main_pipeline(), &["train.epochs=3".into()])
+        .unwrap()
+        .config;
     let again = config::parse(&c.to_yaml(), Path::new("resolved.yaml"), &[]).unwrap();
     assert_eq!(c, again);
 }

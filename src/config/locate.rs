@@ -120,7 +120,9 @@ fn strip_comment(line: &str) -> &str {
 
 fn mapping_key(s: &str) -> Option<&str> {
     let (key, _) = s.split_once(':').filter(|(k, v)| {
-        !k.is_empty() && (v.is_empty() || v.starts_with(' ')) && !k.starts_with(['{', '[', '"', '\''])
+        !k.is_empty()
+            && (v.is_empty() || v.starts_with(' '))
+            && !k.starts_with(['{', '[', '"', '\''])
     })?;
     Some(key.trim())
 }

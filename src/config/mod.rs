@@ -471,7 +471,10 @@ impl PipelineConfig {
         if !(d.val_fraction > 0.0 && d.val_fraction < 1.0) {
             return err(
                 "data.val_fraction",
-                format!("must be between 0 and 1 (exclusive), got {}", d.val_fraction),
+                format!(
+                    "must be between 0 and 1 (exclusive), got {}",
+                    d.val_fraction
+                ),
             );
         }
         if d.protocol == SplitProtocol::SplitFile && d.split_file.is_none() {
@@ -539,10 +542,13 @@ impl PipelineConfig {
             );
         }
         let t = &self.train;
-        if t.resolution < 32 || t.resolution % 32 != 0 {
+        if t.resolution < 32 || !t.resolution.is_multiple_of(32) {
             return err(
                 "train.resolution",
-                format!("must be a multiple of 32 and at least 32 (MUXNet's output stride), got {}", t.resolution),
+                format!(
+                    "must be a multiple of 32 and at least 32 (MUXNet's output stride), got {}",
+                    t.resolution
+                ),
             );
         }
         if t.epochs == 0 {
@@ -551,7 +557,10 @@ impl PipelineConfig {
         if t.batch_size == 0 {
             return err("train.batch_size", "must be at least 1".into());
         }
-        for (k, v) in [("train.lr", t.lr), ("train.backbone_lr_factor", t.backbone_lr_factor)] {
+        for (k, v) in [
+            ("train.lr", t.lr),
+            ("train.backbone_lr_factor", t.backbone_lr_factor),
+        ] {
             if !(v.is_finite() && v > 0.0) {
                 return err(k, format!("must be a positive number, got {v}"));
             }
@@ -616,7 +625,10 @@ mod tests {
 
     #[test]
     fn closest_key_suggestion() {
-        let c: Vec<String> = ["lr", "epochs", "batch_size"].iter().map(|s| s.to_string()).collect();
+        let c: Vec<String> = ["lr", "epochs", "batch_size"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         assert_eq!(closest("batchsize", &c).as_deref(), Some("batch_size"));
         assert_eq!(closest("epoch", &c).as_deref(), Some("epochs"));
         assert_eq!(closest("completely_else", &c), None);
@@ -628,7 +640,10 @@ mod tests {
         apply_override(&mut v, "train.lr=3e-4").unwrap();
         apply_override(&mut v, "data.filters.views=[PA, AP]").unwrap();
         assert_eq!(v["train"]["lr"], serde_json::json!(3e-4));
-        assert_eq!(v["data"]["filters"]["views"], serde_json::json!(["PA", "AP"]));
+        assert_eq!(
+            v["data"]["filters"]["views"],
+            serde_json::json!(["PA", "AP"])
+        );
         assert!(apply_override(&mut v, "train.lr").is_err());
         assert!(apply_override(&mut v, "train.lr.x=1").is_err());
     }

@@ -67,7 +67,15 @@ impl Block {
         let scales = a.scales.as_deref();
         match a.block_type {
             BlockType::Ds { .. } => Block::Ds(DepthwiseSeparable {
-                conv_dw: SpatialConv::new(&p / "conv_dw", plan.in_chs, plan.in_chs, &a.kernels, plan.stride, None, scales),
+                conv_dw: SpatialConv::new(
+                    &p / "conv_dw",
+                    plan.in_chs,
+                    plan.in_chs,
+                    &a.kernels,
+                    plan.stride,
+                    None,
+                    scales,
+                ),
                 bn1: bn(&p / "bn1", plan.in_chs),
                 se: se_for(&p, plan),
                 conv_pw: conv(&p / "conv_pw", plan.in_chs, plan.out_chs, 1, 1, 1, false),
@@ -79,7 +87,15 @@ impl Block {
                 Block::Ir(InvertedResidual {
                     conv_pw: conv(&p / "conv_pw", plan.in_chs, mid, 1, 1, 1, false),
                     bn1: bn(&p / "bn1", mid),
-                    conv_dw: SpatialConv::new(&p / "conv_dw", mid, mid, &a.kernels, plan.stride, None, scales),
+                    conv_dw: SpatialConv::new(
+                        &p / "conv_dw",
+                        mid,
+                        mid,
+                        &a.kernels,
+                        plan.stride,
+                        None,
+                        scales,
+                    ),
                     bn2: bn(&p / "bn2", mid),
                     se: se_for(&p, plan),
                     conv_pwl: conv(&p / "conv_pwl", mid, plan.out_chs, 1, 1, 1, false),
@@ -94,7 +110,15 @@ impl Block {
                 Block::Sp(MuxInvertedResidual {
                     conv_pw: conv(&p / "conv_pw", c, mid, 1, 1, 1, false),
                     bn1: bn(&p / "bn1", mid),
-                    conv_dw: SpatialConv::new(&p / "conv_dw", mid, mid, &a.kernels, plan.stride, groups, scales),
+                    conv_dw: SpatialConv::new(
+                        &p / "conv_dw",
+                        mid,
+                        mid,
+                        &a.kernels,
+                        plan.stride,
+                        groups,
+                        scales,
+                    ),
                     bn2: bn(&p / "bn2", mid),
                     se: se_for(&p, plan),
                     conv_pwl: conv(&p / "conv_pwl", mid, c, 1, 1, 1, false),
@@ -155,7 +179,10 @@ impl MuxInvertedResidual {
         let c = self.plan.split_chs();
         let processed = x.narrow(1, 0, c);
         let passed = x.narrow(1, c, c_all - c);
-        let mut y = act(a, &bn_t(&self.bn1, &self.conv_pw.forward(&processed), train));
+        let mut y = act(
+            a,
+            &bn_t(&self.bn1, &self.conv_pw.forward(&processed), train),
+        );
         y = act(a, &bn_t(&self.bn2, &self.conv_dw.forward(&y), train));
         if let Some(se) = &self.se {
             y = se.forward(&y);

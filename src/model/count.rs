@@ -37,7 +37,17 @@ struct Counter {
 impl Counter {
     /// A conv at input size `h` (square); returns the output size.
     #[allow(clippy::too_many_arguments)]
-    fn conv(&mut self, name: String, cin: i64, cout: i64, k: i64, s: i64, groups: i64, h: i64, bias: bool) -> i64 {
+    fn conv(
+        &mut self,
+        name: String,
+        cin: i64,
+        cout: i64,
+        k: i64,
+        s: i64,
+        groups: i64,
+        h: i64,
+        bias: bool,
+    ) -> i64 {
         let ho = out_size(h, k, s);
         let w = (cout * (cin / groups) * k * k) as u64;
         self.layers.push(Layer {
@@ -56,16 +66,51 @@ impl Counter {
     }
     /// The spatial conv of a block: single, mixed-kernel or MUXConv.
     #[allow(clippy::too_many_arguments)]
-    fn spatial(&mut self, name: &str, c: i64, kernels: &[i64], s: i64, groups: Option<i64>, scales: Option<&[i64]>, h: i64) -> i64 {
+    fn spatial(
+        &mut self,
+        name: &str,
+        c: i64,
+        kernels: &[i64],
+        s: i64,
+        groups: Option<i64>,
+        scales: Option<&[i64]>,
+        h: i64,
+    ) -> i64 {
         if let Some(sc) = scales {
             let splits = split_channels(c, sc.len());
             let mut ho = h;
             for (i, (&ci, &scale)) in splits.iter().zip(sc).enumerate() {
-                let k = if kernels.len() == 1 { kernels[0] } else { kernels[i] };
+                let k = if kernels.len() == 1 {
+                    kernels[0]
+                } else {
+                    kernels[i]
+                };
                 ho = match scale.signum() {
-                    -1 => self.conv(format!("{name}.convs.{i}.1"), ci * 4, ci * 4, k, s, ci * 4, h / 2, false) * 2,
+                    -1 => {
+                        self.conv(
+                            format!("{name}.convs.{i}.1"),
+                            ci * 4,
+                            ci * 4,
+                            k,
+                            s,
+                            ci * 4,
+                            h / 2,
+                            false,
+                        ) * 2
+                    }
                     0 => self.conv(format!("{name}.convs.{i}"), ci, ci, k, s, ci, h, false),
-                    _ => self.conv(format!("{name}.convs.{i}.1"), ci / 4, ci / 4, k, s, ci / 4, h * 2, false) / 2,
+                    _ => {
+                        self.conv(
+                            format!("{name}.convs.{i}.1"),
+                            ci / 4,
+                            ci / 4,
+                            k,
+                            s,
+                            ci / 4,
+                            h * 2,
+                            false,
+                        ) / 2
+                    }
                 };
             }
             ho
@@ -79,11 +124,29 @@ impl Counter {
             };
             let mut ho = h;
             for j in 0..n {
-                ho = self.conv(format!("{name}.{j}"), splits[j], splits[j], kernels[j], s, g[j], h, false);
+                ho = self.conv(
+                    format!("{name}.{j}"),
+                    splits[j],
+                    splits[j],
+                    kernels[j],
+                    s,
+                    g[j],
+                    h,
+                    false,
+                );
             }
             ho
         } else {
-            self.conv(name.to_string(), c, c, kernels[0], s, groups.unwrap_or(c), h, false)
+            self.conv(
+                name.to_string(),
+                c,
+                c,
+                kernels[0],
+                s,
+                groups.unwrap_or(c),
+                h,
+                false,
+            )
         }
     }
 }
@@ -109,10 +172,27 @@ pub fn count(spec: &ArchSpec, num_classes: i64, resolution: i64) -> Result<Count
             };
             match a.block_type {
                 BlockType::Ds { .. } => {
-                    h = c.spatial(&format!("{p}.conv_dw"), b.in_chs, &a.kernels, b.stride, None, scales, h);
+                    h = c.spatial(
+                        &format!("{p}.conv_dw"),
+                        b.in_chs,
+                        &a.kernels,
+                        b.stride,
+                        None,
+                        scales,
+                        h,
+                    );
                     c.bn(format!("{p}.bn1"), b.in_chs);
                     se(&mut c);
-                    c.conv(format!("{p}.conv_pw"), b.in_chs, b.out_chs, 1, 1, 1, h, false);
+                    c.conv(
+                        format!("{p}.conv_pw"),
+                        b.in_chs,
+                        b.out_chs,
+                        1,
+                        1,
+                        1,
+                        h,
+                        false,
+                    );
                     c.bn(format!("{p}.bn2"), b.out_chs);
                 }
                 BlockType::Ir | BlockType::Sp => {
@@ -123,7 +203,15 @@ pub fn count(spec: &ArchSpec, num_classes: i64, resolution: i64) -> Result<Count
                     };
                     c.conv(format!("{p}.conv_pw"), cin, mid, 1, 1, 1, h, false);
                     c.bn(format!("{p}.bn1"), mid);
-                    h = c.spatial(&format!("{p}.conv_dw"), mid, &a.kernels, b.stride, groups, scales, h);
+                    h = c.spatial(
+                        &format!("{p}.conv_dw"),
+                        mid,
+                        &a.kernels,
+                        b.stride,
+                        groups,
+                        scales,
+                        h,
+                    );
                     c.bn(format!("{p}.bn2"), mid);
                     se(&mut c);
                     c.conv(format!("{p}.conv_pwl"), mid, cout, 1, 1, 1, h, false);
@@ -133,7 +221,16 @@ pub fn count(spec: &ArchSpec, num_classes: i64, resolution: i64) -> Result<Count
         }
     }
     let last = spec.last_channels()?;
-    c.conv("conv_head".into(), last, spec.num_features, 1, 1, 1, h, false);
+    c.conv(
+        "conv_head".into(),
+        last,
+        spec.num_features,
+        1,
+        1,
+        1,
+        h,
+        false,
+    );
     c.bn("bn2".into(), spec.num_features);
     let head_params = (spec.num_features * num_classes + num_classes) as u64;
     c.layers.push(Layer {
@@ -186,20 +283,39 @@ mod layer_table {
     /// measured on the authors' code (`../shared/docs/muxnet_m_layers.tsv`).
     #[test]
     fn every_layer_matches_the_reference_table() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/docs/muxnet_m_layers.tsv");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/docs/muxnet_m_layers.tsv"
+        );
         let text = std::fs::read_to_string(path).expect("reference table in ../shared/docs");
         let ours = count(&ArchSpec::muxnet_m(), 1000, 224).unwrap();
         let ours: Vec<&Layer> = ours
             .layers
             .iter()
-            .filter(|l| !l.name.ends_with("bn1") && !l.name.ends_with("bn2") && !l.name.ends_with("bn3"))
+            .filter(|l| {
+                !l.name.ends_with("bn1") && !l.name.ends_with("bn2") && !l.name.ends_with("bn3")
+            })
             .collect();
-        let rows: Vec<Vec<&str>> = text.lines().skip(1).map(|l| l.split('\t').collect()).collect();
+        let rows: Vec<Vec<&str>> = text
+            .lines()
+            .skip(1)
+            .map(|l| l.split('\t').collect())
+            .collect();
         assert_eq!(rows.len(), ours.len());
         for (row, layer) in rows.iter().zip(&ours) {
             assert_eq!(row[0], layer.name);
-            assert_eq!(row[5].parse::<u64>().unwrap(), layer.params, "{}", layer.name);
-            assert_eq!(row[6].parse::<u64>().unwrap(), layer.madds, "{}", layer.name);
+            assert_eq!(
+                row[5].parse::<u64>().unwrap(),
+                layer.params,
+                "{}",
+                layer.name
+            );
+            assert_eq!(
+                row[6].parse::<u64>().unwrap(),
+                layer.madds,
+                "{}",
+                layer.name
+            );
         }
     }
 }

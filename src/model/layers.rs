@@ -14,7 +14,15 @@ fn padding(k: i64, stride: i64) -> i64 {
 
 /// A conv initialised as the reference's `_initialize_weight_goog`: weights from
 /// N(0, sqrt(2 / (kh * kw * out_channels))) (fan-out, not divided by groups), bias 0.
-pub fn conv(p: nn::Path, cin: i64, cout: i64, k: i64, stride: i64, groups: i64, bias: bool) -> nn::Conv2D {
+pub fn conv(
+    p: nn::Path,
+    cin: i64,
+    cout: i64,
+    k: i64,
+    stride: i64,
+    groups: i64,
+    bias: bool,
+) -> nn::Conv2D {
     let stdev = (2.0 / (k * k * cout) as f64).sqrt();
     nn::conv2d(
         p,
@@ -128,18 +136,31 @@ pub struct MuxConv {
 }
 
 impl MuxConv {
-    pub fn new(p: nn::Path, cin: i64, cout: i64, kernels: &[i64], stride: i64, scales: &[i64]) -> Self {
+    pub fn new(
+        p: nn::Path,
+        cin: i64,
+        cout: i64,
+        kernels: &[i64],
+        stride: i64,
+        scales: &[i64],
+    ) -> Self {
         let n = scales.len();
         let in_splits = split_channels(cin, n);
         let out_splits = split_channels(cout, n);
         let convs = &p / "convs";
         let branches = (0..n)
             .map(|i| {
-                let k = if kernels.len() == 1 { kernels[0] } else { kernels[i] };
+                let k = if kernels.len() == 1 {
+                    kernels[0]
+                } else {
+                    kernels[i]
+                };
                 let (ci, co) = (in_splits[i], out_splits[i]);
                 let bp = &convs / i;
                 match scales[i].signum() {
-                    -1 => MuxBranch::Coarser(conv(&bp / 1, ci * 4, co * 4, k, stride, ci * 4, false)),
+                    -1 => {
+                        MuxBranch::Coarser(conv(&bp / 1, ci * 4, co * 4, k, stride, ci * 4, false))
+                    }
                     0 => MuxBranch::Same(conv(bp, ci, co, k, stride, co, false)),
                     _ => MuxBranch::Finer(conv(&bp / 1, ci / 4, co / 4, k, stride, ci / 4, false)),
                 }
@@ -176,7 +197,14 @@ pub struct MixedConv {
 
 impl MixedConv {
     /// `groups` is the total group count to spread over the kernels; `None` means depthwise.
-    pub fn new(p: nn::Path, cin: i64, cout: i64, kernels: &[i64], stride: i64, groups: Option<i64>) -> Self {
+    pub fn new(
+        p: nn::Path,
+        cin: i64,
+        cout: i64,
+        kernels: &[i64],
+        stride: i64,
+        groups: Option<i64>,
+    ) -> Self {
         let n = kernels.len();
         let in_splits = split_channels(cin, n);
         let out_splits = split_channels(cout, n);
@@ -186,7 +214,17 @@ impl MixedConv {
             Some(_) => vec![1; n],
         };
         let convs = (0..n)
-            .map(|j| conv(&p / j, in_splits[j], out_splits[j], kernels[j], stride, conv_groups[j], false))
+            .map(|j| {
+                conv(
+                    &p / j,
+                    in_splits[j],
+                    out_splits[j],
+                    kernels[j],
+                    stride,
+                    conv_groups[j],
+                    false,
+                )
+            })
             .collect();
         MixedConv {
             convs,
@@ -196,7 +234,11 @@ impl MixedConv {
 
     pub fn forward(&self, x: &Tensor) -> Tensor {
         let parts = x.split_with_sizes(self.splits.as_slice(), 1);
-        let outs: Vec<Tensor> = parts.iter().zip(&self.convs).map(|(xi, c)| c.forward(xi)).collect();
+        let outs: Vec<Tensor> = parts
+            .iter()
+            .zip(&self.convs)
+            .map(|(xi, c)| c.forward(xi))
+            .collect();
         Tensor::cat(&outs, 1)
     }
 }
@@ -212,13 +254,29 @@ pub enum SpatialConv {
 impl SpatialConv {
     /// Chooses like the reference's `select_conv2d`: scales → MUXConv; several kernels →
     /// mixed conv; otherwise one conv with `groups` (None: depthwise).
-    pub fn new(p: nn::Path, cin: i64, cout: i64, kernels: &[i64], stride: i64, groups: Option<i64>, scales: Option<&[i64]>) -> Self {
+    pub fn new(
+        p: nn::Path,
+        cin: i64,
+        cout: i64,
+        kernels: &[i64],
+        stride: i64,
+        groups: Option<i64>,
+        scales: Option<&[i64]>,
+    ) -> Self {
         if let Some(sc) = scales {
             SpatialConv::Mux(MuxConv::new(p, cin, cout, kernels, stride, sc))
         } else if kernels.len() > 1 {
             SpatialConv::Mixed(MixedConv::new(p, cin, cout, kernels, stride, groups))
         } else {
-            SpatialConv::Single(conv(p, cin, cout, kernels[0], stride, groups.unwrap_or(cout), false))
+            SpatialConv::Single(conv(
+                p,
+                cin,
+                cout,
+                kernels[0],
+                stride,
+                groups.unwrap_or(cout),
+                false,
+            ))
         }
     }
 

@@ -13,6 +13,8 @@ pub mod muxnet;
 #[cfg(feature = "torch")]
 pub mod network;
 #[cfg(feature = "torch")]
+pub mod tools;
+#[cfg(feature = "torch")]
 pub mod weights;
 
 pub use spec::ArchSpec;

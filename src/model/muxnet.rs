@@ -80,7 +80,10 @@ impl MuxNet {
             }
             HeadInit::PytorchDefault => {
                 let b = 1.0 / (nf as f64).sqrt();
-                (nn::Init::Uniform { lo: -b, up: b }, nn::Init::Uniform { lo: -b, up: b })
+                (
+                    nn::Init::Uniform { lo: -b, up: b },
+                    nn::Init::Uniform { lo: -b, up: b },
+                )
             }
         };
         Ok(MuxNet {
@@ -108,13 +111,19 @@ impl MuxNet {
 
     /// Pooled features (N, num_features). `train` selects batch statistics in BatchNorm.
     pub fn forward_features_t(&self, x: &Tensor, train: bool) -> Tensor {
-        let mut y = act(self.act, &bn_t(&self.bn1, &self.conv_stem.forward(x), train));
+        let mut y = act(
+            self.act,
+            &bn_t(&self.bn1, &self.conv_stem.forward(x), train),
+        );
         for stage in &self.blocks {
             for b in stage {
                 y = b.forward_t(&y, train);
             }
         }
-        let y = act(self.act, &bn_t(&self.bn2, &self.conv_head.forward(&y), train));
+        let y = act(
+            self.act,
+            &bn_t(&self.bn2, &self.conv_head.forward(&y), train),
+        );
         y.mean_dim([2i64, 3].as_slice(), false, y.kind())
     }
 
@@ -141,7 +150,10 @@ impl MuxNet {
 
     /// Forward pass keeping every stage's output, for parity checks against the reference.
     pub fn forward_taps(&self, x: &Tensor, train: bool) -> Taps {
-        let stem = act(self.act, &bn_t(&self.bn1, &self.conv_stem.forward(x), train));
+        let stem = act(
+            self.act,
+            &bn_t(&self.bn1, &self.conv_stem.forward(x), train),
+        );
         let mut y = stem.shallow_clone();
         let mut outs = Vec::new();
         for stage in &self.blocks {
@@ -150,7 +162,10 @@ impl MuxNet {
             }
             outs.push(y.shallow_clone());
         }
-        let head = act(self.act, &bn_t(&self.bn2, &self.conv_head.forward(&y), train));
+        let head = act(
+            self.act,
+            &bn_t(&self.bn2, &self.conv_head.forward(&y), train),
+        );
         let features = head.mean_dim([2i64, 3].as_slice(), false, head.kind());
         let logits = self.forward_head_t(&features, train);
         Taps {

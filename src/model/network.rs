@@ -8,8 +8,8 @@ use super::muxnet::{HeadInit, MuxNet};
 use super::spec::{ArchSpec, SpecError};
 
 pub enum Network {
-    MuxNet(MuxNet),
-    DenseNet121(nn::FuncT<'static>),
+    MuxNet(Box<MuxNet>),
+    DenseNet121(Box<dyn ModuleT + Send>),
 }
 
 impl std::fmt::Debug for Network {
@@ -31,13 +31,13 @@ impl Network {
         head_init: HeadInit,
     ) -> Result<Self, SpecError> {
         if arch == "densenet121" {
-            return Ok(Network::DenseNet121(tch::vision::densenet::densenet121(
-                p,
-                num_classes,
+            return Ok(Network::DenseNet121(Box::new(
+                tch::vision::densenet::densenet121(p, num_classes),
             )));
         }
         let spec = ArchSpec::by_name(arch)?;
-        Ok(Network::MuxNet(MuxNet::new(p, &spec, num_classes, drop_rate, head_init)?))
+        let net = MuxNet::new(p, &spec, num_classes, drop_rate, head_init)?;
+        Ok(Network::MuxNet(Box::new(net)))
     }
 
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
@@ -58,7 +58,10 @@ impl Network {
 /// frozen is the caller's job (run the backbone with `train = false`).
 pub fn set_backbone_trainable(vs: &nn::VarStore, trainable: bool) {
     for (name, t) in vs.variables() {
-        if name.starts_with("classifier.") || name.ends_with("running_mean") || name.ends_with("running_var") {
+        if name.starts_with("classifier.")
+            || name.ends_with("running_mean")
+            || name.ends_with("running_var")
+        {
             continue;
         }
         let _ = t.set_requires_grad(trainable);

@@ -131,7 +131,9 @@ pub fn decode_block(s: &str) -> Result<BlockArgs, SpecError> {
         let list = |v: &str| -> Result<Vec<i64>, SpecError> { v.split('.').map(int).collect() };
         match key {
             "r" => {
-                args.repeats = int(value)?.try_into().map_err(|_| bad("r must be positive".into()))?;
+                args.repeats = int(value)?
+                    .try_into()
+                    .map_err(|_| bad("r must be positive".into()))?;
                 have_r = true;
             }
             "k" => {
@@ -305,7 +307,8 @@ impl ArchSpec {
             message,
         };
         let text = std::fs::read_to_string(path).map_err(|e| file_err(e.to_string()))?;
-        let mut spec: ArchSpec = serde_json::from_str(&text).map_err(|e| file_err(e.to_string()))?;
+        let mut spec: ArchSpec =
+            serde_json::from_str(&text).map_err(|e| file_err(e.to_string()))?;
         if spec.name.is_none() {
             spec.name = path.file_stem().map(|s| s.to_string_lossy().into_owned());
         }
@@ -321,8 +324,10 @@ impl ArchSpec {
         let mut in_chs = round_channels(self.stem_size, self.channel_multiplier);
         let mut out = Vec::new();
         for stage in &self.arch_def {
-            let decoded: Vec<BlockArgs> =
-                stage.iter().map(|s| decode_block(s)).collect::<Result<_, _>>()?;
+            let decoded: Vec<BlockArgs> = stage
+                .iter()
+                .map(|s| decode_block(s))
+                .collect::<Result<_, _>>()?;
             let repeats: Vec<usize> = decoded.iter().map(|b| b.repeats).collect();
             let scaled = scale_stage_depth(&repeats, self.depth_multiplier);
             let mut blocks = Vec::new();
@@ -517,7 +522,11 @@ mod tests {
         assert_eq!(blocks.len(), 18);
         // Block 2: MUX-IR 24 -> 24, split 12, mid 48, SE 9, ReLU.
         assert_eq!(
-            (blocks[2].split_chs(), blocks[2].mid_chs(), blocks[2].se_chs()),
+            (
+                blocks[2].split_chs(),
+                blocks[2].mid_chs(),
+                blocks[2].se_chs()
+            ),
             (12, 48, Some(9))
         );
         assert_eq!(blocks[2].act, Act::Relu);

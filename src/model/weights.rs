@@ -114,7 +114,11 @@ fn load_with(
     tch::no_grad(|| -> Result<(), WeightsError> {
         for (name, var) in &vars {
             let Some(v) = file.get(name) else { continue };
-            if report.replaced.iter().any(|r| r.starts_with(&format!("{name} "))) {
+            if report
+                .replaced
+                .iter()
+                .any(|r| r.starts_with(&format!("{name} ")))
+            {
                 continue;
             }
             let t = view_to_tensor(v).map_err(|dtype| WeightsError::Dtype {
@@ -295,16 +299,24 @@ pub fn read_torch_checkpoint(path: &Path) -> Result<ImportedCheckpoint, WeightsE
         if is_ignorable(&name) {
             continue;
         }
-        let t = reader.get(&name).ok_or_else(|| cerr(format!("tensor `{name}` vanished")))?;
+        let t = reader
+            .get(&name)
+            .ok_or_else(|| cerr(format!("tensor `{name}` vanished")))?;
         let kind = match t.dtype() {
             pytorch_reader::DType::F32 => Kind::Float,
             pytorch_reader::DType::F64 => Kind::Double,
             pytorch_reader::DType::F16 => Kind::Half,
             pytorch_reader::DType::BF16 => Kind::BFloat16,
             pytorch_reader::DType::I64 => Kind::Int64,
-            other => return Err(cerr(format!("tensor `{name}` has unsupported dtype {other:?}"))),
+            other => {
+                return Err(cerr(format!(
+                    "tensor `{name}` has unsupported dtype {other:?}"
+                )))
+            }
         };
-        let data = t.read().map_err(|e| cerr(format!("tensor `{name}`: {e}")))?;
+        let data = t
+            .read()
+            .map_err(|e| cerr(format!("tensor `{name}`: {e}")))?;
         let shape: Vec<i64> = t.shape().iter().map(|&d| d as i64).collect();
         let tensor = Tensor::from_data_size(&data, &shape, kind);
         let clean = name.strip_prefix("module.").unwrap_or(&name).to_string();

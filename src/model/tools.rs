@@ -1,0 +1,216 @@
+//! What the `muxmed model ...` and `muxmed bench model` commands do, as library calls.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use tch::{nn, Device, Kind, Reduction, Tensor};
+
+use super::muxnet::HeadInit;
+use super::network::Network;
+use super::spec::ArchSpec;
+use super::weights::{self, load_strict, read_safetensors, write_safetensors};
+
+/// `muxmed model import`: reads a `torch.save` checkpoint, checks it loads strictly into
+/// `arch` (with the checkpoint's own class count), and writes safetensors with metadata.
+pub fn import(src: &Path, arch: &str, out: &Path) -> Result<String> {
+    let ck = weights::read_torch_checkpoint(src)?;
+    let classes = ck
+        .tensors
+        .iter()
+        .find(|(n, _)| n == "classifier.bias")
+        .map(|(_, t)| t.size()[0])
+        .context("the checkpoint has no classifier.bias, so it is not a MUXNet state dict")?;
+    let mut meta = BTreeMap::new();
+    meta.insert("arch".to_string(), arch.to_string());
+    meta.insert("num_classes".into(), classes.to_string());
+    meta.insert("source_file".into(), src.display().to_string());
+    meta.insert("source_sha256".into(), weights::sha256_file(src)?);
+    meta.insert("state_dict".into(), ck.source_key.clone());
+    meta.insert("muxmed_version".into(), env!("CARGO_PKG_VERSION").into());
+    let dir = tempfile_dir(out)?;
+    let tmp = dir.join(".import-check.safetensors");
+    write_safetensors(&tmp, &ck.tensors, &meta)?;
+    let vs = nn::VarStore::new(Device::Cpu);
+    Network::build(&vs.root(), arch, classes, 0.0, HeadInit::Reference)?;
+    let check = load_strict(&vs, &tmp);
+    if let Err(e) = check {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("{} is not a {arch} checkpoint", src.display()));
+    }
+    std::fs::rename(&tmp, out).with_context(|| format!("writing {}", out.display()))?;
+    Ok(format!(
+        "imported {} tensors from `{}` of {} ({} classes) into {}",
+        ck.tensors.len(),
+        ck.source_key,
+        src.display(),
+        classes,
+        out.display()
+    ))
+}
+
+fn tempfile_dir(out: &Path) -> Result<std::path::PathBuf> {
+    let dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// `muxmed model forward`: runs `input` (N,3,H,W) through the network; writes `logits` and
+/// `features`, and with `stages` the fixture-named activations (`stem`, `blocks.<i>`, `head`).
+pub fn forward(
+    arch: &str,
+    num_classes: i64,
+    weights_path: &Path,
+    input: &Path,
+    output: &Path,
+    train_mode: bool,
+    stages: bool,
+) -> Result<()> {
+    let vs = nn::VarStore::new(Device::Cpu);
+    let net = Network::build(&vs.root(), arch, num_classes, 0.0, HeadInit::Reference)?;
+    load_strict(&vs, weights_path)?;
+    let inputs = read_safetensors(input)?;
+    let x = inputs
+        .get("input")
+        .with_context(|| format!("{} has no tensor named `input`", input.display()))?
+        .to_kind(Kind::Float);
+    if x.dim() != 4 || x.size()[1] != 3 {
+        bail!(
+            "{}: `input` must be (N, 3, H, W), got {:?}",
+            input.display(),
+            x.size()
+        );
+    }
+    let mut out: Vec<(String, Tensor)> = Vec::new();
+    tch::no_grad(|| match &net {
+        Network::MuxNet(m) => {
+            let taps = m.forward_taps(&x, train_mode);
+            if stages {
+                out.push(("stem".into(), taps.stem));
+                for (i, b) in taps.blocks.into_iter().enumerate() {
+                    out.push((format!("blocks.{i}"), b));
+                }
+                out.push(("head".into(), taps.head));
+            }
+            out.push(("features".into(), taps.features));
+            out.push(("logits".into(), taps.logits));
+        }
+        Network::DenseNet121(_) => out.push(("logits".into(), net.forward_t(&x, train_mode))),
+    });
+    let mut meta = BTreeMap::new();
+    meta.insert("arch".into(), arch.to_string());
+    meta.insert(
+        "mode".into(),
+        if train_mode { "train" } else { "eval" }.into(),
+    );
+    write_safetensors(output, &out, &meta)?;
+    Ok(())
+}
+
+/// Parameter counts and multiply-adds for `muxmed model info`.
+#[derive(Debug, serde::Serialize)]
+pub struct Info {
+    pub arch: String,
+    pub num_classes: i64,
+    pub resolution: i64,
+    pub params_total: u64,
+    pub params_backbone: u64,
+    pub params_head: u64,
+    /// Conv + linear multiply-adds per image; None where muxmed has no counter (DenseNet).
+    pub madds: Option<u64>,
+}
+
+pub fn info(arch: &str, num_classes: i64, resolution: i64) -> Result<Info> {
+    let vs = nn::VarStore::new(Device::Cpu);
+    Network::build(&vs.root(), arch, num_classes, 0.0, HeadInit::Reference)?;
+    let count_vars = |pred: &dyn Fn(&str) -> bool| -> u64 {
+        vs.variables()
+            .iter()
+            .filter(|(n, _)| !n.ends_with("running_mean") && !n.ends_with("running_var") && pred(n))
+            .map(|(_, t)| t.numel() as u64)
+            .sum()
+    };
+    let total = count_vars(&|_| true);
+    let head = count_vars(&|n| n.starts_with("classifier."));
+    let madds = if arch == "densenet121" {
+        None
+    } else {
+        let counts = super::count::count(&ArchSpec::by_name(arch)?, num_classes, resolution)?;
+        if counts.total_params != total {
+            bail!(
+                "internal inconsistency: the built model has {total} parameters, the counter {}",
+                counts.total_params
+            );
+        }
+        Some(counts.madds)
+    };
+    Ok(Info {
+        arch: arch.to_string(),
+        num_classes,
+        resolution,
+        params_total: total,
+        params_backbone: total - head,
+        params_head: head,
+        madds,
+    })
+}
+
+/// Images per second for inference and for a training step (forward, BCE loss, backward,
+/// SGD update) on random inputs; the median of `iters` timed runs after one warm-up.
+#[derive(Debug, serde::Serialize)]
+pub struct BenchResult {
+    pub arch: String,
+    pub batch: i64,
+    pub resolution: i64,
+    pub threads: i32,
+    pub infer_images_per_s: f64,
+    pub train_images_per_s: f64,
+}
+
+pub fn bench(arch: &str, batch: i64, resolution: i64, iters: usize) -> Result<BenchResult> {
+    tch::manual_seed(0);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let net = Network::build(&vs.root(), arch, 14, 0.0, HeadInit::PytorchDefault)?;
+    let x = Tensor::randn([batch, 3, resolution, resolution], tch::kind::FLOAT_CPU);
+    let y = Tensor::rand([batch, 14], tch::kind::FLOAT_CPU).round();
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let mut infer = Vec::new();
+    for i in 0..=iters {
+        let t = Instant::now();
+        let _ = tch::no_grad(|| net.forward_t(&x, false))
+            .sum(Kind::Float)
+            .double_value(&[]);
+        if i > 0 {
+            infer.push(batch as f64 / t.elapsed().as_secs_f64());
+        }
+    }
+    let mut opt = tch::nn::OptimizerConfig::build(tch::nn::Sgd::default(), &vs, 1e-3)?;
+    let mut train = Vec::new();
+    for i in 0..=iters {
+        let t = Instant::now();
+        let loss = net
+            .forward_t(&x, true)
+            .binary_cross_entropy_with_logits::<Tensor>(&y, None, None, Reduction::Mean);
+        opt.backward_step(&loss);
+        let _ = loss.double_value(&[]);
+        if i > 0 {
+            train.push(batch as f64 / t.elapsed().as_secs_f64());
+        }
+    }
+    Ok(BenchResult {
+        arch: arch.into(),
+        batch,
+        resolution,
+        threads: tch::get_num_threads(),
+        infer_images_per_s: median(infer),
+        train_images_per_s: median(train),
+    })
+}

@@ -1,0 +1,143 @@
+//! The `muxmed model` and `doctor` commands, run as a user runs them.
+#![cfg(feature = "torch")]
+
+use std::path::Path;
+use std::process::Command;
+
+fn muxmed() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_muxmed"));
+    c.current_dir(env!("CARGO_MANIFEST_DIR"));
+    c
+}
+
+fn fixture(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/fixtures/muxnet")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+#[test]
+fn model_info_prints_the_reference_counts() {
+    let out = muxmed()
+        .args(["model", "info", "--arch", "muxnet_m", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Architecture doc, section 8: MUXNet-m with 14 classes.
+    assert_eq!(v["params_total"], 2_091_210);
+    assert_eq!((v["madds"].as_f64().unwrap() / 1e5).round() / 10.0, 215.5);
+    // DenseNet-121 with a 14-way head: 6.968M (torchvision count in the same doc).
+    let out = muxmed()
+        .args(["model", "info", "--arch", "densenet121", "--json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (v["params_total"].as_f64().unwrap() / 1e3).round() / 1e3,
+        6.968
+    );
+}
+
+#[test]
+fn unknown_or_unreleased_arch_is_refused() {
+    for arch in ["muxnet_s", "resnet9"] {
+        let out = muxmed()
+            .args(["model", "info", "--arch", arch])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(arch), "{err}");
+    }
+}
+
+#[test]
+fn import_then_forward_reproduces_the_golden_features() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path().join("m.safetensors");
+    let out = muxmed()
+        .args([
+            "model",
+            "import",
+            &fixture("timm_style_muxnet_m_imagenet.pth"),
+        ])
+        .args(["--arch", "muxnet_m", "--out"])
+        .arg(&w)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let meta = muxmed::model::weights::read_metadata(&w).unwrap();
+    assert_eq!(meta["state_dict"], "state_dict_ema");
+    assert_eq!(meta["num_classes"], "1000");
+    assert_eq!(meta["source_sha256"].len(), 64);
+
+    let o = dir.path().join("out.safetensors");
+    let golden = fixture("timm_style_muxnet_m_imagenet_golden.safetensors");
+    let out = muxmed()
+        .args([
+            "model",
+            "forward",
+            "--arch",
+            "muxnet_m",
+            "--num-classes",
+            "1000",
+            "--weights",
+        ])
+        .arg(&w)
+        .args(["--input", &golden, "--output"])
+        .arg(&o)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ours = muxmed::model::weights::read_safetensors(&o).unwrap();
+    let want = muxmed::model::weights::read_safetensors(Path::new(&golden)).unwrap();
+    let d = (&ours["logits"] - &want["logits_1000"])
+        .abs()
+        .max()
+        .double_value(&[]);
+    assert!(d < 1e-4, "{d}");
+}
+
+#[test]
+fn import_into_the_wrong_arch_fails_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path().join("l.safetensors");
+    let out = muxmed()
+        .args([
+            "model",
+            "import",
+            &fixture("timm_style_muxnet_m_imagenet.pth"),
+        ])
+        .args(["--arch", "muxnet_l", "--out"])
+        .arg(&w)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not a muxnet_l checkpoint") && err.contains("missing:"),
+        "{err}"
+    );
+    assert!(!w.exists());
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn doctor_runs_a_tensor_op() {
+    let out = muxmed().arg("doctor").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("tensor op (cpu)        ok"), "{text}");
+    assert!(text.contains("libtorch version       2.13.0"), "{text}");
+}

@@ -1,0 +1,260 @@
+//! MUXNet against the reference fixtures made with the authors' PyTorch code
+//! (`../shared/fixtures/muxnet/`, tolerances from its README).
+#![cfg(feature = "torch")]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use muxmed::model::layers::MuxConv;
+use muxmed::model::muxnet::{HeadInit, MuxNet};
+use muxmed::model::spec::ArchSpec;
+use muxmed::model::weights::{load_strict, read_safetensors};
+use tch::{nn, Device, Kind, Reduction, Tensor};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/fixtures/muxnet")
+        .join(name)
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+    assert_eq!(a.size(), b.size(), "shape");
+    (a - b).abs().max().double_value(&[])
+}
+
+fn build(spec: &ArchSpec, weights: &str) -> (nn::VarStore, MuxNet) {
+    let vs = nn::VarStore::new(Device::Cpu);
+    let net = MuxNet::new(&vs.root(), spec, 14, 0.0, HeadInit::Reference).unwrap();
+    let report = load_strict(&vs, &fixture(weights)).unwrap();
+    assert!(report.replaced.is_empty());
+    (vs, net)
+}
+
+/// Eval-mode activations of every stage, the head, pooled features and logits within 1e-4.
+fn check_eval(net: &MuxNet, golden: &BTreeMap<String, Tensor>) {
+    let taps = tch::no_grad(|| net.forward_taps(&golden["input"], false));
+    let mut checked = vec![
+        ("stem".to_string(), &taps.stem),
+        ("head".to_string(), &taps.head),
+        ("features".to_string(), &taps.features),
+        ("logits".to_string(), &taps.logits),
+    ];
+    for (i, b) in taps.blocks.iter().enumerate() {
+        checked.push((format!("blocks.{i}"), b));
+    }
+    assert_eq!(
+        taps.blocks.len(),
+        golden.keys().filter(|k| k.starts_with("blocks.")).count()
+    );
+    for (name, ours) in checked {
+        let d = max_abs_diff(ours, &golden[&name]);
+        assert!(d < 1e-4, "{name}: max abs diff {d}");
+    }
+    // A port that outputs near-zero logits could pass by accident; these fixtures are calibrated.
+    assert!(golden["logits"].abs().max().double_value(&[]) > 0.1);
+}
+
+#[test]
+fn muxnet_m_matches_reference_eval_and_train() {
+    let golden = read_safetensors(&fixture("muxnet_m_c14_seed0_golden.safetensors")).unwrap();
+    let (vs, net) = build(&ArchSpec::muxnet_m(), "muxnet_m_c14_seed0.safetensors");
+    check_eval(&net, &golden);
+    check_train_step(&vs, &net, &golden);
+}
+
+#[test]
+fn muxnet_l_matches_reference_eval_and_train() {
+    let golden = read_safetensors(&fixture("muxnet_l_c14_seed1_golden.safetensors")).unwrap();
+    let (vs, net) = build(&ArchSpec::muxnet_l(), "muxnet_l_c14_seed1.safetensors");
+    check_eval(&net, &golden);
+    check_train_step(&vs, &net, &golden);
+}
+
+#[test]
+fn custom_muxconv_architecture_matches_reference() {
+    let spec = ArchSpec::from_json_file(&fixture("muxnet_custom_c14_seed5.arch.json")).unwrap();
+    let golden = read_safetensors(&fixture("muxnet_custom_c14_seed5_golden.safetensors")).unwrap();
+    let (_vs, net) = build(&spec, "muxnet_custom_c14_seed5.safetensors");
+    check_eval(&net, &golden);
+}
+
+/// Training-mode logits and loss, the stem BN's running statistics after that forward, and
+/// gradients (classifier/head 1e-3 relative; early layers 2e-2 relative to the largest value).
+fn check_train_step(vs: &nn::VarStore, net: &MuxNet, golden: &BTreeMap<String, Tensor>) {
+    let logits = net.forward_t(&golden["input"], true);
+    let d = max_abs_diff(&logits, &golden["train.logits"]);
+    assert!(d < 1e-4, "train logits: {d}");
+    let loss = logits.binary_cross_entropy_with_logits::<Tensor>(
+        &golden["train.target"],
+        None,
+        None,
+        Reduction::Mean,
+    );
+    let dl = (loss.double_value(&[]) - golden["train.loss"].double_value(&[0])).abs();
+    assert!(dl < 1e-4, "train loss: {dl}");
+    let vars = vs.variables();
+    for stat in ["running_mean", "running_var"] {
+        let d = max_abs_diff(
+            &vars[&format!("bn1.{stat}")],
+            &golden[&format!("train.bn1.{stat}")],
+        );
+        assert!(d < 1e-4, "bn1.{stat}: {d}");
+    }
+    loss.backward();
+    let mut n = 0;
+    for (key, want) in golden.iter().filter(|(k, _)| k.starts_with("grad.")) {
+        let name = &key["grad.".len()..];
+        let got = vars[name].grad();
+        let scale = want.abs().max().double_value(&[]);
+        let d = max_abs_diff(&got, want) / scale;
+        let tol = if name.starts_with("classifier") || name.starts_with("conv_head") {
+            1e-3
+        } else {
+            2e-2
+        };
+        assert!(d < tol, "{key}: relative diff {d} (tolerance {tol})");
+        n += 1;
+    }
+    assert!(n >= 6, "expected the fixture's gradients, found {n}");
+}
+
+fn muxconv_case(file: &str) {
+    let path = fixture(file);
+    let meta = muxmed::model::weights::read_metadata(&path).unwrap();
+    let t = read_safetensors(&path).unwrap();
+    let list = |s: &str| -> Vec<i64> {
+        s.trim_matches(['[', ']'])
+            .split(',')
+            .map(|v| v.trim().parse().unwrap())
+            .collect()
+    };
+    let vs = nn::VarStore::new(Device::Cpu);
+    let layer = MuxConv::new(
+        vs.root(),
+        meta["in_channels"].parse().unwrap(),
+        meta["out_channels"].parse().unwrap(),
+        &list(&meta["kernel_size"]),
+        meta["stride"].parse().unwrap(),
+        &list(&meta["scales"]),
+    );
+    // Only the layer's weights go into the VarStore; the file also holds input and output.
+    let vars = vs.variables();
+    assert_eq!(
+        vars.len(),
+        t.keys().filter(|k| k.starts_with("convs.")).count()
+    );
+    tch::no_grad(|| {
+        for (name, var) in &vars {
+            let mut v = var.shallow_clone();
+            v.copy_(&t[name]);
+        }
+    });
+    let out = tch::no_grad(|| layer.forward(&t["input"]));
+    let d = max_abs_diff(&out, &t["output"]);
+    assert!(d < 1e-4, "{file}: {d}");
+}
+
+#[test]
+fn muxconv_layer_three_scales_matches_reference() {
+    muxconv_case("muxconv_s-1.0.1_k3_c48.safetensors");
+}
+
+#[test]
+fn muxconv_layer_mixed_kernels_stride2_matches_reference() {
+    muxconv_case("muxconv_s-1.1_k3.5_c32_stride2.safetensors");
+}
+
+#[test]
+fn rearrangement_order_is_the_references_not_pixel_shuffles() {
+    use muxmed::model::layers::{channel_to_space, space_to_channel};
+    // 2 channels of 2x2: value = 10*c + 2*i + j.
+    let x = Tensor::from_slice(&[0f32, 1., 2., 3., 10., 11., 12., 13.]).view([1, 2, 2, 2]);
+    let s = space_to_channel(&x);
+    // Channel (i*2 + j)*C + c holds pixel (i, j) of channel c.
+    let got: Vec<f32> = Vec::try_from(s.flatten(0, -1)).unwrap();
+    assert_eq!(got, vec![0., 10., 1., 11., 2., 12., 3., 13.]);
+    assert_eq!(max_abs_diff(&channel_to_space(&s), &x), 0.0);
+    let ps = x.pixel_unshuffle(2);
+    assert!(max_abs_diff(&ps, &s) > 0.0);
+}
+
+#[test]
+fn state_dict_keys_and_shapes_equal_the_reference_list() {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/docs/muxnet_m_state_dict_keys.tsv"),
+    )
+    .unwrap();
+    let mut want: Vec<(String, Vec<i64>)> = text
+        .lines()
+        .filter(|l| !l.contains("num_batches_tracked"))
+        .map(|l| {
+            let mut f = l.split('\t');
+            let name = f.next().unwrap().to_string();
+            let shape = f
+                .next()
+                .unwrap()
+                .trim_matches(['(', ')'])
+                .split(',')
+                .filter(|s| !s.trim().is_empty())
+                .map(|s| s.trim().parse().unwrap())
+                .collect();
+            (name, shape)
+        })
+        .collect();
+    want.sort();
+    let vs = nn::VarStore::new(Device::Cpu);
+    let classes = want
+        .iter()
+        .find(|(n, _)| n == "classifier.bias")
+        .map(|(_, s)| s[0])
+        .unwrap();
+    MuxNet::new(
+        &vs.root(),
+        &ArchSpec::muxnet_m(),
+        classes,
+        0.0,
+        HeadInit::Reference,
+    )
+    .unwrap();
+    let mut got: Vec<(String, Vec<i64>)> = vs
+        .variables()
+        .into_iter()
+        .map(|(n, t)| (n, t.size()))
+        .collect();
+    got.sort();
+    assert_eq!(got.len(), 358);
+    assert_eq!(got, want);
+}
+
+#[test]
+fn reference_initialisation() {
+    tch::manual_seed(0);
+    let vs = nn::VarStore::new(Device::Cpu);
+    MuxNet::new(
+        &vs.root(),
+        &ArchSpec::muxnet_m(),
+        14,
+        0.0,
+        HeadInit::PytorchDefault,
+    )
+    .unwrap();
+    let v = vs.variables();
+    // Head conv 200 -> 1280, 1x1: std sqrt(2 / 1280).
+    let std = v["conv_head.weight"].std(true).double_value(&[]);
+    assert!((std / (2.0f64 / 1280.0).sqrt() - 1.0).abs() < 0.02, "{std}");
+    assert_eq!(v["bn2.weight"].min().double_value(&[]), 1.0);
+    assert_eq!(v["bn2.bias"].abs().max().double_value(&[]), 0.0);
+    // PyTorch's default Linear: weight and bias within 1/sqrt(1280), bias not all zero.
+    let b = 1.0 / 1280f64.sqrt();
+    assert!(v["classifier.weight"].abs().max().double_value(&[]) <= b);
+    let bias = v["classifier.bias"].abs().max().double_value(&[]);
+    assert!(bias > 0.0 && bias <= b);
+    assert_eq!(
+        v["blocks.0.0.se.conv_reduce.bias"]
+            .abs()
+            .max()
+            .double_value(&[]),
+        0.0
+    );
+    let _ = Kind::Float;
+}
