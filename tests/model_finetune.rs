@@ -20,8 +20,11 @@ fn frozen_backbone_keeps_weights_and_bn_statistics() {
     tch::manual_seed(1);
     let vs = nn::VarStore::new(Device::Cpu);
     let net = MuxNet::new(&vs.root(), &small(), 3, 0.0, HeadInit::PytorchDefault).unwrap();
-    let before: Vec<(String, Tensor)> =
-        vs.variables().into_iter().map(|(n, t)| (n, t.copy())).collect();
+    let before: Vec<(String, Tensor)> = vs
+        .variables()
+        .into_iter()
+        .map(|(n, t)| (n, t.copy()))
+        .collect();
     set_backbone_trainable(&vs, false);
     let mut opt = nn::Sgd::default().build(&vs, 0.1).unwrap();
     let x = Tensor::randn([4, 3, 64, 64], tch::kind::FLOAT_CPU);
@@ -53,20 +56,32 @@ fn frozen_backbone_keeps_weights_and_bn_statistics() {
     let after = vs.variables();
     for name in ["conv_stem.weight", "bn1.running_mean"] {
         let old = &before.iter().find(|(n, _)| n == name).unwrap().1;
-        assert!((&after[name] - old).abs().max().double_value(&[]) > 0.0, "{name}");
+        assert!(
+            (&after[name] - old).abs().max().double_value(&[]) > 0.0,
+            "{name}"
+        );
     }
 }
 
 #[test]
 fn parameter_groups_split_backbone_head_and_no_decay() {
     let vs = nn::VarStore::new(Device::Cpu);
-    MuxNet::new(&vs.root(), &ArchSpec::muxnet_m(), 14, 0.0, HeadInit::PytorchDefault).unwrap();
+    MuxNet::new(
+        &vs.root(),
+        &ArchSpec::muxnet_m(),
+        14,
+        0.0,
+        HeadInit::PytorchDefault,
+    )
+    .unwrap();
     let g = param_groups(&vs);
     let names = |v: &Vec<(String, Tensor)>| v.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
     assert_eq!(names(&g.head), vec!["classifier.weight".to_string()]);
     let nd = names(&g.no_decay);
     assert!(nd.contains(&"classifier.bias".to_string()));
-    assert!(nd.contains(&"bn1.weight".to_string()) && nd.contains(&"blocks.3.0.bn2.bias".to_string()));
+    assert!(
+        nd.contains(&"bn1.weight".to_string()) && nd.contains(&"blocks.3.0.bn2.bias".to_string())
+    );
     assert!(nd.contains(&"blocks.0.0.se.conv_reduce.bias".to_string()));
     assert!(!nd.iter().any(|n| n.ends_with("conv_pw.weight")));
     assert!(names(&g.backbone).contains(&"blocks.0.0.se.conv_reduce.weight".to_string()));
