@@ -32,6 +32,14 @@ enum Command {
     Doctor(PipelineArgs),
     /// Print a pipeline's fully resolved config (after --set overrides) as YAML.
     Config(PipelineArgs),
+    /// Build data_manifests/<pipeline>/ (train/val/test parquet, manifest.json, summary.csv).
+    Manifest {
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+        /// Output folder instead of data_manifests/<pipeline name>/.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Model tools: counts, a forward pass on a tensor file, checkpoint import.
     #[cfg(feature = "torch")]
     #[command(subcommand)]
@@ -219,6 +227,42 @@ fn doctor(args: &PipelineArgs) -> Result<ExitCode> {
     })
 }
 
+fn manifest_cmd(args: &PipelineArgs, out: Option<&Path>) -> Result<ExitCode> {
+    let p = load_pipeline(args)?;
+    let cfg = &p.config;
+    let out = out
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| Path::new("data_manifests").join(&cfg.name));
+    let started = std::time::Instant::now();
+    let mut m = muxmed::data::manifest::build(&cfg.data, true)
+        .with_context(|| format!("building the manifest for pipeline `{}`", cfg.name))?;
+    m.write(&out)?;
+    print!("{}", m.prevalence_table()?);
+    for s in muxmed::data::manifest::SPLITS {
+        let v = &m.json["splits"][s];
+        println!("{s:<6} {} images, {} patients", v["images"], v["patients"]);
+    }
+    if m.audit.dropped_missing {
+        println!(
+            "dropped {} images missing on disk (first: {})",
+            m.audit.missing_images,
+            m.audit.missing_examples.join(", ")
+        );
+    }
+    if !m.audit.ages_outside_0_120.is_empty() {
+        println!(
+            "flagged {} ages outside 0..120 (listed in manifest.json)",
+            m.audit.ages_outside_0_120.len()
+        );
+    }
+    println!(
+        "wrote {} in {:.2} s",
+        out.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
@@ -227,6 +271,7 @@ fn main() -> ExitCode {
             print!("{}", p.config.to_yaml());
             ExitCode::SUCCESS
         }),
+        Command::Manifest { pipeline, out } => manifest_cmd(pipeline, out.as_deref()),
         #[cfg(feature = "torch")]
         Command::Model(m) => model_cmd(m),
         #[cfg(feature = "torch")]

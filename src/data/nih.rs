@@ -151,13 +151,15 @@ pub fn parse_metadata(text: &str, path: &Path) -> Result<Vec<Record>, NihError> 
                             format!("`No Finding` combined with a disease in `{finding}`"),
                         ))
                     }
-                    None => return Err(row_err(
-                        line,
-                        format!(
+                    None => {
+                        return Err(row_err(
+                            line,
+                            format!(
                             "unknown label `{l}` in `{finding}`; known labels: {}, or `No Finding`",
                             LABELS.join(", ")
                         ),
-                    )),
+                        ))
+                    }
                 }
             }
             labels.sort_unstable();

@@ -1,0 +1,657 @@
+//! `muxmed manifest`: one row per image with its labels and split, built from NIH's own files
+//! (official split by default), audited for patient leakage, and written atomically as
+//! `train/val/test.parquet`, `manifest.json` and `summary.csv`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+use polars::prelude::*;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use sha2::{Digest, Sha256};
+
+use super::nih::{self, NihError, Record};
+use super::LABELS;
+use crate::config::{DataConfig, SplitProtocol};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error(transparent)]
+    Nih(#[from] NihError),
+    #[error("audit failed: {0}")]
+    Audit(String),
+    #[error("{}: {message}", path.display())]
+    Input { path: PathBuf, message: String },
+    #[error("writing {}: {message}", path.display())]
+    Write { path: PathBuf, message: String },
+    #[error("polars: {0}")]
+    Polars(#[from] PolarsError),
+}
+
+pub const SPLITS: [&str; 3] = ["train", "val", "test"];
+
+/// The files a manifest was built from, resolved from `data.root` and the optional keys.
+#[derive(Debug, Clone)]
+pub struct Sources {
+    pub metadata: PathBuf,
+    pub train_val_list: Option<PathBuf>,
+    pub test_list: Option<PathBuf>,
+    pub bbox_list: Option<PathBuf>,
+    pub images: PathBuf,
+}
+
+impl Sources {
+    pub fn resolve(d: &DataConfig) -> Result<Self, ManifestError> {
+        let root = &d.root;
+        let opt = |given: &Option<PathBuf>, names: &[&str]| -> Option<PathBuf> {
+            match given {
+                Some(p) => Some(p.clone()),
+                None => names.iter().map(|n| root.join(n)).find(|p| p.is_file()),
+            }
+        };
+        let metadata = match &d.metadata {
+            Some(p) => p.clone(),
+            None => nih::find_in(root, &nih::METADATA_NAMES, "metadata CSV")?,
+        };
+        Ok(Sources {
+            metadata,
+            train_val_list: opt(
+                &d.train_val_list,
+                &["train_val_list.txt", "train_val_list.txt.gz"],
+            ),
+            test_list: opt(&d.test_list, &["test_list.txt", "test_list.txt.gz"]),
+            bbox_list: opt(
+                &d.bbox_list,
+                &["BBox_List_2017.csv", "BBox_List_2017.csv.gz"],
+            ),
+            images: d.images.clone().unwrap_or_else(|| root.clone()),
+        })
+    }
+}
+
+/// What the audit found (written into manifest.json).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Audit {
+    pub images: usize,
+    pub patients: usize,
+    pub ages_outside_0_120: Vec<String>,
+    pub missing_images: usize,
+    pub missing_examples: Vec<String>,
+    pub dropped_missing: bool,
+    pub shared_patients_between_splits: usize,
+}
+
+/// A built manifest, before writing.
+pub struct Manifest {
+    pub frames: BTreeMap<&'static str, DataFrame>,
+    pub json: serde_json::Value,
+    pub summary: DataFrame,
+    pub audit: Audit,
+}
+
+fn sha256(path: &Path) -> Result<String, ManifestError> {
+    let bytes = std::fs::read(path).map_err(|e| ManifestError::Input {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    Ok(format!("{:x}", Sha256::digest(&bytes)))
+}
+
+/// Assigns each record a split index (0 train, 1 val, 2 test) by the configured protocol.
+fn assign_splits(
+    d: &DataConfig,
+    src: &Sources,
+    records: &[Record],
+) -> Result<Vec<u8>, ManifestError> {
+    let by_patient = |pred: &dyn Fn(&Record) -> bool| -> BTreeSet<u32> {
+        records
+            .iter()
+            .filter(|r| pred(r))
+            .map(|r| r.patient_id)
+            .collect()
+    };
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(d.seed);
+    match d.protocol {
+        SplitProtocol::Official => {
+            let need = |p: &Option<PathBuf>, n: &str| {
+                p.clone().ok_or_else(|| ManifestError::Input {
+                    path: d.root.join(n),
+                    message: format!(
+                        "the official protocol needs {n} (set data.{})",
+                        n.trim_end_matches(".txt")
+                    ),
+                })
+            };
+            let test: BTreeSet<String> = nih::read_list(&need(&src.test_list, "test_list.txt")?)?
+                .into_iter()
+                .collect();
+            let tv: BTreeSet<String> =
+                nih::read_list(&need(&src.train_val_list, "train_val_list.txt")?)?
+                    .into_iter()
+                    .collect();
+            if let Some(r) = records
+                .iter()
+                .find(|r| !test.contains(&r.image_id) && !tv.contains(&r.image_id))
+            {
+                return Err(ManifestError::Audit(format!(
+                    "{} (line {} of the metadata) is in neither split list",
+                    r.image_id, r.line
+                )));
+            }
+            let tv_patients = by_patient(&|r: &Record| tv.contains(&r.image_id));
+            let val = carve_val(records, &tv_patients, d.val_fraction, &mut rng, |r| {
+                tv.contains(&r.image_id)
+            });
+            Ok(records
+                .iter()
+                .map(|r| {
+                    if test.contains(&r.image_id) {
+                        2
+                    } else if val.contains(&r.patient_id) {
+                        1
+                    } else {
+                        0
+                    }
+                })
+                .collect())
+        }
+        SplitProtocol::RandomPatient => {
+            let mut patients: Vec<u32> = by_patient(&|_| true).into_iter().collect();
+            patients.shuffle(&mut rng);
+            let n = patients.len();
+            let n_train = (n as f64 * 0.7).round() as usize;
+            let n_val = (n as f64 * 0.1).round() as usize;
+            let split: HashMap<u32, u8> = patients
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    (
+                        *p,
+                        if i < n_train {
+                            0
+                        } else if i < n_train + n_val {
+                            1
+                        } else {
+                            2
+                        },
+                    )
+                })
+                .collect();
+            Ok(records.iter().map(|r| split[&r.patient_id]).collect())
+        }
+        SplitProtocol::SplitFile => {
+            let path = d.split_file.clone().ok_or_else(|| ManifestError::Input {
+                path: PathBuf::from("data.split_file"),
+                message: "protocol split_file needs data.split_file".into(),
+            })?;
+            let text = nih::read_text(&path)?;
+            let mut map = HashMap::new();
+            for (i, line) in text.lines().enumerate() {
+                let line_no = i + 1;
+                let f: Vec<&str> = line.split(',').map(str::trim).collect();
+                if line_no == 1
+                    && f.first()
+                        .is_some_and(|h| h.eq_ignore_ascii_case("image_id") || *h == "Image Index")
+                {
+                    continue;
+                }
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let idx = match f.as_slice() {
+                    [_, s] => SPLITS.iter().position(|k| k == s),
+                    _ => None,
+                }
+                .ok_or_else(|| NihError::Row {
+                    path: path.clone(),
+                    line: line_no,
+                    message: format!(
+                        "expected `image_id,split` with split train, val or test: `{line}`"
+                    ),
+                })?;
+                map.insert(f[0].to_string(), idx as u8);
+            }
+            records
+                .iter()
+                .map(|r| {
+                    map.get(&r.image_id)
+                        .copied()
+                        .ok_or_else(|| ManifestError::Input {
+                            path: path.clone(),
+                            message: format!("no split given for {}", r.image_id),
+                        })
+                })
+                .collect()
+        }
+    }
+}
+
+/// Validation patients carved from `pool` by patient: a seeded shuffle takes `fraction` of
+/// them, then for every label with positives in the pool but none in val, the first patient
+/// (in shuffled order) with that label moves to val, so every label can be scored on val.
+fn carve_val(
+    records: &[Record],
+    pool: &BTreeSet<u32>,
+    fraction: f64,
+    rng: &mut rand_chacha::ChaCha8Rng,
+    in_pool: impl Fn(&Record) -> bool,
+) -> BTreeSet<u32> {
+    let mut patients: Vec<u32> = pool.iter().copied().collect();
+    patients.shuffle(rng);
+    let n_val = ((patients.len() as f64) * fraction).round() as usize;
+    let mut val: BTreeSet<u32> = patients[..n_val].iter().copied().collect();
+    let mut labels_of: HashMap<u32, u16> = HashMap::new();
+    for r in records.iter().filter(|r| in_pool(r)) {
+        let m = labels_of.entry(r.patient_id).or_default();
+        for &l in &r.labels {
+            *m |= 1 << l;
+        }
+    }
+    for l in 0..LABELS.len() {
+        let has = |p: &u32| labels_of.get(p).is_some_and(|m| m & (1 << l) != 0);
+        if !val.iter().any(has) {
+            if let Some(p) = patients[n_val..].iter().find(|p| has(p)) {
+                val.insert(*p);
+            }
+        }
+    }
+    val
+}
+
+/// Builds the manifest (does not write it).
+pub fn build(d: &DataConfig, scan_images: bool) -> Result<Manifest, ManifestError> {
+    let src = Sources::resolve(d)?;
+    let mut records = nih::parse_metadata(&nih::read_text(&src.metadata)?, &src.metadata)?;
+    let mut audit = Audit::default();
+
+    let mut seen = HashMap::new();
+    for r in &records {
+        if let Some(prev) = seen.insert(r.image_id.as_str(), r.line) {
+            return Err(ManifestError::Audit(format!(
+                "duplicate image id {} on lines {prev} and {} of {}",
+                r.image_id,
+                r.line,
+                src.metadata.display()
+            )));
+        }
+    }
+    drop(seen);
+    audit.ages_outside_0_120 = records
+        .iter()
+        .filter(|r| r.age > 120)
+        .map(|r| format!("{} (line {}): age {}", r.image_id, r.line, r.age))
+        .collect();
+
+    let mut split = assign_splits(d, &src, &records)?;
+
+    // Filters (all off by default).
+    let f = &d.filters;
+    let first_follow_up: HashMap<u32, u32> = if f.one_per_patient {
+        let mut m: HashMap<u32, u32> = HashMap::new();
+        for r in &records {
+            let e = m.entry(r.patient_id).or_insert(r.follow_up);
+            *e = (*e).min(r.follow_up);
+        }
+        m
+    } else {
+        HashMap::new()
+    };
+    let keep: Vec<bool> = records
+        .iter()
+        .map(|r| {
+            (f.views.is_empty() || f.views.contains(&r.view))
+                && f.min_age.is_none_or(|a| r.age >= a)
+                && f.max_age.is_none_or(|a| r.age <= a)
+                && (!f.one_per_patient || first_follow_up[&r.patient_id] == r.follow_up)
+        })
+        .collect();
+    let mut k = keep.iter();
+    records.retain(|_| *k.next().unwrap_or(&false));
+    let mut k = keep.iter();
+    split.retain(|_| *k.next().unwrap_or(&false));
+
+    // Image paths, by one scan.
+    let mut paths: Vec<Option<String>> = vec![None; records.len()];
+    if scan_images {
+        let found = if src.images.is_dir() {
+            nih::scan_images(&src.images)?
+        } else {
+            HashMap::new()
+        };
+        for (i, r) in records.iter().enumerate() {
+            paths[i] = found.get(&r.image_id).map(|p| p.display().to_string());
+        }
+        let missing: Vec<&str> = records
+            .iter()
+            .zip(&paths)
+            .filter(|(_, p)| p.is_none())
+            .map(|(r, _)| r.image_id.as_str())
+            .collect();
+        audit.missing_images = missing.len();
+        audit.missing_examples = missing.iter().take(5).map(|s| s.to_string()).collect();
+        if !missing.is_empty() {
+            if !d.allow_missing_images {
+                return Err(ManifestError::Audit(format!(
+                    "{} of {} images listed in {} are not under {} (first: {}). Point data.images at the image folder, or set data.allow_missing_images: true to drop them",
+                    missing.len(),
+                    records.len(),
+                    src.metadata.display(),
+                    src.images.display(),
+                    audit.missing_examples.join(", ")
+                )));
+            }
+            audit.dropped_missing = true;
+            let present: Vec<bool> = paths.iter().map(|p| p.is_some()).collect();
+            let mut k = present.iter();
+            records.retain(|_| *k.next().unwrap_or(&false));
+            let mut k = present.iter();
+            split.retain(|_| *k.next().unwrap_or(&false));
+            paths.retain(|p| p.is_some());
+        }
+    }
+
+    // Leakage audit: no patient in two splits.
+    let mut patient_split: HashMap<u32, u8> = HashMap::new();
+    let mut shared = BTreeSet::new();
+    for (r, s) in records.iter().zip(&split) {
+        if let Some(prev) = patient_split.insert(r.patient_id, *s) {
+            if prev != *s {
+                shared.insert(r.patient_id);
+            }
+        }
+    }
+    audit.shared_patients_between_splits = shared.len();
+    if !shared.is_empty() {
+        return Err(ManifestError::Audit(format!(
+            "{} patients appear in more than one split (e.g. {:?}); refusing to write a leaking manifest",
+            shared.len(),
+            shared.iter().take(5).collect::<Vec<_>>()
+        )));
+    }
+    audit.images = records.len();
+    audit.patients = patient_split.len();
+
+    let label_idx: Vec<usize> = if f.labels.is_empty() {
+        (0..LABELS.len()).collect()
+    } else {
+        LABELS
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| f.labels.iter().any(|x| x == *l))
+            .map(|(i, _)| i)
+            .collect()
+    };
+
+    // Bounding boxes (first box per image and label kept as columns; count of boxes).
+    let boxes = match &src.bbox_list {
+        Some(p) => nih::parse_bboxes(&nih::read_text(p)?, p)?,
+        None => vec![],
+    };
+    let mut box_of: HashMap<&str, Vec<&nih::BBox>> = HashMap::new();
+    for b in &boxes {
+        box_of.entry(b.image_id.as_str()).or_default().push(b);
+    }
+
+    // Columns, in image-id order so the output does not depend on the metadata's row order.
+    let mut order: Vec<usize> = (0..records.len()).collect();
+    order.sort_by(|a, b| records[*a].image_id.cmp(&records[*b].image_id));
+    let col_str = |name: &str, f: &dyn Fn(usize) -> String| -> Column {
+        Column::new(
+            name.into(),
+            order.iter().map(|&i| f(i)).collect::<Vec<String>>(),
+        )
+    };
+    let col_u32 = |name: &str, f: &dyn Fn(usize) -> u32| -> Column {
+        Column::new(
+            name.into(),
+            order.iter().map(|&i| f(i)).collect::<Vec<u32>>(),
+        )
+    };
+    let col_f64 = |name: &str, f: &dyn Fn(usize) -> f64| -> Column {
+        Column::new(
+            name.into(),
+            order.iter().map(|&i| f(i)).collect::<Vec<f64>>(),
+        )
+    };
+    let mut cols = vec![
+        col_str("image_id", &|i| records[i].image_id.clone()),
+        Column::new(
+            "path".into(),
+            order
+                .iter()
+                .map(|&i| paths[i].clone())
+                .collect::<Vec<Option<String>>>(),
+        ),
+        col_u32("patient_id", &|i| records[i].patient_id),
+        col_u32("follow_up", &|i| records[i].follow_up),
+        col_u32("age", &|i| records[i].age),
+        col_str("sex", &|i| records[i].sex.clone()),
+        col_str("view", &|i| records[i].view.clone()),
+        col_u32("orig_width", &|i| records[i].width),
+        col_u32("orig_height", &|i| records[i].height),
+        col_f64("pixel_spacing_x", &|i| records[i].spacing_x),
+        col_f64("pixel_spacing_y", &|i| records[i].spacing_y),
+    ];
+    for &l in &label_idx {
+        cols.push(col_u32(LABELS[l], &|i| {
+            records[i].labels.contains(&l) as u32
+        }));
+    }
+    cols.push(col_u32("no_finding", &|i| {
+        records[i].labels.is_empty() as u32
+    }));
+    cols.push(col_str("split", &|i| SPLITS[split[i] as usize].to_string()));
+    cols.push(col_u32("n_boxes", &|i| {
+        box_of
+            .get(records[i].image_id.as_str())
+            .map_or(0, |v| v.len() as u32)
+    }));
+    let bbox_json = |i: usize| -> Option<String> {
+        box_of.get(records[i].image_id.as_str()).map(|v| {
+            let items: Vec<serde_json::Value> = v
+                .iter()
+                .map(|b| serde_json::json!({"label": LABELS[b.label], "x": b.x, "y": b.y, "w": b.w, "h": b.h}))
+                .collect();
+            serde_json::Value::Array(items).to_string()
+        })
+    };
+    cols.push(Column::new(
+        "bboxes".into(),
+        order
+            .iter()
+            .map(|&i| bbox_json(i))
+            .collect::<Vec<Option<String>>>(),
+    ));
+    let all = DataFrame::new_infer_height(cols)?;
+
+    let mut frames = BTreeMap::new();
+    let mut splits_json = serde_json::Map::new();
+    for s in SPLITS {
+        let df = all
+            .clone()
+            .lazy()
+            .filter(col("split").eq(lit(s)))
+            .collect()?;
+        let patients = df.column("patient_id")?.n_unique()?;
+        splits_json.insert(
+            s.into(),
+            serde_json::json!({"images": df.height(), "patients": patients}),
+        );
+        frames.insert(s, df);
+    }
+
+    // Positives and prevalence per label per split (polars group-by).
+    let label_names: Vec<&str> = label_idx
+        .iter()
+        .map(|&l| LABELS[l])
+        .chain(["no_finding"])
+        .collect();
+    let mut aggs: Vec<Expr> = label_names.iter().map(|l| col(*l).sum()).collect();
+    aggs.push(len().alias("images"));
+    let per_split = all
+        .clone()
+        .lazy()
+        .group_by([col("split")])
+        .agg(aggs)
+        .sort(["split"], Default::default())
+        .collect()?;
+    let mut rows_label = Vec::new();
+    let mut rows_split = Vec::new();
+    let mut rows_pos = Vec::new();
+    let mut rows_n = Vec::new();
+    let mut rows_prev = Vec::new();
+    for s in SPLITS {
+        let Some(row) = (0..per_split.height()).find(|&r| {
+            per_split
+                .column("split")
+                .ok()
+                .and_then(|c| c.str().ok()?.get(r).map(|v| v == s))
+                .unwrap_or(false)
+        }) else {
+            continue;
+        };
+        let n = per_split.column("images")?.u32()?.get(row).unwrap_or(0) as u64;
+        for l in &label_names {
+            let pos = per_split
+                .column(l)?
+                .cast(&DataType::UInt64)?
+                .u64()?
+                .get(row)
+                .unwrap_or(0);
+            rows_label.push(l.to_string());
+            rows_split.push(s.to_string());
+            rows_pos.push(pos);
+            rows_n.push(n);
+            rows_prev.push(if n > 0 { pos as f64 / n as f64 } else { 0.0 });
+        }
+    }
+    let summary = DataFrame::new_infer_height(vec![
+        Column::new("label".into(), rows_label),
+        Column::new("split".into(), rows_split),
+        Column::new("positives".into(), rows_pos),
+        Column::new("images".into(), rows_n),
+        Column::new("prevalence".into(), rows_prev),
+    ])?;
+
+    let mut sources = serde_json::Map::new();
+    for (k, p) in [
+        ("metadata", Some(&src.metadata)),
+        ("train_val_list", src.train_val_list.as_ref()),
+        ("test_list", src.test_list.as_ref()),
+        ("bbox_list", src.bbox_list.as_ref()),
+    ] {
+        if let Some(p) = p {
+            sources.insert(
+                k.into(),
+                serde_json::json!({"path": p.display().to_string(), "sha256": sha256(p)?}),
+            );
+        }
+    }
+    let json = serde_json::json!({
+        "tool": "muxmed",
+        "tool_version": env!("CARGO_PKG_VERSION"),
+        "sources": sources,
+        "protocol": d.protocol,
+        "val_fraction": d.val_fraction,
+        "seed": d.seed,
+        "filters": d.filters,
+        "labels": label_idx.iter().map(|&l| LABELS[l]).collect::<Vec<_>>(),
+        "splits": splits_json,
+        "audit": audit,
+    });
+    Ok(Manifest {
+        frames,
+        json,
+        summary,
+        audit,
+    })
+}
+
+impl Manifest {
+    /// Positives as a percentage of images, per label (rows) and split (columns).
+    pub fn prevalence_table(&self) -> Result<String, ManifestError> {
+        let label = self.summary.column("label")?.str()?.clone();
+        let split = self.summary.column("split")?.str()?.clone();
+        let prev = self.summary.column("prevalence")?.f64()?.clone();
+        let mut rows: Vec<(String, [Option<f64>; 3])> = Vec::new();
+        for i in 0..self.summary.height() {
+            let (Some(l), Some(s), Some(p)) = (label.get(i), split.get(i), prev.get(i)) else {
+                continue;
+            };
+            let col = SPLITS.iter().position(|k| *k == s).unwrap_or(0);
+            match rows.iter_mut().find(|(name, _)| name == l) {
+                Some((_, cells)) => cells[col] = Some(p),
+                None => {
+                    let mut cells = [None; 3];
+                    cells[col] = Some(p);
+                    rows.push((l.to_string(), cells));
+                }
+            }
+        }
+        let mut out = format!(
+            "{:<20} {:>8} {:>8} {:>8}\n",
+            "prevalence", "train", "val", "test"
+        );
+        for (l, cells) in rows {
+            let c = |v: Option<f64>| {
+                v.map(|p| format!("{:.2}%", 100.0 * p))
+                    .unwrap_or("-".into())
+            };
+            out += &format!(
+                "{:<20} {:>8} {:>8} {:>8}\n",
+                l,
+                c(cells[0]),
+                c(cells[1]),
+                c(cells[2])
+            );
+        }
+        Ok(out)
+    }
+
+    /// Writes the five files into a temporary folder beside `out`, then renames it into
+    /// place, so a failure never leaves a half-written manifest.
+    pub fn write(&mut self, out: &Path) -> Result<(), ManifestError> {
+        let werr = |message: String| ManifestError::Write {
+            path: out.to_path_buf(),
+            message,
+        };
+        let parent = out
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::create_dir_all(parent).map_err(|e| werr(e.to_string()))?;
+        let name = out
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).map_err(|e| werr(e.to_string()))?;
+        let result = (|| -> Result<(), ManifestError> {
+            for (s, df) in self.frames.iter_mut() {
+                let f = std::fs::File::create(tmp.join(format!("{s}.parquet")))
+                    .map_err(|e| werr(e.to_string()))?;
+                ParquetWriter::new(f).finish(df)?;
+            }
+            let f =
+                std::fs::File::create(tmp.join("summary.csv")).map_err(|e| werr(e.to_string()))?;
+            CsvWriter::new(f).finish(&mut self.summary)?;
+            let text = serde_json::to_string_pretty(&self.json).map_err(|e| werr(e.to_string()))?;
+            std::fs::write(tmp.join("manifest.json"), text + "\n")
+                .map_err(|e| werr(e.to_string()))?;
+            Ok(())
+        })();
+        if let Err(e) = result {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+        // Swap in: old folder aside, new one in, old one removed.
+        let old = parent.join(format!(".{name}.old-{}", std::process::id()));
+        if out.exists() {
+            std::fs::rename(out, &old).map_err(|e| werr(e.to_string()))?;
+        }
+        std::fs::rename(&tmp, out).map_err(|e| werr(e.to_string()))?;
+        let _ = std::fs::remove_dir_all(&old);
+        Ok(())
+    }
+}

@@ -1,0 +1,252 @@
+//! Manifests built from the real NIH files in `../shared/data/nih/`.
+
+use std::path::{Path, PathBuf};
+
+use muxmed::config::{DataConfig, SplitProtocol};
+use muxmed::data::manifest::{build, ManifestError};
+use muxmed::data::LABELS;
+use polars::prelude::*;
+
+fn nih() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/nih")
+}
+
+fn cfg() -> DataConfig {
+    DataConfig {
+        root: nih(),
+        ..Default::default()
+    }
+}
+
+fn n(v: &serde_json::Value) -> u64 {
+    v.as_u64().unwrap()
+}
+
+#[test]
+fn official_split_on_the_full_metadata() {
+    let m = build(&cfg(), false).unwrap();
+    let s = &m.json["splits"];
+    let images = |k: &str| n(&s[k]["images"]);
+    let patients = |k: &str| n(&s[k]["patients"]);
+    assert_eq!(images("train") + images("val") + images("test"), 112_120);
+    assert_eq!(m.audit.patients, 30_805);
+    assert_eq!(images("train") + images("val"), 86_524);
+    assert_eq!(images("test"), 25_596);
+    assert_eq!(patients("train") + patients("val"), 28_008);
+    assert_eq!(patients("test"), 2_797);
+    assert_eq!(m.audit.shared_patients_between_splits, 0);
+    // About 10% of train_val patients in val.
+    let frac = patients("val") as f64 / 28_008.0;
+    assert!((frac - 0.1).abs() < 0.005, "{frac}");
+    // Label counts over all images, as published with the dataset.
+    let published = [
+        ("Atelectasis", 11_559),
+        ("Cardiomegaly", 2_776),
+        ("Effusion", 13_317),
+        ("Infiltration", 19_894),
+        ("Mass", 5_782),
+        ("Nodule", 6_331),
+        ("Pneumonia", 1_431),
+        ("Pneumothorax", 5_302),
+        ("Consolidation", 4_667),
+        ("Edema", 2_303),
+        ("Emphysema", 2_516),
+        ("Fibrosis", 1_686),
+        ("Pleural_Thickening", 3_385),
+        ("Hernia", 227),
+        ("no_finding", 60_361),
+    ];
+    for (label, want) in published {
+        let mut total = 0u64;
+        for df in m.frames.values() {
+            total += df.column(label).unwrap().u32().unwrap().sum().unwrap_or(0) as u64;
+        }
+        assert_eq!(total, want, "{label}");
+    }
+    // Every label has positives in val.
+    for l in LABELS {
+        let pos = m.frames["val"]
+            .column(l)
+            .unwrap()
+            .u32()
+            .unwrap()
+            .sum()
+            .unwrap_or(0);
+        assert!(pos > 0, "{l} has no positives in val");
+    }
+    // Bounding boxes only on test images (880 images, 984 boxes).
+    let boxes: u64 = m.frames["test"]
+        .column("n_boxes")
+        .unwrap()
+        .u32()
+        .unwrap()
+        .sum()
+        .unwrap() as u64;
+    assert_eq!(boxes, 984);
+    assert!(
+        m.json["sources"]["metadata"]["sha256"]
+            .as_str()
+            .unwrap()
+            .len()
+            == 64
+    );
+}
+
+#[test]
+fn same_config_and_seed_give_byte_identical_files() {
+    let dir = tempfile::tempdir().unwrap();
+    for k in ["a", "b"] {
+        build(&cfg(), false)
+            .unwrap()
+            .write(&dir.path().join(k))
+            .unwrap();
+    }
+    for f in [
+        "train.parquet",
+        "val.parquet",
+        "test.parquet",
+        "summary.csv",
+        "manifest.json",
+    ] {
+        let a = std::fs::read(dir.path().join("a").join(f)).unwrap();
+        let b = std::fs::read(dir.path().join("b").join(f)).unwrap();
+        assert!(a == b && !a.is_empty(), "{f} differs");
+    }
+    // A different seed moves patients between train and val.
+    let mut c = cfg();
+    c.seed = 7;
+    let other = build(&c, false).unwrap();
+    let base = build(&cfg(), false).unwrap();
+    assert_ne!(other.json["splits"]["val"], base.json["splits"]["val"]);
+}
+
+#[test]
+fn random_patient_protocol_is_70_10_20_by_patient() {
+    let mut c = cfg();
+    c.protocol = SplitProtocol::RandomPatient;
+    let m = build(&c, false).unwrap();
+    let p = |k: &str| n(&m.json["splits"][k]["patients"]) as f64 / 30_805.0;
+    assert!((p("train") - 0.7).abs() < 0.001 && (p("val") - 0.1).abs() < 0.001);
+    assert_eq!(m.audit.shared_patients_between_splits, 0);
+}
+
+#[test]
+fn missing_images_stop_the_build_unless_allowed() {
+    let mut c = cfg();
+    c.images = Some(nih().join("images"));
+    let err = build(&c, true)
+        .err()
+        .expect("most images are absent")
+        .to_string();
+    assert!(err.contains("111880 of 112120 images"), "{err}");
+    c.allow_missing_images = true;
+    let m = build(&c, true).unwrap();
+    assert_eq!(m.audit.images, 240);
+    assert_eq!(m.audit.missing_images, 111_880);
+    let paths = m.frames["test"]
+        .column("path")
+        .unwrap()
+        .str()
+        .unwrap()
+        .clone();
+    assert!(paths
+        .iter()
+        .all(|p| p.is_some_and(|p| Path::new(p).is_file())));
+}
+
+/// A small copy of the real metadata in the 2017 release's shape: trailing commas,
+/// plain text, an age above 100.
+fn small_dataset(dir: &Path, edit: impl Fn(usize, String) -> String) {
+    let text = muxmed::data::nih::read_text(&nih().join("Data_Entry_2017_v2020.csv.gz")).unwrap();
+    let lines: Vec<String> = text
+        .lines()
+        .take(301)
+        .enumerate()
+        .map(|(i, l)| edit(i, format!("{l},")))
+        .collect();
+    std::fs::write(dir.join("Data_Entry_2017.csv"), lines.join("\n") + "\n").unwrap();
+    let ids: Vec<&str> = lines[1..]
+        .iter()
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
+    let (tv, _) = ids.split_at(200);
+    // Keep patients disjoint: move the patient straddling the cut to test.
+    let cut = tv.last().unwrap()[..8].to_string();
+    let tv: Vec<&str> = tv
+        .iter()
+        .filter(|i| !i.starts_with(&cut))
+        .copied()
+        .collect();
+    let test: Vec<&str> = ids.iter().filter(|i| !tv.contains(i)).copied().collect();
+    std::fs::write(dir.join("train_val_list.txt"), tv.join("\n")).unwrap();
+    std::fs::write(dir.join("test_list.txt"), test.join("\n")).unwrap();
+}
+
+#[test]
+fn release_2017_quirks_are_handled() {
+    let dir = tempfile::tempdir().unwrap();
+    small_dataset(dir.path(), |i, l| {
+        if i == 5 {
+            let mut f: Vec<String> = l.split(',').map(str::to_string).collect();
+            f[4] = "148".into();
+            f.join(",")
+        } else {
+            l
+        }
+    });
+    let c = DataConfig {
+        root: dir.path().to_path_buf(),
+        ..Default::default()
+    };
+    let m = build(&c, false).unwrap();
+    assert_eq!(m.audit.images, 300);
+    assert_eq!(m.audit.ages_outside_0_120.len(), 1);
+    assert!(m.audit.ages_outside_0_120[0].contains("line 6"));
+}
+
+#[test]
+fn a_bad_row_names_file_and_line_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    small_dataset(dir.path(), |i, l| {
+        if i == 10 {
+            l.replacen(",", ",Cancer|", 1)
+        } else {
+            l
+        }
+    });
+    let c = DataConfig {
+        root: dir.path().to_path_buf(),
+        ..Default::default()
+    };
+    let out = dir.path().join("out");
+    let err = build(&c, false)
+        .map(|mut m| m.write(&out))
+        .err()
+        .expect("bad label");
+    let msg = err.to_string();
+    assert!(matches!(err, ManifestError::Nih(_)));
+    assert!(
+        msg.contains("Data_Entry_2017.csv, line 11") && msg.contains("`Cancer`"),
+        "{msg}"
+    );
+    assert!(!out.exists());
+}
+
+#[test]
+fn leaking_split_lists_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    small_dataset(dir.path(), |_, l| l);
+    // Put one image of a train_val patient into the test list as well as keeping its siblings.
+    let tv = std::fs::read_to_string(dir.path().join("train_val_list.txt")).unwrap();
+    let mut lines: Vec<&str> = tv.lines().collect();
+    let moved = lines.remove(0).to_string();
+    std::fs::write(dir.path().join("train_val_list.txt"), lines.join("\n")).unwrap();
+    let test = std::fs::read_to_string(dir.path().join("test_list.txt")).unwrap();
+    std::fs::write(dir.path().join("test_list.txt"), format!("{moved}\n{test}")).unwrap();
+    let c = DataConfig {
+        root: dir.path().to_path_buf(),
+        ..Default::default()
+    };
+    let err = build(&c, false).err().expect("leak").to_string();
+    assert!(err.contains("more than one split"), "{err}");
+}
