@@ -220,9 +220,8 @@ fn a_bad_row_names_file_and_line_and_nothing_is_written() {
     };
     let out = dir.path().join("out");
     let err = build(&c, false)
-        .map(|mut m| m.write(&out))
-        .err()
-        .expect("bad label");
+        .and_then(|mut m| m.write(&out))
+        .expect_err("bad label");
     let msg = err.to_string();
     assert!(matches!(err, ManifestError::Nih(_)));
     assert!(
