@@ -45,7 +45,6 @@ enum Command {
     #[command(subcommand)]
     Model(ModelCmd),
     /// Benchmarks that print figures.
-    #[cfg(feature = "torch")]
     #[command(subcommand)]
     Bench(BenchCmd),
 }
@@ -94,10 +93,17 @@ enum ModelCmd {
     },
 }
 
-#[cfg(feature = "torch")]
 #[derive(Subcommand)]
 enum BenchCmd {
+    /// Time of the manifest build from the metadata (image scan excluded), median of runs.
+    Manifest {
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
     /// Inference and training-step images per second on random input.
+    #[cfg(feature = "torch")]
     Model {
         #[arg(long, default_value = "muxnet_m")]
         arch: String,
@@ -164,9 +170,26 @@ fn model_cmd(cmd: &ModelCmd) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-#[cfg(feature = "torch")]
 fn bench_cmd(cmd: &BenchCmd) -> Result<ExitCode> {
     match cmd {
+        BenchCmd::Manifest { pipeline, runs } => {
+            let p = load_pipeline(pipeline)?;
+            let mut times = Vec::new();
+            let mut rows = 0;
+            for _ in 0..(*runs).max(1) {
+                let t = std::time::Instant::now();
+                let m = muxmed::data::manifest::build(&p.config.data, false)?;
+                times.push(t.elapsed().as_secs_f64());
+                rows = m.audit.images;
+            }
+            times.sort_by(|a, b| a.total_cmp(b));
+            println!(
+                "manifest build, {rows} rows, image scan excluded: median {:.3} s, min {:.3} s over {} runs",
+                times[times.len() / 2],
+                times[0],
+                times.len()
+            );
+        }
         BenchCmd::Model {
             arch,
             batch,
@@ -274,7 +297,6 @@ fn main() -> ExitCode {
         Command::Manifest { pipeline, out } => manifest_cmd(pipeline, out.as_deref()),
         #[cfg(feature = "torch")]
         Command::Model(m) => model_cmd(m),
-        #[cfg(feature = "torch")]
         Command::Bench(b) => bench_cmd(b),
     };
     match result {

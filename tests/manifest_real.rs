@@ -249,3 +249,118 @@ fn leaking_split_lists_are_refused() {
     let err = build(&c, false).err().expect("leak").to_string();
     assert!(err.contains("more than one split"), "{err}");
 }
+
+#[test]
+fn filters_views_ages_one_per_patient_and_labels() {
+    let mut c = cfg();
+    c.filters.views = vec!["PA".into()];
+    c.filters.min_age = Some(20);
+    c.filters.max_age = Some(60);
+    c.filters.one_per_patient = true;
+    c.filters.labels = vec!["Effusion".into(), "Hernia".into()];
+    let m = build(&c, false).unwrap();
+    let mut patients = std::collections::BTreeSet::new();
+    for df in m.frames.values() {
+        assert!(df
+            .column("view")
+            .unwrap()
+            .str()
+            .unwrap()
+            .iter()
+            .all(|v| v == Some("PA")));
+        let ages = df.column("age").unwrap().u32().unwrap();
+        assert!(ages
+            .iter()
+            .all(|a| a.is_some_and(|a| (20..=60).contains(&a))));
+        for p in df.column("patient_id").unwrap().u32().unwrap().iter() {
+            assert!(patients.insert(p.unwrap()), "patient {p:?} twice");
+        }
+        assert!(df.column("Effusion").is_ok() && df.column("Hernia").is_ok());
+        assert!(df.column("Mass").is_err());
+    }
+    assert_eq!(m.json["labels"], serde_json::json!(["Effusion", "Hernia"]));
+    assert!(
+        m.audit.images < 30_805 && m.audit.images > 5_000,
+        "{}",
+        m.audit.images
+    );
+}
+
+#[test]
+fn user_split_file_protocol() {
+    let dir = tempfile::tempdir().unwrap();
+    small_dataset(dir.path(), |_, l| l);
+    let text = std::fs::read_to_string(dir.path().join("Data_Entry_2017.csv")).unwrap();
+    let mut split = String::from("image_id,split\n");
+    for l in text.lines().skip(1) {
+        let id = l.split(',').next().unwrap();
+        let patient: u32 = id[..8].parse().unwrap();
+        let s = ["train", "train", "val", "test"][patient as usize % 4];
+        split += &format!("{id},{s}\n");
+    }
+    let sf = dir.path().join("split.csv");
+    std::fs::write(&sf, &split).unwrap();
+    let mut c = DataConfig {
+        root: dir.path().to_path_buf(),
+        protocol: SplitProtocol::SplitFile,
+        split_file: Some(sf.clone()),
+        ..Default::default()
+    };
+    let m = build(&c, false).unwrap();
+    assert_eq!(m.audit.images, 300);
+    assert!(m.frames.values().all(|df| df.height() > 0));
+    // A bad split name is an error naming the line.
+    std::fs::write(&sf, split.replacen(",val\n", ",validation\n", 1)).unwrap();
+    c.split_file = Some(sf);
+    let err = build(&c, false)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        err.contains("split.csv, line") && err.contains("validation"),
+        "{err}"
+    );
+}
+
+#[test]
+fn images_are_found_in_any_folder_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    small_dataset(dir.path(), |_, l| l);
+    let real: Vec<PathBuf> = std::fs::read_dir(nih().join("images"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    // NIH's tarballs give images/; others ship images_001/images/, images_002/images/...
+    let wanted = ["00000001_000.png", "00000001_001.png", "00000002_000.png"];
+    for (i, name) in wanted.iter().enumerate() {
+        let sub = dir.path().join(format!("images_{:03}/images", i + 1));
+        std::fs::create_dir_all(&sub).unwrap();
+        std::fs::copy(&real[i], sub.join(name)).unwrap();
+    }
+    let c = DataConfig {
+        root: dir.path().to_path_buf(),
+        allow_missing_images: true,
+        ..Default::default()
+    };
+    let m = build(&c, true).unwrap();
+    assert_eq!(m.audit.images, 3);
+    let paths: Vec<String> = m
+        .frames
+        .values()
+        .flat_map(|df| {
+            df.column("path")
+                .unwrap()
+                .str()
+                .unwrap()
+                .iter()
+                .map(|p| p.unwrap().to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(
+        paths
+            .iter()
+            .any(|p| p.ends_with("images_002/images/00000001_001.png")),
+        "{paths:?}"
+    );
+}
