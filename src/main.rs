@@ -190,6 +190,7 @@ fn bench_cmd(cmd: &BenchCmd) -> Result<ExitCode> {
                 times.len()
             );
         }
+        #[cfg(feature = "torch")]
         BenchCmd::Model {
             arch,
             batch,
