@@ -48,6 +48,20 @@ pub struct DataConfig {
     pub seed: u64,
     pub allow_missing_images: bool,
     pub filters: FilterConfig,
+    /// Your own dataset instead of NIH's files: a CSV of image path, labels, patient id and
+    /// optional split. When set, the NIH keys above (except seed, val_fraction and
+    /// allow_missing_images) are not used.
+    pub generic: Option<GenericDataConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenericDataConfig {
+    /// CSV with columns `path`, `labels` (`|`-separated; empty for none), `patient_id` and
+    /// optionally `split` (train, val or test). Relative paths are relative to the CSV.
+    pub csv: PathBuf,
+    /// The label names, in the order the model's outputs use.
+    pub labels: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,6 +162,7 @@ impl Default for DataConfig {
             seed: 42,
             allow_missing_images: false,
             filters: FilterConfig::default(),
+            generic: None,
         }
     }
 }
@@ -482,6 +497,20 @@ impl PipelineConfig {
                 "data.split_file",
                 "protocol `split_file` needs data.split_file (a CSV of image id and split)".into(),
             );
+        }
+        if let Some(g) = &d.generic {
+            if g.labels.is_empty() {
+                return err("data.generic.labels", "give at least one label name".into());
+            }
+            let mut seen = std::collections::BTreeSet::new();
+            for (i, l) in g.labels.iter().enumerate() {
+                if l.trim().is_empty() || l.contains('|') || !seen.insert(l) {
+                    return err(
+                        &format!("data.generic.labels[{i}]"),
+                        format!("`{l}` is empty, contains `|` or repeats an earlier label"),
+                    );
+                }
+            }
         }
         for (i, v) in d.filters.views.iter().enumerate() {
             if v != "PA" && v != "AP" {

@@ -156,27 +156,7 @@ fn assign_splits(
                 .collect())
         }
         SplitProtocol::RandomPatient => {
-            let mut patients: Vec<u32> = by_patient(&|_| true).into_iter().collect();
-            patients.shuffle(&mut rng);
-            let n = patients.len();
-            let n_train = (n as f64 * 0.7).round() as usize;
-            let n_val = (n as f64 * 0.1).round() as usize;
-            let split: HashMap<u32, u8> = patients
-                .iter()
-                .enumerate()
-                .map(|(i, p)| {
-                    (
-                        *p,
-                        if i < n_train {
-                            0
-                        } else if i < n_train + n_val {
-                            1
-                        } else {
-                            2
-                        },
-                    )
-                })
-                .collect();
+            let split = random_patient_split(by_patient(&|_| true), &mut rng);
             Ok(records.iter().map(|r| split[&r.patient_id]).collect())
         }
         SplitProtocol::SplitFile => {
@@ -226,6 +206,35 @@ fn assign_splits(
     }
 }
 
+/// CheXNet-style split: patients shuffled by the seeded generator, 70% train, 10% val,
+/// 20% test. Returns each patient's split index.
+pub(super) fn random_patient_split<K: Ord + Clone + std::hash::Hash>(
+    patients: BTreeSet<K>,
+    rng: &mut rand_chacha::ChaCha8Rng,
+) -> HashMap<K, u8> {
+    let mut patients: Vec<K> = patients.into_iter().collect();
+    patients.shuffle(rng);
+    let n = patients.len();
+    let n_train = (n as f64 * 0.7).round() as usize;
+    let n_val = (n as f64 * 0.1).round() as usize;
+    patients
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| {
+            (
+                p,
+                if i < n_train {
+                    0
+                } else if i < n_train + n_val {
+                    1
+                } else {
+                    2
+                },
+            )
+        })
+        .collect()
+}
+
 /// Validation patients carved from `pool` by patient: a seeded shuffle takes `fraction` of
 /// them, then for every label with positives in the pool but none in val, the first patient
 /// (in shuffled order) with that label moves to val, so every label can be scored on val.
@@ -258,8 +267,11 @@ fn carve_val(
     val
 }
 
-/// Builds the manifest (does not write it).
+/// Builds the manifest (does not write it): from NIH's files, or from `data.generic`.
 pub fn build(d: &DataConfig, scan_images: bool) -> Result<Manifest, ManifestError> {
+    if let Some(g) = &d.generic {
+        return super::generic::build(d, g, scan_images);
+    }
     let src = Sources::resolve(d)?;
     let mut records = nih::parse_metadata(&nih::read_text(&src.metadata)?, &src.metadata)?;
     let mut audit = Audit::default();
@@ -464,6 +476,36 @@ pub fn build(d: &DataConfig, scan_images: bool) -> Result<Manifest, ManifestErro
     ));
     let all = DataFrame::new_infer_height(cols)?;
 
+    let mut sources = serde_json::Map::new();
+    for (k, p) in [
+        ("metadata", Some(&src.metadata)),
+        ("train_val_list", src.train_val_list.as_ref()),
+        ("test_list", src.test_list.as_ref()),
+        ("bbox_list", src.bbox_list.as_ref()),
+    ] {
+        if let Some(p) = p {
+            sources.insert(k.into(), source_entry(p)?);
+        }
+    }
+    let labels: Vec<String> = label_idx.iter().map(|&l| LABELS[l].to_string()).collect();
+    let protocol = serde_json::to_value(d.protocol).unwrap_or_default();
+    assemble(all, &labels, sources, protocol, d, audit)
+}
+
+pub(super) fn source_entry(p: &Path) -> Result<serde_json::Value, ManifestError> {
+    Ok(serde_json::json!({"path": p.display().to_string(), "sha256": sha256(p)?}))
+}
+
+/// Splits the full table into train/val/test, counts positives per label and split (polars
+/// group-by) and records everything in manifest.json.
+pub(super) fn assemble(
+    all: DataFrame,
+    labels: &[String],
+    sources: serde_json::Map<String, serde_json::Value>,
+    protocol: serde_json::Value,
+    d: &DataConfig,
+    audit: Audit,
+) -> Result<Manifest, ManifestError> {
     let mut frames = BTreeMap::new();
     let mut splits_json = serde_json::Map::new();
     for s in SPLITS {
@@ -481,15 +523,14 @@ pub fn build(d: &DataConfig, scan_images: bool) -> Result<Manifest, ManifestErro
     }
 
     // Positives and prevalence per label per split (polars group-by).
-    let label_names: Vec<&str> = label_idx
+    let label_names: Vec<&str> = labels
         .iter()
-        .map(|&l| LABELS[l])
+        .map(String::as_str)
         .chain(["no_finding"])
         .collect();
     let mut aggs: Vec<Expr> = label_names.iter().map(|l| col(*l).sum()).collect();
     aggs.push(len().alias("images"));
     let per_split = all
-        .clone()
         .lazy()
         .group_by([col("split")])
         .agg(aggs)
@@ -500,14 +541,9 @@ pub fn build(d: &DataConfig, scan_images: bool) -> Result<Manifest, ManifestErro
     let mut rows_pos = Vec::new();
     let mut rows_n = Vec::new();
     let mut rows_prev = Vec::new();
+    let split_col = per_split.column("split")?.str()?.clone();
     for s in SPLITS {
-        let Some(row) = (0..per_split.height()).find(|&r| {
-            per_split
-                .column("split")
-                .ok()
-                .and_then(|c| c.str().ok()?.get(r).map(|v| v == s))
-                .unwrap_or(false)
-        }) else {
+        let Some(row) = (0..per_split.height()).find(|&r| split_col.get(r) == Some(s)) else {
             continue;
         };
         let n = per_split.column("images")?.u32()?.get(row).unwrap_or(0) as u64;
@@ -533,29 +569,15 @@ pub fn build(d: &DataConfig, scan_images: bool) -> Result<Manifest, ManifestErro
         Column::new("prevalence".into(), rows_prev),
     ])?;
 
-    let mut sources = serde_json::Map::new();
-    for (k, p) in [
-        ("metadata", Some(&src.metadata)),
-        ("train_val_list", src.train_val_list.as_ref()),
-        ("test_list", src.test_list.as_ref()),
-        ("bbox_list", src.bbox_list.as_ref()),
-    ] {
-        if let Some(p) = p {
-            sources.insert(
-                k.into(),
-                serde_json::json!({"path": p.display().to_string(), "sha256": sha256(p)?}),
-            );
-        }
-    }
     let json = serde_json::json!({
         "tool": "muxmed",
         "tool_version": env!("CARGO_PKG_VERSION"),
         "sources": sources,
-        "protocol": d.protocol,
+        "protocol": protocol,
         "val_fraction": d.val_fraction,
         "seed": d.seed,
         "filters": d.filters,
-        "labels": label_idx.iter().map(|&l| LABELS[l]).collect::<Vec<_>>(),
+        "labels": labels,
         "splits": splits_json,
         "audit": audit,
     });

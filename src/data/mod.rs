@@ -21,5 +21,6 @@ pub const LABELS: [&str; 14] = [
 /// The metadata's marker for an image with none of the 14 findings.
 pub const NO_FINDING: &str = "No Finding";
 
+pub mod generic;
 pub mod manifest;
 pub mod nih;

@@ -1,0 +1,211 @@
+//! A manifest for any dataset: a CSV of image path, `|`-separated labels, patient id and
+//! optional split, so users can fine-tune on their own data through the same pipeline.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+
+use polars::prelude::*;
+use rand::SeedableRng;
+
+use super::manifest::{
+    assemble, random_patient_split, source_entry, Audit, Manifest, ManifestError, SPLITS,
+};
+use super::nih::{read_text, NihError};
+use crate::config::{DataConfig, GenericDataConfig};
+
+struct Row {
+    path: String,
+    image_id: String,
+    patient: String,
+    labels: Vec<usize>,
+    split: Option<u8>,
+}
+
+pub fn build(
+    d: &DataConfig,
+    g: &GenericDataConfig,
+    check_images: bool,
+) -> Result<Manifest, ManifestError> {
+    let csv = &g.csv;
+    let text = read_text(csv)?;
+    let row_err = |line: usize, message: String| {
+        ManifestError::Nih(NihError::Row {
+            path: csv.clone(),
+            line,
+            message,
+        })
+    };
+    let mut lines = text.lines().enumerate();
+    let header: Vec<&str> = lines
+        .next()
+        .map(|(_, h)| h.split(',').map(str::trim).collect())
+        .unwrap_or_default();
+    let idx = |name: &str| header.iter().position(|h| *h == name);
+    let (Some(ip), Some(il), Some(ipt)) = (idx("path"), idx("labels"), idx("patient_id")) else {
+        return Err(row_err(
+            1,
+            format!("the header must name the columns path, labels, patient_id (and optionally split); found `{}`", header.join(",")),
+        ));
+    };
+    let is = idx("split");
+    let base = csv.parent().unwrap_or(Path::new("."));
+    let mut rows = Vec::new();
+    for (i, raw) in lines {
+        let line = i + 1;
+        if raw.trim().is_empty() {
+            continue;
+        }
+        let f: Vec<&str> = raw.split(',').map(str::trim).collect();
+        if f.len() != header.len() {
+            return Err(row_err(
+                line,
+                format!(
+                    "expected {} fields, found {}: `{raw}`",
+                    header.len(),
+                    f.len()
+                ),
+            ));
+        }
+        let mut labels = Vec::new();
+        for l in f[il].split('|').filter(|l| !l.is_empty()) {
+            let k = g.labels.iter().position(|x| x == l).ok_or_else(|| {
+                row_err(
+                    line,
+                    format!(
+                        "unknown label `{l}`; data.generic.labels are {}",
+                        g.labels.join(", ")
+                    ),
+                )
+            })?;
+            labels.push(k);
+        }
+        let split = match is {
+            Some(k) => Some(SPLITS.iter().position(|s| *s == f[k]).ok_or_else(|| {
+                row_err(line, format!("split `{}` is not train, val or test", f[k]))
+            })? as u8),
+            None => None,
+        };
+        if f[ipt].is_empty() {
+            return Err(row_err(line, "empty patient_id".into()));
+        }
+        let p = Path::new(f[ip]);
+        let path = if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            base.join(p)
+        };
+        rows.push(Row {
+            image_id: p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            path: path.display().to_string(),
+            patient: f[ipt].to_string(),
+            labels,
+            split,
+        });
+    }
+    let mut audit = Audit::default();
+    if check_images {
+        let missing: Vec<String> = rows
+            .iter()
+            .filter(|r| !Path::new(&r.path).is_file())
+            .map(|r| r.path.clone())
+            .collect();
+        audit.missing_images = missing.len();
+        audit.missing_examples = missing.iter().take(5).cloned().collect();
+        if !missing.is_empty() {
+            if !d.allow_missing_images {
+                return Err(ManifestError::Audit(format!(
+                    "{} of {} images listed in {} do not exist (first: {}); set data.allow_missing_images: true to drop them",
+                    missing.len(),
+                    rows.len(),
+                    csv.display(),
+                    audit.missing_examples.join(", ")
+                )));
+            }
+            audit.dropped_missing = true;
+            rows.retain(|r| Path::new(&r.path).is_file());
+        }
+    }
+    let mut seen = HashMap::new();
+    for r in &rows {
+        if seen.insert(r.path.as_str(), ()).is_some() {
+            return Err(ManifestError::Audit(format!(
+                "{} is listed twice in {}",
+                r.path,
+                csv.display()
+            )));
+        }
+    }
+    let split: Vec<u8> = if rows.iter().all(|r| r.split.is_some()) {
+        rows.iter().map(|r| r.split.unwrap_or(0)).collect()
+    } else {
+        let patients: BTreeSet<String> = rows.iter().map(|r| r.patient.clone()).collect();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(d.seed);
+        let m = random_patient_split(patients, &mut rng);
+        rows.iter().map(|r| m[&r.patient]).collect()
+    };
+    let mut patient_split: HashMap<&str, u8> = HashMap::new();
+    let mut shared = BTreeSet::new();
+    for (r, s) in rows.iter().zip(&split) {
+        if let Some(prev) = patient_split.insert(&r.patient, *s) {
+            if prev != *s {
+                shared.insert(r.patient.clone());
+            }
+        }
+    }
+    if !shared.is_empty() {
+        return Err(ManifestError::Audit(format!(
+            "{} patients appear in more than one split of {} (e.g. {:?}); refusing to write a leaking manifest",
+            shared.len(),
+            csv.display(),
+            shared.iter().take(5).collect::<Vec<_>>()
+        )));
+    }
+    audit.images = rows.len();
+    audit.patients = patient_split.len();
+
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.sort_by(|a, b| rows[*a].path.cmp(&rows[*b].path));
+    let strs =
+        |f: &dyn Fn(&Row) -> String| order.iter().map(|&i| f(&rows[i])).collect::<Vec<String>>();
+    let mut cols = vec![
+        Column::new("image_id".into(), strs(&|r| r.image_id.clone())),
+        Column::new("path".into(), strs(&|r| r.path.clone())),
+        Column::new("patient_id".into(), strs(&|r| r.patient.clone())),
+    ];
+    for (k, l) in g.labels.iter().enumerate() {
+        let v: Vec<u32> = order
+            .iter()
+            .map(|&i| rows[i].labels.contains(&k) as u32)
+            .collect();
+        cols.push(Column::new(l.as_str().into(), v));
+    }
+    let nf: Vec<u32> = order
+        .iter()
+        .map(|&i| rows[i].labels.is_empty() as u32)
+        .collect();
+    cols.push(Column::new("no_finding".into(), nf));
+    let sp: Vec<String> = order
+        .iter()
+        .map(|&i| SPLITS[split[i] as usize].to_string())
+        .collect();
+    cols.push(Column::new("split".into(), sp));
+    let all = DataFrame::new_infer_height(cols)?;
+    let mut sources = serde_json::Map::new();
+    sources.insert("generic_csv".into(), source_entry(csv)?);
+    let protocol = if is.is_some() {
+        "generic_split_column"
+    } else {
+        "generic_random_patient"
+    };
+    assemble(
+        all,
+        &g.labels,
+        sources,
+        serde_json::json!(protocol),
+        d,
+        audit,
+    )
+}

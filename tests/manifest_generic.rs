@@ -1,0 +1,135 @@
+//! The generic manifest: any dataset described by a CSV of path, labels, patient id, split.
+
+use std::path::{Path, PathBuf};
+
+use muxmed::config::{DataConfig, GenericDataConfig};
+use muxmed::data::manifest::build;
+use polars::prelude::*;
+
+fn real_images() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> =
+        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/nih/images"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+    v.sort();
+    v
+}
+
+fn dataset(dir: &Path, with_split: bool, rows: usize) -> PathBuf {
+    let imgs = dir.join("imgs");
+    std::fs::create_dir_all(&imgs).unwrap();
+    let mut csv = String::from(if with_split {
+        "path,labels,patient_id,split\n"
+    } else {
+        "path,labels,patient_id\n"
+    });
+    for (i, src) in real_images().iter().take(rows).enumerate() {
+        let name = format!("case{i:03}.png");
+        std::fs::copy(src, imgs.join(&name)).unwrap();
+        let labels = ["", "Opacity", "Opacity|Nodule", "Nodule"][i % 4];
+        let patient = format!("P{}", i / 2);
+        let split = ["train", "train", "train", "val", "test"][(i / 2) % 5];
+        if with_split {
+            csv += &format!("imgs/{name},{labels},{patient},{split}\n");
+        } else {
+            csv += &format!("imgs/{name},{labels},{patient}\n");
+        }
+    }
+    let p = dir.join("labels.csv");
+    std::fs::write(&p, csv).unwrap();
+    p
+}
+
+fn cfg(csv: PathBuf) -> DataConfig {
+    DataConfig {
+        generic: Some(GenericDataConfig {
+            csv,
+            labels: vec!["Nodule".into(), "Opacity".into()],
+        }),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn split_column_is_used_and_labels_are_one_hot() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = build(&cfg(dataset(dir.path(), true, 20)), true).unwrap();
+    assert_eq!(m.audit.images, 20);
+    assert_eq!(m.json["labels"], serde_json::json!(["Nodule", "Opacity"]));
+    assert_eq!(m.json["protocol"], "generic_split_column");
+    let train = &m.frames["train"];
+    assert_eq!(train.height(), 12);
+    let nod: u32 = m
+        .frames
+        .values()
+        .map(|df| df.column("Nodule").unwrap().u32().unwrap().sum().unwrap())
+        .sum();
+    let opa: u32 = m
+        .frames
+        .values()
+        .map(|df| df.column("Opacity").unwrap().u32().unwrap().sum().unwrap())
+        .sum();
+    let none: u32 = m
+        .frames
+        .values()
+        .map(|df| {
+            df.column("no_finding")
+                .unwrap()
+                .u32()
+                .unwrap()
+                .sum()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!((nod, opa, none), (10, 10, 5));
+    assert!(train
+        .column("path")
+        .unwrap()
+        .str()
+        .unwrap()
+        .iter()
+        .all(|p| Path::new(p.unwrap()).is_file()));
+}
+
+#[test]
+fn without_split_column_patients_are_split_by_seed() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = build(&cfg(dataset(dir.path(), false, 40)), true).unwrap();
+    assert_eq!(m.json["protocol"], "generic_random_patient");
+    let p = |s: &str| m.json["splits"][s]["patients"].as_u64().unwrap();
+    assert_eq!((p("train"), p("val"), p("test")), (14, 2, 4));
+}
+
+#[test]
+fn bad_rows_and_leaks_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dataset(dir.path(), true, 10);
+    let text = std::fs::read_to_string(&csv).unwrap();
+    std::fs::write(&csv, text.replacen("Opacity|Nodule", "Opacity|Tumour", 1)).unwrap();
+    let e = build(&cfg(csv.clone()), true)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        e.contains("labels.csv, line 4") && e.contains("`Tumour`"),
+        "{e}"
+    );
+    // Patient P0 in train and test.
+    std::fs::write(&csv, text.replacen("P0,train", "P0,test", 1)).unwrap();
+    let e = build(&cfg(csv.clone()), true)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(e.contains("more than one split"), "{e}");
+    // A missing image.
+    std::fs::write(&csv, text.replacen("imgs/case000.png", "imgs/nope.png", 1)).unwrap();
+    let e = build(&cfg(csv.clone()), true)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        e.contains("1 of 10 images") && e.contains("nope.png"),
+        "{e}"
+    );
+}
