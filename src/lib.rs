@@ -5,5 +5,6 @@
 pub mod config;
 pub mod data;
 pub mod doctor;
+pub mod eval;
 pub mod io;
 pub mod model;

@@ -1,0 +1,407 @@
+//! Classification metrics, written to agree with scikit-learn: ROC AUC (ties averaged via
+//! the trapezoid over distinct thresholds), average precision, micro averaging, plus
+//! patient-level bootstrap confidence intervals, operating thresholds and calibration.
+//! A label with only one class present has no AUROC (`None`), never a number.
+
+use rand::{Rng, SeedableRng};
+
+/// Points of the ROC curve at every distinct score, highest first, starting at (0, 0).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Roc {
+    pub fpr: Vec<f64>,
+    pub tpr: Vec<f64>,
+    /// Score threshold of each point (`>=` counts as positive); the first is +inf.
+    pub thresholds: Vec<f64>,
+}
+
+/// Cumulative true/false positives at each distinct score (scikit-learn's `_binary_clf_curve`).
+fn clf_curve(y: &[bool], s: &[f64]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let mut order: Vec<usize> = (0..s.len()).collect();
+    order.sort_by(|&a, &b| s[b].total_cmp(&s[a]));
+    let (mut tps, mut fps, mut th) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut tp, mut fp) = (0.0, 0.0);
+    for (k, &i) in order.iter().enumerate() {
+        if y[i] {
+            tp += 1.0;
+        } else {
+            fp += 1.0;
+        }
+        let last_of_tie = k + 1 == order.len() || s[order[k + 1]] != s[i];
+        if last_of_tie {
+            tps.push(tp);
+            fps.push(fp);
+            th.push(s[i]);
+        }
+    }
+    (tps, fps, th)
+}
+
+fn has_both_classes(y: &[bool]) -> bool {
+    y.iter().any(|&v| v) && y.iter().any(|&v| !v)
+}
+
+/// The ROC curve with collinear points dropped (scikit-learn's `drop_intermediate=True`).
+pub fn roc_curve(y: &[bool], s: &[f64]) -> Option<Roc> {
+    if y.len() != s.len() || !has_both_classes(y) {
+        return None;
+    }
+    let (tps, fps, th) = clf_curve(y, s);
+    let n = tps.len();
+    let keep: Vec<usize> = (0..n)
+        .filter(|&i| {
+            i == 0
+                || i + 1 == n
+                || (fps[i + 1] - 2.0 * fps[i] + fps[i - 1]) != 0.0
+                || (tps[i + 1] - 2.0 * tps[i] + tps[i - 1]) != 0.0
+        })
+        .collect();
+    let (p, nn) = (tps[n - 1], fps[n - 1]);
+    let mut roc = Roc {
+        fpr: vec![0.0],
+        tpr: vec![0.0],
+        thresholds: vec![f64::INFINITY],
+    };
+    for i in keep {
+        roc.fpr.push(fps[i] / nn);
+        roc.tpr.push(tps[i] / p);
+        roc.thresholds.push(th[i]);
+    }
+    Some(roc)
+}
+
+fn trapezoid(x: &[f64], y: &[f64]) -> f64 {
+    x.windows(2)
+        .zip(y.windows(2))
+        .map(|(x, y)| (x[1] - x[0]) * (y[1] + y[0]) / 2.0)
+        .sum()
+}
+
+/// Area under the ROC curve; `None` when only one class is present.
+pub fn auroc(y: &[bool], s: &[f64]) -> Option<f64> {
+    roc_curve(y, s).map(|r| trapezoid(&r.fpr, &r.tpr))
+}
+
+/// Precision-recall points at each distinct score, highest score first.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct PrCurve {
+    pub precision: Vec<f64>,
+    pub recall: Vec<f64>,
+}
+
+pub fn pr_curve(y: &[bool], s: &[f64]) -> Option<PrCurve> {
+    if y.len() != s.len() || !has_both_classes(y) {
+        return None;
+    }
+    let (tps, fps, _) = clf_curve(y, s);
+    let p = tps[tps.len() - 1];
+    Some(PrCurve {
+        precision: tps.iter().zip(&fps).map(|(t, f)| t / (t + f)).collect(),
+        recall: tps.iter().map(|t| t / p).collect(),
+    })
+}
+
+/// Average precision, `sum (R_i - R_{i-1}) P_i` as scikit-learn defines it; `None` with one class.
+pub fn average_precision(y: &[bool], s: &[f64]) -> Option<f64> {
+    let c = pr_curve(y, s)?;
+    let mut prev = 0.0;
+    let mut ap = 0.0;
+    for (p, r) in c.precision.iter().zip(&c.recall) {
+        ap += (r - prev) * p;
+        prev = *r;
+    }
+    Some(ap)
+}
+
+/// Mean over the labels whose value is defined; `None` if none is.
+pub fn mean_defined(values: &[Option<f64>]) -> Option<f64> {
+    let d: Vec<f64> = values.iter().flatten().copied().collect();
+    (!d.is_empty()).then(|| d.iter().sum::<f64>() / d.len() as f64)
+}
+
+/// Micro-averaged AUROC: every (image, label) pair pooled into one binary problem.
+/// `y[i][k]`, `s[i][k]` for image i and label k.
+pub fn micro_auroc(y: &[Vec<bool>], s: &[Vec<f64>]) -> Option<f64> {
+    let yf: Vec<bool> = y.iter().flatten().copied().collect();
+    let sf: Vec<f64> = s.iter().flatten().copied().collect();
+    auroc(&yf, &sf)
+}
+
+/// AUROC with integer sample weights, over a precomputed descending-score order (ties grouped).
+fn weighted_auroc(order: &[usize], y: &[bool], s: &[f64], w: &[u32]) -> Option<f64> {
+    let (mut tp, mut fp) = (0.0f64, 0.0f64);
+    let (mut area, mut prev_tp, mut prev_fp) = (0.0, 0.0, 0.0);
+    for (k, &i) in order.iter().enumerate() {
+        let wi = w[i] as f64;
+        if y[i] {
+            tp += wi;
+        } else {
+            fp += wi;
+        }
+        if k + 1 == order.len() || s[order[k + 1]] != s[i] {
+            area += (fp - prev_fp) * (tp + prev_tp) / 2.0;
+            prev_tp = tp;
+            prev_fp = fp;
+        }
+    }
+    (tp > 0.0 && fp > 0.0).then(|| area / (tp * fp))
+}
+
+/// Percentile bootstrap intervals of each label's AUROC and of their macro mean.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct BootstrapCi {
+    /// [low, high] per label; None where too few resamples had both classes.
+    pub per_label: Vec<Option<[f64; 2]>>,
+    pub mean: Option<[f64; 2]>,
+    pub resamples: usize,
+}
+
+/// 95% (or `level`) confidence intervals by resampling **patients** with replacement (all
+/// images of a drawn patient come along), seeded. `groups[i]` is image i's patient index.
+pub fn bootstrap_auroc(
+    y: &[Vec<bool>],
+    s: &[Vec<f64>],
+    groups: &[usize],
+    resamples: usize,
+    seed: u64,
+    level: f64,
+) -> BootstrapCi {
+    let n = y.len();
+    let k = y.first().map_or(0, |r| r.len());
+    let n_groups = groups.iter().max().map_or(0, |m| m + 1);
+    let mut members: Vec<Vec<usize>> = vec![Vec::new(); n_groups];
+    for (i, &g) in groups.iter().enumerate() {
+        members[g].push(i);
+    }
+    let cols: Vec<(Vec<bool>, Vec<f64>, Vec<usize>)> = (0..k)
+        .map(|j| {
+            let yj: Vec<bool> = y.iter().map(|r| r[j]).collect();
+            let sj: Vec<f64> = s.iter().map(|r| r[j]).collect();
+            let mut order: Vec<usize> = (0..n).collect();
+            order.sort_by(|&a, &b| sj[b].total_cmp(&sj[a]));
+            (yj, sj, order)
+        })
+        .collect();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut per: Vec<Vec<f64>> = vec![Vec::with_capacity(resamples); k];
+    let mut means = Vec::with_capacity(resamples);
+    let mut w = vec![0u32; n];
+    for _ in 0..resamples {
+        w.iter_mut().for_each(|x| *x = 0);
+        for _ in 0..n_groups {
+            let g = rng.random_range(0..n_groups);
+            for &i in &members[g] {
+                w[i] += 1;
+            }
+        }
+        let vals: Vec<Option<f64>> = cols
+            .iter()
+            .map(|(yj, sj, order)| weighted_auroc(order, yj, sj, &w))
+            .collect();
+        for (j, v) in vals.iter().enumerate() {
+            if let Some(v) = v {
+                per[j].push(*v);
+            }
+        }
+        if let Some(m) = mean_defined(&vals) {
+            means.push(m);
+        }
+    }
+    let ci = |mut v: Vec<f64>| -> Option<[f64; 2]> {
+        if v.len() < resamples / 2 || v.is_empty() {
+            return None;
+        }
+        v.sort_by(|a, b| a.total_cmp(b));
+        let a = (1.0 - level) / 2.0;
+        Some([percentile(&v, a), percentile(&v, 1.0 - a)])
+    };
+    BootstrapCi {
+        per_label: per.into_iter().map(ci).collect(),
+        mean: ci(means),
+        resamples,
+    }
+}
+
+/// Linear-interpolated percentile of sorted data (numpy's default), `q` in [0, 1].
+pub fn percentile(sorted: &[f64], q: f64) -> f64 {
+    let pos = q * (sorted.len() - 1) as f64;
+    let lo = pos.floor() as usize;
+    let hi = pos.ceil() as usize;
+    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
+}
+
+/// Confusion-matrix rates at a threshold (score >= threshold is positive).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct OperatingPoint {
+    pub threshold: f64,
+    pub sensitivity: Option<f64>,
+    pub specificity: Option<f64>,
+    pub ppv: Option<f64>,
+    pub npv: Option<f64>,
+    pub f1: Option<f64>,
+}
+
+pub fn operating_point(y: &[bool], s: &[f64], threshold: f64) -> OperatingPoint {
+    let (mut tp, mut fp, mut tn, mut fn_) = (0.0, 0.0, 0.0, 0.0);
+    for (&yi, &si) in y.iter().zip(s) {
+        match (si >= threshold, yi) {
+            (true, true) => tp += 1.0,
+            (true, false) => fp += 1.0,
+            (false, false) => tn += 1.0,
+            (false, true) => fn_ += 1.0,
+        }
+    }
+    let ratio = |a: f64, b: f64| (b > 0.0).then(|| a / b);
+    let sens = ratio(tp, tp + fn_);
+    let ppv = ratio(tp, tp + fp);
+    OperatingPoint {
+        threshold,
+        sensitivity: sens,
+        specificity: ratio(tn, tn + fp),
+        ppv,
+        npv: ratio(tn, tn + fn_),
+        f1: ratio(2.0 * tp, 2.0 * tp + fp + fn_),
+    }
+}
+
+/// The threshold maximising Youden's J = sensitivity + specificity - 1 on (y, s).
+pub fn youden_threshold(y: &[bool], s: &[f64]) -> Option<f64> {
+    let r = roc_curve(y, s)?;
+    let (mut best, mut best_j) = (None, f64::NEG_INFINITY);
+    for i in 1..r.tpr.len() {
+        let j = r.tpr[i] - r.fpr[i];
+        if j > best_j {
+            best_j = j;
+            best = Some(r.thresholds[i]);
+        }
+    }
+    best
+}
+
+/// The highest threshold whose sensitivity on (y, s) reaches `target`.
+pub fn sensitivity_threshold(y: &[bool], s: &[f64], target: f64) -> Option<f64> {
+    let (tps, _, th) = clf_curve(y, s);
+    let p = *tps.last()?;
+    if p == 0.0 {
+        return None;
+    }
+    tps.iter()
+        .zip(&th)
+        .find(|(t, _)| **t / p >= target)
+        .map(|(_, th)| *th)
+}
+
+/// One bin of a reliability diagram.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct CalibrationBin {
+    pub lower: f64,
+    pub upper: f64,
+    pub count: usize,
+    pub mean_predicted: Option<f64>,
+    pub observed: Option<f64>,
+}
+
+/// Expected calibration error over `bins` equal-width probability bins, and the bins.
+pub fn calibration(y: &[bool], p: &[f64], bins: usize) -> (f64, Vec<CalibrationBin>) {
+    let mut sum_p = vec![0.0; bins];
+    let mut sum_y = vec![0.0; bins];
+    let mut count = vec![0usize; bins];
+    for (&yi, &pi) in y.iter().zip(p) {
+        let b = ((pi.clamp(0.0, 1.0) * bins as f64) as usize).min(bins - 1);
+        sum_p[b] += pi;
+        sum_y[b] += yi as u8 as f64;
+        count[b] += 1;
+    }
+    let n = y.len().max(1) as f64;
+    let mut ece = 0.0;
+    let out = (0..bins)
+        .map(|b| {
+            let c = count[b] as f64;
+            let (mp, ob) = if count[b] > 0 {
+                (Some(sum_p[b] / c), Some(sum_y[b] / c))
+            } else {
+                (None, None)
+            };
+            if let (Some(mp), Some(ob)) = (mp, ob) {
+                ece += c / n * (mp - ob).abs();
+            }
+            CalibrationBin {
+                lower: b as f64 / bins as f64,
+                upper: (b + 1) as f64 / bins as f64,
+                count: count[b],
+                mean_predicted: mp,
+                observed: ob,
+            }
+        })
+        .collect();
+    (ece, out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(v: &[u8]) -> Vec<bool> {
+        v.iter().map(|&x| x == 1).collect()
+    }
+
+    #[test]
+    fn sklearn_doc_example() {
+        let y = b(&[0, 0, 1, 1]);
+        let s = [0.1, 0.4, 0.35, 0.8];
+        assert_eq!(auroc(&y, &s), Some(0.75));
+        assert!((average_precision(&y, &s).unwrap() - 0.8333333333333333).abs() < 1e-15);
+    }
+
+    #[test]
+    fn one_class_is_undefined() {
+        assert_eq!(auroc(&b(&[1, 1, 1]), &[0.1, 0.2, 0.3]), None);
+        assert_eq!(average_precision(&b(&[0, 0]), &[0.1, 0.2]), None);
+    }
+
+    #[test]
+    fn weighted_auroc_with_unit_weights_equals_auroc() {
+        let y = b(&[0, 1, 0, 1, 1, 0, 0, 1]);
+        let s: [f64; 8] = [0.2, 0.9, 0.2, 0.5, 0.2, 0.1, 0.7, 0.7];
+        let mut order: Vec<usize> = (0..8).collect();
+        order.sort_by(|&a, &c| s[c].total_cmp(&s[a]));
+        let w = weighted_auroc(&order, &y, &s, &[1; 8]).unwrap();
+        assert!((w - auroc(&y, &s).unwrap()).abs() < 1e-15);
+        // Weight 2 on an image equals duplicating it.
+        let mut w2 = [1u32; 8];
+        w2[3] = 2;
+        let mut y3 = y.clone();
+        y3.push(true);
+        let mut s3 = s.to_vec();
+        s3.push(0.5);
+        assert!(
+            (weighted_auroc(&order, &y, &s, &w2).unwrap() - auroc(&y3, &s3).unwrap()).abs() < 1e-15
+        );
+    }
+
+    #[test]
+    fn thresholds_and_operating_points() {
+        let y = b(&[0, 0, 0, 1, 1, 1]);
+        let s = [0.1, 0.2, 0.6, 0.15, 0.7, 0.9];
+        // J: 1/3 at 0.9, 2/3 at 0.7, 1/3 at 0.6, 0 at 0.2, 1/3 at 0.15.
+        assert_eq!(youden_threshold(&y, &s), Some(0.7));
+        assert_eq!(sensitivity_threshold(&y, &s, 1.0), Some(0.15));
+        assert_eq!(sensitivity_threshold(&y, &s, 0.5), Some(0.7));
+        let op = operating_point(&y, &s, 0.15);
+        assert_eq!(op.sensitivity, Some(1.0));
+        assert!((op.specificity.unwrap() - 1.0 / 3.0).abs() < 1e-15);
+        assert_eq!(op.ppv, Some(0.6));
+        assert_eq!(op.npv, Some(1.0));
+        assert_eq!(op.f1, Some(0.75));
+    }
+
+    #[test]
+    fn calibration_of_a_perfectly_calibrated_bin() {
+        let y = b(&[1, 0, 1, 0]);
+        let p = [0.5, 0.5, 0.5, 0.5];
+        let (ece, bins) = calibration(&y, &p, 10);
+        assert_eq!(ece, 0.0);
+        assert_eq!(bins[5].count, 4);
+        let (ece, _) = calibration(&b(&[1, 1]), &[0.2, 0.2], 10);
+        assert!((ece - 0.8).abs() < 1e-15);
+    }
+}

@@ -1,0 +1,4 @@
+//! Evaluation: metrics (AUROC as scikit-learn computes it, AP, bootstrap CIs by patient,
+//! thresholds, calibration) and scoring of predictions files.
+
+pub mod metrics;
