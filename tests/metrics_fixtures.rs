@@ -77,7 +77,10 @@ fn every_fixture_case_agrees_with_sklearn() {
 /// 40 patients: 4 with 50 images each whose scores are random, 36 with one image each whose
 /// scores separate the classes perfectly. Image-level resampling treats the 200 correlated
 /// images as independent; resampling patients does not, so its interval is wider.
-fn clustered() -> (Vec<Vec<bool>>, Vec<Vec<f64>>, Vec<usize>, Vec<usize>) {
+type Labels = Vec<Vec<bool>>;
+type Scores = Vec<Vec<f64>>;
+
+fn clustered() -> (Labels, Scores, Vec<usize>, Vec<usize>) {
     let (mut y, mut s, mut g) = (Vec::new(), Vec::new(), Vec::new());
     for p in 0..4 {
         for i in 0..50 {
