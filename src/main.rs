@@ -40,6 +40,37 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Score a predictions CSV against NIH labels: per-label AUROC with patient-bootstrap CIs,
+    /// AP, thresholds, calibration. Writes metrics_<name>.json.
+    Evaluate {
+        /// CSV with `Image Index` (or `image_id`) and one probability column per label
+        /// (`Effusion` or `prob_Effusion`).
+        #[arg(long)]
+        predictions: PathBuf,
+        /// NIH metadata CSV (plain or .gz) giving the labels and patients.
+        #[arg(long)]
+        labels: PathBuf,
+        /// Only score images in this list (e.g. test_list.txt).
+        #[arg(long)]
+        split_list: Option<PathBuf>,
+        /// Output folder (default: beside the predictions file).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Name of the evaluated split, used in the file name metrics_<name>.json.
+        #[arg(long, default_value = "test")]
+        split: String,
+        /// Bootstrap resamples (by patient) for the confidence intervals.
+        #[arg(long, default_value_t = 1000)]
+        bootstrap: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Target sensitivity for the second operating threshold.
+        #[arg(long, default_value_t = 0.9)]
+        sensitivity: f64,
+        /// Apply the thresholds chosen in this metrics file (normally metrics_val.json).
+        #[arg(long)]
+        thresholds_from: Option<PathBuf>,
+    },
     /// Model tools: counts, a forward pass on a tensor file, checkpoint import.
     #[cfg(feature = "torch")]
     #[command(subcommand)]
@@ -287,6 +318,52 @@ fn manifest_cmd(args: &PipelineArgs, out: Option<&Path>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn evaluate_cmd(
+    predictions: &Path,
+    labels: &Path,
+    split_list: Option<&Path>,
+    out: Option<&Path>,
+    split: &str,
+    mut opt: muxmed::eval::predictions::EvalOptions,
+    thresholds_from: Option<&Path>,
+) -> Result<ExitCode> {
+    use muxmed::eval::predictions as ep;
+    if !(0.0..=1.0).contains(&opt.sensitivity_target) {
+        anyhow::bail!("--sensitivity must be between 0 and 1");
+    }
+    if let Some(t) = thresholds_from {
+        opt.thresholds = Some((
+            ep::thresholds_from(t)?,
+            format!("chosen in {}", t.display()),
+        ));
+    }
+    let preds = ep::read_predictions(predictions)?;
+    let records =
+        muxmed::data::nih::parse_metadata(&muxmed::data::nih::read_text(labels)?, labels)?;
+    let list = match split_list {
+        Some(p) => Some(muxmed::data::nih::read_list(p)?.into_iter().collect()),
+        None => None,
+    };
+    let joined = ep::join(&preds, &records, list.as_ref())?;
+    let ev = ep::evaluate(&joined, split, &opt);
+    print!("{}", ev.table());
+    println!(
+        "{} predictions without labels, {} labelled images without predictions",
+        ev.predictions_without_labels, ev.labelled_images_without_predictions
+    );
+    let dir = out
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| predictions.parent().unwrap_or(Path::new(".")).to_path_buf());
+    let path = dir.join(format!("metrics_{split}.json"));
+    muxmed::io::write_atomic(
+        &path,
+        (serde_json::to_string_pretty(&ev)? + "\n").as_bytes(),
+    )
+    .with_context(|| format!("writing {}", path.display()))?;
+    println!("wrote {}", path.display());
+    Ok(ExitCode::SUCCESS)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
@@ -296,6 +373,30 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }),
         Command::Manifest { pipeline, out } => manifest_cmd(pipeline, out.as_deref()),
+        Command::Evaluate {
+            predictions,
+            labels,
+            split_list,
+            out,
+            split,
+            bootstrap,
+            seed,
+            sensitivity,
+            thresholds_from,
+        } => evaluate_cmd(
+            predictions,
+            labels,
+            split_list.as_deref(),
+            out.as_deref(),
+            split,
+            muxmed::eval::predictions::EvalOptions {
+                resamples: *bootstrap,
+                seed: *seed,
+                sensitivity_target: *sensitivity,
+                thresholds: None,
+            },
+            thresholds_from.as_deref(),
+        ),
         #[cfg(feature = "torch")]
         Command::Model(m) => model_cmd(m),
         Command::Bench(b) => bench_cmd(b),

@@ -2,3 +2,4 @@
 //! thresholds, calibration) and scoring of predictions files.
 
 pub mod metrics;
+pub mod predictions;

@@ -1,0 +1,385 @@
+//! Scoring a predictions file against NIH labels: `muxmed evaluate --predictions`.
+//! Works for any model's output: a CSV with an image id column (`Image Index` or
+//! `image_id`) and one probability column per label, named as the label or `prob_<label>`.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use super::metrics::{
+    auroc, average_precision, bootstrap_auroc, calibration, mean_defined, micro_auroc,
+    operating_point, sensitivity_threshold, youden_threshold, CalibrationBin, OperatingPoint,
+};
+use crate::data::nih::{self, NihError, Record};
+use crate::data::LABELS;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    #[error(transparent)]
+    Nih(#[from] NihError),
+    #[error("{}: {message}", path.display())]
+    Input { path: PathBuf, message: String },
+    #[error("no image of the predictions has labels: nothing to score")]
+    Empty,
+}
+
+/// Predicted probabilities read from a CSV.
+#[derive(Debug, Clone)]
+pub struct Predictions {
+    pub image_ids: Vec<String>,
+    /// Label names in published order (a subset of [`LABELS`]).
+    pub labels: Vec<String>,
+    /// probs[i][k] for image i and label k of `labels`.
+    pub probs: Vec<Vec<f64>>,
+}
+
+pub fn read_predictions(path: &Path) -> Result<Predictions, EvalError> {
+    let text = nih::read_text(path)?;
+    let row = |line: usize, message: String| {
+        EvalError::Nih(NihError::Row {
+            path: path.to_path_buf(),
+            line,
+            message,
+        })
+    };
+    let mut lines = text.lines().enumerate();
+    let header: Vec<String> = lines
+        .next()
+        .map(|(_, h)| {
+            h.trim_end_matches('\r')
+                .split(',')
+                .map(|c| c.trim().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    let id_col = header
+        .iter()
+        .position(|h| h == "Image Index" || h == "image_id")
+        .ok_or_else(|| {
+            row(
+                1,
+                "no image id column: expected `Image Index` or `image_id`".into(),
+            )
+        })?;
+    let mut label_cols: Vec<(usize, usize)> = Vec::new(); // (label index, column)
+    for (c, h) in header.iter().enumerate() {
+        if c == id_col {
+            continue;
+        }
+        let name = h.strip_prefix("prob_").unwrap_or(h);
+        match LABELS.iter().position(|l| *l == name) {
+            Some(k) if label_cols.iter().any(|(kk, _)| *kk == k) => {
+                return Err(row(1, format!("label `{name}` has two columns")))
+            }
+            Some(k) => label_cols.push((k, c)),
+            None => {
+                return Err(row(
+                    1,
+                    format!("column `{h}` is not a known label (expected one of {}, optionally prefixed prob_)", LABELS.join(", ")),
+                ))
+            }
+        }
+    }
+    if label_cols.is_empty() {
+        return Err(row(1, "no label columns".into()));
+    }
+    label_cols.sort();
+    let mut p = Predictions {
+        image_ids: Vec::new(),
+        labels: label_cols
+            .iter()
+            .map(|(k, _)| LABELS[*k].to_string())
+            .collect(),
+        probs: Vec::new(),
+    };
+    let mut seen = HashSet::new();
+    for (i, raw) in lines {
+        let line = i + 1;
+        if raw.trim().is_empty() {
+            continue;
+        }
+        let f: Vec<&str> = raw.trim_end_matches('\r').split(',').collect();
+        if f.len() != header.len() {
+            return Err(row(
+                line,
+                format!("expected {} fields, found {}", header.len(), f.len()),
+            ));
+        }
+        let id = f[id_col].trim().to_string();
+        if !seen.insert(id.clone()) {
+            return Err(row(line, format!("image `{id}` appears twice")));
+        }
+        let mut probs = Vec::with_capacity(label_cols.len());
+        for (k, c) in &label_cols {
+            let v: f64 = f[*c]
+                .trim()
+                .parse()
+                .ok()
+                .filter(|v: &f64| v.is_finite())
+                .ok_or_else(|| {
+                    row(
+                        line,
+                        format!("{} value `{}` is not a number", LABELS[*k], f[*c]),
+                    )
+                })?;
+            probs.push(v);
+        }
+        p.image_ids.push(id);
+        p.probs.push(probs);
+    }
+    Ok(p)
+}
+
+/// Thresholds chosen on another split (normally val), per label.
+pub type Thresholds = BTreeMap<String, ChosenThresholds>;
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ChosenThresholds {
+    pub youden: Option<f64>,
+    pub sensitivity_target: f64,
+    pub at_sensitivity: Option<f64>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LabelMetrics {
+    pub label: String,
+    pub n: usize,
+    pub positives: usize,
+    pub auroc: Option<f64>,
+    pub auroc_ci: Option<[f64; 2]>,
+    pub average_precision: Option<f64>,
+    pub expected_calibration_error: f64,
+    pub chosen: ChosenThresholds,
+    /// Operating points at the chosen thresholds, measured on this split.
+    pub youden: Option<OperatingPoint>,
+    pub at_sensitivity: Option<OperatingPoint>,
+    pub reliability: Vec<CalibrationBin>,
+}
+
+/// What `metrics_<split>.json` holds.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Evaluation {
+    pub split: String,
+    pub n_images: usize,
+    pub n_patients: usize,
+    pub mean_auroc: Option<f64>,
+    pub mean_auroc_ci: Option<[f64; 2]>,
+    pub micro_auroc: Option<f64>,
+    pub bootstrap: BootstrapSettings,
+    /// Where the operating thresholds come from.
+    pub threshold_source: String,
+    pub predictions_without_labels: usize,
+    pub labelled_images_without_predictions: usize,
+    pub per_label: Vec<LabelMetrics>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BootstrapSettings {
+    pub resamples: usize,
+    pub seed: u64,
+    pub level: f64,
+    pub unit: &'static str,
+}
+
+#[derive(Debug, Clone)]
+pub struct EvalOptions {
+    pub resamples: usize,
+    pub seed: u64,
+    pub sensitivity_target: f64,
+    pub thresholds: Option<(Thresholds, String)>,
+}
+
+impl Default for EvalOptions {
+    fn default() -> Self {
+        EvalOptions {
+            resamples: 1000,
+            seed: 0,
+            sensitivity_target: 0.9,
+            thresholds: None,
+        }
+    }
+}
+
+/// Labels and patients of the scored images, aligned with the predictions.
+pub struct Joined {
+    pub y: Vec<Vec<bool>>,
+    pub s: Vec<Vec<f64>>,
+    pub patients: Vec<u32>,
+    pub labels: Vec<String>,
+    pub predictions_without_labels: usize,
+    pub labelled_without_predictions: usize,
+}
+
+/// Joins predictions with metadata records, restricted to `split_list` when given.
+pub fn join(
+    p: &Predictions,
+    records: &[Record],
+    split_list: Option<&HashSet<String>>,
+) -> Result<Joined, EvalError> {
+    let by_id: HashMap<&str, &Record> = records
+        .iter()
+        .filter(|r| split_list.is_none_or(|s| s.contains(&r.image_id)))
+        .map(|r| (r.image_id.as_str(), r))
+        .collect();
+    let label_idx: Vec<usize> = p
+        .labels
+        .iter()
+        .map(|l| LABELS.iter().position(|k| k == l).unwrap_or(0))
+        .collect();
+    let mut j = Joined {
+        y: vec![],
+        s: vec![],
+        patients: vec![],
+        labels: p.labels.clone(),
+        predictions_without_labels: 0,
+        labelled_without_predictions: 0,
+    };
+    let mut matched = 0;
+    for (id, probs) in p.image_ids.iter().zip(&p.probs) {
+        match by_id.get(id.as_str()) {
+            Some(r) => {
+                j.y.push(label_idx.iter().map(|k| r.labels.contains(k)).collect());
+                j.s.push(probs.clone());
+                j.patients.push(r.patient_id);
+                matched += 1;
+            }
+            None => j.predictions_without_labels += 1,
+        }
+    }
+    j.labelled_without_predictions = by_id.len() - matched;
+    if j.y.is_empty() {
+        return Err(EvalError::Empty);
+    }
+    Ok(j)
+}
+
+/// Every metric of one split.
+pub fn evaluate(j: &Joined, split: &str, opt: &EvalOptions) -> Evaluation {
+    let mut pid: HashMap<u32, usize> = HashMap::new();
+    let groups: Vec<usize> = j
+        .patients
+        .iter()
+        .map(|p| {
+            let n = pid.len();
+            *pid.entry(*p).or_insert(n)
+        })
+        .collect();
+    let ci = bootstrap_auroc(&j.y, &j.s, &groups, opt.resamples, opt.seed, 0.95);
+    let mut per_label = Vec::new();
+    for (k, label) in j.labels.iter().enumerate() {
+        let y: Vec<bool> = j.y.iter().map(|r| r[k]).collect();
+        let s: Vec<f64> = j.s.iter().map(|r| r[k]).collect();
+        let chosen = match &opt.thresholds {
+            Some((t, _)) => t.get(label).cloned().unwrap_or(ChosenThresholds {
+                youden: None,
+                sensitivity_target: opt.sensitivity_target,
+                at_sensitivity: None,
+            }),
+            None => ChosenThresholds {
+                youden: youden_threshold(&y, &s),
+                sensitivity_target: opt.sensitivity_target,
+                at_sensitivity: sensitivity_threshold(&y, &s, opt.sensitivity_target),
+            },
+        };
+        let (ece, reliability) = calibration(&y, &s, 10);
+        per_label.push(LabelMetrics {
+            label: label.clone(),
+            n: y.len(),
+            positives: y.iter().filter(|v| **v).count(),
+            auroc: auroc(&y, &s),
+            auroc_ci: ci.per_label[k],
+            average_precision: average_precision(&y, &s),
+            expected_calibration_error: ece,
+            youden: chosen.youden.map(|t| operating_point(&y, &s, t)),
+            at_sensitivity: chosen.at_sensitivity.map(|t| operating_point(&y, &s, t)),
+            chosen,
+            reliability,
+        });
+    }
+    let aurocs: Vec<Option<f64>> = per_label.iter().map(|m| m.auroc).collect();
+    Evaluation {
+        split: split.to_string(),
+        n_images: j.y.len(),
+        n_patients: pid.len(),
+        mean_auroc: mean_defined(&aurocs),
+        mean_auroc_ci: ci.mean,
+        micro_auroc: micro_auroc(&j.y, &j.s),
+        bootstrap: BootstrapSettings {
+            resamples: opt.resamples,
+            seed: opt.seed,
+            level: 0.95,
+            unit: "patient",
+        },
+        threshold_source: match &opt.thresholds {
+            Some((_, src)) => src.clone(),
+            None => "chosen on this split itself (optimistic; choose them on val for a fair test)"
+                .into(),
+        },
+        predictions_without_labels: j.predictions_without_labels,
+        labelled_images_without_predictions: j.labelled_without_predictions,
+        per_label,
+    }
+}
+
+/// The thresholds chosen in a metrics file, to apply them to another split.
+pub fn thresholds_from(metrics_json: &Path) -> Result<Thresholds, EvalError> {
+    let bad = |message: String| EvalError::Input {
+        path: metrics_json.to_path_buf(),
+        message,
+    };
+    let text = std::fs::read_to_string(metrics_json).map_err(|e| bad(e.to_string()))?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    let mut t = Thresholds::new();
+    for m in v["per_label"]
+        .as_array()
+        .ok_or_else(|| bad("no per_label array".into()))?
+    {
+        let label = m["label"]
+            .as_str()
+            .ok_or_else(|| bad("a per_label entry has no label".into()))?;
+        let chosen: ChosenThresholds = serde_json::from_value(m["chosen"].clone())
+            .map_err(|e| bad(format!("{label}: {e}")))?;
+        t.insert(label.to_string(), chosen);
+    }
+    Ok(t)
+}
+
+impl Evaluation {
+    /// The per-label table printed after an evaluation.
+    pub fn table(&self) -> String {
+        let f = |v: Option<f64>| {
+            v.map(|x| format!("{x:.4}"))
+                .unwrap_or_else(|| "undefined".into())
+        };
+        let ci = |v: Option<[f64; 2]>| {
+            v.map(|c| format!("[{:.3}, {:.3}]", c[0], c[1]))
+                .unwrap_or_else(|| "-".into())
+        };
+        let mut out = format!(
+            "{:<20} {:>6} {:>6} {:>9} {:>16} {:>8}\n",
+            "label", "n", "pos", "AUROC", "95% CI (patient)", "AP"
+        );
+        for m in &self.per_label {
+            out += &format!(
+                "{:<20} {:>6} {:>6} {:>9} {:>16} {:>8}\n",
+                m.label,
+                m.n,
+                m.positives,
+                f(m.auroc),
+                ci(m.auroc_ci),
+                m.average_precision
+                    .map(|x| format!("{x:.4}"))
+                    .unwrap_or_else(|| "-".into())
+            );
+        }
+        out += &format!(
+            "{:<20} {:>6} {:>6} {:>9} {:>16}\nmicro AUROC {}\n",
+            "mean (defined)",
+            self.n_images,
+            "",
+            f(self.mean_auroc),
+            ci(self.mean_auroc_ci),
+            f(self.micro_auroc)
+        );
+        out
+    }
+}
