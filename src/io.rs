@@ -28,6 +28,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     result
 }
 
+/// sha256 of a file's bytes, as lowercase hex (provenance in manifests, reports, metadata).
+pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    use sha2::{Digest, Sha256};
+    Ok(format!("{:x}", Sha256::digest(std::fs::read(path)?)))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

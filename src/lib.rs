@@ -8,3 +8,4 @@ pub mod doctor;
 pub mod eval;
 pub mod io;
 pub mod model;
+pub mod report;

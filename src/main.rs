@@ -71,6 +71,23 @@ enum Command {
         #[arg(long)]
         thresholds_from: Option<PathBuf>,
     },
+    /// Figures (PNG + SVG), report.md and a self-contained report.html for a predictions file.
+    Report {
+        #[arg(long)]
+        predictions: PathBuf,
+        #[arg(long)]
+        labels: PathBuf,
+        #[arg(long)]
+        split_list: Option<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value = "test")]
+        split: String,
+        #[arg(long, default_value_t = 1000)]
+        bootstrap: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
     /// Model tools: counts, a forward pass on a tensor file, checkpoint import.
     #[cfg(feature = "torch")]
     #[command(subcommand)]
@@ -373,6 +390,31 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }),
         Command::Manifest { pipeline, out } => manifest_cmd(pipeline, out.as_deref()),
+        Command::Report {
+            predictions,
+            labels,
+            split_list,
+            out,
+            split,
+            bootstrap,
+            seed,
+        } => muxmed::report::report_predictions(
+            predictions,
+            labels,
+            split_list.as_deref(),
+            out,
+            split,
+            &muxmed::eval::predictions::EvalOptions {
+                resamples: *bootstrap,
+                seed: *seed,
+                ..Default::default()
+            },
+        )
+        .map(|(ev, html)| {
+            print!("{}", ev.table());
+            println!("wrote {}", html.display());
+            ExitCode::SUCCESS
+        }),
         Command::Evaluate {
             predictions,
             labels,

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use polars::prelude::*;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
-use sha2::{Digest, Sha256};
 
 use super::nih::{self, NihError, Record};
 use super::LABELS;
@@ -90,11 +89,10 @@ pub struct Manifest {
 }
 
 fn sha256(path: &Path) -> Result<String, ManifestError> {
-    let bytes = std::fs::read(path).map_err(|e| ManifestError::Input {
+    crate::io::sha256_file(path).map_err(|e| ManifestError::Input {
         path: path.to_path_buf(),
         message: e.to_string(),
-    })?;
-    Ok(format!("{:x}", Sha256::digest(&bytes)))
+    })
 }
 
 /// Assigns each record a split index (0 train, 1 val, 2 test) by the configured protocol.

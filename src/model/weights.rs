@@ -6,7 +6,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
-use sha2::{Digest, Sha256};
 use tch::{nn, Kind, Tensor};
 
 #[derive(Debug, thiserror::Error)]
@@ -238,11 +237,10 @@ pub fn read_metadata(path: &Path) -> Result<BTreeMap<String, String>, WeightsErr
 }
 
 pub fn sha256_file(path: &Path) -> Result<String, WeightsError> {
-    let bytes = std::fs::read(path).map_err(|source| WeightsError::Io {
+    crate::io::sha256_file(path).map_err(|source| WeightsError::Io {
         path: path.to_path_buf(),
         source,
-    })?;
-    Ok(format!("{:x}", Sha256::digest(&bytes)))
+    })
 }
 
 /// A state dict read from a `torch.save` checkpoint.

@@ -1,0 +1,554 @@
+//! Figures drawn with plotters, each written as PNG and SVG. Text uses DejaVu Sans embedded
+//! in the binary (ab_glyph), so no system font is needed.
+
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use super::references;
+use crate::data::LABELS;
+use crate::eval::metrics::{CalibrationBin, PrCurve, Roc};
+
+static FONT: Once = Once::new();
+const DARK_GREEN: RGBColor = RGBColor(0, 130, 0);
+
+fn ensure_font() {
+    FONT.call_once(|| {
+        // The bytes are a valid TrueType font shipped inside the dejavu crate.
+        let _ = plotters::style::register_font(
+            "sans-serif",
+            FontStyle::Normal,
+            dejavu::sans::regular(),
+        );
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Bold, dejavu::sans::bold());
+    });
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlotError {
+    #[error("drawing {name}: {message}")]
+    Draw { name: String, message: String },
+    #[error("writing {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// A figure written to disk.
+#[derive(Debug, Clone)]
+pub struct Figure {
+    pub name: String,
+    pub title: String,
+    pub png: PathBuf,
+    pub svg: PathBuf,
+    pub size: (u32, u32),
+}
+
+type DrawResult = Result<(), String>;
+
+/// Renders `draw` once into a PNG buffer and once into an SVG string.
+macro_rules! render {
+    ($dir:expr, $name:expr, $title:expr, $size:expr, $draw:expr) => {{
+        ensure_font();
+        let (w, h): (u32, u32) = $size;
+        let name: &str = $name;
+        let derr = |message: String| PlotError::Draw {
+            name: name.to_string(),
+            message,
+        };
+        let mut rgb = vec![0u8; (w * h * 3) as usize];
+        {
+            let root = BitMapBackend::with_buffer(&mut rgb, (w, h)).into_drawing_area();
+            $draw(&root).map_err(derr)?;
+            root.present().map_err(|e| derr(e.to_string()))?;
+        }
+        let mut svg = String::new();
+        {
+            let root = SVGBackend::with_string(&mut svg, (w, h)).into_drawing_area();
+            $draw(&root).map_err(derr)?;
+            root.present().map_err(|e| derr(e.to_string()))?;
+        }
+        let png_path = $dir.join(format!("{name}.png"));
+        let svg_path = $dir.join(format!("{name}.svg"));
+        let mut png = Vec::new();
+        image::ImageEncoder::write_image(
+            image::codecs::png::PngEncoder::new(&mut png),
+            &rgb,
+            w,
+            h,
+            image::ExtendedColorType::Rgb8,
+        )
+        .map_err(|e| derr(e.to_string()))?;
+        let write = |p: &Path, b: &[u8]| {
+            crate::io::write_atomic(p, b).map_err(|source| PlotError::Write {
+                path: p.to_path_buf(),
+                source,
+            })
+        };
+        write(&png_path, &png)?;
+        write(&svg_path, svg.as_bytes())?;
+        Ok::<Figure, PlotError>(Figure {
+            name: name.to_string(),
+            title: $title.to_string(),
+            png: png_path,
+            svg: svg_path,
+            size: (w, h),
+        })
+    }};
+}
+
+/// What the per-label figures need.
+#[derive(Debug, Clone)]
+pub struct LabelCurves {
+    pub label: String,
+    pub auroc: Option<f64>,
+    pub ci: Option<[f64; 2]>,
+    pub roc: Option<Roc>,
+    pub pr: Option<PrCurve>,
+    pub average_precision: Option<f64>,
+    pub prevalence: f64,
+    pub ece: f64,
+    pub reliability: Vec<CalibrationBin>,
+}
+
+fn e2s<E: std::fmt::Display>(e: E) -> String {
+    e.to_string()
+}
+
+fn auroc_text(c: &LabelCurves) -> String {
+    match (c.auroc, c.ci) {
+        (Some(a), Some(ci)) => format!("AUROC {a:.3} [{:.3}, {:.3}]", ci[0], ci[1]),
+        (Some(a), None) => format!("AUROC {a:.3}"),
+        _ => "AUROC undefined (one class)".into(),
+    }
+}
+
+fn roc_panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    c: &LabelCurves,
+    big: bool,
+) -> DrawResult {
+    let (title_size, label_size) = if big { (22, 16) } else { (15, 11) };
+    let mut chart = ChartBuilder::on(area)
+        .caption(
+            &c.label,
+            ("sans-serif", title_size)
+                .into_font()
+                .style(FontStyle::Bold),
+        )
+        .margin(6)
+        .x_label_area_size(if big { 40 } else { 28 })
+        .y_label_area_size(if big { 50 } else { 34 })
+        .build_cartesian_2d(0f64..1f64, 0f64..1f64)
+        .map_err(e2s)?;
+    chart
+        .configure_mesh()
+        .x_desc("false positive rate")
+        .y_desc("true positive rate")
+        .x_labels(6)
+        .y_labels(6)
+        .label_style(("sans-serif", label_size))
+        .light_line_style(WHITE.mix(0.0))
+        .draw()
+        .map_err(e2s)?;
+    chart
+        .draw_series(LineSeries::new(
+            vec![(0.0, 0.0), (1.0, 1.0)],
+            BLACK.mix(0.3),
+        ))
+        .map_err(e2s)?;
+    if let Some(roc) = &c.roc {
+        let pts: Vec<(f64, f64)> = roc
+            .fpr
+            .iter()
+            .copied()
+            .zip(roc.tpr.iter().copied())
+            .collect();
+        chart
+            .draw_series(LineSeries::new(pts, BLUE.stroke_width(2)))
+            .map_err(e2s)?
+            .label(auroc_text(c))
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLUE.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .label_font(("sans-serif", label_size))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.4))
+        .draw()
+        .map_err(e2s)?;
+    Ok(())
+}
+
+/// One panel per label in a 4x4 grid (empty cells left blank).
+fn grid<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    curves: &[LabelCurves],
+    title: &str,
+    panel: &dyn Fn(&DrawingArea<DB, Shift>, &LabelCurves) -> DrawResult,
+) -> DrawResult {
+    root.fill(&WHITE).map_err(e2s)?;
+    let root = root
+        .titled(title, ("sans-serif", 26).into_font().style(FontStyle::Bold))
+        .map_err(e2s)?;
+    let cols = 4;
+    let rows = curves.len().div_ceil(cols).max(1);
+    let cells = root.split_evenly((rows, cols));
+    for (cell, c) in cells.iter().zip(curves) {
+        panel(cell, c)?;
+    }
+    Ok(())
+}
+
+pub fn roc_grid(dir: &Path, curves: &[LabelCurves], subtitle: &str) -> Result<Figure, PlotError> {
+    let title = format!("ROC curves, {subtitle}");
+    render!(
+        dir,
+        "roc_grid",
+        title,
+        (1600, 1500),
+        |root: &DrawingArea<_, Shift>| grid(root, curves, &title, &|a, c| roc_panel(a, c, false))
+    )
+}
+
+pub fn roc_single(dir: &Path, c: &LabelCurves, subtitle: &str) -> Result<Figure, PlotError> {
+    let name = format!("roc_{}", c.label);
+    let title = format!("ROC curve: {}, {subtitle}", c.label);
+    render!(dir, &name, title, (700, 700), |root: &DrawingArea<
+        _,
+        Shift,
+    >| {
+        root.fill(&WHITE).map_err(e2s)?;
+        roc_panel(root, c, true)
+    })
+}
+
+pub fn pr_grid(dir: &Path, curves: &[LabelCurves], subtitle: &str) -> Result<Figure, PlotError> {
+    let title = format!("Precision-recall curves, {subtitle}");
+    render!(dir, "pr_grid", title, (1600, 1500), |root: &DrawingArea<
+        _,
+        Shift,
+    >| grid(
+        root,
+        curves,
+        &title,
+        &|area, c| {
+            let mut chart = ChartBuilder::on(area)
+                .caption(
+                    &c.label,
+                    ("sans-serif", 15).into_font().style(FontStyle::Bold),
+                )
+                .margin(6)
+                .x_label_area_size(28)
+                .y_label_area_size(34)
+                .build_cartesian_2d(0f64..1f64, 0f64..1f64)
+                .map_err(e2s)?;
+            chart
+                .configure_mesh()
+                .x_desc("recall")
+                .y_desc("precision")
+                .x_labels(6)
+                .y_labels(6)
+                .label_style(("sans-serif", 11))
+                .light_line_style(WHITE.mix(0.0))
+                .draw()
+                .map_err(e2s)?;
+            chart
+                .draw_series(LineSeries::new(
+                    vec![(0.0, c.prevalence), (1.0, c.prevalence)],
+                    BLACK.mix(0.3),
+                ))
+                .map_err(e2s)?;
+            if let Some(pr) = &c.pr {
+                let mut pts = vec![(0.0, 1.0)];
+                pts.extend(pr.recall.iter().copied().zip(pr.precision.iter().copied()));
+                let ap = c
+                    .average_precision
+                    .map(|a| format!("AP {a:.3}"))
+                    .unwrap_or_default();
+                chart
+                    .draw_series(LineSeries::new(pts, RED.stroke_width(2)))
+                    .map_err(e2s)?
+                    .label(format!("{ap} (prevalence {:.3})", c.prevalence))
+                    .legend(|(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 16, y)], RED.stroke_width(2))
+                    });
+                chart
+                    .configure_series_labels()
+                    .position(SeriesLabelPosition::UpperRight)
+                    .label_font(("sans-serif", 11))
+                    .background_style(WHITE.mix(0.85))
+                    .border_style(BLACK.mix(0.4))
+                    .draw()
+                    .map_err(e2s)?;
+            }
+            Ok(())
+        }
+    ))
+}
+
+pub fn reliability_grid(
+    dir: &Path,
+    curves: &[LabelCurves],
+    subtitle: &str,
+) -> Result<Figure, PlotError> {
+    let title = format!("Reliability diagrams (10 bins), {subtitle}");
+    render!(
+        dir,
+        "reliability_grid",
+        title,
+        (1600, 1500),
+        |root: &DrawingArea<_, Shift>| grid(root, curves, &title, &|area, c| {
+            let mut chart = ChartBuilder::on(area)
+                .caption(
+                    format!("{} (ECE {:.3})", c.label, c.ece),
+                    ("sans-serif", 15).into_font().style(FontStyle::Bold),
+                )
+                .margin(6)
+                .x_label_area_size(28)
+                .y_label_area_size(34)
+                .build_cartesian_2d(0f64..1f64, 0f64..1f64)
+                .map_err(e2s)?;
+            chart
+                .configure_mesh()
+                .x_desc("mean predicted probability")
+                .y_desc("observed frequency")
+                .x_labels(6)
+                .y_labels(6)
+                .label_style(("sans-serif", 11))
+                .light_line_style(WHITE.mix(0.0))
+                .draw()
+                .map_err(e2s)?;
+            chart
+                .draw_series(LineSeries::new(
+                    vec![(0.0, 0.0), (1.0, 1.0)],
+                    BLACK.mix(0.3),
+                ))
+                .map_err(e2s)?;
+            let pts: Vec<(f64, f64)> = c
+                .reliability
+                .iter()
+                .filter_map(|b| Some((b.mean_predicted?, b.observed?)))
+                .collect();
+            chart
+                .draw_series(LineSeries::new(pts.clone(), DARK_GREEN.stroke_width(2)))
+                .map_err(e2s)?;
+            chart
+                .draw_series(pts.iter().map(|p| Circle::new(*p, 3, DARK_GREEN.filled())))
+                .map_err(e2s)?;
+            Ok(())
+        })
+    )
+}
+
+/// Per-label AUROC with its CI beside CheXNet's and Wang et al.'s published values.
+pub fn auroc_chart(
+    dir: &Path,
+    curves: &[LabelCurves],
+    subtitle: &str,
+) -> Result<Figure, PlotError> {
+    let title = format!("Per-label AUROC with 95% CI, {subtitle}");
+    let n = curves.len();
+    render!(
+        dir,
+        "auroc_chart",
+        title,
+        (1200, 60 * n as u32 + 220),
+        |root: &DrawingArea<_, Shift>| {
+            root.fill(&WHITE).map_err(e2s)?;
+            let root = root
+                .titled(
+                    &title,
+                    ("sans-serif", 24).into_font().style(FontStyle::Bold),
+                )
+                .map_err(e2s)?;
+            let (upper, lower) = root.split_vertically(root.dim_in_pixel().1 - 60);
+            let names: Vec<String> = curves.iter().map(|c| c.label.clone()).collect();
+            let mut chart = ChartBuilder::on(&upper)
+                .margin(10)
+                .x_label_area_size(40)
+                .y_label_area_size(170)
+                .build_cartesian_2d(0.5f64..1.0f64, -0.5f64..(n as f64 - 0.5))
+                .map_err(e2s)?;
+            chart
+                .configure_mesh()
+                .x_desc("AUROC")
+                .y_labels(n)
+                .y_label_formatter(&|y| {
+                    let i = y.round() as isize;
+                    if (y - i as f64).abs() < 1e-6 && i >= 0 && (i as usize) < names.len() {
+                        names[names.len() - 1 - i as usize].clone()
+                    } else {
+                        String::new()
+                    }
+                })
+                .label_style(("sans-serif", 15))
+                .draw()
+                .map_err(e2s)?;
+            let y_of = |i: usize| (n - 1 - i) as f64;
+            chart
+                .draw_series(curves.iter().enumerate().filter_map(|(i, c)| {
+                    let ci = c.ci?;
+                    Some(ErrorBar::new_horizontal(
+                        y_of(i),
+                        ci[0],
+                        c.auroc?,
+                        ci[1],
+                        BLUE.stroke_width(2),
+                        10,
+                    ))
+                }))
+                .map_err(e2s)?
+                .label("this evaluation: AUROC and 95% patient-bootstrap CI")
+                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLUE.stroke_width(2)));
+            chart
+                .draw_series(
+                    curves.iter().enumerate().filter_map(|(i, c)| {
+                        Some(Circle::new((c.auroc?, y_of(i)), 5, BLUE.filled()))
+                    }),
+                )
+                .map_err(e2s)?;
+            let published = |label: &str, table: &[f64; 14]| {
+                LABELS.iter().position(|l| *l == label).map(|k| table[k])
+            };
+            chart
+                .draw_series(curves.iter().enumerate().filter_map(|(i, c)| {
+                    Some(Cross::new(
+                        (published(&c.label, &references::CHEXNET)?, y_of(i) + 0.22),
+                        6,
+                        RED.stroke_width(2),
+                    ))
+                }))
+                .map_err(e2s)?
+                .label(format!("CheXNet 2017 ({})", references::CHEXNET_SPLIT))
+                .legend(|(x, y)| Cross::new((x + 8, y), 6, RED.stroke_width(2)));
+            chart
+                .draw_series(curves.iter().enumerate().filter_map(|(i, c)| {
+                    Some(TriangleMarker::new(
+                        (published(&c.label, &references::WANG2017)?, y_of(i) - 0.22),
+                        6,
+                        BLACK.mix(0.6).filled(),
+                    ))
+                }))
+                .map_err(e2s)?
+                .label("Wang et al. 2017 (as quoted by CheXNet; its own split)")
+                .legend(|(x, y)| TriangleMarker::new((x + 8, y), 6, BLACK.mix(0.6).filled()));
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::LowerLeft)
+                .label_font(("sans-serif", 14))
+                .background_style(WHITE.mix(0.9))
+                .border_style(BLACK.mix(0.4))
+                .draw()
+                .map_err(e2s)?;
+            let refs: Vec<String> = references::OFFICIAL_SPLIT_MEANS
+                .iter()
+                .map(|(who, v)| format!("{v:.3} {who}"))
+                .collect();
+            lower
+                .draw_text(
+                    &format!(
+                        "Official-split mean AUROC references (NIH test list): {}",
+                        refs[..3].join("; ")
+                    ),
+                    &("sans-serif", 13).into_text_style(&lower),
+                    (10, 8),
+                )
+                .map_err(e2s)?;
+            lower
+                .draw_text(
+                    &format!(
+                        "{}. Random-split and official-split AUROCs are not comparable.",
+                        refs[3..].join("; ")
+                    ),
+                    &("sans-serif", 13).into_text_style(&lower),
+                    (10, 30),
+                )
+                .map_err(e2s)?;
+            Ok(())
+        }
+    )
+}
+
+/// Label prevalence per split (or per scored set).
+pub fn prevalence_chart(
+    dir: &Path,
+    labels: &[String],
+    sets: &[(String, Vec<f64>)],
+    subtitle: &str,
+) -> Result<Figure, PlotError> {
+    let title = format!("Label prevalence, {subtitle}");
+    let n = labels.len();
+    let max = sets
+        .iter()
+        .flat_map(|(_, v)| v.iter())
+        .fold(0.0f64, |a, b| a.max(*b))
+        .max(0.01)
+        * 1.1;
+    render!(
+        dir,
+        "prevalence",
+        title,
+        (1200, 40 * n as u32 * sets.len().max(1) as u32 / 2 + 260),
+        |root: &DrawingArea<_, Shift>| {
+            root.fill(&WHITE).map_err(e2s)?;
+            let root = root
+                .titled(
+                    &title,
+                    ("sans-serif", 24).into_font().style(FontStyle::Bold),
+                )
+                .map_err(e2s)?;
+            let mut chart = ChartBuilder::on(&root)
+                .margin(10)
+                .x_label_area_size(40)
+                .y_label_area_size(170)
+                .build_cartesian_2d(0f64..max, -0.5f64..(n as f64 - 0.5))
+                .map_err(e2s)?;
+            chart
+                .configure_mesh()
+                .x_desc("fraction of images with the label")
+                .light_line_style(WHITE.mix(0.0))
+                .y_labels(n)
+                .y_label_formatter(&|y| {
+                    let i = y.round() as isize;
+                    if (y - i as f64).abs() < 1e-6 && i >= 0 && (i as usize) < n {
+                        labels[n - 1 - i as usize].clone()
+                    } else {
+                        String::new()
+                    }
+                })
+                .label_style(("sans-serif", 15))
+                .draw()
+                .map_err(e2s)?;
+            let colors = [BLUE, RED, DARK_GREEN, MAGENTA, CYAN];
+            let m = sets.len().max(1) as f64;
+            for (s, (name, values)) in sets.iter().enumerate() {
+                let color = colors[s % colors.len()];
+                let h = 0.8 / m;
+                chart
+                    .draw_series(values.iter().enumerate().map(|(i, v)| {
+                        let y0 = (n - 1 - i) as f64 - 0.4 + s as f64 * h;
+                        Rectangle::new([(0.0, y0), (*v, y0 + h * 0.9)], color.mix(0.8).filled())
+                    }))
+                    .map_err(e2s)?
+                    .label(name.clone())
+                    .legend(move |(x, y)| {
+                        Rectangle::new([(x, y - 5), (x + 14, y + 5)], color.mix(0.8).filled())
+                    });
+            }
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::LowerRight)
+                .label_font(("sans-serif", 14))
+                .background_style(WHITE.mix(0.9))
+                .border_style(BLACK.mix(0.4))
+                .draw()
+                .map_err(e2s)?;
+            Ok(())
+        }
+    )
+}
