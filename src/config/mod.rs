@@ -6,7 +6,10 @@
 //! semantic validation. Every error names the file, the line where the YAML has one, and the
 //! full key path, and suggests the closest valid key for a misspelt one.
 
+pub mod augment;
 mod locate;
+
+pub use augment::AugmentConfig;
 
 pub use locate::KeyLines;
 
@@ -23,6 +26,7 @@ pub struct PipelineConfig {
     /// Name of the pipeline; names the manifest folder and the default run name.
     pub name: String,
     pub data: DataConfig,
+    pub augment: AugmentConfig,
     pub model: ModelConfig,
     pub train: TrainConfig,
     pub runtime: RuntimeConfig,
@@ -140,6 +144,7 @@ impl Default for PipelineConfig {
         PipelineConfig {
             name: "chestxray".into(),
             data: DataConfig::default(),
+            augment: AugmentConfig::default(),
             model: ModelConfig::default(),
             train: TrainConfig::default(),
             runtime: RuntimeConfig::default(),
@@ -612,6 +617,29 @@ impl PipelineConfig {
         if let Some(c) = t.grad_clip_norm {
             if !(c.is_finite() && c > 0.0) {
                 return err("train.grad_clip_norm", format!("must be positive, got {c}"));
+            }
+        }
+        let a = &self.augment;
+        if a.working_size < 32 {
+            return err(
+                "augment.working_size",
+                format!("must be at least 32, got {}", a.working_size),
+            );
+        }
+        let want = (3, t.resolution, t.resolution);
+        for (name, stages) in [("train", &a.train), ("eval", &a.eval)] {
+            match augment::output_shape(stages, a.working_size) {
+                Err((i, m)) => return err(&format!("augment.{name}[{i}]"), m),
+                Ok(shape) if shape != want => {
+                    return err(
+                        &format!("augment.{name}"),
+                        format!(
+                            "the stages end with {}x{}x{} (channels x height x width) but the model takes 3x{}x{} (train.resolution); end with a crop/resize to the resolution and to_rgb",
+                            shape.0, shape.1, shape.2, t.resolution, t.resolution
+                        ),
+                    )
+                }
+                Ok(_) => {}
             }
         }
         parse_device(&self.runtime.device).map_err(|m| ("runtime.device".to_string(), m))?;

@@ -21,6 +21,8 @@ pub const LABELS: [&str; 14] = [
 /// The metadata's marker for an image with none of the 14 findings.
 pub const NO_FINDING: &str = "No Finding";
 
+pub mod augment;
 pub mod generic;
+pub mod image;
 pub mod manifest;
 pub mod nih;
