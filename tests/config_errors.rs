@@ -145,3 +145,30 @@ fn resolved_config_round_trips() {
     let again = config::parse(&c.to_yaml(), Path::new("resolved.yaml"), &[]).unwrap();
     assert_eq!(c, again);
 }
+
+#[test]
+fn unknown_augmentation_stage_or_parameter() {
+    let text = "augment:\n  train:\n    - random_resized_crop: {size: 224}\n    - sharpen: {amount: 2}\n";
+    let err = parse(text).unwrap_err();
+    let msg = err.to_string();
+    assert_eq!(err.key(), Some("augment.train[1]"), "{msg}");
+    assert!(msg.contains("line 4") && msg.contains("unknown variant `sharpen`"), "{msg}");
+
+    let text = "augment:\n  train:\n    - random_resized_crop: {size: 224, scales: [0.5, 1]}\n";
+    let err = parse(text).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("line 3") && msg.contains("unknown field `scales`"), "{msg}");
+    assert!(msg.contains("did you mean `scale`"), "{msg}");
+}
+
+#[test]
+fn augmentation_must_end_at_the_model_input() {
+    let text = "augment:\n  eval:\n    - resize: {size: 224}\n    - center_crop: {size: 224}\n";
+    let err = parse(text).unwrap_err();
+    let msg = err.to_string();
+    assert_eq!(err.key(), Some("augment.eval"), "{msg}");
+    assert!(msg.contains("1x224x224") && msg.contains("to_rgb"), "{msg}");
+    let text = "augment:\n  eval:\n    - normalize_imagenet\n    - to_rgb\n";
+    let err = parse(text).unwrap_err();
+    assert_eq!(err.key(), Some("augment.eval[0]"), "{err}");
+}
