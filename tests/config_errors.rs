@@ -148,16 +148,23 @@ fn resolved_config_round_trips() {
 
 #[test]
 fn unknown_augmentation_stage_or_parameter() {
-    let text = "augment:\n  train:\n    - random_resized_crop: {size: 224}\n    - sharpen: {amount: 2}\n";
+    let text =
+        "augment:\n  train:\n    - random_resized_crop: {size: 224}\n    - sharpen: {amount: 2}\n";
     let err = parse(text).unwrap_err();
     let msg = err.to_string();
     assert_eq!(err.key(), Some("augment.train[1]"), "{msg}");
-    assert!(msg.contains("line 4") && msg.contains("unknown variant `sharpen`"), "{msg}");
+    assert!(
+        msg.contains("line 4") && msg.contains("unknown variant `sharpen`"),
+        "{msg}"
+    );
 
     let text = "augment:\n  train:\n    - random_resized_crop: {size: 224, scales: [0.5, 1]}\n";
     let err = parse(text).unwrap_err();
     let msg = err.to_string();
-    assert!(msg.contains("line 3") && msg.contains("unknown field `scales`"), "{msg}");
+    assert!(
+        msg.contains("line 3") && msg.contains("unknown field `scales`"),
+        "{msg}"
+    );
     assert!(msg.contains("did you mean `scale`"), "{msg}");
 }
 

@@ -22,7 +22,10 @@ pub const LABELS: [&str; 14] = [
 pub const NO_FINDING: &str = "No Finding";
 
 pub mod augment;
+pub mod cache;
+pub mod dataset;
 pub mod generic;
 pub mod image;
+pub mod loader;
 pub mod manifest;
 pub mod nih;

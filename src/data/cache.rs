@@ -1,0 +1,445 @@
+//! `muxmed prepare`: every image of the manifests decoded once, shorter side resized to the
+//! working size and centre-cropped square, stored in one memory-mapped file of u8 or u16
+//! samples, with an index recording each source file's size and sha256.
+//!
+//! Written in chunks into `<cache>.partial/`, with progress saved after each chunk, so an
+//! interrupted `prepare` resumes; the folder is renamed into place only when complete, so a
+//! half-written cache is never used.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use fast_image_resize as fir;
+use rayon::prelude::*;
+
+use super::dataset::{load_split, SplitData};
+use super::image::{decode_bytes, Gray};
+use super::manifest::SPLITS;
+use crate::config::augment::CacheDtype;
+use crate::config::AugmentConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error(transparent)]
+    Manifest(#[from] super::manifest::ManifestError),
+    #[error(transparent)]
+    Image(#[from] super::image::ImageError),
+    #[error("{}: {message}", path.display())]
+    Io { path: PathBuf, message: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn io_err(path: &Path, e: impl std::fmt::Display) -> CacheError {
+    CacheError::Io {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+/// One slot of the cache.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Entry {
+    pub image_id: String,
+    pub split: String,
+    pub source: String,
+    pub bytes: u64,
+    pub sha256: String,
+    /// True when the source could not be decoded and `skip_bad_images` was set.
+    pub skipped: bool,
+    pub error: Option<String>,
+}
+
+/// `index.json`: what the cache holds and what it was made from.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Index {
+    /// sha256 of the manifest.json the cache was built from.
+    pub manifest_sha256: String,
+    pub working_size: u32,
+    pub dtype: CacheDtype,
+    pub entries: Vec<Entry>,
+}
+
+/// The folder of a cache for a manifest folder and augment settings.
+pub fn cache_dir(manifest_dir: &Path, a: &AugmentConfig) -> PathBuf {
+    let d = match a.cache_dtype {
+        CacheDtype::U8 => "u8",
+        CacheDtype::U16 => "u16",
+    };
+    manifest_dir.join(format!("cache_{}_{d}", a.working_size))
+}
+
+const CHUNK: usize = 256;
+
+#[derive(Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+struct Progress {
+    chunk: usize,
+    manifest_sha256: String,
+    working_size: u32,
+    dtype: CacheDtype,
+    total: usize,
+    done_chunks: usize,
+}
+
+/// Shorter side to `size`, centre crop to a square, samples as u16 in [0, 65535] (u8 data is
+/// scaled the same way and narrowed when written).
+pub fn to_working(g: &Gray, size: u32) -> Vec<u16> {
+    let (w, h) = (g.width, g.height);
+    let s = w.min(h);
+    let (left, top) = ((w - s) / 2, (h - s) / 2);
+    let mut src: Vec<u16> = Vec::with_capacity((s * s) as usize);
+    for y in top..top + s {
+        let row = (y * w) as usize;
+        src.extend(
+            g.data[row + left as usize..row + (left + s) as usize]
+                .iter()
+                .map(|v| (v * 65535.0).round() as u16),
+        );
+    }
+    if s == size {
+        return src;
+    }
+    let mut dst = vec![0u16; (size * size) as usize];
+    let s_img = fir::images::Image::from_slice_u8(
+        s,
+        s,
+        bytemuck::cast_slice_mut(&mut src),
+        fir::PixelType::U16,
+    )
+    .expect("sized buffer");
+    let mut d_img = fir::images::Image::from_slice_u8(
+        size,
+        size,
+        bytemuck::cast_slice_mut(&mut dst),
+        fir::PixelType::U16,
+    )
+    .expect("sized buffer");
+    fir::Resizer::new()
+        .resize(
+            &s_img,
+            &mut d_img,
+            &fir::ResizeOptions::new()
+                .resize_alg(fir::ResizeAlg::Convolution(fir::FilterType::Bilinear)),
+        )
+        .expect("same pixel type");
+    dst
+}
+
+/// A slot's index entry and its pixels (None when the image was skipped).
+type Prepared = (Entry, Option<Vec<u8>>);
+
+/// Reads, hashes, decodes and resizes one image.
+fn prepare_item(
+    id: &str,
+    split: &str,
+    path: &Path,
+    a: &AugmentConfig,
+) -> Result<Prepared, CacheError> {
+    use sha2::{Digest, Sha256};
+    let bytes = std::fs::read(path).map_err(|e| io_err(path, e))?;
+    let mut entry = Entry {
+        image_id: id.to_string(),
+        split: split.to_string(),
+        source: path.display().to_string(),
+        bytes: bytes.len() as u64,
+        sha256: format!("{:x}", Sha256::digest(&bytes)),
+        skipped: false,
+        error: None,
+    };
+    match decode_bytes(&bytes, path) {
+        Ok(g) => {
+            let px = to_working(&g, a.working_size);
+            let out = match a.cache_dtype {
+                CacheDtype::U8 => px
+                    .iter()
+                    .map(|v| ((*v as u32 * 255 + 32767) / 65535) as u8)
+                    .collect(),
+                CacheDtype::U16 => px.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            };
+            Ok((entry, Some(out)))
+        }
+        Err(e) if a.skip_bad_images => {
+            entry.skipped = true;
+            entry.error = Some(e.to_string());
+            Ok((entry, None))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A ready cache, memory-mapped.
+pub struct Cache {
+    pub index: Index,
+    map: memmap2::Mmap,
+    slot_of: HashMap<String, usize>,
+}
+
+impl Cache {
+    /// Opens the cache if it is complete and was built from this manifest with these settings.
+    pub fn open(manifest_dir: &Path, a: &AugmentConfig) -> Result<Cache, CacheError> {
+        let dir = cache_dir(manifest_dir, a);
+        let hint = "run `muxmed prepare --pipeline NAME` to build it";
+        if !dir.join(".complete").is_file() {
+            return Err(CacheError::Invalid(format!(
+                "no complete prepared cache at {}: {hint}",
+                dir.display()
+            )));
+        }
+        let ip = dir.join("index.json");
+        let index: Index =
+            serde_json::from_str(&std::fs::read_to_string(&ip).map_err(|e| io_err(&ip, e))?)
+                .map_err(|e| io_err(&ip, e))?;
+        let msha = crate::io::sha256_file(&manifest_dir.join("manifest.json"))
+            .map_err(|e| io_err(manifest_dir, e))?;
+        if index.manifest_sha256 != msha
+            || index.working_size != a.working_size
+            || index.dtype != a.cache_dtype
+        {
+            return Err(CacheError::Invalid(format!(
+                "the prepared cache at {} was built from another manifest or with other settings: {hint}",
+                dir.display()
+            )));
+        }
+        let bp = dir.join("images.bin");
+        let f = File::open(&bp).map_err(|e| io_err(&bp, e))?;
+        // Safety of the mapping: the file is only ever written inside `.partial` folders
+        // before it is renamed here, so nothing writes to it while it is mapped.
+        let map = unsafe { memmap2::Mmap::map(&f) }.map_err(|e| io_err(&bp, e))?;
+        let sample = match a.cache_dtype {
+            CacheDtype::U8 => 1,
+            CacheDtype::U16 => 2,
+        };
+        let need = index.entries.len() * (a.working_size as usize).pow(2) * sample;
+        if map.len() != need {
+            return Err(CacheError::Invalid(format!(
+                "{} has {} bytes, expected {need}: {hint}",
+                bp.display(),
+                map.len()
+            )));
+        }
+        let slot_of = index
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.image_id.clone(), i))
+            .collect();
+        Ok(Cache {
+            index,
+            map,
+            slot_of,
+        })
+    }
+
+    pub fn slot(&self, image_id: &str) -> Option<usize> {
+        self.slot_of
+            .get(image_id)
+            .copied()
+            .filter(|&i| !self.index.entries[i].skipped)
+    }
+
+    /// The working-size image in slot `i`, values in [0, 1].
+    pub fn image(&self, i: usize) -> super::augment::Img {
+        let s = self.index.working_size as usize;
+        let n = s * s;
+        let data = match self.index.dtype {
+            CacheDtype::U8 => self.map[i * n..(i + 1) * n]
+                .iter()
+                .map(|&v| v as f32 / 255.0)
+                .collect(),
+            CacheDtype::U16 => self.map[i * n * 2..(i + 1) * n * 2]
+                .chunks_exact(2)
+                .map(|b| u16::from_le_bytes([b[0], b[1]]) as f32 / 65535.0)
+                .collect(),
+        };
+        super::augment::Img::gray(s, s, data)
+    }
+}
+
+/// What `prepare` did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PrepareReport {
+    pub dir: PathBuf,
+    pub images: usize,
+    pub skipped: Vec<String>,
+    pub resumed_from: usize,
+    pub reused: bool,
+}
+
+/// Builds (or resumes, or reuses) the cache for the manifests in `manifest_dir`.
+pub fn prepare(
+    manifest_dir: &Path,
+    a: &AugmentConfig,
+    progress: &dyn Fn(usize, usize),
+) -> Result<PrepareReport, CacheError> {
+    prepare_in_chunks(manifest_dir, a, CHUNK, progress)
+}
+
+/// [`prepare`] with a chosen chunk size (images written between two progress saves).
+pub fn prepare_in_chunks(
+    manifest_dir: &Path,
+    a: &AugmentConfig,
+    chunk: usize,
+    progress: &dyn Fn(usize, usize),
+) -> Result<PrepareReport, CacheError> {
+    let dir = cache_dir(manifest_dir, a);
+    if let Ok(c) = Cache::open(manifest_dir, a) {
+        return Ok(PrepareReport {
+            dir,
+            images: c.index.entries.len(),
+            skipped: c
+                .index
+                .entries
+                .iter()
+                .filter(|e| e.skipped)
+                .map(|e| e.image_id.clone())
+                .collect(),
+            resumed_from: 0,
+            reused: true,
+        });
+    }
+    let manifest_sha256 = crate::io::sha256_file(&manifest_dir.join("manifest.json"))
+        .map_err(|e| io_err(manifest_dir, e))?;
+    let splits: Vec<SplitData> = SPLITS
+        .iter()
+        .map(|s| load_split(manifest_dir, s))
+        .collect::<Result<_, _>>()?;
+    let mut items: Vec<(String, String, PathBuf)> = Vec::new();
+    for s in &splits {
+        for (id, p) in s.image_ids.iter().zip(&s.paths) {
+            let p = p.clone().ok_or_else(|| {
+                CacheError::Invalid(format!(
+                    "the manifest has no path for {id}: rebuild it with the images present"
+                ))
+            })?;
+            items.push((id.clone(), s.split.clone(), p));
+        }
+    }
+    let total = items.len();
+    let partial = dir.with_file_name(format!(
+        "{}.partial",
+        dir.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    ));
+    let chunk = chunk.max(1);
+    let want = Progress {
+        chunk,
+        manifest_sha256: manifest_sha256.clone(),
+        working_size: a.working_size,
+        dtype: a.cache_dtype,
+        total,
+        done_chunks: 0,
+    };
+    let pp = partial.join("progress.json");
+    let mut done_chunks = std::fs::read_to_string(&pp)
+        .ok()
+        .and_then(|t| serde_json::from_str::<Progress>(&t).ok())
+        .filter(|p| {
+            p.chunk == want.chunk
+                && p.manifest_sha256 == want.manifest_sha256
+                && p.working_size == want.working_size
+                && p.dtype == want.dtype
+                && p.total == want.total
+        })
+        .map(|p| p.done_chunks)
+        .unwrap_or(0);
+    if done_chunks == 0 {
+        let _ = std::fs::remove_dir_all(&partial);
+        std::fs::create_dir_all(&partial).map_err(|e| io_err(&partial, e))?;
+    }
+    let resumed_from = (done_chunks * chunk).min(total);
+    let sample = match a.cache_dtype {
+        CacheDtype::U8 => 1usize,
+        CacheDtype::U16 => 2,
+    };
+    let slot_bytes = (a.working_size as usize).pow(2) * sample;
+    let bp = partial.join("images.bin");
+    let bin = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&bp)
+        .map_err(|e| io_err(&bp, e))?;
+    bin.set_len((total * slot_bytes) as u64)
+        .map_err(|e| io_err(&bp, e))?;
+    let n_chunks = total.div_ceil(chunk);
+    progress(resumed_from, total);
+    while done_chunks < n_chunks {
+        let lo = done_chunks * chunk;
+        let hi = (lo + chunk).min(total);
+        let results: Vec<Result<Prepared, CacheError>> = items[lo..hi]
+            .par_iter()
+            .map(|(id, split, path)| prepare_item(id, split, path, a))
+            .collect();
+        let mut entries = Vec::with_capacity(hi - lo);
+        for (k, r) in results.into_iter().enumerate() {
+            let (entry, px) = r?;
+            if let Some(px) = px {
+                bin.write_all_at(&px, ((lo + k) * slot_bytes) as u64)
+                    .map_err(|e| io_err(&bp, e))?;
+            }
+            entries.push(entry);
+        }
+        bin.sync_data().map_err(|e| io_err(&bp, e))?;
+        let ep = partial.join(format!("entries_{done_chunks:06}.json"));
+        crate::io::write_atomic(
+            &ep,
+            serde_json::to_string(&entries)
+                .unwrap_or_default()
+                .as_bytes(),
+        )
+        .map_err(|e| io_err(&ep, e))?;
+        done_chunks += 1;
+        let p = Progress {
+            done_chunks,
+            ..want.clone()
+        };
+        crate::io::write_atomic(
+            &pp,
+            serde_json::to_string(&p).unwrap_or_default().as_bytes(),
+        )
+        .map_err(|e| io_err(&pp, e))?;
+        progress(hi, total);
+    }
+    let mut entries = Vec::with_capacity(total);
+    for c in 0..n_chunks {
+        let ep = partial.join(format!("entries_{c:06}.json"));
+        let chunk: Vec<Entry> =
+            serde_json::from_str(&std::fs::read_to_string(&ep).map_err(|e| io_err(&ep, e))?)
+                .map_err(|e| io_err(&ep, e))?;
+        entries.extend(chunk);
+        let _ = std::fs::remove_file(&ep);
+    }
+    let skipped: Vec<String> = entries
+        .iter()
+        .filter(|e| e.skipped)
+        .map(|e| format!("{} ({})", e.image_id, e.error.clone().unwrap_or_default()))
+        .collect();
+    let index = Index {
+        manifest_sha256,
+        working_size: a.working_size,
+        dtype: a.cache_dtype,
+        entries,
+    };
+    let ip = partial.join("index.json");
+    crate::io::write_atomic(
+        &ip,
+        serde_json::to_string(&index).unwrap_or_default().as_bytes(),
+    )
+    .map_err(|e| io_err(&ip, e))?;
+    let _ = std::fs::remove_file(&pp);
+    crate::io::write_atomic(&partial.join(".complete"), b"ok\n")
+        .map_err(|e| io_err(&partial, e))?;
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::rename(&partial, &dir).map_err(|e| io_err(&dir, e))?;
+    Ok(PrepareReport {
+        dir,
+        images: total,
+        skipped,
+        resumed_from,
+        reused: false,
+    })
+}

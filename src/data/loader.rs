@@ -1,0 +1,221 @@
+//! A bounded, parallel batch pipeline: worker threads (a rayon pool separate from libtorch's
+//! threads) read the prepared cache or decode files, augment, and assemble batches ahead of
+//! the training loop; a bounded channel gives back-pressure so memory stays flat.
+
+use std::path::PathBuf;
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use rand::seq::SliceRandom;
+use rand::Rng;
+use rayon::prelude::*;
+
+use super::augment::{apply, image_rng, Img};
+use super::cache::Cache;
+use super::dataset::SplitData;
+use super::image::decode_file;
+use crate::config::augment::Stage;
+
+/// Where the working-size images come from.
+#[derive(Clone)]
+pub enum Source {
+    /// The prepared cache (slot per item).
+    Cache(Arc<Cache>, Vec<usize>),
+    /// Decode the original files (shorter side to `working_size`, centre crop).
+    Files(Vec<PathBuf>, u32),
+}
+
+/// One batch, ready to become tensors.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    /// N x C x H x W, row-major.
+    pub images: Vec<f32>,
+    pub shape: [usize; 4],
+    /// N x K targets.
+    pub targets: Vec<f32>,
+    /// Positions of the batch's images in the split.
+    pub indices: Vec<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LoaderOptions {
+    pub batch_size: usize,
+    pub shuffle: bool,
+    /// Draw images with probability inversely proportional to the frequency of their rarest
+    /// label (with replacement) instead of a permutation.
+    pub class_balanced: bool,
+    pub drop_last: bool,
+    pub seed: u64,
+    pub epoch: u64,
+    pub workers: usize,
+    /// Batches prepared ahead of the consumer.
+    pub prefetch: usize,
+}
+
+/// The order of items for one epoch: a seeded permutation, class-balanced draws, or 0..n.
+pub fn epoch_order(split: &SplitData, o: &LoaderOptions) -> Vec<usize> {
+    let n = split.len();
+    let mut rng = image_rng(o.seed, o.epoch, u64::MAX);
+    if o.class_balanced {
+        let k = split.label_names.len();
+        let mut freq = vec![0f64; k + 1];
+        for l in &split.labels {
+            let mut any = false;
+            for (j, v) in l.iter().enumerate() {
+                if *v > 0.5 {
+                    freq[j] += 1.0;
+                    any = true;
+                }
+            }
+            if !any {
+                freq[k] += 1.0;
+            }
+        }
+        let w: Vec<f64> = split
+            .labels
+            .iter()
+            .map(|l| {
+                let pos: Vec<usize> = (0..k).filter(|&j| l[j] > 0.5).collect();
+                if pos.is_empty() {
+                    1.0 / freq[k].max(1.0)
+                } else {
+                    pos.iter()
+                        .map(|&j| 1.0 / freq[j].max(1.0))
+                        .fold(0.0, f64::max)
+                }
+            })
+            .collect();
+        let total: f64 = w.iter().sum();
+        let mut cum = Vec::with_capacity(n);
+        let mut acc = 0.0;
+        for x in &w {
+            acc += x / total;
+            cum.push(acc);
+        }
+        (0..n)
+            .map(|_| {
+                let u: f64 = rng.random();
+                cum.partition_point(|c| *c < u).min(n - 1)
+            })
+            .collect()
+    } else {
+        let mut order: Vec<usize> = (0..n).collect();
+        if o.shuffle {
+            order.shuffle(&mut rng);
+        }
+        order
+    }
+}
+
+/// Loads, augments and returns item `i` of the split.
+pub fn load_item(
+    source: &Source,
+    i: usize,
+    stages: &[Stage],
+    seed: u64,
+    epoch: u64,
+) -> Result<Img, String> {
+    let img = match source {
+        Source::Cache(c, slots) => c.image(slots[i]),
+        Source::Files(paths, size) => {
+            let g = decode_file(&paths[i]).map_err(|e| e.to_string())?;
+            let s = *size as usize;
+            Img::gray(
+                s,
+                s,
+                super::cache::to_working(&g, *size)
+                    .iter()
+                    .map(|v| *v as f32 / 65535.0)
+                    .collect(),
+            )
+        }
+    };
+    Ok(apply(stages, img, &mut image_rng(seed, epoch, i as u64)))
+}
+
+/// A running epoch: iterate to get batches in order.
+pub struct Epoch {
+    rx: Receiver<Result<Batch, String>>,
+    handle: Option<JoinHandle<()>>,
+    pub batches: usize,
+}
+
+impl Iterator for Epoch {
+    type Item = Result<Batch, String>;
+    fn next(&mut self) -> Option<Self::Item> {
+        self.rx.recv().ok()
+    }
+}
+
+impl Drop for Epoch {
+    fn drop(&mut self) {
+        // Dropping the receiver makes the producer's next send fail, which ends it.
+        let (_tx, rx) = sync_channel(1);
+        let _ = std::mem::replace(&mut self.rx, rx);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Starts producing the batches of one epoch in the background.
+pub fn start_epoch(
+    split: Arc<SplitData>,
+    source: Source,
+    stages: Arc<Vec<Stage>>,
+    o: LoaderOptions,
+) -> Result<Epoch, String> {
+    let order = epoch_order(&split, &o);
+    let mut batches: Vec<Vec<usize>> = order
+        .chunks(o.batch_size.max(1))
+        .map(|c| c.to_vec())
+        .collect();
+    if o.drop_last && batches.last().is_some_and(|b| b.len() < o.batch_size) {
+        batches.pop();
+    }
+    let n_batches = batches.len();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(o.workers.max(1))
+        .thread_name(|i| format!("muxmed-loader-{i}"))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let (tx, rx) = sync_channel(o.prefetch.max(1));
+    let handle = std::thread::spawn(move || {
+        for idx in batches {
+            let items: Vec<Result<Img, String>> = pool.install(|| {
+                idx.par_iter()
+                    .map(|&i| load_item(&source, i, &stages, o.seed, o.epoch))
+                    .collect()
+            });
+            let batch = (|| {
+                let mut images = Vec::new();
+                let mut shape = [idx.len(), 0, 0, 0];
+                for it in items {
+                    let img = it?;
+                    shape[1..].copy_from_slice(&[img.c, img.h, img.w]);
+                    images.extend_from_slice(&img.data);
+                }
+                let targets = idx
+                    .iter()
+                    .flat_map(|&i| split.labels[i].iter().copied())
+                    .collect();
+                Ok(Batch {
+                    images,
+                    shape,
+                    targets,
+                    indices: idx.clone(),
+                })
+            })();
+            let stop = batch.is_err();
+            if tx.send(batch).is_err() || stop {
+                return;
+            }
+        }
+    });
+    Ok(Epoch {
+        rx,
+        handle: Some(handle),
+        batches: n_batches,
+    })
+}

@@ -1,0 +1,306 @@
+//! Decoding, the prepared cache and the loader on the real NIH images in
+//! `../shared/data/nih/` (grayscale, RGBA, 512x512) plus generated 16-bit and broken files.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use muxmed::config::augment::CacheDtype;
+use muxmed::config::{AugmentConfig, DataConfig};
+use muxmed::data::cache::{prepare_in_chunks, Cache};
+use muxmed::data::dataset::load_split;
+use muxmed::data::image::decode_file;
+use muxmed::data::loader::{start_epoch, LoaderOptions, Source};
+use muxmed::data::manifest::build;
+
+fn nih(p: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/data/nih")
+        .join(p)
+}
+
+const RGBA: [&str; 6] = [
+    "00000100_000.png",
+    "00001369_000.png",
+    "00002578_000.png",
+    "00004934_000.png",
+    "00005224_000.png",
+    "00005813_000.png",
+];
+
+#[test]
+fn real_gray_rgba_and_downsampled_images_decode_to_one_channel() {
+    for name in ["00000211_000.png", RGBA[0], RGBA[3]] {
+        let g = decode_file(&nih("images").join(name)).unwrap();
+        assert_eq!((g.width, g.height, g.bits), (1024, 1024, 8), "{name}");
+        assert!(
+            g.data.iter().any(|v| *v > 0.5) && g.data.iter().any(|v| *v < 0.2),
+            "{name}"
+        );
+    }
+    // The RGBA files have R = G = B, so luma equals the first channel.
+    let raw = image::open(nih("images").join(RGBA[0])).unwrap().to_rgba8();
+    let g = decode_file(&nih("images").join(RGBA[0])).unwrap();
+    for (i, p) in raw.pixels().enumerate().step_by(997) {
+        assert_eq!(p.0[0], p.0[1]);
+        assert!((g.data[i] - p.0[0] as f32 / 255.0).abs() < 1e-6);
+    }
+    for name in ["00000001_000.png", "00027426_000.png"] {
+        let g = decode_file(&nih("downsampled").join(name)).unwrap();
+        assert_eq!((g.width, g.height), (512, 512));
+    }
+}
+
+#[test]
+fn truncated_and_corrupt_files_name_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(nih("images/00000211_000.png")).unwrap();
+    let t = dir.path().join("truncated.png");
+    std::fs::write(&t, &bytes[..bytes.len() / 3]).unwrap();
+    let e = decode_file(&t).unwrap_err().to_string();
+    assert!(
+        e.contains("truncated.png") && e.contains("cannot decode"),
+        "{e}"
+    );
+    let c = dir.path().join("corrupt.png");
+    let mut bad = bytes.clone();
+    for b in bad.iter_mut().skip(2000).take(5000) {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&c, &bad).unwrap();
+    let e = decode_file(&c).unwrap_err().to_string();
+    assert!(e.contains("corrupt.png"), "{e}");
+}
+
+/// A dataset folder with the first `n` real images (under images_001/images) and the
+/// matching metadata rows.
+fn real_subset(dir: &Path, n: usize, edit: impl Fn(&str, &Path)) -> DataConfig {
+    let mut names: Vec<String> = std::fs::read_dir(nih("images"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names.truncate(n);
+    let imgs = dir.join("images_001/images");
+    std::fs::create_dir_all(&imgs).unwrap();
+    for name in &names {
+        let dst = imgs.join(name);
+        std::fs::copy(nih("images").join(name), &dst).unwrap();
+        edit(name, &dst);
+    }
+    let meta = muxmed::data::nih::read_text(&nih("Data_Entry_2017_v2020.csv.gz")).unwrap();
+    let mut lines = meta.lines();
+    let mut out = format!("{}\n", lines.next().unwrap());
+    for l in lines {
+        if names.iter().any(|n| l.starts_with(n.as_str())) {
+            out += &format!("{l}\n");
+        }
+    }
+    std::fs::write(dir.join("Data_Entry_2017_v2020.csv"), out).unwrap();
+    // Patient-disjoint lists: patients with an even id go to test.
+    let (mut tv, mut test) = (Vec::new(), Vec::new());
+    for nm in &names {
+        let p: u32 = nm[..8].parse().unwrap();
+        if p.is_multiple_of(2) {
+            test.push(nm.clone())
+        } else {
+            tv.push(nm.clone())
+        }
+    }
+    std::fs::write(dir.join("train_val_list.txt"), tv.join("\n")).unwrap();
+    std::fs::write(dir.join("test_list.txt"), test.join("\n")).unwrap();
+    DataConfig {
+        root: dir.to_path_buf(),
+        val_fraction: 0.2,
+        ..Default::default()
+    }
+}
+
+fn small_augment() -> AugmentConfig {
+    use muxmed::config::augment::Stage;
+    AugmentConfig {
+        working_size: 64,
+        train: vec![
+            Stage::RandomResizedCrop {
+                size: 32,
+                scale: [0.7, 1.0],
+                ratio: [0.9, 1.1],
+            },
+            Stage::RandomAffine {
+                degrees: 5.0,
+                translate: 0.05,
+                scale: [0.95, 1.05],
+            },
+            Stage::ToRgb,
+            Stage::NormalizeImagenet,
+        ],
+        ..Default::default()
+    }
+}
+
+#[test]
+fn prepare_resumes_after_an_interruption_and_matches_a_clean_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = real_subset(dir.path(), 24, |_, _| {});
+    let a = small_augment();
+    let clean_dir = dir.path().join("clean");
+    build(&d, true).unwrap().write(&clean_dir).unwrap();
+    let clean = prepare_in_chunks(&clean_dir, &a, 5, &|_, _| {}).unwrap();
+    assert_eq!(
+        (clean.images, clean.resumed_from, clean.reused),
+        (24, 0, false)
+    );
+
+    let m = dir.path().join("m");
+    build(&d, true).unwrap().write(&m).unwrap();
+    // Interrupt after two chunks (the progress callback panics, as a crash would).
+    let r = std::panic::catch_unwind(|| {
+        prepare_in_chunks(&m, &a, 5, &|done, _| {
+            if done >= 10 {
+                panic!("interrupted");
+            }
+        })
+    });
+    assert!(r.is_err());
+    assert!(
+        Cache::open(&m, &a).is_err(),
+        "a half-written cache must not be used"
+    );
+    let resumed = prepare_in_chunks(&m, &a, 5, &|_, _| {}).unwrap();
+    assert_eq!(resumed.resumed_from, 10);
+    let c1 = Cache::open(&clean_dir, &a).unwrap();
+    let c2 = Cache::open(&m, &a).unwrap();
+    assert_eq!(c1.index.entries, c2.index.entries);
+    for i in 0..24 {
+        assert_eq!(c1.image(i), c2.image(i));
+    }
+    // Reused the second time; refused when the working size changes.
+    assert!(prepare_in_chunks(&m, &a, 5, &|_, _| {}).unwrap().reused);
+    let other = AugmentConfig {
+        working_size: 48,
+        ..a.clone()
+    };
+    assert!(Cache::open(&m, &other).is_err());
+    // The cached pixels are the decoded image, resized.
+    let e = &c1.index.entries[3];
+    let g = decode_file(Path::new(&e.source)).unwrap();
+    let want = muxmed::data::cache::to_working(&g, 64);
+    let got = c1.image(3);
+    let max = want
+        .iter()
+        .zip(&got.data)
+        .map(|(w, g)| (*w as f32 / 65535.0 - g).abs())
+        .fold(0.0f32, f32::max);
+    assert!(max <= 0.5 / 255.0 + 1e-6, "{max}");
+    assert_eq!(e.sha256.len(), 64);
+}
+
+#[test]
+fn a_corrupt_image_stops_prepare_or_is_skipped_and_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = real_subset(dir.path(), 6, |name, p| {
+        if name == "00000100_000.png" {
+            let b = std::fs::read(p).unwrap();
+            std::fs::write(p, &b[..b.len() / 4]).unwrap();
+        }
+    });
+    let m = dir.path().join("m");
+    build(&d, true).unwrap().write(&m).unwrap();
+    let a = small_augment();
+    let e = prepare_in_chunks(&m, &a, 4, &|_, _| {})
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(e.contains("00000100_000.png"), "{e}");
+    let a = AugmentConfig {
+        skip_bad_images: true,
+        ..a
+    };
+    let r = prepare_in_chunks(&m, &a, 4, &|_, _| {}).unwrap();
+    assert_eq!(r.skipped.len(), 1);
+    assert!(r.skipped[0].starts_with("00000100_000.png"));
+    let c = Cache::open(&m, &a).unwrap();
+    assert!(c.slot("00000100_000.png").is_none());
+}
+
+#[test]
+fn sixteen_bit_sources_keep_precision_in_a_u16_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = real_subset(dir.path(), 4, |_, p| {
+        // Re-encode as 16-bit with a fine ramp in the low bits.
+        let g = image::open(p).unwrap().to_luma8();
+        let (w, h) = g.dimensions();
+        let v: Vec<u16> = g
+            .pixels()
+            .enumerate()
+            .map(|(i, px)| px.0[0] as u16 * 256 + (i % 256) as u16)
+            .collect();
+        image::ImageBuffer::<image::Luma<u16>, _>::from_raw(w, h, v)
+            .unwrap()
+            .save(p)
+            .unwrap();
+    });
+    let m = dir.path().join("m");
+    build(&d, true).unwrap().write(&m).unwrap();
+    let a = AugmentConfig {
+        cache_dtype: CacheDtype::U16,
+        working_size: 1024,
+        ..small_augment()
+    };
+    prepare_in_chunks(&m, &a, 4, &|_, _| {}).unwrap();
+    let c = Cache::open(&m, &a).unwrap();
+    let img = c.image(0);
+    // Values between 8-bit steps survive.
+    let off_grid = img
+        .data
+        .iter()
+        .filter(|v| ((**v * 255.0) - (**v * 255.0).round()).abs() > 1e-3)
+        .count();
+    assert!(off_grid > 1000, "{off_grid}");
+}
+
+#[test]
+fn same_seed_gives_identical_batches_with_1_and_4_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = real_subset(dir.path(), 60, |_, _| {});
+    let m = dir.path().join("m");
+    build(&d, true).unwrap().write(&m).unwrap();
+    let a = small_augment();
+    prepare_in_chunks(&m, &a, 16, &|_, _| {}).unwrap();
+    let cache = Arc::new(Cache::open(&m, &a).unwrap());
+    let split = Arc::new(load_split(&m, "train").unwrap());
+    let slots: Vec<usize> = split
+        .image_ids
+        .iter()
+        .map(|id| cache.slot(id).unwrap())
+        .collect();
+    let run = |workers: usize, epoch: u64| -> Vec<muxmed::data::loader::Batch> {
+        let o = LoaderOptions {
+            batch_size: 4,
+            shuffle: true,
+            class_balanced: false,
+            drop_last: false,
+            seed: 9,
+            epoch,
+            workers,
+            prefetch: 2,
+        };
+        start_epoch(
+            split.clone(),
+            Source::Cache(cache.clone(), slots.clone()),
+            Arc::new(a.train.clone()),
+            o,
+        )
+        .unwrap()
+        .map(|b| b.unwrap())
+        .collect()
+    };
+    let one = run(1, 0);
+    let four = run(4, 0);
+    assert_eq!(one, four);
+    assert_eq!(one[0].shape, [4, 3, 32, 32]);
+    let total: usize = one.iter().map(|b| b.indices.len()).sum();
+    assert_eq!(total, split.len());
+    assert!(split.len() > 8, "{}", split.len());
+    // Another epoch: another order and other augmentations.
+    assert_ne!(run(1, 1), one);
+}
