@@ -8,4 +8,5 @@ pub mod doctor;
 pub mod eval;
 pub mod io;
 pub mod model;
+pub mod progress;
 pub mod report;

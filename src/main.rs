@@ -40,6 +40,11 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Decode every manifest image once into the memory-mapped cache (resumable).
+    Prepare(PipelineArgs),
+    /// Look at and measure the augmentation pipeline.
+    #[command(subcommand)]
+    Augment(AugmentCmd),
     /// Score a predictions CSV against NIH labels: per-label AUROC with patient-bootstrap CIs,
     /// AP, thresholds, calibration. Writes metrics_<name>.json.
     Evaluate {
@@ -97,6 +102,24 @@ enum Command {
     Bench(BenchCmd),
 }
 
+#[derive(Subcommand)]
+enum AugmentCmd {
+    /// A PNG grid of original and augmented training images.
+    Preview {
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+        #[arg(long, default_value_t = 6)]
+        images: usize,
+        #[arg(long, default_value_t = 4)]
+        variants: usize,
+        /// Output PNG (default reports/augment_preview_<pipeline>.png).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Mean and std of the train images, as a `normalize` stage to paste into the pipeline.
+    Stats(PipelineArgs),
+}
+
 #[cfg(feature = "torch")]
 #[derive(Subcommand)]
 enum ModelCmd {
@@ -143,6 +166,22 @@ enum ModelCmd {
 
 #[derive(Subcommand)]
 enum BenchCmd {
+    /// Images per second: (a) decode + resize of the original files, (b) prepared cache +
+    /// train augmentation + batching.
+    Data {
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+        /// Folder of images to measure on.
+        #[arg(long, default_value = "../shared/data/nih/images")]
+        images: PathBuf,
+        /// Loader threads (default: runtime.data_workers).
+        #[arg(long)]
+        workers: Option<usize>,
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        #[arg(long, default_value_t = 3)]
+        epochs: usize,
+    },
     /// Time of the manifest build from the metadata (image scan excluded), median of runs.
     Manifest {
         #[command(flatten)]
@@ -220,6 +259,29 @@ fn model_cmd(cmd: &ModelCmd) -> Result<ExitCode> {
 
 fn bench_cmd(cmd: &BenchCmd) -> Result<ExitCode> {
     match cmd {
+        BenchCmd::Data {
+            pipeline,
+            images,
+            workers,
+            batch,
+            epochs,
+        } => {
+            let p = load_pipeline(pipeline)?;
+            let w = workers.unwrap_or(p.config.runtime.data_workers as usize);
+            let r = muxmed::data::tools::bench(
+                images,
+                &p.config.augment.train,
+                p.config.augment.working_size,
+                w,
+                *batch,
+                *epochs,
+            )?;
+            println!(
+                "{} images, {} workers: (a) decode + resize {:.1} img/s; (b) cache + train augmentation + batching {:.1} img/s",
+                r.images, r.workers, r.decode_resize_images_per_s, r.cache_augment_batch_images_per_s
+            );
+            println!("{}", serde_json::to_string(&r)?);
+        }
         BenchCmd::Manifest { pipeline, runs } => {
             let p = load_pipeline(pipeline)?;
             let mut times = Vec::new();
@@ -381,6 +443,81 @@ fn evaluate_cmd(
     Ok(ExitCode::SUCCESS)
 }
 
+fn manifest_dir(cfg: &muxmed::config::PipelineConfig) -> PathBuf {
+    Path::new("data_manifests").join(&cfg.name)
+}
+
+fn prepare_cmd(args: &PipelineArgs) -> Result<ExitCode> {
+    let p = load_pipeline(args)?;
+    let dir = manifest_dir(&p.config);
+    if !dir.join("manifest.json").is_file() {
+        anyhow::bail!(
+            "no manifest at {}: run `muxmed manifest --pipeline {}` first",
+            dir.display(),
+            args.pipeline
+        );
+    }
+    let bar = muxmed::progress::Progress::new(0, "prepare");
+    let started = std::time::Instant::now();
+    let r = muxmed::data::cache::prepare(&dir, &p.config.augment, &|done, total| {
+        bar.set(done as u64, total as u64, "")
+    })?;
+    bar.finish();
+    if r.reused {
+        println!(
+            "cache at {} is complete and current ({} images)",
+            r.dir.display(),
+            r.images
+        );
+    } else {
+        if r.resumed_from > 0 {
+            println!("resumed an interrupted prepare at image {}", r.resumed_from);
+        }
+        println!(
+            "prepared {} images into {} in {:.1} s",
+            r.images,
+            r.dir.display(),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    for s in &r.skipped {
+        println!("skipped: {s}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn augment_cmd(cmd: &AugmentCmd) -> Result<ExitCode> {
+    match cmd {
+        AugmentCmd::Preview {
+            pipeline,
+            images,
+            variants,
+            out,
+        } => {
+            let p = load_pipeline(pipeline)?;
+            let out = out.clone().unwrap_or_else(|| {
+                Path::new("reports").join(format!("augment_preview_{}.png", p.config.name))
+            });
+            let path = muxmed::data::tools::preview(
+                &p.config,
+                &manifest_dir(&p.config),
+                *images,
+                *variants,
+                &out,
+            )?;
+            println!("wrote {}", path.display());
+        }
+        AugmentCmd::Stats(pipeline) => {
+            let p = load_pipeline(pipeline)?;
+            let (m, s, n) = muxmed::data::tools::stats(&p.config, &manifest_dir(&p.config))?;
+            println!("train images: {n}; pixel mean {m:.4}, std {s:.4}");
+            println!("before to_rgb:  - normalize: {{mean: [{m:.4}], std: [{s:.4}]}}");
+            println!("after to_rgb:   - normalize: {{mean: [{m:.4}, {m:.4}, {m:.4}], std: [{s:.4}, {s:.4}, {s:.4}]}}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
@@ -390,6 +527,8 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }),
         Command::Manifest { pipeline, out } => manifest_cmd(pipeline, out.as_deref()),
+        Command::Prepare(p) => prepare_cmd(p),
+        Command::Augment(a) => augment_cmd(a),
         Command::Report {
             predictions,
             labels,

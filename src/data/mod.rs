@@ -29,3 +29,4 @@ pub mod image;
 pub mod loader;
 pub mod manifest;
 pub mod nih;
+pub mod tools;
