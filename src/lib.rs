@@ -10,3 +10,4 @@ pub mod io;
 pub mod model;
 pub mod progress;
 pub mod report;
+pub mod train;

@@ -119,6 +119,37 @@ pub struct TrainConfig {
     /// Clip the global gradient norm at this value; unset disables clipping.
     pub grad_clip_norm: Option<f64>,
     pub seed: u64,
+    /// Batches whose gradients are summed before one optimiser step.
+    pub accum_steps: u32,
+    pub loss: LossKind,
+    /// Weight positives by negatives/positives per label, computed on the train split.
+    pub pos_weight: bool,
+    /// Focusing parameter of the focal loss.
+    pub focal_gamma: f64,
+    /// Keep an exponential moving average of the weights with this decay (e.g. 0.999);
+    /// evaluated and checkpointed separately.
+    pub ema_decay: Option<f64>,
+    /// Stop when val mean AUROC has not improved by `min_delta` for `patience` epochs.
+    pub early_stopping: Option<EarlyStopping>,
+    /// Draw training images inversely to the frequency of their rarest label.
+    pub class_balanced: bool,
+    /// Write a line to events.jsonl every this many optimiser steps.
+    pub log_every: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LossKind {
+    Bce,
+    Focal,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EarlyStopping {
+    pub patience: u32,
+    #[serde(default)]
+    pub min_delta: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,6 +168,8 @@ pub struct RuntimeConfig {
     pub torch_threads: u32,
     /// Image decoding/augmentation threads, separate from libtorch's.
     pub data_workers: u32,
+    /// Batches the loader prepares ahead of the training loop.
+    pub prefetch: u32,
 }
 
 impl Default for PipelineConfig {
@@ -198,6 +231,14 @@ impl Default for TrainConfig {
             freeze_backbone_epochs: 0,
             grad_clip_norm: Some(5.0),
             seed: 0,
+            accum_steps: 1,
+            loss: LossKind::Bce,
+            pos_weight: false,
+            focal_gamma: 2.0,
+            ema_decay: None,
+            early_stopping: None,
+            class_balanced: false,
+            log_every: 20,
         }
     }
 }
@@ -208,6 +249,7 @@ impl Default for RuntimeConfig {
             device: "auto".into(),
             torch_threads: 0,
             data_workers: 2,
+            prefetch: 4,
         }
     }
 }
@@ -612,6 +654,32 @@ impl PipelineConfig {
             return err(
                 "train.min_lr",
                 format!("min_lr {} is above lr {}", t.min_lr, t.lr),
+            );
+        }
+        if t.accum_steps == 0 {
+            return err("train.accum_steps", "must be at least 1".into());
+        }
+        if t.log_every == 0 {
+            return err("train.log_every", "must be at least 1".into());
+        }
+        if !(t.focal_gamma.is_finite() && t.focal_gamma >= 0.0) {
+            return err(
+                "train.focal_gamma",
+                format!("must be zero or positive, got {}", t.focal_gamma),
+            );
+        }
+        if let Some(d) = t.ema_decay {
+            if !(0.0..1.0).contains(&d) {
+                return err("train.ema_decay", format!("must be in [0, 1), got {d}"));
+            }
+        }
+        if t.freeze_backbone_epochs >= t.epochs && t.freeze_backbone_epochs > 0 {
+            return err(
+                "train.freeze_backbone_epochs",
+                format!(
+                    "{} frozen epochs leave none of the {} epochs to fine-tune the backbone",
+                    t.freeze_backbone_epochs, t.epochs
+                ),
             );
         }
         if let Some(c) = t.grad_clip_norm {
