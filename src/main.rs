@@ -32,6 +32,42 @@ enum Command {
     Doctor(PipelineArgs),
     /// Print a pipeline's fully resolved config (after --set overrides) as YAML.
     Config(PipelineArgs),
+    /// Write a synthetic dataset in NIH's exact format (metadata, split lists, boxes, PNGs).
+    Synth {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 2000)]
+        images: usize,
+        /// Patients (default: images / 3.64, as in the real file).
+        #[arg(long)]
+        patients: Option<usize>,
+        /// Image side in pixels.
+        #[arg(long, default_value_t = 128)]
+        size: u32,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// Fine-tune (or resume) a model; writes a run directory under reports/.
+    #[cfg(feature = "torch")]
+    Train {
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+        /// Run directory name under reports/ (default: date-time, arch, resolution).
+        #[arg(long)]
+        run_name: Option<String>,
+        /// Replace an existing run directory of the same name.
+        #[arg(long)]
+        overwrite: bool,
+        /// auto, cpu, cuda or cuda:N (default: runtime.device).
+        #[arg(long)]
+        device: Option<String>,
+        /// Continue reports/RUN from its last.safetensors (optimizer, schedule and data order included).
+        #[arg(long)]
+        resume: Option<PathBuf>,
+        /// Stop as if interrupted after this many optimizer steps (smoke tests).
+        #[arg(long, hide = true)]
+        stop_after_steps: Option<u64>,
+    },
     /// Build data_manifests/<pipeline>/ (train/val/test parquet, manifest.json, summary.csv).
     Manifest {
         #[command(flatten)]
@@ -443,6 +479,71 @@ fn evaluate_cmd(
     Ok(ExitCode::SUCCESS)
 }
 
+#[cfg(feature = "torch")]
+fn train_cmd(
+    pipeline: &PipelineArgs,
+    run_name: &Option<String>,
+    overwrite: bool,
+    device: &Option<String>,
+    resume: &Option<PathBuf>,
+    stop_after_steps: Option<u64>,
+) -> Result<ExitCode> {
+    use muxmed::train::run::{train, Status, TrainArgs};
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone()).context("installing the signal handler")?;
+    }
+    let args = TrainArgs {
+        pipeline: if resume.is_some() {
+            None
+        } else {
+            Some(load_pipeline(pipeline)?)
+        },
+        resume: resume.clone(),
+        run_name: run_name.clone(),
+        overwrite,
+        device: device.clone(),
+        stop_after_steps,
+        reports_dir: PathBuf::from("reports"),
+        manifests_dir: PathBuf::from("data_manifests"),
+        progress: true,
+    };
+    let out = train(&args, stop)?;
+    let s = &out.state;
+    if s.status == Status::Interrupted {
+        println!(
+            "interrupted at epoch {}, step {}; checkpoint written. Resume with:\n  muxmed train --resume {}",
+            s.epoch + 1,
+            s.opt_step,
+            out.run_dir.display()
+        );
+        return Ok(ExitCode::from(130));
+    }
+    if !out.best_per_label.is_empty() {
+        println!(
+            "best epoch {} (val mean AUROC {:.4}):",
+            s.best_epoch.unwrap_or(0),
+            s.best_score.unwrap_or(f64::NAN)
+        );
+        for (l, a) in &out.best_per_label {
+            println!(
+                "  {:<20} {}",
+                l,
+                a.map(|v| format!("{v:.4}"))
+                    .unwrap_or_else(|| "undefined".into())
+            );
+        }
+    }
+    println!(
+        "status: {:?}; peak memory {:.0} MB",
+        s.status, out.peak_rss_mb
+    );
+    println!("run directory: {}", out.run_dir.display());
+    Ok(ExitCode::SUCCESS)
+}
+
 fn manifest_dir(cfg: &muxmed::config::PipelineConfig) -> PathBuf {
     Path::new("data_manifests").join(&cfg.name)
 }
@@ -528,6 +629,50 @@ fn main() -> ExitCode {
         }),
         Command::Manifest { pipeline, out } => manifest_cmd(pipeline, out.as_deref()),
         Command::Prepare(p) => prepare_cmd(p),
+        #[cfg(feature = "torch")]
+        Command::Train {
+            pipeline,
+            run_name,
+            overwrite,
+            device,
+            resume,
+            stop_after_steps,
+        } => train_cmd(
+            pipeline,
+            run_name,
+            *overwrite,
+            device,
+            resume,
+            *stop_after_steps,
+        ),
+        Command::Synth {
+            out,
+            images,
+            patients,
+            size,
+            seed,
+        } => {
+            let started = std::time::Instant::now();
+            let o = muxmed::data::synth::SynthOptions {
+                images: *images,
+                patients: *patients,
+                size: *size,
+                seed: *seed,
+                test_fraction: 0.2,
+            };
+            muxmed::data::synth::write(out, &o)
+                .map(|r| {
+                    println!(
+                        "wrote {} synthetic images of {} patients to {} in {:.1} s",
+                        r.len(),
+                        r.iter().map(|x| x.patient).max().unwrap_or(0),
+                        out.display(),
+                        started.elapsed().as_secs_f64()
+                    );
+                    ExitCode::SUCCESS
+                })
+                .map_err(anyhow::Error::from)
+        }
         Command::Augment(a) => augment_cmd(a),
         Command::Report {
             predictions,

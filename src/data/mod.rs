@@ -29,4 +29,5 @@ pub mod image;
 pub mod loader;
 pub mod manifest;
 pub mod nih;
+pub mod synth;
 pub mod tools;

@@ -1,5 +1,7 @@
 //! Evaluation: metrics (AUROC as scikit-learn computes it, AP, bootstrap CIs by patient,
 //! thresholds, calibration) and scoring of predictions files.
 
+#[cfg(feature = "torch")]
+pub mod inference;
 pub mod metrics;
 pub mod predictions;

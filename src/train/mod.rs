@@ -2,4 +2,6 @@
 
 #[cfg(feature = "torch")]
 pub mod optim;
+#[cfg(feature = "torch")]
+pub mod run;
 pub mod schedule;

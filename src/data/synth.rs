@@ -1,0 +1,486 @@
+//! `muxmed synth`: a ChestX-Ray14 look-alike in NIH's exact file format, so the built-in demo
+//! runs the same code paths as the real data: `Data_Entry_2017_v2020.csv` (all 11 fields),
+//! patient-disjoint `train_val_list.txt` / `test_list.txt`, `BBox_List_2017.csv` (with the
+//! real file's `Infiltrate` spelling) and grayscale PNGs in `images_001/images/...` (about 1%
+//! stored as RGBA with equal channels, as in the real release).
+//!
+//! Metadata follows the real file's statistics (label prevalences, number of findings per
+//! image, images per patient, ages, sexes, views, sizes, pixel spacings). Each image is a
+//! drawn chest radiograph (body, lungs, mediastinum, heart, diaphragm, ribs, noise) and each
+//! finding adds its own pattern with a random severity, some nearly invisible.
+
+use std::f32::consts::PI;
+use std::path::{Path, PathBuf};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+
+use super::nih::METADATA_HEADER;
+use super::LABELS;
+
+/// Label prevalence over all 112,120 images of the real metadata (2020 release).
+pub const REAL_PREVALENCE: [f64; 14] = [
+    0.10309, 0.02476, 0.11877, 0.17743, 0.05157, 0.05647, 0.01276, 0.04729, 0.04163, 0.02054,
+    0.02244, 0.01504, 0.03019, 0.00202,
+];
+/// Fraction of real images with 0, 1, 2, ... findings.
+const N_FINDINGS: [f64; 8] = [
+    0.5384, 0.2762, 0.1276, 0.0433, 0.0111, 0.0027, 0.0006, 0.0001,
+];
+/// Fraction of real patients with 1, 2, ... images (the last bucket is 20 or more).
+const IMAGES_PER_PATIENT: [f64; 20] = [
+    0.5682, 0.1335, 0.0682, 0.0432, 0.0304, 0.0255, 0.0197, 0.016, 0.0126, 0.0104, 0.0091, 0.0076,
+    0.0054, 0.0059, 0.0039, 0.0039, 0.003, 0.0025, 0.0025, 0.0285,
+];
+const SIZES: [(u32, u32); 5] = [
+    (2500, 2048),
+    (2992, 2991),
+    (3056, 2544),
+    (2048, 2500),
+    (2021, 2021),
+];
+const SPACINGS: [f64; 4] = [0.143, 0.168, 0.139, 0.171];
+
+#[derive(Debug, thiserror::Error)]
+pub enum SynthError {
+    #[error("{}: {message}", path.display())]
+    Io { path: PathBuf, message: String },
+    #[error("{0}")]
+    Args(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct SynthOptions {
+    pub images: usize,
+    /// Number of patients; None picks about images / 3.6 as in the real file.
+    pub patients: Option<usize>,
+    pub size: u32,
+    pub seed: u64,
+    /// Fraction of patients in the test list.
+    pub test_fraction: f64,
+}
+
+/// One synthetic image's metadata and drawing parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SynthRecord {
+    pub image_id: String,
+    pub patient: u32,
+    pub follow_up: u32,
+    pub labels: Vec<usize>,
+    pub age: u32,
+    pub male: bool,
+    pub pa: bool,
+    pub size: (u32, u32),
+    pub spacing: f64,
+    pub test: bool,
+}
+
+fn pick(rng: &mut ChaCha8Rng, weights: &[f64]) -> usize {
+    let total: f64 = weights.iter().sum();
+    let mut u = rng.random::<f64>() * total;
+    for (i, w) in weights.iter().enumerate() {
+        if u < *w {
+            return i;
+        }
+        u -= w;
+    }
+    weights.len() - 1
+}
+
+fn normal(rng: &mut ChaCha8Rng) -> f64 {
+    let u1: f64 = rng.random_range(f64::EPSILON..1.0);
+    let u2: f64 = rng.random();
+    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+}
+
+/// The metadata of a synthetic dataset (no pixels), deterministic for the options.
+pub fn metadata(o: &SynthOptions) -> Result<Vec<SynthRecord>, SynthError> {
+    if o.images == 0 {
+        return Err(SynthError::Args("--images must be at least 1".into()));
+    }
+    let patients = o
+        .patients
+        .unwrap_or(((o.images as f64 / 3.64).round() as usize).max(1));
+    if patients == 0 || patients > o.images {
+        return Err(SynthError::Args(format!(
+            "--patients must be between 1 and --images ({}), got {patients}",
+            o.images
+        )));
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(o.seed);
+    // Images per patient: draw from the real distribution, then fix the total.
+    let mut counts: Vec<usize> = (0..patients)
+        .map(|_| pick(&mut rng, &IMAGES_PER_PATIENT) + 1)
+        .collect();
+    let mut total: usize = counts.iter().sum();
+    while total != o.images {
+        let p = rng.random_range(0..patients);
+        if total < o.images {
+            counts[p] += 1;
+            total += 1;
+        } else if counts[p] > 1 {
+            counts[p] -= 1;
+            total -= 1;
+        }
+    }
+    let n_test = ((patients as f64) * o.test_fraction).round() as usize;
+    let mut ids: Vec<usize> = (0..patients).collect();
+    rand::seq::SliceRandom::shuffle(ids.as_mut_slice(), &mut rng);
+    let test: std::collections::HashSet<usize> = ids[..n_test].iter().copied().collect();
+    let mut out = Vec::with_capacity(o.images);
+    for (p, &count) in counts.iter().enumerate() {
+        let pid = p as u32 + 1;
+        let base_age = (46.6 + 16.6 * normal(&mut rng)).clamp(1.0, 94.0) as u32;
+        let male = rng.random_bool(0.565);
+        for f in 0..count {
+            let n = pick(&mut rng, &N_FINDINGS);
+            let mut labels = Vec::new();
+            let mut w = REAL_PREVALENCE.to_vec();
+            for _ in 0..n {
+                let l = pick(&mut rng, &w);
+                w[l] = 0.0;
+                labels.push(l);
+            }
+            labels.sort_unstable();
+            let (sw, sh) = SIZES[pick(&mut rng, &[37153.0, 21961.0, 15340.0, 8683.0, 4411.0])];
+            out.push(SynthRecord {
+                image_id: format!("{pid:08}_{f:03}.png"),
+                patient: pid,
+                follow_up: f as u32,
+                labels,
+                age: (base_age + (f as u32) / 4).min(95),
+                male,
+                pa: rng.random_bool(0.6),
+                size: (sw, sh),
+                spacing: SPACINGS[pick(&mut rng, &[39849.0, 35803.0, 20091.0, 9979.0])],
+                test: test.contains(&p),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// A float canvas with drawing helpers (coordinates in [0, 1] of the image side).
+struct Canvas {
+    s: usize,
+    px: Vec<f32>,
+}
+
+impl Canvas {
+    /// Adds `amount * shape(x, y)` where shape is a soft ellipse centred at (cx, cy).
+    fn ellipse(&mut self, cx: f32, cy: f32, rx: f32, ry: f32, amount: f32, softness: f32) {
+        let s = self.s as f32;
+        let (x0, x1) = (
+            ((cx - rx * 1.6) * s).max(0.0) as usize,
+            (((cx + rx * 1.6) * s) as usize).min(self.s),
+        );
+        let (y0, y1) = (
+            ((cy - ry * 1.6) * s).max(0.0) as usize,
+            (((cy + ry * 1.6) * s) as usize).min(self.s),
+        );
+        for y in y0..y1 {
+            for x in x0..x1 {
+                let dx = ((x as f32 + 0.5) / s - cx) / rx;
+                let dy = ((y as f32 + 0.5) / s - cy) / ry;
+                let d = (dx * dx + dy * dy).sqrt();
+                let v = 1.0 / (1.0 + ((d - 1.0) / softness).exp());
+                self.px[y * self.s + x] += amount * v;
+            }
+        }
+    }
+    fn map(&mut self, f: impl Fn(f32, f32, f32) -> f32) {
+        let s = self.s as f32;
+        for y in 0..self.s {
+            for x in 0..self.s {
+                let i = y * self.s + x;
+                self.px[i] = f((x as f32 + 0.5) / s, (y as f32 + 0.5) / s, self.px[i]);
+            }
+        }
+    }
+}
+
+/// Whether (x, y) is inside one of the two lung fields (image left = patient's right).
+fn in_lung(x: f32, y: f32, emphysema: f32) -> f32 {
+    let ry = 0.25 + 0.03 * emphysema;
+    let l = ((x - 0.32) / 0.14).powi(2) + ((y - 0.45) / ry).powi(2);
+    let r = ((x - 0.68) / 0.14).powi(2) + ((y - 0.45) / ry).powi(2);
+    let m = l.min(r);
+    (1.0 / (1.0 + ((m - 1.0) / 0.08).exp())).clamp(0.0, 1.0)
+}
+
+/// Draws one synthetic radiograph (values in [0, 1]).
+pub fn render(r: &SynthRecord, size: u32, seed: u64) -> Vec<f32> {
+    let s = size as usize;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (r.patient as u64) << 20 ^ r.follow_up as u64);
+    let sev = |rng: &mut ChaCha8Rng| -> f32 {
+        // Some findings are nearly invisible: severity from a skewed distribution.
+        let u: f32 = rng.random();
+        0.08 + 0.92 * u.powf(0.7)
+    };
+    let has = |name: &str| {
+        LABELS
+            .iter()
+            .position(|l| *l == name)
+            .is_some_and(|k| r.labels.contains(&k))
+    };
+    let mut c = Canvas {
+        s,
+        px: vec![0.0; s * s],
+    };
+    let emph = if has("Emphysema") { sev(&mut rng) } else { 0.0 };
+    // Body and soft tissue.
+    c.ellipse(0.5, 0.55, 0.42, 0.55, 0.55, 0.05);
+    // Lungs: dark fields with a bit of per-patient shape jitter.
+    let jitter = rng.random_range(-0.02..0.02f32);
+    c.map(|x, y, v| v - 0.38 * in_lung(x + jitter, y, emph) * (1.0 + 0.35 * emph));
+    // Ribs: curved bright bands across the lungs.
+    let phase = rng.random_range(0.0..PI);
+    c.map(|x, y, v| {
+        let curve = y + 0.06 * ((x - 0.5) * 3.0).powi(2);
+        let rib = ((curve * 55.0 + phase).sin()).max(0.0).powi(2);
+        v + 0.07 * rib * in_lung(x, y, emph)
+    });
+    // Mediastinum and spine.
+    c.ellipse(0.5, 0.45, 0.06, 0.4, 0.35, 0.15);
+    // Heart shadow on the patient's left (image right); enlarged in Cardiomegaly.
+    let cardio = if has("Cardiomegaly") {
+        sev(&mut rng)
+    } else {
+        0.0
+    };
+    let hr = 0.12 * (1.0 + 0.45 * cardio) + rng.random_range(-0.01..0.01);
+    c.ellipse(0.56, 0.62, hr * 1.1, hr * 0.85, 0.32, 0.1);
+    // Diaphragm domes (lower and flatter with emphysema).
+    let dy = 0.7 + 0.05 * emph;
+    c.map(|x, y, v| {
+        let dome = dy
+            + 0.05
+                * ((x - 0.32) / 0.15).powi(2).min(((x - 0.68) / 0.15).powi(2))
+                * (1.0 - 0.6 * emph);
+        v + 0.22 / (1.0 + ((dome - y) / 0.015).exp())
+    });
+    let side = |rng: &mut ChaCha8Rng| if rng.random_bool(0.5) { 0.32f32 } else { 0.68 };
+    for (k, name) in LABELS.iter().enumerate() {
+        if !r.labels.contains(&k) || *name == "Cardiomegaly" || *name == "Emphysema" {
+            continue;
+        }
+        let a = sev(&mut rng);
+        let cx = side(&mut rng) + rng.random_range(-0.05..0.05);
+        match *name {
+            "Atelectasis" => {
+                let y0 = rng.random_range(0.5..0.62);
+                c.map(|x, y, v| {
+                    v + 0.25
+                        * a
+                        * (-((y - y0) / 0.012).powi(2)).exp()
+                        * in_lung(x, y, 0.0)
+                        * (1.0 - ((x - cx) / 0.14).abs()).max(0.0)
+                });
+            }
+            "Effusion" => {
+                let level = 0.68 - 0.12 * a;
+                c.map(|x, y, v| {
+                    let lateral = (x - cx) * if cx < 0.5 { -1.0 } else { 1.0 };
+                    let men = level - 0.05 * lateral.max(0.0) / 0.14;
+                    let inside = (1.0 - ((x - cx) / 0.16).abs()).clamp(0.0, 1.0);
+                    v + 0.45 * a * inside / (1.0 + ((men - y) / 0.01).exp())
+                });
+            }
+            "Infiltration" => {
+                for _ in 0..rng.random_range(3..7) {
+                    let (bx, by) = (
+                        cx + rng.random_range(-0.08..0.08),
+                        rng.random_range(0.3..0.6),
+                    );
+                    c.ellipse(
+                        bx,
+                        by,
+                        rng.random_range(0.02..0.05),
+                        rng.random_range(0.02..0.05),
+                        0.14 * a,
+                        0.4,
+                    );
+                }
+            }
+            "Mass" => {
+                let r0 = 0.045 + 0.03 * a;
+                c.ellipse(
+                    cx,
+                    rng.random_range(0.3..0.55),
+                    r0,
+                    r0,
+                    0.3 * a + 0.05,
+                    0.15,
+                );
+            }
+            "Nodule" => {
+                let r0 = 0.018 + 0.012 * a;
+                c.ellipse(cx, rng.random_range(0.28..0.6), r0, r0, 0.3 * a + 0.05, 0.2);
+            }
+            "Pneumonia" => c.ellipse(cx, rng.random_range(0.45..0.6), 0.09, 0.1, 0.22 * a, 0.5),
+            "Pneumothorax" => {
+                // A dark rim without lung texture at the apex.
+                let y1 = 0.22 + 0.12 * a;
+                c.map(|x, y, v| {
+                    let near = (1.0 - ((x - cx) / 0.14).abs()).clamp(0.0, 1.0);
+                    if y < y1 && near > 0.0 && in_lung(x, y, 0.0) > 0.3 {
+                        v - 0.2 * a * near
+                    } else {
+                        v
+                    }
+                });
+            }
+            "Consolidation" => {
+                c.ellipse(cx, rng.random_range(0.52..0.64), 0.08, 0.06, 0.3 * a, 0.12)
+            }
+            "Edema" => {
+                c.ellipse(0.38, 0.45, 0.08, 0.12, 0.18 * a, 0.6);
+                c.ellipse(0.62, 0.45, 0.08, 0.12, 0.18 * a, 0.6);
+            }
+            "Fibrosis" => {
+                let f = rng.random_range(60.0..90.0f32);
+                c.map(|x, y, v| {
+                    let t = ((x * f).sin() * (y * f * 1.3).cos()).abs().powi(4);
+                    v + 0.18 * a * t * in_lung(x, y, 0.0) * ((y - 0.45) / 0.25).clamp(0.0, 1.0)
+                });
+            }
+            "Pleural_Thickening" => {
+                let edge = if cx < 0.5 { 0.19 } else { 0.81 };
+                c.map(|x, y, v| {
+                    v + 0.3
+                        * a
+                        * (-((x - edge) / 0.015).powi(2)).exp()
+                        * (y > 0.2 && y < 0.65) as u8 as f32
+                });
+            }
+            "Hernia" => {
+                c.ellipse(0.47, 0.66, 0.06, 0.045, 0.25 * a + 0.05, 0.15);
+                c.ellipse(0.47, 0.65, 0.02, 0.015, -0.15 * a, 0.3);
+            }
+            _ => {}
+        }
+    }
+    // Exposure differences and noise.
+    let gain = rng.random_range(0.85..1.15f32);
+    let offset = rng.random_range(0.05..0.15f32);
+    let noise = rng.random_range(0.015..0.04f32);
+    let mut out = c.px;
+    for v in out.iter_mut() {
+        let u1: f32 = rng.random_range(f32::EPSILON..1.0);
+        let u2: f32 = rng.random();
+        let n = (-2.0 * u1.ln()).sqrt() * (2.0 * PI * u2).cos();
+        *v = (offset + gain * *v + noise * n).clamp(0.0, 1.0);
+    }
+    out
+}
+
+/// Writes the whole dataset into `out`; returns the records.
+pub fn write(out: &Path, o: &SynthOptions) -> Result<Vec<SynthRecord>, SynthError> {
+    let io = |p: &Path, e: &dyn std::fmt::Display| SynthError::Io {
+        path: p.to_path_buf(),
+        message: e.to_string(),
+    };
+    if o.size < 32 {
+        return Err(SynthError::Args("--size must be at least 32".into()));
+    }
+    let records = metadata(o)?;
+    std::fs::create_dir_all(out).map_err(|e| io(out, &e))?;
+    // Metadata CSV rows are in image-id order, like the file's own order within a patient.
+    let mut csv = format!("{METADATA_HEADER}\n");
+    for r in &records {
+        let labels = if r.labels.is_empty() {
+            "No Finding".to_string()
+        } else {
+            r.labels
+                .iter()
+                .map(|&k| LABELS[k])
+                .collect::<Vec<_>>()
+                .join("|")
+        };
+        csv += &format!(
+            "{},{labels},{},{},{},{},{},{},{},{},{}\n",
+            r.image_id,
+            r.follow_up,
+            r.patient,
+            r.age,
+            if r.male { "M" } else { "F" },
+            if r.pa { "PA" } else { "AP" },
+            r.size.0,
+            r.size.1,
+            r.spacing,
+            r.spacing
+        );
+    }
+    let p = out.join("Data_Entry_2017_v2020.csv");
+    crate::io::write_atomic(&p, csv.as_bytes()).map_err(|e| io(&p, &e))?;
+    let list = |test: bool| {
+        records
+            .iter()
+            .filter(|r| r.test == test)
+            .map(|r| r.image_id.clone())
+            .collect::<Vec<_>>()
+            .join("\n")
+            + "\n"
+    };
+    for (name, test) in [("train_val_list.txt", false), ("test_list.txt", true)] {
+        let p = out.join(name);
+        crate::io::write_atomic(&p, list(test).as_bytes()).map_err(|e| io(&p, &e))?;
+    }
+    // Boxes for some test images with one of the 8 boxed findings (real file's header and
+    // spelling: `Infiltrate`).
+    let mut bb = String::from("Image Index,Finding Label,Bbox [x,y,w,h],,,\n");
+    let mut rng = ChaCha8Rng::seed_from_u64(o.seed ^ 0xB0B);
+    for r in records.iter().filter(|r| r.test) {
+        for &k in &r.labels {
+            if k < 8 && rng.random_bool(0.3) {
+                let name = if LABELS[k] == "Infiltration" {
+                    "Infiltrate"
+                } else {
+                    LABELS[k]
+                };
+                let (x, y) = (
+                    rng.random_range(150.0..700.0f64),
+                    rng.random_range(150.0..700.0f64),
+                );
+                bb += &format!(
+                    "{},{name},{x:.3},{y:.3},{:.3},{:.3}\n",
+                    r.image_id,
+                    rng.random_range(60.0..250.0f64),
+                    rng.random_range(60.0..250.0f64)
+                );
+            }
+        }
+    }
+    let p = out.join("BBox_List_2017.csv");
+    crate::io::write_atomic(&p, bb.as_bytes()).map_err(|e| io(&p, &e))?;
+    // Images: three folders like images_001/images, about 1% stored as RGBA.
+    let per_folder = records.len().div_ceil(3).max(1);
+    records.par_iter().enumerate().try_for_each(|(i, r)| {
+        let dir = out.join(format!("images_{:03}/images", i / per_folder + 1));
+        std::fs::create_dir_all(&dir).map_err(|e| io(&dir, &e))?;
+        let px: Vec<u8> = render(r, o.size, o.seed)
+            .iter()
+            .map(|v| (v * 255.0).round() as u8)
+            .collect();
+        let rgba = (r.patient as u64 * 31 + r.follow_up as u64) % 100 == 7;
+        let mut png = Vec::new();
+        let enc = image::codecs::png::PngEncoder::new(&mut png);
+        let res = if rgba {
+            let data: Vec<u8> = px.iter().flat_map(|&v| [v, v, v, 255]).collect();
+            image::ImageEncoder::write_image(
+                enc,
+                &data,
+                o.size,
+                o.size,
+                image::ExtendedColorType::Rgba8,
+            )
+        } else {
+            image::ImageEncoder::write_image(enc, &px, o.size, o.size, image::ExtendedColorType::L8)
+        };
+        let p = dir.join(&r.image_id);
+        res.map_err(|e| io(&p, &e))?;
+        crate::io::write_atomic(&p, &png).map_err(|e| io(&p, &e))
+    })?;
+    Ok(records)
+}
