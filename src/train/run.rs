@@ -817,9 +817,14 @@ pub fn train(args: &TrainArgs, stop: Arc<AtomicBool>) -> Result<TrainOutcome> {
             state.epoch_loss_sum / state.epoch_batches.max(1) as f64,
         );
         row.insert("val_loss".into(), preds.loss);
-        row.insert("val_mean_auroc".into(), mean.unwrap_or(f64::NAN));
+        // Undefined values (a label with one class in val) are left out: an empty CSV cell.
+        if let Some(m) = mean {
+            row.insert("val_mean_auroc".into(), m);
+        }
         for (l, a) in labels.iter().zip(&per_label) {
-            row.insert(format!("val_auroc_{l}"), a.unwrap_or(f64::NAN));
+            if let Some(a) = a {
+                row.insert(format!("val_auroc_{l}"), *a);
+            }
         }
         if let Some((_, en)) = &ema {
             let ep = predict_split(

@@ -1,0 +1,294 @@
+//! Training end to end on a tiny synthetic dataset: loss falls, checkpoints, exact resume,
+//! refusal without weights, the non-finite stop, and SIGINT writing a checkpoint.
+#![cfg(feature = "torch")]
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use muxmed::config;
+use muxmed::data::synth::{write, SynthOptions};
+use muxmed::model::weights::read_safetensors;
+use muxmed::train::run::{pos_weights, train, Status, TrainArgs};
+
+struct World {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    pipeline: PathBuf,
+}
+
+fn world(images: usize, extra_yaml: &str) -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    write(
+        &root.join("synth"),
+        &SynthOptions {
+            images,
+            patients: None,
+            size: 64,
+            seed: 1,
+            test_fraction: 0.2,
+        },
+    )
+    .unwrap();
+    let arch = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/archs/muxnet_demo.json");
+    let yaml = format!(
+        "name: tiny\ndata:\n  root: {}\n  val_fraction: 0.25\naugment:\n  working_size: 64\n  train:\n    - random_resized_crop: {{size: 64, scale: [0.8, 1.0]}}\n    - to_rgb\n    - normalize_imagenet\n  eval:\n    - to_rgb\n    - normalize_imagenet\nmodel:\n  arch: {}\n  weights: null\n  from_scratch: true\n  drop_rate: 0.1\ntrain:\n  resolution: 64\n  epochs: 3\n  batch_size: 16\n  lr: 0.003\n  warmup_epochs: 0.5\n  log_every: 2\nruntime:\n  device: cpu\n  data_workers: 2\n{extra_yaml}",
+        root.join("synth").display(),
+        arch.display()
+    );
+    let pipeline = root.join("tiny.yaml");
+    std::fs::write(&pipeline, yaml).unwrap();
+    let cfg = config::load(&pipeline, &[]).unwrap().config;
+    let mdir = root.join("data_manifests/tiny");
+    muxmed::data::manifest::build(&cfg.data, true)
+        .unwrap()
+        .write(&mdir)
+        .unwrap();
+    muxmed::data::cache::prepare(&mdir, &cfg.augment, &|_, _| {}).unwrap();
+    World {
+        _dir: dir,
+        root,
+        pipeline,
+    }
+}
+
+fn args(w: &World, run: &str, overrides: &[&str]) -> TrainArgs {
+    TrainArgs {
+        pipeline: Some(
+            config::load(
+                &w.pipeline,
+                &overrides.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            )
+            .unwrap(),
+        ),
+        run_name: Some(run.into()),
+        reports_dir: w.root.join("reports"),
+        manifests_dir: w.root.join("data_manifests"),
+        ..Default::default()
+    }
+}
+
+fn no_stop() -> Arc<AtomicBool> {
+    Arc::new(AtomicBool::new(false))
+}
+
+#[test]
+fn trains_checkpoints_and_loss_falls() {
+    let w = world(120, "");
+    let out = train(&args(&w, "run", &[]), no_stop()).unwrap();
+    assert_eq!(out.state.status, Status::Finished);
+    let h = &out.state.history;
+    assert_eq!(h.len(), 3);
+    assert!(
+        h[2]["train_loss"] < h[0]["train_loss"],
+        "{} -> {}",
+        h[0]["train_loss"],
+        h[2]["train_loss"]
+    );
+    for f in [
+        "last.safetensors",
+        "best.safetensors",
+        "metrics.csv",
+        "events.jsonl",
+        "state.json",
+        "run.json",
+        "config.resolved.yaml",
+        "manifest.json",
+        "train.log",
+    ] {
+        assert!(out.run_dir.join(f).is_file(), "{f}");
+    }
+    let csv = std::fs::read_to_string(out.run_dir.join("metrics.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 4);
+    assert!(csv.starts_with("epoch,train_loss,val_loss,val_mean_auroc,val_auroc_Atelectasis"));
+    // The best checkpoint loads strictly into a fresh network of the run's architecture.
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let arch = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/archs/muxnet_demo.json");
+    muxmed::model::network::Network::build(
+        &vs.root(),
+        arch.to_str().unwrap(),
+        14,
+        0.0,
+        muxmed::model::muxnet::HeadInit::Reference,
+    )
+    .unwrap();
+    muxmed::model::weights::load_strict(&vs, &out.run_dir.join("best.safetensors")).unwrap();
+    // A second run of the same name is refused.
+    let e = train(&args(&w, "run", &[]), no_stop())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("already exists") && e.contains("--overwrite"),
+        "{e}"
+    );
+}
+
+fn model_only(t: &std::collections::BTreeMap<String, tch::Tensor>) -> Vec<(&String, &tch::Tensor)> {
+    t.iter()
+        .filter(|(k, _)| !k.starts_with("optim.") && !k.starts_with("ema."))
+        .collect()
+}
+
+#[test]
+fn interrupted_and_resumed_run_ends_like_an_uninterrupted_one() {
+    let w = world(120, "");
+    let straight = train(&args(&w, "straight", &["train.ema_decay=0.9"]), no_stop()).unwrap();
+    // Stop in the middle of epoch 2 (4 steps per epoch), then resume.
+    let mut a = args(&w, "resumed", &["train.ema_decay=0.9"]);
+    a.stop_after_steps = Some(6);
+    let first = train(&a, no_stop()).unwrap();
+    assert_eq!(first.state.status, Status::Interrupted);
+    assert_eq!((first.state.epoch, first.state.opt_step), (1, 6));
+    let resumed = train(
+        &TrainArgs {
+            resume: Some(first.run_dir.clone()),
+            reports_dir: w.root.join("reports"),
+            manifests_dir: w.root.join("data_manifests"),
+            ..Default::default()
+        },
+        no_stop(),
+    )
+    .unwrap();
+    assert_eq!(resumed.state.status, Status::Finished);
+    let a = read_safetensors(&straight.run_dir.join("last.safetensors")).unwrap();
+    let b = read_safetensors(&resumed.run_dir.join("last.safetensors")).unwrap();
+    assert_eq!(a.len(), b.len());
+    for ((ka, ta), (kb, tb)) in model_only(&a).into_iter().zip(model_only(&b)) {
+        assert_eq!(ka, kb);
+        let d = (ta - tb).abs().max().double_value(&[]);
+        assert!(d < 1e-5, "{ka}: {d}");
+    }
+    let ema_diff = (&a["ema.conv_head.weight"] - &b["ema.conv_head.weight"])
+        .abs()
+        .max()
+        .double_value(&[]);
+    assert!(ema_diff < 1e-5);
+    for (ha, hb) in straight.state.history.iter().zip(&resumed.state.history) {
+        for key in [
+            "train_loss",
+            "val_loss",
+            "val_mean_auroc",
+            "val_mean_auroc_ema",
+        ] {
+            assert!(
+                (ha[key] - hb[key]).abs() < 1e-5,
+                "{key}: {} vs {}",
+                ha[key],
+                hb[key]
+            );
+        }
+    }
+}
+
+#[test]
+fn refuses_to_start_without_weights_unless_from_scratch() {
+    let w = world(40, "");
+    let e = train(
+        &args(
+            &w,
+            "r",
+            &[
+                "model.from_scratch=false",
+                "model.weights=nowhere/muxnet_m.safetensors",
+            ],
+        ),
+        no_stop(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("nowhere/muxnet_m.safetensors")
+            && e.contains("muxmed model import")
+            && e.contains("from_scratch"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_non_finite_loss_stops_the_run() {
+    let w = world(40, "");
+    let e = train(
+        &args(
+            &w,
+            "nan",
+            &[
+                "train.lr=1e30",
+                "train.warmup_epochs=0",
+                "train.grad_clip_norm=null",
+            ],
+        ),
+        no_stop(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("the loss became") && e.contains("last good checkpoint"),
+        "{e}"
+    );
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(w.root.join("reports/nan/state.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(state["status"], "failed_non_finite");
+}
+
+#[test]
+fn pos_weight_is_negatives_over_positives() {
+    let split = muxmed::data::dataset::SplitData {
+        split: "train".into(),
+        label_names: vec!["A".into(), "B".into(), "C".into()],
+        image_ids: vec!["1".into(), "2".into(), "3".into(), "4".into()],
+        paths: vec![None; 4],
+        patients: vec!["p".into(); 4],
+        labels: vec![
+            vec![1.0, 0.0, 0.0],
+            vec![0.0, 0.0, 0.0],
+            vec![0.0, 1.0, 0.0],
+            vec![0.0, 1.0, 0.0],
+        ],
+    };
+    assert_eq!(pos_weights(&split), vec![3.0, 1.0, 1.0]);
+}
+
+#[test]
+fn sigint_finishes_the_step_writes_a_checkpoint_and_says_how_to_resume() {
+    let w = world(200, "");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_muxmed"))
+        .current_dir(&w.root)
+        .args(["train", "--pipeline"])
+        .arg(&w.pipeline)
+        .args(["--run-name", "sig", "--set", "train.epochs=20"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the first logged steps, then interrupt.
+    let events = w.root.join("reports/sig/events.jsonl");
+    let t = std::time::Instant::now();
+    while !events.is_file() && t.elapsed().as_secs() < 120 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(events.is_file(), "training never logged a step");
+    std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("muxmed train --resume"), "{stdout}");
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(w.root.join("reports/sig/state.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(state["status"], "interrupted");
+    assert!(state["opt_step"].as_u64().unwrap() >= 2);
+    read_safetensors(&w.root.join("reports/sig/last.safetensors")).unwrap();
+}
