@@ -47,6 +47,20 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+    /// Probabilities for new PNG/JPEG files with a run's preprocessing.
+    #[cfg(feature = "torch")]
+    Predict {
+        /// A checkpoint written by `muxmed train` (e.g. reports/RUN/best.safetensors).
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Image files or folders.
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+        #[arg(short = 'o', long, default_value = "predictions.csv")]
+        out: PathBuf,
+        #[arg(long)]
+        device: Option<String>,
+    },
     /// Fine-tune (or resume) a model; writes a run directory under reports/.
     #[cfg(feature = "torch")]
     Train {
@@ -84,13 +98,25 @@ enum Command {
     /// Score a predictions CSV against NIH labels: per-label AUROC with patient-bootstrap CIs,
     /// AP, thresholds, calibration. Writes metrics_<name>.json.
     Evaluate {
+        /// A run directory to evaluate (reports/RUN).
+        #[arg(long, conflicts_with_all = ["predictions", "labels"])]
+        run: Option<PathBuf>,
+        /// With --run: which weights.
+        #[arg(long, value_enum, default_value = "best")]
+        checkpoint: CheckpointArg,
+        /// With --run: average over augment.eval and the augment.tta pipelines (reported separately).
+        #[arg(long)]
+        tta: bool,
+        /// With --run: device (default: the run's runtime.device).
+        #[arg(long)]
+        device: Option<String>,
         /// CSV with `Image Index` (or `image_id`) and one probability column per label
         /// (`Effusion` or `prob_Effusion`).
-        #[arg(long)]
-        predictions: PathBuf,
+        #[arg(long, requires = "labels")]
+        predictions: Option<PathBuf>,
         /// NIH metadata CSV (plain or .gz) giving the labels and patients.
         #[arg(long)]
-        labels: PathBuf,
+        labels: Option<PathBuf>,
         /// Only score images in this list (e.g. test_list.txt).
         #[arg(long)]
         split_list: Option<PathBuf>,
@@ -114,14 +140,17 @@ enum Command {
     },
     /// Figures (PNG + SVG), report.md and a self-contained report.html for a predictions file.
     Report {
+        /// A run directory (after `muxmed evaluate --run`); the report goes to RUN/report/.
+        #[arg(long, conflicts_with_all = ["predictions", "labels"])]
+        run: Option<PathBuf>,
+        #[arg(long, requires_all = ["labels", "out"])]
+        predictions: Option<PathBuf>,
         #[arg(long)]
-        predictions: PathBuf,
-        #[arg(long)]
-        labels: PathBuf,
+        labels: Option<PathBuf>,
         #[arg(long)]
         split_list: Option<PathBuf>,
         #[arg(long)]
-        out: PathBuf,
+        out: Option<PathBuf>,
         #[arg(long, default_value = "test")]
         split: String,
         #[arg(long, default_value_t = 1000)]
@@ -433,6 +462,61 @@ fn manifest_cmd(args: &PipelineArgs, out: Option<&Path>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `--checkpoint` values (mirrors the library's enum so the non-torch build parses too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum CheckpointArg {
+    Best,
+    Last,
+    Ema,
+}
+
+#[cfg(feature = "torch")]
+fn evaluate_run_cmd(
+    run: &Path,
+    split: &str,
+    ck: CheckpointArg,
+    tta: bool,
+    opt: muxmed::eval::predictions::EvalOptions,
+    device: Option<&str>,
+) -> Result<ExitCode> {
+    use muxmed::eval::run_eval::{evaluate_run, Checkpoint};
+    let ck = match ck {
+        CheckpointArg::Best => Checkpoint::Best,
+        CheckpointArg::Last => Checkpoint::Last,
+        CheckpointArg::Ema => Checkpoint::Ema,
+    };
+    let r = evaluate_run(
+        run,
+        Path::new("data_manifests"),
+        split,
+        ck,
+        tta,
+        &opt,
+        device,
+    )?;
+    print!("{}", r.evaluation.table());
+    println!(
+        "wrote {} and {}",
+        r.predictions_csv.display(),
+        r.metrics_json.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(not(feature = "torch"))]
+fn evaluate_run_cmd(
+    _run: &Path,
+    _split: &str,
+    _ck: CheckpointArg,
+    _tta: bool,
+    _opt: muxmed::eval::predictions::EvalOptions,
+    _device: Option<&str>,
+) -> Result<ExitCode> {
+    anyhow::bail!(
+        "evaluating a run needs libtorch: this muxmed was built without the `torch` feature"
+    )
+}
+
 fn evaluate_cmd(
     predictions: &Path,
     labels: &Path,
@@ -630,6 +714,18 @@ fn main() -> ExitCode {
         Command::Manifest { pipeline, out } => manifest_cmd(pipeline, out.as_deref()),
         Command::Prepare(p) => prepare_cmd(p),
         #[cfg(feature = "torch")]
+        Command::Predict {
+            checkpoint,
+            images,
+            out,
+            device,
+        } => muxmed::eval::run_eval::predict_files(checkpoint, images, out, device.as_deref()).map(
+            |n| {
+                println!("wrote probabilities for {n} images to {}", out.display());
+                ExitCode::SUCCESS
+            },
+        ),
+        #[cfg(feature = "torch")]
         Command::Train {
             pipeline,
             run_name,
@@ -675,6 +771,7 @@ fn main() -> ExitCode {
         }
         Command::Augment(a) => augment_cmd(a),
         Command::Report {
+            run,
             predictions,
             labels,
             split_list,
@@ -682,24 +779,39 @@ fn main() -> ExitCode {
             split,
             bootstrap,
             seed,
-        } => muxmed::report::report_predictions(
-            predictions,
-            labels,
-            split_list.as_deref(),
-            out,
-            split,
-            &muxmed::eval::predictions::EvalOptions {
-                resamples: *bootstrap,
-                seed: *seed,
-                ..Default::default()
-            },
-        )
-        .map(|(ev, html)| {
-            print!("{}", ev.table());
-            println!("wrote {}", html.display());
-            ExitCode::SUCCESS
-        }),
+        } => match (run, predictions, labels, out) {
+            (Some(run), _, _, _) => {
+                muxmed::report::report_run(run, Path::new("data_manifests"), split).map(|html| {
+                    println!("wrote {}", html.display());
+                    ExitCode::SUCCESS
+                })
+            }
+            (None, Some(p), Some(l), Some(o)) => muxmed::report::report_predictions(
+                p,
+                l,
+                split_list.as_deref(),
+                o,
+                split,
+                &muxmed::eval::predictions::EvalOptions {
+                    resamples: *bootstrap,
+                    seed: *seed,
+                    ..Default::default()
+                },
+            )
+            .map(|(ev, html)| {
+                print!("{}", ev.table());
+                println!("wrote {}", html.display());
+                ExitCode::SUCCESS
+            }),
+            _ => Err(anyhow::anyhow!(
+                "give --run reports/RUN, or --predictions P.csv --labels METADATA.csv --out DIR"
+            )),
+        },
         Command::Evaluate {
+            run,
+            checkpoint,
+            tta,
+            device,
             predictions,
             labels,
             split_list,
@@ -709,20 +821,31 @@ fn main() -> ExitCode {
             seed,
             sensitivity,
             thresholds_from,
-        } => evaluate_cmd(
-            predictions,
-            labels,
-            split_list.as_deref(),
-            out.as_deref(),
-            split,
-            muxmed::eval::predictions::EvalOptions {
+        } => {
+            let opt = muxmed::eval::predictions::EvalOptions {
                 resamples: *bootstrap,
                 seed: *seed,
                 sensitivity_target: *sensitivity,
                 thresholds: None,
-            },
-            thresholds_from.as_deref(),
-        ),
+            };
+            match (run, predictions, labels) {
+                (Some(run), _, _) => {
+                    evaluate_run_cmd(run, split, *checkpoint, *tta, opt, device.as_deref())
+                }
+                (None, Some(p), Some(l)) => evaluate_cmd(
+                    p,
+                    l,
+                    split_list.as_deref(),
+                    out.as_deref(),
+                    split,
+                    opt,
+                    thresholds_from.as_deref(),
+                ),
+                _ => Err(anyhow::anyhow!(
+                    "give --run reports/RUN, or --predictions P.csv with --labels METADATA.csv"
+                )),
+            }
+        }
         #[cfg(feature = "torch")]
         Command::Model(m) => model_cmd(m),
         Command::Bench(b) => bench_cmd(b),

@@ -15,6 +15,8 @@ pub struct AugmentConfig {
     pub skip_bad_images: bool,
     pub train: Vec<Stage>,
     pub eval: Vec<Stage>,
+    /// Extra evaluation pipelines averaged with `eval` by `muxmed evaluate --tta`.
+    pub tta: Vec<Vec<Stage>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -163,6 +165,7 @@ impl Default for AugmentConfig {
                 Stage::ToRgb,
                 Stage::NormalizeImagenet,
             ],
+            tta: vec![],
         }
     }
 }

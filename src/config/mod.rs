@@ -695,7 +695,11 @@ impl PipelineConfig {
             );
         }
         let want = (3, t.resolution, t.resolution);
-        for (name, stages) in [("train", &a.train), ("eval", &a.eval)] {
+        let tta_names: Vec<String> = (0..a.tta.len()).map(|i| format!("tta[{i}]")).collect();
+        let mut lists: Vec<(&str, &Vec<augment::Stage>)> =
+            vec![("train", &a.train), ("eval", &a.eval)];
+        lists.extend(tta_names.iter().map(String::as_str).zip(&a.tta));
+        for (name, stages) in lists {
             match augment::output_shape(stages, a.working_size) {
                 Err((i, m)) => return err(&format!("augment.{name}[{i}]"), m),
                 Ok(shape) if shape != want => {

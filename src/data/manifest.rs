@@ -487,7 +487,10 @@ pub fn build(d: &DataConfig, scan_images: bool) -> Result<Manifest, ManifestErro
     }
     let labels: Vec<String> = label_idx.iter().map(|&l| LABELS[l].to_string()).collect();
     let protocol = serde_json::to_value(d.protocol).unwrap_or_default();
-    assemble(all, &labels, sources, protocol, d, audit)
+    let mut m = assemble(all, &labels, sources, protocol, d, audit)?;
+    // `muxmed synth` leaves this marker so every report can say the data is synthetic.
+    m.json["synthetic"] = serde_json::json!(d.root.join("SYNTHETIC.txt").is_file());
+    Ok(m)
 }
 
 pub(super) fn source_entry(p: &Path) -> Result<serde_json::Value, ManifestError> {

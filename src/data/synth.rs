@@ -412,6 +412,12 @@ pub fn write(out: &Path, o: &SynthOptions) -> Result<Vec<SynthRecord>, SynthErro
             r.spacing
         );
     }
+    let marker = out.join("SYNTHETIC.txt");
+    crate::io::write_atomic(
+        &marker,
+        b"Made by `muxmed synth`: synthetic images and labels in NIH's file format. Numbers measured on them say nothing about real chest X-rays.\n",
+    )
+    .map_err(|e| io(&marker, &e))?;
     let p = out.join("Data_Entry_2017_v2020.csv");
     crate::io::write_atomic(&p, csv.as_bytes()).map_err(|e| io(&p, &e))?;
     let list = |test: bool| {

@@ -5,3 +5,5 @@
 pub mod inference;
 pub mod metrics;
 pub mod predictions;
+#[cfg(feature = "torch")]
+pub mod run_eval;

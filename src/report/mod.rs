@@ -368,3 +368,259 @@ mod tests {
         }
     }
 }
+
+/// Reads a run's `metrics.csv` into rows of numbers (empty cells left out).
+pub fn read_metrics_csv(path: &Path) -> Result<Vec<std::collections::BTreeMap<String, f64>>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap_or("").split(',').collect();
+    Ok(lines
+        .map(|l| {
+            header
+                .iter()
+                .zip(l.split(','))
+                .filter_map(|(h, v)| Some((h.to_string(), v.parse::<f64>().ok()?)))
+                .collect()
+        })
+        .collect())
+}
+
+/// Reads a predictions CSV written by `evaluate --run` (image_id, patient_id, one column per label).
+fn read_run_predictions(
+    path: &Path,
+    labels: &[String],
+) -> Result<std::collections::HashMap<String, Vec<f64>>> {
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "reading {}: run `muxmed evaluate --run` first",
+            path.display()
+        )
+    })?;
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap_or("").split(',').collect();
+    let cols: Vec<usize> = labels
+        .iter()
+        .map(|l| {
+            header
+                .iter()
+                .position(|h| h == l)
+                .ok_or_else(|| anyhow::anyhow!("{}: no column {l}", path.display()))
+        })
+        .collect::<Result<_>>()?;
+    let mut out = std::collections::HashMap::new();
+    for (i, l) in lines.enumerate() {
+        let f: Vec<&str> = l.split(',').collect();
+        let probs = cols
+            .iter()
+            .map(|&c| {
+                f.get(c)
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .ok_or_else(|| anyhow::anyhow!("{}, line {}: bad value", path.display(), i + 2))
+            })
+            .collect::<Result<Vec<f64>>>()?;
+        out.insert(f[0].to_string(), probs);
+    }
+    Ok(out)
+}
+
+/// `muxmed report --run reports/RUN [--split test]`: every figure, training curves, label
+/// prevalence per split, report.md and report.html in `reports/RUN/report/`.
+pub fn report_run(run_dir: &Path, manifests_dir: &Path, split: &str) -> Result<PathBuf> {
+    use crate::data::dataset::load_split;
+    let cfg = crate::config::load(&run_dir.join("config.resolved.yaml"), &[])
+        .with_context(|| format!("{} is not a muxmed run directory", run_dir.display()))?
+        .config;
+    let mdir = manifests_dir.join(&cfg.name);
+    let data = load_split(&mdir, split)?;
+    let preds = read_run_predictions(
+        &run_dir.join(format!("predictions_{split}.csv")),
+        &data.label_names,
+    )?;
+    let metrics_path = run_dir.join(format!("metrics_{split}.json"));
+    let recorded: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&metrics_path).with_context(|| {
+            format!(
+                "reading {}: run `muxmed evaluate --run` first",
+                metrics_path.display()
+            )
+        })?)?;
+    // Recompute with the same bootstrap settings and thresholds, so the figures and the
+    // tables come from the same code and agree with metrics_<split>.json.
+    let opt = EvalOptions {
+        resamples: recorded["bootstrap"]["resamples"].as_u64().unwrap_or(1000) as usize,
+        seed: recorded["bootstrap"]["seed"].as_u64().unwrap_or(0),
+        sensitivity_target: recorded["per_label"][0]["chosen"]["sensitivity_target"]
+            .as_f64()
+            .unwrap_or(0.9),
+        thresholds: Some((
+            predictions::thresholds_from(&metrics_path)?,
+            recorded["threshold_source"]
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
+        )),
+    };
+    let mut j = Joined {
+        y: vec![],
+        s: vec![],
+        patients: vec![],
+        labels: data.label_names.clone(),
+        predictions_without_labels: 0,
+        labelled_without_predictions: 0,
+    };
+    for ((id, p), l) in data.image_ids.iter().zip(&data.patients).zip(&data.labels) {
+        match preds.get(id) {
+            Some(pr) => {
+                j.y.push(l.iter().map(|v| *v > 0.5).collect());
+                j.s.push(pr.clone());
+                j.patients.push(p.parse().unwrap_or_else(|_| {
+                    p.bytes().fold(0x811c_9dc5u32, |h, b| {
+                        (h ^ b as u32).wrapping_mul(0x0100_0193)
+                    })
+                }));
+            }
+            None => j.labelled_without_predictions += 1,
+        }
+    }
+    let ev = predictions::evaluate(&j, split, &opt);
+    let out = run_dir.join("report");
+    let subtitle = format!("{split} split ({} images)", ev.n_images);
+    let mut figs = figures(&out, &j, &ev, &subtitle)?;
+    let history = read_metrics_csv(&run_dir.join("metrics.csv")).unwrap_or_default();
+    if !history.is_empty() {
+        figs.insert(
+            1,
+            plots::training_curves(
+                &out,
+                &history,
+                &run_dir
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            )?,
+        );
+    }
+    // Label prevalence per split, from the manifest.
+    let mut sets = Vec::new();
+    for s in crate::data::manifest::SPLITS {
+        if let Ok(d) = load_split(&mdir, s) {
+            let n = d.len().max(1) as f64;
+            sets.push((
+                format!("{s} ({} images)", d.len()),
+                (0..d.label_names.len())
+                    .map(|k| d.labels.iter().filter(|l| l[k] > 0.5).count() as f64 / n)
+                    .collect(),
+            ));
+        }
+    }
+    if let Some(pos) = figs.iter().position(|f| f.name == "prevalence") {
+        figs[pos] = plots::prevalence_chart(&out, &data.label_names, &sets, "per split")?;
+    }
+
+    let run: serde_json::Value = std::fs::read_to_string(run_dir.join("run.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
+    let manifest: serde_json::Value = std::fs::read_to_string(run_dir.join("manifest.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
+    let total_s: f64 = history.iter().filter_map(|r| r.get("epoch_time_s")).sum();
+    let mut facts = vec![
+        ("run".to_string(), run_dir.display().to_string()),
+        (
+            "model".into(),
+            format!(
+                "{} ({} parameters, {} multiply-adds per image at {}x{})",
+                cfg.model.arch,
+                run["params"],
+                run["madds"]
+                    .as_u64()
+                    .map(|m| format!("{:.1}M", m as f64 / 1e6))
+                    .unwrap_or("n/a".into()),
+                cfg.train.resolution,
+                cfg.train.resolution
+            ),
+        ),
+        (
+            "weights".into(),
+            if cfg.model.from_scratch {
+                "none: trained from scratch".into()
+            } else {
+                format!(
+                    "{} (sha256 {})",
+                    run["weights"]["path"].as_str().unwrap_or("?"),
+                    run["weights"]["sha256"].as_str().unwrap_or("?")
+                )
+            },
+        ),
+        (
+            "data".into(),
+            format!(
+                "manifest {} (sha256 {}); protocol {}, seed {}",
+                mdir.display(),
+                run["manifest_sha256"].as_str().unwrap_or("?"),
+                manifest["protocol"],
+                manifest["seed"]
+            ),
+        ),
+    ];
+    if let Some(src) = manifest["sources"].as_object() {
+        for (k, v) in src {
+            facts.push((
+                format!("source: {k}"),
+                format!(
+                    "{} (sha256 {})",
+                    v["path"].as_str().unwrap_or(""),
+                    v["sha256"].as_str().unwrap_or("")
+                ),
+            ));
+        }
+    }
+    facts.push((
+        "training".into(),
+        format!(
+            "{} epochs, {:.0} s, seed {}, device {}",
+            history.len(),
+            total_s,
+            cfg.train.seed,
+            run["device"].as_str().unwrap_or("?")
+        ),
+    ));
+    facts.push((
+        "evaluated".into(),
+        format!(
+            "{split} split, checkpoint best.safetensors, {} images from {} patients",
+            ev.n_images, ev.n_patients
+        ),
+    ));
+    let mut warnings = Vec::new();
+    if manifest["synthetic"].as_bool() == Some(true) {
+        warnings.push("synthetic data (made by `muxmed synth`): these numbers say nothing about real chest X-rays and must not be compared with the published ones.".to_string());
+    }
+    if cfg.model.from_scratch {
+        warnings.push("trained from scratch, without pretrained weights.".into());
+    }
+    if manifest["protocol"].as_str() != Some("official") {
+        warnings.push(format!(
+            "split protocol {}: not comparable with the official-split references.",
+            manifest["protocol"]
+        ));
+    } else if split != "test" {
+        warnings.push(format!("evaluated on the {split} split, which was used to choose the checkpoint: optimistic, and not comparable with published test numbers."));
+    }
+    let ctx = ReportContext {
+        title: format!(
+            "muxmed report: {}",
+            run_dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        ),
+        facts,
+        warnings,
+    };
+    let (_, html) = write_documents(&out, &ctx, &ev, &figs)?;
+    Ok(html)
+}

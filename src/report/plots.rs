@@ -552,3 +552,112 @@ pub fn prevalence_chart(
         }
     )
 }
+
+/// Train/val loss, val mean AUROC and learning rate per epoch (from metrics.csv).
+pub fn training_curves(
+    dir: &Path,
+    rows: &[std::collections::BTreeMap<String, f64>],
+    subtitle: &str,
+) -> Result<Figure, PlotError> {
+    let title = format!("Training curves, {subtitle}");
+    let get = |k: &str| -> Vec<(f64, f64)> {
+        rows.iter()
+            .filter_map(|r| Some((*r.get("epoch")?, *r.get(k)?)))
+            .collect()
+    };
+    let n_epochs = rows.len().max(1) as f64;
+    render!(
+        dir,
+        "training_curves",
+        title,
+        (1500, 480),
+        |root: &DrawingArea<_, Shift>| {
+            root.fill(&WHITE).map_err(e2s)?;
+            let root = root
+                .titled(
+                    &title,
+                    ("sans-serif", 22).into_font().style(FontStyle::Bold),
+                )
+                .map_err(e2s)?;
+            let panels = root.split_evenly((1, 3));
+            let specs: [(&str, Vec<(&str, Vec<(f64, f64)>, RGBColor)>); 3] = [
+                (
+                    "loss",
+                    vec![
+                        ("train loss", get("train_loss"), BLUE),
+                        ("val loss", get("val_loss"), RED),
+                    ],
+                ),
+                (
+                    "val mean AUROC",
+                    vec![
+                        ("val mean AUROC", get("val_mean_auroc"), DARK_GREEN),
+                        ("EMA", get("val_mean_auroc_ema"), MAGENTA),
+                    ],
+                ),
+                (
+                    "learning rate",
+                    vec![
+                        ("head", get("lr_head"), BLUE),
+                        ("backbone", get("lr_backbone"), RED),
+                    ],
+                ),
+            ];
+            for (area, (ylabel, series)) in panels.iter().zip(specs.iter()) {
+                let ys: Vec<f64> = series
+                    .iter()
+                    .flat_map(|(_, v, _)| v.iter().map(|p| p.1))
+                    .collect();
+                let (lo, hi) = ys
+                    .iter()
+                    .fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(*v), b.max(*v)));
+                let (lo, hi) = if ys.is_empty() {
+                    (0.0, 1.0)
+                } else if hi > lo {
+                    (lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo))
+                } else {
+                    (lo - 0.5, hi + 0.5)
+                };
+                let mut chart = ChartBuilder::on(area)
+                    .margin(10)
+                    .x_label_area_size(35)
+                    .y_label_area_size(60)
+                    .build_cartesian_2d(0.5f64..n_epochs + 0.5, lo..hi)
+                    .map_err(e2s)?;
+                chart
+                    .configure_mesh()
+                    .x_desc("epoch")
+                    .y_desc(*ylabel)
+                    .label_style(("sans-serif", 13))
+                    .light_line_style(WHITE.mix(0.0))
+                    .draw()
+                    .map_err(e2s)?;
+                for (name, pts, color) in series {
+                    if pts.is_empty() {
+                        continue;
+                    }
+                    let color = *color;
+                    chart
+                        .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
+                        .map_err(e2s)?
+                        .label(*name)
+                        .legend(move |(x, y)| {
+                            PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
+                        });
+                    chart
+                        .draw_series(pts.iter().map(|p| Circle::new(*p, 3, color.filled())))
+                        .map_err(e2s)?;
+                }
+                chart
+                    .configure_series_labels()
+                    .position(SeriesLabelPosition::UpperRight)
+                    .label_font(("sans-serif", 13))
+                    .background_style(WHITE.mix(0.85))
+                    .border_style(BLACK.mix(0.4))
+                    .draw()
+                    .map_err(e2s)?;
+            }
+            Ok(())
+        }
+    )
+}

@@ -310,6 +310,15 @@ fn checkpoint_meta(
     let mut m = BTreeMap::new();
     m.insert("muxmed_checkpoint".into(), kind.into());
     m.insert("arch".into(), cfg.model.arch.clone());
+    // A custom architecture travels inside the checkpoint, so `predict` needs no other file.
+    if cfg.model.arch.ends_with(".json") {
+        if let Ok(spec) = crate::model::ArchSpec::from_json_file(Path::new(&cfg.model.arch)) {
+            m.insert(
+                "arch_json".into(),
+                serde_json::to_string(&spec).unwrap_or_default(),
+            );
+        }
+    }
     m.insert(
         "labels".into(),
         serde_json::to_string(labels).unwrap_or_default(),
@@ -336,7 +345,7 @@ fn model_tensors(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
 }
 
 /// Copies the tensors named like `vs`'s variables (optionally under `prefix`) into it.
-fn load_into(vs: &nn::VarStore, t: &BTreeMap<String, Tensor>, prefix: &str) -> Result<()> {
+pub fn load_into(vs: &nn::VarStore, t: &BTreeMap<String, Tensor>, prefix: &str) -> Result<()> {
     tch::no_grad(|| {
         for (name, var) in vs.variables() {
             let src = t
