@@ -29,12 +29,16 @@ lint: setup
 
 ci: test lint
 
+# The main job on the built-in synthetic dataset (see scripts/demo.sh).
 demo: build
-	@echo "The built-in synthetic dataset is not there yet; running 'muxmed doctor' instead."
-	$(BIN) doctor
+	@bash scripts/demo.sh
 
+# Benchmarks that print figures (release build): model speed, data pipeline against the
+# PIL baseline, manifest build on the real metadata.
 bench: build
 	$(BIN) bench model --arch muxnet_m --batch 32 --resolution 224
+	bash benches/run_data_bench.sh
+	$(BIN) bench manifest --set data.root=../shared/data/nih
 
 clean-libtorch:
 	rm -rf "$(LIBTORCH_PREFIX)" .libtorch

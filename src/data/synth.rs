@@ -94,6 +94,36 @@ fn normal(rng: &mut ChaCha8Rng) -> f64 {
     (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
 }
 
+/// Label weights for drawing an image's findings without replacement such that each label's
+/// overall prevalence matches [`REAL_PREVALENCE`] (drawing without replacement with the
+/// prevalences themselves under-represents the common labels). Found once by a fixed-point
+/// iteration on a seeded simulation.
+fn calibrated_weights() -> &'static [f64; 14] {
+    static W: std::sync::OnceLock<[f64; 14]> = std::sync::OnceLock::new();
+    W.get_or_init(|| {
+        let mut w = REAL_PREVALENCE;
+        for round in 0..8 {
+            let mut rng = ChaCha8Rng::seed_from_u64(0xCA1B + round);
+            let draws = 40_000;
+            let mut hits = [0f64; 14];
+            for _ in 0..draws {
+                let n = pick(&mut rng, &N_FINDINGS);
+                let mut ww = w.to_vec();
+                for _ in 0..n {
+                    let l = pick(&mut rng, &ww);
+                    ww[l] = 0.0;
+                    hits[l] += 1.0;
+                }
+            }
+            for k in 0..14 {
+                let achieved = (hits[k] / draws as f64).max(1e-6);
+                w[k] *= (REAL_PREVALENCE[k] / achieved).clamp(0.5, 2.0);
+            }
+        }
+        w
+    })
+}
+
 /// The metadata of a synthetic dataset (no pixels), deterministic for the options.
 pub fn metadata(o: &SynthOptions) -> Result<Vec<SynthRecord>, SynthError> {
     if o.images == 0 {
@@ -136,7 +166,7 @@ pub fn metadata(o: &SynthOptions) -> Result<Vec<SynthRecord>, SynthError> {
         for f in 0..count {
             let n = pick(&mut rng, &N_FINDINGS);
             let mut labels = Vec::new();
-            let mut w = REAL_PREVALENCE.to_vec();
+            let mut w = calibrated_weights().to_vec();
             for _ in 0..n {
                 let l = pick(&mut rng, &w);
                 w[l] = 0.0;

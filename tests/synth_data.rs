@@ -1,0 +1,144 @@
+//! The built-in synthetic dataset: NIH's format, the real file's statistics, deterministic.
+
+use std::path::{Path, PathBuf};
+
+use muxmed::config::DataConfig;
+use muxmed::data::manifest::build;
+use muxmed::data::synth::{metadata, write, SynthOptions};
+use muxmed::data::LABELS;
+use polars::prelude::ChunkAgg;
+
+fn opts(images: usize, seed: u64) -> SynthOptions {
+    SynthOptions {
+        images,
+        patients: None,
+        size: 64,
+        seed,
+        test_fraction: 0.2,
+    }
+}
+
+#[test]
+fn synthetic_dataset_passes_the_manifest_audit_and_decodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("synth");
+    let recs = write(&root, &opts(400, 3)).unwrap();
+    let header = std::fs::read_to_string(root.join("Data_Entry_2017_v2020.csv")).unwrap();
+    assert!(header.starts_with(muxmed::data::nih::METADATA_HEADER));
+    let d = DataConfig {
+        root: root.clone(),
+        ..Default::default()
+    };
+    // The same audit as the real file: patient-disjoint lists, known labels, images present.
+    let m = build(&d, true).unwrap();
+    assert_eq!(m.audit.images, 400);
+    assert_eq!(m.audit.missing_images, 0);
+    assert_eq!(m.audit.shared_patients_between_splits, 0);
+    assert_eq!(m.json["synthetic"], true);
+    // Boxes use the real file's `Infiltrate` spelling and land on test images.
+    let bb = std::fs::read_to_string(root.join("BBox_List_2017.csv")).unwrap();
+    assert!(bb.starts_with("Image Index,Finding Label,Bbox [x,y,w,h],,,"));
+    let boxed: u32 = m.frames["test"]
+        .column("n_boxes")
+        .unwrap()
+        .u32()
+        .unwrap()
+        .sum()
+        .unwrap();
+    assert_eq!(boxed as usize, bb.lines().count() - 1);
+    // Three image folders in the images_00N/images layout, some RGBA, all decodable.
+    for k in 1..=3 {
+        assert!(root.join(format!("images_{k:03}/images")).is_dir());
+    }
+    let mut rgba = 0;
+    let found = muxmed::data::nih::scan_images(&root).unwrap();
+    for r in &recs {
+        let p = found[&r.image_id].clone();
+        let raw = image::open(&p).unwrap();
+        if raw.color() == image::ColorType::Rgba8 {
+            rgba += 1;
+        }
+        let g = muxmed::data::image::decode_file(&p).unwrap();
+        assert_eq!((g.width, g.height), (64, 64));
+    }
+    assert!(rgba >= 1, "expected a few RGBA images");
+}
+
+#[test]
+fn label_prevalence_follows_the_real_file() {
+    // Real prevalence computed here from the real metadata (not from the generator's table).
+    let real = muxmed::data::nih::parse_metadata(
+        &muxmed::data::nih::read_text(
+            &Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../shared/data/nih/Data_Entry_2017_v2020.csv.gz"),
+        )
+        .unwrap(),
+        &PathBuf::from("real"),
+    )
+    .unwrap();
+    let n_real = real.len() as f64;
+    let recs = metadata(&opts(30_000, 11)).unwrap();
+    let n = recs.len() as f64;
+    // Stated tolerance: within 0.01 absolute and 25% relative for every label (sampling error
+    // at 30,000 images is about 0.002 for the common labels).
+    for (k, l) in LABELS.iter().enumerate() {
+        let r = real.iter().filter(|x| x.labels.contains(&k)).count() as f64 / n_real;
+        let s = recs.iter().filter(|x| x.labels.contains(&k)).count() as f64 / n;
+        assert!(
+            (s - r).abs() < 0.01 && (s - r).abs() <= 0.25 * r + 0.002,
+            "{l}: synthetic {s:.4} vs real {r:.4}"
+        );
+    }
+    let nf_real = real.iter().filter(|x| x.labels.is_empty()).count() as f64 / n_real;
+    let nf = recs.iter().filter(|x| x.labels.is_empty()).count() as f64 / n;
+    assert!((nf - nf_real).abs() < 0.01, "No Finding {nf} vs {nf_real}");
+    // Several follow-ups per patient, as in the real file (3.64 images per patient).
+    let patients = recs.iter().map(|r| r.patient).max().unwrap() as f64;
+    assert!((n / patients - 3.64).abs() < 0.2);
+}
+
+#[test]
+fn a_fixed_seed_gives_byte_identical_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    write(&a, &opts(60, 5)).unwrap();
+    write(&b, &opts(60, 5)).unwrap();
+    let files = |root: &Path| -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = walk(root)
+            .into_iter()
+            .map(|p| p.strip_prefix(root).unwrap().to_path_buf())
+            .collect();
+        v.sort();
+        v
+    };
+    let fa = files(&a);
+    assert_eq!(fa, files(&b));
+    assert!(fa.len() > 60);
+    for f in &fa {
+        assert_eq!(
+            std::fs::read(a.join(f)).unwrap(),
+            std::fs::read(b.join(f)).unwrap(),
+            "{}",
+            f.display()
+        );
+    }
+    let c = dir.path().join("c");
+    write(&c, &opts(60, 6)).unwrap();
+    assert_ne!(
+        std::fs::read(a.join("Data_Entry_2017_v2020.csv")).unwrap(),
+        std::fs::read(c.join("Data_Entry_2017_v2020.csv")).unwrap()
+    );
+}
+
+fn walk(p: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(p).unwrap() {
+        let e = e.unwrap().path();
+        if e.is_dir() {
+            out.extend(walk(&e));
+        } else {
+            out.push(e);
+        }
+    }
+    out
+}
