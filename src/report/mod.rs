@@ -353,22 +353,6 @@ pub fn report_predictions(
     Ok((ev, html))
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn base64_matches_rfc4648_vectors() {
-        for (i, o) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foobar", "Zm9vYmFy"),
-        ] {
-            assert_eq!(super::base64(i.as_bytes()), o);
-        }
-    }
-}
-
 /// Reads a run's `metrics.csv` into rows of numbers (empty cells left out).
 pub fn read_metrics_csv(path: &Path) -> Result<Vec<std::collections::BTreeMap<String, f64>>> {
     let text =
@@ -623,4 +607,20 @@ pub fn report_run(run_dir: &Path, manifests_dir: &Path, split: &str) -> Result<P
     };
     let (_, html) = write_documents(&out, &ctx, &ev, &figs)?;
     Ok(html)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn base64_matches_rfc4648_vectors() {
+        for (i, o) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(super::base64(i.as_bytes()), o);
+        }
+    }
 }

@@ -553,6 +553,9 @@ pub fn prevalence_chart(
     )
 }
 
+/// A panel of the training curves: y label and (name, points, colour) series.
+type Panel<'a> = (&'a str, Vec<(&'a str, Vec<(f64, f64)>, RGBColor)>);
+
 /// Train/val loss, val mean AUROC and learning rate per epoch (from metrics.csv).
 pub fn training_curves(
     dir: &Path,
@@ -580,7 +583,7 @@ pub fn training_curves(
                 )
                 .map_err(e2s)?;
             let panels = root.split_evenly((1, 3));
-            let specs: [(&str, Vec<(&str, Vec<(f64, f64)>, RGBColor)>); 3] = [
+            let specs: [Panel; 3] = [
                 (
                     "loss",
                     vec![
