@@ -39,12 +39,18 @@ impl Checkpoint {
     }
 }
 
+/// A trained network with what is needed to feed it.
+pub struct LoadedCheckpoint {
+    pub vs: nn::VarStore,
+    pub net: Network,
+    pub labels: Vec<String>,
+    pub eval_stages: Vec<Stage>,
+    pub working_size: u32,
+}
+
 /// Builds the network described by a checkpoint's metadata and loads its weights
 /// (optimiser and EMA tensors in `last.safetensors` are ignored).
-pub fn load_checkpoint(
-    path: &Path,
-    device: Device,
-) -> Result<(nn::VarStore, Network, Vec<String>, Vec<Stage>, u32)> {
+pub fn load_checkpoint(path: &Path, device: Device) -> Result<LoadedCheckpoint> {
     let meta = read_metadata(path)?;
     let get = |k: &str| {
         meta.get(k).cloned().ok_or_else(|| {
@@ -80,7 +86,13 @@ pub fn load_checkpoint(
     };
     let t = read_safetensors(path)?;
     load_into(&vs, &t, "").with_context(|| format!("loading {}", path.display()))?;
-    Ok((vs, net, labels, stages, working))
+    Ok(LoadedCheckpoint {
+        vs,
+        net,
+        labels,
+        eval_stages: stages,
+        working_size: working,
+    })
 }
 
 fn joined(split: &SplitData, probs: Vec<Vec<f64>>) -> Joined {
@@ -154,7 +166,7 @@ pub fn evaluate_run(
             }
         );
     }
-    let (_vs, net, _labels, _, _) = load_checkpoint(&ck_path, device)?;
+    let net = load_checkpoint(&ck_path, device)?.net;
     let mdir = manifests_dir.join(&cfg.name);
     let cache = Arc::new(Cache::open(&mdir, &cfg.augment).map_err(|e| anyhow!("{e}"))?);
     let mut pipelines = vec![cfg.augment.eval.clone()];
@@ -252,7 +264,13 @@ pub fn predict_files(
     device: Option<&str>,
 ) -> Result<usize> {
     let device = pick_device(device.unwrap_or("auto"))?;
-    let (_vs, net, labels, stages, working) = load_checkpoint(checkpoint, device)?;
+    let LoadedCheckpoint {
+        net,
+        labels,
+        eval_stages: stages,
+        working_size: working,
+        ..
+    } = load_checkpoint(checkpoint, device)?;
     let mut files = Vec::new();
     for p in inputs {
         if p.is_dir() {
