@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 bin=target/release/muxmed
 pipeline=chestxray-demo
 run=reports/demo
-images=${DEMO_IMAGES:-3000}
+images=${DEMO_IMAGES:-5000}
 start=$(date +%s)
 step() { echo; echo "== $*"; }
 

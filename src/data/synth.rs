@@ -263,7 +263,7 @@ pub fn render(r: &SynthRecord, size: u32, seed: u64) -> Vec<f32> {
     c.ellipse(0.5, 0.55, 0.42, 0.55, 0.55, 0.05);
     // Lungs: dark fields with a bit of per-patient shape jitter.
     let jitter = rng.random_range(-0.02..0.02f32);
-    c.map(|x, y, v| v - 0.38 * in_lung(x + jitter, y, emph) * (1.0 + 0.35 * emph));
+    c.map(|x, y, v| v - 0.38 * in_lung(x + jitter, y, emph) * (1.0 + 0.12 * emph));
     // Ribs: curved bright bands across the lungs.
     let phase = rng.random_range(0.0..PI);
     c.map(|x, y, v| {
@@ -282,7 +282,7 @@ pub fn render(r: &SynthRecord, size: u32, seed: u64) -> Vec<f32> {
     let hr = 0.12 * (1.0 + 0.45 * cardio) + rng.random_range(-0.01..0.01);
     c.ellipse(0.56, 0.62, hr * 1.1, hr * 0.85, 0.32, 0.1);
     // Diaphragm domes (lower and flatter with emphysema).
-    let dy = 0.7 + 0.05 * emph;
+    let dy = 0.7 + 0.025 * emph;
     c.map(|x, y, v| {
         let dome = dy
             + 0.05
@@ -309,12 +309,12 @@ pub fn render(r: &SynthRecord, size: u32, seed: u64) -> Vec<f32> {
                 });
             }
             "Effusion" => {
-                let level = 0.68 - 0.12 * a;
+                let level = 0.69 - 0.08 * a;
                 c.map(|x, y, v| {
                     let lateral = (x - cx) * if cx < 0.5 { -1.0 } else { 1.0 };
                     let men = level - 0.05 * lateral.max(0.0) / 0.14;
                     let inside = (1.0 - ((x - cx) / 0.16).abs()).clamp(0.0, 1.0);
-                    v + 0.45 * a * inside / (1.0 + ((men - y) / 0.01).exp())
+                    v + 0.25 * a * inside / (1.0 + ((men - y) / 0.01).exp())
                 });
             }
             "Infiltration" => {
@@ -369,10 +369,10 @@ pub fn render(r: &SynthRecord, size: u32, seed: u64) -> Vec<f32> {
                 c.ellipse(0.62, 0.45, 0.08, 0.12, 0.18 * a, 0.6);
             }
             "Fibrosis" => {
-                let f = rng.random_range(60.0..90.0f32);
+                let f = rng.random_range(28.0..40.0f32);
                 c.map(|x, y, v| {
                     let t = ((x * f).sin() * (y * f * 1.3).cos()).abs().powi(4);
-                    v + 0.18 * a * t * in_lung(x, y, 0.0) * ((y - 0.45) / 0.25).clamp(0.0, 1.0)
+                    v + 0.16 * a * t * in_lung(x, y, 0.0) * ((y - 0.4) / 0.2).clamp(0.0, 1.0)
                 });
             }
             "Pleural_Thickening" => {

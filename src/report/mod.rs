@@ -142,7 +142,15 @@ fn table_rows(ev: &Evaluation) -> Vec<[String; 9]> {
                 m.n.to_string(),
                 m.positives.to_string(),
                 fmt(m.auroc),
-                fmt_ci(m.auroc_ci),
+                if m.positives < FEW_POSITIVES && m.auroc.is_some() {
+                    format!(
+                        "{} (only {} positives: unreliable)",
+                        fmt_ci(m.auroc_ci),
+                        m.positives
+                    )
+                } else {
+                    fmt_ci(m.auroc_ci)
+                },
                 m.average_precision
                     .map(|v| format!("{v:.4}"))
                     .unwrap_or("–".into()),
@@ -153,6 +161,9 @@ fn table_rows(ev: &Evaluation) -> Vec<[String; 9]> {
         })
         .collect()
 }
+
+/// Below this many positives a label's AUROC and interval are flagged as unreliable.
+const FEW_POSITIVES: usize = 10;
 
 const HEADERS: [&str; 9] = [
     "label",
