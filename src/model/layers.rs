@@ -113,6 +113,18 @@ pub fn channel_to_space(x: &Tensor) -> Tensor {
         .view([n, c / 4, h * 2, w * 2])
 }
 
+/// Splits the channels into `splits`, applies one part each, concatenates the results.
+fn split_apply_cat<P>(
+    x: &Tensor,
+    splits: &[i64],
+    parts: &[P],
+    f: impl Fn(&P, &Tensor) -> Tensor,
+) -> Tensor {
+    let chunks = x.split_with_sizes(splits, 1);
+    let outs: Vec<Tensor> = chunks.iter().zip(parts).map(|(xi, p)| f(p, xi)).collect();
+    Tensor::cat(&outs, 1)
+}
+
 /// One branch of a MUXConv layer, by the sign of its scale.
 #[derive(Debug)]
 enum MuxBranch {
@@ -173,17 +185,11 @@ impl MuxConv {
     }
 
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        let parts = x.split_with_sizes(self.splits.as_slice(), 1);
-        let outs: Vec<Tensor> = parts
-            .iter()
-            .zip(&self.branches)
-            .map(|(xi, b)| match b {
-                MuxBranch::Coarser(c) => channel_to_space(&c.forward(&space_to_channel(xi))),
-                MuxBranch::Same(c) => c.forward(xi),
-                MuxBranch::Finer(c) => space_to_channel(&c.forward(&channel_to_space(xi))),
-            })
-            .collect();
-        Tensor::cat(&outs, 1)
+        split_apply_cat(x, &self.splits, &self.branches, |b, xi| match b {
+            MuxBranch::Coarser(c) => channel_to_space(&c.forward(&space_to_channel(xi))),
+            MuxBranch::Same(c) => c.forward(xi),
+            MuxBranch::Finer(c) => space_to_channel(&c.forward(&channel_to_space(xi))),
+        })
     }
 }
 
@@ -233,13 +239,7 @@ impl MixedConv {
     }
 
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        let parts = x.split_with_sizes(self.splits.as_slice(), 1);
-        let outs: Vec<Tensor> = parts
-            .iter()
-            .zip(&self.convs)
-            .map(|(xi, c)| c.forward(xi))
-            .collect();
-        Tensor::cat(&outs, 1)
+        split_apply_cat(x, &self.splits, &self.convs, |c, xi| c.forward(xi))
     }
 }
 

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Once;
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
@@ -126,15 +127,19 @@ fn auroc_text(c: &LabelCurves) -> String {
     }
 }
 
-fn roc_panel<DB: DrawingBackend>(
-    area: &DrawingArea<DB, Shift>,
-    c: &LabelCurves,
+/// A unit-square chart (both axes 0..1) with a caption and axis titles, as every per-label
+/// panel draws.
+fn unit_chart<'a, DB: DrawingBackend>(
+    area: &'a DrawingArea<DB, Shift>,
+    caption: &str,
+    x_desc: &str,
+    y_desc: &str,
     big: bool,
-) -> DrawResult {
+) -> Result<ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>, String> {
     let (title_size, label_size) = if big { (22, 16) } else { (15, 11) };
     let mut chart = ChartBuilder::on(area)
         .caption(
-            &c.label,
+            caption,
             ("sans-serif", title_size)
                 .into_font()
                 .style(FontStyle::Bold),
@@ -146,14 +151,30 @@ fn roc_panel<DB: DrawingBackend>(
         .map_err(e2s)?;
     chart
         .configure_mesh()
-        .x_desc("false positive rate")
-        .y_desc("true positive rate")
+        .x_desc(x_desc)
+        .y_desc(y_desc)
         .x_labels(6)
         .y_labels(6)
         .label_style(("sans-serif", label_size))
         .light_line_style(WHITE.mix(0.0))
         .draw()
         .map_err(e2s)?;
+    Ok(chart)
+}
+
+fn roc_panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    c: &LabelCurves,
+    big: bool,
+) -> DrawResult {
+    let label_size = if big { 16 } else { 11 };
+    let mut chart = unit_chart(
+        area,
+        &c.label,
+        "false positive rate",
+        "true positive rate",
+        big,
+    )?;
     chart
         .draw_series(LineSeries::new(
             vec![(0.0, 0.0), (1.0, 1.0)],
@@ -237,26 +258,7 @@ pub fn pr_grid(dir: &Path, curves: &[LabelCurves], subtitle: &str) -> Result<Fig
         curves,
         &title,
         &|area, c| {
-            let mut chart = ChartBuilder::on(area)
-                .caption(
-                    &c.label,
-                    ("sans-serif", 15).into_font().style(FontStyle::Bold),
-                )
-                .margin(6)
-                .x_label_area_size(28)
-                .y_label_area_size(34)
-                .build_cartesian_2d(0f64..1f64, 0f64..1f64)
-                .map_err(e2s)?;
-            chart
-                .configure_mesh()
-                .x_desc("recall")
-                .y_desc("precision")
-                .x_labels(6)
-                .y_labels(6)
-                .label_style(("sans-serif", 11))
-                .light_line_style(WHITE.mix(0.0))
-                .draw()
-                .map_err(e2s)?;
+            let mut chart = unit_chart(area, &c.label, "recall", "precision", false)?;
             chart
                 .draw_series(LineSeries::new(
                     vec![(0.0, c.prevalence), (1.0, c.prevalence)],
@@ -303,26 +305,13 @@ pub fn reliability_grid(
         title,
         (1600, 1500),
         |root: &DrawingArea<_, Shift>| grid(root, curves, &title, &|area, c| {
-            let mut chart = ChartBuilder::on(area)
-                .caption(
-                    format!("{} (ECE {:.3})", c.label, c.ece),
-                    ("sans-serif", 15).into_font().style(FontStyle::Bold),
-                )
-                .margin(6)
-                .x_label_area_size(28)
-                .y_label_area_size(34)
-                .build_cartesian_2d(0f64..1f64, 0f64..1f64)
-                .map_err(e2s)?;
-            chart
-                .configure_mesh()
-                .x_desc("mean predicted probability")
-                .y_desc("observed frequency")
-                .x_labels(6)
-                .y_labels(6)
-                .label_style(("sans-serif", 11))
-                .light_line_style(WHITE.mix(0.0))
-                .draw()
-                .map_err(e2s)?;
+            let mut chart = unit_chart(
+                area,
+                &format!("{} (ECE {:.3})", c.label, c.ece),
+                "mean predicted probability",
+                "observed frequency",
+                false,
+            )?;
             chart
                 .draw_series(LineSeries::new(
                     vec![(0.0, 0.0), (1.0, 1.0)],

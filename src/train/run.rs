@@ -358,6 +358,17 @@ pub fn load_into(vs: &nn::VarStore, t: &BTreeMap<String, Tensor>, prefix: &str) 
     })
 }
 
+/// AUROC of every label of a split for predicted probabilities (None where undefined).
+fn label_aurocs(split: &SplitData, probs: &[Vec<f64>]) -> Vec<Option<f64>> {
+    (0..split.label_names.len())
+        .map(|j| {
+            let y: Vec<bool> = split.labels.iter().map(|l| l[j] > 0.5).collect();
+            let s: Vec<f64> = probs.iter().map(|p| p[j]).collect();
+            auroc(&y, &s)
+        })
+        .collect()
+}
+
 /// Runs (or resumes) a training run.
 pub fn train(args: &TrainArgs, stop: Arc<AtomicBool>) -> Result<TrainOutcome> {
     // --- Run directory and config ------------------------------------------------------
@@ -811,13 +822,7 @@ pub fn train(args: &TrainArgs, stop: Arc<AtomicBool>) -> Result<TrainOutcome> {
             device,
         )
         .map_err(anyhow::Error::msg)?;
-        let per_label: Vec<Option<f64>> = (0..labels.len())
-            .map(|j| {
-                let y: Vec<bool> = val_split.labels.iter().map(|l| l[j] > 0.5).collect();
-                let s: Vec<f64> = preds.probs.iter().map(|p| p[j]).collect();
-                auroc(&y, &s)
-            })
-            .collect();
+        let per_label = label_aurocs(&val_split, &preds.probs);
         let mean = mean_defined(&per_label);
         let mut row = BTreeMap::new();
         row.insert("epoch".to_string(), (epoch + 1) as f64);
@@ -846,18 +851,7 @@ pub fn train(args: &TrainArgs, stop: Arc<AtomicBool>) -> Result<TrainOutcome> {
                 device,
             )
             .map_err(anyhow::Error::msg)?;
-            let pl: Vec<Option<f64>> = (0..labels.len())
-                .map(|j| {
-                    auroc(
-                        &val_split
-                            .labels
-                            .iter()
-                            .map(|l| l[j] > 0.5)
-                            .collect::<Vec<_>>(),
-                        &ep.probs.iter().map(|p| p[j]).collect::<Vec<_>>(),
-                    )
-                })
-                .collect();
+            let pl = label_aurocs(&val_split, &ep.probs);
             row.insert(
                 "val_mean_auroc_ema".into(),
                 mean_defined(&pl).unwrap_or(f64::NAN),
