@@ -11,6 +11,14 @@ use muxmed::data::synth::{write, SynthOptions};
 use muxmed::model::weights::read_safetensors;
 use muxmed::train::run::{pos_weights, train, Status, TrainArgs};
 
+/// libtorch's random generator is global to the process and the tests of this file run in
+/// parallel threads: training tests take this lock so their seeded draws do not interleave.
+static TORCH: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn torch_lock() -> std::sync::MutexGuard<'static, ()> {
+    TORCH.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 struct World {
     _dir: tempfile::TempDir,
     root: PathBuf,
@@ -75,6 +83,7 @@ fn no_stop() -> Arc<AtomicBool> {
 
 #[test]
 fn trains_checkpoints_and_loss_falls() {
+    let _torch = torch_lock();
     let w = world(120, "");
     let out = train(&args(&w, "run", &[]), no_stop()).unwrap();
     assert_eq!(out.state.status, Status::Finished);
@@ -132,6 +141,7 @@ fn model_only(t: &std::collections::BTreeMap<String, tch::Tensor>) -> Vec<(&Stri
 
 #[test]
 fn interrupted_and_resumed_run_ends_like_an_uninterrupted_one() {
+    let _torch = torch_lock();
     let w = world(120, "");
     let straight = train(&args(&w, "straight", &["train.ema_decay=0.9"]), no_stop()).unwrap();
     // Stop in the middle of epoch 2 (4 steps per epoch), then resume.
@@ -183,6 +193,7 @@ fn interrupted_and_resumed_run_ends_like_an_uninterrupted_one() {
 
 #[test]
 fn refuses_to_start_without_weights_unless_from_scratch() {
+    let _torch = torch_lock();
     let w = world(40, "");
     let e = train(
         &args(
@@ -207,6 +218,7 @@ fn refuses_to_start_without_weights_unless_from_scratch() {
 
 #[test]
 fn a_non_finite_loss_stops_the_run() {
+    let _torch = torch_lock();
     let w = world(40, "");
     let e = train(
         &args(
@@ -295,6 +307,7 @@ fn sigint_finishes_the_step_writes_a_checkpoint_and_says_how_to_resume() {
 
 #[test]
 fn evaluate_report_and_predict_a_trained_run() {
+    let _torch = torch_lock();
     use muxmed::eval::predictions::EvalOptions;
     use muxmed::eval::run_eval::{evaluate_run, predict_files, Checkpoint};
     let w = world(160, "");
