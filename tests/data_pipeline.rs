@@ -304,3 +304,66 @@ fn same_seed_gives_identical_batches_with_1_and_4_workers() {
     // Another epoch: another order and other augmentations.
     assert_ne!(run(1, 1), one);
 }
+
+#[test]
+fn jpeg_decodes_like_its_png_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = image::open(nih("images/00000211_000.png"))
+        .unwrap()
+        .to_luma8();
+    let jpg = dir.path().join("x.jpg");
+    src.save(&jpg).unwrap();
+    let g = decode_file(&jpg).unwrap();
+    assert_eq!((g.width, g.height, g.bits), (1024, 1024, 8));
+    let mean_abs: f32 = g
+        .data
+        .iter()
+        .zip(src.pixels())
+        .map(|(a, p)| (a - p.0[0] as f32 / 255.0).abs())
+        .sum::<f32>()
+        / g.data.len() as f32;
+    assert!(mean_abs < 0.02, "{mean_abs}");
+}
+
+#[test]
+fn class_balanced_sampling_favours_rare_labels() {
+    use muxmed::data::dataset::SplitData;
+    use muxmed::data::loader::epoch_order;
+    // 90 images without findings, 10 with the only label.
+    let n = 100;
+    let split = SplitData {
+        split: "train".into(),
+        label_names: vec!["Rare".into()],
+        image_ids: (0..n).map(|i| i.to_string()).collect(),
+        paths: vec![None; n],
+        patients: (0..n).map(|i| i.to_string()).collect(),
+        labels: (0..n)
+            .map(|i| vec![if i < 10 { 1.0 } else { 0.0 }])
+            .collect(),
+    };
+    let o = LoaderOptions {
+        batch_size: 10,
+        shuffle: true,
+        class_balanced: true,
+        drop_last: false,
+        seed: 1,
+        epoch: 0,
+        workers: 1,
+        prefetch: 1,
+    };
+    let order = epoch_order(&split, &o);
+    assert_eq!(order.len(), n);
+    let rare = order.iter().filter(|&&i| i < 10).count();
+    // Balanced by class frequency: about half the draws are the rare label (10% without).
+    assert!((35..=65).contains(&rare), "{rare}");
+    let plain = epoch_order(
+        &split,
+        &LoaderOptions {
+            class_balanced: false,
+            ..o
+        },
+    );
+    let mut sorted = plain.clone();
+    sorted.sort();
+    assert_eq!(sorted, (0..n).collect::<Vec<_>>());
+}

@@ -409,3 +409,72 @@ fn evaluate_report_and_predict_a_trained_run() {
         assert!(html.parent().unwrap().join(f).is_file(), "{f}");
     }
 }
+
+#[test]
+fn early_stopping_and_tta() {
+    let _torch = torch_lock();
+    let w = world(120, "");
+    // An improvement of 1.0 in AUROC is impossible: stop after patience 1.
+    let out = train(
+        &args(
+            &w,
+            "es",
+            &[
+                "train.epochs=5",
+                "train.early_stopping={patience: 1, min_delta: 1.0}",
+            ],
+        ),
+        no_stop(),
+    )
+    .unwrap();
+    assert_eq!(out.state.status, Status::EarlyStopped);
+    assert_eq!(out.state.history.len(), 2);
+    // TTA with a configured pipeline writes separate files.
+    let out = train(&args(&w, "tta", &["train.epochs=1", "augment.tta=[[{random_resized_crop: {size: 64, scale: [0.9, 0.9]}}, to_rgb, normalize_imagenet]]"]), no_stop()).unwrap();
+    let opt = muxmed::eval::predictions::EvalOptions {
+        resamples: 20,
+        ..Default::default()
+    };
+    let r = muxmed::eval::run_eval::evaluate_run(
+        &out.run_dir,
+        &w.root.join("data_manifests"),
+        "test",
+        muxmed::eval::run_eval::Checkpoint::Best,
+        true,
+        &opt,
+        Some("cpu"),
+    )
+    .unwrap();
+    assert!(
+        r.predictions_csv.ends_with("predictions_test_tta.csv")
+            && r.metrics_json.ends_with("metrics_test_tta.json")
+    );
+    assert!(!out.run_dir.join("metrics_test.json").exists());
+}
+
+#[test]
+fn train_without_the_nih_data_says_where_it_is_expected() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_muxmed"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args([
+            "train",
+            "--pipeline",
+            "chestxray",
+            "--set",
+            "data.root=/nonexistent/nih",
+            "--set",
+            "name=no-such-pipeline-data",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        "/nonexistent/nih",
+        "data.root",
+        "nihcc.app.box.com",
+        "make demo",
+    ] {
+        assert!(err.contains(want), "{want}: {err}");
+    }
+}
