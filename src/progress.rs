@@ -60,3 +60,88 @@ impl Progress {
         }
     }
 }
+
+/// Training progress: an epoch bar above a step bar (loss, images/s, ETA) on a terminal;
+/// a plain line every 10 s (and one per epoch) otherwise.
+pub struct TrainProgress {
+    bars: Option<(indicatif::MultiProgress, ProgressBar, ProgressBar)>,
+    last: std::sync::Mutex<Instant>,
+}
+
+impl TrainProgress {
+    pub fn new(epochs: u64, steps: u64) -> Self {
+        let bars = std::io::stderr().is_terminal().then(|| {
+            let m = indicatif::MultiProgress::new();
+            let e = m.add(ProgressBar::new(epochs));
+            e.set_style(
+                ProgressStyle::with_template(
+                    "epochs [{elapsed_precise}] {bar:30} {pos}/{len} {msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            let s = m.add(ProgressBar::new(steps));
+            s.set_style(
+                ProgressStyle::with_template("steps  {wide_bar} {pos}/{len} {msg} (ETA {eta})")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            (m, e, s)
+        });
+        TrainProgress {
+            bars,
+            last: std::sync::Mutex::new(Instant::now()),
+        }
+    }
+
+    /// Position inside the current epoch (1-based epoch).
+    pub fn step(
+        &self,
+        epoch: u64,
+        epochs: u64,
+        step: u64,
+        steps: u64,
+        loss: f64,
+        images_per_s: f64,
+    ) {
+        let msg = format!("epoch {epoch}/{epochs} loss {loss:.4} {images_per_s:.1} img/s");
+        match &self.bars {
+            Some((_, e, s)) => {
+                e.set_position(epoch - 1);
+                s.set_length(steps);
+                s.set_position(step);
+                s.set_message(msg);
+            }
+            None => {
+                let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+                if last.elapsed() >= Duration::from_secs(10) || step == steps {
+                    *last = Instant::now();
+                    eprintln!("train: step {step}/{steps} {msg}");
+                }
+            }
+        }
+    }
+
+    /// After an epoch's validation.
+    pub fn epoch_done(&self, epoch: u64, val_mean_auroc: Option<f64>) {
+        let msg = format!(
+            "val mean AUROC {}",
+            val_mean_auroc
+                .map(|v| format!("{v:.4}"))
+                .unwrap_or_else(|| "undefined".into())
+        );
+        match &self.bars {
+            Some((_, e, s)) => {
+                e.set_position(epoch);
+                e.set_message(msg);
+                s.reset();
+            }
+            None => eprintln!("train: epoch {epoch} done, {msg}"),
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Some((_, e, s)) = &self.bars {
+            s.finish_and_clear();
+            e.finish();
+        }
+    }
+}

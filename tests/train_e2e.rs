@@ -478,3 +478,46 @@ fn train_without_the_nih_data_says_where_it_is_expected() {
         assert!(err.contains(want), "{want}: {err}");
     }
 }
+
+#[test]
+fn frozen_epochs_keep_the_backbone_and_its_batchnorm_statistics() {
+    let _torch = torch_lock();
+    let w = world(120, "");
+    // The initial weights: the run seeds libtorch with train.seed before building the model.
+    tch::manual_seed(0);
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let arch = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/archs/muxnet_demo.json");
+    muxmed::model::network::Network::build(
+        &vs.root(),
+        arch.to_str().unwrap(),
+        14,
+        0.1,
+        muxmed::model::muxnet::HeadInit::PytorchDefault,
+    )
+    .unwrap();
+    let init: Vec<(String, tch::Tensor)> = vs
+        .variables()
+        .into_iter()
+        .map(|(n, t)| (n, t.copy()))
+        .collect();
+    // One frozen epoch (4 steps), stopped right after it.
+    let mut a = args(
+        &w,
+        "frozen",
+        &["train.freeze_backbone_epochs=1", "train.epochs=2"],
+    );
+    a.stop_after_steps = Some(4);
+    let out = train(&a, no_stop()).unwrap();
+    assert_eq!((out.state.epoch, out.state.batch_in_epoch), (0, 4));
+    let after = read_safetensors(&out.run_dir.join("last.safetensors")).unwrap();
+    let mut head_moved = false;
+    for (name, t0) in &init {
+        let d = (&after[name] - t0).abs().max().double_value(&[]);
+        if name.starts_with("classifier.") {
+            head_moved |= d > 0.0;
+        } else {
+            assert_eq!(d, 0.0, "{name} moved while the backbone was frozen");
+        }
+    }
+    assert!(head_moved);
+}

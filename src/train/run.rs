@@ -674,9 +674,9 @@ pub fn train(args: &TrainArgs, stop: Arc<AtomicBool>) -> Result<TrainOutcome> {
     let eval_stages = Arc::new(cfg.augment.eval.clone());
     let workers = cfg.runtime.data_workers as usize;
     let events = run_dir.join("events.jsonl");
-    let bar = args
-        .progress
-        .then(|| crate::progress::Progress::new(batches_per_epoch as u64, "train"));
+    let bar = args.progress.then(|| {
+        crate::progress::TrainProgress::new(cfg.train.epochs as u64, batches_per_epoch as u64)
+    });
 
     // --- The loop ----------------------------------------------------------------------------
     while state.epoch < cfg.train.epochs {
@@ -784,16 +784,13 @@ pub fn train(args: &TrainArgs, stop: Arc<AtomicBool>) -> Result<TrainOutcome> {
             }
             if let Some(bar) = &bar {
                 let secs = state.epoch_seconds + epoch_start.elapsed().as_secs_f64();
-                bar.set(
+                bar.step(
+                    epoch as u64 + 1,
+                    cfg.train.epochs as u64,
                     (bi + 1) as u64,
                     batches_per_epoch as u64,
-                    &format!(
-                        "epoch {}/{} loss {:.4} {:.1} img/s",
-                        epoch + 1,
-                        cfg.train.epochs,
-                        state.epoch_loss_sum / state.epoch_batches as f64,
-                        state.epoch_images as f64 / secs.max(1e-9)
-                    ),
+                    state.epoch_loss_sum / state.epoch_batches.max(1) as f64,
+                    state.epoch_images as f64 / secs.max(1e-9),
                 );
             }
         }
@@ -869,6 +866,9 @@ pub fn train(args: &TrainArgs, stop: Arc<AtomicBool>) -> Result<TrainOutcome> {
         row.insert("frozen".into(), frozen as u8 as f64);
         state.history.push(row);
         write_metrics_csv(&run_dir.join("metrics.csv"), &state.history, &labels)?;
+        if let Some(bar) = &bar {
+            bar.epoch_done(epoch as u64 + 1, mean);
+        }
         log.line(&format!(
             "epoch {} val mean AUROC {} loss {:.5}",
             epoch + 1,
