@@ -127,6 +127,23 @@ fn auroc_text(c: &LabelCurves) -> String {
     }
 }
 
+/// Draws the series labels of `chart` in a framed, translucent box.
+fn legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    position: SeriesLabelPosition,
+    font_size: u32,
+    opacity: f64,
+) -> DrawResult {
+    chart
+        .configure_series_labels()
+        .position(position)
+        .label_font(("sans-serif", font_size))
+        .background_style(WHITE.mix(opacity))
+        .border_style(BLACK.mix(0.4))
+        .draw()
+        .map_err(e2s)
+}
+
 /// A unit-square chart (both axes 0..1) with a caption and axis titles, as every per-label
 /// panel draws.
 fn unit_chart<'a, DB: DrawingBackend>(
@@ -194,14 +211,12 @@ fn roc_panel<DB: DrawingBackend>(
             .label(auroc_text(c))
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLUE.stroke_width(2)));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .label_font(("sans-serif", label_size))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.4))
-        .draw()
-        .map_err(e2s)?;
+    legend(
+        &mut chart,
+        SeriesLabelPosition::LowerRight,
+        label_size,
+        0.85,
+    )?;
     Ok(())
 }
 
@@ -279,14 +294,7 @@ pub fn pr_grid(dir: &Path, curves: &[LabelCurves], subtitle: &str) -> Result<Fig
                     .legend(|(x, y)| {
                         PathElement::new(vec![(x, y), (x + 16, y)], RED.stroke_width(2))
                     });
-                chart
-                    .configure_series_labels()
-                    .position(SeriesLabelPosition::UpperRight)
-                    .label_font(("sans-serif", 11))
-                    .background_style(WHITE.mix(0.85))
-                    .border_style(BLACK.mix(0.4))
-                    .draw()
-                    .map_err(e2s)?;
+                legend(&mut chart, SeriesLabelPosition::UpperRight, 11, 0.85)?;
             }
             Ok(())
         }
@@ -426,14 +434,7 @@ pub fn auroc_chart(
                 .map_err(e2s)?
                 .label("Wang et al. 2017 (as quoted by CheXNet; its own split)")
                 .legend(|(x, y)| TriangleMarker::new((x + 8, y), 6, BLACK.mix(0.6).filled()));
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::LowerLeft)
-                .label_font(("sans-serif", 14))
-                .background_style(WHITE.mix(0.9))
-                .border_style(BLACK.mix(0.4))
-                .draw()
-                .map_err(e2s)?;
+            legend(&mut chart, SeriesLabelPosition::LowerLeft, 14, 0.9)?;
             let refs: Vec<String> = references::OFFICIAL_SPLIT_MEANS
                 .iter()
                 .map(|(who, v)| format!("{v:.3} {who}"))
@@ -529,14 +530,7 @@ pub fn prevalence_chart(
                         Rectangle::new([(x, y - 5), (x + 14, y + 5)], color.mix(0.8).filled())
                     });
             }
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::LowerRight)
-                .label_font(("sans-serif", 14))
-                .background_style(WHITE.mix(0.9))
-                .border_style(BLACK.mix(0.4))
-                .draw()
-                .map_err(e2s)?;
+            legend(&mut chart, SeriesLabelPosition::LowerRight, 14, 0.9)?;
             Ok(())
         }
     )
@@ -640,14 +634,7 @@ pub fn training_curves(
                         .draw_series(pts.iter().map(|p| Circle::new(*p, 3, color.filled())))
                         .map_err(e2s)?;
                 }
-                chart
-                    .configure_series_labels()
-                    .position(SeriesLabelPosition::UpperRight)
-                    .label_font(("sans-serif", 13))
-                    .background_style(WHITE.mix(0.85))
-                    .border_style(BLACK.mix(0.4))
-                    .draw()
-                    .map_err(e2s)?;
+                legend(&mut chart, SeriesLabelPosition::UpperRight, 13, 0.85)?;
             }
             Ok(())
         }
