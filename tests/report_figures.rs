@@ -42,7 +42,7 @@ fn report_renders_every_figure() {
         ("roc_grid".into(), (1600, 1500)),
         ("pr_grid".into(), (1600, 1500)),
         ("reliability_grid".into(), (1600, 1500)),
-        ("auroc_chart".into(), (1200, 60 * 14 + 220)),
+        ("auroc_chart".into(), (1200, 60 * (14 + 2) + 220)),
     ];
     for l in muxmed::data::LABELS {
         expected.push((format!("roc_{l}"), (700, 700)));

@@ -342,6 +342,9 @@ pub fn reliability_grid(
     )
 }
 
+/// Empty rows under the labels of the AUROC chart, where its legend goes.
+const LEGEND_ROWS: u32 = 2;
+
 /// Per-label AUROC with its CI beside CheXNet's and Wang et al.'s published values.
 pub fn auroc_chart(
     dir: &Path,
@@ -350,11 +353,28 @@ pub fn auroc_chart(
 ) -> Result<Figure, PlotError> {
     let title = format!("Per-label AUROC with 95% CI, {subtitle}");
     let n = curves.len();
+    // The axis starts low enough to show every point and interval (an AUROC below 0.5 must
+    // not fall off the chart), in steps of 0.05.
+    let published =
+        |label: &str, table: &[f64; 14]| LABELS.iter().position(|l| *l == label).map(|k| table[k]);
+    let lowest = curves
+        .iter()
+        .flat_map(|c| {
+            [
+                c.auroc,
+                c.ci.map(|x| x[0]),
+                published(&c.label, &references::CHEXNET),
+                published(&c.label, &references::WANG2017),
+            ]
+        })
+        .flatten()
+        .fold(0.5f64, f64::min);
+    let x_lo = (((lowest - 0.02) * 20.0).floor() / 20.0).clamp(0.0, 0.5);
     render!(
         dir,
         "auroc_chart",
         title,
-        (1200, 60 * n as u32 + 220),
+        (1200, 60 * (n as u32 + LEGEND_ROWS) + 220),
         |root: &DrawingArea<_, Shift>| {
             root.fill(&WHITE).map_err(e2s)?;
             let root = root
@@ -369,12 +389,13 @@ pub fn auroc_chart(
                 .margin(10)
                 .x_label_area_size(40)
                 .y_label_area_size(170)
-                .build_cartesian_2d(0.5f64..1.0f64, -0.5f64..(n as f64 - 0.5))
+                .build_cartesian_2d(x_lo..1.0f64, (-0.5 - LEGEND_ROWS as f64)..(n as f64 - 0.5))
                 .map_err(e2s)?;
             chart
                 .configure_mesh()
                 .x_desc("AUROC")
-                .y_labels(n)
+                .light_line_style(WHITE.mix(0.0))
+                .y_labels(n + LEGEND_ROWS as usize)
                 .y_label_formatter(&|y| {
                     let i = y.round() as isize;
                     if (y - i as f64).abs() < 1e-6 && i >= 0 && (i as usize) < names.len() {
@@ -409,9 +430,6 @@ pub fn auroc_chart(
                     }),
                 )
                 .map_err(e2s)?;
-            let published = |label: &str, table: &[f64; 14]| {
-                LABELS.iter().position(|l| *l == label).map(|k| table[k])
-            };
             chart
                 .draw_series(curves.iter().enumerate().filter_map(|(i, c)| {
                     Some(Cross::new(
