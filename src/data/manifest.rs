@@ -292,8 +292,6 @@ pub fn build(d: &DataConfig, scan_images: bool) -> Result<Manifest, ManifestErro
         .map(|r| format!("{} (line {}): age {}", r.image_id, r.line, r.age))
         .collect();
 
-    let mut split = assign_splits(d, &src, &records)?;
-
     // Filters (all off by default).
     let f = &d.filters;
     let first_follow_up: HashMap<u32, u32> = if f.one_per_patient {
@@ -317,8 +315,6 @@ pub fn build(d: &DataConfig, scan_images: bool) -> Result<Manifest, ManifestErro
         .collect();
     let mut k = keep.iter();
     records.retain(|_| *k.next().unwrap_or(&false));
-    let mut k = keep.iter();
-    split.retain(|_| *k.next().unwrap_or(&false));
 
     // Image paths, by one scan.
     let mut paths: Vec<Option<String>> = vec![None; records.len()];
@@ -354,11 +350,13 @@ pub fn build(d: &DataConfig, scan_images: bool) -> Result<Manifest, ManifestErro
             let present: Vec<bool> = paths.iter().map(|p| p.is_some()).collect();
             let mut k = present.iter();
             records.retain(|_| *k.next().unwrap_or(&false));
-            let mut k = present.iter();
-            split.retain(|_| *k.next().unwrap_or(&false));
             paths.retain(|p| p.is_some());
         }
     }
+
+    // Splits are assigned to the images that remain after the filters and the missing-image
+    // drop, so the validation carve sees exactly the images the manifest will hold.
+    let split = assign_splits(d, &src, &records)?;
 
     // Leakage audit: no patient in two splits.
     let mut patient_split: HashMap<u32, u8> = HashMap::new();
