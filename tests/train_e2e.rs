@@ -77,6 +77,15 @@ fn args(w: &World, run: &str, overrides: &[&str]) -> TrainArgs {
     }
 }
 
+/// A VarStore holding the demo architecture the tiny pipeline trains (14 classes).
+fn demo_net(drop_rate: f64, head: muxmed::model::muxnet::HeadInit) -> tch::nn::VarStore {
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let arch = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/archs/muxnet_demo.json");
+    muxmed::model::network::Network::build(&vs.root(), arch.to_str().unwrap(), 14, drop_rate, head)
+        .unwrap();
+    vs
+}
+
 fn no_stop() -> Arc<AtomicBool> {
     Arc::new(AtomicBool::new(false))
 }
@@ -112,16 +121,7 @@ fn trains_checkpoints_and_loss_falls() {
     assert_eq!(csv.lines().count(), 4);
     assert!(csv.starts_with("epoch,train_loss,val_loss,val_mean_auroc,val_auroc_Atelectasis"));
     // The best checkpoint loads strictly into a fresh network of the run's architecture.
-    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
-    let arch = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/archs/muxnet_demo.json");
-    muxmed::model::network::Network::build(
-        &vs.root(),
-        arch.to_str().unwrap(),
-        14,
-        0.0,
-        muxmed::model::muxnet::HeadInit::Reference,
-    )
-    .unwrap();
+    let vs = demo_net(0.0, muxmed::model::muxnet::HeadInit::Reference);
     muxmed::model::weights::load_strict(&vs, &out.run_dir.join("best.safetensors")).unwrap();
     // A second run of the same name is refused.
     let e = train(&args(&w, "run", &[]), no_stop())
@@ -485,16 +485,7 @@ fn frozen_epochs_keep_the_backbone_and_its_batchnorm_statistics() {
     let w = world(120, "");
     // The initial weights: the run seeds libtorch with train.seed before building the model.
     tch::manual_seed(0);
-    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
-    let arch = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/archs/muxnet_demo.json");
-    muxmed::model::network::Network::build(
-        &vs.root(),
-        arch.to_str().unwrap(),
-        14,
-        0.1,
-        muxmed::model::muxnet::HeadInit::PytorchDefault,
-    )
-    .unwrap();
+    let vs = demo_net(0.1, muxmed::model::muxnet::HeadInit::PytorchDefault);
     let init: Vec<(String, tch::Tensor)> = vs
         .variables()
         .into_iter()

@@ -185,7 +185,7 @@ pub fn bench(
         }
     }
     // (b) through a real prepared cache of the same images (a generic manifest in a temp dir).
-    let tmp = tempdir_in_target()?;
+    let tmp = bench_tempdir()?;
     let csv = tmp.join("labels.csv");
     let mut text = String::from("path,labels,patient_id,split\n");
     for (i, p) in files.iter().enumerate() {
@@ -248,7 +248,7 @@ pub fn bench(
     })
 }
 
-fn tempdir_in_target() -> Result<PathBuf> {
+fn bench_tempdir() -> Result<PathBuf> {
     let p = std::env::temp_dir().join(format!("muxmed-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&p);
     std::fs::create_dir_all(&p)?;

@@ -209,6 +209,16 @@ pub struct Joined {
     pub labelled_without_predictions: usize,
 }
 
+/// A patient id as the bootstrap's grouping key: the number itself for NIH ids, a stable
+/// 32-bit FNV-1a hash for the free-form ids of generic manifests.
+pub fn patient_key(p: &str) -> u32 {
+    p.parse().unwrap_or_else(|_| {
+        p.bytes().fold(0x811c_9dc5u32, |h, b| {
+            (h ^ b as u32).wrapping_mul(0x0100_0193)
+        })
+    })
+}
+
 /// Joins predictions with metadata records, restricted to `split_list` when given.
 pub fn join(
     p: &Predictions,

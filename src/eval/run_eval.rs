@@ -106,19 +106,12 @@ fn joined(split: &SplitData, probs: Vec<Vec<f64>>) -> Joined {
         patients: split
             .patients
             .iter()
-            .map(|p| p.parse::<u32>().unwrap_or_else(|_| fxhash(p)))
+            .map(|p| super::predictions::patient_key(p))
             .collect(),
         labels: split.label_names.clone(),
         predictions_without_labels: 0,
         labelled_without_predictions: 0,
     }
-}
-
-/// A stable 32-bit id for non-numeric patient ids (generic manifests).
-fn fxhash(s: &str) -> u32 {
-    s.bytes().fold(0x811c_9dc5u32, |h, b| {
-        (h ^ b as u32).wrapping_mul(0x0100_0193)
-    })
 }
 
 /// The outputs of `evaluate --run`.

@@ -469,11 +469,7 @@ pub fn report_run(run_dir: &Path, manifests_dir: &Path, split: &str) -> Result<P
             Some(pr) => {
                 j.y.push(l.iter().map(|v| *v > 0.5).collect());
                 j.s.push(pr.clone());
-                j.patients.push(p.parse().unwrap_or_else(|_| {
-                    p.bytes().fold(0x811c_9dc5u32, |h, b| {
-                        (h ^ b as u32).wrapping_mul(0x0100_0193)
-                    })
-                }));
+                j.patients.push(predictions::patient_key(p));
             }
             None => j.labelled_without_predictions += 1,
         }
