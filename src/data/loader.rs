@@ -166,6 +166,18 @@ pub fn start_epoch(
     stages: Arc<Vec<Stage>>,
     o: LoaderOptions,
 ) -> Result<Epoch, String> {
+    start_epoch_at(split, source, stages, o, 0)
+}
+
+/// [`start_epoch`] from batch `first` on (a resumed epoch): the earlier batches are neither
+/// loaded nor augmented, and the later ones are the same as in an uninterrupted epoch.
+pub fn start_epoch_at(
+    split: Arc<SplitData>,
+    source: Source,
+    stages: Arc<Vec<Stage>>,
+    o: LoaderOptions,
+    first: usize,
+) -> Result<Epoch, String> {
     let order = epoch_order(&split, &o);
     let mut batches: Vec<Vec<usize>> = order
         .chunks(o.batch_size.max(1))
@@ -174,6 +186,7 @@ pub fn start_epoch(
     if o.drop_last && batches.last().is_some_and(|b| b.len() < o.batch_size) {
         batches.pop();
     }
+    batches.drain(..first.min(batches.len()));
     let n_batches = batches.len();
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(o.workers.max(1))

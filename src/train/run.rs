@@ -21,7 +21,7 @@ use super::schedule::WarmupCosine;
 use crate::config::{self, DeviceRequest, LossKind, PipelineConfig};
 use crate::data::cache::Cache;
 use crate::data::dataset::{load_split, SplitData};
-use crate::data::loader::{start_epoch, LoaderOptions, Source};
+use crate::data::loader::{start_epoch_at, LoaderOptions, Source};
 use crate::eval::inference::{batch_tensor, predict_split};
 use crate::eval::metrics::{auroc, mean_defined};
 use crate::model::muxnet::HeadInit;
@@ -694,24 +694,23 @@ pub fn train(args: &TrainArgs, stop: Arc<AtomicBool>) -> Result<TrainOutcome> {
             workers,
             prefetch: cfg.runtime.prefetch as usize,
         };
-        let mut batches = start_epoch(
+        // A resumed epoch starts at the next batch to run.
+        let first = state.batch_in_epoch;
+        let mut batches = start_epoch_at(
             train_split.clone(),
             train_src.clone(),
             train_stages.clone(),
             o,
+            first,
         )
         .map_err(anyhow::Error::msg)?;
-        let skip = state.batch_in_epoch;
         let mut interrupted = false;
         opt.zero_grad();
-        for bi in 0..batches_per_epoch {
+        for bi in first..batches_per_epoch {
             let b = batches
                 .next()
                 .ok_or_else(|| anyhow!("the loader ended early"))?
                 .map_err(anyhow::Error::msg)?;
-            if bi < skip {
-                continue;
-            }
             let global_batch = epoch as u64 * batches_per_epoch as u64 + bi as u64;
             tch::manual_seed(mix(cfg.train.seed, global_batch));
             let x = batch_tensor(&b.images, b.shape, device);
