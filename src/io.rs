@@ -34,8 +34,52 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
     Ok(format!("{:x}", Sha256::digest(std::fs::read(path)?)))
 }
 
+/// One CSV record: its 1-based line in the text and its fields (unquoted, not trimmed).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CsvRecord {
+    pub line: usize,
+    pub fields: Vec<String>,
+}
+
+/// Every record of CSV text, header included: the one CSV reader of muxmed. Quoted fields
+/// may hold commas and quotes (RFC 4180); blank lines are skipped; records may differ in
+/// length (callers check counts and name the line). `Err` is (line, message).
+pub fn csv_records(text: &str) -> Result<Vec<CsvRecord>, (usize, String)> {
+    let mut r = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(text.as_bytes());
+    let mut out = Vec::new();
+    for rec in r.records() {
+        let rec = rec.map_err(|e| {
+            let line = e.position().map_or(0, |p| p.line() as usize);
+            (line, e.to_string())
+        })?;
+        let line = rec.position().map_or(0, |p| p.line() as usize);
+        out.push(CsvRecord {
+            line,
+            fields: rec
+                .iter()
+                .map(|f| f.trim_start_matches('\u{feff}').to_string())
+                .collect(),
+        });
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn csv_quoted_fields_and_line_numbers() {
+        let text = "a,b\n\n\"x, y\",2\r\n\"he said \"\"hi\"\"\",3\n";
+        let r = super::csv_records(text).unwrap();
+        assert_eq!(r.len(), 3);
+        assert_eq!(r[1].fields, vec!["x, y", "2"]);
+        assert_eq!(r[1].line, 3);
+        assert_eq!(r[2].fields, vec!["he said \"hi\"", "3"]);
+        assert_eq!(r[2].line, 4);
+    }
+
     #[test]
     fn atomic_write_replaces_and_leaves_no_temp() {
         let dir = tempfile::tempdir().unwrap();

@@ -1,13 +1,18 @@
 //! muxmed: fine-tune MUXNet backbones (Lu, Deb, Boddeti, CVPR 2020) on ChestX-Ray14.
 //!
-//! The modules follow the data's path: `config` → `data` → `model` → `train` → `eval` → `report`.
+//! The modules follow the data's path: `config` → `data` → `model` → `run` → `train` → `eval` →
+//! `report`, over a ground of shared helpers (`labels`, `io`, `progress`, `metrics`). Imports only flow that
+//! way.
 
 pub mod config;
 pub mod data;
 pub mod doctor;
 pub mod eval;
 pub mod io;
+pub mod labels;
+pub mod metrics;
 pub mod model;
 pub mod progress;
 pub mod report;
+pub mod run;
 pub mod train;

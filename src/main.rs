@@ -5,6 +5,10 @@ use clap::{Args, Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use muxmed::config::Arch;
+use muxmed::eval::predictions::{EvalOptions, PredictionsJob};
+use muxmed::run::{Checkpoint, EvalKey, Split};
+
 #[derive(Parser)]
 #[command(
     name = "muxmed",
@@ -95,69 +99,12 @@ enum Command {
     /// Look at and measure the augmentation pipeline.
     #[command(subcommand)]
     Augment(AugmentCmd),
-    /// Score a predictions CSV against NIH labels: per-label AUROC with patient-bootstrap CIs,
-    /// AP, thresholds, calibration. Writes metrics_<name>.json.
-    Evaluate {
-        /// A run directory to evaluate (reports/RUN).
-        #[arg(long, conflicts_with_all = ["predictions", "labels"])]
-        run: Option<PathBuf>,
-        /// With --run: which weights.
-        #[arg(long, value_enum, default_value = "best")]
-        checkpoint: CheckpointArg,
-        /// With --run: average over augment.eval and the augment.tta pipelines (reported separately).
-        #[arg(long)]
-        tta: bool,
-        /// With --run: device (default: the run's runtime.device).
-        #[arg(long)]
-        device: Option<String>,
-        /// CSV with `Image Index` (or `image_id`) and one probability column per label
-        /// (`Effusion` or `prob_Effusion`).
-        #[arg(long, requires = "labels")]
-        predictions: Option<PathBuf>,
-        /// NIH metadata CSV (plain or .gz) giving the labels and patients.
-        #[arg(long)]
-        labels: Option<PathBuf>,
-        /// Only score images in this list (e.g. test_list.txt).
-        #[arg(long)]
-        split_list: Option<PathBuf>,
-        /// Output folder (default: beside the predictions file).
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Name of the evaluated split, used in the file name metrics_<name>.json.
-        #[arg(long, default_value = "test")]
-        split: String,
-        /// Bootstrap resamples (by patient) for the confidence intervals.
-        #[arg(long, default_value_t = 1000)]
-        bootstrap: usize,
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Target sensitivity for the second operating threshold.
-        #[arg(long, default_value_t = 0.9)]
-        sensitivity: f64,
-        /// Apply the thresholds chosen in this metrics file (normally metrics_val.json).
-        #[arg(long)]
-        thresholds_from: Option<PathBuf>,
-    },
-    /// Figures (PNG + SVG), report.md and a self-contained report.html for a predictions file.
-    Report {
-        /// A run directory (after `muxmed evaluate --run`); the report goes to RUN/report/.
-        #[arg(long, conflicts_with_all = ["predictions", "labels"])]
-        run: Option<PathBuf>,
-        #[arg(long, requires_all = ["labels", "out"])]
-        predictions: Option<PathBuf>,
-        #[arg(long)]
-        labels: Option<PathBuf>,
-        #[arg(long)]
-        split_list: Option<PathBuf>,
-        #[arg(long)]
-        out: Option<PathBuf>,
-        #[arg(long, default_value = "test")]
-        split: String,
-        #[arg(long, default_value_t = 1000)]
-        bootstrap: usize,
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-    },
+    /// Score a run (--run) or any predictions CSV (--predictions --labels): per-label AUROC
+    /// with patient-bootstrap CIs, AP, thresholds, calibration. Writes metrics_<name>.json.
+    Evaluate(EvalArgs),
+    /// Figures (PNG + SVG), report.md and a self-contained report.html for an evaluation that
+    /// `evaluate --run` wrote, or for a predictions file.
+    Report(EvalArgs),
     /// Model tools: counts, a forward pass on a tensor file, checkpoint import.
     #[cfg(feature = "torch")]
     #[command(subcommand)]
@@ -165,6 +112,86 @@ enum Command {
     /// Benchmarks that print figures.
     #[command(subcommand)]
     Bench(BenchCmd),
+}
+
+/// The flags of `evaluate` and `report`, shared so they cannot drift apart.
+#[derive(Args)]
+struct EvalArgs {
+    /// A run directory (reports/RUN): evaluate one of its checkpoints on one of its own splits,
+    /// or report such an evaluation.
+    #[arg(long, conflicts_with_all = ["predictions", "labels"])]
+    run: Option<PathBuf>,
+    /// With --run: which weights.
+    #[arg(long, value_enum, default_value = "best")]
+    checkpoint: Checkpoint,
+    /// With --run: average over augment.eval and the augment.tta pipelines (files named _tta).
+    #[arg(long)]
+    tta: bool,
+    /// With --run: device (default: the run's runtime.device).
+    #[arg(long)]
+    device: Option<String>,
+    /// CSV with `Image Index` (or `image_id`) and one probability column per label
+    /// (`Effusion` or `prob_Effusion`).
+    #[arg(long, requires = "labels")]
+    predictions: Option<PathBuf>,
+    /// NIH metadata CSV (plain or .gz) giving the labels and patients.
+    #[arg(long)]
+    labels: Option<PathBuf>,
+    /// Only score images in this list (e.g. test_list.txt).
+    #[arg(long)]
+    split_list: Option<PathBuf>,
+    /// Output folder for --predictions (evaluate: default beside the predictions file).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// The split (with --run), or the name of the scored set in metrics_<name>.json.
+    #[arg(long, value_enum, default_value = "test")]
+    split: Split,
+    /// Bootstrap resamples (by patient) for the confidence intervals.
+    #[arg(long, default_value_t = 1000)]
+    bootstrap: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Target sensitivity for the second operating threshold.
+    #[arg(long, default_value_t = 0.9)]
+    sensitivity: f64,
+    /// Apply the thresholds chosen in this metrics file (normally metrics_val.json).
+    #[arg(long)]
+    thresholds_from: Option<PathBuf>,
+}
+
+impl EvalArgs {
+    fn options(&self) -> EvalOptions {
+        EvalOptions {
+            resamples: self.bootstrap,
+            seed: self.seed,
+            sensitivity_target: self.sensitivity,
+            thresholds: None,
+        }
+    }
+
+    fn key(&self) -> EvalKey {
+        EvalKey {
+            split: self.split,
+            checkpoint: self.checkpoint,
+            tta: self.tta,
+        }
+    }
+
+    /// The --predictions job, or an error saying which flags are needed.
+    fn job(&self) -> Result<PredictionsJob<'_>> {
+        match (&self.predictions, &self.labels) {
+            (Some(p), Some(l)) => Ok(PredictionsJob {
+                predictions: p,
+                labels: l,
+                split_list: self.split_list.as_deref(),
+                split: self.split,
+                thresholds_from: self.thresholds_from.as_deref(),
+            }),
+            _ => Err(anyhow::anyhow!(
+                "give --run reports/RUN, or --predictions P.csv with --labels METADATA.csv"
+            )),
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -192,7 +219,7 @@ enum ModelCmd {
     Info {
         /// muxnet_m, muxnet_l, densenet121 or a path to an arch JSON.
         #[arg(long)]
-        arch: String,
+        arch: Arch,
         #[arg(long, default_value_t = 14)]
         num_classes: i64,
         #[arg(long, default_value_t = 224)]
@@ -203,7 +230,7 @@ enum ModelCmd {
     /// Run tensor `input` (N,3,H,W) from a safetensors file; write `logits` and `features`.
     Forward {
         #[arg(long)]
-        arch: String,
+        arch: Arch,
         #[arg(long, default_value_t = 14)]
         num_classes: i64,
         #[arg(long)]
@@ -223,7 +250,7 @@ enum ModelCmd {
     Import {
         src: PathBuf,
         #[arg(long)]
-        arch: String,
+        arch: Arch,
         #[arg(long)]
         out: PathBuf,
     },
@@ -258,7 +285,7 @@ enum BenchCmd {
     #[cfg(feature = "torch")]
     Model {
         #[arg(long, default_value = "muxnet_m")]
-        arch: String,
+        arch: Arch,
         #[arg(long, default_value_t = 32)]
         batch: i64,
         #[arg(long, default_value_t = 224)]
@@ -349,20 +376,10 @@ fn bench_cmd(cmd: &BenchCmd) -> Result<ExitCode> {
         }
         BenchCmd::Manifest { pipeline, runs } => {
             let p = load_pipeline(pipeline)?;
-            let mut times = Vec::new();
-            let mut rows = 0;
-            for _ in 0..(*runs).max(1) {
-                let t = std::time::Instant::now();
-                let m = muxmed::data::manifest::build(&p.config.data, false)?;
-                times.push(t.elapsed().as_secs_f64());
-                rows = m.audit.images;
-            }
-            times.sort_by(|a, b| a.total_cmp(b));
+            let (rows, median, min) = muxmed::data::manifest::bench_build(&p.config.data, *runs)?;
             println!(
-                "manifest build, {rows} rows, image scan excluded: median {:.3} s, min {:.3} s over {} runs",
-                times[times.len() / 2],
-                times[0],
-                times.len()
+                "manifest build, {rows} rows, image scan excluded: median {median:.3} s, min {min:.3} s over {} runs",
+                (*runs).max(1)
             );
         }
         #[cfg(feature = "torch")]
@@ -436,24 +453,7 @@ fn manifest_cmd(args: &PipelineArgs, out: Option<&Path>) -> Result<ExitCode> {
     let mut m = muxmed::data::manifest::build(&cfg.data, true)
         .with_context(|| format!("building the manifest for pipeline `{}`", cfg.name))?;
     m.write(&out)?;
-    print!("{}", m.prevalence_table()?);
-    for s in muxmed::data::manifest::SPLITS {
-        let v = &m.json["splits"][s];
-        println!("{s:<6} {} images, {} patients", v["images"], v["patients"]);
-    }
-    if m.audit.dropped_missing {
-        println!(
-            "dropped {} images missing on disk (first: {})",
-            m.audit.missing_images,
-            m.audit.missing_examples.join(", ")
-        );
-    }
-    if !m.audit.ages_outside_0_120.is_empty() {
-        println!(
-            "flagged {} ages outside 0..120 (listed in manifest.json)",
-            m.audit.ages_outside_0_120.len()
-        );
-    }
+    print!("{}", m.summary()?);
     println!(
         "wrote {} in {:.2} s",
         out.display(),
@@ -462,38 +462,18 @@ fn manifest_cmd(args: &PipelineArgs, out: Option<&Path>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `--checkpoint` values (mirrors the library's enum so the non-torch build parses too).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum CheckpointArg {
-    Best,
-    Last,
-    Ema,
-}
-
 #[cfg(feature = "torch")]
-fn evaluate_run_cmd(
-    run: &Path,
-    split: &str,
-    ck: CheckpointArg,
-    tta: bool,
-    opt: muxmed::eval::predictions::EvalOptions,
-    device: Option<&str>,
-) -> Result<ExitCode> {
-    use muxmed::eval::run_eval::{evaluate_run, Checkpoint};
-    let ck = match ck {
-        CheckpointArg::Best => Checkpoint::Best,
-        CheckpointArg::Last => Checkpoint::Last,
-        CheckpointArg::Ema => Checkpoint::Ema,
-    };
-    let r = evaluate_run(
+fn evaluate_run_cmd(run: &Path, a: &EvalArgs) -> Result<ExitCode> {
+    let r = muxmed::eval::run_eval::evaluate_run(
         run,
         Path::new("data_manifests"),
-        split,
-        ck,
-        tta,
-        &opt,
-        device,
+        a.key(),
+        &a.options(),
+        a.device.as_deref(),
     )?;
+    if let Some(n) = &r.notice {
+        println!("{n}");
+    }
     print!("{}", r.evaluation.table());
     println!(
         "wrote {} and {}",
@@ -504,62 +484,53 @@ fn evaluate_run_cmd(
 }
 
 #[cfg(not(feature = "torch"))]
-fn evaluate_run_cmd(
-    _run: &Path,
-    _split: &str,
-    _ck: CheckpointArg,
-    _tta: bool,
-    _opt: muxmed::eval::predictions::EvalOptions,
-    _device: Option<&str>,
-) -> Result<ExitCode> {
+fn evaluate_run_cmd(_run: &Path, _a: &EvalArgs) -> Result<ExitCode> {
     anyhow::bail!(
         "evaluating a run needs libtorch: this muxmed was built without the `torch` feature"
     )
 }
 
-fn evaluate_cmd(
-    predictions: &Path,
-    labels: &Path,
-    split_list: Option<&Path>,
-    out: Option<&Path>,
-    split: &str,
-    mut opt: muxmed::eval::predictions::EvalOptions,
-    thresholds_from: Option<&Path>,
-) -> Result<ExitCode> {
-    use muxmed::eval::predictions as ep;
-    if !(0.0..=1.0).contains(&opt.sensitivity_target) {
-        anyhow::bail!("--sensitivity must be between 0 and 1");
+fn evaluate_cmd(a: &EvalArgs) -> Result<ExitCode> {
+    if let Some(run) = &a.run {
+        return evaluate_run_cmd(run, a);
     }
-    if let Some(t) = thresholds_from {
-        opt.thresholds = Some((
-            ep::thresholds_from(t)?,
-            format!("chosen in {}", t.display()),
-        ));
-    }
-    let preds = ep::read_predictions(predictions)?;
-    let records =
-        muxmed::data::nih::parse_metadata(&muxmed::data::nih::read_text(labels)?, labels)?;
-    let list = match split_list {
-        Some(p) => Some(muxmed::data::nih::read_list(p)?.into_iter().collect()),
-        None => None,
-    };
-    let joined = ep::join(&preds, &records, list.as_ref())?;
-    let ev = ep::evaluate(&joined, split, &opt);
+    let job = a.job()?;
+    let (_, ev) = job.run(&a.options())?;
     print!("{}", ev.table());
     println!(
         "{} predictions without labels, {} labelled images without predictions",
         ev.predictions_without_labels, ev.labelled_images_without_predictions
     );
-    let dir = out
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| predictions.parent().unwrap_or(Path::new(".")).to_path_buf());
-    let path = dir.join(format!("metrics_{split}.json"));
-    muxmed::io::write_atomic(
-        &path,
-        (serde_json::to_string_pretty(&ev)? + "\n").as_bytes(),
-    )
-    .with_context(|| format!("writing {}", path.display()))?;
+    let dir = a
+        .out
+        .clone()
+        .unwrap_or_else(|| job.predictions.parent().unwrap_or(Path::new(".")).to_path_buf());
+    let path = dir.join(format!("metrics_{}.json", a.split));
+    ev.write(&path)?;
     println!("wrote {}", path.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn report_cmd(a: &EvalArgs) -> Result<ExitCode> {
+    let html = match &a.run {
+        Some(run) => {
+            let (html, notice) = muxmed::report::report_run(run, Path::new("data_manifests"), a.key())?;
+            if let Some(n) = notice {
+                println!("{n}");
+            }
+            html
+        }
+        None => {
+            let out = a
+                .out
+                .as_deref()
+                .ok_or_else(|| anyhow::anyhow!("--predictions needs --out DIR for the report"))?;
+            let (ev, html) = muxmed::report::report_predictions(&a.job()?, out, &a.options())?;
+            print!("{}", ev.table());
+            html
+        }
+    };
+    println!("wrote {}", html.display());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -572,7 +543,8 @@ fn train_cmd(
     resume: &Option<PathBuf>,
     stop_after_steps: Option<u64>,
 ) -> Result<ExitCode> {
-    use muxmed::train::run::{train, Status, TrainArgs};
+    use muxmed::run::Status;
+    use muxmed::train::{train, TrainArgs};
     use std::sync::atomic::AtomicBool;
     use std::sync::Arc;
     let stop = Arc::new(AtomicBool::new(false));
@@ -596,20 +568,32 @@ fn train_cmd(
     };
     let out = train(&args, stop)?;
     let s = &out.state;
+    if let Some(n) = &out.notice {
+        println!("{n}");
+    }
+    if out.already_done {
+        println!(
+            "{} is already {} after {} epochs: nothing to train. To train longer, start a new run.",
+            out.run.root().display(),
+            if s.status == Status::EarlyStopped { "early-stopped" } else { "finished" },
+            s.history.len()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     if s.status == Status::Interrupted {
         println!(
             "interrupted at epoch {}, step {}; checkpoint written. Resume with:\n  muxmed train --resume {}",
             s.epoch + 1,
             s.opt_step,
-            out.run_dir.display()
+            out.run.root().display()
         );
         return Ok(ExitCode::from(130));
     }
     if !out.best_per_label.is_empty() {
         println!(
             "best epoch {} (val mean AUROC {:.4}):",
-            s.best_epoch.unwrap_or(0),
-            s.best_score.unwrap_or(f64::NAN)
+            s.best.epoch.unwrap_or(0),
+            s.best.score.unwrap_or(f64::NAN)
         );
         for (l, a) in &out.best_per_label {
             println!(
@@ -624,7 +608,7 @@ fn train_cmd(
         "status: {:?}; peak memory {:.0} MB",
         s.status, out.peak_rss_mb
     );
-    println!("run directory: {}", out.run_dir.display());
+    println!("run directory: {}", out.run.root().display());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -770,82 +754,8 @@ fn main() -> ExitCode {
                 .map_err(anyhow::Error::from)
         }
         Command::Augment(a) => augment_cmd(a),
-        Command::Report {
-            run,
-            predictions,
-            labels,
-            split_list,
-            out,
-            split,
-            bootstrap,
-            seed,
-        } => match (run, predictions, labels, out) {
-            (Some(run), _, _, _) => {
-                muxmed::report::report_run(run, Path::new("data_manifests"), split).map(|html| {
-                    println!("wrote {}", html.display());
-                    ExitCode::SUCCESS
-                })
-            }
-            (None, Some(p), Some(l), Some(o)) => muxmed::report::report_predictions(
-                p,
-                l,
-                split_list.as_deref(),
-                o,
-                split,
-                &muxmed::eval::predictions::EvalOptions {
-                    resamples: *bootstrap,
-                    seed: *seed,
-                    ..Default::default()
-                },
-            )
-            .map(|(ev, html)| {
-                print!("{}", ev.table());
-                println!("wrote {}", html.display());
-                ExitCode::SUCCESS
-            }),
-            _ => Err(anyhow::anyhow!(
-                "give --run reports/RUN, or --predictions P.csv --labels METADATA.csv --out DIR"
-            )),
-        },
-        Command::Evaluate {
-            run,
-            checkpoint,
-            tta,
-            device,
-            predictions,
-            labels,
-            split_list,
-            out,
-            split,
-            bootstrap,
-            seed,
-            sensitivity,
-            thresholds_from,
-        } => {
-            let opt = muxmed::eval::predictions::EvalOptions {
-                resamples: *bootstrap,
-                seed: *seed,
-                sensitivity_target: *sensitivity,
-                thresholds: None,
-            };
-            match (run, predictions, labels) {
-                (Some(run), _, _) => {
-                    evaluate_run_cmd(run, split, *checkpoint, *tta, opt, device.as_deref())
-                }
-                (None, Some(p), Some(l)) => evaluate_cmd(
-                    p,
-                    l,
-                    split_list.as_deref(),
-                    out.as_deref(),
-                    split,
-                    opt,
-                    thresholds_from.as_deref(),
-                ),
-                _ => Err(anyhow::anyhow!(
-                    "give --run reports/RUN, or --predictions P.csv with --labels METADATA.csv"
-                )),
-            }
-        }
+        Command::Report(a) => report_cmd(a),
+        Command::Evaluate(a) => evaluate_cmd(a),
         #[cfg(feature = "torch")]
         Command::Model(m) => model_cmd(m),
         Command::Bench(b) => bench_cmd(b),

@@ -25,7 +25,7 @@ fn shipped_pipelines_load() {
     assert!(n >= 1);
     let main = config::load(&main_pipeline(), &[]).unwrap().config;
     assert_eq!(main.name, "chestxray");
-    assert_eq!(main.model.arch, "muxnet_m");
+    assert_eq!(main.model.arch, muxmed::config::Arch::MuxnetM);
 }
 
 #[test]

@@ -267,7 +267,7 @@ fn same_seed_gives_identical_batches_with_1_and_4_workers() {
     let a = small_augment();
     prepare_in_chunks(&m, &a, 16, &|_, _| {}).unwrap();
     let cache = Arc::new(Cache::open(&m, &a).unwrap());
-    let split = Arc::new(load_split(&m, "train").unwrap());
+    let split = Arc::new(load_split(&m, muxmed::data::Split::Train).unwrap());
     let slots: Vec<usize> = split
         .image_ids
         .iter()
@@ -332,7 +332,6 @@ fn class_balanced_sampling_favours_rare_labels() {
     // 90 images without findings, 10 with the only label.
     let n = 100;
     let split = SplitData {
-        split: "train".into(),
         label_names: vec!["Rare".into()],
         image_ids: (0..n).map(|i| i.to_string()).collect(),
         paths: vec![None; n],

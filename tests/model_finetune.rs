@@ -74,18 +74,29 @@ fn parameter_groups_split_backbone_head_and_no_decay() {
         HeadInit::PytorchDefault,
     )
     .unwrap();
-    let g = param_groups(&vs);
-    let names = |v: &Vec<(String, Tensor)>| v.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
-    assert_eq!(names(&g.head), vec!["classifier.weight".to_string()]);
-    let nd = names(&g.no_decay);
-    assert!(nd.contains(&"classifier.bias".to_string()));
+    let g = param_groups(&vs, 0.1, 0.05);
+    let names = |backbone: bool, decay: bool| -> Vec<String> {
+        g.iter()
+            .filter(|g| g.backbone == backbone && (g.weight_decay > 0.0) == decay)
+            .flat_map(|g| g.params.iter().map(|(n, _)| n.clone()))
+            .collect()
+    };
+    assert_eq!(names(false, true), vec!["classifier.weight".to_string()]);
+    assert_eq!(names(false, false), vec!["classifier.bias".to_string()]);
+    let nd = names(true, false);
     assert!(
         nd.contains(&"bn1.weight".to_string()) && nd.contains(&"blocks.3.0.bn2.bias".to_string())
     );
     assert!(nd.contains(&"blocks.0.0.se.conv_reduce.bias".to_string()));
     assert!(!nd.iter().any(|n| n.ends_with("conv_pw.weight")));
-    assert!(names(&g.backbone).contains(&"blocks.0.0.se.conv_reduce.weight".to_string()));
+    let bb = names(true, true);
+    assert!(bb.contains(&"blocks.0.0.se.conv_reduce.weight".to_string()));
     // Every trainable parameter is in exactly one group: 248 in MUXNet-m.
-    assert_eq!(g.backbone.len() + g.head.len() + g.no_decay.len(), 248);
-    assert!(!g.backbone.iter().any(|(n, _)| n.contains("running")));
+    assert_eq!(g.iter().map(|g| g.params.len()).sum::<usize>(), 248);
+    assert!(!bb.iter().any(|n| n.contains("running")));
+    // Factors and decay are set per group, once.
+    for grp in &g {
+        assert_eq!(grp.lr_factor, if grp.backbone { 0.1 } else { 1.0 });
+        assert!(grp.weight_decay == 0.0 || grp.weight_decay == 0.05);
+    }
 }

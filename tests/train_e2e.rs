@@ -9,7 +9,9 @@ use std::sync::Arc;
 use muxmed::config;
 use muxmed::data::synth::{write, SynthOptions};
 use muxmed::model::weights::read_safetensors;
-use muxmed::train::run::{pos_weights, train, Status, TrainArgs};
+use muxmed::run::{Checkpoint, EvalKey, Split, Status};
+use muxmed::train::loss::pos_weights;
+use muxmed::train::{train, TrainArgs};
 
 /// libtorch's random generator is global to the process and the tests of this file run in
 /// parallel threads: training tests take this lock so their seeded draws do not interleave.
@@ -81,9 +83,18 @@ fn args(w: &World, run: &str, overrides: &[&str]) -> TrainArgs {
 fn demo_net(drop_rate: f64, head: muxmed::model::muxnet::HeadInit) -> tch::nn::VarStore {
     let vs = tch::nn::VarStore::new(tch::Device::Cpu);
     let arch = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/archs/muxnet_demo.json");
-    muxmed::model::network::Network::build(&vs.root(), arch.to_str().unwrap(), 14, drop_rate, head)
+    let arch = muxmed::config::Arch::Json(arch);
+    muxmed::model::network::Network::build(&vs.root(), &arch, 14, drop_rate, head)
         .unwrap();
     vs
+}
+
+fn key(split: Split, checkpoint: Checkpoint, tta: bool) -> EvalKey {
+    EvalKey {
+        split,
+        checkpoint,
+        tta,
+    }
 }
 
 fn no_stop() -> Arc<AtomicBool> {
@@ -99,10 +110,10 @@ fn trains_checkpoints_and_loss_falls() {
     let h = &out.state.history;
     assert_eq!(h.len(), 3);
     assert!(
-        h[2]["train_loss"] < h[0]["train_loss"],
+        h[2].train_loss < h[0].train_loss,
         "{} -> {}",
-        h[0]["train_loss"],
-        h[2]["train_loss"]
+        h[0].train_loss,
+        h[2].train_loss
     );
     for f in [
         "last.safetensors",
@@ -115,14 +126,14 @@ fn trains_checkpoints_and_loss_falls() {
         "manifest.json",
         "train.log",
     ] {
-        assert!(out.run_dir.join(f).is_file(), "{f}");
+        assert!(out.run.root().join(f).is_file(), "{f}");
     }
-    let csv = std::fs::read_to_string(out.run_dir.join("metrics.csv")).unwrap();
+    let csv = std::fs::read_to_string(out.run.root().join("metrics.csv")).unwrap();
     assert_eq!(csv.lines().count(), 4);
     assert!(csv.starts_with("epoch,train_loss,val_loss,val_mean_auroc,val_auroc_Atelectasis"));
     // The best checkpoint loads strictly into a fresh network of the run's architecture.
     let vs = demo_net(0.0, muxmed::model::muxnet::HeadInit::Reference);
-    muxmed::model::weights::load_strict(&vs, &out.run_dir.join("best.safetensors")).unwrap();
+    muxmed::model::weights::load_strict(&vs, &out.run.root().join("best.safetensors")).unwrap();
     // A second run of the same name is refused.
     let e = train(&args(&w, "run", &[]), no_stop())
         .unwrap_err()
@@ -152,7 +163,7 @@ fn interrupted_and_resumed_run_ends_like_an_uninterrupted_one() {
     assert_eq!((first.state.epoch, first.state.opt_step), (1, 6));
     let resumed = train(
         &TrainArgs {
-            resume: Some(first.run_dir.clone()),
+            resume: Some(first.run.root().to_path_buf()),
             reports_dir: w.root.join("reports"),
             manifests_dir: w.root.join("data_manifests"),
             ..Default::default()
@@ -161,8 +172,8 @@ fn interrupted_and_resumed_run_ends_like_an_uninterrupted_one() {
     )
     .unwrap();
     assert_eq!(resumed.state.status, Status::Finished);
-    let a = read_safetensors(&straight.run_dir.join("last.safetensors")).unwrap();
-    let b = read_safetensors(&resumed.run_dir.join("last.safetensors")).unwrap();
+    let a = read_safetensors(&straight.run.root().join("last.safetensors")).unwrap();
+    let b = read_safetensors(&resumed.run.root().join("last.safetensors")).unwrap();
     assert_eq!(a.len(), b.len());
     for ((ka, ta), (kb, tb)) in model_only(&a).into_iter().zip(model_only(&b)) {
         assert_eq!(ka, kb);
@@ -175,18 +186,16 @@ fn interrupted_and_resumed_run_ends_like_an_uninterrupted_one() {
         .double_value(&[]);
     assert!(ema_diff < 1e-5);
     for (ha, hb) in straight.state.history.iter().zip(&resumed.state.history) {
-        for key in [
-            "train_loss",
-            "val_loss",
-            "val_mean_auroc",
-            "val_mean_auroc_ema",
-        ] {
-            assert!(
-                (ha[key] - hb[key]).abs() < 1e-5,
-                "{key}: {} vs {}",
-                ha[key],
-                hb[key]
-            );
+        let values = |h: &muxmed::run::EpochRow| {
+            [
+                h.train_loss,
+                h.val_loss,
+                h.val_mean_auroc.unwrap(),
+                h.val_mean_auroc_ema.unwrap(),
+            ]
+        };
+        for (a, b) in values(ha).into_iter().zip(values(hb)) {
+            assert!((a - b).abs() < 1e-5, "epoch {}: {a} vs {b}", ha.epoch);
         }
     }
 }
@@ -248,7 +257,6 @@ fn a_non_finite_loss_stops_the_run() {
 #[test]
 fn pos_weight_is_negatives_over_positives() {
     let split = muxmed::data::dataset::SplitData {
-        split: "train".into(),
         label_names: vec!["A".into(), "B".into(), "C".into()],
         image_ids: vec!["1".into(), "2".into(), "3".into(), "4".into()],
         paths: vec![None; 4],
@@ -309,7 +317,7 @@ fn sigint_finishes_the_step_writes_a_checkpoint_and_says_how_to_resume() {
 fn evaluate_report_and_predict_a_trained_run() {
     let _torch = torch_lock();
     use muxmed::eval::predictions::EvalOptions;
-    use muxmed::eval::run_eval::{evaluate_run, predict_files, Checkpoint};
+    use muxmed::eval::run_eval::{evaluate_run, predict_files};
     let w = world(160, "");
     let out = train(&args(&w, "ev", &["train.epochs=2"]), no_stop()).unwrap();
     let mdirs = w.root.join("data_manifests");
@@ -318,11 +326,9 @@ fn evaluate_report_and_predict_a_trained_run() {
         ..Default::default()
     };
     let r = evaluate_run(
-        &out.run_dir,
+        &out.run.root(),
         &mdirs,
-        "test",
-        Checkpoint::Best,
-        false,
+        key(Split::Test, Checkpoint::Best, false),
         &opt,
         Some("cpu"),
     )
@@ -343,11 +349,11 @@ fn evaluate_report_and_predict_a_trained_run() {
     assert!((mean - r.evaluation.mean_auroc.unwrap()).abs() < 1e-12);
     // The run's own preprocessing: predicting one test image from its file gives the same
     // probabilities as the evaluation did through the cache (to u8 rounding of the cache).
-    let test = muxmed::data::dataset::load_split(&mdirs.join("tiny"), "test").unwrap();
+    let test = muxmed::data::dataset::load_split(&mdirs.join("tiny"), Split::Test).unwrap();
     let img = test.paths[0].clone().unwrap();
     let pcsv = w.root.join("p.csv");
     predict_files(
-        &out.run_dir.join("best.safetensors"),
+        &out.run.root().join("best.safetensors"),
         &[img],
         &pcsv,
         Some("cpu"),
@@ -375,27 +381,26 @@ fn evaluate_report_and_predict_a_trained_run() {
     }
     // TTA needs configured pipelines; EMA needs an EMA run.
     assert!(evaluate_run(
-        &out.run_dir,
+        &out.run.root(),
         &mdirs,
-        "test",
-        Checkpoint::Best,
-        true,
+        key(Split::Test, Checkpoint::Best, true),
         &opt,
         Some("cpu")
     )
     .is_err());
     assert!(evaluate_run(
-        &out.run_dir,
+        &out.run.root(),
         &mdirs,
-        "test",
-        Checkpoint::Ema,
-        false,
+        key(Split::Test, Checkpoint::Ema, false),
         &opt,
         Some("cpu")
     )
     .is_err());
     // The report renders from the run directory alone (plus the manifest).
-    let html = muxmed::report::report_run(&out.run_dir, &mdirs, "test").unwrap();
+    let (html, notice) =
+        muxmed::report::report_run(&out.run.root(), &mdirs, key(Split::Test, Checkpoint::Best, false))
+            .unwrap();
+    assert!(notice.is_none());
     let text = std::fs::read_to_string(&html).unwrap();
     assert!(text.contains("synthetic data") && text.contains("trained from scratch"));
     for f in [
@@ -436,11 +441,9 @@ fn early_stopping_and_tta() {
         ..Default::default()
     };
     let r = muxmed::eval::run_eval::evaluate_run(
-        &out.run_dir,
+        &out.run.root(),
         &w.root.join("data_manifests"),
-        "test",
-        muxmed::eval::run_eval::Checkpoint::Best,
-        true,
+        key(Split::Test, Checkpoint::Best, true),
         &opt,
         Some("cpu"),
     )
@@ -449,7 +452,7 @@ fn early_stopping_and_tta() {
         r.predictions_csv.ends_with("predictions_test_tta.csv")
             && r.metrics_json.ends_with("metrics_test_tta.json")
     );
-    assert!(!out.run_dir.join("metrics_test.json").exists());
+    assert!(!out.run.root().join("metrics_test.json").exists());
 }
 
 #[test]
@@ -500,7 +503,7 @@ fn frozen_epochs_keep_the_backbone_and_its_batchnorm_statistics() {
     a.stop_after_steps = Some(4);
     let out = train(&a, no_stop()).unwrap();
     assert_eq!((out.state.epoch, out.state.batch_in_epoch), (0, 4));
-    let after = read_safetensors(&out.run_dir.join("last.safetensors")).unwrap();
+    let after = read_safetensors(&out.run.root().join("last.safetensors")).unwrap();
     let mut head_moved = false;
     for (name, t0) in &init {
         let d = (&after[name] - t0).abs().max().double_value(&[]);

@@ -127,6 +127,49 @@ pub enum Stage {
     NormalizeImagenet,
 }
 
+impl Stage {
+    /// The stage's name as written in a pipeline file.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Stage::Resize { .. } => "resize",
+            Stage::CenterCrop { .. } => "center_crop",
+            Stage::RandomResizedCrop { .. } => "random_resized_crop",
+            Stage::RandomAffine { .. } => "random_affine",
+            Stage::HorizontalFlip { .. } => "horizontal_flip",
+            Stage::ColorJitter { .. } => "color_jitter",
+            Stage::GaussianNoise { .. } => "gaussian_noise",
+            Stage::ToRgb => "to_rgb",
+            Stage::Normalize { .. } => "normalize",
+            Stage::NormalizeImagenet => "normalize_imagenet",
+        }
+    }
+
+    /// Whether the stage draws random numbers with its settings (a flip with p = 1 or a
+    /// jitter of zero width does not).
+    pub fn is_random(&self) -> bool {
+        match self {
+            Stage::RandomResizedCrop { .. } => true,
+            Stage::RandomAffine {
+                degrees,
+                translate,
+                scale,
+            } => *degrees != 0.0 || *translate != 0.0 || scale[0] != scale[1],
+            Stage::HorizontalFlip { p } => *p > 0.0 && *p < 1.0,
+            Stage::ColorJitter {
+                brightness,
+                contrast,
+                gamma,
+            } => *brightness != 0.0 || *contrast != 0.0 || gamma[0] != gamma[1],
+            Stage::GaussianNoise { std, p } => *std != 0.0 && *p > 0.0,
+            Stage::Resize { .. }
+            | Stage::CenterCrop { .. }
+            | Stage::ToRgb
+            | Stage::Normalize { .. }
+            | Stage::NormalizeImagenet => false,
+        }
+    }
+}
+
 pub const IMAGENET_MEAN: [f64; 3] = [0.485, 0.456, 0.406];
 pub const IMAGENET_STD: [f64; 3] = [0.229, 0.224, 0.225];
 

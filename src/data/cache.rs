@@ -16,7 +16,7 @@ use rayon::prelude::*;
 
 use super::dataset::{load_split, SplitData};
 use super::image::{decode_bytes, Gray};
-use super::manifest::SPLITS;
+use super::Split;
 use crate::config::augment::CacheDtype;
 use crate::config::AugmentConfig;
 
@@ -301,19 +301,19 @@ pub fn prepare_in_chunks(
     }
     let manifest_sha256 = crate::io::sha256_file(&manifest_dir.join("manifest.json"))
         .map_err(|e| io_err(manifest_dir, e))?;
-    let splits: Vec<SplitData> = SPLITS
-        .iter()
-        .map(|s| load_split(manifest_dir, s))
-        .collect::<Result<_, _>>()?;
+    let splits: Vec<(Split, SplitData)> = Split::ALL
+        .into_iter()
+        .map(|s| Ok((s, load_split(manifest_dir, s)?)))
+        .collect::<Result<_, CacheError>>()?;
     let mut items: Vec<(String, String, PathBuf)> = Vec::new();
-    for s in &splits {
+    for (split, s) in &splits {
         for (id, p) in s.image_ids.iter().zip(&s.paths) {
             let p = p.clone().ok_or_else(|| {
                 CacheError::Invalid(format!(
                     "the manifest has no path for {id}: rebuild it with the images present"
                 ))
             })?;
-            items.push((id.clone(), s.split.clone(), p));
+            items.push((id.clone(), split.to_string(), p));
         }
     }
     let total = items.len();

@@ -1,14 +1,16 @@
-//! A split of a written manifest, as the loader and evaluation need it.
+//! A split of a written manifest (or of a run's own copy of it), as the loader and evaluation
+//! need it, and the typed view of `manifest.json`.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
 
 use super::manifest::ManifestError;
+use super::Split;
 
 #[derive(Debug, Clone)]
 pub struct SplitData {
-    pub split: String,
     pub label_names: Vec<String>,
     pub image_ids: Vec<String>,
     /// Resolved file paths (None where the manifest was built without scanning images).
@@ -25,6 +27,13 @@ impl SplitData {
     pub fn is_empty(&self) -> bool {
         self.image_ids.is_empty()
     }
+    /// Positive fraction of every label.
+    pub fn prevalence(&self) -> Vec<f64> {
+        let n = self.len().max(1) as f64;
+        (0..self.label_names.len())
+            .map(|k| self.labels.iter().filter(|l| l[k] > 0.5).count() as f64 / n)
+            .collect()
+    }
 }
 
 fn merr(path: &Path, message: String) -> ManifestError {
@@ -34,36 +43,73 @@ fn merr(path: &Path, message: String) -> ManifestError {
     }
 }
 
-/// The label order recorded in `manifest.json`.
-pub fn manifest_labels(dir: &Path) -> Result<Vec<String>, ManifestError> {
-    let p = dir.join("manifest.json");
-    let text = std::fs::read_to_string(&p).map_err(|e| {
-        merr(
-            &p,
-            format!("{e}; build the manifest first with `muxmed manifest --pipeline NAME`"),
-        )
-    })?;
-    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| merr(&p, e.to_string()))?;
-    v["labels"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| x.as_str().map(String::from))
-                .collect()
-        })
-        .ok_or_else(|| merr(&p, "no `labels` list".into()))
+/// One file a manifest was built from.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SourceFile {
+    pub path: String,
+    pub sha256: String,
 }
 
-/// Reads `<dir>/<split>.parquet`.
-pub fn load_split(dir: &Path, split: &str) -> Result<SplitData, ManifestError> {
-    let label_names = manifest_labels(dir)?;
-    let p = dir.join(format!("{split}.parquet"));
-    let f = std::fs::File::open(&p).map_err(|e| merr(&p, e.to_string()))?;
+/// Images and patients of one split.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SplitCount {
+    pub images: u64,
+    pub patients: u64,
+}
+
+/// What later stages read of `manifest.json` (the manifest module writes it).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+pub struct ManifestInfo {
+    /// `official`, `random_patient`, `split_file`, `generic_split_column` or
+    /// `generic_random_patient`.
+    pub protocol: String,
+    pub seed: u64,
+    pub labels: Vec<String>,
+    #[serde(default)]
+    pub synthetic: bool,
+    #[serde(default)]
+    pub sources: BTreeMap<String, SourceFile>,
+    #[serde(default)]
+    pub splits: BTreeMap<Split, SplitCount>,
+}
+
+impl ManifestInfo {
+    /// Reads `<dir>/manifest.json`.
+    pub fn read(dir: &Path) -> Result<Self, ManifestError> {
+        let p = dir.join("manifest.json");
+        let text = std::fs::read_to_string(&p).map_err(|e| {
+            merr(
+                &p,
+                format!("{e}; build the manifest first with `muxmed manifest --pipeline NAME`"),
+            )
+        })?;
+        serde_json::from_str(&text).map_err(|e| merr(&p, e.to_string()))
+    }
+}
+
+/// The label order recorded in `manifest.json`.
+pub fn manifest_labels(dir: &Path) -> Result<Vec<String>, ManifestError> {
+    Ok(ManifestInfo::read(dir)?.labels)
+}
+
+/// Reads `<dir>/<split>.parquet` of a manifest folder.
+pub fn load_split(dir: &Path, split: Split) -> Result<SplitData, ManifestError> {
+    load_split_file(&split_path(dir, split), &manifest_labels(dir)?)
+}
+
+/// Where a manifest folder keeps a split.
+pub fn split_path(dir: &Path, split: Split) -> PathBuf {
+    dir.join(format!("{split}.parquet"))
+}
+
+/// Reads one split's parquet file; `label_names` are the label columns, in model order.
+pub fn load_split_file(p: &Path, label_names: &[String]) -> Result<SplitData, ManifestError> {
+    let f = std::fs::File::open(p).map_err(|e| merr(p, e.to_string()))?;
     let df = ParquetReader::new(f).finish()?;
     let strs = |name: &str| -> Result<Vec<Option<String>>, ManifestError> {
         let c = df
             .column(name)
-            .map_err(|_| merr(&p, format!("no column `{name}`")))?;
+            .map_err(|_| merr(p, format!("no column `{name}`")))?;
         let c = c.cast(&DataType::String)?;
         Ok(c.str()?.iter().map(|v| v.map(String::from)).collect())
     };
@@ -80,18 +126,17 @@ pub fn load_split(dir: &Path, split: &str) -> Result<SplitData, ManifestError> {
         .map(Option::unwrap_or_default)
         .collect();
     let mut labels = vec![Vec::with_capacity(label_names.len()); image_ids.len()];
-    for l in &label_names {
+    for l in label_names {
         let c = df
             .column(l)
-            .map_err(|_| merr(&p, format!("no label column `{l}`")))?;
+            .map_err(|_| merr(p, format!("no label column `{l}`")))?;
         let c = c.cast(&DataType::Float32)?;
         for (i, v) in c.f32()?.iter().enumerate() {
             labels[i].push(v.unwrap_or(0.0));
         }
     }
     Ok(SplitData {
-        split: split.to_string(),
-        label_names,
+        label_names: label_names.to_vec(),
         image_ids,
         paths,
         patients,

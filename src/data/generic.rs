@@ -8,9 +8,10 @@ use polars::prelude::*;
 use rand::SeedableRng;
 
 use super::manifest::{
-    assemble, random_patient_split, source_entry, Audit, Manifest, ManifestError, SPLITS,
+    assemble, random_patient_split, source_entry, Audit, Manifest, ManifestError,
 };
-use super::nih::{read_text, NihError};
+use super::nih::{csv_rows, read_text, NihError};
+use super::Split;
 use crate::config::{DataConfig, GenericDataConfig};
 
 struct Row {
@@ -35,10 +36,11 @@ pub fn build(
             message,
         })
     };
-    let mut lines = text.lines().enumerate();
+    let records = csv_rows(&text, csv)?;
+    let mut lines = records.iter();
     let header: Vec<&str> = lines
         .next()
-        .map(|(_, h)| h.split(',').map(str::trim).collect())
+        .map(|r| r.fields.iter().map(|h| h.trim()).collect())
         .unwrap_or_default();
     let idx = |name: &str| header.iter().position(|h| *h == name);
     let (Some(ip), Some(il), Some(ipt)) = (idx("path"), idx("labels"), idx("patient_id")) else {
@@ -50,19 +52,17 @@ pub fn build(
     let is = idx("split");
     let base = csv.parent().unwrap_or(Path::new("."));
     let mut rows = Vec::new();
-    for (i, raw) in lines {
-        let line = i + 1;
-        if raw.trim().is_empty() {
-            continue;
-        }
-        let f: Vec<&str> = raw.split(',').map(str::trim).collect();
+    for r in lines {
+        let line = r.line;
+        let f: Vec<&str> = r.fields.iter().map(|x| x.trim()).collect();
         if f.len() != header.len() {
             return Err(row_err(
                 line,
                 format!(
-                    "expected {} fields, found {}: `{raw}`",
+                    "expected {} fields, found {}: `{}`",
                     header.len(),
-                    f.len()
+                    f.len(),
+                    r.fields.join(",")
                 ),
             ));
         }
@@ -80,7 +80,7 @@ pub fn build(
             labels.push(k);
         }
         let split = match is {
-            Some(k) => Some(SPLITS.iter().position(|s| *s == f[k]).ok_or_else(|| {
+            Some(k) => Some(Split::parse(f[k]).map(|s| s as usize).ok_or_else(|| {
                 row_err(line, format!("split `{}` is not train, val or test", f[k]))
             })? as u8),
             None => None,
@@ -189,7 +189,7 @@ pub fn build(
     cols.push(Column::new("no_finding".into(), nf));
     let sp: Vec<String> = order
         .iter()
-        .map(|&i| SPLITS[split[i] as usize].to_string())
+        .map(|&i| Split::ALL[split[i] as usize].to_string())
         .collect();
     cols.push(Column::new("split".into(), sp));
     let all = DataFrame::new_infer_height(cols)?;

@@ -10,7 +10,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
 use super::nih::{self, NihError, Record};
-use super::LABELS;
+use super::{Split, LABELS};
 use crate::config::{DataConfig, SplitProtocol};
 
 #[derive(Debug, thiserror::Error)]
@@ -27,7 +27,6 @@ pub enum ManifestError {
     Polars(#[from] PolarsError),
 }
 
-pub const SPLITS: [&str; 3] = ["train", "val", "test"];
 
 /// The files a manifest was built from, resolved from `data.root` and the optional keys.
 #[derive(Debug, Clone)]
@@ -164,27 +163,25 @@ fn assign_splits(
             })?;
             let text = nih::read_text(&path)?;
             let mut map = HashMap::new();
-            for (i, line) in text.lines().enumerate() {
-                let line_no = i + 1;
-                let f: Vec<&str> = line.split(',').map(str::trim).collect();
+            for r in nih::csv_rows(&text, &path)? {
+                let line_no = r.line;
+                let f: Vec<&str> = r.fields.iter().map(|x| x.trim()).collect();
                 if line_no == 1
                     && f.first()
                         .is_some_and(|h| h.eq_ignore_ascii_case("image_id") || *h == "Image Index")
                 {
                     continue;
                 }
-                if line.trim().is_empty() {
-                    continue;
-                }
                 let idx = match f.as_slice() {
-                    [_, s] => SPLITS.iter().position(|k| k == s),
+                    [_, s] => Split::parse(s).map(|k| k as usize),
                     _ => None,
                 }
                 .ok_or_else(|| NihError::Row {
                     path: path.clone(),
                     line: line_no,
                     message: format!(
-                        "expected `image_id,split` with split train, val or test: `{line}`"
+                        "expected `image_id,split` with split train, val or test: `{}`",
+                        r.fields.join(",")
                     ),
                 })?;
                 map.insert(f[0].to_string(), idx as u8);
@@ -292,27 +289,28 @@ pub fn build(d: &DataConfig, scan_images: bool) -> Result<Manifest, ManifestErro
         .map(|r| format!("{} (line {}): age {}", r.image_id, r.line, r.age))
         .collect();
 
-    // Filters (all off by default).
+    // Filters (all off by default). `one_per_patient` keeps each patient's earliest image
+    // among those that pass the other filters, so a patient whose first image is AP still
+    // contributes a PA image under `views: [PA]`.
     let f = &d.filters;
-    let first_follow_up: HashMap<u32, u32> = if f.one_per_patient {
-        let mut m: HashMap<u32, u32> = HashMap::new();
-        for r in &records {
-            let e = m.entry(r.patient_id).or_insert(r.follow_up);
-            *e = (*e).min(r.follow_up);
-        }
-        m
-    } else {
-        HashMap::new()
-    };
-    let keep: Vec<bool> = records
+    let mut keep: Vec<bool> = records
         .iter()
         .map(|r| {
             (f.views.is_empty() || f.views.contains(&r.view))
                 && f.min_age.is_none_or(|a| r.age >= a)
                 && f.max_age.is_none_or(|a| r.age <= a)
-                && (!f.one_per_patient || first_follow_up[&r.patient_id] == r.follow_up)
         })
         .collect();
+    if f.one_per_patient {
+        let mut first: HashMap<u32, u32> = HashMap::new();
+        for r in records.iter().zip(&keep).filter(|(_, k)| **k).map(|(r, _)| r) {
+            let e = first.entry(r.patient_id).or_insert(r.follow_up);
+            *e = (*e).min(r.follow_up);
+        }
+        for (r, k) in records.iter().zip(keep.iter_mut()) {
+            *k = *k && first.get(&r.patient_id) == Some(&r.follow_up);
+        }
+    }
     let mut k = keep.iter();
     records.retain(|_| *k.next().unwrap_or(&false));
 
@@ -448,7 +446,7 @@ pub fn build(d: &DataConfig, scan_images: bool) -> Result<Manifest, ManifestErro
     cols.push(col_u32("no_finding", &|i| {
         records[i].labels.is_empty() as u32
     }));
-    cols.push(col_str("split", &|i| SPLITS[split[i] as usize].to_string()));
+    cols.push(col_str("split", &|i| Split::ALL[split[i] as usize].to_string()));
     cols.push(col_u32("n_boxes", &|i| {
         box_of
             .get(records[i].image_id.as_str())
@@ -507,7 +505,7 @@ pub(super) fn assemble(
 ) -> Result<Manifest, ManifestError> {
     let mut frames = BTreeMap::new();
     let mut splits_json = serde_json::Map::new();
-    for s in SPLITS {
+    for s in Split::ALL.map(Split::as_str) {
         let df = all
             .clone()
             .lazy()
@@ -541,7 +539,7 @@ pub(super) fn assemble(
     let mut rows_n = Vec::new();
     let mut rows_prev = Vec::new();
     let split_col = per_split.column("split")?.str()?.clone();
-    for s in SPLITS {
+    for s in Split::ALL.map(Split::as_str) {
         let Some(row) = (0..per_split.height()).find(|&r| split_col.get(r) == Some(s)) else {
             continue;
         };
@@ -588,7 +586,46 @@ pub(super) fn assemble(
     })
 }
 
+/// Times [`build`] (image scan excluded) `runs` times: (rows, median s, min s).
+pub fn bench_build(d: &DataConfig, runs: usize) -> Result<(usize, f64, f64), ManifestError> {
+    let mut times = Vec::new();
+    let mut rows = 0;
+    for _ in 0..runs.max(1) {
+        let t = std::time::Instant::now();
+        let m = build(d, false)?;
+        times.push(t.elapsed().as_secs_f64());
+        rows = m.audit.images;
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    Ok((rows, times[times.len() / 2], times[0]))
+}
+
 impl Manifest {
+    /// What `muxmed manifest` prints: prevalence per split, split sizes, dropped and
+    /// flagged images.
+    pub fn summary(&self) -> Result<String, ManifestError> {
+        let mut out = self.prevalence_table()?;
+        for (s, df) in Split::ALL.iter().filter_map(|s| Some((s, self.frames.get(s.as_str())?))) {
+            let patients = df.column("patient_id")?.n_unique()?;
+            out += &format!("{s:<6} {} images, {patients} patients\n", df.height());
+        }
+        let a = &self.audit;
+        if a.dropped_missing {
+            out += &format!(
+                "dropped {} images missing on disk (first: {})\n",
+                a.missing_images,
+                a.missing_examples.join(", ")
+            );
+        }
+        if !a.ages_outside_0_120.is_empty() {
+            out += &format!(
+                "flagged {} ages outside 0..120 (listed in manifest.json)\n",
+                a.ages_outside_0_120.len()
+            );
+        }
+        Ok(out)
+    }
+
     /// Positives as a percentage of images, per label (rows) and split (columns).
     pub fn prevalence_table(&self) -> Result<String, ManifestError> {
         let label = self.summary.column("label")?.str()?.clone();
@@ -599,7 +636,7 @@ impl Manifest {
             let (Some(l), Some(s), Some(p)) = (label.get(i), split.get(i), prev.get(i)) else {
                 continue;
             };
-            let col = SPLITS.iter().position(|k| *k == s).unwrap_or(0);
+            let col = Split::parse(s).map_or(0, |k| k as usize);
             match rows.iter_mut().find(|(name, _)| name == l) {
                 Some((_, cells)) => cells[col] = Some(p),
                 None => {

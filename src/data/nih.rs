@@ -83,6 +83,16 @@ pub fn read_text(path: &Path) -> Result<String, NihError> {
     }
 }
 
+/// The records of CSV text through the one CSV reader ([`crate::io::csv_records`]), with its
+/// errors naming `path` and the line.
+pub fn csv_rows(text: &str, path: &Path) -> Result<Vec<crate::io::CsvRecord>, NihError> {
+    crate::io::csv_records(text).map_err(|(line, message)| NihError::Row {
+        path: path.to_path_buf(),
+        line,
+        message,
+    })
+}
+
 /// Finds the first of `names` inside `root`.
 pub fn find_in(root: &Path, names: &[&str], what: &'static str) -> Result<PathBuf, NihError> {
     names
@@ -104,32 +114,35 @@ pub fn parse_metadata(text: &str, path: &Path) -> Result<Vec<Record>, NihError> 
         line,
         message,
     };
-    let mut lines = text.lines().enumerate();
-    let header = lines
+    let records = csv_rows(text, path)?;
+    let mut rows = records.iter();
+    let header = rows
         .next()
-        .map(|(_, h)| h.trim_end_matches(['\r', ',']))
-        .unwrap_or("");
-    if header.trim_start_matches('\u{feff}') != METADATA_HEADER {
+        .map(|r| {
+            let mut h = r.fields.clone();
+            if h.last().is_some_and(|x| x.trim().is_empty()) {
+                h.pop();
+            }
+            h.join(",")
+        })
+        .unwrap_or_default();
+    if header != METADATA_HEADER {
         return Err(row_err(
             1,
             format!("unexpected header `{header}`; expected the NIH header `{METADATA_HEADER}`"),
         ));
     }
-    let mut out = Vec::with_capacity(text.len() / 90);
-    for (i, raw) in lines {
-        let line = i + 1;
-        let raw = raw.trim_end_matches('\r');
-        if raw.trim().is_empty() {
-            continue;
-        }
-        let mut f: Vec<&str> = raw.split(',').collect();
+    let mut out = Vec::with_capacity(records.len());
+    for r in rows {
+        let line = r.line;
+        let mut f: Vec<&str> = r.fields.iter().map(String::as_str).collect();
         if f.len() == 12 && f[11].trim().is_empty() {
             f.pop();
         }
         if f.len() != 11 {
             return Err(row_err(
                 line,
-                format!("expected 11 fields, found {}: `{raw}`", f.len()),
+                format!("expected 11 fields, found {}: `{}`", f.len(), r.fields.join(",")),
             ));
         }
         let image_id = f[0].trim().to_string();
@@ -240,16 +253,13 @@ pub fn parse_bboxes(text: &str, path: &Path) -> Result<Vec<BBox>, NihError> {
         message,
     };
     let mut out = Vec::new();
-    for (i, raw) in text.lines().enumerate().skip(1) {
-        let line = i + 1;
-        if raw.trim().is_empty() {
-            continue;
-        }
-        let f: Vec<&str> = raw.trim_end_matches('\r').split(',').collect();
+    for r in csv_rows(text, path)?.iter().skip(1) {
+        let line = r.line;
+        let f: Vec<&str> = r.fields.iter().map(String::as_str).collect();
         if f.len() < 6 || f[6..].iter().any(|x| !x.trim().is_empty()) {
             return Err(row_err(
                 line,
-                format!("expected image, label, x, y, w, h: `{raw}`"),
+                format!("expected image, label, x, y, w, h: `{}`", r.fields.join(",")),
             ));
         }
         let name = if f[1] == "Infiltrate" {

@@ -1,9 +1,8 @@
-//! Evaluation: metrics (AUROC as scikit-learn computes it, AP, bootstrap CIs by patient,
-//! thresholds, calibration) and scoring of predictions files.
+//! Evaluation: scoring predictions (AUROC as scikit-learn computes it, AP, bootstrap CIs by
+//! patient, thresholds, calibration) from a run or from any model's predictions file.
 
-#[cfg(feature = "torch")]
-pub mod inference;
-pub mod metrics;
+/// The metric functions live at ground level (training validates with them too).
+pub use crate::metrics;
 pub mod predictions;
 #[cfg(feature = "torch")]
 pub mod run_eval;

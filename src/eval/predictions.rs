@@ -10,7 +10,8 @@ use super::metrics::{
     operating_point, sensitivity_threshold, youden_threshold, CalibrationBin, OperatingPoint,
 };
 use crate::data::nih::{self, NihError, Record};
-use crate::data::LABELS;
+use crate::labels::Split;
+use crate::labels::LABELS;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {
@@ -32,6 +33,10 @@ pub struct Predictions {
     pub probs: Vec<Vec<f64>>,
 }
 
+/// Columns a predictions file may carry besides the image id and the labels (muxmed's own
+/// `predictions_<split>.csv` has `patient_id`).
+const KNOWN_EXTRA_COLUMNS: [&str; 2] = ["patient_id", "Patient ID"];
+
 pub fn read_predictions(path: &Path) -> Result<Predictions, EvalError> {
     let text = nih::read_text(path)?;
     let row = |line: usize, message: String| {
@@ -41,15 +46,11 @@ pub fn read_predictions(path: &Path) -> Result<Predictions, EvalError> {
             message,
         })
     };
-    let mut lines = text.lines().enumerate();
-    let header: Vec<String> = lines
+    let records = nih::csv_rows(&text, path)?;
+    let mut rows = records.iter();
+    let header: Vec<String> = rows
         .next()
-        .map(|(_, h)| {
-            h.trim_end_matches('\r')
-                .split(',')
-                .map(|c| c.trim().to_string())
-                .collect()
-        })
+        .map(|r| r.fields.iter().map(|c| c.trim().to_string()).collect())
         .unwrap_or_default();
     let id_col = header
         .iter()
@@ -62,7 +63,7 @@ pub fn read_predictions(path: &Path) -> Result<Predictions, EvalError> {
         })?;
     let mut label_cols: Vec<(usize, usize)> = Vec::new(); // (label index, column)
     for (c, h) in header.iter().enumerate() {
-        if c == id_col {
+        if c == id_col || KNOWN_EXTRA_COLUMNS.contains(&h.as_str()) {
             continue;
         }
         let name = h.strip_prefix("prob_").unwrap_or(h);
@@ -92,12 +93,9 @@ pub fn read_predictions(path: &Path) -> Result<Predictions, EvalError> {
         probs: Vec::new(),
     };
     let mut seen = HashSet::new();
-    for (i, raw) in lines {
-        let line = i + 1;
-        if raw.trim().is_empty() {
-            continue;
-        }
-        let f: Vec<&str> = raw.trim_end_matches('\r').split(',').collect();
+    for r in rows {
+        let line = r.line;
+        let f = &r.fields;
         if f.len() != header.len() {
             return Err(row(
                 line,
@@ -121,12 +119,119 @@ pub fn read_predictions(path: &Path) -> Result<Predictions, EvalError> {
                         format!("{} value `{}` is not a number", LABELS[*k], f[*c]),
                     )
                 })?;
+            if !(0.0..=1.0).contains(&v) {
+                return Err(row(
+                    line,
+                    format!("{} value {v} is not a probability in [0, 1]: if these are logits, apply a sigmoid first", LABELS[*k]),
+                ));
+            }
             probs.push(v);
         }
         p.image_ids.push(id);
         p.probs.push(probs);
     }
     Ok(p)
+}
+
+/// Reads a run's `predictions_<key>.csv` (image_id, patient_id, one column per label of
+/// `labels`), as [`write_predictions`] wrote it: image id → probabilities in label order.
+pub fn read_run_predictions(
+    path: &Path,
+    labels: &[String],
+) -> Result<HashMap<String, Vec<f64>>, EvalError> {
+    let text = nih::read_text(path)?;
+    let row = |line: usize, message: String| {
+        EvalError::Nih(NihError::Row {
+            path: path.to_path_buf(),
+            line,
+            message,
+        })
+    };
+    let records = nih::csv_rows(&text, path)?;
+    let mut rows = records.iter();
+    let header: Vec<&str> = rows
+        .next()
+        .map(|r| r.fields.iter().map(String::as_str).collect())
+        .unwrap_or_default();
+    let cols: Vec<usize> = labels
+        .iter()
+        .map(|l| {
+            header
+                .iter()
+                .position(|h| h == l)
+                .ok_or_else(|| row(1, format!("no column `{l}`")))
+        })
+        .collect::<Result<_, _>>()?;
+    let mut out = HashMap::new();
+    for r in rows {
+        let probs = cols
+            .iter()
+            .map(|&c| {
+                r.fields
+                    .get(c)
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .ok_or_else(|| row(r.line, format!("column {} is not a number", c + 1)))
+            })
+            .collect::<Result<Vec<f64>, _>>()?;
+        out.insert(r.fields[0].clone(), probs);
+    }
+    Ok(out)
+}
+
+/// A probability written so that reading it back gives the same f64 (shortest round-trip
+/// form in scientific notation): metrics recomputed from the CSV equal the original ones.
+fn lossless(v: f64) -> String {
+    format!("{v:e}")
+}
+
+fn write_csv(path: &Path, header: Vec<String>, rows: impl Iterator<Item = Vec<String>>) -> Result<(), EvalError> {
+    let werr = |message: String| EvalError::Input {
+        path: path.to_path_buf(),
+        message,
+    };
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(&header).map_err(|e| werr(e.to_string()))?;
+    for r in rows {
+        w.write_record(&r).map_err(|e| werr(e.to_string()))?;
+    }
+    let bytes = w.into_inner().map_err(|e| werr(e.to_string()))?;
+    crate::io::write_atomic(path, &bytes).map_err(|e| werr(e.to_string()))
+}
+
+/// Writes a run's `predictions_<key>.csv`: image_id, patient_id, one lossless probability
+/// column per label.
+pub fn write_predictions(
+    path: &Path,
+    image_ids: &[String],
+    patients: &[String],
+    labels: &[String],
+    probs: &[Vec<f64>],
+) -> Result<(), EvalError> {
+    let mut header = vec!["image_id".to_string(), "patient_id".to_string()];
+    header.extend(labels.iter().cloned());
+    let rows = image_ids.iter().zip(patients).zip(probs).map(|((id, p), pr)| {
+        let mut r = vec![id.clone(), p.clone()];
+        r.extend(pr.iter().map(|v| lossless(*v)));
+        r
+    });
+    write_csv(path, header, rows)
+}
+
+/// Writes `predict`'s output: path, one `prob_<label>` column per label.
+pub fn write_file_predictions(
+    path: &Path,
+    files: &[String],
+    labels: &[String],
+    probs: &[Vec<f64>],
+) -> Result<(), EvalError> {
+    let mut header = vec!["path".to_string()];
+    header.extend(labels.iter().map(|l| format!("prob_{l}")));
+    let rows = files.iter().zip(probs).map(|(f, pr)| {
+        let mut r = vec![f.clone()];
+        r.extend(pr.iter().map(|v| lossless(*v)));
+        r
+    });
+    write_csv(path, header, rows)
 }
 
 /// Thresholds chosen on another split (normally val), per label.
@@ -139,7 +244,7 @@ pub struct ChosenThresholds {
     pub at_sensitivity: Option<f64>,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LabelMetrics {
     pub label: String,
     pub n: usize,
@@ -156,7 +261,7 @@ pub struct LabelMetrics {
 }
 
 /// What `metrics_<split>.json` holds.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Evaluation {
     pub split: String,
     pub n_images: usize,
@@ -172,12 +277,12 @@ pub struct Evaluation {
     pub per_label: Vec<LabelMetrics>,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct BootstrapSettings {
     pub resamples: usize,
     pub seed: u64,
     pub level: f64,
-    pub unit: &'static str,
+    pub unit: String,
 }
 
 #[derive(Debug, Clone)]
@@ -317,7 +422,7 @@ pub fn evaluate(j: &Joined, split: &str, opt: &EvalOptions) -> Evaluation {
             resamples: opt.resamples,
             seed: opt.seed,
             level: 0.95,
-            unit: "patient",
+            unit: "patient".into(),
         },
         threshold_source: match &opt.thresholds {
             Some((_, src)) => src.clone(),
@@ -332,28 +437,51 @@ pub fn evaluate(j: &Joined, split: &str, opt: &EvalOptions) -> Evaluation {
 
 /// The thresholds chosen in a metrics file, to apply them to another split.
 pub fn thresholds_from(metrics_json: &Path) -> Result<Thresholds, EvalError> {
-    let bad = |message: String| EvalError::Input {
-        path: metrics_json.to_path_buf(),
-        message,
-    };
-    let text = std::fs::read_to_string(metrics_json).map_err(|e| bad(e.to_string()))?;
-    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
-    let mut t = Thresholds::new();
-    for m in v["per_label"]
-        .as_array()
-        .ok_or_else(|| bad("no per_label array".into()))?
-    {
-        let label = m["label"]
-            .as_str()
-            .ok_or_else(|| bad("a per_label entry has no label".into()))?;
-        let chosen: ChosenThresholds = serde_json::from_value(m["chosen"].clone())
-            .map_err(|e| bad(format!("{label}: {e}")))?;
-        t.insert(label.to_string(), chosen);
-    }
-    Ok(t)
+    Ok(Evaluation::read(metrics_json)?.thresholds())
 }
 
 impl Evaluation {
+    /// Reads a `metrics_<name>.json`.
+    pub fn read(path: &Path) -> Result<Self, EvalError> {
+        let bad = |message: String| EvalError::Input {
+            path: path.to_path_buf(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        serde_json::from_str(&text).map_err(|e| bad(e.to_string()))
+    }
+
+    /// Writes it atomically.
+    pub fn write(&self, path: &Path) -> Result<(), EvalError> {
+        let bad = |message: String| EvalError::Input {
+            path: path.to_path_buf(),
+            message,
+        };
+        let text = serde_json::to_string_pretty(self).map_err(|e| bad(e.to_string()))?;
+        crate::io::write_atomic(path, (text + "\n").as_bytes()).map_err(|e| bad(e.to_string()))
+    }
+
+    /// The thresholds it chose, per label.
+    pub fn thresholds(&self) -> Thresholds {
+        self.per_label
+            .iter()
+            .map(|m| (m.label.clone(), m.chosen.clone()))
+            .collect()
+    }
+
+    /// The options that recompute exactly these numbers from the same predictions.
+    pub fn options(&self) -> EvalOptions {
+        EvalOptions {
+            resamples: self.bootstrap.resamples,
+            seed: self.bootstrap.seed,
+            sensitivity_target: self
+                .per_label
+                .first()
+                .map_or(0.9, |m| m.chosen.sensitivity_target),
+            thresholds: Some((self.thresholds(), self.threshold_source.clone())),
+        }
+    }
+
     /// The per-label table printed after an evaluation.
     pub fn table(&self) -> String {
         let f = |v: Option<f64>| {
@@ -391,5 +519,39 @@ impl Evaluation {
             f(self.micro_auroc)
         );
         out
+    }
+}
+
+/// `muxmed evaluate --predictions`: scores any model's predictions CSV against NIH labels.
+pub struct PredictionsJob<'a> {
+    pub predictions: &'a Path,
+    pub labels: &'a Path,
+    pub split_list: Option<&'a Path>,
+    pub split: Split,
+    pub thresholds_from: Option<&'a Path>,
+}
+
+impl PredictionsJob<'_> {
+    /// Reads, joins and evaluates; returns the joined data and the evaluation.
+    pub fn run(&self, opt: &EvalOptions) -> Result<(Joined, Evaluation), EvalError> {
+        let mut opt = opt.clone();
+        if !(0.0..=1.0).contains(&opt.sensitivity_target) {
+            return Err(EvalError::Input {
+                path: self.predictions.to_path_buf(),
+                message: "--sensitivity must be between 0 and 1".into(),
+            });
+        }
+        if let Some(t) = self.thresholds_from {
+            opt.thresholds = Some((thresholds_from(t)?, format!("chosen in {}", t.display())));
+        }
+        let preds = read_predictions(self.predictions)?;
+        let records = nih::parse_metadata(&nih::read_text(self.labels)?, self.labels)?;
+        let list: Option<HashSet<String>> = match self.split_list {
+            Some(p) => Some(nih::read_list(p)?.into_iter().collect()),
+            None => None,
+        };
+        let joined = join(&preds, &records, list.as_ref())?;
+        let ev = evaluate(&joined, self.split.as_str(), &opt);
+        Ok((joined, ev))
     }
 }

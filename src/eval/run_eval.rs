@@ -1,5 +1,5 @@
-//! `muxmed evaluate --run` and `muxmed predict`: a trained run's model over a split or over
-//! new image files, with the run's own preprocessing.
+//! `muxmed evaluate --run` and `muxmed predict`: a trained run's model over one of the run's
+//! own splits, or over new image files, with the run's own preprocessing.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -8,91 +8,41 @@ use std::sync::Arc;
 use anyhow::{anyhow, bail, Context, Result};
 use tch::{nn, Device};
 
-use super::inference::predict_split;
-use super::predictions::{evaluate, ChosenThresholds, EvalOptions, Evaluation, Joined, Thresholds};
+use super::predictions::{
+    evaluate, write_predictions, ChosenThresholds, EvalOptions, Evaluation, Joined, Thresholds,
+};
 use crate::config::augment::Stage;
-use crate::config::{self, PipelineConfig};
 use crate::data::cache::Cache;
-use crate::data::dataset::{load_split, SplitData};
+use crate::data::dataset::SplitData;
 use crate::data::loader::Source;
+use crate::model::device::{load_into, pick_device};
+use crate::model::inference::predict_split;
 use crate::model::muxnet::HeadInit;
 use crate::model::network::Network;
 use crate::model::weights::{read_metadata, read_safetensors};
-use crate::model::ArchSpec;
-use crate::train::run::{load_into, pick_device};
-
-/// Which weights of a run to evaluate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Checkpoint {
-    Best,
-    Last,
-    Ema,
-}
-
-impl Checkpoint {
-    pub fn file(self) -> &'static str {
-        match self {
-            Checkpoint::Best => "best.safetensors",
-            Checkpoint::Last => "last.safetensors",
-            Checkpoint::Ema => "ema_best.safetensors",
-        }
-    }
-}
+use crate::run::{Checkpoint, CheckpointMeta, EvalKey, RunDir, Split};
 
 /// A trained network with what is needed to feed it.
 pub struct LoadedCheckpoint {
     pub vs: nn::VarStore,
     pub net: Network,
-    pub labels: Vec<String>,
-    pub eval_stages: Vec<Stage>,
-    pub working_size: u32,
+    pub meta: CheckpointMeta,
 }
 
 /// Builds the network described by a checkpoint's metadata and loads its weights
 /// (optimiser and EMA tensors in `last.safetensors` are ignored).
 pub fn load_checkpoint(path: &Path, device: Device) -> Result<LoadedCheckpoint> {
-    let meta = read_metadata(path)?;
-    let get = |k: &str| {
-        meta.get(k).cloned().ok_or_else(|| {
-            anyhow!(
-                "{} has no `{k}` metadata: not a muxmed checkpoint",
-                path.display()
-            )
-        })
-    };
-    let labels: Vec<String> = serde_json::from_str(&get("labels")?)?;
-    let stages: Vec<Stage> = serde_json::from_str(&get("eval_stages")?)?;
-    let working: u32 = get("working_size")?.parse()?;
-    let arch = get("arch")?;
+    let meta = CheckpointMeta::from_metadata(&read_metadata(path)?)
+        .map_err(|m| anyhow!("{}: {m}", path.display()))?;
     let vs = nn::VarStore::new(device);
-    let net = match meta.get("arch_json") {
-        Some(j) => {
-            let spec: ArchSpec = serde_json::from_str(j)?;
-            Network::MuxNet(Box::new(crate::model::muxnet::MuxNet::new(
-                &vs.root(),
-                &spec,
-                labels.len() as i64,
-                0.0,
-                HeadInit::Reference,
-            )?))
-        }
-        None => Network::build(
-            &vs.root(),
-            &arch,
-            labels.len() as i64,
-            0.0,
-            HeadInit::Reference,
-        )?,
+    let k = meta.labels.len() as i64;
+    let net = match &meta.arch_spec {
+        Some(spec) => Network::muxnet(&vs.root(), spec, k, 0.0, HeadInit::Reference)?,
+        None => Network::build(&vs.root(), &meta.arch, k, 0.0, HeadInit::Reference)?,
     };
     let t = read_safetensors(path)?;
     load_into(&vs, &t, "").with_context(|| format!("loading {}", path.display()))?;
-    Ok(LoadedCheckpoint {
-        vs,
-        net,
-        labels,
-        eval_stages: stages,
-        working_size: working,
-    })
+    Ok(LoadedCheckpoint { vs, net, meta })
 }
 
 fn joined(split: &SplitData, probs: Vec<Vec<f64>>) -> Joined {
@@ -119,101 +69,108 @@ pub struct RunEvaluation {
     pub evaluation: Evaluation,
     pub predictions_csv: PathBuf,
     pub metrics_json: PathBuf,
+    /// Set when the manifest folder changed since the run started.
+    pub notice: Option<String>,
 }
 
-fn write_predictions(path: &Path, split: &SplitData, probs: &[Vec<f64>]) -> Result<()> {
-    let mut out = format!("image_id,patient_id,{}\n", split.label_names.join(","));
-    for ((id, p), pr) in split.image_ids.iter().zip(&split.patients).zip(probs) {
-        let cells: Vec<String> = pr.iter().map(|v| format!("{v:.6}")).collect();
-        out += &format!("{id},{p},{}\n", cells.join(","));
+/// Probabilities for a run's split averaged over its eval pipelines (and TTA pipelines).
+struct Scorer<'a> {
+    net: &'a Network,
+    cache: Arc<Cache>,
+    pipelines: Vec<Vec<Stage>>,
+    batch: usize,
+    workers: usize,
+    device: Device,
+}
+
+impl Scorer<'_> {
+    fn predict(&self, split: &Arc<SplitData>, name: Split) -> Result<Vec<Vec<f64>>> {
+        let slots: Vec<usize> = split
+            .image_ids
+            .iter()
+            .map(|id| {
+                self.cache.slot(id).ok_or_else(|| {
+                    anyhow!("image {id} of the run's {name} split is not in the prepared cache: rerun `muxmed prepare` with the run's pipeline")
+                })
+            })
+            .collect::<Result<_>>()?;
+        let mut sum = vec![vec![0.0; split.label_names.len()]; split.len()];
+        for stages in &self.pipelines {
+            let p = predict_split(
+                self.net,
+                split.clone(),
+                Source::Cache(self.cache.clone(), slots.clone()),
+                Arc::new(stages.clone()),
+                self.batch,
+                self.workers,
+                self.device,
+                None,
+            )
+            .map_err(anyhow::Error::msg)?;
+            for (acc, row) in sum.iter_mut().zip(&p.probs) {
+                for (a, v) in acc.iter_mut().zip(row) {
+                    *a += v;
+                }
+            }
+        }
+        let n = self.pipelines.len() as f64;
+        if n > 1.0 {
+            sum.iter_mut().flatten().for_each(|v| *v /= n);
+        }
+        Ok(sum)
     }
-    crate::io::write_atomic(path, out.as_bytes())
-        .with_context(|| format!("writing {}", path.display()))
 }
 
-/// Evaluates a run's checkpoint on a split; for the test split, operating thresholds are
-/// chosen on val first. With `tta`, predictions are averaged over `eval` and every
-/// `augment.tta` pipeline and written under separate `_tta` names.
+/// Evaluates a run's checkpoint on one of the run's own splits; for the test split,
+/// operating thresholds are chosen on the run's val split first. With `key.tta`,
+/// predictions are averaged over `eval` and every `augment.tta` pipeline.
 pub fn evaluate_run(
     run_dir: &Path,
     manifests_dir: &Path,
-    split_name: &str,
-    ck: Checkpoint,
-    tta: bool,
+    key: EvalKey,
     opt: &EvalOptions,
     device: Option<&str>,
 ) -> Result<RunEvaluation> {
-    let cfg: PipelineConfig = config::load(&run_dir.join("config.resolved.yaml"), &[])
-        .with_context(|| format!("{} is not a muxmed run directory", run_dir.display()))?
-        .config;
+    let run = RunDir::open(run_dir)?;
+    let cfg = run.config()?;
     let device = pick_device(device.unwrap_or(&cfg.runtime.device))?;
-    let ck_path = run_dir.join(ck.file());
+    let ck_path = run.checkpoint(key.checkpoint);
     if !ck_path.is_file() {
         bail!(
             "{} does not exist (was the run trained{}?)",
             ck_path.display(),
-            if ck == Checkpoint::Ema {
+            if key.checkpoint == Checkpoint::Ema {
                 " with train.ema_decay"
             } else {
                 ""
             }
         );
     }
-    let net = load_checkpoint(&ck_path, device)?.net;
+    let loaded = load_checkpoint(&ck_path, device)?;
     let mdir = manifests_dir.join(&cfg.name);
-    let cache = Arc::new(Cache::open(&mdir, &cfg.augment).map_err(|e| anyhow!("{e}"))?);
+    let notice = run.manifest_notice(&mdir);
     let mut pipelines = vec![cfg.augment.eval.clone()];
-    if tta {
+    if key.tta {
         if cfg.augment.tta.is_empty() {
             bail!("--tta: the run's config has no augment.tta pipelines");
         }
         pipelines.extend(cfg.augment.tta.iter().cloned());
     }
-    let predict = |split: &Arc<SplitData>| -> Result<Vec<Vec<f64>>> {
-        let slots: Vec<usize> = split
-            .image_ids
-            .iter()
-            .map(|id| {
-                cache
-                    .slot(id)
-                    .ok_or_else(|| anyhow!("{id} is not in the prepared cache"))
-            })
-            .collect::<Result<_>>()?;
-        let mut sum: Option<Vec<Vec<f64>>> = None;
-        for stages in &pipelines {
-            let p = predict_split(
-                &net,
-                split.clone(),
-                Source::Cache(cache.clone(), slots.clone()),
-                Arc::new(stages.clone()),
-                cfg.train.batch_size as usize,
-                cfg.runtime.data_workers as usize,
-                device,
-            )
-            .map_err(anyhow::Error::msg)?;
-            sum = Some(match sum {
-                None => p.probs,
-                Some(s) => s
-                    .iter()
-                    .zip(&p.probs)
-                    .map(|(a, b)| a.iter().zip(b).map(|(x, y)| x + y).collect())
-                    .collect(),
-            });
-        }
-        let n = pipelines.len() as f64;
-        Ok(sum
-            .unwrap_or_default()
-            .into_iter()
-            .map(|r| r.into_iter().map(|v| v / n).collect())
-            .collect())
+    let scorer = Scorer {
+        net: &loaded.net,
+        cache: Arc::new(Cache::open(&mdir, &cfg.augment).map_err(|e| anyhow!("{e}"))?),
+        pipelines,
+        batch: cfg.train.batch_size as usize,
+        workers: cfg.runtime.data_workers as usize,
+        device,
     };
     let mut opt = opt.clone();
-    if split_name != "val" && opt.thresholds.is_none() {
-        let val = Arc::new(load_split(&mdir, "val")?);
-        let vj = joined(&val, predict(&val)?);
+    if key.split != Split::Val && opt.thresholds.is_none() {
+        let val = Arc::new(run.split(Split::Val)?);
+        let vj = joined(&val, scorer.predict(&val, Split::Val)?);
         let ve = evaluate(
             &vj,
-            "val",
+            Split::Val.as_str(),
             &EvalOptions {
                 resamples: 0,
                 ..opt.clone()
@@ -226,26 +183,18 @@ pub fn evaluate_run(
             .collect::<std::collections::BTreeMap<String, ChosenThresholds>>();
         opt.thresholds = Some((t, "chosen on this run's val split".into()));
     }
-    let split = Arc::new(load_split(&mdir, split_name)?);
-    let probs = predict(&split)?;
-    let suffix = if tta { "_tta" } else { "" };
-    let ck_tag = if ck == Checkpoint::Best {
-        String::new()
-    } else {
-        format!("_{}", format!("{ck:?}").to_lowercase())
-    };
-    let predictions_csv = run_dir.join(format!("predictions_{split_name}{ck_tag}{suffix}.csv"));
-    write_predictions(&predictions_csv, &split, &probs)?;
-    let ev = evaluate(&joined(&split, probs), split_name, &opt);
-    let metrics_json = run_dir.join(format!("metrics_{split_name}{ck_tag}{suffix}.json"));
-    crate::io::write_atomic(
-        &metrics_json,
-        (serde_json::to_string_pretty(&ev)? + "\n").as_bytes(),
-    )?;
+    let split = Arc::new(run.split(key.split)?);
+    let probs = scorer.predict(&split, key.split)?;
+    let predictions_csv = run.predictions(&key);
+    write_predictions(&predictions_csv, &split.image_ids, &split.patients, &split.label_names, &probs)?;
+    let ev = evaluate(&joined(&split, probs), key.split.as_str(), &opt);
+    let metrics_json = run.metrics(&key);
+    ev.write(&metrics_json)?;
     Ok(RunEvaluation {
         evaluation: ev,
         predictions_csv,
         metrics_json,
+        notice,
     })
 }
 
@@ -257,13 +206,7 @@ pub fn predict_files(
     device: Option<&str>,
 ) -> Result<usize> {
     let device = pick_device(device.unwrap_or("auto"))?;
-    let LoadedCheckpoint {
-        net,
-        labels,
-        eval_stages: stages,
-        working_size: working,
-        ..
-    } = load_checkpoint(checkpoint, device)?;
+    let LoadedCheckpoint { net, meta, .. } = load_checkpoint(checkpoint, device)?;
     let mut files = Vec::new();
     for p in inputs {
         if p.is_dir() {
@@ -281,8 +224,8 @@ pub fn predict_files(
     if files.is_empty() {
         bail!("no images given");
     }
+    let labels = meta.labels.clone();
     let split = Arc::new(SplitData {
-        split: "predict".into(),
         label_names: labels.clone(),
         image_ids: files.iter().map(|f| f.display().to_string()).collect(),
         paths: files.iter().cloned().map(Some).collect(),
@@ -291,33 +234,15 @@ pub fn predict_files(
     });
     let p = predict_split(
         &net,
-        split,
-        Source::Files(files.clone(), working),
-        Arc::new(stages),
+        split.clone(),
+        Source::Files(files.clone(), meta.working_size),
+        Arc::new(meta.eval_stages),
         16,
         2,
         device,
+        None,
     )
     .map_err(anyhow::Error::msg)?;
-    let mut csv = format!(
-        "path,{}\n",
-        labels
-            .iter()
-            .map(|l| format!("prob_{l}"))
-            .collect::<Vec<_>>()
-            .join(",")
-    );
-    for (f, pr) in files.iter().zip(&p.probs) {
-        csv += &format!(
-            "{},{}\n",
-            f.display(),
-            pr.iter()
-                .map(|v| format!("{v:.6}"))
-                .collect::<Vec<_>>()
-                .join(",")
-        );
-    }
-    crate::io::write_atomic(out, csv.as_bytes())
-        .with_context(|| format!("writing {}", out.display()))?;
+    super::predictions::write_file_predictions(out, &split.image_ids, &labels, &p.probs)?;
     Ok(files.len())
 }

@@ -3,7 +3,7 @@
 use tch::nn::{self, Module};
 use tch::Tensor;
 
-use super::layers::{act, bn, bn_t, conv, SpatialConv, SqueezeExcite};
+use super::layers::{act, bn, bn_t, conv, drop_path, SpatialConv, SqueezeExcite};
 use super::spec::{BlockPlan, BlockType};
 
 /// Depthwise-separable block (`ds`/`dsa`): conv_dw → bn1 → act → se → conv_pw → bn2
@@ -16,6 +16,8 @@ pub struct DepthwiseSeparable {
     conv_pw: nn::Conv2D,
     bn2: nn::BatchNorm,
     plan: BlockPlan,
+    /// Stochastic depth on the residual branch in training (see [`Block::set_drop_path`]).
+    drop_path: f64,
 }
 
 /// Inverted residual (`ir`): conv_pw → bn1 → act → conv_dw (mixed kernels allowed) → bn2 →
@@ -30,6 +32,8 @@ pub struct InvertedResidual {
     conv_pwl: nn::Conv2D,
     bn3: nn::BatchNorm,
     plan: BlockPlan,
+    /// Stochastic depth on the residual branch in training (see [`Block::set_drop_path`]).
+    drop_path: f64,
 }
 
 /// Channel-multiplexed inverted residual (`sp`, the MUX block; Lu et al. 2020, Sec. 3.2):
@@ -81,6 +85,7 @@ impl Block {
                 conv_pw: conv(&p / "conv_pw", plan.in_chs, plan.out_chs, 1, 1, 1, false),
                 bn2: bn(&p / "bn2", plan.out_chs),
                 plan: plan.clone(),
+                drop_path: 0.0,
             }),
             BlockType::Ir => {
                 let mid = plan.mid_chs();
@@ -101,6 +106,7 @@ impl Block {
                     conv_pwl: conv(&p / "conv_pwl", mid, plan.out_chs, 1, 1, 1, false),
                     bn3: bn(&p / "bn3", plan.out_chs),
                     plan: plan.clone(),
+                    drop_path: 0.0,
                 })
             }
             BlockType::Sp => {
@@ -129,6 +135,17 @@ impl Block {
         }
     }
 
+    /// Sets the stochastic-depth rate of the block's residual branch. As in the reference,
+    /// only `ds` and `ir` blocks apply it (and only where they have a residual); `sp` blocks
+    /// ignore it.
+    pub fn set_drop_path(&mut self, rate: f64) {
+        match self {
+            Block::Ds(b) => b.drop_path = rate,
+            Block::Ir(b) => b.drop_path = rate,
+            Block::Sp(_) => {}
+        }
+    }
+
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
         match self {
             Block::Ds(b) => b.forward_t(x, train),
@@ -150,7 +167,7 @@ impl DepthwiseSeparable {
             y = act(a, &y);
         }
         if self.plan.has_residual() {
-            y += x;
+            y = drop_path(&y, self.drop_path, train) + x;
         }
         y
     }
@@ -166,7 +183,7 @@ impl InvertedResidual {
         }
         y = bn_t(&self.bn3, &self.conv_pwl.forward(&y), train);
         if self.plan.has_residual() {
-            y += x;
+            y = drop_path(&y, self.drop_path, train) + x;
         }
         y
     }

@@ -224,19 +224,19 @@ pub fn count(spec: &ArchSpec, num_classes: i64, resolution: i64) -> Result<Count
     c.conv(
         "conv_head".into(),
         last,
-        spec.num_features,
+        spec.head_channels(),
         1,
         1,
         1,
         h,
         false,
     );
-    c.bn("bn2".into(), spec.num_features);
-    let head_params = (spec.num_features * num_classes + num_classes) as u64;
+    c.bn("bn2".into(), spec.head_channels());
+    let head_params = (spec.head_channels() * num_classes + num_classes) as u64;
     c.layers.push(Layer {
         name: "classifier".into(),
         params: head_params,
-        madds: (spec.num_features * num_classes) as u64,
+        madds: (spec.head_channels() * num_classes) as u64,
     });
     Ok(Counts {
         total_params: c.layers.iter().map(|l| l.params).sum(),

@@ -293,3 +293,18 @@ impl SpatialConv {
 pub fn bn_t(b: &nn::BatchNorm, x: &Tensor, train: bool) -> Tensor {
     b.forward_t(x, train)
 }
+
+/// Stochastic depth on a residual branch (Huang et al. 2016; the reference's
+/// `drop_connect`): in training each sample's branch is zeroed with probability `rate` and
+/// the survivors are scaled by 1 / (1 - rate); in eval the branch is unchanged.
+pub fn drop_path(x: &Tensor, rate: f64, train: bool) -> Tensor {
+    if !train || rate <= 0.0 {
+        return x.shallow_clone();
+    }
+    let keep = 1.0 - rate;
+    let n = x.size()[0];
+    let mask = Tensor::rand([n, 1, 1, 1], (x.kind(), x.device()))
+        .g_add_scalar(keep)
+        .floor();
+    x / keep * mask
+}

@@ -7,6 +7,12 @@ pub mod spec;
 #[cfg(feature = "torch")]
 pub mod blocks;
 #[cfg(feature = "torch")]
+pub mod densenet;
+#[cfg(feature = "torch")]
+pub mod device;
+#[cfg(feature = "torch")]
+pub mod inference;
+#[cfg(feature = "torch")]
 pub mod layers;
 #[cfg(feature = "torch")]
 pub mod muxnet;

@@ -72,7 +72,7 @@ impl MuxNet {
             })
             .collect();
         let last = spec.last_channels()?;
-        let nf = spec.num_features;
+        let nf = spec.head_channels();
         let (ws_init, bs_init) = match head_init {
             HeadInit::Reference => {
                 let b = 1.0 / (num_classes as f64).sqrt();
@@ -109,7 +109,17 @@ impl MuxNet {
         })
     }
 
-    /// Pooled features (N, num_features). `train` selects batch statistics in BatchNorm.
+    /// Sets stochastic depth: block `i` of `n` (counted over all stages, from 0) drops its
+    /// residual branch with probability `rate * i / n`, as the reference's builder scales
+    /// `drop_connect_rate` (MUXConv repo, `muxnet.py`; timm's EfficientNet builder).
+    pub fn set_drop_path_rate(&mut self, rate: f64) {
+        let n = self.blocks.iter().map(Vec::len).sum::<usize>().max(1) as f64;
+        for (i, b) in self.blocks.iter_mut().flatten().enumerate() {
+            b.set_drop_path(rate * i as f64 / n);
+        }
+    }
+
+    /// Pooled features (N, head channels). `train` selects batch statistics in BatchNorm.
     pub fn forward_features_t(&self, x: &Tensor, train: bool) -> Tensor {
         let mut y = act(
             self.act,

@@ -1,43 +1,65 @@
-//! A classifier network chosen by name: MUXNet (built-in or arch JSON) or DenseNet-121,
-//! CheXNet's architecture (Rajpurkar et al. 2017), as the baseline.
+//! A classifier network chosen by [`Arch`]: MUXNet (built-in or arch JSON) or DenseNet-121,
+//! CheXNet's architecture (Rajpurkar et al. 2017), as the baseline; and the optimiser's
+//! parameter groups, decided here once.
 
-use tch::nn::{self, ModuleT};
+use tch::nn;
 use tch::Tensor;
 
+use super::densenet::DenseNet121;
 use super::muxnet::{HeadInit, MuxNet};
 use super::spec::{ArchSpec, SpecError};
+use crate::config::Arch;
 
+#[derive(Debug)]
 pub enum Network {
     MuxNet(Box<MuxNet>),
-    DenseNet121(Box<dyn ModuleT + Send>),
+    DenseNet121(Box<DenseNet121>),
 }
 
-impl std::fmt::Debug for Network {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Network::MuxNet(m) => write!(f, "MuxNet({:?})", m.spec.name),
-            Network::DenseNet121(_) => write!(f, "DenseNet121"),
-        }
-    }
+/// The classifier's variables are `classifier.*`; everything else is backbone.
+pub fn is_head_key(name: &str) -> bool {
+    name.starts_with("classifier.")
+}
+
+fn is_bn_buffer(name: &str) -> bool {
+    name.ends_with("running_mean") || name.ends_with("running_var")
 }
 
 impl Network {
-    /// `arch`: `muxnet_m`, `muxnet_l`, `densenet121` or a path to an arch JSON.
     pub fn build(
         p: &nn::Path,
-        arch: &str,
+        arch: &Arch,
         num_classes: i64,
         drop_rate: f64,
         head_init: HeadInit,
     ) -> Result<Self, SpecError> {
-        if arch == "densenet121" {
-            return Ok(Network::DenseNet121(Box::new(
-                tch::vision::densenet::densenet121(p, num_classes),
-            )));
+        if *arch == Arch::Densenet121 {
+            return Ok(Network::DenseNet121(Box::new(DenseNet121::new(
+                p,
+                num_classes,
+                drop_rate,
+            ))));
         }
-        let spec = ArchSpec::by_name(arch)?;
-        let net = MuxNet::new(p, &spec, num_classes, drop_rate, head_init)?;
+        Self::muxnet(p, &ArchSpec::of(arch)?, num_classes, drop_rate, head_init)
+    }
+
+    /// A MUXNet from a spec (e.g. one stored inside a checkpoint).
+    pub fn muxnet(
+        p: &nn::Path,
+        spec: &ArchSpec,
+        num_classes: i64,
+        drop_rate: f64,
+        head_init: HeadInit,
+    ) -> Result<Self, SpecError> {
+        let net = MuxNet::new(p, spec, num_classes, drop_rate, head_init)?;
         Ok(Network::MuxNet(Box::new(net)))
+    }
+
+    /// Stochastic depth for training (MUXNet only; DenseNet-121 has none).
+    pub fn set_drop_path_rate(&mut self, rate: f64) {
+        if let Network::MuxNet(m) = self {
+            m.set_drop_path_rate(rate);
+        }
     }
 
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
@@ -47,55 +69,71 @@ impl Network {
         }
     }
 
-    /// Whether a variable belongs to the classifier head (the rest is backbone).
-    pub fn is_head_key(&self, name: &str) -> bool {
-        name.starts_with("classifier.")
+    /// The forward pass of a training step: with a frozen backbone, its BatchNorm statistics
+    /// stay fixed (backbone in eval mode) while the head trains.
+    pub fn forward_train(&self, x: &Tensor, backbone_frozen: bool) -> Tensor {
+        match (self, backbone_frozen) {
+            (Network::MuxNet(m), true) => m.forward_frozen_backbone(x, true),
+            (n, true) => n.forward_t(x, false),
+            (n, false) => n.forward_t(x, true),
+        }
     }
 }
 
 /// Freezes or unfreezes the backbone: its parameters stop (or resume) receiving gradients.
 /// BatchNorm running statistics are buffers and never trainable; keeping them still while
-/// frozen is the caller's job (run the backbone with `train = false`).
+/// frozen is the forward pass's job ([`Network::forward_train`]).
 pub fn set_backbone_trainable(vs: &nn::VarStore, trainable: bool) {
     for (name, t) in vs.variables() {
-        if name.starts_with("classifier.")
-            || name.ends_with("running_mean")
-            || name.ends_with("running_var")
-        {
+        if is_head_key(&name) || is_bn_buffer(&name) {
             continue;
         }
         let _ = t.set_requires_grad(trainable);
     }
 }
 
-/// Parameter groups for the optimiser: backbone weights, head weights, and parameters that
-/// get no weight decay (BatchNorm weights and biases, every bias).
-#[derive(Debug, Default)]
-pub struct ParamGroups {
-    pub backbone: Vec<(String, Tensor)>,
-    pub head: Vec<(String, Tensor)>,
-    pub no_decay: Vec<(String, Tensor)>,
+/// Tensors that share a learning-rate factor and a weight decay.
+#[derive(Debug)]
+pub struct ParamGroup {
+    pub params: Vec<(String, Tensor)>,
+    /// Backbone groups follow the backbone's learning-rate factor and unfreeze warmup.
+    pub backbone: bool,
+    /// Multiplies the scheduled learning rate.
+    pub lr_factor: f64,
+    pub weight_decay: f64,
 }
 
-pub fn param_groups(vs: &nn::VarStore) -> ParamGroups {
+/// The optimiser's groups: backbone and head, each split into weights with decay and
+/// parameters without (every bias, BatchNorm weights). BatchNorm buffers are not parameters.
+pub fn param_groups(vs: &nn::VarStore, backbone_lr_factor: f64, weight_decay: f64) -> Vec<ParamGroup> {
     let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
     vars.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut g = ParamGroups::default();
+    let mut groups: Vec<ParamGroup> = [(true, true), (true, false), (false, true), (false, false)]
+        .into_iter()
+        .map(|(backbone, decay)| ParamGroup {
+            params: vec![],
+            backbone,
+            lr_factor: if backbone { backbone_lr_factor } else { 1.0 },
+            weight_decay: if decay { weight_decay } else { 0.0 },
+        })
+        .collect();
     for (name, t) in vars {
-        if name.ends_with("running_mean") || name.ends_with("running_var") {
+        if is_bn_buffer(&name) {
             continue;
         }
         let is_bn = name
             .rsplit('.')
             .nth(1)
             .is_some_and(|m| m.starts_with("bn") || m.starts_with("norm"));
-        if name.ends_with(".bias") || is_bn {
-            g.no_decay.push((name, t));
-        } else if name.starts_with("classifier.") {
-            g.head.push((name, t));
-        } else {
-            g.backbone.push((name, t));
-        }
+        let decay = !(name.ends_with(".bias") || is_bn);
+        let g = match (!is_head_key(&name), decay) {
+            (true, true) => 0,
+            (true, false) => 1,
+            (false, true) => 2,
+            (false, false) => 3,
+        };
+        groups[g].params.push((name, t));
     }
-    g
+    groups.retain(|g| !g.params.is_empty());
+    groups
 }

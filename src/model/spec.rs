@@ -13,6 +13,8 @@
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
+use crate::config::Arch;
+
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
     #[error("block string `{block}`: {message}")]
@@ -197,6 +199,7 @@ pub struct ArchSpec {
     /// Stages, each a list of block strings.
     pub arch_def: Vec<Vec<String>>,
     pub stem_size: i64,
+    /// Head width before the channel multiplier (see [`ArchSpec::head_channels`]).
     pub num_features: i64,
     #[serde(default = "one")]
     pub channel_multiplier: f64,
@@ -286,18 +289,15 @@ impl ArchSpec {
         }
     }
 
-    /// A built-in name (`muxnet_m`, `muxnet_l`) or a path to an arch JSON file.
-    pub fn by_name(name: &str) -> Result<Self, SpecError> {
-        match name {
-            "muxnet_m" => Ok(Self::muxnet_m()),
-            "muxnet_l" => Ok(Self::muxnet_l()),
-            "muxnet_xs" | "muxnet_s" => Err(SpecError::Arch(format!(
-                "`{name}` is not available: the authors released no configuration for it, only muxnet_m and muxnet_l"
-            ))),
-            _ if name.ends_with(".json") => Self::from_json_file(Path::new(name)),
-            _ => Err(SpecError::Arch(format!(
-                "unknown architecture `{name}`: expected muxnet_m, muxnet_l or a path to an arch .json"
-            ))),
+    /// The spec of a MUXNet architecture (built-in or JSON file); DenseNet-121 has none.
+    pub fn of(arch: &Arch) -> Result<Self, SpecError> {
+        match arch {
+            Arch::MuxnetM => Ok(Self::muxnet_m()),
+            Arch::MuxnetL => Ok(Self::muxnet_l()),
+            Arch::Json(p) => Self::from_json_file(p),
+            Arch::Densenet121 => Err(SpecError::Arch(
+                "densenet121 is not a MUXNet: it has no block-string spec".into(),
+            )),
         }
     }
 
@@ -364,6 +364,14 @@ impl ArchSpec {
 
     pub fn stem_channels(&self) -> i64 {
         round_channels(self.stem_size, self.channel_multiplier)
+    }
+
+    /// Width of the head conv: `num_features` is the unscaled base and scales with the
+    /// channel multiplier, as the authors' `_gen_muxnet_*` do
+    /// (`num_features = round_channels(1280 * multiplier)`), so checkpoints of scaled
+    /// variants load.
+    pub fn head_channels(&self) -> i64 {
+        round_channels(self.num_features, self.channel_multiplier)
     }
 }
 

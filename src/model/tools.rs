@@ -10,11 +10,12 @@ use tch::{nn, Device, Kind, Reduction, Tensor};
 use super::muxnet::HeadInit;
 use super::network::Network;
 use super::spec::ArchSpec;
+use crate::config::Arch;
 use super::weights::{self, load_strict, read_safetensors, write_safetensors};
 
 /// `muxmed model import`: reads a `torch.save` checkpoint, checks it loads strictly into
 /// `arch` (with the checkpoint's own class count), and writes safetensors with metadata.
-pub fn import(src: &Path, arch: &str, out: &Path) -> Result<String> {
+pub fn import(src: &Path, arch: &Arch, out: &Path) -> Result<String> {
     let ck = weights::read_torch_checkpoint(src)?;
     let classes = ck
         .tensors
@@ -63,7 +64,7 @@ fn tempfile_dir(out: &Path) -> Result<std::path::PathBuf> {
 /// `muxmed model forward`: runs `input` (N,3,H,W) through the network; writes `logits` and
 /// `features`, and with `stages` the fixture-named activations (`stem`, `blocks.<i>`, `head`).
 pub fn forward(
-    arch: &str,
+    arch: &Arch,
     num_classes: i64,
     weights_path: &Path,
     input: &Path,
@@ -125,7 +126,7 @@ pub struct Info {
     pub madds: Option<u64>,
 }
 
-pub fn info(arch: &str, num_classes: i64, resolution: i64) -> Result<Info> {
+pub fn info(arch: &Arch, num_classes: i64, resolution: i64) -> Result<Info> {
     let vs = nn::VarStore::new(Device::Cpu);
     Network::build(&vs.root(), arch, num_classes, 0.0, HeadInit::Reference)?;
     let count_vars = |pred: &dyn Fn(&str) -> bool| -> u64 {
@@ -137,10 +138,10 @@ pub fn info(arch: &str, num_classes: i64, resolution: i64) -> Result<Info> {
     };
     let total = count_vars(&|_| true);
     let head = count_vars(&|n| n.starts_with("classifier."));
-    let madds = if arch == "densenet121" {
+    let madds = if *arch == Arch::Densenet121 {
         None
     } else {
-        let counts = super::count::count(&ArchSpec::by_name(arch)?, num_classes, resolution)?;
+        let counts = super::count::count(&ArchSpec::of(arch)?, num_classes, resolution)?;
         if counts.total_params != total {
             bail!(
                 "internal inconsistency: the built model has {total} parameters, the counter {}",
@@ -172,7 +173,7 @@ pub struct BenchResult {
     pub train_images_per_s: f64,
 }
 
-pub fn bench(arch: &str, batch: i64, resolution: i64, iters: usize) -> Result<BenchResult> {
+pub fn bench(arch: &Arch, batch: i64, resolution: i64, iters: usize) -> Result<BenchResult> {
     tch::manual_seed(0);
     let vs = nn::VarStore::new(Device::Cpu);
     let net = Network::build(&vs.root(), arch, 14, 0.0, HeadInit::PytorchDefault)?;
@@ -206,7 +207,7 @@ pub fn bench(arch: &str, batch: i64, resolution: i64, iters: usize) -> Result<Be
         }
     }
     Ok(BenchResult {
-        arch: arch.into(),
+        arch: arch.to_string(),
         batch,
         resolution,
         threads: tch::get_num_threads(),

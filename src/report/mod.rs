@@ -4,14 +4,15 @@
 pub mod plots;
 pub mod references;
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::data::nih;
-use crate::eval::metrics::{pr_curve, roc_curve};
-use crate::eval::predictions::{self, EvalOptions, Evaluation, Joined};
+use crate::config::PipelineConfig;
+use crate::data::dataset::ManifestInfo;
+use crate::eval::predictions::{self, EvalOptions, Evaluation, Joined, PredictionsJob};
+use crate::metrics::{pr_curve, roc_curve};
+use crate::run::{Checkpoint, EpochRow, EvalKey, RunDir, RunInfo, Split};
 use plots::{Figure, LabelCurves};
 
 /// What a report is about, shown at its top.
@@ -22,6 +23,9 @@ pub struct ReportContext {
     pub facts: Vec<(String, String)>,
     /// Plain warnings shown first (e.g. trained from scratch, non-comparable split).
     pub warnings: Vec<String>,
+    /// Show published numbers (CheXNet column, reference markers and means). Off for
+    /// synthetic data, which says nothing about them.
+    pub published: bool,
 }
 
 /// Curves of every label of a joined evaluation, for the figures.
@@ -48,12 +52,18 @@ pub fn label_curves(j: &Joined, ev: &Evaluation) -> Vec<LabelCurves> {
 }
 
 /// Draws every figure of an evaluation into `dir`.
-pub fn figures(dir: &Path, j: &Joined, ev: &Evaluation, subtitle: &str) -> Result<Vec<Figure>> {
+pub fn figures(
+    dir: &Path,
+    j: &Joined,
+    ev: &Evaluation,
+    subtitle: &str,
+    published: bool,
+) -> Result<Vec<Figure>> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let curves = label_curves(j, ev);
     let mut figs = vec![
         plots::roc_grid(dir, &curves, subtitle)?,
-        plots::auroc_chart(dir, &curves, subtitle)?,
+        plots::auroc_chart(dir, &curves, subtitle, published)?,
         plots::pr_grid(dir, &curves, subtitle)?,
         plots::reliability_grid(dir, &curves, subtitle)?,
         plots::prevalence_chart(
@@ -112,7 +122,7 @@ fn fmt_ci(v: Option<[f64; 2]>) -> String {
 
 /// Rows of the per-label table: label, n, positives, AUROC, CI, AP, ECE, Youden operating
 /// point, CheXNet's published value.
-fn table_rows(ev: &Evaluation) -> Vec<[String; 9]> {
+fn table_rows(ev: &Evaluation) -> Vec<Vec<String>> {
     ev.per_label
         .iter()
         .map(|m| {
@@ -137,7 +147,7 @@ fn table_rows(ev: &Evaluation) -> Vec<[String; 9]> {
                     )
                 })
                 .unwrap_or_else(|| "–".into());
-            [
+            vec![
                 m.label.clone(),
                 m.n.to_string(),
                 m.positives.to_string(),
@@ -184,7 +194,14 @@ pub fn write_documents(
     ev: &Evaluation,
     figs: &[Figure],
 ) -> Result<(PathBuf, PathBuf)> {
-    let rows = table_rows(ev);
+    let mut rows = table_rows(ev);
+    let mut headers = HEADERS.to_vec();
+    if !ctx.published {
+        headers.pop();
+        rows.iter_mut().for_each(|r| {
+            r.pop();
+        });
+    }
     let summary = format!(
         "Mean AUROC over defined labels: **{}** (95% CI {}, {} resamples by {}); micro AUROC {}; {} images from {} patients.",
         fmt(ev.mean_auroc),
@@ -197,13 +214,17 @@ pub fn write_documents(
     );
     let refs: Vec<String> = references::OFFICIAL_SPLIT_MEANS
         .iter()
-        .map(|(who, v)| format!("{who}: {v:.3}"))
+        .map(|r| format!("{}: {:.3}", r.source(), r.mean))
         .collect();
-    let refs_line = format!(
-        "References. CheXNet mean {:.3} on its own random patient split; official-split (NIH test list) means: {}. Numbers from different splits are not comparable.",
-        references::CHEXNET_MEAN,
-        refs.join("; ")
-    );
+    let refs_line = if ctx.published {
+        format!(
+            "References. CheXNet mean {:.3} on its own random patient split; official-split (NIH test list) means: {}. Numbers from different splits are not comparable.",
+            references::CHEXNET_MEAN,
+            refs.join("; ")
+        )
+    } else {
+        "Published references are not shown: this data says nothing about them.".to_string()
+    };
 
     // Markdown.
     let mut md = format!("# {}\n\n", ctx.title);
@@ -220,8 +241,8 @@ pub fn write_documents(
     );
     md += &format!(
         "| {} |\n|{}|\n",
-        HEADERS.join(" | "),
-        "---|".repeat(HEADERS.len())
+        headers.join(" | "),
+        "---|".repeat(headers.len())
     );
     for r in &rows {
         md += &format!("| {} |\n", r.join(" | "));
@@ -265,7 +286,7 @@ img{max-width:100%;border:1px solid #eee;margin:.5em 0}.num{text-align:right;fon
         esc(&refs_line)
     );
     html += "<table><tr>";
-    for h in HEADERS {
+    for h in &headers {
         html += &format!("<th>{}</th>", esc(h));
     }
     html += "</tr>";
@@ -305,157 +326,67 @@ img{max-width:100%;border:1px solid #eee;margin:.5em 0}.num{text-align:right;fon
 
 /// `muxmed report --predictions P --labels L [--split-list S] --out DIR`.
 pub fn report_predictions(
-    preds_path: &Path,
-    labels_path: &Path,
-    split_list: Option<&Path>,
+    job: &PredictionsJob,
     out: &Path,
-    split_name: &str,
     opt: &EvalOptions,
 ) -> Result<(Evaluation, PathBuf)> {
-    let preds = predictions::read_predictions(preds_path)?;
-    let records = nih::parse_metadata(&nih::read_text(labels_path)?, labels_path)?;
-    let list: Option<HashSet<String>> = match split_list {
-        Some(p) => Some(nih::read_list(p)?.into_iter().collect()),
-        None => None,
-    };
-    let joined = predictions::join(&preds, &records, list.as_ref())?;
-    let ev = predictions::evaluate(&joined, split_name, opt);
+    let (joined, ev) = job.run(opt)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    crate::io::write_atomic(
-        &out.join(format!("metrics_{split_name}.json")),
-        (serde_json::to_string_pretty(&ev)? + "\n").as_bytes(),
-    )?;
-    let subtitle = format!("{split_name} ({} images)", ev.n_images);
-    let figs = figures(out, &joined, &ev, &subtitle)?;
+    ev.write(&out.join(format!("metrics_{}.json", job.split)))?;
+    let subtitle = format!("{} ({} images)", job.split, ev.n_images);
+    let figs = figures(out, &joined, &ev, &subtitle, true)?;
     let hash = |p: &Path| crate::io::sha256_file(p).unwrap_or_else(|_| "unreadable".into());
-    let mut facts = vec![
+    let facts = vec![
         (
             "predictions".to_string(),
-            format!("{} (sha256 {})", preds_path.display(), hash(preds_path)),
+            format!("{} (sha256 {})", job.predictions.display(), hash(job.predictions)),
         ),
         (
             "labels".to_string(),
-            format!("{} (sha256 {})", labels_path.display(), hash(labels_path)),
+            format!("{} (sha256 {})", job.labels.display(), hash(job.labels)),
+        ),
+        (
+            "images scored".into(),
+            match job.split_list {
+                Some(p) => format!("those listed in {} (sha256 {})", p.display(), hash(p)),
+                None => "every image of the predictions that has labels".into(),
+            },
+        ),
+        (
+            "unmatched".into(),
+            format!(
+                "{} predictions without labels, {} labelled images without predictions",
+                ev.predictions_without_labels, ev.labelled_images_without_predictions
+            ),
         ),
     ];
-    facts.push((
-        "images scored".into(),
-        match split_list {
-            Some(p) => format!("those listed in {} (sha256 {})", p.display(), hash(p)),
-            None => "every image of the predictions that has labels".into(),
-        },
-    ));
-    facts.push((
-        "unmatched".into(),
-        format!(
-            "{} predictions without labels, {} labelled images without predictions",
-            ev.predictions_without_labels, ev.labelled_images_without_predictions
-        ),
-    ));
     let ctx = ReportContext {
-        title: format!("AUROC report: {}", preds_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()),
+        title: format!("AUROC report: {}", job.predictions.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()),
         facts,
         warnings: vec![format!(
             "these predictions come from outside muxmed; the split they were scored on ({}) decides which published numbers they can be compared with: CheXNet's come from a random patient split, the official-split references from NIH's test list.",
-            split_list.map(|p| p.display().to_string()).unwrap_or_else(|| "not given".into())
+            job.split_list.map(|p| p.display().to_string()).unwrap_or_else(|| "not given".into())
         )],
+        published: true,
     };
     let (_, html) = write_documents(out, &ctx, &ev, &figs)?;
     Ok((ev, html))
 }
 
-/// Reads a run's `metrics.csv` into rows of numbers (empty cells left out).
-pub fn read_metrics_csv(path: &Path) -> Result<Vec<std::collections::BTreeMap<String, f64>>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().unwrap_or("").split(',').collect();
-    Ok(lines
-        .map(|l| {
-            header
-                .iter()
-                .zip(l.split(','))
-                .filter_map(|(h, v)| Some((h.to_string(), v.parse::<f64>().ok()?)))
-                .collect()
-        })
-        .collect())
-}
-
-/// Reads a predictions CSV written by `evaluate --run` (image_id, patient_id, one column per label).
-fn read_run_predictions(
-    path: &Path,
-    labels: &[String],
-) -> Result<std::collections::HashMap<String, Vec<f64>>> {
-    let text = std::fs::read_to_string(path).with_context(|| {
+/// The evaluation `evaluate --run` wrote for `key`, recomputed from its predictions file
+/// with the recorded settings, so figures and tables come from the same numbers.
+pub fn run_evaluation(run: &RunDir, key: &EvalKey) -> Result<(Joined, Evaluation)> {
+    let data = run.split(key.split)?;
+    let metrics_path = run.metrics(key);
+    let recorded = Evaluation::read(&metrics_path).with_context(|| {
         format!(
-            "reading {}: run `muxmed evaluate --run` first",
-            path.display()
+            "no evaluation of the {}: run `muxmed evaluate --run {}{}` first",
+            key.describe(),
+            run.root().display(),
+            eval_flags(key)
         )
     })?;
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().unwrap_or("").split(',').collect();
-    let cols: Vec<usize> = labels
-        .iter()
-        .map(|l| {
-            header
-                .iter()
-                .position(|h| h == l)
-                .ok_or_else(|| anyhow::anyhow!("{}: no column {l}", path.display()))
-        })
-        .collect::<Result<_>>()?;
-    let mut out = std::collections::HashMap::new();
-    for (i, l) in lines.enumerate() {
-        let f: Vec<&str> = l.split(',').collect();
-        let probs = cols
-            .iter()
-            .map(|&c| {
-                f.get(c)
-                    .and_then(|v| v.parse::<f64>().ok())
-                    .ok_or_else(|| anyhow::anyhow!("{}, line {}: bad value", path.display(), i + 2))
-            })
-            .collect::<Result<Vec<f64>>>()?;
-        out.insert(f[0].to_string(), probs);
-    }
-    Ok(out)
-}
-
-/// `muxmed report --run reports/RUN [--split test]`: every figure, training curves, label
-/// prevalence per split, report.md and report.html in `reports/RUN/report/`.
-pub fn report_run(run_dir: &Path, manifests_dir: &Path, split: &str) -> Result<PathBuf> {
-    use crate::data::dataset::load_split;
-    let cfg = crate::config::load(&run_dir.join("config.resolved.yaml"), &[])
-        .with_context(|| format!("{} is not a muxmed run directory", run_dir.display()))?
-        .config;
-    let mdir = manifests_dir.join(&cfg.name);
-    let data = load_split(&mdir, split)?;
-    let preds = read_run_predictions(
-        &run_dir.join(format!("predictions_{split}.csv")),
-        &data.label_names,
-    )?;
-    let metrics_path = run_dir.join(format!("metrics_{split}.json"));
-    let recorded: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&metrics_path).with_context(|| {
-            format!(
-                "reading {}: run `muxmed evaluate --run` first",
-                metrics_path.display()
-            )
-        })?)?;
-    // Recompute with the same bootstrap settings and thresholds, so the figures and the
-    // tables come from the same code and agree with metrics_<split>.json.
-    let opt = EvalOptions {
-        resamples: recorded["bootstrap"]["resamples"].as_u64().unwrap_or(1000) as usize,
-        seed: recorded["bootstrap"]["seed"].as_u64().unwrap_or(0),
-        sensitivity_target: recorded["per_label"][0]["chosen"]["sensitivity_target"]
-            .as_f64()
-            .unwrap_or(0.9),
-        thresholds: Some((
-            predictions::thresholds_from(&metrics_path)?,
-            recorded["threshold_source"]
-                .as_str()
-                .unwrap_or("")
-                .to_string(),
-        )),
-    };
+    let preds = predictions::read_run_predictions(&run.predictions(key), &data.label_names)?;
     let mut j = Joined {
         y: vec![],
         s: vec![],
@@ -474,101 +405,113 @@ pub fn report_run(run_dir: &Path, manifests_dir: &Path, split: &str) -> Result<P
             None => j.labelled_without_predictions += 1,
         }
     }
-    let ev = predictions::evaluate(&j, split, &opt);
-    let out = run_dir.join("report");
-    let subtitle = format!("{split} split ({} images)", ev.n_images);
-    let mut figs = figures(&out, &j, &ev, &subtitle)?;
-    let history = read_metrics_csv(&run_dir.join("metrics.csv")).unwrap_or_default();
-    if !history.is_empty() {
-        figs.insert(
-            1,
-            plots::training_curves(
-                &out,
-                &history,
-                &run_dir
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-            )?,
-        );
+    let ev = predictions::evaluate(&j, key.split.as_str(), &recorded.options());
+    Ok((j, ev))
+}
+
+/// The `evaluate --run` flags that write `key`'s files.
+fn eval_flags(key: &EvalKey) -> String {
+    let mut f = format!(" --split {}", key.split);
+    if key.checkpoint != Checkpoint::Best {
+        f += &format!(" --checkpoint {}", key.checkpoint.as_str());
     }
-    // Label prevalence per split, from the manifest.
+    if key.tta {
+        f += " --tta";
+    }
+    f
+}
+
+/// `muxmed report --run reports/RUN [--split test] [--checkpoint C] [--tta]`: every figure,
+/// training curves, label prevalence per split, report.md and report.html in
+/// `reports/RUN/report/`. Returns the HTML path and a notice when the manifest changed.
+pub fn report_run(
+    run_dir: &Path,
+    manifests_dir: &Path,
+    key: EvalKey,
+) -> Result<(PathBuf, Option<String>)> {
+    let run = RunDir::open(run_dir)?;
+    let cfg = run.config()?;
+    let notice = run.manifest_notice(&manifests_dir.join(&cfg.name));
+    let (j, ev) = run_evaluation(&run, &key)?;
+    let manifest = run.manifest()?;
+    let info = run.info()?;
+    let out = run.report_dir();
+    let subtitle = format!("{} split ({} images)", key.split, ev.n_images);
+    let published = !manifest.synthetic;
+    let mut figs = figures(&out, &j, &ev, &subtitle, published)?;
+    let history = run.state().map(|s| s.history).unwrap_or_default();
+    if !history.is_empty() {
+        figs.insert(1, plots::training_curves(&out, &history, &run.name())?);
+    }
+    // Label prevalence per split, from the run's own splits.
     let mut sets = Vec::new();
-    for s in crate::data::manifest::SPLITS {
-        if let Ok(d) = load_split(&mdir, s) {
-            let n = d.len().max(1) as f64;
-            sets.push((
-                format!("{s} ({} images)", d.len()),
-                (0..d.label_names.len())
-                    .map(|k| d.labels.iter().filter(|l| l[k] > 0.5).count() as f64 / n)
-                    .collect(),
-            ));
+    for s in Split::ALL {
+        if let Ok(d) = run.split(s) {
+            sets.push((format!("{s} ({} images)", d.len()), d.prevalence()));
         }
     }
     if let Some(pos) = figs.iter().position(|f| f.name == "prevalence") {
-        figs[pos] = plots::prevalence_chart(&out, &data.label_names, &sets, "per split")?;
+        figs[pos] = plots::prevalence_chart(&out, &j.labels, &sets, "per split")?;
     }
+    let ctx = ReportContext {
+        title: format!("muxmed report: {}", run.name()),
+        facts: run_facts(&run, &cfg, &info, &manifest, &history, &key, &ev),
+        warnings: run_warnings(&cfg, &manifest, &key, notice.as_deref()),
+        published,
+    };
+    let (_, html) = write_documents(&out, &ctx, &ev, &figs)?;
+    Ok((html, notice))
+}
 
-    let run: serde_json::Value = std::fs::read_to_string(run_dir.join("run.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or_default();
-    let manifest: serde_json::Value = std::fs::read_to_string(run_dir.join("manifest.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or_default();
-    let total_s: f64 = history.iter().filter_map(|r| r.get("epoch_time_s")).sum();
+fn run_facts(
+    run: &RunDir,
+    cfg: &PipelineConfig,
+    info: &RunInfo,
+    manifest: &ManifestInfo,
+    history: &[EpochRow],
+    key: &EvalKey,
+    ev: &Evaluation,
+) -> Vec<(String, String)> {
+    let r = cfg.train.resolution;
     let mut facts = vec![
-        ("run".to_string(), run_dir.display().to_string()),
+        ("run".to_string(), run.root().display().to_string()),
         (
             "model".into(),
             format!(
-                "{} ({} parameters, {} multiply-adds per image at {}x{})",
-                cfg.model.arch,
-                run["params"],
-                run["madds"]
-                    .as_u64()
+                "{} ({} parameters, {} multiply-adds per image at {r}x{r})",
+                info.arch,
+                info.params,
+                info.madds
                     .map(|m| format!("{:.1}M", m as f64 / 1e6))
                     .unwrap_or("n/a".into()),
-                cfg.train.resolution,
-                cfg.train.resolution
             ),
         ),
         (
             "weights".into(),
-            if cfg.model.from_scratch {
-                "none: trained from scratch".into()
-            } else {
-                format!(
-                    "{} (sha256 {})",
-                    run["weights"]["path"].as_str().unwrap_or("?"),
-                    run["weights"]["sha256"].as_str().unwrap_or("?")
-                )
+            match (&info.weights.path, &info.weights.sha256) {
+                (Some(p), Some(h)) => format!("{p} (sha256 {h})"),
+                _ => "none: trained from scratch".into(),
             },
         ),
         (
             "data".into(),
             format!(
-                "manifest {} (sha256 {}); protocol {}, seed {}",
-                mdir.display(),
-                run["manifest_sha256"].as_str().unwrap_or("?"),
-                manifest["protocol"],
-                manifest["seed"]
+                "the run's own splits ({}), copied from {} (manifest.json sha256 {}); protocol {}, seed {}",
+                run.splits_dir().display(),
+                info.manifest_dir,
+                info.manifest_sha256,
+                manifest.protocol,
+                manifest.seed
             ),
         ),
     ];
-    if let Some(src) = manifest["sources"].as_object() {
-        for (k, v) in src {
-            facts.push((
-                format!("source: {k}"),
-                format!(
-                    "{} (sha256 {})",
-                    v["path"].as_str().unwrap_or(""),
-                    v["sha256"].as_str().unwrap_or("")
-                ),
-            ));
-        }
+    for (k, v) in &manifest.sources {
+        facts.push((
+            format!("source: {k}"),
+            format!("{} (sha256 {})", v.path, v.sha256),
+        ));
     }
+    let total_s: f64 = history.iter().map(|r| r.epoch_time_s).sum();
     facts.push((
         "training".into(),
         format!(
@@ -576,44 +519,46 @@ pub fn report_run(run_dir: &Path, manifests_dir: &Path, split: &str) -> Result<P
             history.len(),
             total_s,
             cfg.train.seed,
-            run["device"].as_str().unwrap_or("?")
+            info.device
         ),
     ));
     facts.push((
         "evaluated".into(),
         format!(
-            "{split} split, checkpoint best.safetensors, {} images from {} patients",
-            ev.n_images, ev.n_patients
+            "{}, {} images from {} patients",
+            key.describe(),
+            ev.n_images,
+            ev.n_patients
         ),
     ));
+    facts
+}
+
+fn run_warnings(
+    cfg: &PipelineConfig,
+    manifest: &ManifestInfo,
+    key: &EvalKey,
+    notice: Option<&str>,
+) -> Vec<String> {
     let mut warnings = Vec::new();
-    if manifest["synthetic"].as_bool() == Some(true) {
-        warnings.push("synthetic data (made by `muxmed synth`): these numbers say nothing about real chest X-rays and must not be compared with the published ones.".to_string());
+    if manifest.synthetic {
+        warnings.push("synthetic data (made by `muxmed synth`): these numbers say nothing about real chest X-rays, so no published numbers are shown beside them.".to_string());
     }
     if cfg.model.from_scratch {
         warnings.push("trained from scratch, without pretrained weights.".into());
     }
-    if manifest["protocol"].as_str() != Some("official") {
+    if let Some(n) = notice {
+        warnings.push(n.trim_start_matches("note: ").to_string());
+    }
+    if manifest.protocol != "official" {
         warnings.push(format!(
             "split protocol {}: not comparable with the official-split references.",
-            manifest["protocol"]
+            manifest.protocol
         ));
-    } else if split != "test" {
-        warnings.push(format!("evaluated on the {split} split, which was used to choose the checkpoint: optimistic, and not comparable with published test numbers."));
+    } else if key.split != Split::Test {
+        warnings.push(format!("evaluated on the {} split, which was used to choose the checkpoint: optimistic, and not comparable with published test numbers.", key.split));
     }
-    let ctx = ReportContext {
-        title: format!(
-            "muxmed report: {}",
-            run_dir
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        ),
-        facts,
-        warnings,
-    };
-    let (_, html) = write_documents(&out, &ctx, &ev, &figs)?;
-    Ok(html)
+    warnings
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use super::references;
-use crate::data::LABELS;
+use crate::labels::LABELS;
 use crate::eval::metrics::{CalibrationBin, PrCurve, Roc};
 
 static FONT: Once = Once::new();
@@ -346,17 +346,26 @@ pub fn reliability_grid(
 const LEGEND_ROWS: u32 = 2;
 
 /// Per-label AUROC with its CI beside CheXNet's and Wang et al.'s published values.
+/// `published`: draw the published per-label AUROCs and the official-split means beside the
+/// evaluation (off for synthetic data, which says nothing about them).
 pub fn auroc_chart(
     dir: &Path,
     curves: &[LabelCurves],
     subtitle: &str,
+    published: bool,
 ) -> Result<Figure, PlotError> {
     let title = format!("Per-label AUROC with 95% CI, {subtitle}");
     let n = curves.len();
     // The axis starts low enough to show every point and interval (an AUROC below 0.5 must
     // not fall off the chart), in steps of 0.05.
-    let published =
-        |label: &str, table: &[f64; 14]| LABELS.iter().position(|l| *l == label).map(|k| table[k]);
+    let show = published;
+    let published = |label: &str, table: &[f64; 14]| {
+        LABELS
+            .iter()
+            .position(|l| *l == label)
+            .filter(|_| show)
+            .map(|k| table[k])
+    };
     let lowest = curves
         .iter()
         .flat_map(|c| {
@@ -430,6 +439,10 @@ pub fn auroc_chart(
                     }),
                 )
                 .map_err(e2s)?;
+            if !show {
+                legend(&mut chart, SeriesLabelPosition::LowerLeft, 14, 0.9)?;
+                return Ok(());
+            }
             chart
                 .draw_series(curves.iter().enumerate().filter_map(|(i, c)| {
                     Some(Cross::new(
@@ -455,7 +468,7 @@ pub fn auroc_chart(
             legend(&mut chart, SeriesLabelPosition::LowerLeft, 14, 0.9)?;
             let refs: Vec<String> = references::OFFICIAL_SPLIT_MEANS
                 .iter()
-                .map(|(who, v)| format!("{v:.3} {who}"))
+                .map(|r| format!("{:.3} {}", r.mean, r.source()))
                 .collect();
             lower
                 .draw_text(
@@ -560,13 +573,14 @@ type Panel<'a> = (&'a str, Vec<(&'a str, Vec<(f64, f64)>, RGBColor)>);
 /// Train/val loss, val mean AUROC and learning rate per epoch (from metrics.csv).
 pub fn training_curves(
     dir: &Path,
-    rows: &[std::collections::BTreeMap<String, f64>],
+    rows: &[crate::run::EpochRow],
     subtitle: &str,
 ) -> Result<Figure, PlotError> {
+    use crate::run::EpochRow;
     let title = format!("Training curves, {subtitle}");
-    let get = |k: &str| -> Vec<(f64, f64)> {
+    let get = |f: fn(&EpochRow) -> Option<f64>| -> Vec<(f64, f64)> {
         rows.iter()
-            .filter_map(|r| Some((*r.get("epoch")?, *r.get(k)?)))
+            .filter_map(|r| Some((r.epoch as f64, f(r)?)))
             .collect()
     };
     let n_epochs = rows.len().max(1) as f64;
@@ -588,22 +602,22 @@ pub fn training_curves(
                 (
                     "loss",
                     vec![
-                        ("train loss", get("train_loss"), BLUE),
-                        ("val loss", get("val_loss"), RED),
+                        ("train loss", get(|r| Some(r.train_loss)), BLUE),
+                        ("val loss", get(|r| Some(r.val_loss)), RED),
                     ],
                 ),
                 (
                     "val mean AUROC",
                     vec![
-                        ("val mean AUROC", get("val_mean_auroc"), DARK_GREEN),
-                        ("EMA", get("val_mean_auroc_ema"), MAGENTA),
+                        ("val mean AUROC", get(|r| r.val_mean_auroc), DARK_GREEN),
+                        ("EMA", get(|r| r.val_mean_auroc_ema), MAGENTA),
                     ],
                 ),
                 (
                     "learning rate",
                     vec![
-                        ("head", get("lr_head"), BLUE),
-                        ("backbone", get("lr_backbone"), RED),
+                        ("head", get(|r| Some(r.lr_head)), BLUE),
+                        ("backbone", get(|r| Some(r.lr_backbone)), RED),
                     ],
                 ),
             ];

@@ -17,11 +17,62 @@ pub const WANG2017: [f64; 14] = [
     0.767,
 ];
 
-/// Mean AUROCs on NIH's official test list (25,596 images).
-pub const OFFICIAL_SPLIT_MEANS: [(&str, f64); 5] = [
-    ("Gündel et al. 2018, DenseNet-121 + location", 0.807),
-    ("public model card (nessi10), DenseNet-121", 0.805),
-    ("public model card (Yzaza), DenseNet-121 at 320", 0.8106),
-    ("public model card (Yzaza), Swin-T at 320", 0.8184),
-    ("XProtoNet, CVPR 2021", 0.822),
+/// A published mean AUROC on NIH's official test list (25,596 images).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OfficialSplitMean {
+    pub who: &'static str,
+    pub mean: f64,
+    /// A peer-reviewed paper, or a public model card (not peer-reviewed).
+    pub peer_reviewed: bool,
+}
+
+impl OfficialSplitMean {
+    /// How reports name it: model cards say so.
+    pub fn source(&self) -> String {
+        if self.peer_reviewed {
+            self.who.to_string()
+        } else {
+            format!("{} (model card, not peer-reviewed)", self.who)
+        }
+    }
+}
+
+/// Peer-reviewed sources first, then model cards.
+pub const OFFICIAL_SPLIT_MEANS: [OfficialSplitMean; 5] = [
+    OfficialSplitMean {
+        who: "Gündel et al. 2018, DenseNet-121 + location",
+        mean: 0.807,
+        peer_reviewed: true,
+    },
+    OfficialSplitMean {
+        who: "XProtoNet, CVPR 2021",
+        mean: 0.822,
+        peer_reviewed: true,
+    },
+    OfficialSplitMean {
+        who: "nessi10, DenseNet-121",
+        mean: 0.805,
+        peer_reviewed: false,
+    },
+    OfficialSplitMean {
+        who: "Yzaza, DenseNet-121 at 320",
+        mean: 0.8106,
+        peer_reviewed: false,
+    },
+    OfficialSplitMean {
+        who: "Yzaza, Swin-T at 320",
+        mean: 0.8184,
+        peer_reviewed: false,
+    },
 ];
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn peer_reviewed_references_come_first() {
+        let r = super::OFFICIAL_SPLIT_MEANS;
+        let first_card = r.iter().position(|m| !m.peer_reviewed).unwrap();
+        assert!(r[first_card..].iter().all(|m| !m.peer_reviewed));
+        assert!(r[first_card].source().contains("model card"));
+    }
+}

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use tch::{Kind, Tensor};
 
 use crate::config::OptimizerKind;
+use crate::model::network::ParamGroup;
 
 /// One trainable tensor with its hyper-parameters and state.
 pub struct Param {
@@ -14,6 +15,8 @@ pub struct Param {
     pub tensor: Tensor,
     /// Multiplies the scheduled learning rate (the backbone's factor, or 1 for the head).
     pub lr_factor: f64,
+    /// Backbone parameters also follow the unfreeze warmup factor of [`Optimizer::step`].
+    pub backbone: bool,
     pub weight_decay: f64,
     /// Adam: first moment; SGD: momentum buffer.
     m: Tensor,
@@ -33,18 +36,21 @@ pub struct Optimizer {
 }
 
 impl Optimizer {
-    /// `params`: (name, tensor, lr factor, weight decay).
-    pub fn new(kind: OptimizerKind, params: Vec<(String, Tensor, f64, f64)>) -> Self {
-        let params = params
+    pub fn new(kind: OptimizerKind, groups: Vec<ParamGroup>) -> Self {
+        let params = groups
             .into_iter()
-            .map(|(name, tensor, lr_factor, weight_decay)| Param {
-                m: tensor.zeros_like().detach(),
-                v: tensor.zeros_like().detach(),
-                name,
-                tensor,
-                lr_factor,
-                weight_decay,
-                steps: 0,
+            .flat_map(|g| {
+                let (lr_factor, weight_decay, backbone) = (g.lr_factor, g.weight_decay, g.backbone);
+                g.params.into_iter().map(move |(name, tensor)| Param {
+                    m: tensor.zeros_like().detach(),
+                    v: tensor.zeros_like().detach(),
+                    name,
+                    tensor,
+                    lr_factor,
+                    backbone,
+                    weight_decay,
+                    steps: 0,
+                })
             })
             .collect();
         Optimizer {
@@ -102,8 +108,10 @@ impl Optimizer {
         total
     }
 
-    /// One update at learning rate `lr`; parameters without a gradient (frozen) are skipped.
-    pub fn step(&mut self, lr: f64) {
+    /// One update at learning rate `lr` (times each parameter's factor, and times
+    /// `backbone_warmup` for backbone parameters); parameters without a gradient (frozen)
+    /// are skipped.
+    pub fn step(&mut self, lr: f64, backbone_warmup: f64) {
         let (b1, b2, eps, mu) = (self.beta1, self.beta2, self.eps, self.momentum);
         let kind = self.kind;
         tch::no_grad(|| {
@@ -112,7 +120,7 @@ impl Optimizer {
                 if !g.defined() || !p.tensor.requires_grad() {
                     continue;
                 }
-                let lr = lr * p.lr_factor;
+                let lr = lr * p.lr_factor * if p.backbone { backbone_warmup } else { 1.0 };
                 p.steps += 1;
                 match kind {
                     OptimizerKind::Adamw => {
@@ -187,6 +195,15 @@ mod tests {
     use super::*;
     use tch::nn::OptimizerConfig;
 
+    fn group(w: &Tensor, weight_decay: f64) -> ParamGroup {
+        ParamGroup {
+            params: vec![("w".into(), w.shallow_clone())],
+            backbone: false,
+            lr_factor: 1.0,
+            weight_decay,
+        }
+    }
+
     /// Our AdamW and SGD against libtorch's own on the same problem.
     fn compare(kind: OptimizerKind) {
         tch::manual_seed(3);
@@ -213,7 +230,7 @@ mod tests {
         };
         // Ours.
         let w = w0.copy().set_requires_grad(true);
-        let mut ours = Optimizer::new(kind, vec![("w".into(), w.shallow_clone(), 1.0, 0.01)]);
+        let mut ours = Optimizer::new(kind, vec![group(&w, 0.01)]);
         for _ in 0..5 {
             let l = (x.matmul(&w_ref) - &y)
                 .pow_tensor_scalar(2)
@@ -222,7 +239,7 @@ mod tests {
             ours.zero_grad();
             let l = (x.matmul(&w) - &y).pow_tensor_scalar(2).mean(Kind::Float);
             l.backward();
-            ours.step(0.05);
+            ours.step(0.05, 1.0);
         }
         let d = (&w - &w_ref).abs().max().double_value(&[]);
         assert!(d < 1e-6, "{kind:?}: {d}");
@@ -243,7 +260,7 @@ mod tests {
         let w = Tensor::from_slice(&[3f32, 4.0]).set_requires_grad(true);
         let mut o = Optimizer::new(
             OptimizerKind::Sgd,
-            vec![("w".into(), w.shallow_clone(), 1.0, 0.0)],
+            vec![group(&w, 0.0)],
         );
         (&w * &w).sum(Kind::Float).backward(); // grad = 2w = (6, 8), norm 10
         let n = o.clip_grad_norm(Some(5.0));

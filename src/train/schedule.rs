@@ -22,9 +22,43 @@ impl WarmupCosine {
     }
 }
 
+/// The backbone's learning-rate factor after a frozen phase: 0 → 1 linearly over
+/// `warmup_steps` optimiser steps from `unfreeze_step` on (1 when nothing was frozen).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct UnfreezeWarmup {
+    pub unfreeze_step: u64,
+    pub warmup_steps: u64,
+}
+
+impl UnfreezeWarmup {
+    pub fn factor(&self, step: u64) -> f64 {
+        if self.unfreeze_step == 0 || self.warmup_steps == 0 || step < self.unfreeze_step {
+            return 1.0;
+        }
+        ((step - self.unfreeze_step + 1) as f64 / self.warmup_steps as f64).min(1.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backbone_warms_up_again_after_unfreezing() {
+        let w = UnfreezeWarmup {
+            unfreeze_step: 10,
+            warmup_steps: 4,
+        };
+        assert_eq!(w.factor(10), 0.25);
+        assert_eq!(w.factor(11), 0.5);
+        assert_eq!(w.factor(13), 1.0);
+        assert_eq!(w.factor(50), 1.0);
+        let none = UnfreezeWarmup {
+            unfreeze_step: 0,
+            warmup_steps: 4,
+        };
+        assert_eq!(none.factor(0), 1.0);
+    }
 
     #[test]
     fn warmup_then_cosine() {

@@ -6,7 +6,7 @@
 use rand::{Rng, SeedableRng};
 
 /// Points of the ROC curve at every distinct score, highest first, starting at (0, 0).
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Roc {
     pub fpr: Vec<f64>,
     pub tpr: Vec<f64>,
@@ -82,7 +82,7 @@ pub fn auroc(y: &[bool], s: &[f64]) -> Option<f64> {
 }
 
 /// Precision-recall points at each distinct score, highest score first.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PrCurve {
     pub precision: Vec<f64>,
     pub recall: Vec<f64>,
@@ -147,7 +147,7 @@ fn weighted_auroc(order: &[usize], y: &[bool], s: &[f64], w: &[u32]) -> Option<f
 }
 
 /// Percentile bootstrap intervals of each label's AUROC and of their macro mean.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct BootstrapCi {
     /// [low, high] per label; None where too few resamples had both classes.
     pub per_label: Vec<Option<[f64; 2]>>,
@@ -230,7 +230,7 @@ pub fn percentile(sorted: &[f64], q: f64) -> f64 {
 }
 
 /// Confusion-matrix rates at a threshold (score >= threshold is positive).
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct OperatingPoint {
     pub threshold: f64,
     pub sensitivity: Option<f64>,
@@ -291,7 +291,7 @@ pub fn sensitivity_threshold(y: &[bool], s: &[f64], target: f64) -> Option<f64> 
 }
 
 /// One bin of a reliability diagram.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CalibrationBin {
     pub lower: f64,
     pub upper: f64,

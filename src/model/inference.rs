@@ -6,24 +6,22 @@ use tch::{Device, Kind, Tensor};
 
 use crate::config::augment::Stage;
 use crate::data::dataset::SplitData;
+use super::device::batch_tensor;
+use super::network::Network;
 use crate::data::loader::{start_epoch, LoaderOptions, Source};
-use crate::model::network::Network;
 
-/// Turns a loader batch into an (N, C, H, W) tensor on `device`.
-pub fn batch_tensor(images: &[f32], shape: [usize; 4], device: Device) -> Tensor {
-    let s: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
-    Tensor::from_slice(images)
-        .view(s.as_slice())
-        .to_device(device)
-}
-
-/// Sigmoid probabilities and the mean BCE loss over a split, in split order.
+/// Sigmoid probabilities over a split, in split order, and the mean loss when asked for.
 pub struct SplitPredictions {
     pub probs: Vec<Vec<f64>>,
-    pub loss: f64,
+    /// The mean over images of the given loss (a batch-mean loss weighted by batch size).
+    pub loss: Option<f64>,
 }
 
-/// Predicts every image of `split` with the network in eval mode.
+/// A loss of (logits, targets) averaged over the batch, e.g. the training loss.
+pub type BatchLoss<'a> = &'a dyn Fn(&Tensor, &Tensor) -> Tensor;
+
+/// Predicts every image of `split` with the network in eval mode, without autograd.
+#[allow(clippy::too_many_arguments)]
 pub fn predict_split(
     net: &Network,
     split: Arc<SplitData>,
@@ -32,12 +30,13 @@ pub fn predict_split(
     batch_size: usize,
     workers: usize,
     device: Device,
+    loss: Option<BatchLoss>,
 ) -> Result<SplitPredictions, String> {
     let _guard = tch::no_grad_guard();
     let n = split.len();
     let k = split.label_names.len();
     let mut probs = vec![Vec::new(); n];
-    let (mut loss_sum, mut count) = (0.0, 0usize);
+    let mut loss_sum = 0.0;
     let o = LoaderOptions {
         batch_size,
         shuffle: false,
@@ -52,13 +51,12 @@ pub fn predict_split(
         let b = b?;
         let x = batch_tensor(&b.images, b.shape, device);
         let logits = net.forward_t(&x, false).to_kind(Kind::Float);
-        let y = Tensor::from_slice(&b.targets)
-            .view([b.indices.len() as i64, k as i64])
-            .to_device(device);
-        let l =
-            logits.binary_cross_entropy_with_logits::<Tensor>(&y, None, None, tch::Reduction::Sum);
-        loss_sum += l.double_value(&[]);
-        count += b.indices.len() * k;
+        if let Some(f) = loss {
+            let y = Tensor::from_slice(&b.targets)
+                .view([b.indices.len() as i64, k as i64])
+                .to_device(device);
+            loss_sum += f(&logits, &y).double_value(&[]) * b.indices.len() as f64;
+        }
         let p: Vec<f32> = Vec::try_from(logits.sigmoid().to_device(Device::Cpu).flatten(0, -1))
             .map_err(|e: tch::TchError| e.to_string())?;
         for (r, &i) in b.indices.iter().enumerate() {
@@ -67,6 +65,6 @@ pub fn predict_split(
     }
     Ok(SplitPredictions {
         probs,
-        loss: loss_sum / count.max(1) as f64,
+        loss: loss.map(|_| loss_sum / n.max(1) as f64),
     })
 }

@@ -1,0 +1,261 @@
+//! [`RunDir`]: every file name of a run directory, and reading and writing them.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{de::DeserializeOwned, Serialize};
+
+use super::types::{EpochRow, Event, RunInfo, State};
+use super::{Checkpoint, EvalKey, Split};
+use crate::config::{self, PipelineConfig};
+use crate::data::dataset::{self, ManifestInfo, SplitData};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{} is not a muxmed run directory (it has no config.resolved.yaml)", .0.display())]
+    NotARun(PathBuf),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {message}", path.display())]
+    Format { path: PathBuf, message: String },
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Manifest(#[from] crate::data::manifest::ManifestError),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
+    move |source| RunError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A run directory (`reports/<run>/`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunDir {
+    root: PathBuf,
+}
+
+impl RunDir {
+    /// A run directory at `root`, existing or to be created.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        RunDir { root: root.into() }
+    }
+
+    /// An existing run directory.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self, RunError> {
+        let d = RunDir::new(root);
+        if !d.config_file().is_file() {
+            return Err(RunError::NotARun(d.root));
+        }
+        Ok(d)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The folder's name (the run name).
+    pub fn name(&self) -> String {
+        self.root
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
+    pub fn config_file(&self) -> PathBuf {
+        self.root.join("config.resolved.yaml")
+    }
+    pub fn manifest_json(&self) -> PathBuf {
+        self.root.join("manifest.json")
+    }
+    pub fn splits_dir(&self) -> PathBuf {
+        self.root.join("splits")
+    }
+    pub fn split_file(&self, split: Split) -> PathBuf {
+        dataset::split_path(&self.splits_dir(), split)
+    }
+    pub fn info_file(&self) -> PathBuf {
+        self.root.join("run.json")
+    }
+    pub fn state_file(&self) -> PathBuf {
+        self.root.join("state.json")
+    }
+    pub fn metrics_csv(&self) -> PathBuf {
+        self.root.join("metrics.csv")
+    }
+    pub fn events_file(&self) -> PathBuf {
+        self.root.join("events.jsonl")
+    }
+    pub fn log_file(&self) -> PathBuf {
+        self.root.join("train.log")
+    }
+    pub fn checkpoint(&self, c: Checkpoint) -> PathBuf {
+        self.root.join(c.file_name())
+    }
+    pub fn predictions(&self, k: &EvalKey) -> PathBuf {
+        self.root.join(format!("predictions_{}.csv", k.suffix()))
+    }
+    pub fn metrics(&self, k: &EvalKey) -> PathBuf {
+        self.root.join(format!("metrics_{}.json", k.suffix()))
+    }
+    pub fn report_dir(&self) -> PathBuf {
+        self.root.join("report")
+    }
+
+    /// The run's resolved config.
+    pub fn config(&self) -> Result<PipelineConfig, RunError> {
+        Ok(config::load(&self.config_file(), &[])?.config)
+    }
+
+    pub fn info(&self) -> Result<RunInfo, RunError> {
+        read_json(&self.info_file())
+    }
+    pub fn write_info(&self, info: &RunInfo) -> Result<(), RunError> {
+        write_json(&self.info_file(), info)
+    }
+    pub fn state(&self) -> Result<State, RunError> {
+        read_json(&self.state_file())
+    }
+    pub fn write_state(&self, state: &State) -> Result<(), RunError> {
+        write_json(&self.state_file(), state)
+    }
+
+    /// The manifest description the run started with.
+    pub fn manifest(&self) -> Result<ManifestInfo, RunError> {
+        Ok(ManifestInfo::read(&self.root)?)
+    }
+
+    /// One of the run's own splits.
+    pub fn split(&self, split: Split) -> Result<SplitData, RunError> {
+        let labels = self.manifest()?.labels;
+        let p = self.split_file(split);
+        if !p.is_file() {
+            return Err(RunError::Format {
+                path: p,
+                message: "the run has no copy of this split (it was made by a muxmed without split copies); train it again".into(),
+            });
+        }
+        Ok(dataset::load_split_file(&p, &labels)?)
+    }
+
+    /// Copies the manifest's description and its split files into the run, so the run keeps
+    /// its splits whatever happens to the manifest folder later.
+    pub fn keep_splits(&self, manifest_dir: &Path) -> Result<(), RunError> {
+        let copy = |from: &Path, to: &Path| -> Result<(), RunError> {
+            let bytes = std::fs::read(from).map_err(io(from))?;
+            crate::io::write_atomic(to, &bytes).map_err(io(to))
+        };
+        copy(&manifest_dir.join("manifest.json"), &self.manifest_json())?;
+        for s in Split::ALL {
+            copy(&dataset::split_path(manifest_dir, s), &self.split_file(s))?;
+        }
+        Ok(())
+    }
+
+    /// One line when the manifest folder is not what the run started from (rebuilt with
+    /// other settings, or gone); `None` when it is the same.
+    pub fn manifest_notice(&self, manifest_dir: &Path) -> Option<String> {
+        let recorded = self.info().ok()?.manifest_sha256;
+        let now = crate::io::sha256_file(&manifest_dir.join("manifest.json")).ok();
+        (now.as_deref() != Some(recorded.as_str())).then(|| {
+            format!(
+                "note: {} has changed since this run started; the run's own splits in {} are used",
+                manifest_dir.join("manifest.json").display(),
+                self.splits_dir().display()
+            )
+        })
+    }
+
+    /// Writes `metrics.csv`: one row per epoch, one column per value (empty where undefined).
+    pub fn write_metrics_csv(&self, history: &[EpochRow], labels: &[String]) -> Result<(), RunError> {
+        let path = self.metrics_csv();
+        let bytes = metrics_csv_bytes(history, labels).map_err(|message| RunError::Format {
+            path: path.clone(),
+            message,
+        })?;
+        crate::io::write_atomic(&path, &bytes).map_err(io(&path))
+    }
+
+    /// Appends one line to `events.jsonl`.
+    pub fn append_event(&self, e: &Event) -> Result<(), RunError> {
+        let path = self.events_file();
+        let line = serde_json::to_string(e).map_err(|e| RunError::Format {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        writeln!(f, "{line}").map_err(io(&path))
+    }
+}
+
+fn metrics_csv_bytes(history: &[EpochRow], labels: &[String]) -> Result<Vec<u8>, String> {
+    let with_ema = history.iter().any(|h| h.val_mean_auroc_ema.is_some());
+    let cell = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
+    let mut header: Vec<String> = ["epoch", "train_loss", "val_loss", "val_mean_auroc"]
+        .map(String::from)
+        .to_vec();
+    if with_ema {
+        header.push("val_mean_auroc_ema".into());
+    }
+    header.extend(labels.iter().map(|l| format!("val_auroc_{l}")));
+    header.extend(
+        [
+            "lr_head",
+            "lr_backbone",
+            "images_per_s",
+            "epoch_time_s",
+            "peak_rss_mb",
+            "frozen",
+        ]
+        .map(String::from),
+    );
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(&header).map_err(|e| e.to_string())?;
+    for h in history {
+        let mut row = vec![
+            h.epoch.to_string(),
+            h.train_loss.to_string(),
+            h.val_loss.to_string(),
+            cell(h.val_mean_auroc),
+        ];
+        if with_ema {
+            row.push(cell(h.val_mean_auroc_ema));
+        }
+        row.extend(h.val_auroc.iter().map(|a| cell(*a)));
+        row.extend([
+            h.lr_head.to_string(),
+            h.lr_backbone.to_string(),
+            h.images_per_s.to_string(),
+            h.epoch_time_s.to_string(),
+            h.peak_rss_mb.to_string(),
+            u8::from(h.frozen).to_string(),
+        ]);
+        w.write_record(&row).map_err(|e| e.to_string())?;
+    }
+    w.into_inner().map_err(|e| e.to_string())
+}
+
+fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, RunError> {
+    let text = std::fs::read_to_string(path).map_err(io(path))?;
+    serde_json::from_str(&text).map_err(|e| RunError::Format {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<(), RunError> {
+    let text = serde_json::to_string_pretty(v).map_err(|e| RunError::Format {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    crate::io::write_atomic(path, (text + "\n").as_bytes()).map_err(io(path))
+}

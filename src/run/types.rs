@@ -1,0 +1,204 @@
+//! What the files of a run directory hold, as typed structs.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Arch, Checkpoint};
+use crate::config::augment::Stage;
+use crate::model::ArchSpec;
+
+/// `run.json`: what a run is, written once when it starts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunInfo {
+    pub muxmed_version: String,
+    pub started: String,
+    pub arch: Arch,
+    pub labels: Vec<String>,
+    pub params: i64,
+    /// Multiply-adds per image at the run's resolution (MUXNet only).
+    pub madds: Option<u64>,
+    pub weights: WeightsInfo,
+    pub device: String,
+    pub torch_threads: i32,
+    /// The pipeline file and `--set` overrides the run started from.
+    pub pipeline: Option<String>,
+    pub overrides: Vec<String>,
+    /// The manifest folder and the sha256 of its `manifest.json` when the run started.
+    pub manifest_dir: String,
+    pub manifest_sha256: String,
+    pub train_images: usize,
+    pub val_images: usize,
+    pub test_images: usize,
+}
+
+/// Where a run's starting weights came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WeightsInfo {
+    pub from_scratch: bool,
+    pub path: Option<String>,
+    pub sha256: Option<String>,
+    /// Tensors left at a fresh initialisation (the classifier, for a new label set).
+    pub replaced: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Running,
+    Finished,
+    EarlyStopped,
+    Interrupted,
+    FailedNonFinite,
+}
+
+impl Status {
+    /// A finished or early-stopped run has nothing left to train.
+    pub fn is_done(self) -> bool {
+        matches!(self, Status::Finished | Status::EarlyStopped)
+    }
+}
+
+/// The best val score seen so far and its epoch (1-based).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct BestScore {
+    pub score: Option<f64>,
+    pub epoch: Option<u32>,
+}
+
+/// Early stopping's memory: the score that counts as the level to beat by `min_delta`, and
+/// the epochs since it was last beaten.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Patience {
+    pub reference: Option<f64>,
+    pub stale_epochs: u32,
+}
+
+/// Position and bookkeeping, in `state.json` and inside `last.safetensors`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    pub status: Status,
+    /// Epoch in progress (0-based) and the next batch of it to run.
+    pub epoch: u32,
+    pub batch_in_epoch: usize,
+    pub opt_step: u64,
+    /// Chooses `best.safetensors`: the live model's val mean AUROC.
+    pub best: BestScore,
+    /// Chooses `ema_best.safetensors`: the EMA model's own val mean AUROC.
+    pub ema_best: BestScore,
+    pub patience: Patience,
+    /// EMA updates so far (the decay warms up with it).
+    pub ema_updates: u64,
+    /// Partial sums of the epoch in progress, so a resumed epoch reports the same loss.
+    pub epoch_loss_sum: f64,
+    pub epoch_batches: usize,
+    pub epoch_images: usize,
+    pub epoch_seconds: f64,
+    pub seed: u64,
+    /// One row per finished epoch (the rows of metrics.csv).
+    pub history: Vec<EpochRow>,
+}
+
+impl State {
+    pub fn new(seed: u64) -> Self {
+        State {
+            status: Status::Running,
+            epoch: 0,
+            batch_in_epoch: 0,
+            opt_step: 0,
+            best: BestScore::default(),
+            ema_best: BestScore::default(),
+            patience: Patience::default(),
+            ema_updates: 0,
+            epoch_loss_sum: 0.0,
+            epoch_batches: 0,
+            epoch_images: 0,
+            epoch_seconds: 0.0,
+            seed,
+            history: vec![],
+        }
+    }
+
+    /// Clears the partial sums when an epoch ends.
+    pub fn start_next_epoch(&mut self) {
+        self.epoch += 1;
+        self.batch_in_epoch = 0;
+        self.epoch_loss_sum = 0.0;
+        self.epoch_batches = 0;
+        self.epoch_images = 0;
+        self.epoch_seconds = 0.0;
+    }
+}
+
+/// One finished epoch. Undefined AUROCs (a label with one class in val) are `None`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochRow {
+    /// 1-based.
+    pub epoch: u32,
+    pub train_loss: f64,
+    /// The training loss (same `loss`, `pos_weight`, `focal_gamma`) on val, in eval mode.
+    pub val_loss: f64,
+    pub val_mean_auroc: Option<f64>,
+    pub val_mean_auroc_ema: Option<f64>,
+    /// Per label, in the run's label order.
+    pub val_auroc: Vec<Option<f64>>,
+    pub lr_head: f64,
+    pub lr_backbone: f64,
+    pub images_per_s: f64,
+    pub epoch_time_s: f64,
+    pub peak_rss_mb: f64,
+    pub frozen: bool,
+}
+
+/// One line of `events.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub time: String,
+    pub epoch: u32,
+    pub step: u64,
+    pub loss: f64,
+    pub mean_loss: f64,
+    pub lr: f64,
+    pub grad_norm: f64,
+    pub frozen: bool,
+}
+
+/// Metadata inside every checkpoint, so `evaluate` and `predict` need no other file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointMeta {
+    pub checkpoint: Checkpoint,
+    pub arch: Arch,
+    /// A MUXNet's spec travels inside the checkpoint (the arch JSON may be gone later).
+    pub arch_spec: Option<ArchSpec>,
+    pub labels: Vec<String>,
+    pub eval_stages: Vec<Stage>,
+    pub working_size: u32,
+    pub resolution: u32,
+    pub from_scratch: bool,
+    pub muxmed_version: String,
+    /// The training state (`last.safetensors` only).
+    pub state: Option<State>,
+}
+
+/// The safetensors metadata key that holds [`CheckpointMeta`] as JSON.
+pub const CHECKPOINT_META_KEY: &str = "muxmed_checkpoint";
+
+impl CheckpointMeta {
+    pub fn to_metadata(&self) -> BTreeMap<String, String> {
+        let mut m = BTreeMap::new();
+        // Serialising plain data with finite numbers cannot fail.
+        m.insert(
+            CHECKPOINT_META_KEY.to_string(),
+            serde_json::to_string(self).unwrap_or_default(),
+        );
+        m
+    }
+
+    /// Reads the metadata of a safetensors file; `Err` says what is wrong.
+    pub fn from_metadata(m: &BTreeMap<String, String>) -> Result<Self, String> {
+        let text = m.get(CHECKPOINT_META_KEY).ok_or_else(|| {
+            format!("no `{CHECKPOINT_META_KEY}` metadata: not a checkpoint written by muxmed train")
+        })?;
+        serde_json::from_str(text).map_err(|e| format!("`{CHECKPOINT_META_KEY}` metadata: {e}"))
+    }
+}

@@ -1,0 +1,453 @@
+//! Everything a training run needs in memory, opened from a new pipeline or a run directory.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context, Result};
+use tch::{nn, Device, Kind};
+
+use super::checkpoint::Checkpoints;
+use super::ema::Ema;
+use super::loss::Loss;
+use super::optim::Optimizer;
+use super::schedule::{UnfreezeWarmup, WarmupCosine};
+use super::{missing_data_message, TrainArgs, TrainError};
+use crate::config::PipelineConfig;
+use crate::data::cache::Cache;
+use crate::data::dataset::{manifest_labels, SplitData};
+use crate::data::loader::Source;
+use crate::model::device::{load_into, pick_device};
+use crate::model::muxnet::HeadInit;
+use crate::model::network::{param_groups, Network};
+use crate::model::weights::{self, load_backbone, read_safetensors};
+use crate::model::ArchSpec;
+use crate::run::{
+    Checkpoint, CheckpointMeta, RunDir, RunInfo, Split, State, WeightsInfo,
+};
+
+/// How the epoch is cut into batches and optimiser steps.
+#[derive(Debug, Clone, Copy)]
+pub struct EpochPlan {
+    pub batch: usize,
+    pub drop_last: bool,
+    pub batches: usize,
+    pub accum: usize,
+    pub steps: u64,
+}
+
+impl EpochPlan {
+    fn new(train_images: usize, batch: usize, accum: usize) -> Self {
+        let drop_last = train_images >= 2 * batch;
+        let batches = if drop_last {
+            train_images / batch
+        } else {
+            train_images.div_ceil(batch)
+        };
+        EpochPlan {
+            batch,
+            drop_last,
+            batches,
+            accum,
+            steps: batches.div_ceil(accum) as u64,
+        }
+    }
+}
+
+/// A split of the run with where its images come from.
+pub struct SplitSource {
+    pub data: Arc<SplitData>,
+    pub source: Source,
+}
+
+/// The human-readable `train.log`.
+pub struct Log {
+    file: std::fs::File,
+}
+
+impl Log {
+    pub fn line(&mut self, s: &str) {
+        let _ = writeln!(self.file, "{} {s}", super::timestamp());
+    }
+}
+
+pub struct Session {
+    pub cfg: PipelineConfig,
+    pub run: RunDir,
+    pub labels: Vec<String>,
+    pub device: Device,
+    pub vs: nn::VarStore,
+    pub net: Network,
+    pub ema: Option<Ema>,
+    pub opt: Optimizer,
+    pub loss: Loss,
+    pub sched: WarmupCosine,
+    pub unfreeze: UnfreezeWarmup,
+    pub plan: EpochPlan,
+    pub train: SplitSource,
+    pub val: SplitSource,
+    pub log: Log,
+    pub checkpoints: Checkpoints,
+    /// Set when the manifest folder changed since the run started.
+    pub notice: Option<String>,
+}
+
+/// What opening a run gives: a session to train, or a run with nothing left to do.
+pub enum Opened {
+    Train(Box<Session>, State),
+    AlreadyDone(RunDir, State, Vec<String>),
+}
+
+fn threads(cfg: &PipelineConfig) -> i32 {
+    if cfg.runtime.torch_threads == 0 {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1) as i32
+    } else {
+        cfg.runtime.torch_threads as i32
+    }
+}
+
+/// The weights file of a new run, checked before anything is written.
+fn weights_file(cfg: &PipelineConfig) -> Result<Option<std::path::PathBuf>> {
+    if cfg.model.from_scratch {
+        return Ok(None);
+    }
+    let w = cfg.model.weights.clone().unwrap_or_default();
+    if !w.is_file() {
+        bail!(
+            "model.weights = {} does not exist.\n\
+             Get the authors' ImageNet checkpoint for {} (linked from the README of github.com/human-analysis/MUXConv), then\n  \
+             muxmed model import muxnet_m.pth --arch {} --out {}\n\
+             or set model.from_scratch: true to train without pretrained weights (every report of the run will say so).",
+            w.display(),
+            cfg.model.arch,
+            cfg.model.arch,
+            w.display()
+        );
+    }
+    Ok(Some(w))
+}
+
+/// Creates a new run directory (refusing an existing one unless `overwrite`), with the
+/// config and the run's own copy of the manifest's splits.
+fn create_run(args: &TrainArgs, cfg: &PipelineConfig, manifest_dir: &Path) -> Result<RunDir> {
+    let name = args
+        .run_name
+        .clone()
+        .unwrap_or_else(|| super::default_run_name(cfg));
+    let run = RunDir::new(args.reports_dir.join(name));
+    let root = run.root();
+    if root.exists() {
+        if !args.overwrite {
+            bail!("{} already exists: choose another --run-name, resume it with --resume, or pass --overwrite", root.display());
+        }
+        std::fs::remove_dir_all(root).with_context(|| format!("removing {}", root.display()))?;
+    }
+    std::fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
+    crate::io::write_atomic(&run.config_file(), cfg.to_yaml().as_bytes())?;
+    run.keep_splits(manifest_dir)?;
+    Ok(run)
+}
+
+/// The cache slots of a split's images; an image missing from the cache is a named error.
+fn cached(cache: &Arc<Cache>, data: SplitData, split: Split) -> Result<SplitSource, TrainError> {
+    let slots = data
+        .image_ids
+        .iter()
+        .map(|id| {
+            cache.slot(id).ok_or_else(|| TrainError::NotInCache {
+                image: id.clone(),
+                split,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(SplitSource {
+        data: Arc::new(data),
+        source: Source::Cache(cache.clone(), slots),
+    })
+}
+
+impl Session {
+    /// Opens a new run (`args.pipeline`) or an existing one (`args.resume`).
+    pub fn open(args: &TrainArgs) -> Result<Opened> {
+        let (cfg, run, resuming) = match &args.resume {
+            Some(dir) => {
+                let run = RunDir::open(dir)?;
+                let last = run.checkpoint(Checkpoint::Last);
+                if !last.is_file() {
+                    bail!("{} has no last.safetensors to resume from", dir.display());
+                }
+                (run.config()?, Some(run), true)
+            }
+            None => {
+                let p = args
+                    .pipeline
+                    .as_ref()
+                    .ok_or_else(|| anyhow!("no pipeline given"))?;
+                (p.config.clone(), None, false)
+            }
+        };
+        let manifest_dir = args.manifests_dir.join(&cfg.name);
+        if !resuming && !manifest_dir.join("manifest.json").is_file() {
+            let src = args
+                .pipeline
+                .as_ref()
+                .map(|p| p.source.clone())
+                .unwrap_or_default();
+            bail!("{}", missing_data_message(&cfg, &src, &manifest_dir));
+        }
+        // Resuming: the state inside last.safetensors says where to go on, or that the run
+        // has nothing left to do.
+        let resumed_state = match &run {
+            Some(run) => {
+                let last = run.checkpoint(Checkpoint::Last);
+                let meta = CheckpointMeta::from_metadata(&weights::read_metadata(&last)?)
+                    .map_err(|m| anyhow!("{}: {m}", last.display()))?;
+                let state = meta
+                    .state
+                    .ok_or_else(|| anyhow!("{} has no training state", last.display()))?;
+                if state.status.is_done() {
+                    let labels = run.manifest()?.labels;
+                    return Ok(Opened::AlreadyDone(run.clone(), state, labels));
+                }
+                Some(state)
+            }
+            None => None,
+        };
+        // Checked before a new run directory exists, so a bad start leaves nothing behind.
+        let device_req = args
+            .device
+            .clone()
+            .unwrap_or_else(|| cfg.runtime.device.clone());
+        let device = pick_device(&device_req)?;
+        let weights_path = if resuming { None } else { weights_file(&cfg)? };
+        let cache = Arc::new(Cache::open(&manifest_dir, &cfg.augment).map_err(|e| anyhow!("{e}"))?);
+        if !resuming {
+            // A new run's images must be cached before its directory is created.
+            let labels = manifest_labels(&manifest_dir)?;
+            for s in [Split::Train, Split::Val] {
+                let d = crate::data::dataset::load_split(&manifest_dir, s)?;
+                if d.is_empty() {
+                    bail!("the {s} split of {} is empty", manifest_dir.display());
+                }
+                cached(&cache, d, s)?;
+            }
+            drop(labels);
+        }
+        let run = match run {
+            Some(r) => r,
+            None => create_run(args, &cfg, &manifest_dir)?,
+        };
+        let notice = if resuming {
+            run.manifest_notice(&manifest_dir)
+        } else {
+            None
+        };
+        let labels = run.manifest()?.labels;
+        let train = cached(&cache, run.split(Split::Train)?, Split::Train)?;
+        let val = cached(&cache, run.split(Split::Val)?, Split::Val)?;
+        let mut log = Log {
+            file: std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(run.log_file())
+                .context("opening train.log")?,
+        };
+        if let Some(n) = &notice {
+            log.line(n);
+        }
+
+        let threads = threads(&cfg);
+        tch::set_num_threads(threads);
+        tch::manual_seed(cfg.train.seed as i64);
+        let vs = nn::VarStore::new(device);
+        let k = labels.len() as i64;
+        let mut net = Network::build(
+            &vs.root(),
+            &cfg.model.arch,
+            k,
+            cfg.model.drop_rate,
+            HeadInit::PytorchDefault,
+        )?;
+        net.set_drop_path_rate(cfg.model.drop_path());
+        let mut weights = WeightsInfo {
+            from_scratch: cfg.model.from_scratch,
+            path: None,
+            sha256: None,
+            replaced: vec![],
+        };
+        if let Some(w) = &weights_path {
+            let r = load_backbone(&vs, w)?;
+            log.line(&format!(
+                "loaded {} tensors from {}; fresh: {:?}",
+                r.loaded,
+                w.display(),
+                r.replaced
+            ));
+            weights.path = Some(w.display().to_string());
+            weights.sha256 = Some(weights::sha256_file(w)?);
+            weights.replaced = r.replaced;
+        }
+        let ema = match cfg.train.ema_decay {
+            Some(d) => Some(Ema::new(&vs, &cfg.model.arch, k, d)?),
+            None => None,
+        };
+        let opt = Optimizer::new(
+            cfg.train.optimizer,
+            param_groups(&vs, cfg.train.backbone_lr_factor, cfg.train.weight_decay),
+        );
+        let plan = EpochPlan::new(
+            train.data.len(),
+            cfg.train.batch_size as usize,
+            cfg.train.accum_steps as usize,
+        );
+        let t = &cfg.train;
+        let sched = WarmupCosine {
+            base_lr: t.lr,
+            min_lr: t.min_lr,
+            warmup_steps: (t.warmup_epochs * plan.steps as f64).round() as u64,
+            total_steps: plan.steps * t.epochs as u64,
+        };
+        let unfreeze = UnfreezeWarmup {
+            unfreeze_step: t.freeze_backbone_epochs as u64 * plan.steps,
+            warmup_steps: (t.unfreeze_warmup_epochs * plan.steps as f64).round() as u64,
+        };
+        let loss = Loss::new(t, &train.data, device);
+        let arch_spec = match &cfg.model.arch {
+            crate::config::Arch::Densenet121 => None,
+            a => Some(ArchSpec::of(a)?),
+        };
+        let checkpoints = Checkpoints::new(
+            run.clone(),
+            CheckpointMeta {
+                checkpoint: Checkpoint::Last,
+                arch: cfg.model.arch.clone(),
+                arch_spec: arch_spec.clone(),
+                labels: labels.clone(),
+                eval_stages: cfg.augment.eval.clone(),
+                working_size: cfg.augment.working_size,
+                resolution: t.resolution,
+                from_scratch: cfg.model.from_scratch,
+                muxmed_version: env!("CARGO_PKG_VERSION").into(),
+                state: None,
+            },
+        );
+        let mut session = Session {
+            cfg,
+            run,
+            labels,
+            device,
+            vs,
+            net,
+            ema,
+            opt,
+            loss,
+            sched,
+            unfreeze,
+            plan,
+            train,
+            val,
+            log,
+            checkpoints,
+            notice,
+        };
+        let state = match resumed_state {
+            Some(s) => session.restore(s)?,
+            None => {
+                session.write_info(weights, arch_spec.as_ref(), threads, args, &manifest_dir)?;
+                State::new(session.cfg.train.seed)
+            }
+        };
+        Ok(Opened::Train(Box::new(session), state))
+    }
+
+    /// Loads weights, optimiser state and EMA from last.safetensors.
+    fn restore(&mut self, mut state: State) -> Result<State> {
+        let last = self.run.checkpoint(Checkpoint::Last);
+        let t = read_safetensors(&last)?;
+        load_into(&self.vs, &t, "")?;
+        self.opt.load_state(&t).map_err(anyhow::Error::msg)?;
+        if let Some(e) = &self.ema {
+            load_into(&e.vs, &t, "ema.")?;
+        }
+        self.log.line(&format!(
+            "resumed at epoch {} batch {} (step {})",
+            state.epoch + 1,
+            state.batch_in_epoch,
+            state.opt_step
+        ));
+        state.status = crate::run::Status::Running;
+        Ok(state)
+    }
+
+    fn write_info(
+        &mut self,
+        weights: WeightsInfo,
+        spec: Option<&ArchSpec>,
+        threads: i32,
+        args: &TrainArgs,
+        manifest_dir: &Path,
+    ) -> Result<()> {
+        let k = self.labels.len() as i64;
+        let madds = spec
+            .and_then(|s| crate::model::count::count(s, k, self.cfg.train.resolution as i64).ok())
+            .map(|c| c.madds);
+        let params: i64 = self
+            .vs
+            .variables()
+            .iter()
+            .filter(|(n, _)| !n.contains("running_"))
+            .map(|(_, t)| t.numel() as i64)
+            .sum();
+        let test_images = self.run.split(Split::Test).map(|s| s.len()).unwrap_or(0);
+        let info = RunInfo {
+            muxmed_version: env!("CARGO_PKG_VERSION").into(),
+            started: super::timestamp(),
+            arch: self.cfg.model.arch.clone(),
+            labels: self.labels.clone(),
+            params,
+            madds,
+            weights,
+            device: format!("{:?}", self.device),
+            torch_threads: threads,
+            pipeline: args
+                .pipeline
+                .as_ref()
+                .map(|p| p.source.display().to_string()),
+            overrides: args
+                .pipeline
+                .as_ref()
+                .map(|p| p.overrides.clone())
+                .unwrap_or_default(),
+            manifest_dir: manifest_dir.display().to_string(),
+            manifest_sha256: crate::io::sha256_file(&self.run.manifest_json())?,
+            train_images: self.train.data.len(),
+            val_images: self.val.data.len(),
+            test_images,
+        };
+        self.run.write_info(&info)?;
+        self.log.line(&format!(
+            "new run: {} on {:?}, {} train / {} val images",
+            self.cfg.model.arch,
+            self.device,
+            self.train.data.len(),
+            self.val.data.len()
+        ));
+        Ok(())
+    }
+
+    /// Whether every weight (and EMA weight) is finite.
+    pub fn weights_finite(&self) -> bool {
+        let all = |vs: &nn::VarStore| {
+            vs.variables().values().all(|t| {
+                t.isfinite()
+                    .all()
+                    .to_kind(Kind::Int64)
+                    .int64_value(&[])
+                    == 1
+            })
+        };
+        all(&self.vs) && self.ema.as_ref().is_none_or(|e| all(&e.vs))
+    }
+}
