@@ -49,13 +49,31 @@ pub fn csv_records(text: &str) -> Result<Vec<CsvRecord>, (usize, String)> {
         .has_headers(false)
         .flexible(true)
         .from_reader(text.as_bytes());
+    // Line numbers from byte offsets: the csv crate's own line count skips blank lines.
+    let bytes = text.as_bytes();
+    let (mut at, mut line_at) = (0usize, 1usize);
+    let mut line_of = |byte: usize| {
+        // A record's position can point at blank lines skipped before it.
+        let mut byte = byte.min(bytes.len());
+        while byte < bytes.len() && (bytes[byte] == b'\n' || bytes[byte] == b'\r') {
+            byte += 1;
+        }
+        if byte >= at {
+            line_at += bytes[at..byte].iter().filter(|b| **b == b'\n').count();
+            at = byte;
+        }
+        line_at
+    };
     let mut out = Vec::new();
     for rec in r.records() {
-        let rec = rec.map_err(|e| {
-            let line = e.position().map_or(0, |p| p.line() as usize);
-            (line, e.to_string())
-        })?;
-        let line = rec.position().map_or(0, |p| p.line() as usize);
+        let rec = match rec {
+            Ok(rec) => rec,
+            Err(e) => {
+                let line = e.position().map_or(0, |p| line_of(p.byte() as usize));
+                return Err((line, e.to_string()));
+            }
+        };
+        let line = rec.position().map_or(0, |p| line_of(p.byte() as usize));
         out.push(CsvRecord {
             line,
             fields: rec

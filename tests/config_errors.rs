@@ -179,3 +179,47 @@ fn augmentation_must_end_at_the_model_input() {
     let err = parse(text).unwrap_err();
     assert_eq!(err.key(), Some("augment.eval[0]"), "{err}");
 }
+
+#[test]
+fn random_stages_in_eval_or_tta_are_refused_by_name() {
+    let text = "augment:\n  eval:\n    - random_resized_crop: {size: 224}\n    - to_rgb\n    - normalize_imagenet\n";
+    let err = parse(text).unwrap_err();
+    let msg = err.to_string();
+    assert_eq!(err.key(), Some("augment.eval[0]"), "{msg}");
+    assert!(msg.contains("random_resized_crop") && msg.contains("deterministic"), "{msg}");
+    let text = "augment:\n  tta:\n    - [resize: {size: 224}, center_crop: {size: 224}, horizontal_flip: {p: 0.5}, to_rgb, normalize_imagenet]\n";
+    let err = parse(text).unwrap_err();
+    assert_eq!(err.key(), Some("augment.tta[0][2]"), "{err}");
+    // A flip that always happens is deterministic: a valid TTA pipeline.
+    let text = "augment:\n  tta:\n    - [resize: {size: 224}, center_crop: {size: 224}, horizontal_flip: {p: 1.0}, to_rgb, normalize_imagenet]\n";
+    parse(text).unwrap();
+}
+
+#[test]
+fn pos_weight_with_class_balanced_sampling_is_refused() {
+    let err = parse("train:\n  pos_weight: true\n  class_balanced: true\n").unwrap_err();
+    let msg = err.to_string();
+    assert_eq!(err.key(), Some("train.pos_weight"), "{msg}");
+    assert!(msg.contains("twice"), "{msg}");
+}
+
+#[test]
+fn transfer_recipe_defaults() {
+    use muxmed::config::Arch;
+    let c = PipelineConfig::default();
+    // Decoupled AdamW decay: 1e-4 would be almost no regularisation.
+    assert_eq!(c.train.weight_decay, 0.05);
+    assert_eq!(c.train.unfreeze_warmup_epochs, 1.0);
+    // The authors' drop_connect_rate per architecture, unless set.
+    let mut m = c.model.clone();
+    assert_eq!(m.drop_path(), 0.1);
+    m.arch = Arch::MuxnetL;
+    assert_eq!(m.drop_path(), 0.15);
+    m.arch = Arch::Densenet121;
+    assert_eq!(m.drop_path(), 0.0);
+    m.drop_path_rate = Some(0.3);
+    assert_eq!(m.drop_path(), 0.3);
+    let err = parse("model:\n  arch: muxnet_mm\n").unwrap_err();
+    assert_eq!(err.key(), Some("model.arch"), "{err}");
+    assert!(err.to_string().contains("did you mean `muxnet_m`"), "{err}");
+}

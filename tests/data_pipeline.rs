@@ -366,3 +366,50 @@ fn class_balanced_sampling_favours_rare_labels() {
     sorted.sort();
     assert_eq!(sorted, (0..n).collect::<Vec<_>>());
 }
+
+#[test]
+fn repeats_of_an_image_in_a_class_balanced_epoch_are_augmented_differently() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = real_subset(dir.path(), 40, |_, _| {});
+    let m = dir.path().join("m");
+    build(&d, true).unwrap().write(&m).unwrap();
+    let a = small_augment();
+    prepare_in_chunks(&m, &a, 16, &|_, _| {}).unwrap();
+    let cache = Arc::new(Cache::open(&m, &a).unwrap());
+    let split = Arc::new(load_split(&m, muxmed::data::Split::Train).unwrap());
+    let slots: Vec<usize> = split
+        .image_ids
+        .iter()
+        .map(|id| cache.slot(id).unwrap())
+        .collect();
+    let o = LoaderOptions {
+        batch_size: 1,
+        shuffle: true,
+        class_balanced: true,
+        drop_last: false,
+        seed: 3,
+        epoch: 0,
+        workers: 2,
+        prefetch: 2,
+    };
+    let batches: Vec<muxmed::data::loader::Batch> = start_epoch(
+        split.clone(),
+        Source::Cache(cache.clone(), slots),
+        Arc::new(a.train.clone()),
+        o,
+    )
+    .unwrap()
+    .map(|b| b.unwrap())
+    .collect();
+    // Drawing with replacement repeats some images; every repeat is another augmented copy.
+    let mut repeats = 0;
+    for i in 0..batches.len() {
+        for j in i + 1..batches.len() {
+            if batches[i].indices == batches[j].indices {
+                repeats += 1;
+                assert_ne!(batches[i].images, batches[j].images, "draws {i} and {j}");
+            }
+        }
+    }
+    assert!(repeats > 0, "no image was drawn twice");
+}

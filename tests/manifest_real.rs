@@ -364,3 +364,37 @@ fn images_are_found_in_any_folder_layout() {
         "{paths:?}"
     );
 }
+
+#[test]
+fn one_per_patient_keeps_the_first_image_that_passes_the_view_filter() {
+    let mut c = cfg();
+    c.filters.views = vec!["PA".into()];
+    c.filters.one_per_patient = true;
+    let m = build(&c, false).unwrap();
+    // Reference: each patient's earliest PA follow-up, straight from the metadata.
+    let meta = nih().join("Data_Entry_2017_v2020.csv.gz");
+    let records = muxmed::data::nih::parse_metadata(
+        &muxmed::data::nih::read_text(&meta).unwrap(),
+        &meta,
+    )
+    .unwrap();
+    let mut first_pa: std::collections::HashMap<u32, (u32, String)> = Default::default();
+    for r in records.iter().filter(|r| r.view == "PA") {
+        let e = first_pa
+            .entry(r.patient_id)
+            .or_insert((r.follow_up, r.image_id.clone()));
+        if r.follow_up < e.0 {
+            *e = (r.follow_up, r.image_id.clone());
+        }
+    }
+    let mut kept = std::collections::BTreeSet::new();
+    for df in m.frames.values() {
+        for id in df.column("image_id").unwrap().str().unwrap().iter() {
+            kept.insert(id.unwrap().to_string());
+        }
+    }
+    let want: std::collections::BTreeSet<String> =
+        first_pa.into_values().map(|(_, id)| id).collect();
+    assert_eq!(kept.len(), want.len());
+    assert_eq!(kept, want);
+}

@@ -100,3 +100,99 @@ fn parameter_groups_split_backbone_head_and_no_decay() {
         assert!(grp.weight_decay == 0.0 || grp.weight_decay == 0.05);
     }
 }
+
+#[test]
+fn drop_path_acts_in_training_only() {
+    // As upstream, only `ir`/`ds` blocks with a residual apply it, at rate * i / n: that is
+    // none of MUXNet-m's or -l's (their IR blocks have no residual, the DS block is block 0),
+    // so the test uses a net with residual IR blocks at i = 1, 2.
+    tch::manual_seed(0);
+    let mut spec = ArchSpec::muxnet_m();
+    spec.arch_def = vec![
+        vec!["ds_r1_k3_s1_e1_c24".into()],
+        vec!["ir_r2_k3_s1_e4_c24_se0.25".into()],
+    ];
+    spec.num_features = 64;
+    let vs = nn::VarStore::new(Device::Cpu);
+    let mut net = MuxNet::new(&vs.root(), &spec, 14, 0.0, HeadInit::Reference).unwrap();
+    let x = Tensor::randn([2, 3, 64, 64], tch::kind::FLOAT_CPU);
+    let diff = |a: &Tensor, b: &Tensor| (a - b).abs().max().double_value(&[]);
+    // Without stochastic depth, training-mode passes are deterministic (batch statistics).
+    let t0 = net.forward_t(&x, true);
+    assert_eq!(diff(&t0, &net.forward_t(&x, true)), 0.0);
+    let e0 = net.forward_t(&x, false);
+    net.set_drop_path_rate(0.5);
+    // Eval is unchanged; training passes now drop residual branches at random.
+    assert_eq!(diff(&e0, &net.forward_t(&x, false)), 0.0);
+    tch::manual_seed(1);
+    let a = net.forward_t(&x, true);
+    tch::manual_seed(2);
+    let b = net.forward_t(&x, true);
+    assert!(diff(&a, &b) > 1e-4);
+}
+
+#[test]
+fn the_head_width_scales_with_the_channel_multiplier() {
+    let mut spec = ArchSpec::muxnet_m();
+    spec.channel_multiplier = 0.75;
+    // The authors' generator: num_features = round_channels(1280 * 0.75) = 960.
+    assert_eq!(spec.head_channels(), 960);
+    let vs = nn::VarStore::new(Device::Cpu);
+    MuxNet::new(&vs.root(), &spec, 14, 0.0, HeadInit::Reference).unwrap();
+    let v = vs.variables();
+    assert_eq!(v["conv_head.weight"].size()[0], 960);
+    assert_eq!(v["classifier.weight"].size(), vec![14, 960]);
+    let built: u64 = v
+        .iter()
+        .filter(|(n, _)| !n.contains("running_"))
+        .map(|(_, t)| t.numel() as u64)
+        .sum();
+    let counted = muxmed::model::count::count(&spec, 14, 224).unwrap();
+    assert_eq!(counted.total_params, built);
+}
+
+#[test]
+fn densenet121_runs_at_any_accepted_resolution() {
+    use muxmed::config::Arch;
+    use muxmed::model::network::Network;
+    let vs = nn::VarStore::new(Device::Cpu);
+    let net = Network::build(&vs.root(), &Arch::Densenet121, 14, 0.0, HeadInit::Reference).unwrap();
+    for r in [64, 128, 224] {
+        let x = Tensor::randn([1, 3, r, r], tch::kind::FLOAT_CPU);
+        assert_eq!(net.forward_t(&x, false).size(), vec![1, 14], "{r}");
+    }
+    // CheXNet's parameter count with a 14-class head.
+    let n: i64 = vs
+        .variables()
+        .iter()
+        .filter(|(n, _)| !n.contains("running_"))
+        .map(|(_, t)| t.numel() as i64)
+        .sum();
+    assert_eq!(n, 6_968_206);
+}
+
+#[test]
+fn ema_averages_batchnorm_statistics_and_warms_up_its_decay() {
+    use muxmed::config::Arch;
+    use muxmed::train::ema::Ema;
+    let arch = Arch::Json(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/archs/muxnet_demo.json"),
+    );
+    let live = nn::VarStore::new(Device::Cpu);
+    muxmed::model::network::Network::build(&live.root(), &arch, 14, 0.0, HeadInit::Reference).unwrap();
+    let ema = Ema::new(&live, &arch, 14, 0.999).unwrap();
+    assert!((ema.decay_at(0) - 0.1).abs() < 1e-15);
+    assert!((ema.decay_at(90) - 0.91).abs() < 1e-15);
+    assert_eq!(ema.decay_at(1_000_000), 0.999);
+    let key = "bn1.running_mean";
+    let before = ema.vs.variables()[key].copy();
+    tch::no_grad(|| {
+        let mut v = live.variables()[key].shallow_clone();
+        let _ = v.fill_(2.0);
+    });
+    ema.update(&live, 0);
+    // d = 0.1 at update 0: 0.1 * old + 0.9 * 2.
+    let want = &before * 0.1 + 2.0 * 0.9;
+    let got = &ema.vs.variables()[key];
+    assert!((got - want).abs().max().double_value(&[]) < 1e-6);
+}

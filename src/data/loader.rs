@@ -108,10 +108,13 @@ pub fn epoch_order(split: &SplitData, o: &LoaderOptions) -> Vec<usize> {
     }
 }
 
-/// Loads, augments and returns item `i` of the split.
+/// Loads, augments and returns item `i` of the split. The augmentation draws are keyed on
+/// `position`, the item's place in the epoch's order: with class-balanced sampling an image
+/// drawn twice in one epoch gets two different augmented copies.
 pub fn load_item(
     source: &Source,
     i: usize,
+    position: usize,
     stages: &[Stage],
     seed: u64,
     epoch: u64,
@@ -131,7 +134,7 @@ pub fn load_item(
             )
         }
     };
-    Ok(apply(stages, img, &mut image_rng(seed, epoch, i as u64)))
+    Ok(apply(stages, img, &mut image_rng(seed, epoch, position as u64)))
 }
 
 /// A running epoch: iterate to get batches in order.
@@ -178,8 +181,8 @@ pub fn start_epoch_at(
     o: LoaderOptions,
     first: usize,
 ) -> Result<Epoch, String> {
-    let order = epoch_order(&split, &o);
-    let mut batches: Vec<Vec<usize>> = order
+    let order: Vec<(usize, usize)> = epoch_order(&split, &o).into_iter().enumerate().collect();
+    let mut batches: Vec<Vec<(usize, usize)>> = order
         .chunks(o.batch_size.max(1))
         .map(|c| c.to_vec())
         .collect();
@@ -198,7 +201,7 @@ pub fn start_epoch_at(
         for idx in batches {
             let items: Vec<Result<Img, String>> = pool.install(|| {
                 idx.par_iter()
-                    .map(|&i| load_item(&source, i, &stages, o.seed, o.epoch))
+                    .map(|&(pos, i)| load_item(&source, i, pos, &stages, o.seed, o.epoch))
                     .collect()
             });
             let batch = (|| {
@@ -211,13 +214,13 @@ pub fn start_epoch_at(
                 }
                 let targets = idx
                     .iter()
-                    .flat_map(|&i| split.labels[i].iter().copied())
+                    .flat_map(|&(_, i)| split.labels[i].iter().copied())
                     .collect();
                 Ok(Batch {
                     images,
                     shape,
                     targets,
-                    indices: idx.clone(),
+                    indices: idx.iter().map(|&(_, i)| i).collect(),
                 })
             })();
             let stop = batch.is_err();
