@@ -5,6 +5,7 @@ use clap::{Args, Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+#[cfg(feature = "torch")]
 use muxmed::config::Arch;
 use muxmed::eval::predictions::{EvalOptions, PredictionsJob};
 use muxmed::run::{Checkpoint, EvalKey, Split};
@@ -501,10 +502,12 @@ fn evaluate_cmd(a: &EvalArgs) -> Result<ExitCode> {
         "{} predictions without labels, {} labelled images without predictions",
         ev.predictions_without_labels, ev.labelled_images_without_predictions
     );
-    let dir = a
-        .out
-        .clone()
-        .unwrap_or_else(|| job.predictions.parent().unwrap_or(Path::new(".")).to_path_buf());
+    let dir = a.out.clone().unwrap_or_else(|| {
+        job.predictions
+            .parent()
+            .unwrap_or(Path::new("."))
+            .to_path_buf()
+    });
     let path = dir.join(format!("metrics_{}.json", a.split));
     ev.write(&path)?;
     println!("wrote {}", path.display());
@@ -514,7 +517,8 @@ fn evaluate_cmd(a: &EvalArgs) -> Result<ExitCode> {
 fn report_cmd(a: &EvalArgs) -> Result<ExitCode> {
     let html = match &a.run {
         Some(run) => {
-            let (html, notice) = muxmed::report::report_run(run, Path::new("data_manifests"), a.key())?;
+            let (html, notice) =
+                muxmed::report::report_run(run, Path::new("data_manifests"), a.key())?;
             if let Some(n) = notice {
                 println!("{n}");
             }
@@ -575,7 +579,11 @@ fn train_cmd(
         println!(
             "{} is already {} after {} epochs: nothing to train. To train longer, start a new run.",
             out.run.root().display(),
-            if s.status == Status::EarlyStopped { "early-stopped" } else { "finished" },
+            if s.status == Status::EarlyStopped {
+                "early-stopped"
+            } else {
+                "finished"
+            },
             s.history.len()
         );
         return Ok(ExitCode::SUCCESS);

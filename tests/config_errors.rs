@@ -186,7 +186,10 @@ fn random_stages_in_eval_or_tta_are_refused_by_name() {
     let err = parse(text).unwrap_err();
     let msg = err.to_string();
     assert_eq!(err.key(), Some("augment.eval[0]"), "{msg}");
-    assert!(msg.contains("random_resized_crop") && msg.contains("deterministic"), "{msg}");
+    assert!(
+        msg.contains("random_resized_crop") && msg.contains("deterministic"),
+        "{msg}"
+    );
     let text = "augment:\n  tta:\n    - [resize: {size: 224}, center_crop: {size: 224}, horizontal_flip: {p: 0.5}, to_rgb, normalize_imagenet]\n";
     let err = parse(text).unwrap_err();
     assert_eq!(err.key(), Some("augment.tta[0][2]"), "{err}");

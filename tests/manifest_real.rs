@@ -373,11 +373,9 @@ fn one_per_patient_keeps_the_first_image_that_passes_the_view_filter() {
     let m = build(&c, false).unwrap();
     // Reference: each patient's earliest PA follow-up, straight from the metadata.
     let meta = nih().join("Data_Entry_2017_v2020.csv.gz");
-    let records = muxmed::data::nih::parse_metadata(
-        &muxmed::data::nih::read_text(&meta).unwrap(),
-        &meta,
-    )
-    .unwrap();
+    let records =
+        muxmed::data::nih::parse_metadata(&muxmed::data::nih::read_text(&meta).unwrap(), &meta)
+            .unwrap();
     let mut first_pa: std::collections::HashMap<u32, (u32, String)> = Default::default();
     for r in records.iter().filter(|r| r.view == "PA") {
         let e = first_pa

@@ -115,18 +115,18 @@ fn drop_path_acts_in_training_only() {
     spec.num_features = 64;
     let vs = nn::VarStore::new(Device::Cpu);
     let mut net = MuxNet::new(&vs.root(), &spec, 14, 0.0, HeadInit::Reference).unwrap();
-    let x = Tensor::randn([2, 3, 64, 64], tch::kind::FLOAT_CPU);
+    let x = Tensor::randn([16, 3, 32, 32], tch::kind::FLOAT_CPU);
     let diff = |a: &Tensor, b: &Tensor| (a - b).abs().max().double_value(&[]);
     // Without stochastic depth, training-mode passes are deterministic (batch statistics).
     let t0 = net.forward_t(&x, true);
     assert_eq!(diff(&t0, &net.forward_t(&x, true)), 0.0);
     let e0 = net.forward_t(&x, false);
-    net.set_drop_path_rate(0.5);
+    // Rates 0.9 * 1/3 and 0.9 * 2/3 over 16 samples: two passes draw the same 32 masks
+    // with negligible probability.
+    net.set_drop_path_rate(0.9);
     // Eval is unchanged; training passes now drop residual branches at random.
     assert_eq!(diff(&e0, &net.forward_t(&x, false)), 0.0);
-    tch::manual_seed(1);
     let a = net.forward_t(&x, true);
-    tch::manual_seed(2);
     let b = net.forward_t(&x, true);
     assert!(diff(&a, &b) > 1e-4);
 }
@@ -179,7 +179,8 @@ fn ema_averages_batchnorm_statistics_and_warms_up_its_decay() {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/archs/muxnet_demo.json"),
     );
     let live = nn::VarStore::new(Device::Cpu);
-    muxmed::model::network::Network::build(&live.root(), &arch, 14, 0.0, HeadInit::Reference).unwrap();
+    muxmed::model::network::Network::build(&live.root(), &arch, 14, 0.0, HeadInit::Reference)
+        .unwrap();
     let ema = Ema::new(&live, &arch, 14, 0.999).unwrap();
     assert!((ema.decay_at(0) - 0.1).abs() < 1e-15);
     assert!((ema.decay_at(90) - 0.91).abs() < 1e-15);

@@ -84,8 +84,7 @@ fn demo_net(drop_rate: f64, head: muxmed::model::muxnet::HeadInit) -> tch::nn::V
     let vs = tch::nn::VarStore::new(tch::Device::Cpu);
     let arch = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/archs/muxnet_demo.json");
     let arch = muxmed::config::Arch::Json(arch);
-    muxmed::model::network::Network::build(&vs.root(), &arch, 14, drop_rate, head)
-        .unwrap();
+    muxmed::model::network::Network::build(&vs.root(), &arch, 14, drop_rate, head).unwrap();
     vs
 }
 
@@ -243,9 +242,12 @@ fn a_non_finite_loss_stops_the_run() {
     )
     .unwrap_err()
     .to_string();
-    // It fails in epoch 1: no checkpoint exists, and the message does not pretend one does.
+    // It fails in epoch 1 (a non-finite loss, or non-finite val outputs): no checkpoint
+    // exists, and the message does not pretend one does.
     assert!(
-        e.contains("the loss became") && e.contains("no checkpoint was written"),
+        (e.contains("the loss became") || e.contains("val probabilities are not finite"))
+            && e.contains("training stopped")
+            && e.contains("no checkpoint was written"),
         "{e}"
     );
     assert!(!w.root.join("reports/nan/last.safetensors").exists());
@@ -328,7 +330,7 @@ fn evaluate_report_and_predict_a_trained_run() {
         ..Default::default()
     };
     let r = evaluate_run(
-        &out.run.root(),
+        out.run.root(),
         &mdirs,
         key(Split::Test, Checkpoint::Best, false),
         &opt,
@@ -383,7 +385,7 @@ fn evaluate_report_and_predict_a_trained_run() {
     }
     // TTA needs configured pipelines; EMA needs an EMA run.
     assert!(evaluate_run(
-        &out.run.root(),
+        out.run.root(),
         &mdirs,
         key(Split::Test, Checkpoint::Best, true),
         &opt,
@@ -391,7 +393,7 @@ fn evaluate_report_and_predict_a_trained_run() {
     )
     .is_err());
     assert!(evaluate_run(
-        &out.run.root(),
+        out.run.root(),
         &mdirs,
         key(Split::Test, Checkpoint::Ema, false),
         &opt,
@@ -399,9 +401,12 @@ fn evaluate_report_and_predict_a_trained_run() {
     )
     .is_err());
     // The report renders from the run directory alone (plus the manifest).
-    let (html, notice) =
-        muxmed::report::report_run(&out.run.root(), &mdirs, key(Split::Test, Checkpoint::Best, false))
-            .unwrap();
+    let (html, notice) = muxmed::report::report_run(
+        out.run.root(),
+        &mdirs,
+        key(Split::Test, Checkpoint::Best, false),
+    )
+    .unwrap();
     assert!(notice.is_none());
     let text = std::fs::read_to_string(&html).unwrap();
     assert!(text.contains("synthetic data") && text.contains("trained from scratch"));
@@ -437,13 +442,24 @@ fn early_stopping_and_tta() {
     assert_eq!(out.state.status, Status::EarlyStopped);
     assert_eq!(out.state.history.len(), 2);
     // TTA with a configured pipeline writes separate files.
-    let out = train(&args(&w, "tta", &["train.epochs=1", "augment.tta=[[{horizontal_flip: {p: 1.0}}, to_rgb, normalize_imagenet]]"]), no_stop()).unwrap();
+    let out = train(
+        &args(
+            &w,
+            "tta",
+            &[
+                "train.epochs=1",
+                "augment.tta=[[{horizontal_flip: {p: 1.0}}, to_rgb, normalize_imagenet]]",
+            ],
+        ),
+        no_stop(),
+    )
+    .unwrap();
     let opt = muxmed::eval::predictions::EvalOptions {
         resamples: 20,
         ..Default::default()
     };
     let r = muxmed::eval::run_eval::evaluate_run(
-        &out.run.root(),
+        out.run.root(),
         &w.root.join("data_manifests"),
         key(Split::Test, Checkpoint::Best, true),
         &opt,
@@ -548,7 +564,10 @@ fn a_run_keeps_its_splits_and_every_evaluation_reports_exactly() {
     let run = out.run.clone();
     // best.safetensors is the val argmax; ema_best follows the EMA's own val score.
     let h = &out.state.history;
-    assert_eq!(out.state.best.epoch, Some(argmax_epoch(h, |r| r.val_mean_auroc)));
+    assert_eq!(
+        out.state.best.epoch,
+        Some(argmax_epoch(h, |r| r.val_mean_auroc))
+    );
     assert_eq!(
         out.state.ema_best.epoch,
         Some(argmax_epoch(h, |r| r.val_mean_auroc_ema))
@@ -566,8 +585,8 @@ fn a_run_keeps_its_splits_and_every_evaluation_reports_exactly() {
     ];
     let mut before = Vec::new();
     for k in keys {
-        let r = muxmed::eval::run_eval::evaluate_run(run.root(), &mdirs, k, &opt, Some("cpu"))
-            .unwrap();
+        let r =
+            muxmed::eval::run_eval::evaluate_run(run.root(), &mdirs, k, &opt, Some("cpu")).unwrap();
         assert!(r.notice.is_none());
         assert_eq!(r.metrics_json, run.metrics(&k));
         // The report recomputes from the predictions CSV: identical numbers.
@@ -576,7 +595,13 @@ fn a_run_keeps_its_splits_and_every_evaluation_reports_exactly() {
         assert_eq!(rep, written, "{k:?}");
         let (html, _) = muxmed::report::report_run(run.root(), &mdirs, k).unwrap();
         let text = std::fs::read_to_string(html).unwrap();
-        assert!(text.contains(run.checkpoint(k.checkpoint).file_name().unwrap().to_str().unwrap()));
+        assert!(text.contains(
+            run.checkpoint(k.checkpoint)
+                .file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+        ));
         // Synthetic data: no published numbers beside it.
         assert!(!text.contains("CheXNet"), "{k:?}");
         before.push(aurocs(&r.metrics_json));
@@ -594,7 +619,10 @@ fn a_run_keeps_its_splits_and_every_evaluation_reports_exactly() {
     muxmed::data::cache::prepare(&mdir, &cfg.augment, &|_, _| {}).unwrap();
     let new_test = muxmed::data::dataset::load_split(&mdir, Split::Test).unwrap();
     let old_test = run.split(Split::Test).unwrap();
-    assert_ne!(new_test.image_ids, old_test.image_ids, "the rebuild must change the split");
+    assert_ne!(
+        new_test.image_ids, old_test.image_ids,
+        "the rebuild must change the split"
+    );
     for (k, b) in keys.iter().zip(&before) {
         let r = muxmed::eval::run_eval::evaluate_run(run.root(), &mdirs, *k, &opt, Some("cpu"))
             .unwrap();
@@ -653,7 +681,10 @@ fn a_resume_after_a_manifest_rebuild_trains_on_the_runs_own_splits() {
     assert_eq!(resumed.state.status, Status::Finished);
     assert!(resumed.notice.as_deref().unwrap().contains("has changed"));
     // The run still holds (and trained on) the split it started with.
-    assert_eq!(resumed.run.split(Split::Train).unwrap().image_ids, train_ids);
+    assert_eq!(
+        resumed.run.split(Split::Train).unwrap().image_ids,
+        train_ids
+    );
     let info = resumed.run.info().unwrap();
     assert_eq!(info.train_images, train_ids.len());
 }
@@ -666,11 +697,7 @@ fn non_finite_val_outputs_stop_the_run_and_are_never_a_best_epoch() {
         &args(
             &w,
             "nanval",
-            &[
-                "train.lr=1e5",
-                "train.warmup_epochs=2.5",
-                "train.epochs=3",
-            ],
+            &["train.lr=1e5", "train.warmup_epochs=2.5", "train.epochs=3"],
         ),
         no_stop(),
     )

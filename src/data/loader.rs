@@ -134,7 +134,11 @@ pub fn load_item(
             )
         }
     };
-    Ok(apply(stages, img, &mut image_rng(seed, epoch, position as u64)))
+    Ok(apply(
+        stages,
+        img,
+        &mut image_rng(seed, epoch, position as u64),
+    ))
 }
 
 /// A running epoch: iterate to get batches in order.

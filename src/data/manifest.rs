@@ -27,7 +27,6 @@ pub enum ManifestError {
     Polars(#[from] PolarsError),
 }
 
-
 /// The files a manifest was built from, resolved from `data.root` and the optional keys.
 #[derive(Debug, Clone)]
 pub struct Sources {
@@ -303,7 +302,12 @@ pub fn build(d: &DataConfig, scan_images: bool) -> Result<Manifest, ManifestErro
         .collect();
     if f.one_per_patient {
         let mut first: HashMap<u32, u32> = HashMap::new();
-        for r in records.iter().zip(&keep).filter(|(_, k)| **k).map(|(r, _)| r) {
+        for r in records
+            .iter()
+            .zip(&keep)
+            .filter(|(_, k)| **k)
+            .map(|(r, _)| r)
+        {
             let e = first.entry(r.patient_id).or_insert(r.follow_up);
             *e = (*e).min(r.follow_up);
         }
@@ -446,7 +450,9 @@ pub fn build(d: &DataConfig, scan_images: bool) -> Result<Manifest, ManifestErro
     cols.push(col_u32("no_finding", &|i| {
         records[i].labels.is_empty() as u32
     }));
-    cols.push(col_str("split", &|i| Split::ALL[split[i] as usize].to_string()));
+    cols.push(col_str("split", &|i| {
+        Split::ALL[split[i] as usize].to_string()
+    }));
     cols.push(col_u32("n_boxes", &|i| {
         box_of
             .get(records[i].image_id.as_str())
@@ -605,7 +611,10 @@ impl Manifest {
     /// flagged images.
     pub fn summary(&self) -> Result<String, ManifestError> {
         let mut out = self.prevalence_table()?;
-        for (s, df) in Split::ALL.iter().filter_map(|s| Some((s, self.frames.get(s.as_str())?))) {
+        for (s, df) in Split::ALL
+            .iter()
+            .filter_map(|s| Some((s, self.frames.get(s.as_str())?)))
+        {
             let patients = df.column("patient_id")?.n_unique()?;
             out += &format!("{s:<6} {} images, {patients} patients\n", df.height());
         }

@@ -142,7 +142,11 @@ pub fn parse_metadata(text: &str, path: &Path) -> Result<Vec<Record>, NihError> 
         if f.len() != 11 {
             return Err(row_err(
                 line,
-                format!("expected 11 fields, found {}: `{}`", f.len(), r.fields.join(",")),
+                format!(
+                    "expected 11 fields, found {}: `{}`",
+                    f.len(),
+                    r.fields.join(",")
+                ),
             ));
         }
         let image_id = f[0].trim().to_string();
@@ -259,7 +263,10 @@ pub fn parse_bboxes(text: &str, path: &Path) -> Result<Vec<BBox>, NihError> {
         if f.len() < 6 || f[6..].iter().any(|x| !x.trim().is_empty()) {
             return Err(row_err(
                 line,
-                format!("expected image, label, x, y, w, h: `{}`", r.fields.join(",")),
+                format!(
+                    "expected image, label, x, y, w, h: `{}`",
+                    r.fields.join(",")
+                ),
             ));
         }
         let name = if f[1] == "Infiltrate" {

@@ -184,7 +184,11 @@ fn lossless(v: f64) -> String {
     format!("{v:e}")
 }
 
-fn write_csv(path: &Path, header: Vec<String>, rows: impl Iterator<Item = Vec<String>>) -> Result<(), EvalError> {
+fn write_csv(
+    path: &Path,
+    header: Vec<String>,
+    rows: impl Iterator<Item = Vec<String>>,
+) -> Result<(), EvalError> {
     let werr = |message: String| EvalError::Input {
         path: path.to_path_buf(),
         message,
@@ -209,11 +213,15 @@ pub fn write_predictions(
 ) -> Result<(), EvalError> {
     let mut header = vec!["image_id".to_string(), "patient_id".to_string()];
     header.extend(labels.iter().cloned());
-    let rows = image_ids.iter().zip(patients).zip(probs).map(|((id, p), pr)| {
-        let mut r = vec![id.clone(), p.clone()];
-        r.extend(pr.iter().map(|v| lossless(*v)));
-        r
-    });
+    let rows = image_ids
+        .iter()
+        .zip(patients)
+        .zip(probs)
+        .map(|((id, p), pr)| {
+            let mut r = vec![id.clone(), p.clone()];
+            r.extend(pr.iter().map(|v| lossless(*v)));
+            r
+        });
     write_csv(path, header, rows)
 }
 

@@ -186,7 +186,13 @@ pub fn evaluate_run(
     let split = Arc::new(run.split(key.split)?);
     let probs = scorer.predict(&split, key.split)?;
     let predictions_csv = run.predictions(&key);
-    write_predictions(&predictions_csv, &split.image_ids, &split.patients, &split.label_names, &probs)?;
+    write_predictions(
+        &predictions_csv,
+        &split.image_ids,
+        &split.patients,
+        &split.label_names,
+        &probs,
+    )?;
     let ev = evaluate(&joined(&split, probs), key.split.as_str(), &opt);
     let metrics_json = run.metrics(&key);
     ev.write(&metrics_json)?;

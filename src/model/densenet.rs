@@ -136,11 +136,14 @@ impl DenseNet121 {
                 y = layer.forward_t(&y, train);
             }
             if let Some(t) = self.transitions.get(i) {
-                y = y
-                    .apply_t(&t.norm, train)
-                    .relu()
-                    .apply(&t.conv)
-                    .avg_pool2d([2, 2], [2, 2], [0, 0], false, true, None::<i64>);
+                y = y.apply_t(&t.norm, train).relu().apply(&t.conv).avg_pool2d(
+                    [2, 2],
+                    [2, 2],
+                    [0, 0],
+                    false,
+                    true,
+                    None::<i64>,
+                );
             }
         }
         y.apply_t(&self.norm5, train).relu()

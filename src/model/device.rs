@@ -19,16 +19,18 @@ pub enum DeviceError {
 
 /// The device for `auto`, `cpu`, `cuda` or `cuda:N`.
 pub fn pick_device(req: &str) -> Result<Device, DeviceError> {
-    Ok(match config::parse_device(req).map_err(DeviceError::Unknown)? {
-        DeviceRequest::Auto => Device::cuda_if_available(),
-        DeviceRequest::Cpu => Device::Cpu,
-        DeviceRequest::Cuda(i) => {
-            if !tch::Cuda::is_available() {
-                return Err(DeviceError::NoCuda(req.to_string()));
+    Ok(
+        match config::parse_device(req).map_err(DeviceError::Unknown)? {
+            DeviceRequest::Auto => Device::cuda_if_available(),
+            DeviceRequest::Cpu => Device::Cpu,
+            DeviceRequest::Cuda(i) => {
+                if !tch::Cuda::is_available() {
+                    return Err(DeviceError::NoCuda(req.to_string()));
+                }
+                Device::Cuda(i)
             }
-            Device::Cuda(i)
-        }
-    })
+        },
+    )
 }
 
 /// Turns a loader batch (row-major N x C x H x W) into a tensor on `device`.

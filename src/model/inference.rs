@@ -4,10 +4,10 @@ use std::sync::Arc;
 
 use tch::{Device, Kind, Tensor};
 
-use crate::config::augment::Stage;
-use crate::data::dataset::SplitData;
 use super::device::batch_tensor;
 use super::network::Network;
+use crate::config::augment::Stage;
+use crate::data::dataset::SplitData;
 use crate::data::loader::{start_epoch, LoaderOptions, Source};
 
 /// Sigmoid probabilities over a split, in split order, and the mean loss when asked for.

@@ -105,7 +105,11 @@ pub struct ParamGroup {
 
 /// The optimiser's groups: backbone and head, each split into weights with decay and
 /// parameters without (every bias, BatchNorm weights). BatchNorm buffers are not parameters.
-pub fn param_groups(vs: &nn::VarStore, backbone_lr_factor: f64, weight_decay: f64) -> Vec<ParamGroup> {
+pub fn param_groups(
+    vs: &nn::VarStore,
+    backbone_lr_factor: f64,
+    weight_decay: f64,
+) -> Vec<ParamGroup> {
     let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
     vars.sort_by(|a, b| a.0.cmp(&b.0));
     let mut groups: Vec<ParamGroup> = [(true, true), (true, false), (false, true), (false, false)]

@@ -10,8 +10,8 @@ use tch::{nn, Device, Kind, Reduction, Tensor};
 use super::muxnet::HeadInit;
 use super::network::Network;
 use super::spec::ArchSpec;
-use crate::config::Arch;
 use super::weights::{self, load_strict, read_safetensors, write_safetensors};
+use crate::config::Arch;
 
 /// `muxmed model import`: reads a `torch.save` checkpoint, checks it loads strictly into
 /// `arch` (with the checkpoint's own class count), and writes safetensors with metadata.

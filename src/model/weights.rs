@@ -319,7 +319,8 @@ pub fn read_torch_checkpoint(path: &Path) -> Result<ImportedCheckpoint, WeightsE
         let tensor = Tensor::from_data_size(&data, &shape, kind);
         let clean = name.strip_prefix("module.").unwrap_or(&name);
         // torchvision's published DenseNet checkpoints use the older `norm.1` naming.
-        let clean = super::densenet::remap_torchvision_key(clean).unwrap_or_else(|| clean.to_string());
+        let clean =
+            super::densenet::remap_torchvision_key(clean).unwrap_or_else(|| clean.to_string());
         tensors.push((clean, tensor));
     }
     Ok(ImportedCheckpoint {

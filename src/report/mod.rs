@@ -339,7 +339,11 @@ pub fn report_predictions(
     let facts = vec![
         (
             "predictions".to_string(),
-            format!("{} (sha256 {})", job.predictions.display(), hash(job.predictions)),
+            format!(
+                "{} (sha256 {})",
+                job.predictions.display(),
+                hash(job.predictions)
+            ),
         ),
         (
             "labels".to_string(),

@@ -9,8 +9,8 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use super::references;
-use crate::labels::LABELS;
 use crate::eval::metrics::{CalibrationBin, PrCurve, Roc};
+use crate::labels::LABELS;
 
 static FONT: Once = Once::new();
 const DARK_GREEN: RGBColor = RGBColor(0, 130, 0);

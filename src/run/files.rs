@@ -172,7 +172,11 @@ impl RunDir {
     }
 
     /// Writes `metrics.csv`: one row per epoch, one column per value (empty where undefined).
-    pub fn write_metrics_csv(&self, history: &[EpochRow], labels: &[String]) -> Result<(), RunError> {
+    pub fn write_metrics_csv(
+        &self,
+        history: &[EpochRow],
+        labels: &[String],
+    ) -> Result<(), RunError> {
         let path = self.metrics_csv();
         let bytes = metrics_csv_bytes(history, labels).map_err(|message| RunError::Format {
             path: path.clone(),

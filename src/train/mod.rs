@@ -32,19 +32,7 @@ pub use orchestrate::{train, TrainArgs, TrainError, TrainOutcome};
 use std::path::Path;
 
 use crate::config::PipelineConfig;
-fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(0.0)
-}
-
-fn now_utc() -> (i64, u32, u32, u32, u32, u32) {
+pub(crate) fn now_utc() -> (i64, u32, u32, u32, u32, u32) {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -75,7 +63,6 @@ pub fn timestamp() -> String {
     format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
 }
 
-
 /// The data message a user without the NIH download sees.
 pub fn missing_data_message(cfg: &PipelineConfig, source: &Path, manifest_dir: &Path) -> String {
     let root = &cfg.data.root;
@@ -98,14 +85,4 @@ pub fn missing_data_message(cfg: &PipelineConfig, source: &Path, manifest_dir: &
             cfg.name
         )
     }
-}
-
-
-fn default_run_name(cfg: &PipelineConfig) -> String {
-    let (y, mo, d, h, mi, s) = now_utc();
-    format!(
-        "{y:04}{mo:02}{d:02}-{h:02}{mi:02}{s:02}-{}-{}",
-        cfg.model.arch.short_name(),
-        cfg.train.resolution
-    )
 }

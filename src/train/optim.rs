@@ -258,10 +258,7 @@ mod tests {
     #[test]
     fn clip_scales_the_global_norm() {
         let w = Tensor::from_slice(&[3f32, 4.0]).set_requires_grad(true);
-        let mut o = Optimizer::new(
-            OptimizerKind::Sgd,
-            vec![group(&w, 0.0)],
-        );
+        let mut o = Optimizer::new(OptimizerKind::Sgd, vec![group(&w, 0.0)]);
         (&w * &w).sum(Kind::Float).backward(); // grad = 2w = (6, 8), norm 10
         let n = o.clip_grad_norm(Some(5.0));
         assert!((n - 10.0).abs() < 1e-6);

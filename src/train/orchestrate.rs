@@ -70,7 +70,7 @@ impl TrainOutcome {
             state,
             labels,
             best_per_label,
-            peak_rss_mb: super::peak_rss_mb(),
+            peak_rss_mb: peak_rss_mb(),
             already_done,
             notice: None,
         }
@@ -91,7 +91,9 @@ pub fn train(args: &TrainArgs, stop: Arc<AtomicBool>) -> Result<TrainOutcome> {
     };
     match run_epochs(&mut s, &mut state, &stop_when, args.progress) {
         Err(e) => match e.downcast::<super::TrainError>() {
-            Ok(super::TrainError::NonFinite(what)) => Err(fail_non_finite(&mut s, &mut state, &what)),
+            Ok(super::TrainError::NonFinite(what)) => {
+                Err(fail_non_finite(&mut s, &mut state, &what))
+            }
             Ok(other) => Err(other.into()),
             Err(other) => Err(other),
         },
@@ -104,12 +106,7 @@ pub fn train(args: &TrainArgs, stop: Arc<AtomicBool>) -> Result<TrainOutcome> {
     }
 }
 
-fn run_epochs(
-    s: &mut Session,
-    state: &mut State,
-    stop: &StopWhen,
-    progress: bool,
-) -> Result<()> {
+fn run_epochs(s: &mut Session, state: &mut State, stop: &StopWhen, progress: bool) -> Result<()> {
     let train_stages = Arc::new(s.cfg.augment.train.clone());
     let eval_stages = Arc::new(s.cfg.augment.eval.clone());
     let bar = progress.then(|| {
@@ -129,9 +126,25 @@ fn run_epochs(
             break;
         }
         let (batch, workers) = (s.plan.batch, s.cfg.runtime.data_workers as usize);
-        let live = validate(&s.net, &s.val, &eval_stages, &s.loss, batch, workers, s.device)?;
+        let live = validate(
+            &s.net,
+            &s.val,
+            &eval_stages,
+            &s.loss,
+            batch,
+            workers,
+            s.device,
+        )?;
         let ema = match &s.ema {
-            Some(e) => Some(validate(&e.net, &s.val, &eval_stages, &s.loss, batch, workers, s.device)?),
+            Some(e) => Some(validate(
+                &e.net,
+                &s.val,
+                &eval_stages,
+                &s.loss,
+                batch,
+                workers,
+                s.device,
+            )?),
             None => None,
         };
         let row = epoch_row(s, state, &live, ema.as_ref(), frozen);
@@ -203,7 +216,7 @@ fn epoch_row(
         lr_backbone: lr * s.cfg.train.backbone_lr_factor * warm,
         images_per_s: state.epoch_images as f64 / state.epoch_seconds.max(1e-9),
         epoch_time_s: state.epoch_seconds,
-        peak_rss_mb: super::peak_rss_mb(),
+        peak_rss_mb: peak_rss_mb(),
         frozen,
     }
 }
@@ -235,4 +248,16 @@ fn fail_non_finite(s: &mut Session, state: &mut State, what: &str) -> anyhow::Er
         "no checkpoint was written before it".to_string()
     };
     anyhow::anyhow!("{what}: training stopped; {good} (try a lower train.lr)")
+}
+
+pub(super) fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
 }

@@ -15,16 +15,14 @@ use super::schedule::{UnfreezeWarmup, WarmupCosine};
 use super::{missing_data_message, TrainArgs, TrainError};
 use crate::config::PipelineConfig;
 use crate::data::cache::Cache;
-use crate::data::dataset::{manifest_labels, SplitData};
+use crate::data::dataset::{load_split, SplitData};
 use crate::data::loader::Source;
 use crate::model::device::{load_into, pick_device};
 use crate::model::muxnet::HeadInit;
 use crate::model::network::{param_groups, Network};
 use crate::model::weights::{self, load_backbone, read_safetensors};
 use crate::model::ArchSpec;
-use crate::run::{
-    Checkpoint, CheckpointMeta, RunDir, RunInfo, Split, State, WeightsInfo,
-};
+use crate::run::{Checkpoint, CheckpointMeta, RunDir, RunInfo, Split, State, WeightsInfo};
 
 /// How the epoch is cut into batches and optimiser steps.
 #[derive(Debug, Clone, Copy)]
@@ -135,7 +133,7 @@ fn create_run(args: &TrainArgs, cfg: &PipelineConfig, manifest_dir: &Path) -> Re
     let name = args
         .run_name
         .clone()
-        .unwrap_or_else(|| super::default_run_name(cfg));
+        .unwrap_or_else(|| default_run_name(cfg));
     let run = RunDir::new(args.reports_dir.join(name));
     let root = run.root();
     if root.exists() {
@@ -225,15 +223,13 @@ impl Session {
         let cache = Arc::new(Cache::open(&manifest_dir, &cfg.augment).map_err(|e| anyhow!("{e}"))?);
         if !resuming {
             // A new run's images must be cached before its directory is created.
-            let labels = manifest_labels(&manifest_dir)?;
             for s in [Split::Train, Split::Val] {
-                let d = crate::data::dataset::load_split(&manifest_dir, s)?;
+                let d = load_split(&manifest_dir, s)?;
                 if d.is_empty() {
                     bail!("the {s} split of {} is empty", manifest_dir.display());
                 }
                 cached(&cache, d, s)?;
             }
-            drop(labels);
         }
         let run = match run {
             Some(r) => r,
@@ -440,14 +436,19 @@ impl Session {
     /// Whether every weight (and EMA weight) is finite.
     pub fn weights_finite(&self) -> bool {
         let all = |vs: &nn::VarStore| {
-            vs.variables().values().all(|t| {
-                t.isfinite()
-                    .all()
-                    .to_kind(Kind::Int64)
-                    .int64_value(&[])
-                    == 1
-            })
+            vs.variables()
+                .values()
+                .all(|t| t.isfinite().all().to_kind(Kind::Int64).int64_value(&[]) == 1)
         };
         all(&self.vs) && self.ema.as_ref().is_none_or(|e| all(&e.vs))
     }
+}
+
+fn default_run_name(cfg: &PipelineConfig) -> String {
+    let (y, mo, d, h, mi, s) = super::now_utc();
+    format!(
+        "{y:04}{mo:02}{d:02}-{h:02}{mi:02}{s:02}-{}-{}",
+        cfg.model.arch.short_name(),
+        cfg.train.resolution
+    )
 }
