@@ -34,6 +34,101 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
     Ok(format!("{:x}", Sha256::digest(std::fs::read(path)?)))
 }
 
+/// An exclusive lock file holding its owner's pid: two `train --resume` of one run, or two
+/// `prepare` of one cache, refuse to run at once. A lock left by a process that no longer
+/// exists is taken over. Removed when dropped.
+#[derive(Debug)]
+pub struct Lock {
+    path: std::path::PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("{} is held by process {pid} ({what} is in use): wait for it to finish, or remove the file if that process is gone", path.display())]
+    Held {
+        path: std::path::PathBuf,
+        pid: u32,
+        what: String,
+    },
+    #[error("{}: cannot take the lock: {source}", path.display())]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
+fn process_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+impl Lock {
+    /// Takes the lock at `path`; `what` names the locked thing in the error.
+    pub fn acquire(path: &Path, what: &str) -> Result<Lock, LockError> {
+        let io = |source| LockError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        for _ in 0..2 {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(path)
+            {
+                Ok(mut f) => {
+                    writeln!(f, "{}", std::process::id()).map_err(io)?;
+                    return Ok(Lock {
+                        path: path.to_path_buf(),
+                    });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let pid = std::fs::read_to_string(path)
+                        .ok()
+                        .and_then(|t| t.trim().parse::<u32>().ok());
+                    match pid {
+                        Some(pid) if process_alive(pid) => {
+                            return Err(LockError::Held {
+                                path: path.to_path_buf(),
+                                pid,
+                                what: what.to_string(),
+                            })
+                        }
+                        // Stale (its process is gone) or unreadable: take it over.
+                        _ => {
+                            let _ = std::fs::remove_file(path);
+                        }
+                    }
+                }
+                Err(e) => return Err(io(e)),
+            }
+        }
+        Err(io(std::io::Error::other("the lock file keeps reappearing")))
+    }
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// An error and its causes on one line, each said once: library errors often already
+/// include their cause's text ("…: No such file or directory (os error 2)"), which a plain
+/// `{:#}` would repeat.
+pub fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if out.contains(&s) {
+            continue;
+        }
+        if !out.is_empty() {
+            out += ": ";
+        }
+        out += &s;
+    }
+    out
+}
+
 /// One CSV record: its 1-based line in the text and its fields (unquoted, not trimmed).
 #[derive(Debug, Clone, PartialEq)]
 pub struct CsvRecord {
@@ -87,6 +182,47 @@ pub fn csv_records(text: &str) -> Result<Vec<CsvRecord>, (usize, String)> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_lock_is_exclusive_while_its_process_lives_and_taken_over_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("run.lock");
+        // Held by another live process.
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        std::fs::write(&p, format!("{}\n", child.id())).unwrap();
+        let e = super::Lock::acquire(&p, "the run").unwrap_err().to_string();
+        assert!(
+            e.contains("run.lock") && e.contains(&child.id().to_string()),
+            "{e}"
+        );
+        child.kill().unwrap();
+        child.wait().unwrap();
+        // Its process is gone: the stale lock is taken over, and removed when dropped.
+        let l = super::Lock::acquire(&p, "the run").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap().trim(),
+            std::process::id().to_string()
+        );
+        drop(l);
+        assert!(!p.exists());
+    }
+
+    #[test]
+    fn error_chain_says_each_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "gone (os error 2)");
+        #[derive(Debug, thiserror::Error)]
+        #[error("reading x.csv: {source}")]
+        struct E {
+            source: std::io::Error,
+        }
+        let e = anyhow::Error::from(E { source: io }).context("loading labels");
+        let s = super::error_chain(&e);
+        assert_eq!(s, "loading labels: reading x.csv: gone (os error 2)");
+        assert_eq!(s.matches("os error 2").count(), 1);
+    }
+
     #[test]
     fn csv_quoted_fields_and_line_numbers() {
         let text = "a,b\n\n\"x, y\",2\r\n\"he said \"\"hi\"\"\",3\n";

@@ -51,6 +51,9 @@ enum Command {
         size: u32,
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Write into a non-empty folder that is not a muxmed synthetic dataset.
+        #[arg(long)]
+        overwrite: bool,
     },
     /// Probabilities for new PNG/JPEG files with a run's preprocessing.
     #[cfg(feature = "torch")]
@@ -65,6 +68,11 @@ enum Command {
         out: PathBuf,
         #[arg(long)]
         device: Option<String>,
+        /// Stop (writing nothing) if any input fails; by default the readable files are
+        /// scored, each failure gets an error line, and the exit status is non-zero only
+        /// when every input failed.
+        #[arg(long)]
+        strict: bool,
     },
     /// Fine-tune (or resume) a model; writes a run directory under reports/.
     #[cfg(feature = "torch")]
@@ -80,8 +88,10 @@ enum Command {
         /// auto, cpu, cuda or cuda:N (default: runtime.device).
         #[arg(long)]
         device: Option<String>,
-        /// Continue reports/RUN from its last.safetensors (optimizer, schedule and data order included).
-        #[arg(long)]
+        /// Continue reports/RUN from its last.safetensors (optimizer, schedule and data order
+        /// included), with the run's own config: --pipeline, --set, --run-name and --overwrite
+        /// cannot be combined with it.
+        #[arg(long, conflicts_with_all = ["pipeline", "set", "run_name", "overwrite"])]
         resume: Option<PathBuf>,
         /// Stop as if interrupted after this many optimizer steps (smoke tests).
         #[arg(long, hide = true)]
@@ -158,6 +168,10 @@ struct EvalArgs {
     /// Apply the thresholds chosen in this metrics file (normally metrics_val.json).
     #[arg(long)]
     thresholds_from: Option<PathBuf>,
+    /// With --predictions: score a file with columns for only some of the 14 labels (the
+    /// mean AUROC is then over those labels only, and the output says so).
+    #[arg(long)]
+    labels_subset: bool,
 }
 
 impl EvalArgs {
@@ -187,6 +201,7 @@ impl EvalArgs {
                 split_list: self.split_list.as_deref(),
                 split: self.split,
                 thresholds_from: self.thresholds_from.as_deref(),
+                labels_subset: self.labels_subset,
             }),
             _ => Err(anyhow::anyhow!(
                 "give --run reports/RUN, or --predictions P.csv with --labels METADATA.csv"
@@ -498,6 +513,13 @@ fn evaluate_cmd(a: &EvalArgs) -> Result<ExitCode> {
     let job = a.job()?;
     let (_, ev) = job.run(&a.options())?;
     print!("{}", ev.table());
+    if ev.per_label.len() < muxmed::labels::LABELS.len() {
+        println!(
+            "--labels-subset: {} of {} labels scored; the mean AUROC is over these labels only",
+            ev.per_label.len(),
+            muxmed::labels::LABELS.len()
+        );
+    }
     println!(
         "{} predictions without labels, {} labelled images without predictions",
         ev.predictions_without_labels, ev.labelled_images_without_predictions
@@ -612,6 +634,9 @@ fn train_cmd(
             );
         }
     }
+    for w in &out.warnings {
+        println!("warning: {w}");
+    }
     println!(
         "status: {:?}; peak memory {:.0} MB",
         s.status, out.peak_rss_mb
@@ -711,12 +736,30 @@ fn main() -> ExitCode {
             images,
             out,
             device,
-        } => muxmed::eval::run_eval::predict_files(checkpoint, images, out, device.as_deref()).map(
-            |n| {
-                println!("wrote probabilities for {n} images to {}", out.display());
-                ExitCode::SUCCESS
-            },
-        ),
+            strict,
+        } => muxmed::eval::run_eval::predict_files(
+            checkpoint,
+            images,
+            out,
+            device.as_deref(),
+            *strict,
+        )
+        .map(|r| {
+            for (p, e) in &r.failed {
+                eprintln!("error: {}: {e}", p.display());
+            }
+            println!(
+                "wrote probabilities for {} images to {}{}",
+                r.written,
+                out.display(),
+                if r.failed.is_empty() {
+                    String::new()
+                } else {
+                    format!("; {} input(s) failed (listed above)", r.failed.len())
+                }
+            );
+            ExitCode::SUCCESS
+        }),
         #[cfg(feature = "torch")]
         Command::Train {
             pipeline,
@@ -739,6 +782,7 @@ fn main() -> ExitCode {
             patients,
             size,
             seed,
+            overwrite,
         } => {
             let started = std::time::Instant::now();
             let o = muxmed::data::synth::SynthOptions {
@@ -747,6 +791,7 @@ fn main() -> ExitCode {
                 size: *size,
                 seed: *seed,
                 test_fraction: 0.2,
+                overwrite: *overwrite,
             };
             muxmed::data::synth::write(out, &o)
                 .map(|r| {
@@ -771,7 +816,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", muxmed::io::error_chain(&e));
             ExitCode::FAILURE
         }
     }

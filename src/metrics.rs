@@ -118,6 +118,26 @@ pub fn mean_defined(values: &[Option<f64>]) -> Option<f64> {
     (!d.is_empty()).then(|| d.iter().sum::<f64>() / d.len() as f64)
 }
 
+/// Outputs that carry no ranking at all (a diverged or dead model): every label's scores
+/// spread over less than 1e-6, or every defined AUROC exactly 0.5. `s[i][k]`.
+pub fn constant_outputs(s: &[Vec<f64>], aurocs: &[Option<f64>]) -> bool {
+    let k = s.first().map_or(0, Vec::len);
+    let flat = (0..k).all(|j| {
+        let (lo, hi) = s
+            .iter()
+            .map(|r| r[j])
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+                (a.min(v), b.max(v))
+            });
+        hi - lo < 1e-6
+    });
+    let defined: Vec<f64> = aurocs.iter().flatten().copied().collect();
+    !s.is_empty() && (flat || (!defined.is_empty() && defined.iter().all(|a| *a == 0.5)))
+}
+
+/// What reports and commands say about constant outputs.
+pub const CONSTANT_OUTPUTS_WARNING: &str = "the model's outputs are constant (every label's probabilities spread less than 1e-6, or every AUROC is exactly 0.5): training probably diverged (try a lower train.lr); these AUROCs mean nothing";
+
 /// Micro-averaged AUROC: every (image, label) pair pooled into one binary problem.
 /// `y[i][k]`, `s[i][k]` for image i and label k.
 pub fn micro_auroc(y: &[Vec<bool>], s: &[Vec<f64>]) -> Option<f64> {
@@ -339,6 +359,17 @@ pub fn calibration(y: &[bool], p: &[f64], bins: usize) -> (f64, Vec<CalibrationB
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn constant_outputs_are_recognised() {
+        let flat = vec![vec![0.3, 0.7]; 5];
+        assert!(constant_outputs(&flat, &[Some(0.5), Some(0.5)]));
+        let varied: Vec<Vec<f64>> = (0..5).map(|i| vec![i as f64 / 10.0, 0.7]).collect();
+        assert!(!constant_outputs(&varied, &[Some(0.8), Some(0.5)]));
+        // Varied scores that rank nothing: every AUROC exactly 0.5.
+        assert!(constant_outputs(&varied, &[Some(0.5), None]));
+        assert!(!constant_outputs(&[], &[]));
+    }
 
     fn b(v: &[u8]) -> Vec<bool> {
         v.iter().map(|&x| x == 1).collect()

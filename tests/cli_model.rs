@@ -129,6 +129,12 @@ fn import_into_the_wrong_arch_fails_and_writes_nothing() {
         err.contains("not a muxnet_l checkpoint") && err.contains("missing:"),
         "{err}"
     );
+    // Summarised: counts and the first ten mismatches, not hundreds of lines.
+    assert!(
+        err.contains("same architecture?") && err.contains("more"),
+        "{err}"
+    );
+    assert!(err.lines().count() <= 16, "{} lines", err.lines().count());
     assert!(!w.exists());
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
@@ -140,4 +146,43 @@ fn doctor_runs_a_tensor_op() {
     assert!(out.status.success(), "{text}");
     assert!(text.contains("tensor op (cpu)        ok"), "{text}");
     assert!(text.contains("libtorch version       2.13.0"), "{text}");
+}
+
+#[test]
+fn import_of_a_file_that_is_not_a_checkpoint_says_so_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("notes.pth");
+    std::fs::write(&src, "not a checkpoint").unwrap();
+    let out = muxmed()
+        .args(["model", "import"])
+        .arg(&src)
+        .args(["--arch", "muxnet_m", "--out"])
+        .arg(dir.path().join("o.safetensors"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("notes.pth") && err.contains("not a PyTorch checkpoint"),
+        "{err}"
+    );
+    assert!(!err.contains("(and:"), "{err}");
+}
+
+#[test]
+fn os_errors_are_said_once() {
+    let out = muxmed()
+        .args([
+            "evaluate",
+            "--predictions",
+            "/nonexistent/p.csv",
+            "--labels",
+            "/nonexistent/l.csv",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/p.csv"), "{err}");
+    assert_eq!(err.matches("os error 2").count(), 1, "{err}");
 }

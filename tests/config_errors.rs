@@ -226,3 +226,22 @@ fn transfer_recipe_defaults() {
     assert_eq!(err.key(), Some("model.arch"), "{err}");
     assert!(err.to_string().contains("did you mean `muxnet_m`"), "{err}");
 }
+
+#[test]
+fn an_empty_pipeline_file_is_refused() {
+    for text in ["", "\n\n", "# only a comment\n"] {
+        let err = parse(text).unwrap_err();
+        assert!(
+            err.to_string().contains("p.yaml") && err.to_string().contains("empty"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn a_rule_broken_by_an_override_of_another_key_names_the_override() {
+    let err = config::load(&main_pipeline(), &["train.resolution=64".into()]).unwrap_err();
+    let msg = err.to_string();
+    assert_eq!(err.key(), Some("augment.train"), "{msg}");
+    assert!(msg.contains("--set train.resolution=64"), "{msg}");
+}

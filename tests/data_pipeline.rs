@@ -413,3 +413,134 @@ fn repeats_of_an_image_in_a_class_balanced_epoch_are_augmented_differently() {
     }
     assert!(repeats > 0, "no image was drawn twice");
 }
+
+#[test]
+fn fifos_and_dangling_links_among_images_are_named_errors_in_the_scan() {
+    use muxmed::data::nih::scan_images;
+    let dir = tempfile::tempdir().unwrap();
+    let imgs = dir.path().join("images");
+    std::fs::create_dir_all(&imgs).unwrap();
+    std::fs::copy(
+        nih("images/00000211_000.png"),
+        imgs.join("00000211_000.png"),
+    )
+    .unwrap();
+    assert_eq!(scan_images(&imgs).unwrap().len(), 1);
+    let fifo = imgs.join("00000001_000.png");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let e = scan_images(&imgs).unwrap_err().to_string();
+    assert!(
+        e.contains("00000001_000.png") && e.contains("not a regular file"),
+        "{e}"
+    );
+    std::fs::remove_file(&fifo).unwrap();
+    std::os::unix::fs::symlink(dir.path().join("gone.png"), imgs.join("00000002_000.png")).unwrap();
+    let e = scan_images(&imgs).unwrap_err().to_string();
+    assert!(
+        e.contains("00000002_000.png") && e.contains("dangling"),
+        "{e}"
+    );
+}
+
+#[test]
+fn rewriting_a_manifest_keeps_its_caches_and_its_symlink_and_refuses_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = real_subset(dir.path(), 12, |_, _| {});
+    let a = small_augment();
+    // A manifest folder that is a symlink to another disk.
+    let target = dir.path().join("other_disk/m");
+    std::fs::create_dir_all(&target).unwrap();
+    let m = dir.path().join("m");
+    std::os::unix::fs::symlink(&target, &m).unwrap();
+    build(&d, true).unwrap().write(&m).unwrap();
+    prepare_in_chunks(&m, &a, 5, &|_, _| {}).unwrap();
+    // The same settings again: the cache stays usable, the link stays a link.
+    build(&d, true).unwrap().write(&m).unwrap();
+    assert!(std::fs::symlink_metadata(&m)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert!(Cache::open(&m, &a).is_ok());
+    assert!(prepare_in_chunks(&m, &a, 5, &|_, _| {}).unwrap().reused);
+    // A plain folder keeps its cache too.
+    let plain = dir.path().join("plain");
+    build(&d, true).unwrap().write(&plain).unwrap();
+    prepare_in_chunks(&plain, &a, 5, &|_, _| {}).unwrap();
+    build(&d, true).unwrap().write(&plain).unwrap();
+    assert!(prepare_in_chunks(&plain, &a, 5, &|_, _| {}).unwrap().reused);
+    // --out naming a file: an error, and the file is untouched.
+    let file = dir.path().join("notes.txt");
+    std::fs::write(&file, "mine").unwrap();
+    let e = build(&d, true)
+        .unwrap()
+        .write(&file)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("is a file"), "{e}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "mine");
+}
+
+#[test]
+fn a_source_changed_after_prepare_is_noticed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = real_subset(dir.path(), 8, |_, _| {});
+    let m = dir.path().join("m");
+    build(&d, true).unwrap().write(&m).unwrap();
+    let a = small_augment();
+    prepare_in_chunks(&m, &a, 4, &|_, _| {}).unwrap();
+    let c = Cache::open(&m, &a).unwrap();
+    assert!(c.check_sources().is_ok());
+    // Touching a file without changing it is not a change (the hash decides).
+    let e0 = c.index.entries[0].clone();
+    let bytes = std::fs::read(&e0.source).unwrap();
+    std::fs::write(&e0.source, &bytes).unwrap();
+    assert!(c.changed_sources().is_empty());
+    // Another image's bytes at the same path is.
+    let e1 = c.index.entries[1].clone();
+    std::fs::copy(&e1.source, &e0.source).unwrap();
+    assert_eq!(c.changed_sources(), vec![e0.image_id.clone()]);
+    let err = c.check_sources().unwrap_err().to_string();
+    assert!(
+        err.contains("1 source image") && err.contains(&e0.image_id),
+        "{err}"
+    );
+    drop(c);
+    // prepare sees it, builds again, and the slot holds the new pixels.
+    let r = prepare_in_chunks(&m, &a, 4, &|_, _| {}).unwrap();
+    assert!(!r.reused);
+    let c = Cache::open(&m, &a).unwrap();
+    assert!(c.check_sources().is_ok());
+    let slot0 = c.slot(&e0.image_id).unwrap();
+    let slot1 = c.slot(&e1.image_id).unwrap();
+    assert_eq!(c.image(slot0), c.image(slot1));
+}
+
+#[test]
+fn a_second_prepare_of_the_same_cache_is_refused_while_the_first_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = real_subset(dir.path(), 4, |_, _| {});
+    let m = dir.path().join("m");
+    build(&d, true).unwrap().write(&m).unwrap();
+    let a = small_augment();
+    let lock = muxmed::data::cache::cache_dir(&m, &a).with_extension("lock");
+    let mut holder = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    std::fs::write(&lock, format!("{}\n", holder.id())).unwrap();
+    let e = prepare_in_chunks(&m, &a, 4, &|_, _| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(".lock") && e.contains(&holder.id().to_string()),
+        "{e}"
+    );
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    prepare_in_chunks(&m, &a, 4, &|_, _| {}).unwrap();
+    assert!(!lock.exists());
+}

@@ -116,6 +116,7 @@ fn split_list_restricts_and_mismatches_are_counted() {
             "10",
             "--split",
             "val",
+            "--labels-subset",
             "--predictions",
         ])
         .arg(&p)
@@ -130,11 +131,13 @@ fn split_list_restricts_and_mismatches_are_counted() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2 of 14 labels scored"));
     let m: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(dir.path().join("metrics_val.json")).unwrap(),
     )
     .unwrap();
     assert_eq!(m["n_images"], 300);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2 of 14 labels scored"));
     assert_eq!(m["predictions_without_labels"], 101);
     assert_eq!(m["labelled_images_without_predictions"], 0);
     let labels: Vec<&str> = m["per_label"]
@@ -146,7 +149,13 @@ fn split_list_restricts_and_mismatches_are_counted() {
     assert_eq!(labels, ["Atelectasis", "Effusion"]);
     // Thresholds chosen here can be applied to another split.
     let out = muxmed()
-        .args(["evaluate", "--bootstrap", "10", "--predictions"])
+        .args([
+            "evaluate",
+            "--bootstrap",
+            "10",
+            "--labels-subset",
+            "--predictions",
+        ])
         .arg(&p)
         .arg("--labels")
         .arg(nih("Data_Entry_2017_v2020.csv.gz"))
@@ -168,4 +177,126 @@ fn split_list_restricts_and_mismatches_are_counted() {
         .as_str()
         .unwrap()
         .contains("metrics_val.json"));
+}
+
+fn all_labels_csv(
+    ids: &[String],
+    header_extra: &str,
+    value: impl Fn(usize, usize) -> String,
+) -> String {
+    let labels = muxmed::data::LABELS;
+    let mut csv = format!("image_id{header_extra},{}\n", labels.join(","));
+    for (i, id) in ids.iter().enumerate() {
+        let extra = if header_extra.is_empty() {
+            String::new()
+        } else {
+            format!(",\"p, {i}\"")
+        };
+        let cells: Vec<String> = (0..labels.len()).map(|k| value(i, k)).collect();
+        csv += &format!("{id}{extra},{}\n", cells.join(","));
+    }
+    csv
+}
+
+fn test_ids(n: usize) -> Vec<String> {
+    std::fs::read_to_string(nih("test_list.txt"))
+        .unwrap()
+        .lines()
+        .take(n)
+        .map(String::from)
+        .collect()
+}
+
+fn evaluate(p: &Path, extra: &[&str]) -> std::process::Output {
+    muxmed()
+        .args(["evaluate", "--bootstrap", "10"])
+        .args(extra)
+        .arg("--predictions")
+        .arg(p)
+        .arg("--labels")
+        .arg(nih("Data_Entry_2017_v2020.csv.gz"))
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn missing_labels_logits_and_muxmeds_own_predictions() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids = test_ids(200);
+    // A missing label column is an error naming it, unless --labels-subset.
+    let p = write(
+        dir.path(),
+        "two.csv",
+        "image_id,Effusion,Mass\n00000001_000.png,0.1,0.2\n",
+    );
+    let out = evaluate(&p, &[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("12 of the 14 labels")
+            && err.contains("Hernia")
+            && err.contains("--labels-subset"),
+        "{err}"
+    );
+    // Logits are not probabilities.
+    let p = write(
+        dir.path(),
+        "logits.csv",
+        &all_labels_csv(&ids, "", |i, k| format!("{}", (i + k) as f64 - 100.0)),
+    );
+    let out = evaluate(&p, &[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line 2") && err.contains("sigmoid"), "{err}");
+    // muxmed's own predictions file (image_id, patient_id, labels) reads back, with a quoted
+    // field holding a comma.
+    let p = write(
+        dir.path(),
+        "own.csv",
+        &all_labels_csv(&ids, ",patient_id", |i, k| {
+            format!("{:e}", ((i * 7 + k * 3) % 11) as f64 / 11.0)
+        }),
+    );
+    let out = evaluate(&p, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn constant_outputs_are_flagged_in_evaluate_and_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids = test_ids(300);
+    let p = write(
+        dir.path(),
+        "flat.csv",
+        &all_labels_csv(&ids, "", |_, _| "0.5".into()),
+    );
+    let out = evaluate(&p, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("outputs are constant"), "{stdout}");
+    let rep = dir.path().join("rep");
+    let out = muxmed()
+        .args(["report", "--bootstrap", "10", "--predictions"])
+        .arg(&p)
+        .arg("--labels")
+        .arg(nih("Data_Entry_2017_v2020.csv.gz"))
+        .arg("--out")
+        .arg(&rep)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let html = std::fs::read_to_string(rep.join("report.html")).unwrap();
+    assert!(html.contains("outputs are constant"));
 }

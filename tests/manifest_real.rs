@@ -396,3 +396,33 @@ fn one_per_patient_keeps_the_first_image_that_passes_the_view_filter() {
     assert_eq!(kept.len(), want.len());
     assert_eq!(kept, want);
 }
+
+#[test]
+fn split_lists_sharing_an_image_are_an_error_and_unknown_names_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    small_dataset(dir.path(), |_, l| l);
+    let c = DataConfig {
+        root: dir.path().to_path_buf(),
+        ..Default::default()
+    };
+    let tv_path = dir.path().join("train_val_list.txt");
+    let tv = std::fs::read_to_string(&tv_path).unwrap();
+    // Names the metadata does not have: counted, not silently ignored.
+    std::fs::write(
+        &tv_path,
+        format!("{tv}\n99999999_000.png\n99999998_000.png"),
+    )
+    .unwrap();
+    let m = build(&c, false).unwrap();
+    assert_eq!(m.audit.list_names_not_in_metadata, 2);
+    assert!(m
+        .summary()
+        .unwrap()
+        .contains("2 names in the split lists are not in the metadata"));
+    // An image in both lists.
+    let test = std::fs::read_to_string(dir.path().join("test_list.txt")).unwrap();
+    let first_test = test.lines().next().unwrap();
+    std::fs::write(&tv_path, format!("{tv}\n{first_test}")).unwrap();
+    let err = build(&c, false).err().unwrap().to_string();
+    assert!(err.contains("in both") && err.contains(first_test), "{err}");
+}

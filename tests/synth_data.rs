@@ -15,6 +15,7 @@ fn opts(images: usize, seed: u64) -> SynthOptions {
         size: 64,
         seed,
         test_fraction: 0.2,
+        overwrite: false,
     }
 }
 
@@ -141,4 +142,33 @@ fn walk(p: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+#[test]
+fn synth_refuses_to_write_over_a_folder_that_is_not_synthetic() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("nih");
+    std::fs::create_dir_all(&real).unwrap();
+    let meta = real.join("Data_Entry_2017_v2020.csv");
+    std::fs::write(&meta, "real metadata\n").unwrap();
+    let err = write(&real, &opts(20, 0)).unwrap_err().to_string();
+    assert!(
+        err.contains("SYNTHETIC.txt") && err.contains("--overwrite"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&meta).unwrap(), "real metadata\n");
+    assert_eq!(std::fs::read_dir(&real).unwrap().count(), 1);
+    // A synthetic set is rewritten; --overwrite writes over anything.
+    let synth = dir.path().join("synth");
+    write(&synth, &opts(20, 0)).unwrap();
+    write(&synth, &opts(20, 1)).unwrap();
+    write(
+        &real,
+        &SynthOptions {
+            overwrite: true,
+            ..opts(20, 0)
+        },
+    )
+    .unwrap();
+    assert!(real.join("SYNTHETIC.txt").is_file());
 }

@@ -38,6 +38,7 @@ fn world(images: usize, extra_yaml: &str) -> World {
             size: 64,
             seed: 1,
             test_fraction: 0.2,
+            overwrite: false,
         },
     )
     .unwrap();
@@ -356,13 +357,39 @@ fn evaluate_report_and_predict_a_trained_run() {
     let test = muxmed::data::dataset::load_split(&mdirs.join("tiny"), Split::Test).unwrap();
     let img = test.paths[0].clone().unwrap();
     let pcsv = w.root.join("p.csv");
-    predict_files(
+    // A corrupt file among good ones: the good ones are scored, the bad one reported.
+    let bad = w.root.join("broken.png");
+    std::fs::write(&bad, b"\x89PNG not really").unwrap();
+    let r = predict_files(
         &out.run.root().join("best.safetensors"),
-        &[img],
+        &[img.clone(), bad.clone()],
         &pcsv,
         Some("cpu"),
+        false,
     )
     .unwrap();
+    assert_eq!(r.written, 1);
+    assert_eq!(r.failed.len(), 1);
+    assert_eq!(r.failed[0].0, bad);
+    // --strict: any failure stops, nothing is written; all inputs failing is an error.
+    let strict_out = w.root.join("strict.csv");
+    assert!(predict_files(
+        &out.run.root().join("best.safetensors"),
+        &[img.clone(), bad.clone()],
+        &strict_out,
+        Some("cpu"),
+        true
+    )
+    .is_err());
+    assert!(!strict_out.exists());
+    assert!(predict_files(
+        &out.run.root().join("best.safetensors"),
+        std::slice::from_ref(&bad),
+        &strict_out,
+        Some("cpu"),
+        false
+    )
+    .is_err());
     let pl: Vec<f64> = std::fs::read_to_string(&pcsv)
         .unwrap()
         .lines()
@@ -668,6 +695,25 @@ fn a_resume_after_a_manifest_rebuild_trains_on_the_runs_own_splits() {
         .write(&mdir)
         .unwrap();
     muxmed::data::cache::prepare(&mdir, &cfg.augment, &|_, _| {}).unwrap();
+    // While another live process holds the run's lock, a resume is refused.
+    let mut holder = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    std::fs::write(first.run.lock_file(), format!("{}\n", holder.id())).unwrap();
+    let resume = TrainArgs {
+        resume: Some(first.run.root().to_path_buf()),
+        reports_dir: w.root.join("reports"),
+        manifests_dir: w.root.join("data_manifests"),
+        ..Default::default()
+    };
+    let e = format!("{:#}", train(&resume, no_stop()).unwrap_err());
+    assert!(
+        e.contains("run.lock") && e.contains(&holder.id().to_string()),
+        "{e}"
+    );
+    holder.kill().unwrap();
+    holder.wait().unwrap();
     let resumed = train(
         &TrainArgs {
             resume: Some(first.run.root().to_path_buf()),
@@ -740,4 +786,147 @@ fn val_loss_is_the_training_loss() {
     let row = &out.state.history[0];
     assert!(row.val_loss < 1e-3, "{}", row.val_loss);
     assert!(row.train_loss < 1e-3, "{}", row.train_loss);
+}
+
+#[test]
+fn a_failed_start_leaves_no_run_directory() {
+    let _torch = torch_lock();
+    let w = world(40, "");
+    let broken = w.root.join("broken.json");
+    std::fs::write(
+        &broken,
+        "{\"arch_def\": [[\"zz_r1\"]], \"stem_size\": 8, \"num_features\": 16}",
+    )
+    .unwrap();
+    let cases: Vec<(TrainArgs, &str)> = vec![
+        (
+            args(
+                &w,
+                "w",
+                &[
+                    "model.from_scratch=false",
+                    "model.weights=nowhere.safetensors",
+                ],
+            ),
+            "nowhere.safetensors",
+        ),
+        (
+            args(
+                &w,
+                "f",
+                &[
+                    "model.from_scratch=false",
+                    &format!("model.weights={}", w.root.display()),
+                ],
+            ),
+            "is a folder, not a weights file",
+        ),
+        (
+            TrainArgs {
+                device: Some("tpu".into()),
+                ..args(&w, "d", &[])
+            },
+            "unknown device",
+        ),
+        (
+            args(&w, "a", &[&format!("model.arch={}", broken.display())]),
+            "broken.json",
+        ),
+        (
+            TrainArgs {
+                run_name: Some("../../escape".into()),
+                ..args(&w, "x", &[])
+            },
+            "--run-name",
+        ),
+    ];
+    for (a, want) in cases {
+        let e = format!("{:#}", train(&a, no_stop()).unwrap_err());
+        assert!(e.contains(want), "{want}: {e}");
+    }
+    let left: Vec<_> = std::fs::read_dir(w.root.join("reports"))
+        .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+    assert!(!w.root.join("escape").exists() && !w.root.parent().unwrap().join("escape").exists());
+}
+
+#[test]
+fn resume_refuses_options_it_would_ignore() {
+    for extra in [
+        &["--set", "train.lr=0.1"][..],
+        &["--pipeline", "chestxray-demo"][..],
+        &["--overwrite"][..],
+        &["--run-name", "other"][..],
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_muxmed"))
+            .args(["train", "--resume", "reports/some-run"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("cannot be used with"), "{extra:?}: {err}");
+    }
+}
+
+#[test]
+fn a_killed_run_resumes_from_its_mid_epoch_checkpoint_without_duplicate_events() {
+    let w = world(200, "");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_muxmed"))
+        .current_dir(&w.root)
+        .args(["train", "--pipeline"])
+        .arg(&w.pipeline)
+        .args([
+            "--run-name",
+            "killed",
+            "--set",
+            "train.epochs=2",
+            "--set",
+            "train.checkpoint_every_steps=3",
+            "--set",
+            "train.log_every=1",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait for a mid-epoch checkpoint, then SIGKILL (no chance to save anything).
+    let run = muxmed::run::RunDir::new(w.root.join("reports/killed"));
+    let t = std::time::Instant::now();
+    while !run.checkpoint(Checkpoint::Last).is_file() && t.elapsed().as_secs() < 120 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let meta = muxmed::run::CheckpointMeta::from_metadata(
+        &muxmed::model::weights::read_metadata(&run.checkpoint(Checkpoint::Last)).unwrap(),
+    )
+    .unwrap();
+    let saved = meta.state.unwrap();
+    assert!(
+        saved.opt_step >= 3 && saved.opt_step.is_multiple_of(3),
+        "{}",
+        saved.opt_step
+    );
+    assert_eq!(saved.status, Status::Running);
+    let _torch = torch_lock();
+    let resumed = train(
+        &TrainArgs {
+            resume: Some(run.root().to_path_buf()),
+            reports_dir: w.root.join("reports"),
+            manifests_dir: w.root.join("data_manifests"),
+            ..Default::default()
+        },
+        no_stop(),
+    )
+    .unwrap();
+    assert_eq!(resumed.state.status, Status::Finished);
+    let steps: Vec<u64> = std::fs::read_to_string(run.events_file())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<muxmed::run::Event>(l).unwrap().step)
+        .collect();
+    let expected: Vec<u64> = (1..=resumed.state.opt_step).collect();
+    assert_eq!(steps, expected);
 }

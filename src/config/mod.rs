@@ -228,6 +228,9 @@ pub struct TrainConfig {
     pub class_balanced: bool,
     /// Write a line to events.jsonl every this many optimiser steps.
     pub log_every: u32,
+    /// Write last.safetensors every this many optimiser steps within an epoch, so a killed
+    /// run loses at most that much work. Unset: every 10 minutes of training.
+    pub checkpoint_every_steps: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -337,6 +340,7 @@ impl Default for TrainConfig {
             early_stopping: None,
             class_balanced: false,
             log_every: 20,
+            checkpoint_every_steps: None,
         }
     }
 }
@@ -425,6 +429,12 @@ pub fn resolve_pipeline_path(name: &str, pipelines_dir: &Path) -> Result<PathBuf
     if as_path.is_file() {
         return Ok(as_path);
     }
+    if as_path.is_dir() {
+        return Err(ConfigError::Io {
+            path: as_path,
+            source: std::io::Error::other("is a folder, not a pipeline YAML file"),
+        });
+    }
     let candidate = pipelines_dir.join(format!("{name}.yaml"));
     if candidate.is_file() {
         return Ok(candidate);
@@ -470,9 +480,16 @@ pub fn load(path: &Path, overrides: &[String]) -> Result<LoadedPipeline, ConfigE
 
 /// Parses pipeline YAML text; `path` is only used in messages.
 pub fn parse(text: &str, path: &Path, overrides: &[String]) -> Result<PipelineConfig, ConfigError> {
-    let mut value: Value = if text.trim().is_empty() {
-        Value::Object(Default::default())
-    } else {
+    let only_comments = text
+        .lines()
+        .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'));
+    if only_comments {
+        return Err(ConfigError::Syntax {
+            path: path.to_path_buf(),
+            message: "the file is empty: a pipeline needs at least `name:` (see pipelines/chestxray.yaml for every key)".into(),
+        });
+    }
+    let mut value: Value = {
         serde_saphyr::from_str(text).map_err(|e| ConfigError::Syntax {
             path: path.to_path_buf(),
             message: e.to_string(),
@@ -523,14 +540,27 @@ pub fn parse(text: &str, path: &Path, overrides: &[String]) -> Result<PipelineCo
             suggestion,
         }
     })?;
-    config
-        .validate()
-        .map_err(|(key, message)| ConfigError::Invalid {
-            origin: origin_of(&key),
+    config.validate().map_err(|(key, message)| {
+        let origin = origin_of(&key);
+        // A rule across keys can fail because of an override of another key: name them.
+        let message = match (&origin, set_keys.is_empty()) {
+            (Origin::File { .. }, false) => format!(
+                "{message} (with {})",
+                set_keys
+                    .iter()
+                    .map(|(_, a)| format!("--set {a}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            _ => message,
+        };
+        ConfigError::Invalid {
+            origin,
             key,
             message,
             suggestion: None,
-        })?;
+        }
+    })?;
     Ok(config)
 }
 
@@ -751,6 +781,12 @@ impl PipelineConfig {
         }
         if t.accum_steps == 0 {
             return err("train.accum_steps", "must be at least 1".into());
+        }
+        if t.checkpoint_every_steps == Some(0) {
+            return err(
+                "train.checkpoint_every_steps",
+                "must be at least 1 (or unset: every 10 minutes)".into(),
+            );
         }
         if t.log_every == 0 {
             return err("train.log_every", "must be at least 1".into());

@@ -46,6 +46,9 @@ pub struct Entry {
     pub split: String,
     pub source: String,
     pub bytes: u64,
+    /// Modification time of the source when it was read (ns since the epoch; 0 unknown).
+    #[serde(default)]
+    pub mtime_ns: u64,
     pub sha256: String,
     /// True when the source could not be decoded and `skip_bad_images` was set.
     pub skipped: bool,
@@ -127,6 +130,26 @@ pub fn to_working(g: &Gray, size: u32) -> Vec<u16> {
     dst
 }
 
+fn mtime_ns(path: &Path) -> std::io::Result<u64> {
+    let t = std::fs::metadata(path)?.modified()?;
+    Ok(t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64))
+}
+
+/// Whether a source file still is what the cache was built from: size and modification
+/// time first, the sha256 only when one of them differs.
+fn source_unchanged(e: &Entry) -> bool {
+    use sha2::{Digest, Sha256};
+    let p = Path::new(&e.source);
+    let Ok(m) = std::fs::metadata(p) else {
+        return false;
+    };
+    if m.len() == e.bytes && mtime_ns(p).ok() == Some(e.mtime_ns) {
+        return true;
+    }
+    std::fs::read(p).is_ok_and(|b| format!("{:x}", Sha256::digest(&b)) == e.sha256)
+}
+
 /// A slot's index entry and its pixels (None when the image was skipped).
 type Prepared = (Entry, Option<Vec<u8>>);
 
@@ -138,12 +161,14 @@ fn prepare_item(
     a: &AugmentConfig,
 ) -> Result<Prepared, CacheError> {
     use sha2::{Digest, Sha256};
+    let mtime_ns = mtime_ns(path).map_err(|e| io_err(path, e))?;
     let bytes = std::fs::read(path).map_err(|e| io_err(path, e))?;
     let mut entry = Entry {
         image_id: id.to_string(),
         split: split.to_string(),
         source: path.display().to_string(),
         bytes: bytes.len() as u64,
+        mtime_ns,
         sha256: format!("{:x}", Sha256::digest(&bytes)),
         skipped: false,
         error: None,
@@ -239,6 +264,29 @@ impl Cache {
             .filter(|&i| !self.index.entries[i].skipped)
     }
 
+    /// Image ids whose source file changed (or vanished) since the cache was built.
+    pub fn changed_sources(&self) -> Vec<String> {
+        self.index
+            .entries
+            .par_iter()
+            .filter(|e| !e.skipped && !source_unchanged(e))
+            .map(|e| e.image_id.clone())
+            .collect()
+    }
+
+    /// An error naming how many sources changed since `prepare`, and the first of them.
+    pub fn check_sources(&self) -> Result<(), CacheError> {
+        let changed = self.changed_sources();
+        if changed.is_empty() {
+            return Ok(());
+        }
+        Err(CacheError::Invalid(format!(
+            "the prepared cache is stale: {} source image(s) changed since it was built (first: {}): rerun `muxmed prepare`",
+            changed.len(),
+            changed.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
+        )))
+    }
+
     /// The working-size image in slot `i`, values in [0, 1].
     pub fn image(&self, i: usize) -> super::augment::Img {
         let s = self.index.working_size as usize;
@@ -284,20 +332,31 @@ pub fn prepare_in_chunks(
     progress: &dyn Fn(usize, usize),
 ) -> Result<PrepareReport, CacheError> {
     let dir = cache_dir(manifest_dir, a);
-    if let Ok(c) = Cache::open(manifest_dir, a) {
-        return Ok(PrepareReport {
-            dir,
-            images: c.index.entries.len(),
-            skipped: c
-                .index
-                .entries
-                .iter()
-                .filter(|e| e.skipped)
-                .map(|e| e.image_id.clone())
-                .collect(),
-            resumed_from: 0,
-            reused: true,
-        });
+    let lock_path = dir.with_extension("lock");
+    let _lock = crate::io::Lock::acquire(&lock_path, "this cache is being prepared")
+        .map_err(|e| CacheError::Invalid(e.to_string()))?;
+    match Cache::open(manifest_dir, a) {
+        Ok(c) if c.changed_sources().is_empty() => {
+            return Ok(PrepareReport {
+                dir,
+                images: c.index.entries.len(),
+                skipped: c
+                    .index
+                    .entries
+                    .iter()
+                    .filter(|e| e.skipped)
+                    .map(|e| e.image_id.clone())
+                    .collect(),
+                resumed_from: 0,
+                reused: true,
+            })
+        }
+        Ok(c) => {
+            // A source changed since the cache was built: build it again from the files.
+            drop(c);
+            std::fs::remove_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
+        }
+        Err(_) => {}
     }
     let manifest_sha256 = crate::io::sha256_file(&manifest_dir.join("manifest.json"))
         .map_err(|e| io_err(manifest_dir, e))?;

@@ -76,6 +76,9 @@ pub struct Audit {
     pub missing_examples: Vec<String>,
     pub dropped_missing: bool,
     pub shared_patients_between_splits: usize,
+    /// Names in test_list.txt or train_val_list.txt that the metadata does not have.
+    pub list_names_not_in_metadata: usize,
+    pub list_names_not_in_metadata_examples: Vec<String>,
 }
 
 /// A built manifest, before writing.
@@ -91,6 +94,45 @@ fn sha256(path: &Path) -> Result<String, ManifestError> {
         path: path.to_path_buf(),
         message: e.to_string(),
     })
+}
+
+/// NIH's two split lists must not share an image; names they list that the metadata does
+/// not have are counted in the audit.
+fn check_split_lists(
+    src: &Sources,
+    records: &[Record],
+    audit: &mut Audit,
+) -> Result<(), ManifestError> {
+    let (Some(t), Some(tv)) = (&src.test_list, &src.train_val_list) else {
+        return Ok(());
+    };
+    let test: BTreeSet<String> = nih::read_list(t)?.into_iter().collect();
+    let train_val: BTreeSet<String> = nih::read_list(tv)?.into_iter().collect();
+    let both: Vec<&String> = test.intersection(&train_val).collect();
+    if !both.is_empty() {
+        return Err(ManifestError::Audit(format!(
+            "{} image(s) are in both {} and {} (first: {}): an image belongs to one split",
+            both.len(),
+            t.display(),
+            tv.display(),
+            both.iter()
+                .take(5)
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let known: std::collections::HashSet<&str> =
+        records.iter().map(|r| r.image_id.as_str()).collect();
+    let unknown: Vec<&String> = test
+        .iter()
+        .chain(&train_val)
+        .filter(|n| !known.contains(n.as_str()))
+        .collect();
+    audit.list_names_not_in_metadata = unknown.len();
+    audit.list_names_not_in_metadata_examples =
+        unknown.iter().take(5).map(|s| s.to_string()).collect();
+    Ok(())
 }
 
 /// Assigns each record a split index (0 train, 1 val, 2 test) by the configured protocol.
@@ -282,6 +324,9 @@ pub fn build(d: &DataConfig, scan_images: bool) -> Result<Manifest, ManifestErro
         }
     }
     drop(seen);
+    if d.protocol == SplitProtocol::Official {
+        check_split_lists(&src, &records, &mut audit)?;
+    }
     audit.ages_outside_0_120 = records
         .iter()
         .filter(|r| r.age > 120)
@@ -626,6 +671,13 @@ impl Manifest {
                 a.missing_examples.join(", ")
             );
         }
+        if a.list_names_not_in_metadata > 0 {
+            out += &format!(
+                "{} names in the split lists are not in the metadata (first: {}); they are ignored\n",
+                a.list_names_not_in_metadata,
+                a.list_names_not_in_metadata_examples.join(", ")
+            );
+        }
         if !a.ages_outside_0_120.is_empty() {
             out += &format!(
                 "flagged {} ages outside 0..120 (listed in manifest.json)\n",
@@ -676,17 +728,28 @@ impl Manifest {
     }
 
     /// Writes the five files into a temporary folder beside `out`, then renames it into
-    /// place, so a failure never leaves a half-written manifest.
+    /// place, so a failure never leaves a half-written manifest. Everything else in `out`
+    /// (the prepared caches) is kept: a cache whose manifest is unchanged stays usable, and
+    /// a stale one is refused by name when opened. A symlinked `out` stays a symlink: the
+    /// files are renamed into its target one by one, `manifest.json` last.
     pub fn write(&mut self, out: &Path) -> Result<(), ManifestError> {
         let werr = |message: String| ManifestError::Write {
             path: out.to_path_buf(),
             message,
         };
-        let parent = out
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        std::fs::create_dir_all(parent).map_err(|e| werr(e.to_string()))?;
+        let link = std::fs::symlink_metadata(out).is_ok_and(|m| m.file_type().is_symlink());
+        if out.exists() && !out.is_dir() {
+            return Err(werr("is a file, not a folder: give --out a folder".into()));
+        }
+        let parent = if link {
+            out.to_path_buf()
+        } else {
+            out.parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+                .to_path_buf()
+        };
+        std::fs::create_dir_all(&parent).map_err(|e| werr(e.to_string()))?;
         let name = out
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -694,23 +757,32 @@ impl Manifest {
         let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp).map_err(|e| werr(e.to_string()))?;
-        let result = (|| -> Result<(), ManifestError> {
-            for (s, df) in self.frames.iter_mut() {
-                let f = std::fs::File::create(tmp.join(format!("{s}.parquet")))
-                    .map_err(|e| werr(e.to_string()))?;
-                ParquetWriter::new(f).finish(df)?;
-            }
-            let f =
-                std::fs::File::create(tmp.join("summary.csv")).map_err(|e| werr(e.to_string()))?;
-            CsvWriter::new(f).finish(&mut self.summary)?;
-            let text = serde_json::to_string_pretty(&self.json).map_err(|e| werr(e.to_string()))?;
-            std::fs::write(tmp.join("manifest.json"), text + "\n")
-                .map_err(|e| werr(e.to_string()))?;
-            Ok(())
-        })();
-        if let Err(e) = result {
+        if let Err(e) = self.write_files(&tmp) {
             let _ = std::fs::remove_dir_all(&tmp);
             return Err(e);
+        }
+        if link {
+            // Into the symlink's target, file by file; manifest.json (what caches and runs
+            // check) last.
+            let mut names: Vec<String> = Split::ALL.map(|s| format!("{s}.parquet")).to_vec();
+            names.extend(["summary.csv".to_string(), "manifest.json".to_string()]);
+            for n in names {
+                std::fs::rename(tmp.join(&n), out.join(&n)).map_err(|e| werr(e.to_string()))?;
+            }
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Ok(());
+        }
+        // Keep what else the folder holds (prepared caches): move it into the new folder.
+        if out.is_dir() {
+            for e in std::fs::read_dir(out)
+                .map_err(|e| werr(e.to_string()))?
+                .flatten()
+            {
+                let n = e.file_name();
+                if !tmp.join(&n).exists() {
+                    std::fs::rename(e.path(), tmp.join(&n)).map_err(|e| werr(e.to_string()))?;
+                }
+            }
         }
         // Swap in: old folder aside, new one in, old one removed.
         let old = parent.join(format!(".{name}.old-{}", std::process::id()));
@@ -720,5 +792,21 @@ impl Manifest {
         std::fs::rename(&tmp, out).map_err(|e| werr(e.to_string()))?;
         let _ = std::fs::remove_dir_all(&old);
         Ok(())
+    }
+
+    fn write_files(&mut self, dir: &Path) -> Result<(), ManifestError> {
+        let werr = |message: String| ManifestError::Write {
+            path: dir.to_path_buf(),
+            message,
+        };
+        for (s, df) in self.frames.iter_mut() {
+            let f = std::fs::File::create(dir.join(format!("{s}.parquet")))
+                .map_err(|e| werr(e.to_string()))?;
+            ParquetWriter::new(f).finish(df)?;
+        }
+        let f = std::fs::File::create(dir.join("summary.csv")).map_err(|e| werr(e.to_string()))?;
+        CsvWriter::new(f).finish(&mut self.summary)?;
+        let text = serde_json::to_string_pretty(&self.json).map_err(|e| werr(e.to_string()))?;
+        std::fs::write(dir.join("manifest.json"), text + "\n").map_err(|e| werr(e.to_string()))
     }
 }

@@ -319,6 +319,23 @@ pub fn scan_images(dir: &Path) -> Result<HashMap<String, PathBuf>, NihError> {
                     || x.eq_ignore_ascii_case("jpg")
                     || x.eq_ignore_ascii_case("jpeg")
             }) {
+                // A FIFO would block a reader forever, a dangling link fails later: only
+                // regular files (or links to them) count as images.
+                match std::fs::metadata(&p) {
+                    Ok(m) if m.is_file() => {}
+                    Ok(_) => {
+                        return Err(NihError::File {
+                            path: p,
+                            message: "is not a regular file (a FIFO, socket or device?)".into(),
+                        })
+                    }
+                    Err(e) => {
+                        return Err(NihError::File {
+                            path: p,
+                            message: format!("cannot be read ({e}); a dangling symbolic link?"),
+                        })
+                    }
+                }
                 let name = e.file_name().to_string_lossy().into_owned();
                 if let Some(prev) = found.insert(name.clone(), p.clone()) {
                     return Err(NihError::File {

@@ -48,6 +48,8 @@ pub enum SynthError {
     Io { path: PathBuf, message: String },
     #[error("{0}")]
     Args(String),
+    #[error("{} is not empty and is not a muxmed synthetic dataset (it has no SYNTHETIC.txt): refusing to write over it; choose an empty folder, or pass --overwrite", .0.display())]
+    NotSynthetic(PathBuf),
 }
 
 #[derive(Debug, Clone)]
@@ -59,6 +61,8 @@ pub struct SynthOptions {
     pub seed: u64,
     /// Fraction of patients in the test list.
     pub test_fraction: f64,
+    /// Write into a non-empty folder that is not a muxmed synthetic dataset.
+    pub overwrite: bool,
 }
 
 /// One synthetic image's metadata and drawing parameters.
@@ -413,6 +417,10 @@ pub fn write(out: &Path, o: &SynthOptions) -> Result<Vec<SynthRecord>, SynthErro
     };
     if o.size < 32 {
         return Err(SynthError::Args("--size must be at least 32".into()));
+    }
+    let non_empty = std::fs::read_dir(out).is_ok_and(|mut d| d.next().is_some());
+    if non_empty && !out.join("SYNTHETIC.txt").is_file() && !o.overwrite {
+        return Err(SynthError::NotSynthetic(out.to_path_buf()));
     }
     let records = metadata(o)?;
     std::fs::create_dir_all(out).map_err(|e| io(out, &e))?;

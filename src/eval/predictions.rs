@@ -282,6 +282,9 @@ pub struct Evaluation {
     pub threshold_source: String,
     pub predictions_without_labels: usize,
     pub labelled_images_without_predictions: usize,
+    /// The scores rank nothing (see [`crate::metrics::constant_outputs`]).
+    #[serde(default)]
+    pub constant_outputs: bool,
     pub per_label: Vec<LabelMetrics>,
 }
 
@@ -420,6 +423,7 @@ pub fn evaluate(j: &Joined, split: &str, opt: &EvalOptions) -> Evaluation {
     }
     let aurocs: Vec<Option<f64>> = per_label.iter().map(|m| m.auroc).collect();
     Evaluation {
+        constant_outputs: crate::metrics::constant_outputs(&j.s, &aurocs),
         split: split.to_string(),
         n_images: j.y.len(),
         n_patients: pid.len(),
@@ -517,6 +521,9 @@ impl Evaluation {
                     .unwrap_or_else(|| "-".into())
             );
         }
+        if self.constant_outputs {
+            out += &format!("warning: {}\n", crate::metrics::CONSTANT_OUTPUTS_WARNING);
+        }
         out += &format!(
             "{:<20} {:>6} {:>6} {:>9} {:>16}\nmicro AUROC {}\n",
             "mean (defined)",
@@ -537,9 +544,21 @@ pub struct PredictionsJob<'a> {
     pub split_list: Option<&'a Path>,
     pub split: Split,
     pub thresholds_from: Option<&'a Path>,
+    /// Score a file that has columns for only some of the 14 labels (the macro mean is then
+    /// over those labels only); without it, missing label columns are an error.
+    pub labels_subset: bool,
 }
 
 impl PredictionsJob<'_> {
+    /// The labels of [`LABELS`] the predictions have no column for.
+    pub fn missing_labels(&self, p: &Predictions) -> Vec<String> {
+        LABELS
+            .iter()
+            .filter(|l| !p.labels.iter().any(|x| x == *l))
+            .map(|l| l.to_string())
+            .collect()
+    }
+
     /// Reads, joins and evaluates; returns the joined data and the evaluation.
     pub fn run(&self, opt: &EvalOptions) -> Result<(Joined, Evaluation), EvalError> {
         let mut opt = opt.clone();
@@ -553,6 +572,17 @@ impl PredictionsJob<'_> {
             opt.thresholds = Some((thresholds_from(t)?, format!("chosen in {}", t.display())));
         }
         let preds = read_predictions(self.predictions)?;
+        let missing = self.missing_labels(&preds);
+        if !missing.is_empty() && !self.labels_subset {
+            return Err(EvalError::Input {
+                path: self.predictions.to_path_buf(),
+                message: format!(
+                    "no column for {} of the 14 labels ({}): the mean AUROC would not be comparable; pass --labels-subset to score only the labels present",
+                    missing.len(),
+                    missing.join(", ")
+                ),
+            });
+        }
         let records = nih::parse_metadata(&nih::read_text(self.labels)?, self.labels)?;
         let list: Option<HashSet<String>> = match self.split_list {
             Some(p) => Some(nih::read_list(p)?.into_iter().collect()),

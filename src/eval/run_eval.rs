@@ -156,9 +156,11 @@ pub fn evaluate_run(
         }
         pipelines.extend(cfg.augment.tta.iter().cloned());
     }
+    let cache = Arc::new(Cache::open(&mdir, &cfg.augment).map_err(|e| anyhow!("{e}"))?);
+    cache.check_sources()?;
     let scorer = Scorer {
         net: &loaded.net,
-        cache: Arc::new(Cache::open(&mdir, &cfg.augment).map_err(|e| anyhow!("{e}"))?),
+        cache,
         pipelines,
         batch: cfg.train.batch_size as usize,
         workers: cfg.runtime.data_workers as usize,
@@ -204,16 +206,20 @@ pub fn evaluate_run(
     })
 }
 
-/// Probabilities for image files (or folders of them) with a checkpoint's preprocessing.
-pub fn predict_files(
-    checkpoint: &Path,
-    inputs: &[PathBuf],
-    out: &Path,
-    device: Option<&str>,
-) -> Result<usize> {
-    let device = pick_device(device.unwrap_or("auto"))?;
-    let LoadedCheckpoint { net, meta, .. } = load_checkpoint(checkpoint, device)?;
-    let mut files = Vec::new();
+/// What `predict` did: the files it wrote probabilities for, and each file that failed.
+#[derive(Debug)]
+pub struct PredictOutcome {
+    pub written: usize,
+    pub failed: Failures,
+}
+
+/// Inputs that could not be scored, with the reason.
+type Failures = Vec<(PathBuf, String)>;
+
+/// The image files named by `inputs` (folders are scanned), each once; inputs that do not
+/// exist are failures.
+fn gather(inputs: &[PathBuf]) -> Result<(Vec<PathBuf>, Failures)> {
+    let (mut files, mut failed) = (Vec::new(), Vec::new());
     for p in inputs {
         if p.is_dir() {
             let mut found: Vec<PathBuf> = crate::data::nih::scan_images(p)?.into_values().collect();
@@ -222,13 +228,62 @@ pub fn predict_files(
         } else if p.is_file() {
             files.push(p.clone());
         } else {
-            bail!("{} does not exist", p.display());
+            failed.push((p.clone(), "does not exist".to_string()));
         }
     }
     let mut seen = HashSet::new();
     files.retain(|f| seen.insert(f.clone()));
+    Ok((files, failed))
+}
+
+/// Probabilities for image files (or folders of them) with a checkpoint's preprocessing.
+/// A file that cannot be read is listed in the outcome and the others are still scored;
+/// with `strict`, any failure stops before anything is written. It is an error when no
+/// file could be scored.
+pub fn predict_files(
+    checkpoint: &Path,
+    inputs: &[PathBuf],
+    out: &Path,
+    device: Option<&str>,
+    strict: bool,
+) -> Result<PredictOutcome> {
+    use rayon::prelude::*;
+    let device = pick_device(device.unwrap_or("auto"))?;
+    let LoadedCheckpoint { net, meta, .. } = load_checkpoint(checkpoint, device)?;
+    let (candidates, mut failed) = gather(inputs)?;
+    let checked: Vec<(PathBuf, Option<String>)> = candidates
+        .into_par_iter()
+        .map(|f| {
+            let err = crate::data::image::decode_file(&f)
+                .err()
+                .map(|e| e.to_string());
+            (f, err)
+        })
+        .collect();
+    let mut files = Vec::new();
+    for (f, err) in checked {
+        match err {
+            Some(e) => failed.push((f, e)),
+            None => files.push(f),
+        }
+    }
+    if strict && !failed.is_empty() {
+        bail!(
+            "--strict: {} input(s) failed, nothing written (first: {}: {})",
+            failed.len(),
+            failed[0].0.display(),
+            failed[0].1
+        );
+    }
     if files.is_empty() {
-        bail!("no images given");
+        bail!(
+            "no image could be read ({} failed{})",
+            failed.len(),
+            failed
+                .first()
+                .map(|(p, e)| format!("; first: {}: {e}", p.display()))
+                .unwrap_or_default()
+        );
     }
     let labels = meta.labels.clone();
     let split = Arc::new(SplitData {
@@ -250,5 +305,8 @@ pub fn predict_files(
     )
     .map_err(anyhow::Error::msg)?;
     super::predictions::write_file_predictions(out, &split.image_ids, &labels, &p.probs)?;
-    Ok(files.len())
+    Ok(PredictOutcome {
+        written: files.len(),
+        failed,
+    })
 }

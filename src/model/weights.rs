@@ -17,7 +17,7 @@ pub enum WeightsError {
     },
     #[error("{}: not a valid safetensors file: {message}", path.display())]
     Format { path: PathBuf, message: String },
-    #[error("{}: does not match the model:\n{}", path.display(), .problems.join("\n"))]
+    #[error("{}: does not match the model: {}", path.display(), summarise(.problems))]
     Mismatch {
         path: PathBuf,
         problems: Vec<String>,
@@ -32,6 +32,36 @@ pub enum WeightsError {
     Checkpoint { path: PathBuf, message: String },
     #[error("{}: cannot write: {message}", path.display())]
     Write { path: PathBuf, message: String },
+}
+
+/// How many mismatches there are of each kind, with the first few of each: a wrong
+/// architecture would otherwise list hundreds of lines.
+fn summarise(problems: &[String]) -> String {
+    const PER_KIND: usize = 4;
+    let kinds = ["missing", "wrong shape", "unexpected"];
+    let of = |kind: &str| -> Vec<&String> {
+        problems
+            .iter()
+            .filter(|p| p.trim_start().starts_with(kind))
+            .collect()
+    };
+    let mut out = format!(
+        "{} missing, {} unexpected, {} with the wrong shape (is it the same architecture?)",
+        of("missing").len(),
+        of("unexpected").len(),
+        of("wrong shape").len()
+    );
+    for kind in kinds {
+        let all = of(kind);
+        for p in all.iter().take(PER_KIND) {
+            out += "\n";
+            out += p;
+        }
+        if all.len() > PER_KIND {
+            out += &format!("\n  ... and {} more {kind}", all.len() - PER_KIND);
+        }
+    }
+    out
 }
 
 /// Keys PyTorch saves that carry no weights.
@@ -266,26 +296,27 @@ pub fn read_torch_checkpoint(path: &Path) -> Result<ImportedCheckpoint, WeightsE
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
         });
     }
-    let mut last_err = String::new();
     let mut found = None;
     for key in ["state_dict_ema", "state_dict"] {
-        match PytorchReader::with_top_level_key(path, key) {
-            Ok(r) if !r.is_empty() => {
+        if let Ok(r) = PytorchReader::with_top_level_key(path, key) {
+            if !r.is_empty() {
                 found = Some((r, key.to_string()));
                 break;
             }
-            Ok(_) => last_err = format!("`{key}` holds no tensors"),
-            Err(e) => last_err = e.to_string(),
         }
     }
     let (reader, source_key) = match found {
         Some(f) => f,
         None => {
-            let r = PytorchReader::new(path).map_err(|e| cerr(format!("{e} (and: {last_err})")))?;
+            let r = PytorchReader::new(path).map_err(|e| {
+                cerr(format!(
+                    "not a PyTorch checkpoint this reader understands ({e}); looked for `state_dict_ema`, `state_dict` and top-level tensors"
+                ))
+            })?;
             if r.is_empty() {
-                return Err(cerr(format!(
-                    "no state dict found: neither `state_dict_ema` nor `state_dict` holds tensors, and there are no top-level tensors ({last_err})"
-                )));
+                return Err(cerr(
+                    "no state dict found: neither `state_dict_ema` nor `state_dict` holds tensors, and there are no top-level tensors".to_string(),
+                ));
             }
             (r, "(top level)".to_string())
         }

@@ -367,14 +367,31 @@ pub fn report_predictions(
     let ctx = ReportContext {
         title: format!("AUROC report: {}", job.predictions.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()),
         facts,
-        warnings: vec![format!(
+        warnings: constant_warning(&ev).into_iter().chain(subset_warning(&ev)).chain([format!(
             "these predictions come from outside muxmed; the split they were scored on ({}) decides which published numbers they can be compared with: CheXNet's come from a random patient split, the official-split references from NIH's test list.",
             job.split_list.map(|p| p.display().to_string()).unwrap_or_else(|| "not given".into())
-        )],
+        )]).collect(),
         published: true,
     };
     let (_, html) = write_documents(out, &ctx, &ev, &figs)?;
     Ok((ev, html))
+}
+
+/// Said when the outputs rank nothing (a diverged model).
+fn constant_warning(ev: &Evaluation) -> Option<String> {
+    ev.constant_outputs
+        .then(|| crate::metrics::CONSTANT_OUTPUTS_WARNING.to_string())
+}
+
+/// Said when only some of the 14 labels were scored (`--labels-subset`).
+fn subset_warning(ev: &Evaluation) -> Option<String> {
+    let all = crate::labels::LABELS.len();
+    (ev.per_label.len() < all).then(|| {
+        format!(
+            "only {} of the {all} labels were scored (--labels-subset): the mean AUROC is over these labels and is not comparable with 14-label means.",
+            ev.per_label.len()
+        )
+    })
 }
 
 /// The evaluation `evaluate --run` wrote for `key`, recomputed from its predictions file
@@ -460,7 +477,10 @@ pub fn report_run(
     let ctx = ReportContext {
         title: format!("muxmed report: {}", run.name()),
         facts: run_facts(&run, &cfg, &info, &manifest, &history, &key, &ev),
-        warnings: run_warnings(&cfg, &manifest, &key, notice.as_deref()),
+        warnings: constant_warning(&ev)
+            .into_iter()
+            .chain(run_warnings(&cfg, &manifest, &key, notice.as_deref()))
+            .collect(),
         published,
     };
     let (_, html) = write_documents(&out, &ctx, &ev, &figs)?;

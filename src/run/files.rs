@@ -106,6 +106,15 @@ impl RunDir {
     pub fn report_dir(&self) -> PathBuf {
         self.root.join("report")
     }
+    /// Held (with the pid) while a process trains the run.
+    pub fn lock_file(&self) -> PathBuf {
+        self.root.join("run.lock")
+    }
+
+    /// Takes the run's lock: a second `train --resume` of the same run is refused.
+    pub fn lock(&self) -> Result<crate::io::Lock, crate::io::LockError> {
+        crate::io::Lock::acquire(&self.lock_file(), "the run")
+    }
 
     /// The run's resolved config.
     pub fn config(&self) -> Result<PipelineConfig, RunError> {
@@ -183,6 +192,25 @@ impl RunDir {
             message,
         })?;
         crate::io::write_atomic(&path, &bytes).map_err(io(&path))
+    }
+
+    /// Drops the lines of `events.jsonl` after step `last_step` (written after the checkpoint
+    /// a run resumes from, e.g. before a SIGKILL), and a torn last line, so a resumed run
+    /// does not log the same steps twice.
+    pub fn trim_events(&self, last_step: u64) -> Result<(), RunError> {
+        let path = self.events_file();
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            return Ok(());
+        };
+        let kept: String = text
+            .lines()
+            .filter(|l| serde_json::from_str::<Event>(l).is_ok_and(|e| e.step <= last_step))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        if kept != text {
+            crate::io::write_atomic(&path, kept.as_bytes()).map_err(io(&path))?;
+        }
+        Ok(())
     }
 
     /// Appends one line to `events.jsonl`.

@@ -107,6 +107,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn events_after_the_checkpoint_are_dropped_on_resume() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::new(dir.path());
+        for step in 1..=10 {
+            run.append_event(&Event {
+                time: "t".into(),
+                epoch: 1,
+                step,
+                loss: 0.5,
+                mean_loss: 0.5,
+                lr: 1e-3,
+                grad_norm: 1.0,
+                frozen: false,
+            })
+            .unwrap();
+        }
+        // A torn line, as a SIGKILL can leave.
+        let mut text = std::fs::read_to_string(run.events_file()).unwrap();
+        text += "{\"time\":\"t\",\"ep";
+        std::fs::write(run.events_file(), &text).unwrap();
+        run.trim_events(6).unwrap();
+        let steps: Vec<u64> = std::fs::read_to_string(run.events_file())
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<Event>(l).unwrap().step)
+            .collect();
+        assert_eq!(steps, (1..=6).collect::<Vec<_>>());
+    }
+
+    #[test]
     fn eval_keys_name_distinct_files() {
         let mut seen = std::collections::HashSet::new();
         for split in Split::ALL {

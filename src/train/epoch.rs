@@ -136,6 +136,16 @@ pub fn train_one_epoch(
                     .map_err(|e| TrainError::Io(e.to_string()))?;
             }
             state.batch_in_epoch = bi + 1;
+            if bi + 1 < plan.batches && s.checkpoint_due(state.opt_step) {
+                // Mid-epoch: the position and the time spent so far in this epoch.
+                let mut at = state.clone();
+                at.epoch_seconds += started.elapsed().as_secs_f64();
+                s.save_last(&at)
+                    .map_err(|e| match e.downcast::<TrainError>() {
+                        Ok(t) => t,
+                        Err(e) => TrainError::Io(format!("{e:#}")),
+                    })?;
+            }
             let hit_limit = stop.after_steps.is_some_and(|n| state.opt_step >= n);
             if stop.signal.load(Ordering::SeqCst) || hit_limit {
                 end = EpochEnd::Interrupted;

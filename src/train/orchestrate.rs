@@ -55,6 +55,8 @@ pub struct TrainOutcome {
     pub already_done: bool,
     /// Set when the manifest folder changed since the run started.
     pub notice: Option<String>,
+    /// Things the user must know about the result (e.g. constant val outputs).
+    pub warnings: Vec<String>,
 }
 
 impl TrainOutcome {
@@ -73,6 +75,7 @@ impl TrainOutcome {
             peak_rss_mb: peak_rss_mb(),
             already_done,
             notice: None,
+            warnings: vec![],
         }
     }
 }
@@ -101,6 +104,7 @@ pub fn train(args: &TrainArgs, stop: Arc<AtomicBool>) -> Result<TrainOutcome> {
             let notice = s.notice.take();
             let mut out = TrainOutcome::new(s.run.clone(), state, s.labels.clone(), false);
             out.notice = notice;
+            out.warnings = std::mem::take(&mut s.warnings);
             Ok(out)
         }
     }
@@ -116,7 +120,7 @@ fn run_epochs(s: &mut Session, state: &mut State, stop: &StopWhen, progress: boo
         let frozen = state.epoch < s.cfg.train.freeze_backbone_epochs;
         if train_one_epoch(s, state, &train_stages, stop, bar.as_ref())? == EpochEnd::Interrupted {
             state.status = Status::Interrupted;
-            save_last(s, state)?;
+            s.save_last(state)?;
             s.log.line(&format!(
                 "interrupted at epoch {} batch {} (step {})",
                 state.epoch + 1,
@@ -147,6 +151,15 @@ fn run_epochs(s: &mut Session, state: &mut State, stop: &StopWhen, progress: boo
             )?),
             None => None,
         };
+        if live.constant {
+            let w = format!(
+                "epoch {}: {}",
+                state.epoch + 1,
+                crate::metrics::CONSTANT_OUTPUTS_WARNING
+            );
+            s.log.line(&format!("warning: {w}"));
+            s.warnings.push(w);
+        }
         let row = epoch_row(s, state, &live, ema.as_ref(), frozen);
         state.history.push(row);
         s.run.write_metrics_csv(&state.history, &s.labels)?;
@@ -182,7 +195,7 @@ fn run_epochs(s: &mut Session, state: &mut State, stop: &StopWhen, progress: boo
         } else {
             Status::Running
         };
-        save_last(s, state)?;
+        s.save_last(state)?;
         if early {
             s.log.line(&format!("early stop after epoch {epoch}"));
         }
@@ -219,19 +232,6 @@ fn epoch_row(
         peak_rss_mb: peak_rss_mb(),
         frozen,
     }
-}
-
-/// Saves `last.safetensors` unless a weight is not finite (the last good one stays).
-fn save_last(s: &Session, state: &State) -> Result<()> {
-    if !s.weights_finite() {
-        return Err(super::TrainError::NonFinite(format!(
-            "a weight became non-finite by step {}",
-            state.opt_step
-        ))
-        .into());
-    }
-    s.checkpoints
-        .save_last(&s.vs, &s.opt, s.ema.as_ref(), state)
 }
 
 /// Records the failure in `state.json` and says which checkpoint (if any) is good.

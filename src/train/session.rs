@@ -24,6 +24,9 @@ use crate::model::weights::{self, load_backbone, read_safetensors};
 use crate::model::ArchSpec;
 use crate::run::{Checkpoint, CheckpointMeta, RunDir, RunInfo, Split, State, WeightsInfo};
 
+/// Without `train.checkpoint_every_steps`, a mid-epoch checkpoint this often.
+const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// How the epoch is cut into batches and optimiser steps.
 #[derive(Debug, Clone, Copy)]
 pub struct EpochPlan {
@@ -88,6 +91,12 @@ pub struct Session {
     pub checkpoints: Checkpoints,
     /// Set when the manifest folder changed since the run started.
     pub notice: Option<String>,
+    /// Said at the end (e.g. constant val outputs).
+    pub warnings: Vec<String>,
+    /// When last.safetensors was last written (for time-based mid-epoch checkpoints).
+    pub last_save: std::time::Instant,
+    /// Held while this process trains the run.
+    _lock: crate::io::Lock,
 }
 
 /// What opening a run gives: a session to train, or a run with nothing left to do.
@@ -112,6 +121,12 @@ fn weights_file(cfg: &PipelineConfig) -> Result<Option<std::path::PathBuf>> {
         return Ok(None);
     }
     let w = cfg.model.weights.clone().unwrap_or_default();
+    if w.is_dir() {
+        bail!(
+            "model.weights = {} is a folder, not a weights file (a .safetensors written by `muxmed model import`)",
+            w.display()
+        );
+    }
     if !w.is_file() {
         bail!(
             "model.weights = {} does not exist.\n\
@@ -125,6 +140,30 @@ fn weights_file(cfg: &PipelineConfig) -> Result<Option<std::path::PathBuf>> {
         );
     }
     Ok(Some(w))
+}
+
+/// Removes a run directory created by a start that failed before its first step, so a bad
+/// start leaves nothing that blocks the name.
+struct NewRunGuard(Option<std::path::PathBuf>);
+
+impl Drop for NewRunGuard {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_dir_all(p);
+        }
+    }
+}
+
+/// A run name must be one plain folder name under the reports folder.
+fn check_run_name(name: &str) -> Result<()> {
+    let ok = !name.trim().is_empty()
+        && !name.contains(['/', '\\'])
+        && !name.starts_with('.')
+        && name.chars().all(|c| !c.is_control());
+    if !ok {
+        bail!("--run-name `{name}` is not usable: give one folder name (no `/`, no leading `.`), it is created under the reports folder");
+    }
+    Ok(())
 }
 
 /// Creates a new run directory (refusing an existing one unless `overwrite`), with the
@@ -169,9 +208,12 @@ fn cached(cache: &Arc<Cache>, data: SplitData, split: Split) -> Result<SplitSour
 impl Session {
     /// Opens a new run (`args.pipeline`) or an existing one (`args.resume`).
     pub fn open(args: &TrainArgs) -> Result<Opened> {
+        let mut lock = None;
         let (cfg, run, resuming) = match &args.resume {
             Some(dir) => {
                 let run = RunDir::open(dir)?;
+                // Refused while another process trains the run.
+                lock = Some(run.lock()?);
                 let last = run.checkpoint(Checkpoint::Last);
                 if !last.is_file() {
                     bail!("{} has no last.safetensors to resume from", dir.display());
@@ -183,6 +225,9 @@ impl Session {
                     .pipeline
                     .as_ref()
                     .ok_or_else(|| anyhow!("no pipeline given"))?;
+                if let Some(n) = &args.run_name {
+                    check_run_name(n)?;
+                }
                 (p.config.clone(), None, false)
             }
         };
@@ -221,6 +266,7 @@ impl Session {
         let device = pick_device(&device_req)?;
         let weights_path = if resuming { None } else { weights_file(&cfg)? };
         let cache = Arc::new(Cache::open(&manifest_dir, &cfg.augment).map_err(|e| anyhow!("{e}"))?);
+        cache.check_sources()?;
         if !resuming {
             // A new run's images must be cached before its directory is created.
             for s in [Split::Train, Split::Val] {
@@ -231,9 +277,17 @@ impl Session {
                 cached(&cache, d, s)?;
             }
         }
-        let run = match run {
-            Some(r) => r,
-            None => create_run(args, &cfg, &manifest_dir)?,
+        let (run, mut guard) = match run {
+            Some(r) => (r, NewRunGuard(None)),
+            None => {
+                let r = create_run(args, &cfg, &manifest_dir)?;
+                let g = NewRunGuard(Some(r.root().to_path_buf()));
+                (r, g)
+            }
+        };
+        let lock = match lock {
+            Some(l) => l,
+            None => run.lock()?,
         };
         let notice = if resuming {
             run.manifest_notice(&manifest_dir)
@@ -347,6 +401,9 @@ impl Session {
             log,
             checkpoints,
             notice,
+            warnings: vec![],
+            last_save: std::time::Instant::now(),
+            _lock: lock,
         };
         let state = match resumed_state {
             Some(s) => session.restore(s)?,
@@ -355,6 +412,7 @@ impl Session {
                 State::new(session.cfg.train.seed)
             }
         };
+        guard.0 = None;
         Ok(Opened::Train(Box::new(session), state))
     }
 
@@ -373,6 +431,7 @@ impl Session {
             state.batch_in_epoch,
             state.opt_step
         ));
+        self.run.trim_events(state.opt_step)?;
         state.status = crate::run::Status::Running;
         Ok(state)
     }
@@ -431,6 +490,30 @@ impl Session {
             self.val.data.len()
         ));
         Ok(())
+    }
+
+    /// Saves `last.safetensors` and `state.json` unless a weight is not finite (then the
+    /// last good checkpoint stays).
+    pub fn save_last(&mut self, state: &State) -> Result<()> {
+        if !self.weights_finite() {
+            return Err(TrainError::NonFinite(format!(
+                "a weight became non-finite by step {}",
+                state.opt_step
+            ))
+            .into());
+        }
+        self.checkpoints
+            .save_last(&self.vs, &self.opt, self.ema.as_ref(), state)?;
+        self.last_save = std::time::Instant::now();
+        Ok(())
+    }
+
+    /// Whether a mid-epoch checkpoint is due after optimiser step `step`.
+    pub fn checkpoint_due(&self, step: u64) -> bool {
+        match self.cfg.train.checkpoint_every_steps {
+            Some(n) => step.is_multiple_of(n),
+            None => self.last_save.elapsed() >= CHECKPOINT_INTERVAL,
+        }
     }
 
     /// Whether every weight (and EMA weight) is finite.

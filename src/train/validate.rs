@@ -20,6 +20,8 @@ pub struct Validation {
     pub mean: Option<f64>,
     /// The training loss on val.
     pub loss: f64,
+    /// The outputs rank nothing: training probably diverged.
+    pub constant: bool,
 }
 
 /// AUROC of every label of a split for predicted probabilities (None where undefined).
@@ -69,6 +71,7 @@ pub fn validate(
     }
     let per_label = label_aurocs(&val.data, &p.probs);
     Ok(Validation {
+        constant: crate::metrics::constant_outputs(&p.probs, &per_label),
         mean: mean_defined(&per_label),
         per_label,
         loss: l,
