@@ -829,6 +829,13 @@ fn a_failed_start_leaves_no_run_directory() {
             "unknown device",
         ),
         (
+            TrainArgs {
+                device: Some("cuda".into()),
+                ..args(&w, "c", &[])
+            },
+            "CUDA is not available",
+        ),
+        (
             args(&w, "a", &[&format!("model.arch={}", broken.display())]),
             "broken.json",
         ),
@@ -849,6 +856,23 @@ fn a_failed_start_leaves_no_run_directory() {
         .unwrap_or_default();
     assert!(left.is_empty(), "{left:?}");
     assert!(!w.root.join("escape").exists() && !w.root.parent().unwrap().join("escape").exists());
+    // A source image replaced after `prepare`: training refuses the stale cache by name.
+    let test = muxmed::data::dataset::load_split(&w.root.join("data_manifests/tiny"), Split::Train)
+        .unwrap();
+    let (a, b) = (
+        test.paths[0].clone().unwrap(),
+        test.paths[1].clone().unwrap(),
+    );
+    std::fs::copy(&b, &a).unwrap();
+    let e = format!(
+        "{:#}",
+        train(&args(&w, "stale", &[]), no_stop()).unwrap_err()
+    );
+    assert!(
+        e.contains("stale") && e.contains("1 source image") && e.contains(&test.image_ids[0]),
+        "{e}"
+    );
+    assert!(!w.root.join("reports/stale").exists());
 }
 
 #[test]

@@ -330,6 +330,9 @@ pub fn report_predictions(
     out: &Path,
     opt: &EvalOptions,
 ) -> Result<(Evaluation, PathBuf)> {
+    if out.exists() && !out.is_dir() {
+        anyhow::bail!("--out {} is a file, not a folder", out.display());
+    }
     let (joined, ev) = job.run(opt)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     ev.write(&out.join(format!("metrics_{}.json", job.split)))?;
