@@ -37,21 +37,43 @@ pub struct Predictions {
 /// `predictions_<split>.csv` has `patient_id`).
 const KNOWN_EXTRA_COLUMNS: [&str; 2] = ["patient_id", "Patient ID"];
 
-pub fn read_predictions(path: &Path) -> Result<Predictions, EvalError> {
-    let text = nih::read_text(path)?;
-    let row = |line: usize, message: String| {
+/// A CSV file read through the one CSV reader: its trimmed header and its data records.
+struct CsvFile<'a> {
+    path: &'a Path,
+    header: Vec<String>,
+    rows: Vec<crate::io::CsvRecord>,
+}
+
+impl<'a> CsvFile<'a> {
+    fn read(path: &'a Path) -> Result<Self, EvalError> {
+        let text = nih::read_text(path)?;
+        let mut rows = nih::csv_rows(&text, path)?.into_iter();
+        let header = rows
+            .next()
+            .map(|r| r.fields.iter().map(|c| c.trim().to_string()).collect())
+            .unwrap_or_default();
+        Ok(CsvFile {
+            path,
+            header,
+            rows: rows.collect(),
+        })
+    }
+
+    /// An error about `line` of the file.
+    fn err(&self, line: usize, message: String) -> EvalError {
         EvalError::Nih(NihError::Row {
-            path: path.to_path_buf(),
+            path: self.path.to_path_buf(),
             line,
             message,
         })
-    };
-    let records = nih::csv_rows(&text, path)?;
-    let mut rows = records.iter();
-    let header: Vec<String> = rows
-        .next()
-        .map(|r| r.fields.iter().map(|c| c.trim().to_string()).collect())
-        .unwrap_or_default();
+    }
+}
+
+pub fn read_predictions(path: &Path) -> Result<Predictions, EvalError> {
+    let file = CsvFile::read(path)?;
+    let row = |line: usize, message: String| file.err(line, message);
+    let header = &file.header;
+    let rows = file.rows.iter();
     let id_col = header
         .iter()
         .position(|h| h == "Image Index" || h == "image_id")
@@ -139,20 +161,10 @@ pub fn read_run_predictions(
     path: &Path,
     labels: &[String],
 ) -> Result<HashMap<String, Vec<f64>>, EvalError> {
-    let text = nih::read_text(path)?;
-    let row = |line: usize, message: String| {
-        EvalError::Nih(NihError::Row {
-            path: path.to_path_buf(),
-            line,
-            message,
-        })
-    };
-    let records = nih::csv_rows(&text, path)?;
-    let mut rows = records.iter();
-    let header: Vec<&str> = rows
-        .next()
-        .map(|r| r.fields.iter().map(String::as_str).collect())
-        .unwrap_or_default();
+    let file = CsvFile::read(path)?;
+    let row = |line: usize, message: String| file.err(line, message);
+    let header = &file.header;
+    let rows = file.rows.iter();
     let cols: Vec<usize> = labels
         .iter()
         .map(|l| {

@@ -130,27 +130,9 @@ fn run_epochs(s: &mut Session, state: &mut State, stop: &StopWhen, progress: boo
             break;
         }
         let (batch, workers) = (s.plan.batch, s.cfg.runtime.data_workers as usize);
-        let live = validate(
-            &s.net,
-            &s.val,
-            &eval_stages,
-            &s.loss,
-            batch,
-            workers,
-            s.device,
-        )?;
-        let ema = match &s.ema {
-            Some(e) => Some(validate(
-                &e.net,
-                &s.val,
-                &eval_stages,
-                &s.loss,
-                batch,
-                workers,
-                s.device,
-            )?),
-            None => None,
-        };
+        let score = |net| validate(net, &s.val, &eval_stages, &s.loss, batch, workers, s.device);
+        let live = score(&s.net)?;
+        let ema = s.ema.as_ref().map(|e| score(&e.net)).transpose()?;
         if live.constant {
             let w = format!(
                 "epoch {}: {}",
