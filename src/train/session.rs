@@ -205,95 +205,186 @@ fn cached(cache: &Arc<Cache>, data: SplitData, split: Split) -> Result<SplitSour
     })
 }
 
+/// What a start is about: the config, and for a resume the run (locked) and its state.
+struct Target {
+    cfg: PipelineConfig,
+    resume: Option<(RunDir, crate::io::Lock, State)>,
+}
+
+/// The config of a new run, or the locked run and its state for a resume; a resumed run
+/// with nothing left to do comes back as [`Opened::AlreadyDone`].
+fn target(args: &TrainArgs) -> Result<Result<Target, Opened>> {
+    let Some(dir) = &args.resume else {
+        let p = args
+            .pipeline
+            .as_ref()
+            .ok_or_else(|| anyhow!("no pipeline given"))?;
+        if let Some(n) = &args.run_name {
+            check_run_name(n)?;
+        }
+        return Ok(Ok(Target {
+            cfg: p.config.clone(),
+            resume: None,
+        }));
+    };
+    let run = RunDir::open(dir)?;
+    // Refused while another process trains the run.
+    let lock = run.lock()?;
+    let last = run.checkpoint(Checkpoint::Last);
+    if !last.is_file() {
+        bail!("{} has no last.safetensors to resume from", dir.display());
+    }
+    // The state inside last.safetensors says where to go on.
+    let state = CheckpointMeta::from_metadata(&weights::read_metadata(&last)?)
+        .map_err(|m| anyhow!("{}: {m}", last.display()))?
+        .state
+        .ok_or_else(|| anyhow!("{} has no training state", last.display()))?;
+    if state.status.is_done() {
+        let labels = run.manifest()?.labels;
+        return Ok(Err(Opened::AlreadyDone(run, state, labels)));
+    }
+    Ok(Ok(Target {
+        cfg: run.config()?,
+        resume: Some((run, lock, state)),
+    }))
+}
+
+/// Everything a new run is checked for before its directory exists, so a bad start leaves
+/// nothing behind: the device, the weights file, the data and its prepared cache.
+struct Checked {
+    device: Device,
+    weights: Option<std::path::PathBuf>,
+    cache: Arc<Cache>,
+    /// The MUXNet spec (None for DenseNet-121), stored in every checkpoint.
+    arch_spec: Option<ArchSpec>,
+}
+
+fn check_start(
+    args: &TrainArgs,
+    cfg: &PipelineConfig,
+    manifest_dir: &Path,
+    resuming: bool,
+) -> Result<Checked> {
+    if !resuming && !manifest_dir.join("manifest.json").is_file() {
+        let src = args
+            .pipeline
+            .as_ref()
+            .map(|p| p.source.clone())
+            .unwrap_or_default();
+        bail!("{}", missing_data_message(cfg, &src, manifest_dir));
+    }
+    let device_req = args
+        .device
+        .clone()
+        .unwrap_or_else(|| cfg.runtime.device.clone());
+    let device = pick_device(&device_req)?;
+    let weights = if resuming { None } else { weights_file(cfg)? };
+    let arch_spec = match &cfg.model.arch {
+        crate::config::Arch::Densenet121 => None,
+        a => Some(ArchSpec::of(a)?),
+    };
+    let cache = Arc::new(Cache::open(manifest_dir, &cfg.augment).map_err(|e| anyhow!("{e}"))?);
+    cache.check_sources()?;
+    if !resuming {
+        // A new run's images must be cached before its directory is created.
+        for s in [Split::Train, Split::Val] {
+            let d = load_split(manifest_dir, s)?;
+            if d.is_empty() {
+                bail!("the {s} split of {} is empty", manifest_dir.display());
+            }
+            cached(&cache, d, s)?;
+        }
+    }
+    Ok(Checked {
+        device,
+        weights,
+        cache,
+        arch_spec,
+    })
+}
+
+/// The network (with stochastic depth and, for a new run, its starting weights) and the EMA.
+fn build_model(
+    cfg: &PipelineConfig,
+    vs: &nn::VarStore,
+    k: i64,
+    weights_path: Option<&Path>,
+    log: &mut Log,
+) -> Result<(Network, WeightsInfo, Option<Ema>)> {
+    let mut net = Network::build(
+        &vs.root(),
+        &cfg.model.arch,
+        k,
+        cfg.model.drop_rate,
+        HeadInit::PytorchDefault,
+    )?;
+    net.set_drop_path_rate(cfg.model.drop_path());
+    let mut info = WeightsInfo {
+        from_scratch: cfg.model.from_scratch,
+        path: None,
+        sha256: None,
+        replaced: vec![],
+    };
+    if let Some(w) = weights_path {
+        let r = load_backbone(vs, w)?;
+        log.line(&format!(
+            "loaded {} tensors from {}; fresh: {:?}",
+            r.loaded,
+            w.display(),
+            r.replaced
+        ));
+        info.path = Some(w.display().to_string());
+        info.sha256 = Some(weights::sha256_file(w)?);
+        info.replaced = r.replaced;
+    }
+    let ema = match cfg.train.ema_decay {
+        Some(d) => Some(Ema::new(vs, &cfg.model.arch, k, d)?),
+        None => None,
+    };
+    Ok((net, info, ema))
+}
+
+/// The learning-rate schedule and the backbone's warmup after unfreezing, in steps.
+fn schedules(t: &crate::config::TrainConfig, plan: &EpochPlan) -> (WarmupCosine, UnfreezeWarmup) {
+    (
+        WarmupCosine {
+            base_lr: t.lr,
+            min_lr: t.min_lr,
+            warmup_steps: (t.warmup_epochs * plan.steps as f64).round() as u64,
+            total_steps: plan.steps * t.epochs as u64,
+        },
+        UnfreezeWarmup {
+            unfreeze_step: t.freeze_backbone_epochs as u64 * plan.steps,
+            warmup_steps: (t.unfreeze_warmup_epochs * plan.steps as f64).round() as u64,
+        },
+    )
+}
+
 impl Session {
     /// Opens a new run (`args.pipeline`) or an existing one (`args.resume`).
     pub fn open(args: &TrainArgs) -> Result<Opened> {
-        let mut lock = None;
-        let (cfg, run, resuming) = match &args.resume {
-            Some(dir) => {
-                let run = RunDir::open(dir)?;
-                // Refused while another process trains the run.
-                lock = Some(run.lock()?);
-                let last = run.checkpoint(Checkpoint::Last);
-                if !last.is_file() {
-                    bail!("{} has no last.safetensors to resume from", dir.display());
-                }
-                (run.config()?, Some(run), true)
-            }
-            None => {
-                let p = args
-                    .pipeline
-                    .as_ref()
-                    .ok_or_else(|| anyhow!("no pipeline given"))?;
-                if let Some(n) = &args.run_name {
-                    check_run_name(n)?;
-                }
-                (p.config.clone(), None, false)
-            }
+        let Target { cfg, resume } = match target(args)? {
+            Ok(t) => t,
+            Err(done) => return Ok(done),
         };
         let manifest_dir = args.manifests_dir.join(&cfg.name);
-        if !resuming && !manifest_dir.join("manifest.json").is_file() {
-            let src = args
-                .pipeline
-                .as_ref()
-                .map(|p| p.source.clone())
-                .unwrap_or_default();
-            bail!("{}", missing_data_message(&cfg, &src, &manifest_dir));
-        }
-        // Resuming: the state inside last.safetensors says where to go on, or that the run
-        // has nothing left to do.
-        let resumed_state = match &run {
-            Some(run) => {
-                let last = run.checkpoint(Checkpoint::Last);
-                let meta = CheckpointMeta::from_metadata(&weights::read_metadata(&last)?)
-                    .map_err(|m| anyhow!("{}: {m}", last.display()))?;
-                let state = meta
-                    .state
-                    .ok_or_else(|| anyhow!("{} has no training state", last.display()))?;
-                if state.status.is_done() {
-                    let labels = run.manifest()?.labels;
-                    return Ok(Opened::AlreadyDone(run.clone(), state, labels));
-                }
-                Some(state)
-            }
-            None => None,
-        };
-        // Checked before a new run directory exists, so a bad start leaves nothing behind.
-        let device_req = args
-            .device
-            .clone()
-            .unwrap_or_else(|| cfg.runtime.device.clone());
-        let device = pick_device(&device_req)?;
-        let weights_path = if resuming { None } else { weights_file(&cfg)? };
-        let cache = Arc::new(Cache::open(&manifest_dir, &cfg.augment).map_err(|e| anyhow!("{e}"))?);
-        cache.check_sources()?;
-        if !resuming {
-            // A new run's images must be cached before its directory is created.
-            for s in [Split::Train, Split::Val] {
-                let d = load_split(&manifest_dir, s)?;
-                if d.is_empty() {
-                    bail!("the {s} split of {} is empty", manifest_dir.display());
-                }
-                cached(&cache, d, s)?;
-            }
-        }
-        let (run, mut guard) = match run {
-            Some(r) => (r, NewRunGuard(None)),
+        let Checked {
+            device,
+            weights: weights_path,
+            cache,
+            arch_spec,
+        } = check_start(args, &cfg, &manifest_dir, resume.is_some())?;
+        let (run, lock, resumed_state, mut guard) = match resume {
+            Some((run, lock, state)) => (run, lock, Some(state), NewRunGuard(None)),
             None => {
-                let r = create_run(args, &cfg, &manifest_dir)?;
-                let g = NewRunGuard(Some(r.root().to_path_buf()));
-                (r, g)
+                let run = create_run(args, &cfg, &manifest_dir)?;
+                let guard = NewRunGuard(Some(run.root().to_path_buf()));
+                (run.clone(), run.lock()?, None, guard)
             }
         };
-        let lock = match lock {
-            Some(l) => l,
-            None => run.lock()?,
-        };
-        let notice = if resuming {
-            run.manifest_notice(&manifest_dir)
-        } else {
-            None
-        };
+        let notice = resumed_state
+            .as_ref()
+            .and_then(|_| run.manifest_notice(&manifest_dir));
         let labels = run.manifest()?.labels;
         let train = cached(&cache, run.split(Split::Train)?, Split::Train)?;
         let val = cached(&cache, run.split(Split::Val)?, Split::Val)?;
@@ -313,36 +404,7 @@ impl Session {
         tch::manual_seed(cfg.train.seed as i64);
         let vs = nn::VarStore::new(device);
         let k = labels.len() as i64;
-        let mut net = Network::build(
-            &vs.root(),
-            &cfg.model.arch,
-            k,
-            cfg.model.drop_rate,
-            HeadInit::PytorchDefault,
-        )?;
-        net.set_drop_path_rate(cfg.model.drop_path());
-        let mut weights = WeightsInfo {
-            from_scratch: cfg.model.from_scratch,
-            path: None,
-            sha256: None,
-            replaced: vec![],
-        };
-        if let Some(w) = &weights_path {
-            let r = load_backbone(&vs, w)?;
-            log.line(&format!(
-                "loaded {} tensors from {}; fresh: {:?}",
-                r.loaded,
-                w.display(),
-                r.replaced
-            ));
-            weights.path = Some(w.display().to_string());
-            weights.sha256 = Some(weights::sha256_file(w)?);
-            weights.replaced = r.replaced;
-        }
-        let ema = match cfg.train.ema_decay {
-            Some(d) => Some(Ema::new(&vs, &cfg.model.arch, k, d)?),
-            None => None,
-        };
+        let (net, weights, ema) = build_model(&cfg, &vs, k, weights_path.as_deref(), &mut log)?;
         let opt = Optimizer::new(
             cfg.train.optimizer,
             param_groups(&vs, cfg.train.backbone_lr_factor, cfg.train.weight_decay),
@@ -352,22 +414,8 @@ impl Session {
             cfg.train.batch_size as usize,
             cfg.train.accum_steps as usize,
         );
-        let t = &cfg.train;
-        let sched = WarmupCosine {
-            base_lr: t.lr,
-            min_lr: t.min_lr,
-            warmup_steps: (t.warmup_epochs * plan.steps as f64).round() as u64,
-            total_steps: plan.steps * t.epochs as u64,
-        };
-        let unfreeze = UnfreezeWarmup {
-            unfreeze_step: t.freeze_backbone_epochs as u64 * plan.steps,
-            warmup_steps: (t.unfreeze_warmup_epochs * plan.steps as f64).round() as u64,
-        };
-        let loss = Loss::new(t, &train.data, device);
-        let arch_spec = match &cfg.model.arch {
-            crate::config::Arch::Densenet121 => None,
-            a => Some(ArchSpec::of(a)?),
-        };
+        let (sched, unfreeze) = schedules(&cfg.train, &plan);
+        let loss = Loss::new(&cfg.train, &train.data, device);
         let checkpoints = Checkpoints::new(
             run.clone(),
             CheckpointMeta {
@@ -377,7 +425,7 @@ impl Session {
                 labels: labels.clone(),
                 eval_stages: cfg.augment.eval.clone(),
                 working_size: cfg.augment.working_size,
-                resolution: t.resolution,
+                resolution: cfg.train.resolution,
                 from_scratch: cfg.model.from_scratch,
                 muxmed_version: env!("CARGO_PKG_VERSION").into(),
                 state: None,
