@@ -622,8 +622,8 @@ fn train_cmd(
     if !out.best_per_label.is_empty() {
         println!(
             "best epoch {} (val mean AUROC {:.4}):",
-            s.best.epoch.unwrap_or(0),
-            s.best.score.unwrap_or(f64::NAN)
+            s.best_epoch.unwrap_or(0),
+            s.best_score.unwrap_or(f64::NAN)
         );
         for (l, a) in &out.best_per_label {
             println!(

@@ -592,11 +592,15 @@ fn a_run_keeps_its_splits_and_every_evaluation_reports_exactly() {
     // best.safetensors is the val argmax; ema_best follows the EMA's own val score.
     let h = &out.state.history;
     assert_eq!(
-        out.state.best.epoch,
+        out.state.best_epoch,
         Some(argmax_epoch(h, |r| r.val_mean_auroc))
     );
+    // As state.json says it.
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.state_file()).unwrap()).unwrap();
+    assert_eq!(j["best_epoch"], serde_json::json!(out.state.best_epoch));
     assert_eq!(
-        out.state.ema_best.epoch,
+        out.state.ema_best_epoch,
         Some(argmax_epoch(h, |r| r.val_mean_auroc_ema))
     );
     let mdirs = w.root.join("data_manifests");
@@ -757,7 +761,7 @@ fn non_finite_val_outputs_stop_the_run_and_are_never_a_best_epoch() {
     for r in &state.history {
         assert!(r.val_loss.is_finite() && r.train_loss.is_finite());
     }
-    if state.best.epoch.is_none() {
+    if state.best_epoch.is_none() {
         assert!(!run.checkpoint(Checkpoint::Best).exists());
     }
     // A last.safetensors that exists holds finite weights only.

@@ -24,9 +24,7 @@ mod files;
 mod types;
 
 pub use files::{RunDir, RunError};
-pub use types::{
-    BestScore, CheckpointMeta, EpochRow, Event, Patience, RunInfo, State, Status, WeightsInfo,
-};
+pub use types::{CheckpointMeta, EpochRow, Event, Patience, RunInfo, State, Status, WeightsInfo};
 
 pub use crate::config::Arch;
 pub use crate::labels::Split;

@@ -59,13 +59,6 @@ impl Status {
     }
 }
 
-/// The best val score seen so far and its epoch (1-based).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-pub struct BestScore {
-    pub score: Option<f64>,
-    pub epoch: Option<u32>,
-}
-
 /// Early stopping's memory: the score that counts as the level to beat by `min_delta`, and
 /// the epochs since it was last beaten.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -82,10 +75,12 @@ pub struct State {
     pub epoch: u32,
     pub batch_in_epoch: usize,
     pub opt_step: u64,
-    /// Chooses `best.safetensors`: the live model's val mean AUROC.
-    pub best: BestScore,
-    /// Chooses `ema_best.safetensors`: the EMA model's own val mean AUROC.
-    pub ema_best: BestScore,
+    /// `best.safetensors`: the epoch (1-based) with the live model's highest val mean AUROC.
+    pub best_score: Option<f64>,
+    pub best_epoch: Option<u32>,
+    /// `ema_best.safetensors`: the epoch with the EMA model's own highest val mean AUROC.
+    pub ema_best_score: Option<f64>,
+    pub ema_best_epoch: Option<u32>,
     pub patience: Patience,
     /// EMA updates so far (the decay warms up with it).
     pub ema_updates: u64,
@@ -106,8 +101,10 @@ impl State {
             epoch: 0,
             batch_in_epoch: 0,
             opt_step: 0,
-            best: BestScore::default(),
-            ema_best: BestScore::default(),
+            best_score: None,
+            best_epoch: None,
+            ema_best_score: None,
+            ema_best_epoch: None,
             patience: Patience::default(),
             ema_updates: 0,
             epoch_loss_sum: 0.0,

@@ -2,23 +2,29 @@
 //! the best checkpoint is the val argmax, and `min_delta` only decides patience.
 
 use crate::config::EarlyStopping as EarlyStoppingConfig;
-use crate::run::{BestScore, Patience};
+use crate::run::Patience;
 
 /// `best.safetensors` (and `ema_best.safetensors` with the EMA's own score) follow the
 /// highest val mean AUROC: any strict improvement counts, however small.
 pub struct BestCheckpoint;
 
 impl BestCheckpoint {
-    /// Records `score` of `epoch` (1-based); true when it is a new best.
-    pub fn update(best: &mut BestScore, score: Option<f64>, epoch: u32) -> bool {
-        let improved = match (score, best.score) {
+    /// Records `score` of `epoch` (1-based) against the best so far (`best_score`,
+    /// `best_epoch`); true when it is a new best.
+    pub fn update(
+        best_score: &mut Option<f64>,
+        best_epoch: &mut Option<u32>,
+        score: Option<f64>,
+        epoch: u32,
+    ) -> bool {
+        let improved = match (score, *best_score) {
             (Some(s), Some(b)) => s > b,
             (Some(_), None) => true,
             (None, _) => false,
         };
         if improved {
-            best.score = score;
-            best.epoch = Some(epoch);
+            *best_score = score;
+            *best_epoch = Some(epoch);
         }
         improved
     }
@@ -62,13 +68,13 @@ mod tests {
             patience: 10,
             min_delta: 0.01,
         }));
-        let (mut best, mut p) = (BestScore::default(), Patience::default());
+        let (mut best_score, mut best_epoch, mut p) = (None, None, Patience::default());
         for (e, s) in scores.iter().enumerate() {
-            BestCheckpoint::update(&mut best, *s, e as u32 + 1);
+            BestCheckpoint::update(&mut best_score, &mut best_epoch, *s, e as u32 + 1);
             es.update(&mut p, *s);
         }
-        assert_eq!(best.epoch, Some(3));
-        assert_eq!(best.score, Some(0.805));
+        assert_eq!(best_epoch, Some(3));
+        assert_eq!(best_score, Some(0.805));
         // Patience: epoch 3 did not beat 0.80 by 0.01, nor did 4 (undefined) or 5.
         assert_eq!(p.reference, Some(0.80));
         assert_eq!(p.stale_epochs, 3);

@@ -62,8 +62,7 @@ pub struct TrainOutcome {
 impl TrainOutcome {
     fn new(run: RunDir, state: State, labels: Vec<String>, already_done: bool) -> Self {
         let best_per_label = state
-            .best
-            .epoch
+            .best_epoch
             .and_then(|e| state.history.get(e as usize - 1))
             .map(|row| labels.iter().cloned().zip(row.val_auroc.clone()).collect())
             .unwrap_or_default();
@@ -158,11 +157,21 @@ fn run_epochs(s: &mut Session, state: &mut State, stop: &StopWhen, progress: boo
         ));
         let epoch = state.epoch + 1;
         state.start_next_epoch();
-        if BestCheckpoint::update(&mut state.best, live.mean, epoch) {
+        if BestCheckpoint::update(
+            &mut state.best_score,
+            &mut state.best_epoch,
+            live.mean,
+            epoch,
+        ) {
             s.checkpoints.save_weights(Checkpoint::Best, &s.vs)?;
         }
         if let (Some(e), Some(v)) = (&s.ema, &ema) {
-            if BestCheckpoint::update(&mut state.ema_best, v.mean, epoch) {
+            if BestCheckpoint::update(
+                &mut state.ema_best_score,
+                &mut state.ema_best_epoch,
+                v.mean,
+                epoch,
+            ) {
                 s.checkpoints.save_weights(Checkpoint::Ema, &e.vs)?;
             }
         }
