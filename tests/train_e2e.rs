@@ -679,6 +679,22 @@ fn a_run_keeps_its_splits_and_every_evaluation_reports_exactly() {
     assert!(again.already_done);
     assert_eq!(again.state.history.len(), 3);
     assert_eq!(std::fs::metadata(&last).unwrap().modified().unwrap(), stamp);
+
+    // A manifest rebuilt with a filter leaves some of the run's images out of the cache:
+    // evaluating the run stops with an error naming one, instead of scoring fewer images.
+    let cfg = config::load(&w.pipeline, &["data.filters.views=[PA]".into()])
+        .unwrap()
+        .config;
+    muxmed::data::manifest::build(&cfg.data, true)
+        .unwrap()
+        .write(&mdir)
+        .unwrap();
+    muxmed::data::cache::prepare(&mdir, &cfg.augment, &|_, _| {}).unwrap();
+    let e = muxmed::eval::run_eval::evaluate_run(run.root(), &mdirs, keys[0], &opt, Some("cpu"))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("is not in the prepared cache"), "{e}");
 }
 
 #[test]
