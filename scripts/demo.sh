@@ -27,9 +27,8 @@ step "3/6 prepare (decode once into the cache)"
 "$bin" prepare --pipeline "$pipeline"
 
 step "4/6 train"
-if [ -f "$run/state.json" ] && grep -Eq '"status": "(finished|early_stopped)"' "$run/state.json"; then
-  echo "reusing the finished run $run"
-elif [ -f "$run/last.safetensors" ]; then
+if [ -f "$run/last.safetensors" ]; then
+  # Continues an interrupted run; a finished one says so and trains nothing.
   "$bin" train --resume "$run"
 else
   "$bin" train --pipeline "$pipeline" --run-name demo --overwrite

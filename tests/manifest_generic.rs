@@ -55,9 +55,9 @@ fn cfg(csv: PathBuf) -> DataConfig {
 fn split_column_is_used_and_labels_are_one_hot() {
     let dir = tempfile::tempdir().unwrap();
     let m = build(&cfg(dataset(dir.path(), true, 20)), true).unwrap();
-    assert_eq!(m.audit.images, 20);
-    assert_eq!(m.json["labels"], serde_json::json!(["Nodule", "Opacity"]));
-    assert_eq!(m.json["protocol"], "generic_split_column");
+    assert_eq!(m.info.audit.images, 20);
+    assert_eq!(m.info.labels, ["Nodule", "Opacity"]);
+    assert_eq!(m.info.protocol, "generic_split_column");
     let train = &m.frames["train"];
     assert_eq!(train.height(), 12);
     let nod: u32 = m
@@ -96,8 +96,8 @@ fn split_column_is_used_and_labels_are_one_hot() {
 fn without_split_column_patients_are_split_by_seed() {
     let dir = tempfile::tempdir().unwrap();
     let m = build(&cfg(dataset(dir.path(), false, 40)), true).unwrap();
-    assert_eq!(m.json["protocol"], "generic_random_patient");
-    let p = |s: &str| m.json["splits"][s]["patients"].as_u64().unwrap();
+    assert_eq!(m.info.protocol, "generic_random_patient");
+    let p = |s: &str| m.info.splits[&muxmed::data::Split::parse(s).unwrap()].patients;
     assert_eq!((p("train"), p("val"), p("test")), (14, 2, 4));
 }
 

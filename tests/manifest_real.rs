@@ -18,23 +18,24 @@ fn cfg() -> DataConfig {
     }
 }
 
-fn n(v: &serde_json::Value) -> u64 {
-    v.as_u64().unwrap()
+/// (images, patients) of a split of a built manifest.
+fn counts(m: &muxmed::data::manifest::Manifest, split: &str) -> (u64, u64) {
+    let c = m.info.splits[&muxmed::data::Split::parse(split).unwrap()];
+    (c.images, c.patients)
 }
 
 #[test]
 fn official_split_on_the_full_metadata() {
     let m = build(&cfg(), false).unwrap();
-    let s = &m.json["splits"];
-    let images = |k: &str| n(&s[k]["images"]);
-    let patients = |k: &str| n(&s[k]["patients"]);
+    let images = |k: &str| counts(&m, k).0;
+    let patients = |k: &str| counts(&m, k).1;
     assert_eq!(images("train") + images("val") + images("test"), 112_120);
-    assert_eq!(m.audit.patients, 30_805);
+    assert_eq!(m.info.audit.patients, 30_805);
     assert_eq!(images("train") + images("val"), 86_524);
     assert_eq!(images("test"), 25_596);
     assert_eq!(patients("train") + patients("val"), 28_008);
     assert_eq!(patients("test"), 2_797);
-    assert_eq!(m.audit.shared_patients_between_splits, 0);
+    assert_eq!(m.info.audit.shared_patients_between_splits, 0);
     // About 10% of train_val patients in val.
     let frac = patients("val") as f64 / 28_008.0;
     assert!((frac - 0.1).abs() < 0.005, "{frac}");
@@ -83,13 +84,7 @@ fn official_split_on_the_full_metadata() {
         .sum()
         .unwrap() as u64;
     assert_eq!(boxes, 984);
-    assert!(
-        m.json["sources"]["metadata"]["sha256"]
-            .as_str()
-            .unwrap()
-            .len()
-            == 64
-    );
+    assert!(m.info.sources["metadata"].sha256.len() == 64);
 }
 
 #[test]
@@ -117,7 +112,7 @@ fn same_config_and_seed_give_byte_identical_files() {
     c.seed = 7;
     let other = build(&c, false).unwrap();
     let base = build(&cfg(), false).unwrap();
-    assert_ne!(other.json["splits"]["val"], base.json["splits"]["val"]);
+    assert_ne!(counts(&other, "val"), counts(&base, "val"));
 }
 
 #[test]
@@ -125,9 +120,9 @@ fn random_patient_protocol_is_70_10_20_by_patient() {
     let mut c = cfg();
     c.protocol = SplitProtocol::RandomPatient;
     let m = build(&c, false).unwrap();
-    let p = |k: &str| n(&m.json["splits"][k]["patients"]) as f64 / 30_805.0;
+    let p = |k: &str| counts(&m, k).1 as f64 / 30_805.0;
     assert!((p("train") - 0.7).abs() < 0.001 && (p("val") - 0.1).abs() < 0.001);
-    assert_eq!(m.audit.shared_patients_between_splits, 0);
+    assert_eq!(m.info.audit.shared_patients_between_splits, 0);
 }
 
 #[test]
@@ -141,8 +136,8 @@ fn missing_images_stop_the_build_unless_allowed() {
     assert!(err.contains("111880 of 112120 images"), "{err}");
     c.allow_missing_images = true;
     let m = build(&c, true).unwrap();
-    assert_eq!(m.audit.images, 240);
-    assert_eq!(m.audit.missing_images, 111_880);
+    assert_eq!(m.info.audit.images, 240);
+    assert_eq!(m.info.audit.missing_images, 111_880);
     let paths = m.frames["test"]
         .column("path")
         .unwrap()
@@ -199,9 +194,9 @@ fn release_2017_quirks_are_handled() {
         ..Default::default()
     };
     let m = build(&c, false).unwrap();
-    assert_eq!(m.audit.images, 300);
-    assert_eq!(m.audit.ages_outside_0_120.len(), 1);
-    assert!(m.audit.ages_outside_0_120[0].contains("line 6"));
+    assert_eq!(m.info.audit.images, 300);
+    assert_eq!(m.info.audit.ages_outside_0_120.len(), 1);
+    assert!(m.info.audit.ages_outside_0_120[0].contains("line 6"));
 }
 
 #[test]
@@ -278,11 +273,11 @@ fn filters_views_ages_one_per_patient_and_labels() {
         assert!(df.column("Effusion").is_ok() && df.column("Hernia").is_ok());
         assert!(df.column("Mass").is_err());
     }
-    assert_eq!(m.json["labels"], serde_json::json!(["Effusion", "Hernia"]));
+    assert_eq!(m.info.labels, ["Effusion", "Hernia"]);
     assert!(
-        m.audit.images < 30_805 && m.audit.images > 5_000,
+        m.info.audit.images < 30_805 && m.info.audit.images > 5_000,
         "{}",
-        m.audit.images
+        m.info.audit.images
     );
 }
 
@@ -307,7 +302,7 @@ fn user_split_file_protocol() {
         ..Default::default()
     };
     let m = build(&c, false).unwrap();
-    assert_eq!(m.audit.images, 300);
+    assert_eq!(m.info.audit.images, 300);
     assert!(m.frames.values().all(|df| df.height() > 0));
     // A bad split name is an error naming the line.
     std::fs::write(&sf, split.replacen(",val\n", ",validation\n", 1)).unwrap();
@@ -343,7 +338,7 @@ fn images_are_found_in_any_folder_layout() {
         ..Default::default()
     };
     let m = build(&c, true).unwrap();
-    assert_eq!(m.audit.images, 3);
+    assert_eq!(m.info.audit.images, 3);
     let paths: Vec<String> = m
         .frames
         .values()
@@ -414,7 +409,7 @@ fn split_lists_sharing_an_image_are_an_error_and_unknown_names_are_counted() {
     )
     .unwrap();
     let m = build(&c, false).unwrap();
-    assert_eq!(m.audit.list_names_not_in_metadata, 2);
+    assert_eq!(m.info.audit.list_names_not_in_metadata, 2);
     assert!(m
         .summary()
         .unwrap()

@@ -32,10 +32,10 @@ fn synthetic_dataset_passes_the_manifest_audit_and_decodes() {
     };
     // The same audit as the real file: patient-disjoint lists, known labels, images present.
     let m = build(&d, true).unwrap();
-    assert_eq!(m.audit.images, 400);
-    assert_eq!(m.audit.missing_images, 0);
-    assert_eq!(m.audit.shared_patients_between_splits, 0);
-    assert_eq!(m.json["synthetic"], true);
+    assert_eq!(m.info.audit.images, 400);
+    assert_eq!(m.info.audit.missing_images, 0);
+    assert_eq!(m.info.audit.shared_patients_between_splits, 0);
+    assert!(m.info.synthetic);
     // Boxes use the real file's `Infiltrate` spelling and land on test images.
     let bb = std::fs::read_to_string(root.join("BBox_List_2017.csv")).unwrap();
     assert!(bb.starts_with("Image Index,Finding Label,Bbox [x,y,w,h],,,"));

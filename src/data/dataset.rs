@@ -57,20 +57,27 @@ pub struct SplitCount {
     pub patients: u64,
 }
 
-/// What later stages read of `manifest.json` (the manifest module writes it).
-#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+/// `manifest.json`: what a manifest folder holds and how it was made. The manifest module
+/// writes it; caches, runs and reports read it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ManifestInfo {
+    pub tool: String,
+    pub tool_version: String,
+    /// The files it was built from, by role (`metadata`, `test_list`, `generic_csv`, ...).
+    pub sources: BTreeMap<String, SourceFile>,
     /// `official`, `random_patient`, `split_file`, `generic_split_column` or
     /// `generic_random_patient`.
     pub protocol: String,
+    pub val_fraction: f64,
     pub seed: u64,
+    pub filters: crate::config::FilterConfig,
+    /// Label columns, in model order.
     pub labels: Vec<String>,
+    pub splits: BTreeMap<Split, SplitCount>,
+    pub audit: super::manifest::Audit,
+    /// Made by `muxmed synth` (reports then show no published numbers).
     #[serde(default)]
     pub synthetic: bool,
-    #[serde(default)]
-    pub sources: BTreeMap<String, SourceFile>,
-    #[serde(default)]
-    pub splits: BTreeMap<Split, SplitCount>,
 }
 
 impl ManifestInfo {

@@ -193,19 +193,12 @@ pub fn build(
         .collect();
     cols.push(Column::new("split".into(), sp));
     let all = DataFrame::new_infer_height(cols)?;
-    let mut sources = serde_json::Map::new();
-    sources.insert("generic_csv".into(), source_entry(csv)?);
+    let mut sources = std::collections::BTreeMap::new();
+    sources.insert("generic_csv".to_string(), source_entry(csv)?);
     let protocol = if is.is_some() {
         "generic_split_column"
     } else {
         "generic_random_patient"
     };
-    assemble(
-        all,
-        &g.labels,
-        sources,
-        serde_json::json!(protocol),
-        d,
-        audit,
-    )
+    assemble(all, &g.labels, sources, protocol, d, audit)
 }

@@ -9,6 +9,7 @@ use polars::prelude::*;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
+use super::dataset::{ManifestInfo, SourceFile, SplitCount};
 use super::nih::{self, NihError, Record};
 use super::{Split, LABELS};
 use crate::config::{DataConfig, SplitProtocol};
@@ -67,7 +68,8 @@ impl Sources {
 }
 
 /// What the audit found (written into manifest.json).
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Audit {
     pub images: usize,
     pub patients: usize,
@@ -84,9 +86,9 @@ pub struct Audit {
 /// A built manifest, before writing.
 pub struct Manifest {
     pub frames: BTreeMap<&'static str, DataFrame>,
-    pub json: serde_json::Value,
+    /// What `manifest.json` will hold (the audit included).
+    pub info: ManifestInfo,
     pub summary: DataFrame,
-    pub audit: Audit,
 }
 
 fn sha256(path: &Path) -> Result<String, ManifestError> {
@@ -521,7 +523,7 @@ pub fn build(d: &DataConfig, scan_images: bool) -> Result<Manifest, ManifestErro
     ));
     let all = DataFrame::new_infer_height(cols)?;
 
-    let mut sources = serde_json::Map::new();
+    let mut sources = BTreeMap::new();
     for (k, p) in [
         ("metadata", Some(&src.metadata)),
         ("train_val_list", src.train_val_list.as_ref()),
@@ -529,19 +531,26 @@ pub fn build(d: &DataConfig, scan_images: bool) -> Result<Manifest, ManifestErro
         ("bbox_list", src.bbox_list.as_ref()),
     ] {
         if let Some(p) = p {
-            sources.insert(k.into(), source_entry(p)?);
+            sources.insert(k.to_string(), source_entry(p)?);
         }
     }
     let labels: Vec<String> = label_idx.iter().map(|&l| LABELS[l].to_string()).collect();
-    let protocol = serde_json::to_value(d.protocol).unwrap_or_default();
+    let protocol = match d.protocol {
+        SplitProtocol::Official => "official",
+        SplitProtocol::RandomPatient => "random_patient",
+        SplitProtocol::SplitFile => "split_file",
+    };
     let mut m = assemble(all, &labels, sources, protocol, d, audit)?;
     // `muxmed synth` leaves this marker so every report can say the data is synthetic.
-    m.json["synthetic"] = serde_json::json!(d.root.join("SYNTHETIC.txt").is_file());
+    m.info.synthetic = d.root.join("SYNTHETIC.txt").is_file();
     Ok(m)
 }
 
-pub(super) fn source_entry(p: &Path) -> Result<serde_json::Value, ManifestError> {
-    Ok(serde_json::json!({"path": p.display().to_string(), "sha256": sha256(p)?}))
+pub(super) fn source_entry(p: &Path) -> Result<SourceFile, ManifestError> {
+    Ok(SourceFile {
+        path: p.display().to_string(),
+        sha256: sha256(p)?,
+    })
 }
 
 /// Splits the full table into train/val/test, counts positives per label and split (polars
@@ -549,23 +558,27 @@ pub(super) fn source_entry(p: &Path) -> Result<serde_json::Value, ManifestError>
 pub(super) fn assemble(
     all: DataFrame,
     labels: &[String],
-    sources: serde_json::Map<String, serde_json::Value>,
-    protocol: serde_json::Value,
+    sources: BTreeMap<String, SourceFile>,
+    protocol: &str,
     d: &DataConfig,
     audit: Audit,
 ) -> Result<Manifest, ManifestError> {
     let mut frames = BTreeMap::new();
-    let mut splits_json = serde_json::Map::new();
-    for s in Split::ALL.map(Split::as_str) {
+    let mut splits = BTreeMap::new();
+    for split in Split::ALL {
+        let s = split.as_str();
         let df = all
             .clone()
             .lazy()
             .filter(col("split").eq(lit(s)))
             .collect()?;
-        let patients = df.column("patient_id")?.n_unique()?;
-        splits_json.insert(
-            s.into(),
-            serde_json::json!({"images": df.height(), "patients": patients}),
+        let patients = df.column("patient_id")?.n_unique()? as u64;
+        splits.insert(
+            split,
+            SplitCount {
+                images: df.height() as u64,
+                patients,
+            },
         );
         frames.insert(s, df);
     }
@@ -617,23 +630,23 @@ pub(super) fn assemble(
         Column::new("prevalence".into(), rows_prev),
     ])?;
 
-    let json = serde_json::json!({
-        "tool": "muxmed",
-        "tool_version": env!("CARGO_PKG_VERSION"),
-        "sources": sources,
-        "protocol": protocol,
-        "val_fraction": d.val_fraction,
-        "seed": d.seed,
-        "filters": d.filters,
-        "labels": labels,
-        "splits": splits_json,
-        "audit": audit,
-    });
+    let info = ManifestInfo {
+        tool: "muxmed".into(),
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+        sources,
+        protocol: protocol.to_string(),
+        val_fraction: d.val_fraction,
+        seed: d.seed,
+        filters: d.filters.clone(),
+        labels: labels.to_vec(),
+        splits,
+        audit,
+        synthetic: false,
+    };
     Ok(Manifest {
         frames,
-        json,
+        info,
         summary,
-        audit,
     })
 }
 
@@ -645,7 +658,7 @@ pub fn bench_build(d: &DataConfig, runs: usize) -> Result<(usize, f64, f64), Man
         let t = std::time::Instant::now();
         let m = build(d, false)?;
         times.push(t.elapsed().as_secs_f64());
-        rows = m.audit.images;
+        rows = m.info.audit.images;
     }
     times.sort_by(|a, b| a.total_cmp(b));
     Ok((rows, times[times.len() / 2], times[0]))
@@ -663,7 +676,7 @@ impl Manifest {
             let patients = df.column("patient_id")?.n_unique()?;
             out += &format!("{s:<6} {} images, {patients} patients\n", df.height());
         }
-        let a = &self.audit;
+        let a = &self.info.audit;
         if a.dropped_missing {
             out += &format!(
                 "dropped {} images missing on disk (first: {})\n",
@@ -806,7 +819,7 @@ impl Manifest {
         }
         let f = std::fs::File::create(dir.join("summary.csv")).map_err(|e| werr(e.to_string()))?;
         CsvWriter::new(f).finish(&mut self.summary)?;
-        let text = serde_json::to_string_pretty(&self.json).map_err(|e| werr(e.to_string()))?;
+        let text = serde_json::to_string_pretty(&self.info).map_err(|e| werr(e.to_string()))?;
         std::fs::write(dir.join("manifest.json"), text + "\n").map_err(|e| werr(e.to_string()))
     }
 }
