@@ -89,6 +89,16 @@ fn demo_net(drop_rate: f64, head: muxmed::model::muxnet::HeadInit) -> tch::nn::V
     vs
 }
 
+/// Arguments that resume the run at `run` of world `w`.
+fn resume_args(w: &World, run: PathBuf) -> TrainArgs {
+    TrainArgs {
+        resume: Some(run),
+        reports_dir: w.root.join("reports"),
+        manifests_dir: w.root.join("data_manifests"),
+        ..Default::default()
+    }
+}
+
 fn key(split: Split, checkpoint: Checkpoint, tta: bool) -> EvalKey {
     EvalKey {
         split,
@@ -161,16 +171,7 @@ fn interrupted_and_resumed_run_ends_like_an_uninterrupted_one() {
     let first = train(&a, no_stop()).unwrap();
     assert_eq!(first.state.status, Status::Interrupted);
     assert_eq!((first.state.epoch, first.state.opt_step), (1, 6));
-    let resumed = train(
-        &TrainArgs {
-            resume: Some(first.run.root().to_path_buf()),
-            reports_dir: w.root.join("reports"),
-            manifests_dir: w.root.join("data_manifests"),
-            ..Default::default()
-        },
-        no_stop(),
-    )
-    .unwrap();
+    let resumed = train(&resume_args(&w, first.run.root().to_path_buf()), no_stop()).unwrap();
     assert_eq!(resumed.state.status, Status::Finished);
     let a = read_safetensors(&straight.run.root().join("last.safetensors")).unwrap();
     let b = read_safetensors(&resumed.run.root().join("last.safetensors")).unwrap();
@@ -666,16 +667,7 @@ fn a_run_keeps_its_splits_and_every_evaluation_reports_exactly() {
     // Resuming a finished run trains nothing and changes nothing.
     let last = run.checkpoint(Checkpoint::Last);
     let stamp = std::fs::metadata(&last).unwrap().modified().unwrap();
-    let again = train(
-        &TrainArgs {
-            resume: Some(run.root().to_path_buf()),
-            reports_dir: w.root.join("reports"),
-            manifests_dir: mdirs.clone(),
-            ..Default::default()
-        },
-        no_stop(),
-    )
-    .unwrap();
+    let again = train(&resume_args(&w, run.root().to_path_buf()), no_stop()).unwrap();
     assert!(again.already_done);
     assert_eq!(again.state.history.len(), 3);
     assert_eq!(std::fs::metadata(&last).unwrap().modified().unwrap(), stamp);
@@ -721,12 +713,7 @@ fn a_resume_after_a_manifest_rebuild_trains_on_the_runs_own_splits() {
         .spawn()
         .unwrap();
     std::fs::write(first.run.lock_file(), format!("{}\n", holder.id())).unwrap();
-    let resume = TrainArgs {
-        resume: Some(first.run.root().to_path_buf()),
-        reports_dir: w.root.join("reports"),
-        manifests_dir: w.root.join("data_manifests"),
-        ..Default::default()
-    };
+    let resume = resume_args(&w, first.run.root().to_path_buf());
     let e = format!("{:#}", train(&resume, no_stop()).unwrap_err());
     assert!(
         e.contains("run.lock") && e.contains(&holder.id().to_string()),
@@ -734,16 +721,7 @@ fn a_resume_after_a_manifest_rebuild_trains_on_the_runs_own_splits() {
     );
     holder.kill().unwrap();
     holder.wait().unwrap();
-    let resumed = train(
-        &TrainArgs {
-            resume: Some(first.run.root().to_path_buf()),
-            reports_dir: w.root.join("reports"),
-            manifests_dir: w.root.join("data_manifests"),
-            ..Default::default()
-        },
-        no_stop(),
-    )
-    .unwrap();
+    let resumed = train(&resume_args(&w, first.run.root().to_path_buf()), no_stop()).unwrap();
     assert_eq!(resumed.state.status, Status::Finished);
     assert!(resumed.notice.as_deref().unwrap().contains("has changed"));
     // The run still holds (and trained on) the split it started with.
@@ -955,16 +933,7 @@ fn a_killed_run_resumes_from_its_mid_epoch_checkpoint_without_duplicate_events()
     );
     assert_eq!(saved.status, Status::Running);
     let _torch = torch_lock();
-    let resumed = train(
-        &TrainArgs {
-            resume: Some(run.root().to_path_buf()),
-            reports_dir: w.root.join("reports"),
-            manifests_dir: w.root.join("data_manifests"),
-            ..Default::default()
-        },
-        no_stop(),
-    )
-    .unwrap();
+    let resumed = train(&resume_args(&w, run.root().to_path_buf()), no_stop()).unwrap();
     assert_eq!(resumed.state.status, Status::Finished);
     let steps: Vec<u64> = std::fs::read_to_string(run.events_file())
         .unwrap()
