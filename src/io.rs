@@ -185,7 +185,7 @@ mod tests {
     #[test]
     fn a_lock_is_exclusive_while_its_process_lives_and_taken_over_after() {
         let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("run.lock");
+        let p = dir.path().join("thing.lock");
         // Held by another live process.
         let mut child = std::process::Command::new("sleep")
             .arg("30")
@@ -194,7 +194,7 @@ mod tests {
         std::fs::write(&p, format!("{}\n", child.id())).unwrap();
         let e = super::Lock::acquire(&p, "the run").unwrap_err().to_string();
         assert!(
-            e.contains("run.lock") && e.contains(&child.id().to_string()),
+            e.contains("thing.lock") && e.contains(&child.id().to_string()),
             "{e}"
         );
         child.kill().unwrap();

@@ -530,7 +530,7 @@ fn evaluate_cmd(a: &EvalArgs) -> Result<ExitCode> {
             .unwrap_or(Path::new("."))
             .to_path_buf()
     });
-    let path = dir.join(format!("metrics_{}.json", a.split));
+    let path = muxmed::eval::predictions::metrics_file(&dir, a.split);
     ev.write(&path)?;
     println!("wrote {}", path.display());
     Ok(ExitCode::SUCCESS)

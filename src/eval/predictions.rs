@@ -549,6 +549,11 @@ impl Evaluation {
     }
 }
 
+/// Where `evaluate --predictions` and `report --predictions` write the metrics of `split`.
+pub fn metrics_file(dir: &Path, split: Split) -> PathBuf {
+    dir.join(format!("metrics_{split}.json"))
+}
+
 /// `muxmed evaluate --predictions`: scores any model's predictions CSV against NIH labels.
 pub struct PredictionsJob<'a> {
     pub predictions: &'a Path,

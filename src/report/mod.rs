@@ -335,7 +335,7 @@ pub fn report_predictions(
     }
     let (joined, ev) = job.run(opt)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    ev.write(&out.join(format!("metrics_{}.json", job.split)))?;
+    ev.write(&predictions::metrics_file(out, job.split))?;
     let subtitle = format!("{} ({} images)", job.split, ev.n_images);
     let figs = figures(out, &joined, &ev, &subtitle, true)?;
     let hash = |p: &Path| crate::io::sha256_file(p).unwrap_or_else(|_| "unreadable".into());
