@@ -908,6 +908,9 @@ fn a_killed_run_resumes_from_its_mid_epoch_checkpoint_without_duplicate_events()
             "train.checkpoint_every_steps=3",
             "--set",
             "train.log_every=1",
+            // Small batches: an epoch is ~30 steps, so the kill lands well inside epoch 1.
+            "--set",
+            "train.batch_size=4",
         ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -932,6 +935,7 @@ fn a_killed_run_resumes_from_its_mid_epoch_checkpoint_without_duplicate_events()
         saved.opt_step
     );
     assert_eq!(saved.status, Status::Running);
+    assert!(saved.epoch == 0 && saved.batch_in_epoch > 0, "{saved:?}");
     let _torch = torch_lock();
     let resumed = train(&resume_args(&w, run.root().to_path_buf()), no_stop()).unwrap();
     assert_eq!(resumed.state.status, Status::Finished);
