@@ -347,6 +347,38 @@ pub fn patient_key(p: &str) -> u32 {
     })
 }
 
+/// Joins a split's labels and patients with probabilities: `probs_of(index, image id)`
+/// gives an image's probabilities, or None when it has none (counted as unpredicted).
+pub fn join_split(
+    split: &crate::data::dataset::SplitData,
+    mut probs_of: impl FnMut(usize, &str) -> Option<Vec<f64>>,
+) -> Joined {
+    let mut j = Joined {
+        y: vec![],
+        s: vec![],
+        patients: vec![],
+        labels: split.label_names.clone(),
+        predictions_without_labels: 0,
+        labelled_without_predictions: 0,
+    };
+    let rows = split
+        .image_ids
+        .iter()
+        .zip(&split.patients)
+        .zip(&split.labels);
+    for (i, ((id, p), l)) in rows.enumerate() {
+        match probs_of(i, id) {
+            Some(pr) => {
+                j.y.push(l.iter().map(|v| *v > 0.5).collect());
+                j.s.push(pr);
+                j.patients.push(patient_key(p));
+            }
+            None => j.labelled_without_predictions += 1,
+        }
+    }
+    j
+}
+
 /// Joins predictions with metadata records, restricted to `split_list` when given.
 pub fn join(
     p: &Predictions,

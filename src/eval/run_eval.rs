@@ -46,22 +46,8 @@ pub fn load_checkpoint(path: &Path, device: Device) -> Result<LoadedCheckpoint> 
 }
 
 fn joined(split: &SplitData, probs: Vec<Vec<f64>>) -> Joined {
-    Joined {
-        y: split
-            .labels
-            .iter()
-            .map(|l| l.iter().map(|v| *v > 0.5).collect())
-            .collect(),
-        s: probs,
-        patients: split
-            .patients
-            .iter()
-            .map(|p| super::predictions::patient_key(p))
-            .collect(),
-        labels: split.label_names.clone(),
-        predictions_without_labels: 0,
-        labelled_without_predictions: 0,
-    }
+    let mut probs = probs.into_iter();
+    super::predictions::join_split(split, |_, _| probs.next())
 }
 
 /// The outputs of `evaluate --run`.

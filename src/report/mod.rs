@@ -411,24 +411,7 @@ pub fn run_evaluation(run: &RunDir, key: &EvalKey) -> Result<(Joined, Evaluation
         )
     })?;
     let preds = predictions::read_run_predictions(&run.predictions(key), &data.label_names)?;
-    let mut j = Joined {
-        y: vec![],
-        s: vec![],
-        patients: vec![],
-        labels: data.label_names.clone(),
-        predictions_without_labels: 0,
-        labelled_without_predictions: 0,
-    };
-    for ((id, p), l) in data.image_ids.iter().zip(&data.patients).zip(&data.labels) {
-        match preds.get(id) {
-            Some(pr) => {
-                j.y.push(l.iter().map(|v| *v > 0.5).collect());
-                j.s.push(pr.clone());
-                j.patients.push(predictions::patient_key(p));
-            }
-            None => j.labelled_without_predictions += 1,
-        }
-    }
+    let j = predictions::join_split(&data, |_, id| preds.get(id).cloned());
     let ev = predictions::evaluate(&j, key.split.as_str(), &recorded.options());
     Ok((j, ev))
 }
