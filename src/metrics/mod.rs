@@ -5,6 +5,8 @@
 
 use rand::{Rng, SeedableRng};
 
+pub mod paired;
+
 /// Points of the ROC curve at every distinct score, highest first, starting at (0, 0).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Roc {
@@ -175,6 +177,83 @@ pub struct BootstrapCi {
     pub resamples: usize,
 }
 
+/// Resamples patients with replacement (all images of a drawn patient come along), seeded:
+/// each draw gives every image a weight, the number of times it was drawn.
+pub(crate) struct PatientResampler {
+    members: Vec<Vec<usize>>,
+    rng: rand_chacha::ChaCha8Rng,
+}
+
+impl PatientResampler {
+    /// `groups[i]` is image i's patient index (0..number of patients).
+    pub(crate) fn new(groups: &[usize], seed: u64) -> Self {
+        let n_groups = groups.iter().max().map_or(0, |m| m + 1);
+        let mut members: Vec<Vec<usize>> = vec![Vec::new(); n_groups];
+        for (i, &g) in groups.iter().enumerate() {
+            members[g].push(i);
+        }
+        PatientResampler {
+            members,
+            rng: rand_chacha::ChaCha8Rng::seed_from_u64(seed),
+        }
+    }
+
+    /// Fills `w` (one entry per image) with the weights of the next resample.
+    pub(crate) fn draw(&mut self, w: &mut [u32]) {
+        w.iter_mut().for_each(|x| *x = 0);
+        let n = self.members.len();
+        for _ in 0..n {
+            let g = self.rng.random_range(0..n);
+            for &i in &self.members[g] {
+                w[i] += 1;
+            }
+        }
+    }
+}
+
+/// One label's truth and scores with their descending-score order, sorted once for every
+/// resample.
+pub(crate) struct LabelColumn {
+    y: Vec<bool>,
+    s: Vec<f64>,
+    order: Vec<usize>,
+}
+
+impl LabelColumn {
+    /// Column `j` of `y[i][k]`, `s[i][k]`.
+    pub(crate) fn new(y: &[Vec<bool>], s: &[Vec<f64>], j: usize) -> Self {
+        let yj: Vec<bool> = y.iter().map(|r| r[j]).collect();
+        let sj: Vec<f64> = s.iter().map(|r| r[j]).collect();
+        let mut order: Vec<usize> = (0..sj.len()).collect();
+        order.sort_by(|&a, &b| sj[b].total_cmp(&sj[a]));
+        LabelColumn {
+            y: yj,
+            s: sj,
+            order,
+        }
+    }
+
+    /// The AUROC of the resample with image weights `w`.
+    pub(crate) fn auroc(&self, w: &[u32]) -> Option<f64> {
+        weighted_auroc(&self.order, &self.y, &self.s, w)
+    }
+}
+
+/// The percentile interval of resampled values at `level`; None when fewer than half of
+/// the `resamples` gave a value.
+pub(crate) fn percentile_interval(
+    mut v: Vec<f64>,
+    resamples: usize,
+    level: f64,
+) -> Option<[f64; 2]> {
+    if v.len() < resamples / 2 || v.is_empty() {
+        return None;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let a = (1.0 - level) / 2.0;
+    Some([percentile(&v, a), percentile(&v, 1.0 - a)])
+}
+
 /// 95% (or `level`) confidence intervals by resampling **patients** with replacement (all
 /// images of a drawn patient come along), seeded. `groups[i]` is image i's patient index.
 pub fn bootstrap_auroc(
@@ -185,38 +264,15 @@ pub fn bootstrap_auroc(
     seed: u64,
     level: f64,
 ) -> BootstrapCi {
-    let n = y.len();
     let k = y.first().map_or(0, |r| r.len());
-    let n_groups = groups.iter().max().map_or(0, |m| m + 1);
-    let mut members: Vec<Vec<usize>> = vec![Vec::new(); n_groups];
-    for (i, &g) in groups.iter().enumerate() {
-        members[g].push(i);
-    }
-    let cols: Vec<(Vec<bool>, Vec<f64>, Vec<usize>)> = (0..k)
-        .map(|j| {
-            let yj: Vec<bool> = y.iter().map(|r| r[j]).collect();
-            let sj: Vec<f64> = s.iter().map(|r| r[j]).collect();
-            let mut order: Vec<usize> = (0..n).collect();
-            order.sort_by(|&a, &b| sj[b].total_cmp(&sj[a]));
-            (yj, sj, order)
-        })
-        .collect();
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let cols: Vec<LabelColumn> = (0..k).map(|j| LabelColumn::new(y, s, j)).collect();
+    let mut resampler = PatientResampler::new(groups, seed);
     let mut per: Vec<Vec<f64>> = vec![Vec::with_capacity(resamples); k];
     let mut means = Vec::with_capacity(resamples);
-    let mut w = vec![0u32; n];
+    let mut w = vec![0u32; y.len()];
     for _ in 0..resamples {
-        w.iter_mut().for_each(|x| *x = 0);
-        for _ in 0..n_groups {
-            let g = rng.random_range(0..n_groups);
-            for &i in &members[g] {
-                w[i] += 1;
-            }
-        }
-        let vals: Vec<Option<f64>> = cols
-            .iter()
-            .map(|(yj, sj, order)| weighted_auroc(order, yj, sj, &w))
-            .collect();
+        resampler.draw(&mut w);
+        let vals: Vec<Option<f64>> = cols.iter().map(|c| c.auroc(&w)).collect();
         for (j, v) in vals.iter().enumerate() {
             if let Some(v) = v {
                 per[j].push(*v);
@@ -226,17 +282,12 @@ pub fn bootstrap_auroc(
             means.push(m);
         }
     }
-    let ci = |mut v: Vec<f64>| -> Option<[f64; 2]> {
-        if v.len() < resamples / 2 || v.is_empty() {
-            return None;
-        }
-        v.sort_by(|a, b| a.total_cmp(b));
-        let a = (1.0 - level) / 2.0;
-        Some([percentile(&v, a), percentile(&v, 1.0 - a)])
-    };
     BootstrapCi {
-        per_label: per.into_iter().map(ci).collect(),
-        mean: ci(means),
+        per_label: per
+            .into_iter()
+            .map(|v| percentile_interval(v, resamples, level))
+            .collect(),
+        mean: percentile_interval(means, resamples, level),
         resamples,
     }
 }
