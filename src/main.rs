@@ -330,14 +330,11 @@ fn model_cmd(cmd: &ModelCmd) -> Result<ExitCode> {
                 println!("params total      {}", i.params_total);
                 println!("params backbone   {}", i.params_backbone);
                 println!("params head       {}", i.params_head);
-                match i.madds {
-                    Some(m) => println!(
-                        "MAdds @{}        {:.1}M (conv + linear, per image)",
-                        i.resolution,
-                        m as f64 / 1e6
-                    ),
-                    None => println!("MAdds             not counted for {}", i.arch),
-                }
+                println!(
+                    "MAdds @{}        {:.1}M (conv + linear, per image)",
+                    i.resolution,
+                    i.madds as f64 / 1e6
+                );
             }
         }
         ModelCmd::Forward {

@@ -39,6 +39,10 @@ fn model_info_prints_the_reference_counts() {
         (v["params_total"].as_f64().unwrap() / 1e3).round() / 1e3,
         6.968
     );
+    // Its analytic counter agrees with the built model (info refuses otherwise), and the
+    // same doc's hook counter gives 2833M multiply-adds at 224.
+    assert!(out.status.success());
+    assert_eq!((v["madds"].as_f64().unwrap() / 1e6).round(), 2833.0);
 }
 
 #[test]

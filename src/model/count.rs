@@ -1,8 +1,10 @@
-//! Parameters and multiply-adds of a MUXNet, computed from its plan without building it.
+//! Parameters and multiply-adds of a MUXNet (from its plan) or of DenseNet-121, computed
+//! without building the network.
 //! MAdds count conv and linear multiply-accumulates per image (BatchNorm, activations, SE
 //! gating and residual adds excluded), the convention of the architecture doc's section 8.
 
-use super::spec::{split_channels, ArchSpec, BlockType, SpecError};
+use super::spec::{split_channels, ArchSpec, BlockType, SpecError, DENSENET121};
+use crate::config::Arch;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Layer {
@@ -246,9 +248,74 @@ pub fn count(spec: &ArchSpec, num_classes: i64, resolution: i64) -> Result<Count
     })
 }
 
+/// Counts for any architecture muxmed builds.
+pub fn count_arch(arch: &Arch, num_classes: i64, resolution: i64) -> Result<Counts, SpecError> {
+    match arch {
+        Arch::Densenet121 => Ok(count_densenet121(num_classes, resolution)),
+        other => count(&ArchSpec::of(other)?, num_classes, resolution),
+    }
+}
+
+/// DenseNet-121 as `model::densenet` builds it (torchvision's layout): 7x7/2 stem, 3x3/2 max
+/// pool, four dense blocks joined by 1x1-conv + 2x2 average-pool transitions, global pool.
+pub fn count_densenet121(num_classes: i64, resolution: i64) -> Counts {
+    let d = DENSENET121;
+    let mut c = Counter { layers: vec![] };
+    let mut h = c.conv("features.conv0".into(), 3, d.init_features, 7, 2, 1, resolution, false);
+    c.bn("features.norm0".into(), d.init_features);
+    h = (h + 2 - 3) / 2 + 1; // max pool 3x3, stride 2, padding 1
+    let mut ch = d.init_features;
+    let mid = d.bn_size * d.growth;
+    for (i, &n) in d.blocks.iter().enumerate() {
+        for j in 0..n {
+            let p = format!("features.denseblock{}.denselayer{}", i + 1, j + 1);
+            let cin = ch + j * d.growth;
+            c.bn(format!("{p}.norm1"), cin);
+            c.conv(format!("{p}.conv1"), cin, mid, 1, 1, 1, h, false);
+            c.bn(format!("{p}.norm2"), mid);
+            c.conv(format!("{p}.conv2"), mid, d.growth, 3, 1, 1, h, false);
+        }
+        ch += n * d.growth;
+        if i + 1 < d.blocks.len() {
+            let p = format!("features.transition{}", i + 1);
+            c.bn(format!("{p}.norm"), ch);
+            c.conv(format!("{p}.conv"), ch, ch / 2, 1, 1, 1, h, false);
+            ch /= 2;
+            h /= 2; // average pool 2x2, stride 2
+        }
+    }
+    c.bn("features.norm5".into(), ch);
+    let head_params = (ch * num_classes + num_classes) as u64;
+    c.layers.push(Layer {
+        name: "classifier".into(),
+        params: head_params,
+        madds: (ch * num_classes) as u64,
+    });
+    Counts {
+        total_params: c.layers.iter().map(|l| l.params).sum(),
+        madds: c.layers.iter().map(|l| l.madds).sum(),
+        head_params,
+        layers: c.layers,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// torchvision's DenseNet-121 with a 14-class head (architecture doc, section 8):
+    /// 6.968M parameters (6,953,856 in the backbone, the figure torchvision's model card
+    /// implies: 7,978,856 − 1024·1000 − 1000), 2833M multiply-adds at 224x224.
+    #[test]
+    fn densenet121_counts_match_the_reference() {
+        let c14 = count_densenet121(14, 224);
+        assert_eq!(c14.backbone_params(), 7_978_856 - 1024 * 1000 - 1000);
+        assert_eq!(c14.total_params, 6_953_856 + 1024 * 14 + 14);
+        assert_eq!((c14.madds as f64 / 1e6).round(), 2833.0);
+        let c1000 = count_densenet121(1000, 224);
+        assert_eq!(c1000.total_params, 7_978_856);
+        assert_eq!((c1000.madds as f64 / 1e6).round(), 2834.0);
+    }
 
     /// Reference counts from the authors' code (architecture doc, section 8).
     #[test]

@@ -7,10 +7,12 @@
 use tch::nn::{self, Module};
 use tch::Tensor;
 
-const GROWTH: i64 = 32;
-const BN_SIZE: i64 = 4;
-const INIT_FEATURES: i64 = 64;
-const BLOCKS: [i64; 4] = [6, 12, 24, 16];
+use super::spec::DENSENET121;
+
+const GROWTH: i64 = DENSENET121.growth;
+const BN_SIZE: i64 = DENSENET121.bn_size;
+const INIT_FEATURES: i64 = DENSENET121.init_features;
+const BLOCKS: [i64; 4] = DENSENET121.blocks;
 
 fn conv(p: nn::Path, cin: i64, cout: i64, k: i64, stride: i64, padding: i64) -> nn::Conv2D {
     nn::conv2d(

@@ -225,6 +225,25 @@ fn stages(defs: &[&str]) -> Vec<Vec<String>> {
     defs.iter().map(|s| vec![s.to_string()]).collect()
 }
 
+/// DenseNet's layout constants (Huang et al. 2017, Table 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DenseNetLayout {
+    pub growth: i64,
+    /// The bottleneck 1x1 conv has `bn_size * growth` channels.
+    pub bn_size: i64,
+    pub init_features: i64,
+    /// Dense layers per block.
+    pub blocks: [i64; 4],
+}
+
+/// DenseNet-121, CheXNet's backbone.
+pub const DENSENET121: DenseNetLayout = DenseNetLayout {
+    growth: 32,
+    bn_size: 4,
+    init_features: 64,
+    blocks: [6, 12, 24, 16],
+};
+
 impl ArchSpec {
     /// MUXNet-m as the authors' `_gen_muxnet_m` builds it: 18 blocks, stem 24, head 1280.
     pub fn muxnet_m() -> Self {

@@ -122,8 +122,8 @@ pub struct Info {
     pub params_total: u64,
     pub params_backbone: u64,
     pub params_head: u64,
-    /// Conv + linear multiply-adds per image; None where muxmed has no counter (DenseNet).
-    pub madds: Option<u64>,
+    /// Conv + linear multiply-adds per image.
+    pub madds: u64,
 }
 
 pub fn info(arch: &Arch, num_classes: i64, resolution: i64) -> Result<Info> {
@@ -138,18 +138,13 @@ pub fn info(arch: &Arch, num_classes: i64, resolution: i64) -> Result<Info> {
     };
     let total = count_vars(&|_| true);
     let head = count_vars(&|n| n.starts_with("classifier."));
-    let madds = if *arch == Arch::Densenet121 {
-        None
-    } else {
-        let counts = super::count::count(&ArchSpec::of(arch)?, num_classes, resolution)?;
-        if counts.total_params != total {
-            bail!(
-                "internal inconsistency: the built model has {total} parameters, the counter {}",
-                counts.total_params
-            );
-        }
-        Some(counts.madds)
-    };
+    let counts = super::count::count_arch(arch, num_classes, resolution)?;
+    if counts.total_params != total {
+        bail!(
+            "internal inconsistency: the built model has {total} parameters, the counter {}",
+            counts.total_params
+        );
+    }
     Ok(Info {
         arch: arch.to_string(),
         num_classes,
@@ -157,7 +152,7 @@ pub fn info(arch: &Arch, num_classes: i64, resolution: i64) -> Result<Info> {
         params_total: total,
         params_backbone: total - head,
         params_head: head,
-        madds,
+        madds: counts.madds,
     })
 }
 

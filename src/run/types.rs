@@ -16,7 +16,7 @@ pub struct RunInfo {
     pub arch: Arch,
     pub labels: Vec<String>,
     pub params: i64,
-    /// Multiply-adds per image at the run's resolution (MUXNet only).
+    /// Multiply-adds per image at the run's resolution (conv + linear, `model::count`).
     pub madds: Option<u64>,
     pub weights: WeightsInfo,
     pub device: String,

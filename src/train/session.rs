@@ -493,9 +493,12 @@ impl Session {
         manifest_dir: &Path,
     ) -> Result<()> {
         let k = self.labels.len() as i64;
-        let madds = spec
-            .and_then(|s| crate::model::count::count(s, k, self.cfg.train.resolution as i64).ok())
-            .map(|c| c.madds);
+        let resolution = self.cfg.train.resolution as i64;
+        let madds = match spec {
+            Some(s) => crate::model::count::count(s, k, resolution).ok(),
+            None => crate::model::count::count_arch(&self.cfg.model.arch, k, resolution).ok(),
+        }
+        .map(|c| c.madds);
         let params: i64 = self
             .vs
             .variables()
