@@ -4,6 +4,7 @@
 //! `report`, over a ground of shared helpers (`labels`, `io`, `progress`, `metrics`). Imports only flow that
 //! way.
 
+pub mod compare;
 pub mod config;
 pub mod data;
 pub mod doctor;

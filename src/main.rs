@@ -116,6 +116,11 @@ enum Command {
     /// Figures (PNG + SVG), report.md and a self-contained report.html for an evaluation that
     /// `evaluate --run` wrote, or for a predictions file.
     Report(EvalArgs),
+    /// Compare two or more runs or predictions CSVs on the same images: AUROC with patient
+    /// bootstrap CIs, paired ΔAUROC CIs, DeLong tests with Holm adjustment, parameters,
+    /// multiply-adds and measured inference cost; writes compare.json, compare.md and a
+    /// self-contained compare.html with figures.
+    Compare(CompareArgs),
     /// Model tools: counts, a forward pass on a tensor file, checkpoint import.
     #[cfg(feature = "torch")]
     #[command(subcommand)]
@@ -208,6 +213,90 @@ impl EvalArgs {
             )),
         }
     }
+}
+
+#[derive(Args)]
+struct CompareArgs {
+    /// Run directories (reports/RUN, after `evaluate --run`) or predictions CSVs (with
+    /// --labels), at least two; the first is the reference the ratios are taken against.
+    #[arg(required = true, num_args = 2..)]
+    inputs: Vec<PathBuf>,
+    /// The split every input is scored on.
+    #[arg(long, value_enum, default_value = "test")]
+    split: Split,
+    /// For runs: which evaluation (its checkpoint).
+    #[arg(long, value_enum, default_value = "best")]
+    checkpoint: Checkpoint,
+    /// For runs: the evaluation averaged over the TTA pipelines.
+    #[arg(long)]
+    tta: bool,
+    /// Names for the inputs, comma-separated (default: run folder names, CSV stems).
+    #[arg(long, value_delimiter = ',')]
+    names: Option<Vec<String>>,
+    /// NIH metadata CSV labelling the images of predictions CSVs.
+    #[arg(long)]
+    labels: Option<PathBuf>,
+    /// Only score the predictions CSVs' images in this list (e.g. test_list.txt).
+    #[arg(long)]
+    split_list: Option<PathBuf>,
+    /// The architecture a predictions CSV came from, NAME=ARCH@RES (e.g.
+    /// zech=densenet121@224), for its parameter, multiply-add and speed figures. Repeatable.
+    #[arg(long = "arch", value_parser = muxmed::compare::parse_arch_flag)]
+    archs: Vec<(String, Arch, i64)>,
+    /// Output folder.
+    #[arg(long)]
+    out: PathBuf,
+    /// Bootstrap resamples (by patient).
+    #[arg(long, default_value_t = 1000)]
+    bootstrap: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Skip the speed and memory measurements.
+    #[arg(long)]
+    no_cost: bool,
+}
+
+impl CompareArgs {
+    fn job(&self) -> Result<muxmed::compare::CompareJob> {
+        use muxmed::compare::{inputs::Source, CompareJob};
+        let key = EvalKey {
+            split: self.split,
+            checkpoint: self.checkpoint,
+            tta: self.tta,
+        };
+        let sources = self
+            .inputs
+            .iter()
+            .map(|p| Source::classify(p, key, self.labels.as_deref(), self.split_list.as_deref()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut job = CompareJob {
+            sources,
+            names: self.names.clone(),
+            split: self.split,
+            out: self.out.clone(),
+            stats: muxmed::compare::stats::StatsOptions {
+                resamples: self.bootstrap,
+                seed: self.seed,
+            },
+            measure_cost: !self.no_cost,
+        };
+        let names = muxmed::compare::input_names(&job)?;
+        muxmed::compare::attach_archs(&mut job.sources, &names, &self.archs)?;
+        Ok(job)
+    }
+}
+
+fn compare_cmd(a: &CompareArgs) -> Result<ExitCode> {
+    let job = a.job()?;
+    let o = muxmed::compare::run(&job)?;
+    for w in &o.warnings {
+        eprintln!("warning: {w}");
+    }
+    for line in o.comparison.headlines() {
+        println!("{line}");
+    }
+    println!("report: {}", o.html.display());
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Subcommand)]
@@ -806,6 +895,7 @@ fn main() -> ExitCode {
         Command::Augment(a) => augment_cmd(a),
         Command::Report(a) => report_cmd(a),
         Command::Evaluate(a) => evaluate_cmd(a),
+        Command::Compare(a) => compare_cmd(a),
         #[cfg(feature = "torch")]
         Command::Model(m) => model_cmd(m),
         Command::Bench(b) => bench_cmd(b),

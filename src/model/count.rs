@@ -261,7 +261,16 @@ pub fn count_arch(arch: &Arch, num_classes: i64, resolution: i64) -> Result<Coun
 pub fn count_densenet121(num_classes: i64, resolution: i64) -> Counts {
     let d = DENSENET121;
     let mut c = Counter { layers: vec![] };
-    let mut h = c.conv("features.conv0".into(), 3, d.init_features, 7, 2, 1, resolution, false);
+    let mut h = c.conv(
+        "features.conv0".into(),
+        3,
+        d.init_features,
+        7,
+        2,
+        1,
+        resolution,
+        false,
+    );
     c.bn("features.norm0".into(), d.init_features);
     h = (h + 2 - 3) / 2 + 1; // max pool 3x3, stride 2, padding 1
     let mut ch = d.init_features;

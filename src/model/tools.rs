@@ -9,7 +9,6 @@ use tch::{nn, Device, Kind, Reduction, Tensor};
 
 use super::muxnet::HeadInit;
 use super::network::Network;
-use super::spec::ArchSpec;
 use super::weights::{self, load_strict, read_safetensors, write_safetensors};
 use crate::config::Arch;
 

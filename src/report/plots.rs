@@ -15,7 +15,7 @@ use crate::labels::LABELS;
 static FONT: Once = Once::new();
 const DARK_GREEN: RGBColor = RGBColor(0, 130, 0);
 
-fn ensure_font() {
+pub(crate) fn ensure_font() {
     FONT.call_once(|| {
         // The bytes are a valid TrueType font shipped inside the dejavu crate.
         let _ = plotters::style::register_font(
@@ -48,27 +48,29 @@ pub struct Figure {
     pub size: (u32, u32),
 }
 
-type DrawResult = Result<(), String>;
+pub(crate) type DrawResult = Result<(), String>;
 
 /// Renders `draw` once into a PNG buffer and once into an SVG string.
 macro_rules! render {
     ($dir:expr, $name:expr, $title:expr, $size:expr, $draw:expr) => {{
-        ensure_font();
+        $crate::report::plots::ensure_font();
         let (w, h): (u32, u32) = $size;
         let name: &str = $name;
-        let derr = |message: String| PlotError::Draw {
+        let derr = |message: String| $crate::report::plots::PlotError::Draw {
             name: name.to_string(),
             message,
         };
         let mut rgb = vec![0u8; (w * h * 3) as usize];
         {
-            let root = BitMapBackend::with_buffer(&mut rgb, (w, h)).into_drawing_area();
+            let root =
+                plotters::prelude::BitMapBackend::with_buffer(&mut rgb, (w, h)).into_drawing_area();
             $draw(&root).map_err(derr)?;
             root.present().map_err(|e| derr(e.to_string()))?;
         }
         let mut svg = String::new();
         {
-            let root = SVGBackend::with_string(&mut svg, (w, h)).into_drawing_area();
+            let root =
+                plotters::prelude::SVGBackend::with_string(&mut svg, (w, h)).into_drawing_area();
             $draw(&root).map_err(derr)?;
             root.present().map_err(|e| derr(e.to_string()))?;
         }
@@ -83,23 +85,28 @@ macro_rules! render {
             image::ExtendedColorType::Rgb8,
         )
         .map_err(|e| derr(e.to_string()))?;
-        let write = |p: &Path, b: &[u8]| {
-            crate::io::write_atomic(p, b).map_err(|source| PlotError::Write {
-                path: p.to_path_buf(),
-                source,
+        let write = |p: &std::path::Path, b: &[u8]| {
+            $crate::io::write_atomic(p, b).map_err(|source| {
+                $crate::report::plots::PlotError::Write {
+                    path: p.to_path_buf(),
+                    source,
+                }
             })
         };
         write(&png_path, &png)?;
         write(&svg_path, svg.as_bytes())?;
-        Ok::<Figure, PlotError>(Figure {
-            name: name.to_string(),
-            title: $title.to_string(),
-            png: png_path,
-            svg: svg_path,
-            size: (w, h),
-        })
+        Ok::<$crate::report::plots::Figure, $crate::report::plots::PlotError>(
+            $crate::report::plots::Figure {
+                name: name.to_string(),
+                title: $title.to_string(),
+                png: png_path,
+                svg: svg_path,
+                size: (w, h),
+            },
+        )
     }};
 }
+pub(crate) use render;
 
 /// What the per-label figures need.
 #[derive(Debug, Clone)]
@@ -115,7 +122,7 @@ pub struct LabelCurves {
     pub reliability: Vec<CalibrationBin>,
 }
 
-fn e2s<E: std::fmt::Display>(e: E) -> String {
+pub(crate) fn e2s<E: std::fmt::Display>(e: E) -> String {
     e.to_string()
 }
 
@@ -128,7 +135,7 @@ fn auroc_text(c: &LabelCurves) -> String {
 }
 
 /// Draws the series labels of `chart` in a framed, translucent box.
-fn legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
+pub(crate) fn legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
     chart: &mut ChartContext<'a, DB, CT>,
     position: SeriesLabelPosition,
     font_size: u32,
@@ -146,7 +153,7 @@ fn legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
 
 /// A unit-square chart (both axes 0..1) with a caption and axis titles, as every per-label
 /// panel draws.
-fn unit_chart<'a, DB: DrawingBackend>(
+pub(crate) fn unit_chart<'a, DB: DrawingBackend>(
     area: &'a DrawingArea<DB, Shift>,
     caption: &str,
     x_desc: &str,

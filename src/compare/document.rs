@@ -1,0 +1,296 @@
+//! `compare.md` and a self-contained `compare.html` (figures embedded) from a [`Comparison`].
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use super::stats::{human, signed, Comparison, InputSummary, Pair};
+use super::{HTML_FILE, MD_FILE};
+use crate::report::plots::Figure;
+use crate::report::{base64, esc};
+
+/// A table: header and rows of cells, written as Markdown or HTML.
+struct Table {
+    header: Vec<String>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    fn markdown(&self) -> String {
+        let mut s = format!(
+            "| {} |\n|{}|\n",
+            self.header.join(" | "),
+            "---|".repeat(self.header.len())
+        );
+        for r in &self.rows {
+            s += &format!("| {} |\n", r.join(" | ").replace('\n', " "));
+        }
+        s
+    }
+
+    fn html(&self) -> String {
+        let mut s = String::from("<table><tr>");
+        for h in &self.header {
+            s += &format!("<th>{}</th>", esc(h));
+        }
+        s += "</tr>";
+        for r in &self.rows {
+            s += "<tr>";
+            for (i, c) in r.iter().enumerate() {
+                let class = if i > 0 { " class=\"num\"" } else { "" };
+                s += &format!("<td{class}>{}</td>", esc(c));
+            }
+            s += "</tr>";
+        }
+        s + "</table>\n"
+    }
+}
+
+fn f3(v: Option<f64>) -> String {
+    v.map(|x| format!("{x:.3}")).unwrap_or_else(|| "n/a".into())
+}
+
+fn ci(v: Option<[f64; 2]>) -> String {
+    v.map(|c| format!("[{:.3}, {:.3}]", c[0], c[1]))
+        .unwrap_or_else(|| "n/a".into())
+}
+
+fn signed_ci(v: Option<[f64; 2]>) -> String {
+    v.map(|c| format!("[{}, {}]", signed(Some(c[0])), signed(Some(c[1]))))
+        .unwrap_or_else(|| "n/a".into())
+}
+
+fn p_text(v: Option<f64>) -> String {
+    match v {
+        Some(p) if p < 1e-4 => format!("{p:.1e}"),
+        Some(p) => format!("{p:.4}"),
+        None => "n/a".into(),
+    }
+}
+
+fn inputs_table(c: &Comparison) -> Table {
+    let opt = |v: Option<String>| v.unwrap_or_else(|| "–".into());
+    let rows = c
+        .inputs
+        .iter()
+        .map(|i: &InputSummary| {
+            let cost = i.cost.as_ref();
+            vec![
+                i.name.clone(),
+                format!(
+                    "{} ({}, {})",
+                    i.source,
+                    i.protocol.as_deref().unwrap_or("protocol unknown"),
+                    i.split
+                ),
+                opt(i.arch.clone()),
+                opt(i.resolution.map(|r| format!("{r}²"))),
+                opt(i.params.map(|p| human(p as f64, ""))),
+                opt(i.madds.map(|m| human(m as f64, ""))),
+                opt(cost.map(|c| {
+                    format!(
+                        "{:.1} ({:.1} ms)",
+                        c.batch_1.images_per_s, c.batch_1.ms_per_image
+                    )
+                })),
+                opt(cost.map(|c| {
+                    format!(
+                        "{:.1} ({:.1} ms)",
+                        c.batch_32.images_per_s, c.batch_32.ms_per_image
+                    )
+                })),
+                opt(cost
+                    .and_then(|c| c.inference_memory_mb)
+                    .map(|m| format!("{m:.0} MB"))),
+                format!("{} {}", f3(i.mean_auroc), ci(i.mean_auroc_ci)),
+            ]
+        })
+        .collect();
+    Table {
+        header: [
+            "model",
+            "source",
+            "arch",
+            "input",
+            "params",
+            "multiply-adds",
+            "img/s at batch 1 (ms/img)",
+            "img/s at batch 32 (ms/img)",
+            "inference memory (batch 32)",
+            "mean AUROC [95% CI]",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows,
+    }
+}
+
+fn pair_table(p: &Pair) -> Table {
+    let mut rows: Vec<Vec<String>> = p
+        .per_label
+        .iter()
+        .map(|l| {
+            vec![
+                l.label.clone(),
+                f3(l.auroc_a),
+                f3(l.auroc_b),
+                signed(l.delta),
+                signed_ci(l.delta_ci),
+                l.delong_z
+                    .map(|z| format!("{z:.2}"))
+                    .unwrap_or_else(|| "n/a".into()),
+                p_text(l.delong_p),
+                p_text(l.p_holm),
+            ]
+        })
+        .collect();
+    rows.push(vec![
+        "mean (macro)".into(),
+        f3(p.mean.auroc_a),
+        f3(p.mean.auroc_b),
+        signed(p.mean.delta),
+        signed_ci(p.mean.delta_ci),
+        "–".into(),
+        "–".into(),
+        "–".into(),
+    ]);
+    Table {
+        header: vec![
+            "label".into(),
+            format!("AUROC {}", p.a),
+            format!("AUROC {}", p.b),
+            "Δ (a − b)".into(),
+            "95% CI (paired patient bootstrap)".into(),
+            "DeLong z".into(),
+            "p".into(),
+            "p (Holm)".into(),
+        ],
+        rows,
+    }
+}
+
+fn significant(p: &Pair) -> Vec<String> {
+    p.per_label
+        .iter()
+        .filter(|l| l.p_holm.is_some_and(|v| v < 0.05))
+        .map(|l| format!("{} ({})", l.label, signed(l.delta)))
+        .collect()
+}
+
+/// Paragraph after a pair's heading.
+fn pair_summary(p: &Pair) -> String {
+    let sig = significant(p);
+    format!(
+        "Mean ΔAUROC ({a} − {b}) {} {}. {}",
+        signed(p.mean.delta),
+        signed_ci(p.mean.delta_ci),
+        if sig.is_empty() {
+            "No label differs by DeLong's test after Holm's adjustment (p < 0.05).".to_string()
+        } else {
+            format!(
+                "Labels that differ by DeLong's test after Holm's adjustment (p < 0.05): {}.",
+                sig.join(", ")
+            )
+        },
+        a = p.a,
+        b = p.b
+    )
+}
+
+fn method_note(c: &Comparison) -> String {
+    format!(
+        "{} images from {} patients, {} split. AUROC intervals: {} patient-bootstrap resamples (seed {}); ΔAUROC intervals resample patients once per round and score both models on that resample. DeLong's test for two correlated ROC curves (Sun & Xu's algorithm), two-sided; Holm's adjustment across the {} labels of each pair. Multiply-adds count conv and linear multiply-accumulates per image. Speeds: median of timed CPU passes after two warm-up passes, measured in this process one model after the other{}.",
+        c.n_images,
+        c.n_patients,
+        c.split,
+        c.bootstrap.resamples,
+        c.bootstrap.seed,
+        c.labels.len(),
+        c.machine.as_ref().map(|m| format!(" on {m}")).unwrap_or_default()
+    )
+}
+
+/// Writes `compare.md` and `compare.html` into `dir`; returns the HTML path.
+pub fn write(dir: &Path, c: &Comparison, warnings: &[String], figs: &[Figure]) -> Result<PathBuf> {
+    let names: Vec<&str> = c.inputs.iter().map(|i| i.name.as_str()).collect();
+    let title = format!("muxmed comparison: {}", names.join(" vs "));
+    let headlines = c.headlines();
+    let inputs = inputs_table(c);
+    let note = method_note(c);
+
+    let mut md = format!("# {title}\n\n");
+    for w in warnings {
+        md += &format!("> **Warning:** {w}\n\n");
+    }
+    for h in &headlines {
+        md += &format!("**{h}**\n\n");
+    }
+    md += &inputs.markdown();
+    md += &format!("\n{note}\n");
+    for p in &c.pairs {
+        md += &format!("\n## {} vs {}\n\n{}\n\n", p.a, p.b, pair_summary(p));
+        md += &pair_table(p).markdown();
+    }
+    for f in figs {
+        let file = f
+            .png
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        md += &format!(
+            "\n## {}\n\n![{}]({file}) ([SVG]({}))\n",
+            f.title,
+            f.title,
+            file.replace(".png", ".svg")
+        );
+    }
+
+    let mut html =
+        String::from("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">");
+    html += &format!("<title>{}</title>", esc(&title));
+    html += "<style>body{font-family:system-ui,-apple-system,'DejaVu Sans',sans-serif;max-width:1250px;margin:2em auto;padding:0 1em;color:#222}\
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;font-size:14px}\
+th{background:#f3f3f3}.warn{background:#fff3cd;border:1px solid #e0c36a;padding:.6em 1em;margin:.6em 0;border-radius:4px}\
+.headline{font-size:17px;font-weight:600;background:#eef5fb;border-left:4px solid #0072b2;padding:.5em 1em;margin:.5em 0}\
+img{max-width:100%;border:1px solid #eee;margin:.5em 0}.num{text-align:right;font-variant-numeric:tabular-nums}\
+.small{color:#555;font-size:13px}</style></head><body>\n";
+    html += &format!("<h1>{}</h1>\n", esc(&title));
+    for w in warnings {
+        html += &format!("<div class=\"warn\"><b>Warning:</b> {}</div>\n", esc(w));
+    }
+    for h in &headlines {
+        html += &format!("<div class=\"headline\">{}</div>\n", esc(h));
+    }
+    html += &inputs.html();
+    html += &format!("<p class=\"small\">{}</p>\n", esc(&note));
+    for p in &c.pairs {
+        html += &format!(
+            "<h2>{} vs {}</h2>\n<p>{}</p>\n",
+            esc(&p.a),
+            esc(&p.b),
+            esc(&pair_summary(p))
+        );
+        html += &pair_table(p).html();
+    }
+    for f in figs {
+        let png = std::fs::read(&f.png).with_context(|| format!("reading {}", f.png.display()))?;
+        html += &format!(
+            "<h2>{}</h2>\n<img alt=\"{}\" width=\"{}\" src=\"data:image/png;base64,{}\">\n",
+            esc(&f.title),
+            esc(&f.title),
+            f.size.0.min(1200),
+            base64(&png)
+        );
+    }
+    html += &format!(
+        "<p class=\"small\">Made by muxmed {}. Every number is in compare.json.</p></body></html>\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    let md_path = dir.join(MD_FILE);
+    let html_path = dir.join(HTML_FILE);
+    crate::io::write_atomic(&md_path, md.as_bytes())
+        .with_context(|| format!("writing {}", md_path.display()))?;
+    crate::io::write_atomic(&html_path, html.as_bytes())
+        .with_context(|| format!("writing {}", html_path.display()))?;
+    Ok(html_path)
+}

@@ -1,0 +1,443 @@
+//! What `compare` compares: runs (their `predictions_<key>.csv` on one of their own splits)
+//! and external predictions CSVs (scored against a metadata file), read and aligned on the
+//! same images, or refused with the difference named.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use crate::data::nih;
+use crate::eval::predictions::{patient_key, read_predictions, read_run_predictions};
+use crate::run::{Arch, Checkpoint, EvalKey, RunDir, Split};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CompareError {
+    #[error("{0}")]
+    Refused(String),
+    #[error("{}: {message}", path.display())]
+    Input { path: PathBuf, message: String },
+}
+
+fn input_err(path: &Path, message: impl std::fmt::Display) -> CompareError {
+    CompareError::Input {
+        path: path.to_path_buf(),
+        message: message.to_string(),
+    }
+}
+
+/// Where one compared model's predictions come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Source {
+    /// A run directory, with the evaluation (split, checkpoint, TTA) to read.
+    Run { dir: PathBuf, key: EvalKey },
+    /// Any model's predictions CSV (as `evaluate --predictions` reads it), with the metadata
+    /// that labels it, an optional split list, and optionally the architecture it ran (for
+    /// the cost figures).
+    Predictions {
+        csv: PathBuf,
+        metadata: PathBuf,
+        split_list: Option<PathBuf>,
+        arch: Option<(Arch, i64)>,
+    },
+}
+
+impl Source {
+    /// A folder is a run; a file is a predictions CSV (needing `metadata`).
+    pub fn classify(
+        path: &Path,
+        key: EvalKey,
+        metadata: Option<&Path>,
+        split_list: Option<&Path>,
+    ) -> Result<Source, CompareError> {
+        if path.is_dir() {
+            Ok(Source::Run {
+                dir: path.to_path_buf(),
+                key,
+            })
+        } else if path.is_file() {
+            let metadata = metadata.ok_or_else(|| {
+                input_err(
+                    path,
+                    "a predictions CSV needs --labels (the NIH metadata CSV that labels its images)",
+                )
+            })?;
+            Ok(Source::Predictions {
+                csv: path.to_path_buf(),
+                metadata: metadata.to_path_buf(),
+                split_list: split_list.map(Path::to_path_buf),
+                arch: None,
+            })
+        } else {
+            Err(input_err(
+                path,
+                "does not exist (expected a run directory or a predictions CSV)",
+            ))
+        }
+    }
+}
+
+/// One model's scores on its images, with their truth and patients.
+#[derive(Debug, Clone)]
+pub struct Scored {
+    pub name: String,
+    pub source: Source,
+    pub split: Split,
+    /// The manifest protocol of a run (`official`, `random_patient`, ...); None for an
+    /// external predictions file, whose split muxmed cannot know.
+    pub protocol: Option<String>,
+    /// Made by `muxmed synth`.
+    pub synthetic: bool,
+    pub labels: Vec<String>,
+    pub image_ids: Vec<String>,
+    pub patients: Vec<String>,
+    pub y: Vec<Vec<bool>>,
+    pub s: Vec<Vec<f64>>,
+}
+
+impl Scored {
+    pub fn read(name: String, source: Source, split: Split) -> Result<Scored, CompareError> {
+        let empty = Scored {
+            name,
+            source: source.clone(),
+            split,
+            protocol: None,
+            synthetic: false,
+            labels: vec![],
+            image_ids: vec![],
+            patients: vec![],
+            y: vec![],
+            s: vec![],
+        };
+        match &source {
+            Source::Run { dir, key } => read_run(empty, dir, *key),
+            Source::Predictions {
+                csv,
+                metadata,
+                split_list,
+                ..
+            } => read_external(empty, csv, metadata, split_list.as_deref()),
+        }
+    }
+
+    /// The protocol as people read it.
+    pub fn protocol_text(&self) -> String {
+        self.protocol
+            .clone()
+            .unwrap_or_else(|| "unknown (external predictions)".into())
+    }
+}
+
+fn read_run(mut s: Scored, dir: &Path, key: EvalKey) -> Result<Scored, CompareError> {
+    let run = RunDir::open(dir).map_err(|e| input_err(dir, e))?;
+    let data = run.split(key.split).map_err(|e| input_err(dir, e))?;
+    let manifest = run.manifest().map_err(|e| input_err(dir, e))?;
+    let path = run.predictions(&key);
+    if !path.is_file() {
+        let mut flags = format!("--split {}", key.split);
+        if key.checkpoint != Checkpoint::Best {
+            flags += &format!(" --checkpoint {}", key.checkpoint.as_str());
+        }
+        if key.tta {
+            flags += " --tta";
+        }
+        return Err(input_err(
+            &path,
+            format!(
+                "no predictions for the {}: run `muxmed evaluate --run {} {flags}` first",
+                key.describe(),
+                dir.display()
+            ),
+        ));
+    }
+    let preds = read_run_predictions(&path, &data.label_names).map_err(|e| input_err(&path, e))?;
+    s.split = key.split;
+    s.protocol = Some(manifest.protocol.clone());
+    s.synthetic = manifest.synthetic;
+    s.labels = data.label_names.clone();
+    let mut missing = 0;
+    for ((id, p), l) in data.image_ids.iter().zip(&data.patients).zip(&data.labels) {
+        match preds.get(id) {
+            Some(pr) => {
+                s.image_ids.push(id.clone());
+                s.patients.push(p.clone());
+                s.y.push(l.iter().map(|v| *v > 0.5).collect());
+                s.s.push(pr.clone());
+            }
+            None => missing += 1,
+        }
+    }
+    if missing > 0 {
+        return Err(input_err(
+            &path,
+            format!(
+                "{missing} images of the run's {} split have no prediction: evaluate the run again",
+                key.split
+            ),
+        ));
+    }
+    Ok(s)
+}
+
+fn read_external(
+    mut s: Scored,
+    csv: &Path,
+    metadata: &Path,
+    split_list: Option<&Path>,
+) -> Result<Scored, CompareError> {
+    let p = read_predictions(csv).map_err(|e| input_err(csv, e))?;
+    let text = nih::read_text(metadata).map_err(|e| input_err(metadata, e))?;
+    let records = nih::parse_metadata(&text, metadata).map_err(|e| input_err(metadata, e))?;
+    let list: Option<HashSet<String>> = match split_list {
+        Some(l) => Some(
+            nih::read_list(l)
+                .map_err(|e| input_err(l, e))?
+                .into_iter()
+                .collect(),
+        ),
+        None => None,
+    };
+    let by_id: HashMap<&str, &nih::Record> = records
+        .iter()
+        .filter(|r| list.as_ref().is_none_or(|l| l.contains(&r.image_id)))
+        .map(|r| (r.image_id.as_str(), r))
+        .collect();
+    let label_idx: Vec<usize> = p
+        .labels
+        .iter()
+        .filter_map(|l| crate::labels::LABELS.iter().position(|k| k == l))
+        .collect();
+    s.labels = p.labels.clone();
+    for (id, probs) in p.image_ids.iter().zip(&p.probs) {
+        if let Some(r) = by_id.get(id.as_str()) {
+            s.image_ids.push(id.clone());
+            s.patients.push(r.patient_id.to_string());
+            s.y.push(label_idx.iter().map(|k| r.labels.contains(k)).collect());
+            s.s.push(probs.clone());
+        }
+    }
+    if s.image_ids.is_empty() {
+        return Err(input_err(
+            csv,
+            "no image of the predictions has labels in the metadata (and split list)",
+        ));
+    }
+    Ok(s)
+}
+
+/// The compared models on one image order (the first input's) and one label set.
+#[derive(Debug, Clone)]
+pub struct Aligned {
+    pub inputs: Vec<Scored>,
+    /// Labels every input has, in the first input's order.
+    pub labels: Vec<String>,
+    /// Labels some input lacks (left out of the comparison).
+    pub dropped_labels: Vec<String>,
+    pub image_ids: Vec<String>,
+    /// Patient index (0..) of each image, for the bootstrap.
+    pub groups: Vec<usize>,
+    pub n_patients: usize,
+    pub y: Vec<Vec<bool>>,
+    /// scores[m][i][k]: model m, image i, label k of `labels`.
+    pub scores: Vec<Vec<Vec<f64>>>,
+}
+
+/// Puts every input on the first input's images and labels; refuses inputs from different
+/// splits or protocols, with different image sets, or whose truth differs on an image.
+pub fn align(inputs: Vec<Scored>) -> Result<Aligned, CompareError> {
+    if inputs.len() < 2 {
+        return Err(CompareError::Refused(
+            "compare needs at least two inputs".into(),
+        ));
+    }
+    let first = &inputs[0];
+    for o in &inputs[1..] {
+        if o.split != first.split {
+            return Err(CompareError::Refused(format!(
+                "`{}` is scored on the {} split and `{}` on the {} split: compare models on the same split",
+                first.name, first.split, o.name, o.split
+            )));
+        }
+        if let (Some(a), Some(b)) = (&first.protocol, &o.protocol) {
+            if a != b {
+                return Err(CompareError::Refused(format!(
+                    "`{}` uses the {a} split protocol and `{}` the {b} protocol: their {} images are not the same population",
+                    first.name, o.name, first.split
+                )));
+            }
+        }
+        let ids_a: HashSet<&String> = first.image_ids.iter().collect();
+        let ids_b: HashSet<&String> = o.image_ids.iter().collect();
+        let only_a = ids_a.difference(&ids_b).count();
+        let only_b = ids_b.difference(&ids_a).count();
+        if only_a > 0 || only_b > 0 {
+            let example = first
+                .image_ids
+                .iter()
+                .find(|i| !ids_b.contains(i))
+                .or_else(|| o.image_ids.iter().find(|i| !ids_a.contains(i)))
+                .cloned()
+                .unwrap_or_default();
+            return Err(CompareError::Refused(format!(
+                "`{}` and `{}` are not scored on the same images: {only_a} images only in `{}`, {only_b} only in `{}` ({} in common; e.g. {example}); protocols: {} and {}",
+                first.name,
+                o.name,
+                first.name,
+                o.name,
+                ids_a.intersection(&ids_b).count(),
+                first.protocol_text(),
+                o.protocol_text()
+            )));
+        }
+    }
+    let labels: Vec<String> = first
+        .labels
+        .iter()
+        .filter(|l| inputs.iter().all(|i| i.labels.contains(l)))
+        .cloned()
+        .collect();
+    let mut dropped: Vec<String> = inputs
+        .iter()
+        .flat_map(|i| i.labels.iter())
+        .filter(|l| !labels.contains(l))
+        .cloned()
+        .collect();
+    dropped.sort();
+    dropped.dedup();
+    if labels.is_empty() {
+        return Err(CompareError::Refused(
+            "the inputs have no label in common".into(),
+        ));
+    }
+    let image_ids = first.image_ids.clone();
+    let mut y: Option<Vec<Vec<bool>>> = None;
+    let mut scores = Vec::new();
+    for inp in &inputs {
+        let pos: HashMap<&String, usize> = inp
+            .image_ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (id, i))
+            .collect();
+        let cols: Vec<usize> = labels
+            .iter()
+            .filter_map(|l| inp.labels.iter().position(|x| x == l))
+            .collect();
+        let pick = |row: usize| -> (Vec<bool>, Vec<f64>) {
+            (
+                cols.iter().map(|&c| inp.y[row][c]).collect(),
+                cols.iter().map(|&c| inp.s[row][c]).collect(),
+            )
+        };
+        let (yi, si): (Vec<Vec<bool>>, Vec<Vec<f64>>) =
+            image_ids.iter().map(|id| pick(pos[id])).unzip();
+        if let Some(y0) = &y {
+            let differ = y0.iter().zip(&yi).filter(|(a, b)| a != b).count();
+            if differ > 0 {
+                return Err(CompareError::Refused(format!(
+                    "the labels of {differ} images differ between `{}` and `{}`: they were scored against different ground truth",
+                    first.name, inp.name
+                )));
+            }
+        } else {
+            y = Some(yi);
+        }
+        scores.push(si);
+    }
+    let mut index: HashMap<u32, usize> = HashMap::new();
+    let groups: Vec<usize> = first
+        .patients
+        .iter()
+        .map(|p| {
+            let n = index.len();
+            *index.entry(patient_key(p)).or_insert(n)
+        })
+        .collect();
+    Ok(Aligned {
+        n_patients: index.len(),
+        labels,
+        dropped_labels: dropped,
+        image_ids,
+        groups,
+        y: y.unwrap_or_default(),
+        scores,
+        inputs,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scored(name: &str, ids: &[&str], protocol: &str) -> Scored {
+        Scored {
+            name: name.into(),
+            source: Source::Predictions {
+                csv: PathBuf::from(format!("{name}.csv")),
+                metadata: PathBuf::from("meta.csv"),
+                split_list: None,
+                arch: None,
+            },
+            split: Split::Test,
+            protocol: Some(protocol.into()),
+            synthetic: false,
+            labels: vec!["Effusion".into(), "Mass".into()],
+            image_ids: ids.iter().map(|s| s.to_string()).collect(),
+            patients: ids.iter().map(|s| s[..2].to_string()).collect(),
+            y: ids
+                .iter()
+                .enumerate()
+                .map(|(i, _)| vec![i % 2 == 0, i % 3 == 0])
+                .collect(),
+            s: ids
+                .iter()
+                .enumerate()
+                .map(|(i, _)| vec![i as f64 / 10.0, 0.5])
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn different_image_sets_are_refused_with_the_counts() {
+        let a = scored("a", &["01_1", "01_2", "02_1", "03_1"], "official");
+        let b = scored("b", &["01_1", "01_2", "02_1", "04_1", "05_1"], "official");
+        let e = align(vec![a, b]).unwrap_err().to_string();
+        assert!(e.contains("1 images only in `a`"), "{e}");
+        assert!(e.contains("2 only in `b`"), "{e}");
+        assert!(e.contains("3 in common"), "{e}");
+    }
+
+    #[test]
+    fn different_protocols_are_refused_by_name() {
+        let a = scored("a", &["01_1", "02_1"], "official");
+        let b = scored("b", &["01_1", "02_1"], "random_patient");
+        let e = align(vec![a, b]).unwrap_err().to_string();
+        assert!(
+            e.contains("official") && e.contains("random_patient"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn images_are_aligned_to_the_first_inputs_order() {
+        let a = scored("a", &["01_1", "02_1", "03_1"], "official");
+        let mut b = scored("b", &["01_1", "02_1", "03_1"], "official");
+        // b lists the same images in reverse order, with its own scores.
+        b.image_ids.reverse();
+        b.y.reverse();
+        b.s = vec![vec![0.9, 0.1], vec![0.8, 0.2], vec![0.7, 0.3]];
+        b.patients.reverse();
+        let al = align(vec![a, b]).unwrap();
+        assert_eq!(al.image_ids, vec!["01_1", "02_1", "03_1"]);
+        assert_eq!(al.scores[1][0], vec![0.7, 0.3]);
+        assert_eq!(al.scores[1][2], vec![0.9, 0.1]);
+        assert_eq!(al.n_patients, 3);
+    }
+
+    #[test]
+    fn different_truth_on_the_same_images_is_refused() {
+        let a = scored("a", &["01_1", "02_1"], "official");
+        let mut b = scored("b", &["01_1", "02_1"], "official");
+        b.y[1][0] = !b.y[1][0];
+        let e = align(vec![a, b]).unwrap_err().to_string();
+        assert!(e.contains("labels of 1 images differ"), "{e}");
+    }
+}
