@@ -33,7 +33,12 @@ pub fn figures(dir: &Path, al: &Aligned, c: &Comparison) -> Result<Vec<Figure>, 
     for (i, p) in c.pairs.iter().enumerate() {
         figs.push(delta_chart(dir, i, p, c)?);
     }
-    figs.push(cost_chart(dir, c)?);
+    if c.inputs
+        .iter()
+        .any(|i| i.madds.is_some() && i.mean_auroc.is_some())
+    {
+        figs.push(cost_chart(dir, c)?);
+    }
     figs.push(roc_overlay(dir, al, c)?);
     Ok(figs)
 }
@@ -308,6 +313,7 @@ fn published_points(c: &Comparison) -> (Vec<PublishedPoint>, Option<String>) {
     }
 }
 
+/// Needs at least one input with multiply-adds and a mean AUROC.
 fn cost_chart(dir: &Path, c: &Comparison) -> Result<Figure, PlotError> {
     let title = format!("Mean AUROC against multiply-adds ({} split)", c.split);
     let pts: Vec<(usize, f64, f64, f64)> = c
