@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make demo`: the whole main job on the built-in synthetic ChestX-Ray14:
-# synth -> manifest -> prepare -> train -> evaluate on test -> report.
+# synth -> manifest -> prepare -> train -> evaluate on test -> report, then a second, smaller
+# model on the same data and `compare` of the two.
 # Reruns reuse what is already there (dataset, cache, a finished run); an interrupted run
 # is resumed. Any failing step stops the demo with that step's error.
 set -euo pipefail
@@ -12,7 +13,7 @@ images=${DEMO_IMAGES:-5000}
 start=$(date +%s)
 step() { echo; echo "== $*"; }
 
-step "1/6 synthetic dataset (data/synth, $images images)"
+step "1/8 synthetic dataset (data/synth, $images images)"
 if [ -f data/synth/SYNTHETIC.txt ] && [ -f data/synth/Data_Entry_2017_v2020.csv ]; then
   echo "reusing data/synth"
 else
@@ -20,13 +21,13 @@ else
   "$bin" synth --out data/synth --images "$images" --size 112 --seed 0
 fi
 
-step "2/6 manifest"
+step "2/8 manifest"
 "$bin" manifest --pipeline "$pipeline"
 
-step "3/6 prepare (decode once into the cache)"
+step "3/8 prepare (decode once into the cache)"
 "$bin" prepare --pipeline "$pipeline"
 
-step "4/6 train"
+step "4/8 train"
 if [ -f "$run/last.safetensors" ]; then
   # Continues an interrupted run; a finished one says so and trains nothing.
   "$bin" train --resume "$run"
@@ -34,14 +35,31 @@ else
   "$bin" train --pipeline "$pipeline" --run-name demo --overwrite
 fi
 
-step "5/6 evaluate on the test split"
+step "5/8 evaluate on the test split"
 "$bin" evaluate --run "$run" --split test
 
-step "6/6 report"
+step "6/8 report"
 "$bin" report --run "$run" --split test
+
+step "7/8 a second model: 4x fewer multiply-adds, 6 epochs, same data"
+small=reports/demo-small
+if [ -f "$small/last.safetensors" ]; then
+  "$bin" train --resume "$small"
+else
+  "$bin" train --pipeline "$pipeline" --run-name demo-small --overwrite \
+    --set model.arch=pipelines/archs/muxnet_demo_small.json --set train.epochs=6
+fi
+"$bin" evaluate --run "$small" --split test > /dev/null
+
+step "8/8 compare the two on the test split"
+compared=$("$bin" compare "$run" "$small" --names muxnet_demo,muxnet_demo_small --out reports/demo-compare)
+echo "$compared"
+line=$(echo "$compared" | grep -m1 ' vs ' || true)
 
 mean=$(grep -m1 '"mean_auroc"' "$run/metrics_test.json" | sed 's/[^0-9.]//g')
 echo
 echo "demo finished in $(( $(date +%s) - start )) s"
 echo "test mean AUROC (synthetic data, trained from scratch): $mean"
+echo "comparison: $line"
 echo "report: $run/report/report.html"
+echo "comparison report: reports/demo-compare/compare.html"

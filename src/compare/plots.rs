@@ -194,6 +194,7 @@ fn delta_chart(dir: &Path, index: usize, p: &Pair, c: &Comparison) -> Result<Fig
         .iter()
         .zip(&vals)
         .map(|(r, (_, _, ph))| match ph {
+            Some(ph) if *ph < 0.001 => format!("{r} (Holm p<0.001)*"),
             Some(ph) if *ph < 0.05 => format!("{r} (Holm p={ph:.3})*"),
             Some(ph) => format!("{r} (Holm p={ph:.2})"),
             None => r.clone(),
@@ -222,6 +223,13 @@ fn delta_chart(dir: &Path, index: usize, p: &Pair, c: &Comparison) -> Result<Fig
             chart
                 .configure_mesh()
                 .x_desc(format!("ΔAUROC ({} better →)", p.a))
+                .x_label_formatter(&|v| {
+                    if v.abs() < 1e-9 {
+                        "0".into()
+                    } else {
+                        format!("{v:+.2}")
+                    }
+                })
                 .light_line_style(WHITE.mix(0.0))
                 .y_labels(n)
                 .y_label_formatter(&|y| row_label(&names, *y))
