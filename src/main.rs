@@ -242,7 +242,7 @@ struct CompareArgs {
     /// The architecture a predictions CSV came from, NAME=ARCH@RES (e.g.
     /// zech=densenet121@224), for its parameter, multiply-add and speed figures. Repeatable.
     #[arg(long = "arch", value_parser = muxmed::compare::parse_arch_flag)]
-    archs: Vec<(String, Arch, i64)>,
+    archs: Vec<(String, muxmed::config::Arch, i64)>,
     /// Output folder.
     #[arg(long)]
     out: PathBuf,

@@ -23,6 +23,9 @@ const PALETTE: [RGBColor; 7] = [
     RGBColor(0, 0, 0),
 ];
 
+/// A value with its 95% interval, either possibly undefined.
+type Estimate = (Option<f64>, Option<[f64; 2]>);
+
 fn colour(i: usize) -> RGBColor {
     PALETTE[i % PALETTE.len()]
 }
@@ -64,7 +67,7 @@ fn auroc_chart(dir: &Path, c: &Comparison) -> Result<Figure, PlotError> {
     let n = rows.len();
     let m = c.inputs.len();
     // values[i][row] = (auroc, ci)
-    let values: Vec<Vec<(Option<f64>, Option<[f64; 2]>)>> = c
+    let values: Vec<Vec<Estimate>> = c
         .inputs
         .iter()
         .map(|inp| {
@@ -178,22 +181,22 @@ fn delta_chart(dir: &Path, index: usize, p: &Pair, c: &Comparison) -> Result<Fig
     );
     let rows = row_names(c);
     let n = rows.len();
-    let mut vals: Vec<(Option<f64>, Option<[f64; 2]>, Option<f64>)> = p
-        .per_label
-        .iter()
-        .map(|l| (l.delta, l.delta_ci, l.p_holm))
-        .collect();
-    vals.push((p.mean.delta, p.mean.delta_ci, None));
+    // (Δ, its interval, Holm p) per row.
+    let mut vals: Vec<(Estimate, Option<f64>)> = Vec::new();
+    for l in &p.per_label {
+        vals.push(((l.delta, l.delta_ci), l.p_holm));
+    }
+    vals.push(((p.mean.delta, p.mean.delta_ci), None));
     let extent = vals
         .iter()
-        .flat_map(|(d, ci, _)| [*d, ci.map(|c| c[0]), ci.map(|c| c[1])])
+        .flat_map(|((d, ci), _)| [*d, ci.map(|c| c[0]), ci.map(|c| c[1])])
         .flatten()
         .fold(0.02f64, |a, v| a.max(v.abs()));
     let lim = (extent * 20.0 + 0.5).ceil() / 20.0;
     let names: Vec<String> = rows
         .iter()
         .zip(&vals)
-        .map(|(r, (_, _, ph))| match ph {
+        .map(|(r, (_, ph))| match ph {
             Some(ph) if *ph < 0.001 => format!("{r} (Holm p<0.001)*"),
             Some(ph) if *ph < 0.05 => format!("{r} (Holm p={ph:.3})*"),
             Some(ph) => format!("{r} (Holm p={ph:.2})"),
@@ -245,7 +248,7 @@ fn delta_chart(dir: &Path, index: usize, p: &Pair, c: &Comparison) -> Result<Fig
             let y_of = |r: usize| (n - 1 - r) as f64;
             let col = colour(0);
             chart
-                .draw_series(vals.iter().enumerate().filter_map(|(r, (d, ci, _))| {
+                .draw_series(vals.iter().enumerate().filter_map(|(r, ((d, ci), _))| {
                     let ci = (*ci)?;
                     Some(ErrorBar::new_horizontal(
                         y_of(r),
@@ -258,7 +261,7 @@ fn delta_chart(dir: &Path, index: usize, p: &Pair, c: &Comparison) -> Result<Fig
                 }))
                 .map_err(e2s)?;
             chart
-                .draw_series(vals.iter().enumerate().filter_map(|(r, (d, _, _))| {
+                .draw_series(vals.iter().enumerate().filter_map(|(r, ((d, _), _))| {
                     Some(Circle::new(((*d)?, y_of(r)), 5, col.filled()))
                 }))
                 .map_err(e2s)?;
