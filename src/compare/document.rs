@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use super::stats::{human, signed, Comparison, InputSummary, Pair};
 use super::{HTML_FILE, MD_FILE};
 use crate::report::plots::Figure;
-use crate::report::{base64, esc};
+use crate::report::{base64, esc, FEW_POSITIVES};
 
 /// A table: header and rows of cells, written as Markdown or HTML.
 struct Table {
@@ -125,13 +125,26 @@ fn inputs_table(c: &Comparison) -> Table {
     }
 }
 
-fn pair_table(p: &Pair) -> Table {
+/// Positives of each compared label (the same images for every input), flagged when too few
+/// for a stable AUROC.
+fn positives(c: &Comparison, k: usize) -> String {
+    let n = c.inputs.first().map_or(0, |i| i.per_label[k].positives);
+    if n < FEW_POSITIVES {
+        format!("{n} (too few: unreliable)")
+    } else {
+        n.to_string()
+    }
+}
+
+fn pair_table(p: &Pair, c: &Comparison) -> Table {
     let mut rows: Vec<Vec<String>> = p
         .per_label
         .iter()
-        .map(|l| {
+        .enumerate()
+        .map(|(k, l)| {
             vec![
                 l.label.clone(),
+                positives(c, k),
                 f3(l.auroc_a),
                 f3(l.auroc_b),
                 signed(l.delta),
@@ -146,6 +159,7 @@ fn pair_table(p: &Pair) -> Table {
         .collect();
     rows.push(vec![
         "mean (macro)".into(),
+        c.n_images.to_string() + " images",
         f3(p.mean.auroc_a),
         f3(p.mean.auroc_b),
         signed(p.mean.delta),
@@ -157,6 +171,7 @@ fn pair_table(p: &Pair) -> Table {
     Table {
         header: vec![
             "label".into(),
+            "positives".into(),
             format!("AUROC {}", p.a),
             format!("AUROC {}", p.b),
             "Δ (a − b)".into(),
@@ -229,7 +244,7 @@ pub fn write(dir: &Path, c: &Comparison, warnings: &[String], figs: &[Figure]) -
     md += &format!("\n{note}\n");
     for p in &c.pairs {
         md += &format!("\n## {} vs {}\n\n{}\n\n", p.a, p.b, pair_summary(p));
-        md += &pair_table(p).markdown();
+        md += &pair_table(p, c).markdown();
     }
     for f in figs {
         let file = f
@@ -270,7 +285,7 @@ img{max-width:100%;border:1px solid #eee;margin:.5em 0}.num{text-align:right;fon
             esc(&p.b),
             esc(&pair_summary(p))
         );
-        html += &pair_table(p).html();
+        html += &pair_table(p, c).html();
     }
     for f in figs {
         let png = std::fs::read(&f.png).with_context(|| format!("reading {}", f.png.display()))?;

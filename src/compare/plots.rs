@@ -527,3 +527,66 @@ fn roc_panel<DB: DrawingBackend>(
     }
     legend(&mut chart, SeriesLabelPosition::LowerRight, 11, 0.85)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compare::stats::{InputKind, InputSummary};
+    use crate::eval::predictions::BootstrapSettings;
+
+    fn comparison(protocol: Option<&str>, synthetic: bool) -> Comparison {
+        let input = |name: &str| InputSummary {
+            name: name.into(),
+            source: format!("reports/{name}"),
+            kind: InputKind::Run,
+            split: "test".into(),
+            protocol: protocol.map(String::from),
+            synthetic,
+            n_images: 10,
+            arch: None,
+            resolution: None,
+            params: None,
+            madds: None,
+            mean_auroc: None,
+            mean_auroc_ci: None,
+            per_label: vec![],
+            cost: None,
+            vs_first: None,
+        };
+        Comparison {
+            split: "test".into(),
+            n_images: 10,
+            n_patients: 5,
+            labels: vec![],
+            dropped_labels: vec![],
+            bootstrap: BootstrapSettings {
+                resamples: 0,
+                seed: 0,
+                level: 0.95,
+                unit: "patient".into(),
+            },
+            inputs: vec![input("a"), input("b")],
+            pairs: vec![],
+            machine: None,
+        }
+    }
+
+    #[test]
+    fn published_points_only_for_a_matching_protocol() {
+        let (p, wang) = published_points(&comparison(Some("random_patient"), false));
+        assert_eq!(p.len(), 1);
+        assert!(p[0].label.contains("CheXNet") && p[0].mean == references::CHEXNET_MEAN);
+        assert!(wang.is_some_and(|w| w.contains("random split")));
+        let (p, wang) = published_points(&comparison(Some("official"), false));
+        assert!(!p.is_empty() && p.iter().all(|x| x.label.contains("official split")));
+        assert!(wang.is_none());
+        for (protocol, synthetic) in [
+            (Some("official"), true),
+            (Some("split_file"), false),
+            (None, false),
+        ] {
+            let (p, wang) = published_points(&comparison(protocol, synthetic));
+            assert!(p.is_empty() && wang.is_none(), "{protocol:?} {synthetic}");
+        }
+    }
+}

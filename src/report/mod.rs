@@ -173,7 +173,7 @@ fn table_rows(ev: &Evaluation) -> Vec<Vec<String>> {
 }
 
 /// Below this many positives a label's AUROC and interval are flagged as unreliable.
-const FEW_POSITIVES: usize = 10;
+pub(crate) const FEW_POSITIVES: usize = 10;
 
 const HEADERS: [&str; 9] = [
     "label",
