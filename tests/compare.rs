@@ -143,6 +143,23 @@ fn a_model_against_itself_differs_by_exactly_zero_and_one_class_labels_are_null(
     ] {
         assert!(out.join(f).is_file(), "{f}");
     }
+    // Markdown tables: the delimiter row has as many cells as the header.
+    let md = std::fs::read_to_string(out.join("compare.md")).unwrap();
+    let lines: Vec<&str> = md.lines().collect();
+    let mut tables = 0;
+    for w in lines.windows(2) {
+        if w[1].starts_with("|---") {
+            assert_eq!(
+                w[0].matches('|').count(),
+                w[1].matches('|').count(),
+                "{}\n{}",
+                w[0],
+                w[1]
+            );
+            tables += 1;
+        }
+    }
+    assert_eq!(tables, 2);
     // Without an architecture there is nothing to put on the cost axis.
     assert!(!out.join("compare_cost.png").exists());
     let json = std::fs::read_to_string(out.join("compare.json")).unwrap();

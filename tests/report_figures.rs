@@ -75,4 +75,20 @@ fn report_renders_every_figure() {
     assert!(html.contains("Warning") && html.contains("random patient split"));
     let md = std::fs::read_to_string(out_dir.join("report.md")).unwrap();
     assert!(md.contains("| Hernia |") && md.contains("roc_grid.png"));
+    // Every Markdown table's delimiter row has as many cells as its header.
+    let lines: Vec<&str> = md.lines().collect();
+    let delimiters = lines
+        .windows(2)
+        .filter(|w| w[1].starts_with("|---"))
+        .count();
+    assert!(delimiters >= 2);
+    for w in lines.windows(2).filter(|w| w[1].starts_with("|---")) {
+        assert_eq!(
+            w[0].matches('|').count(),
+            w[1].matches('|').count(),
+            "{}\n{}",
+            w[0],
+            w[1]
+        );
+    }
 }

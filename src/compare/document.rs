@@ -18,7 +18,7 @@ struct Table {
 impl Table {
     fn markdown(&self) -> String {
         let mut s = format!(
-            "| {} |\n|{}|\n",
+            "| {} |\n|{}\n",
             self.header.join(" | "),
             "---|".repeat(self.header.len())
         );

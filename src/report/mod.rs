@@ -240,7 +240,7 @@ pub fn write_documents(
         ev.threshold_source
     );
     md += &format!(
-        "| {} |\n|{}|\n",
+        "| {} |\n|{}\n",
         headers.join(" | "),
         "---|".repeat(headers.len())
     );
