@@ -566,6 +566,24 @@ fn compare_two_runs(w: &World, a: &RunDir, b: &RunDir) {
         }
     }
     assert!(o.html.is_file());
+    assert!(!o.warnings.iter().any(|w| w.contains("older than")));
+    // Weights written after the evaluation: the comparison says its predictions are stale.
+    let best = b.checkpoint(Checkpoint::Best);
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
+    std::fs::File::options()
+        .append(true)
+        .open(&best)
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
+    let o = muxmed::compare::run(&job).unwrap();
+    assert!(
+        o.warnings
+            .iter()
+            .any(|w| w.contains("older than best.safetensors") && w.contains("`tta`")),
+        "{:?}",
+        o.warnings
+    );
 }
 
 #[test]

@@ -86,6 +86,8 @@ pub struct Scored {
     pub protocol: Option<String>,
     /// Made by `muxmed synth`.
     pub synthetic: bool,
+    /// Things the report should say about this input (e.g. stale predictions).
+    pub notes: Vec<String>,
     pub labels: Vec<String>,
     pub image_ids: Vec<String>,
     pub patients: Vec<String>,
@@ -101,6 +103,7 @@ impl Scored {
             split,
             protocol: None,
             synthetic: false,
+            notes: vec![],
             labels: vec![],
             image_ids: vec![],
             patients: vec![],
@@ -148,6 +151,15 @@ fn read_run(mut s: Scored, dir: &Path, key: EvalKey) -> Result<Scored, CompareEr
             ),
         ));
     }
+    if is_older(&path, &run.checkpoint(key.checkpoint)) {
+        s.notes.push(format!(
+            "`{}`: {} is older than {}: the run trained on after this evaluation; run `muxmed evaluate --run {}` again for the current weights",
+            s.name,
+            path.display(),
+            key.checkpoint.file_name(),
+            dir.display()
+        ));
+    }
     let preds = read_run_predictions(&path, &data.label_names).map_err(|e| input_err(&path, e))?;
     s.split = key.split;
     s.protocol = Some(manifest.protocol.clone());
@@ -175,6 +187,12 @@ fn read_run(mut s: Scored, dir: &Path, key: EvalKey) -> Result<Scored, CompareEr
         ));
     }
     Ok(s)
+}
+
+/// Whether file `a` was last written before file `b` (false when either time is unknown).
+fn is_older(a: &Path, b: &Path) -> bool {
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    matches!((modified(a), modified(b)), (Some(x), Some(y)) if x < y)
 }
 
 fn read_external(
@@ -379,6 +397,7 @@ mod tests {
             split: Split::Test,
             protocol: Some(protocol.into()),
             synthetic: false,
+            notes: vec![],
             labels: vec!["Effusion".into(), "Mass".into()],
             image_ids: ids.iter().map(|s| s.to_string()).collect(),
             patients: ids.iter().map(|s| s[..2].to_string()).collect(),

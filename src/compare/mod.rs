@@ -136,9 +136,9 @@ fn machine() -> String {
     format!("{cpu}, {cores} cores available")
 }
 
-/// Warnings shown at the top of the report.
-fn warnings(c: &Comparison) -> Vec<String> {
-    let mut w = vec![];
+/// Warnings shown at the top of the report: the inputs' own notes, then the comparison's.
+fn warnings(c: &Comparison, notes: Vec<String>) -> Vec<String> {
+    let mut w = notes;
     if c.inputs.iter().any(|i| i.synthetic) {
         w.push("synthetic data (made by `muxmed synth`): these numbers say nothing about real chest X-rays.".to_string());
     }
@@ -171,6 +171,7 @@ pub fn run(job: &CompareJob) -> Result<CompareOutcome> {
         .zip(&names)
         .map(|(s, n)| Scored::read(n.clone(), s.clone(), job.split))
         .collect::<Result<Vec<_>, _>>()?;
+    let notes: Vec<String> = scored.iter().flat_map(|s| s.notes.clone()).collect();
     let aligned = align(scored)?;
     let mut c = stats::compare(&aligned, job.stats);
     for (inp, src) in c.inputs.iter_mut().zip(&job.sources) {
@@ -193,7 +194,7 @@ pub fn run(job: &CompareJob) -> Result<CompareOutcome> {
     let json = serde_json::to_string_pretty(&c)? + "\n";
     crate::io::write_atomic(&job.out.join(JSON_FILE), json.as_bytes())
         .with_context(|| format!("writing {}", job.out.join(JSON_FILE).display()))?;
-    let warnings = warnings(&c);
+    let warnings = warnings(&c, notes);
     let figs = plots::figures(&job.out, &aligned, &c)?;
     let html = document::write(&job.out, &c, &warnings, &figs)?;
     Ok(CompareOutcome {
