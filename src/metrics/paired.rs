@@ -1,6 +1,8 @@
 //! Two models scored on the same images: DeLong's test for two correlated ROC curves, the
 //! paired patient bootstrap of the AUROC difference, and Holm's step-down adjustment.
 
+use rayon::prelude::*;
+
 use super::{mean_defined, percentile_interval, LabelColumn, PatientResampler};
 
 /// DeLong's test of two AUROCs measured on the same images (DeLong, DeLong & Clarke-Pearson
@@ -163,7 +165,7 @@ pub fn paired_bootstrap(
     for _ in 0..resamples {
         resampler.draw(&mut w);
         let deltas: Vec<Option<f64>> = cols
-            .iter()
+            .par_iter()
             .map(|(ca, cb)| Some(ca.auroc(&w)? - cb.auroc(&w)?))
             .collect();
         for (j, d) in deltas.iter().enumerate() {
