@@ -214,7 +214,7 @@ fn pair_summary(p: &Pair) -> String {
 
 fn method_note(c: &Comparison) -> String {
     format!(
-        "{} images from {} patients, {} split. AUROC intervals: {} patient-bootstrap resamples (seed {}); ΔAUROC intervals resample patients once per round and score both models on that resample. DeLong's test for two correlated ROC curves (Sun & Xu's algorithm), two-sided; Holm's adjustment across the {} labels of each pair. Multiply-adds count conv and linear multiply-accumulates per image. Speeds: median of timed CPU passes after two warm-up passes, measured in this process one model after the other{}.",
+        "{} images from {} patients, {} split. AUROC intervals: {} patient-bootstrap resamples (seed {}); ΔAUROC intervals resample patients once per round and score both models on that resample. DeLong's test for two correlated ROC curves (Sun & Xu's algorithm), two-sided; Holm's adjustment across the {} labels of each pair. Multiply-adds count conv and linear multiply-accumulates per image. Speeds: every model loaded and warmed up (two passes), then timed CPU passes taking turns model by model over three rounds, median per model, in this process{}; memory: growth of resident memory during one batch-32 pass.",
         c.n_images,
         c.n_patients,
         c.split,

@@ -101,24 +101,45 @@ fn model_facts(s: &Source) -> Result<Option<(Arch, i64, u64, u64)>> {
     }
 }
 
+/// Loads every input that has a model (runs, predictions with `--arch`) and measures them
+/// together; `None` for the others.
 #[cfg(feature = "torch")]
-fn measure(s: &Source) -> Result<Option<stats::Cost>> {
-    match s {
-        Source::Run { dir, key } => {
-            let path = RunDir::open(dir)?.checkpoint(key.checkpoint);
-            cost::measure_checkpoint(&path).map(Some)
-        }
-        Source::Predictions {
-            arch: Some((arch, res)),
-            ..
-        } => cost::measure_arch(arch, crate::labels::LABELS.len() as i64, *res).map(Some),
-        Source::Predictions { arch: None, .. } => Ok(None),
+fn measure(sources: &[Source], names: &[String]) -> Result<Vec<Option<stats::Cost>>> {
+    let mut candidates = Vec::new();
+    let mut slot = Vec::new();
+    for (s, name) in sources.iter().zip(names) {
+        let c = match s {
+            Source::Run { dir, key } => Some(cost::Candidate::checkpoint(
+                &RunDir::open(dir)?.checkpoint(key.checkpoint),
+            )),
+            Source::Predictions {
+                arch: Some((arch, res)),
+                ..
+            } => Some(cost::Candidate::arch(
+                arch,
+                crate::labels::LABELS.len() as i64,
+                *res,
+            )),
+            Source::Predictions { arch: None, .. } => None,
+        };
+        slot.push(match c {
+            Some(c) => {
+                candidates.push(c.with_context(|| format!("loading `{name}` to measure it"))?);
+                Some(candidates.len() - 1)
+            }
+            None => None,
+        });
     }
+    let costs = cost::measure_all(&candidates);
+    Ok(slot
+        .into_iter()
+        .map(|i| i.map(|i| costs[i].clone()))
+        .collect())
 }
 
 #[cfg(not(feature = "torch"))]
-fn measure(_: &Source) -> Result<Option<stats::Cost>> {
-    Ok(None)
+fn measure(sources: &[Source], _: &[String]) -> Result<Vec<Option<stats::Cost>>> {
+    Ok(vec![None; sources.len()])
 }
 
 /// The CPU model and thread count the cost figures come from.
@@ -184,9 +205,9 @@ pub fn run(job: &CompareJob) -> Result<CompareOutcome> {
     }
     if job.measure_cost && cfg!(feature = "torch") {
         c.machine = Some(format!("{}, {} torch threads", machine(), torch_threads()));
-        for (inp, src) in c.inputs.iter_mut().zip(&job.sources) {
-            inp.cost =
-                measure(src).with_context(|| format!("measuring the cost of `{}`", inp.name))?;
+        let costs = measure(&job.sources, &names)?;
+        for (inp, cost) in c.inputs.iter_mut().zip(costs) {
+            inp.cost = cost;
         }
     }
     c.fill_ratios();

@@ -67,7 +67,8 @@ pub struct InputLabel {
     pub auroc_ci: Option<[f64; 2]>,
 }
 
-/// Inference cost measured in one process, one model after the other, after warm-up.
+/// Inference cost measured in one process: models warmed up, then timed in turns (see
+/// `compare::cost`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Cost {
     pub batch_1: Speed,
