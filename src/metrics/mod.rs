@@ -169,7 +169,8 @@ fn weighted_auroc(order: &[usize], y: &[bool], s: &[f64], w: &[u32]) -> Option<f
     (tp > 0.0 && fp > 0.0).then(|| area / (tp * fp))
 }
 
-/// Percentile bootstrap intervals of each label's AUROC and of their macro mean.
+/// Percentile bootstrap intervals of a per-label statistic (an AUROC, or a difference of two)
+/// and of its macro mean.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct BootstrapCi {
     /// [low, high] per label; None where too few resamples had both classes.
@@ -255,26 +256,24 @@ pub(crate) fn percentile_interval(
     Some([percentile(&v, a), percentile(&v, 1.0 - a)])
 }
 
-/// 95% (or `level`) confidence intervals by resampling **patients** with replacement (all
-/// images of a drawn patient come along), seeded. `groups[i]` is image i's patient index.
-pub fn bootstrap_auroc(
-    y: &[Vec<bool>],
-    s: &[Vec<f64>],
+/// Percentile intervals of per-label statistics over `resamples` patient resamples (seeded),
+/// and of their mean over the labels defined on each resample. `stat(w)` gives every
+/// label's value for image weights `w` (None where undefined on that resample).
+pub(crate) fn resampled_intervals(
     groups: &[usize],
+    k: usize,
     resamples: usize,
     seed: u64,
     level: f64,
+    stat: impl Fn(&[u32]) -> Vec<Option<f64>>,
 ) -> BootstrapCi {
-    let k = y.first().map_or(0, |r| r.len());
-    let cols: Vec<LabelColumn> = (0..k).map(|j| LabelColumn::new(y, s, j)).collect();
     let mut resampler = PatientResampler::new(groups, seed);
     let mut per: Vec<Vec<f64>> = vec![Vec::with_capacity(resamples); k];
     let mut means = Vec::with_capacity(resamples);
-    let mut w = vec![0u32; y.len()];
+    let mut w = vec![0u32; groups.len()];
     for _ in 0..resamples {
         resampler.draw(&mut w);
-        // Labels in parallel; the resamples stay in the seeded order, so results do not change.
-        let vals: Vec<Option<f64>> = cols.par_iter().map(|c| c.auroc(&w)).collect();
+        let vals = stat(&w);
         for (j, v) in vals.iter().enumerate() {
             if let Some(v) = v {
                 per[j].push(*v);
@@ -292,6 +291,24 @@ pub fn bootstrap_auroc(
         mean: percentile_interval(means, resamples, level),
         resamples,
     }
+}
+
+/// 95% (or `level`) confidence intervals by resampling **patients** with replacement (all
+/// images of a drawn patient come along), seeded. `groups[i]` is image i's patient index.
+pub fn bootstrap_auroc(
+    y: &[Vec<bool>],
+    s: &[Vec<f64>],
+    groups: &[usize],
+    resamples: usize,
+    seed: u64,
+    level: f64,
+) -> BootstrapCi {
+    let k = y.first().map_or(0, |r| r.len());
+    let cols: Vec<LabelColumn> = (0..k).map(|j| LabelColumn::new(y, s, j)).collect();
+    // Labels in parallel; the resamples stay in the seeded order, so results do not change.
+    resampled_intervals(groups, k, resamples, seed, level, |w| {
+        cols.par_iter().map(|c| c.auroc(w)).collect()
+    })
 }
 
 /// Linear-interpolated percentile of sorted data (numpy's default), `q` in [0, 1].

@@ -3,7 +3,7 @@
 
 use rayon::prelude::*;
 
-use super::{mean_defined, percentile_interval, LabelColumn, PatientResampler};
+use super::{resampled_intervals, BootstrapCi, LabelColumn};
 
 /// DeLong's test of two AUROCs measured on the same images (DeLong, DeLong & Clarke-Pearson
 /// 1988), computed with Sun & Xu's (2014) midrank algorithm. Variances and covariance are
@@ -134,17 +134,11 @@ pub fn holm(p: &[Option<f64>]) -> Vec<Option<f64>> {
     out
 }
 
-/// Paired bootstrap intervals of AUROC(a) − AUROC(b), per label and for the macro means.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct PairedBootstrap {
-    pub per_label: Vec<Option<[f64; 2]>>,
-    pub mean: Option<[f64; 2]>,
-    pub resamples: usize,
-}
-
-/// Resamples patients once per round and scores both models on that same resample, so the
-/// interval of the difference keeps the correlation between the two models.
-/// `y[i][k]`, `a[i][k]`, `b[i][k]`; `groups[i]` is image i's patient index.
+/// Paired bootstrap intervals of AUROC(a) − AUROC(b), per label and of the mean difference:
+/// patients are resampled once per round and both models scored on that same resample, so
+/// the interval keeps the correlation between the two models. Both means run over the same
+/// labels (those defined on the resample), so the mean of the differences is the difference
+/// of the macro means. `y[i][k]`, `a[i][k]`, `b[i][k]`; `groups[i]` is image i's patient.
 pub fn paired_bootstrap(
     y: &[Vec<bool>],
     a: &[Vec<f64>],
@@ -153,40 +147,16 @@ pub fn paired_bootstrap(
     resamples: usize,
     seed: u64,
     level: f64,
-) -> PairedBootstrap {
+) -> BootstrapCi {
     let k = y.first().map_or(0, |r| r.len());
     let cols: Vec<(LabelColumn, LabelColumn)> = (0..k)
         .map(|j| (LabelColumn::new(y, a, j), LabelColumn::new(y, b, j)))
         .collect();
-    let mut resampler = PatientResampler::new(groups, seed);
-    let mut per: Vec<Vec<f64>> = vec![Vec::with_capacity(resamples); k];
-    let mut means = Vec::with_capacity(resamples);
-    let mut w = vec![0u32; y.len()];
-    for _ in 0..resamples {
-        resampler.draw(&mut w);
-        let deltas: Vec<Option<f64>> = cols
-            .par_iter()
-            .map(|(ca, cb)| Some(ca.auroc(&w)? - cb.auroc(&w)?))
-            .collect();
-        for (j, d) in deltas.iter().enumerate() {
-            if let Some(d) = d {
-                per[j].push(*d);
-            }
-        }
-        // Both means run over the same labels (those defined on this resample), so the
-        // difference of the means is the mean of the differences.
-        if let Some(m) = mean_defined(&deltas) {
-            means.push(m);
-        }
-    }
-    PairedBootstrap {
-        per_label: per
-            .into_iter()
-            .map(|v| percentile_interval(v, resamples, level))
-            .collect(),
-        mean: percentile_interval(means, resamples, level),
-        resamples,
-    }
+    resampled_intervals(groups, k, resamples, seed, level, |w| {
+        cols.par_iter()
+            .map(|(ca, cb)| Some(ca.auroc(w)? - cb.auroc(w)?))
+            .collect()
+    })
 }
 
 #[cfg(test)]
