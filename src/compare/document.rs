@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use super::stats::{human, signed, Comparison, InputSummary, Pair};
 use super::{HTML_FILE, MD_FILE};
 use crate::report::plots::Figure;
-use crate::report::{base64, esc, FEW_POSITIVES};
+use crate::report::{esc, html_figures, html_head, md_figures, FEW_POSITIVES};
 
 /// A table: header and rows of cells, written as Markdown or HTML.
 struct Table {
@@ -246,30 +246,12 @@ pub fn write(dir: &Path, c: &Comparison, warnings: &[String], figs: &[Figure]) -
         md += &format!("\n## {} vs {}\n\n{}\n\n", p.a, p.b, pair_summary(p));
         md += &pair_table(p, c).markdown();
     }
-    for f in figs {
-        let file = f
-            .png
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        md += &format!(
-            "\n## {}\n\n![{}]({file}) ([SVG]({}))\n",
-            f.title,
-            f.title,
-            file.replace(".png", ".svg")
-        );
-    }
+    md += &md_figures(figs);
 
-    let mut html =
-        String::from("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">");
-    html += &format!("<title>{}</title>", esc(&title));
-    html += "<style>body{font-family:system-ui,-apple-system,'DejaVu Sans',sans-serif;max-width:1250px;margin:2em auto;padding:0 1em;color:#222}\
-table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;font-size:14px}\
-th{background:#f3f3f3}.warn{background:#fff3cd;border:1px solid #e0c36a;padding:.6em 1em;margin:.6em 0;border-radius:4px}\
-.headline{font-size:17px;font-weight:600;background:#eef5fb;border-left:4px solid #0072b2;padding:.5em 1em;margin:.5em 0}\
-img{max-width:100%;border:1px solid #eee;margin:.5em 0}.num{text-align:right;font-variant-numeric:tabular-nums}\
-.small{color:#555;font-size:13px}</style></head><body>\n";
-    html += &format!("<h1>{}</h1>\n", esc(&title));
+    let mut html = html_head(
+        &title,
+        ".headline{font-size:17px;font-weight:600;background:#eef5fb;border-left:4px solid #0072b2;padding:.5em 1em;margin:.5em 0}",
+    );
     for w in warnings {
         html += &format!("<div class=\"warn\"><b>Warning:</b> {}</div>\n", esc(w));
     }
@@ -287,16 +269,7 @@ img{max-width:100%;border:1px solid #eee;margin:.5em 0}.num{text-align:right;fon
         );
         html += &pair_table(p, c).html();
     }
-    for f in figs {
-        let png = std::fs::read(&f.png).with_context(|| format!("reading {}", f.png.display()))?;
-        html += &format!(
-            "<h2>{}</h2>\n<img alt=\"{}\" width=\"{}\" src=\"data:image/png;base64,{}\">\n",
-            esc(&f.title),
-            esc(&f.title),
-            f.size.0.min(1200),
-            base64(&png)
-        );
-    }
+    html += &html_figures(figs)?;
     html += &format!(
         "<p class=\"small\">Made by muxmed {}. Every number is in compare.json.</p></body></html>\n",
         env!("CARGO_PKG_VERSION")

@@ -247,30 +247,10 @@ pub fn write_documents(
     for r in &rows {
         md += &format!("| {} |\n", r.join(" | "));
     }
-    for f in figs {
-        let file = f
-            .png
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        md += &format!(
-            "\n## {}\n\n![{}]({file}) ([SVG]({}))\n",
-            f.title,
-            f.title,
-            file.replace(".png", ".svg")
-        );
-    }
+    md += &md_figures(figs);
 
     // HTML.
-    let mut html =
-        String::from("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">");
-    html += &format!("<title>{}</title>", esc(&ctx.title));
-    html += "<style>body{font-family:system-ui,-apple-system,'DejaVu Sans',sans-serif;max-width:1250px;margin:2em auto;padding:0 1em;color:#222}\
-table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;font-size:14px}\
-th{background:#f3f3f3}.warn{background:#fff3cd;border:1px solid #e0c36a;padding:.6em 1em;margin:.6em 0;border-radius:4px}\
-img{max-width:100%;border:1px solid #eee;margin:.5em 0}.num{text-align:right;font-variant-numeric:tabular-nums}\
-.small{color:#555;font-size:13px}</style></head><body>\n";
-    html += &format!("<h1>{}</h1>\n", esc(&ctx.title));
+    let mut html = html_head(&ctx.title, "");
     for w in &ctx.warnings {
         html += &format!("<div class=\"warn\"><b>Warning:</b> {}</div>\n", esc(w));
     }
@@ -303,6 +283,56 @@ img{max-width:100%;border:1px solid #eee;margin:.5em 0}.num{text-align:right;fon
         html += "</tr>";
     }
     html += "</table>\n";
+    html += &html_figures(figs)?;
+    html += &format!(
+        "<p class=\"small\">Made by muxmed {}. Data: NIH Clinical Center ChestX-ray14 (Wang et al., CVPR 2017).</p></body></html>\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    let md_path = dir.join("report.md");
+    let html_path = dir.join("report.html");
+    crate::io::write_atomic(&md_path, md.as_bytes())?;
+    crate::io::write_atomic(&html_path, html.as_bytes())?;
+    Ok((md_path, html_path))
+}
+
+/// The start of a self-contained HTML document up to its `<h1>`: the shared stylesheet
+/// plus `extra_css`.
+pub(crate) fn html_head(title: &str, extra_css: &str) -> String {
+    let mut html =
+        String::from("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">");
+    html += &format!("<title>{}</title>", esc(title));
+    html += "<style>body{font-family:system-ui,-apple-system,'DejaVu Sans',sans-serif;max-width:1250px;margin:2em auto;padding:0 1em;color:#222}\
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;font-size:14px}\
+th{background:#f3f3f3}.warn{background:#fff3cd;border:1px solid #e0c36a;padding:.6em 1em;margin:.6em 0;border-radius:4px}\
+img{max-width:100%;border:1px solid #eee;margin:.5em 0}.num{text-align:right;font-variant-numeric:tabular-nums}\
+.small{color:#555;font-size:13px}";
+    html += extra_css;
+    html += "</style></head><body>\n";
+    html + &format!("<h1>{}</h1>\n", esc(title))
+}
+
+/// One Markdown section per figure: the PNG, with a link to its SVG.
+pub(crate) fn md_figures(figs: &[Figure]) -> String {
+    let mut md = String::new();
+    for f in figs {
+        let file = f
+            .png
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        md += &format!(
+            "\n## {}\n\n![{}]({file}) ([SVG]({}))\n",
+            f.title,
+            f.title,
+            file.replace(".png", ".svg")
+        );
+    }
+    md
+}
+
+/// One HTML section per figure, with the PNG embedded.
+pub(crate) fn html_figures(figs: &[Figure]) -> Result<String> {
+    let mut html = String::new();
     for f in figs {
         let png = std::fs::read(&f.png).with_context(|| format!("reading {}", f.png.display()))?;
         html += &format!(
@@ -313,15 +343,7 @@ img{max-width:100%;border:1px solid #eee;margin:.5em 0}.num{text-align:right;fon
             base64(&png)
         );
     }
-    html += &format!(
-        "<p class=\"small\">Made by muxmed {}. Data: NIH Clinical Center ChestX-ray14 (Wang et al., CVPR 2017).</p></body></html>\n",
-        env!("CARGO_PKG_VERSION")
-    );
-    let md_path = dir.join("report.md");
-    let html_path = dir.join("report.html");
-    crate::io::write_atomic(&md_path, md.as_bytes())?;
-    crate::io::write_atomic(&html_path, html.as_bytes())?;
-    Ok((md_path, html_path))
+    Ok(html)
 }
 
 /// `muxmed report --predictions P --labels L [--split-list S] --out DIR`.
