@@ -54,7 +54,8 @@ fn default_name(s: &Source) -> String {
         .unwrap_or_else(|| p.display().to_string())
 }
 
-fn names(job: &CompareJob) -> Result<Vec<String>> {
+/// The input names a job uses: `--names`, or the defaults; distinct.
+pub fn input_names(job: &CompareJob) -> Result<Vec<String>> {
     let names = match &job.names {
         Some(n) if n.len() != job.sources.len() => bail!(
             "--names gives {} names for {} inputs",
@@ -185,7 +186,7 @@ pub fn run(job: &CompareJob) -> Result<CompareOutcome> {
     if job.out.exists() && !job.out.is_dir() {
         bail!("--out {} is a file, not a folder", job.out.display());
     }
-    let names = names(job)?;
+    let names = input_names(job)?;
     let scored = job
         .sources
         .iter()
@@ -274,9 +275,4 @@ pub fn attach_archs(
         }
     }
     Ok(())
-}
-
-/// The input names a job will use (for `--arch` before the job runs).
-pub fn input_names(job: &CompareJob) -> Result<Vec<String>> {
-    names(job)
 }

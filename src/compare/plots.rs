@@ -9,7 +9,9 @@ use plotters::prelude::*;
 use super::inputs::Aligned;
 use super::stats::{human, Comparison, Pair};
 use crate::metrics::roc_curve;
-use crate::report::plots::{e2s, legend, render, unit_chart, DrawResult, Figure, PlotError};
+use crate::report::plots::{
+    canvas, e2s, legend, render, unit_chart, DrawResult, Figure, PlotError,
+};
 use crate::report::references;
 
 /// One colour per model, in input order (colour-blind-safe Okabe–Ito hues).
@@ -93,13 +95,7 @@ fn auroc_chart(dir: &Path, c: &Comparison) -> Result<Figure, PlotError> {
         title,
         (1200, 52 * n as u32 + 24 * m as u32 + 160),
         |root: &DrawingArea<_, Shift>| {
-            root.fill(&WHITE).map_err(e2s)?;
-            let root = root
-                .titled(
-                    &title,
-                    ("sans-serif", 22).into_font().style(FontStyle::Bold),
-                )
-                .map_err(e2s)?;
+            let root = canvas(root, &title, 22)?;
             let legend_rows = m as f64 * 0.45 + 0.4;
             let mut chart = ChartBuilder::on(&root)
                 .margin(10)
@@ -209,13 +205,7 @@ fn delta_chart(dir: &Path, index: usize, p: &Pair, c: &Comparison) -> Result<Fig
         title,
         (1200, 46 * n as u32 + 190),
         |root: &DrawingArea<_, Shift>| {
-            root.fill(&WHITE).map_err(e2s)?;
-            let root = root
-                .titled(
-                    &title,
-                    ("sans-serif", 21).into_font().style(FontStyle::Bold),
-                )
-                .map_err(e2s)?;
+            let root = canvas(root, &title, 21)?;
             let (upper, lower) = root.split_vertically(root.dim_in_pixel().1 - 40);
             let mut chart = ChartBuilder::on(&upper)
                 .margin(10)
@@ -367,13 +357,7 @@ fn cost_chart(dir: &Path, c: &Comparison) -> Result<Figure, PlotError> {
         title,
         (1100, 750),
         |root: &DrawingArea<_, Shift>| {
-            root.fill(&WHITE).map_err(e2s)?;
-            let root = root
-                .titled(
-                    &title,
-                    ("sans-serif", 22).into_font().style(FontStyle::Bold),
-                )
-                .map_err(e2s)?;
+            let root = canvas(root, &title, 22)?;
             let (upper, lower) = root.split_vertically(root.dim_in_pixel().1 - 40);
             let mut chart = ChartBuilder::on(&upper)
                 .margin(15)
@@ -469,13 +453,7 @@ fn roc_overlay(dir: &Path, al: &Aligned, c: &Comparison) -> Result<Figure, PlotE
         title,
         (1600, 380 * rows as u32 + 60),
         |root: &DrawingArea<_, Shift>| {
-            root.fill(&WHITE).map_err(e2s)?;
-            let root = root
-                .titled(
-                    &title,
-                    ("sans-serif", 26).into_font().style(FontStyle::Bold),
-                )
-                .map_err(e2s)?;
+            let root = canvas(root, &title, 26)?;
             let cells = root.split_evenly((rows, cols));
             for (k, (cell, label)) in cells.iter().zip(&c.labels).enumerate() {
                 roc_panel(cell, al, c, k, label)?;

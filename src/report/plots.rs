@@ -108,6 +108,20 @@ macro_rules! render {
 }
 pub(crate) use render;
 
+/// Fills `root` white and puts `title` in bold `size` pt on top; returns the area below it.
+pub(crate) fn canvas<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    title: &str,
+    size: u32,
+) -> Result<DrawingArea<DB, Shift>, String> {
+    root.fill(&WHITE).map_err(e2s)?;
+    root.titled(
+        title,
+        ("sans-serif", size).into_font().style(FontStyle::Bold),
+    )
+    .map_err(e2s)
+}
+
 /// What the per-label figures need.
 #[derive(Debug, Clone)]
 pub struct LabelCurves {
@@ -234,10 +248,7 @@ fn grid<DB: DrawingBackend>(
     title: &str,
     panel: &dyn Fn(&DrawingArea<DB, Shift>, &LabelCurves) -> DrawResult,
 ) -> DrawResult {
-    root.fill(&WHITE).map_err(e2s)?;
-    let root = root
-        .titled(title, ("sans-serif", 26).into_font().style(FontStyle::Bold))
-        .map_err(e2s)?;
+    let root = canvas(root, title, 26)?;
     let cols = 4;
     let rows = curves.len().div_ceil(cols).max(1);
     let cells = root.split_evenly((rows, cols));
@@ -392,13 +403,7 @@ pub fn auroc_chart(
         title,
         (1200, 60 * (n as u32 + LEGEND_ROWS) + 220),
         |root: &DrawingArea<_, Shift>| {
-            root.fill(&WHITE).map_err(e2s)?;
-            let root = root
-                .titled(
-                    &title,
-                    ("sans-serif", 24).into_font().style(FontStyle::Bold),
-                )
-                .map_err(e2s)?;
+            let root = canvas(root, &title, 24)?;
             let (upper, lower) = root.split_vertically(root.dim_in_pixel().1 - 60);
             let names: Vec<String> = curves.iter().map(|c| c.label.clone()).collect();
             let mut chart = ChartBuilder::on(&upper)
@@ -523,13 +528,7 @@ pub fn prevalence_chart(
         title,
         (1200, 40 * n as u32 * sets.len().max(1) as u32 / 2 + 260),
         |root: &DrawingArea<_, Shift>| {
-            root.fill(&WHITE).map_err(e2s)?;
-            let root = root
-                .titled(
-                    &title,
-                    ("sans-serif", 24).into_font().style(FontStyle::Bold),
-                )
-                .map_err(e2s)?;
+            let root = canvas(root, &title, 24)?;
             let mut chart = ChartBuilder::on(&root)
                 .margin(10)
                 .x_label_area_size(40)
@@ -597,13 +596,7 @@ pub fn training_curves(
         title,
         (1500, 480),
         |root: &DrawingArea<_, Shift>| {
-            root.fill(&WHITE).map_err(e2s)?;
-            let root = root
-                .titled(
-                    &title,
-                    ("sans-serif", 22).into_font().style(FontStyle::Bold),
-                )
-                .map_err(e2s)?;
+            let root = canvas(root, &title, 22)?;
             let panels = root.split_evenly((1, 3));
             let specs: [Panel; 3] = [
                 (
