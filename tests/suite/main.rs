@@ -1,0 +1,19 @@
+//! The integration tests, linked into one binary: each test file used to be its own binary of
+//! 400-650 MB (polars and libtorch linked into every one), which filled the disk of a clean
+//! CI build. `train_e2e` stays a binary of its own: its exact-resume tests need libtorch's
+//! process-global random generator to themselves.
+
+mod cli_model;
+mod compare;
+mod config_errors;
+mod data_pipeline;
+mod delong_fixture;
+mod evaluate_predictions;
+mod manifest_generic;
+mod manifest_real;
+mod metrics_fixtures;
+mod model_finetune;
+mod model_parity;
+mod model_weights;
+mod report_figures;
+mod synth_data;
