@@ -13,21 +13,22 @@ images=${DEMO_IMAGES:-5000}
 start=$(date +%s)
 step() { echo; echo "== $*"; }
 
-step "1/8 synthetic dataset (data/synth, $images images)"
-if [ -f data/synth/SYNTHETIC.txt ] && [ -f data/synth/Data_Entry_2017_v2020.csv ]; then
+step "1/9 synthetic dataset (data/synth, $images images)"
+# (A dataset from before boxes were the lesions' true extents is made again.)
+if grep -qs "lesions' extents" data/synth/SYNTHETIC.txt && [ -f data/synth/Data_Entry_2017_v2020.csv ]; then
   echo "reusing data/synth"
 else
   rm -rf data/synth
   "$bin" synth --out data/synth --images "$images" --size 112 --seed 0
 fi
 
-step "2/8 manifest"
+step "2/9 manifest"
 "$bin" manifest --pipeline "$pipeline"
 
-step "3/8 prepare (decode once into the cache)"
+step "3/9 prepare (decode once into the cache)"
 "$bin" prepare --pipeline "$pipeline"
 
-step "4/8 train"
+step "4/9 train"
 if [ -f "$run/last.safetensors" ]; then
   # Continues an interrupted run; a finished one says so and trains nothing.
   "$bin" train --resume "$run"
@@ -35,13 +36,22 @@ else
   "$bin" train --pipeline "$pipeline" --run-name demo --overwrite
 fi
 
-step "5/8 evaluate on the test split"
+step "5/9 evaluate on the test split"
 "$bin" evaluate --run "$run" --split test
 
-step "6/8 report"
+step "6/9 where the model looks: the box benchmark on the test split"
+located=$("$bin" localize --run "$run" --split test)
+echo "$located"
+loc=$(echo "$located" | grep -m1 '^localization:' || true)
+# Heatmap pictures of two boxed test images (their most probable finding).
+boxed=$(awk -F, 'NR > 1 {print $1}' data/synth/BBox_List_2017.csv | sort -u | head -2)
+"$bin" explain --checkpoint "$run/best.safetensors" --top 1 --out "$run/explain" \
+  $(for id in $boxed; do find data/synth -name "$id"; done) | tail -1
+
+step "7/9 report"
 "$bin" report --run "$run" --split test
 
-step "7/8 a second model: 4x fewer multiply-adds, 6 epochs, same data"
+step "8/9 a second model: 4x fewer multiply-adds, 6 epochs, same data"
 small=reports/demo-small
 if [ -f "$small/last.safetensors" ]; then
   "$bin" train --resume "$small"
@@ -51,7 +61,7 @@ else
 fi
 "$bin" evaluate --run "$small" --split test > /dev/null
 
-step "8/8 compare the two on the test split"
+step "9/9 compare the two on the test split"
 compared=$("$bin" compare "$run" "$small" --names muxnet_demo,muxnet_demo_small --out reports/demo-compare)
 echo "$compared"
 line=$(echo "$compared" | grep -m1 ' vs ' || true)
@@ -61,5 +71,6 @@ echo
 echo "demo finished in $(( $(date +%s) - start )) s"
 echo "test mean AUROC (synthetic data, trained from scratch): $mean"
 echo "comparison: $line"
+echo "$loc"
 echo "report: $run/report/report.html"
 echo "comparison report: reports/demo-compare/compare.html"

@@ -9,6 +9,8 @@ pub mod config;
 pub mod data;
 pub mod doctor;
 pub mod eval;
+#[cfg(feature = "torch")]
+pub mod explain;
 pub mod io;
 pub mod labels;
 pub mod metrics;

@@ -74,6 +74,50 @@ enum Command {
         #[arg(long)]
         strict: bool,
     },
+    /// Grad-CAM heatmaps over the original X-rays: per image and label a picture and the
+    /// map in original-image coordinates (.npy, NaN where the network saw nothing).
+    #[cfg(feature = "torch")]
+    Explain {
+        /// A checkpoint written by `muxmed train` (e.g. reports/RUN/best.safetensors).
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Image files or folders.
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+        /// Labels to explain, comma-separated (default: the --top most probable).
+        #[arg(long, value_delimiter = ',', conflicts_with = "top")]
+        labels: Vec<String>,
+        /// Explain each image's K most probable labels.
+        #[arg(long, default_value_t = 3)]
+        top: usize,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        device: Option<String>,
+    },
+    /// The ChestX-ray8 box benchmark: Grad-CAM detections against the radiologists' boxes
+    /// (IoBB, IoU, pointing game) beside centre-prior and random baselines.
+    #[cfg(feature = "torch")]
+    Localize {
+        /// A run directory (reports/RUN).
+        #[arg(long)]
+        run: PathBuf,
+        #[arg(long, default_value = "test")]
+        split: Split,
+        #[arg(long, value_enum, default_value = "best")]
+        checkpoint: Checkpoint,
+        /// Box list (default: the BBox_List_2017.csv the run's manifest was built from).
+        #[arg(long)]
+        boxes: Option<PathBuf>,
+        /// Map value at which pixels become detections.
+        #[arg(long, default_value_t = 0.5)]
+        threshold: f64,
+        /// Seed of the random-map baseline.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long)]
+        device: Option<String>,
+    },
     /// Fine-tune (or resume) a model; writes a run directory under reports/.
     #[cfg(feature = "torch")]
     Train {
@@ -351,6 +395,20 @@ enum ModelCmd {
         #[arg(long)]
         stages: bool,
     },
+    /// Grad-CAM of tensor `input` (N,3,H,W) for every class: writes `gradcam.raw`
+    /// (N,classes,h,w), `gradcam.map` (N,classes,H,W, min-max scaled) and `logits`.
+    Gradcam {
+        #[arg(long)]
+        arch: Arch,
+        #[arg(long, default_value_t = 14)]
+        num_classes: i64,
+        #[arg(long)]
+        weights: PathBuf,
+        #[arg(long)]
+        input: PathBuf,
+        #[arg(long)]
+        output: PathBuf,
+    },
     /// Convert an official `torch.save` checkpoint (EMA weights preferred) to safetensors.
     Import {
         src: PathBuf,
@@ -401,6 +459,60 @@ enum BenchCmd {
 }
 
 #[cfg(feature = "torch")]
+fn explain_cmd(
+    checkpoint: &std::path::Path,
+    images: &[PathBuf],
+    labels: &[String],
+    top: usize,
+    out: &std::path::Path,
+    device: Option<&str>,
+) -> Result<ExitCode> {
+    use muxmed::explain::explain::{explain, Choice, ExplainArgs};
+    let (files, mut failed) = muxmed::eval::run_eval::gather(images)?;
+    let o = explain(&ExplainArgs {
+        checkpoint,
+        images: &files,
+        choice: if labels.is_empty() {
+            Choice::Top(top)
+        } else {
+            Choice::Labels(labels.to_vec())
+        },
+        out,
+        device,
+    });
+    let o = match o {
+        Ok(o) => o,
+        Err(e) => {
+            for (p, e) in &failed {
+                eprintln!("error: {}: {e}", p.display());
+            }
+            return Err(e);
+        }
+    };
+    failed.extend(o.failed);
+    for (p, e) in &failed {
+        eprintln!("error: {}: {e}", p.display());
+    }
+    for e in &o.explained {
+        println!(
+            "{} {} p={:.3}: {}",
+            e.image, e.label, e.probability, e.picture
+        );
+    }
+    println!(
+        "wrote {} explanations ({} and its .npy maps){}",
+        o.explained.len(),
+        o.index.display(),
+        if failed.is_empty() {
+            String::new()
+        } else {
+            format!("; {} input(s) failed (listed above)", failed.len())
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(feature = "torch")]
 fn model_cmd(cmd: &ModelCmd) -> Result<ExitCode> {
     use muxmed::model::tools;
     match cmd {
@@ -444,6 +556,16 @@ fn model_cmd(cmd: &ModelCmd) -> Result<ExitCode> {
                 *train_mode,
                 *stages,
             )?;
+            println!("wrote {}", output.display());
+        }
+        ModelCmd::Gradcam {
+            arch,
+            num_classes,
+            weights,
+            input,
+            output,
+        } => {
+            tools::gradcam(arch, *num_classes, weights, input, output)?;
             println!("wrote {}", output.display());
         }
         ModelCmd::Import { src, arch, out } => println!("{}", tools::import(src, arch, out)?),
@@ -846,6 +968,46 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }),
+        #[cfg(feature = "torch")]
+        Command::Explain {
+            checkpoint,
+            images,
+            labels,
+            top,
+            out,
+            device,
+        } => explain_cmd(checkpoint, images, labels, *top, out, device.as_deref()),
+        #[cfg(feature = "torch")]
+        Command::Localize {
+            run,
+            split,
+            checkpoint,
+            boxes,
+            threshold,
+            seed,
+            device,
+        } => {
+            use muxmed::explain::localize::{localize, LocalizeArgs};
+            localize(&LocalizeArgs {
+                run,
+                split: *split,
+                checkpoint: *checkpoint,
+                boxes: boxes.as_deref(),
+                threshold: *threshold,
+                seed: *seed,
+                device: device.as_deref(),
+            })
+            .map(|o| {
+                for line in muxmed::explain::localize::summary_lines(&o.localization) {
+                    println!("{line}");
+                }
+                println!("wrote {} and {}", o.json.display(), o.csv.display());
+                for f in &o.figures {
+                    println!("wrote {}", f.display());
+                }
+                ExitCode::SUCCESS
+            })
+        }
         #[cfg(feature = "torch")]
         Command::Train {
             pipeline,

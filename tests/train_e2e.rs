@@ -428,6 +428,7 @@ fn evaluate_report_and_predict_a_trained_run() {
         Some("cpu")
     )
     .is_err());
+    localize_and_explain(&w, &out.run);
     // The report renders from the run directory alone (plus the manifest).
     let (html, notice) = muxmed::report::report_run(
         out.run.root(),
@@ -438,7 +439,9 @@ fn evaluate_report_and_predict_a_trained_run() {
     assert!(notice.is_none());
     let text = std::fs::read_to_string(&html).unwrap();
     assert!(text.contains("synthetic data") && text.contains("trained from scratch"));
+    assert!(text.contains("Localization (box benchmark)") && text.contains("centre prior"));
     for f in [
+        "localization_accuracy.png",
         "roc_grid.png",
         "training_curves.png",
         "training_curves.svg",
@@ -448,6 +451,140 @@ fn evaluate_report_and_predict_a_trained_run() {
     ] {
         assert!(html.parent().unwrap().join(f).is_file(), "{f}");
     }
+}
+
+/// `localize` on a small synthetic run: every test-image box is scored once per source, a
+/// box on a training image is ignored and counted, and `explain` writes its pictures and an
+/// original-size map.
+fn localize_and_explain(w: &World, run: &RunDir) {
+    use muxmed::explain::localize::{localize, LocalizeArgs};
+    use muxmed::run::MapSource;
+    let synth = w.root.join("synth");
+    let text = std::fs::read_to_string(synth.join("BBox_List_2017.csv")).unwrap();
+    let test: std::collections::HashSet<String> =
+        std::fs::read_to_string(synth.join("test_list.txt"))
+            .unwrap()
+            .lines()
+            .map(String::from)
+            .collect();
+    let rows: Vec<&str> = text.lines().skip(1).collect();
+    assert!(rows.len() >= 2, "{} boxes", rows.len());
+    assert!(rows
+        .iter()
+        .all(|r| test.contains(r.split(',').next().unwrap())));
+    // One more box, on an image outside the test split.
+    let train_img = std::fs::read_to_string(synth.join("train_val_list.txt"))
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    let boxes = w.root.join("boxes.csv");
+    std::fs::write(&boxes, format!("{text}{train_img},Mass,1,1,10,10\n")).unwrap();
+    let o = localize(&LocalizeArgs {
+        run: run.root(),
+        split: Split::Test,
+        checkpoint: Checkpoint::Best,
+        boxes: Some(&boxes),
+        threshold: 0.5,
+        seed: 0,
+        device: Some("cpu"),
+    })
+    .unwrap();
+    let l = &o.localization;
+    assert_eq!(l.boxes, rows.len());
+    assert_eq!(l.boxes_outside_split, 1);
+    let images: std::collections::HashSet<&str> =
+        rows.iter().map(|r| r.split(',').next().unwrap()).collect();
+    assert_eq!(l.images, images.len());
+    assert_eq!(l.sources.len(), 3);
+    for s in &l.sources {
+        assert_eq!(s.overall.boxes, rows.len());
+        assert_eq!(
+            s.per_finding
+                .iter()
+                .map(|f| f.accuracy.boxes)
+                .sum::<usize>(),
+            rows.len()
+        );
+        for v in s
+            .overall
+            .iobb
+            .iter()
+            .chain(&s.overall.iou)
+            .chain([&s.overall.pointing])
+        {
+            assert!((0.0..=1.0).contains(v), "{v}");
+        }
+        // More boxes pass a lower threshold.
+        assert!(s.overall.iobb.windows(2).all(|p| p[0] >= p[1]));
+    }
+    // The centre prior peaks on the four middle pixels of these 64x64 images (identity
+    // geometry); the first of them in raster order, (31, 31), is its maximum: its pointing
+    // accuracy is the share of boxes containing that pixel's centre.
+    let centre = rows
+        .iter()
+        .filter(|r| {
+            let v: Vec<f64> = r.split(',').skip(2).map(|x| x.parse().unwrap()).collect();
+            v[0] <= 31.5 && 31.5 < v[0] + v[2] && v[1] <= 31.5 && 31.5 < v[1] + v[3]
+        })
+        .count() as f64
+        / rows.len() as f64;
+    let cp = l.source(MapSource::CentrePrior).unwrap();
+    assert!(
+        (cp.overall.pointing - centre).abs() < 1e-12,
+        "{} vs {centre}",
+        cp.overall.pointing
+    );
+    let back: muxmed::run::Localization =
+        serde_json::from_str(&std::fs::read_to_string(&o.json).unwrap()).unwrap();
+    assert_eq!(&back, l);
+    let csv = std::fs::read_to_string(&o.csv).unwrap();
+    assert!(csv.starts_with("source,finding,metric,threshold,boxes,accuracy\n"));
+    assert!(csv.contains(&format!("model,all,pointing,,{},", rows.len())));
+    for f in &o.figures {
+        assert!(
+            std::fs::metadata(f).unwrap().len() > 1000,
+            "{}",
+            f.display()
+        );
+    }
+    // explain: two labels of one test image, and an unknown label refused by name.
+    use muxmed::explain::explain::{explain, Choice, ExplainArgs};
+    let img = synth
+        .read_dir()
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .flat_map(|d| std::fs::read_dir(d.path().join("images")).unwrap())
+        .map(|e| e.unwrap().path())
+        .find(|p| test.contains(p.file_name().unwrap().to_str().unwrap()))
+        .unwrap();
+    let out = w.root.join("explain");
+    let e = explain(&ExplainArgs {
+        checkpoint: &run.root().join("best.safetensors"),
+        images: std::slice::from_ref(&img),
+        choice: Choice::Labels(vec!["Mass".into(), "Effusion".into()]),
+        out: &out,
+        device: Some("cpu"),
+    })
+    .unwrap();
+    assert_eq!(e.explained.len(), 2);
+    let pic = image::open(&e.explained[0].picture).unwrap();
+    assert!(pic.width() > 64 && pic.height() > 64);
+    let npy = std::fs::read(&e.explained[0].map).unwrap();
+    assert!(npy.starts_with(b"\x93NUMPY"));
+    // The header is padded to 64 bytes; then 64 x 64 f32 (the synthetic images' size).
+    assert_eq!(npy.len(), 128 + 64 * 64 * 4);
+    let err = explain(&ExplainArgs {
+        checkpoint: &run.root().join("best.safetensors"),
+        images: std::slice::from_ref(&img),
+        choice: Choice::Labels(vec!["Nodle".into()]),
+        out: &out,
+        device: Some("cpu"),
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("`Nodle` is not a label"), "{err}");
 }
 
 #[test]

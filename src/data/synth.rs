@@ -243,8 +243,33 @@ fn in_lung(x: f32, y: f32, emphysema: f32) -> f32 {
     (1.0 / (1.0 + ((m - 1.0) / 0.08).exp())).clamp(0.0, 1.0)
 }
 
-/// Draws one synthetic radiograph (values in [0, 1]).
-pub fn render(r: &SynthRecord, size: u32, seed: u64) -> Vec<f32> {
+/// Where a finding was drawn: the extent of its lesion as (x0, y0, x1, y1) in fractions of
+/// the image side, clipped to the image.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Lesion {
+    /// Index into [`LABELS`].
+    pub label: usize,
+    pub extent: [f32; 4],
+}
+
+impl Lesion {
+    fn new(label: usize, x0: f32, y0: f32, x1: f32, y1: f32) -> Self {
+        let c = |v: f32| v.clamp(0.0, 1.0);
+        Lesion {
+            label,
+            extent: [c(x0), c(y0), c(x1), c(y1)],
+        }
+    }
+}
+
+/// The horizontal extent of the lung field centred at `lung` (0.32 or 0.68), within which
+/// lung-bound findings are drawn.
+fn in_lung_x(lung: f32, x0: f32, x1: f32) -> (f32, f32) {
+    (x0.max(lung - 0.14), x1.min(lung + 0.14))
+}
+
+/// Draws one synthetic radiograph (values in [0, 1]) and returns where each drawn lesion is.
+pub fn render(r: &SynthRecord, size: u32, seed: u64) -> (Vec<f32>, Vec<Lesion>) {
     let s = size as usize;
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (r.patient as u64) << 20 ^ r.follow_up as u64);
     let sev = |rng: &mut ChaCha8Rng| -> f32 {
@@ -262,6 +287,11 @@ pub fn render(r: &SynthRecord, size: u32, seed: u64) -> Vec<f32> {
         s,
         px: vec![0.0; s * s],
     };
+    // Exposure differences and the noise level, drawn first so an image's exposure does not
+    // depend on which findings it has.
+    let gain = rng.random_range(0.85..1.15f32);
+    let offset = rng.random_range(0.05..0.15f32);
+    let noise = rng.random_range(0.015..0.04f32);
     let emph = if has("Emphysema") { sev(&mut rng) } else { 0.0 };
     // Body and soft tissue.
     c.ellipse(0.5, 0.55, 0.42, 0.55, 0.55, 0.05);
@@ -285,6 +315,15 @@ pub fn render(r: &SynthRecord, size: u32, seed: u64) -> Vec<f32> {
     };
     let hr = 0.12 * (1.0 + 0.45 * cardio) + rng.random_range(-0.01..0.01);
     c.ellipse(0.56, 0.62, hr * 1.1, hr * 0.85, 0.32, 0.1);
+    let mut lesions = Vec::new();
+    if cardio > 0.0 {
+        let k = LABELS
+            .iter()
+            .position(|l| *l == "Cardiomegaly")
+            .unwrap_or(1);
+        let (rx, ry) = (hr * 1.1, hr * 0.85);
+        lesions.push(Lesion::new(k, 0.56 - rx, 0.62 - ry, 0.56 + rx, 0.62 + ry));
+    }
     // Diaphragm domes (lower and flatter with emphysema).
     let dy = 0.7 + 0.025 * emph;
     c.map(|x, y, v| {
@@ -300,10 +339,14 @@ pub fn render(r: &SynthRecord, size: u32, seed: u64) -> Vec<f32> {
             continue;
         }
         let a = sev(&mut rng);
-        let cx = side(&mut rng) + rng.random_range(-0.05..0.05);
+        let lung = side(&mut rng);
+        let cx = lung + rng.random_range(-0.05..0.05);
         match *name {
             "Atelectasis" => {
                 let y0 = rng.random_range(0.5..0.62);
+                // The band's weight exp(-(dy/0.012)^2) is below 2% beyond |dy| = 0.024.
+                let (x0, x1) = in_lung_x(lung, cx - 0.14, cx + 0.14);
+                lesions.push(Lesion::new(k, x0, y0 - 0.024, x1, y0 + 0.024));
                 c.map(|x, y, v| {
                     v + 0.25
                         * a
@@ -313,46 +356,53 @@ pub fn render(r: &SynthRecord, size: u32, seed: u64) -> Vec<f32> {
                 });
             }
             "Effusion" => {
+                // Fluid below a meniscus rising laterally, down to the costophrenic angle.
                 let level = 0.69 - 0.08 * a;
                 c.map(|x, y, v| {
                     let lateral = (x - cx) * if cx < 0.5 { -1.0 } else { 1.0 };
                     let men = level - 0.05 * lateral.max(0.0) / 0.14;
                     let inside = (1.0 - ((x - cx) / 0.16).abs()).clamp(0.0, 1.0);
-                    v + 0.25 * a * inside / (1.0 + ((men - y) / 0.01).exp())
+                    let above_floor = 1.0 / (1.0 + ((y - 0.8) / 0.01).exp());
+                    v + 0.25 * a * inside * above_floor / (1.0 + ((men - y) / 0.01).exp())
                 });
+                let top = level - 0.05 * 0.16 / 0.14;
+                lesions.push(Lesion::new(k, cx - 0.16, top, cx + 0.16, 0.8));
             }
             "Infiltration" => {
+                let mut e = [f32::MAX, f32::MAX, f32::MIN, f32::MIN];
                 for _ in 0..rng.random_range(3..7) {
                     let (bx, by) = (
                         cx + rng.random_range(-0.08..0.08),
                         rng.random_range(0.3..0.6),
                     );
-                    c.ellipse(
-                        bx,
-                        by,
-                        rng.random_range(0.02..0.05),
-                        rng.random_range(0.02..0.05),
-                        0.14 * a,
-                        0.4,
-                    );
+                    let (rx, ry) = (rng.random_range(0.02..0.05), rng.random_range(0.02..0.05));
+                    c.ellipse(bx, by, rx, ry, 0.14 * a, 0.4);
+                    e = [
+                        e[0].min(bx - rx),
+                        e[1].min(by - ry),
+                        e[2].max(bx + rx),
+                        e[3].max(by + ry),
+                    ];
                 }
+                lesions.push(Lesion::new(k, e[0], e[1], e[2], e[3]));
             }
             "Mass" => {
                 let r0 = 0.045 + 0.03 * a;
-                c.ellipse(
-                    cx,
-                    rng.random_range(0.3..0.55),
-                    r0,
-                    r0,
-                    0.3 * a + 0.05,
-                    0.15,
-                );
+                let cy = rng.random_range(0.3..0.55);
+                c.ellipse(cx, cy, r0, r0, 0.3 * a + 0.05, 0.15);
+                lesions.push(Lesion::new(k, cx - r0, cy - r0, cx + r0, cy + r0));
             }
             "Nodule" => {
                 let r0 = 0.018 + 0.012 * a;
-                c.ellipse(cx, rng.random_range(0.28..0.6), r0, r0, 0.3 * a + 0.05, 0.2);
+                let cy = rng.random_range(0.28..0.6);
+                c.ellipse(cx, cy, r0, r0, 0.3 * a + 0.05, 0.2);
+                lesions.push(Lesion::new(k, cx - r0, cy - r0, cx + r0, cy + r0));
             }
-            "Pneumonia" => c.ellipse(cx, rng.random_range(0.45..0.6), 0.09, 0.1, 0.22 * a, 0.5),
+            "Pneumonia" => {
+                let cy = rng.random_range(0.45..0.6);
+                c.ellipse(cx, cy, 0.09, 0.1, 0.22 * a, 0.5);
+                lesions.push(Lesion::new(k, cx - 0.09, cy - 0.1, cx + 0.09, cy + 0.1));
+            }
             "Pneumothorax" => {
                 // A dark rim without lung texture at the apex.
                 let y1 = 0.22 + 0.12 * a;
@@ -364,6 +414,9 @@ pub fn render(r: &SynthRecord, size: u32, seed: u64) -> Vec<f32> {
                         v
                     }
                 });
+                // The lung field's apex is at y = 0.45 - 0.25.
+                let (x0, x1) = in_lung_x(lung, cx - 0.14, cx + 0.14);
+                lesions.push(Lesion::new(k, x0, 0.2, x1, y1));
             }
             "Consolidation" => {
                 c.ellipse(cx, rng.random_range(0.52..0.64), 0.08, 0.06, 0.3 * a, 0.12)
@@ -395,10 +448,6 @@ pub fn render(r: &SynthRecord, size: u32, seed: u64) -> Vec<f32> {
             _ => {}
         }
     }
-    // Exposure differences and noise.
-    let gain = rng.random_range(0.85..1.15f32);
-    let offset = rng.random_range(0.05..0.15f32);
-    let noise = rng.random_range(0.015..0.04f32);
     let mut out = c.px;
     for v in out.iter_mut() {
         let u1: f32 = rng.random_range(f32::EPSILON..1.0);
@@ -406,7 +455,7 @@ pub fn render(r: &SynthRecord, size: u32, seed: u64) -> Vec<f32> {
         let n = (-2.0 * u1.ln()).sqrt() * (2.0 * PI * u2).cos();
         *v = (offset + gain * *v + noise * n).clamp(0.0, 1.0);
     }
-    out
+    (out, lesions)
 }
 
 /// Writes the whole dataset into `out`; returns the records.
@@ -453,7 +502,7 @@ pub fn write(out: &Path, o: &SynthOptions) -> Result<Vec<SynthRecord>, SynthErro
     let marker = out.join("SYNTHETIC.txt");
     crate::io::write_atomic(
         &marker,
-        b"Made by `muxmed synth`: synthetic images and labels in NIH's file format. Numbers measured on them say nothing about real chest X-rays.\n",
+        b"Made by `muxmed synth`: synthetic images and labels in NIH's file format. Numbers measured on them say nothing about real chest X-rays. Boxes are the drawn lesions' extents.\n",
     )
     .map_err(|e| io(&marker, &e))?;
     let p = out.join("Data_Entry_2017_v2020.csv");
@@ -471,60 +520,61 @@ pub fn write(out: &Path, o: &SynthOptions) -> Result<Vec<SynthRecord>, SynthErro
         let p = out.join(name);
         crate::io::write_atomic(&p, list(test).as_bytes()).map_err(|e| io(&p, &e))?;
     }
-    // Boxes for some test images with one of the 8 boxed findings (real file's header and
-    // spelling: `Infiltrate`).
+    // Images: three folders like images_001/images, about 1% stored as RGBA.
+    let per_folder = records.len().div_ceil(3).max(1);
+    let lesions: Vec<Vec<Lesion>> = records
+        .par_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let dir = out.join(format!("images_{:03}/images", i / per_folder + 1));
+            std::fs::create_dir_all(&dir).map_err(|e| io(&dir, &e))?;
+            let (px, lesions) = render(r, o.size, o.seed);
+            let p = dir.join(&r.image_id);
+            let png = encode_png(
+                &px,
+                o.size,
+                (r.patient as u64 * 31 + r.follow_up as u64) % 100 == 7,
+            )
+            .map_err(|e| io(&p, &e))?;
+            crate::io::write_atomic(&p, &png).map_err(|e| io(&p, &e))?;
+            Ok(lesions)
+        })
+        .collect::<Result<_, SynthError>>()?;
+    // Boxes: for every finding of the official box list's 8 on a test image, the true extent
+    // of the drawn lesion in image pixels (the real file's header and spelling: `Infiltrate`).
     let mut bb = String::from("Image Index,Finding Label,Bbox [x,y,w,h],,,\n");
-    let mut rng = ChaCha8Rng::seed_from_u64(o.seed ^ 0xB0B);
-    for r in records.iter().filter(|r| r.test) {
-        for &k in &r.labels {
-            if k < 8 && rng.random_bool(0.3) {
-                let name = if LABELS[k] == "Infiltration" {
-                    "Infiltrate"
-                } else {
-                    LABELS[k]
-                };
-                let (x, y) = (
-                    rng.random_range(150.0..700.0f64),
-                    rng.random_range(150.0..700.0f64),
-                );
-                bb += &format!(
-                    "{},{name},{x:.3},{y:.3},{:.3},{:.3}\n",
-                    r.image_id,
-                    rng.random_range(60.0..250.0f64),
-                    rng.random_range(60.0..250.0f64)
-                );
-            }
+    let side = o.size as f32;
+    for (r, ls) in records.iter().zip(&lesions).filter(|(r, _)| r.test) {
+        for l in ls.iter().filter(|l| l.label < 8) {
+            let name = if LABELS[l.label] == "Infiltration" {
+                "Infiltrate"
+            } else {
+                LABELS[l.label]
+            };
+            let [x0, y0, x1, y1] = l.extent.map(|v| v * side);
+            bb += &format!(
+                "{},{name},{x0:.3},{y0:.3},{:.3},{:.3}\n",
+                r.image_id,
+                x1 - x0,
+                y1 - y0
+            );
         }
     }
     let p = out.join("BBox_List_2017.csv");
     crate::io::write_atomic(&p, bb.as_bytes()).map_err(|e| io(&p, &e))?;
-    // Images: three folders like images_001/images, about 1% stored as RGBA.
-    let per_folder = records.len().div_ceil(3).max(1);
-    records.par_iter().enumerate().try_for_each(|(i, r)| {
-        let dir = out.join(format!("images_{:03}/images", i / per_folder + 1));
-        std::fs::create_dir_all(&dir).map_err(|e| io(&dir, &e))?;
-        let px: Vec<u8> = render(r, o.size, o.seed)
-            .iter()
-            .map(|v| (v * 255.0).round() as u8)
-            .collect();
-        let rgba = (r.patient as u64 * 31 + r.follow_up as u64) % 100 == 7;
-        let mut png = Vec::new();
-        let enc = image::codecs::png::PngEncoder::new(&mut png);
-        let res = if rgba {
-            let data: Vec<u8> = px.iter().flat_map(|&v| [v, v, v, 255]).collect();
-            image::ImageEncoder::write_image(
-                enc,
-                &data,
-                o.size,
-                o.size,
-                image::ExtendedColorType::Rgba8,
-            )
-        } else {
-            image::ImageEncoder::write_image(enc, &px, o.size, o.size, image::ExtendedColorType::L8)
-        };
-        let p = dir.join(&r.image_id);
-        res.map_err(|e| io(&p, &e))?;
-        crate::io::write_atomic(&p, &png).map_err(|e| io(&p, &e))
-    })?;
     Ok(records)
+}
+
+/// A gray image as PNG bytes: 8-bit gray, or RGBA (gray replicated, opaque) when `rgba`.
+fn encode_png(px: &[f32], size: u32, rgba: bool) -> image::ImageResult<Vec<u8>> {
+    let px: Vec<u8> = px.iter().map(|v| (v * 255.0).round() as u8).collect();
+    let mut png = Vec::new();
+    let enc = image::codecs::png::PngEncoder::new(&mut png);
+    if rgba {
+        let data: Vec<u8> = px.iter().flat_map(|&v| [v, v, v, 255]).collect();
+        image::ImageEncoder::write_image(enc, &data, size, size, image::ExtendedColorType::Rgba8)?;
+    } else {
+        image::ImageEncoder::write_image(enc, &px, size, size, image::ExtendedColorType::L8)?;
+    }
+    Ok(png)
 }

@@ -204,7 +204,7 @@ type Failures = Vec<(PathBuf, String)>;
 
 /// The image files named by `inputs` (folders are scanned), each once; inputs that do not
 /// exist are failures.
-fn gather(inputs: &[PathBuf]) -> Result<(Vec<PathBuf>, Failures)> {
+pub fn gather(inputs: &[PathBuf]) -> Result<(Vec<PathBuf>, Failures)> {
     let (mut files, mut failed) = (Vec::new(), Vec::new());
     for p in inputs {
         if p.is_dir() {

@@ -6,6 +6,7 @@
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 
+pub mod localization;
 pub mod paired;
 
 /// Points of the ROC curve at every distinct score, highest first, starting at (0, 0).

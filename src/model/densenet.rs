@@ -152,8 +152,12 @@ impl DenseNet121 {
     }
 
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
-        let m = self.feature_map_t(x, train);
-        let f = m.mean_dim([2i64, 3].as_slice(), false, m.kind());
+        self.head_t(&self.feature_map_t(x, train), train)
+    }
+
+    /// Global average pooling and the classifier on a feature map from [`Self::feature_map_t`].
+    pub fn head_t(&self, map: &Tensor, train: bool) -> Tensor {
+        let f = map.mean_dim([2i64, 3].as_slice(), false, map.kind());
         self.classifier
             .forward(&f.dropout(self.drop_rate, train && self.drop_rate > 0.0))
     }

@@ -119,8 +119,9 @@ impl MuxNet {
         }
     }
 
-    /// Pooled features (N, head channels). `train` selects batch statistics in BatchNorm.
-    pub fn forward_features_t(&self, x: &Tensor, train: bool) -> Tensor {
+    /// The last feature map before global pooling (N, head channels, H/32, W/32): after
+    /// `conv_head`, `bn2` and the activation. Grad-CAM's A.
+    pub fn feature_map_t(&self, x: &Tensor, train: bool) -> Tensor {
         let mut y = act(
             self.act,
             &bn_t(&self.bn1, &self.conv_stem.forward(x), train),
@@ -130,10 +131,15 @@ impl MuxNet {
                 y = b.forward_t(&y, train);
             }
         }
-        let y = act(
+        act(
             self.act,
             &bn_t(&self.bn2, &self.conv_head.forward(&y), train),
-        );
+        )
+    }
+
+    /// Pooled features (N, head channels). `train` selects batch statistics in BatchNorm.
+    pub fn forward_features_t(&self, x: &Tensor, train: bool) -> Tensor {
+        let y = self.feature_map_t(x, train);
         y.mean_dim([2i64, 3].as_slice(), false, y.kind())
     }
 

@@ -69,6 +69,26 @@ impl Network {
         }
     }
 
+    /// The last feature map before global pooling (Grad-CAM's A): MUXNet after `conv_head`,
+    /// `bn2` and the activation; DenseNet-121 after `norm5` and ReLU.
+    pub fn feature_map_t(&self, x: &Tensor, train: bool) -> Tensor {
+        match self {
+            Network::MuxNet(m) => m.feature_map_t(x, train),
+            Network::DenseNet121(d) => d.feature_map_t(x, train),
+        }
+    }
+
+    /// Logits from a feature map of [`Self::feature_map_t`]: pooling and the classifier.
+    pub fn logits_from_map_t(&self, map: &Tensor, train: bool) -> Tensor {
+        match self {
+            Network::MuxNet(m) => {
+                let f = map.mean_dim([2i64, 3].as_slice(), false, map.kind());
+                m.forward_head_t(&f, train)
+            }
+            Network::DenseNet121(d) => d.head_t(map, train),
+        }
+    }
+
     /// The forward pass of a training step: with a frozen backbone, its BatchNorm statistics
     /// stay fixed (backbone in eval mode) while the head trains.
     pub fn forward_train(&self, x: &Tensor, backbone_frozen: bool) -> Tensor {

@@ -74,18 +74,7 @@ pub fn forward(
     let vs = nn::VarStore::new(Device::Cpu);
     let net = Network::build(&vs.root(), arch, num_classes, 0.0, HeadInit::Reference)?;
     load_strict(&vs, weights_path)?;
-    let inputs = read_safetensors(input)?;
-    let x = inputs
-        .get("input")
-        .with_context(|| format!("{} has no tensor named `input`", input.display()))?
-        .to_kind(Kind::Float);
-    if x.dim() != 4 || x.size()[1] != 3 {
-        bail!(
-            "{}: `input` must be (N, 3, H, W), got {:?}",
-            input.display(),
-            x.size()
-        );
-    }
+    let x = input_tensor(input)?;
     let mut out: Vec<(String, Tensor)> = Vec::new();
     tch::no_grad(|| match &net {
         Network::MuxNet(m) => {
@@ -110,6 +99,49 @@ pub fn forward(
     );
     write_safetensors(output, &out, &meta)?;
     Ok(())
+}
+
+/// `muxmed model gradcam`: Grad-CAM of tensor `input` (N,3,H,W) for every class; writes
+/// `gradcam.raw` (N, classes, h, w), `gradcam.map` (N, classes, H, W) and `logits`.
+pub fn gradcam(
+    arch: &Arch,
+    num_classes: i64,
+    weights_path: &Path,
+    input: &Path,
+    output: &Path,
+) -> Result<()> {
+    let vs = nn::VarStore::new(Device::Cpu);
+    let net = Network::build(&vs.root(), arch, num_classes, 0.0, HeadInit::Reference)?;
+    load_strict(&vs, weights_path)?;
+    let x = input_tensor(input)?;
+    let g = super::gradcam::gradcam(&net, &x);
+    let out = vec![
+        ("gradcam.raw".to_string(), g.raw),
+        ("gradcam.map".to_string(), g.map),
+        ("logits".to_string(), g.logits),
+    ];
+    let mut meta = BTreeMap::new();
+    meta.insert("arch".into(), arch.to_string());
+    meta.insert("target".into(), "logit".into());
+    write_safetensors(output, &out, &meta)?;
+    Ok(())
+}
+
+/// The tensor `input` of a safetensors file, checked to be (N, 3, H, W).
+fn input_tensor(input: &Path) -> Result<Tensor> {
+    let inputs = read_safetensors(input)?;
+    let x = inputs
+        .get("input")
+        .with_context(|| format!("{} has no tensor named `input`", input.display()))?
+        .to_kind(Kind::Float);
+    if x.dim() != 4 || x.size()[1] != 3 {
+        bail!(
+            "{}: `input` must be (N, 3, H, W), got {:?}",
+            input.display(),
+            x.size()
+        );
+    }
+    Ok(x)
 }
 
 /// Parameter counts and multiply-adds for `muxmed model info`.

@@ -12,7 +12,7 @@ use crate::config::PipelineConfig;
 use crate::data::dataset::ManifestInfo;
 use crate::eval::predictions::{self, EvalOptions, Evaluation, Joined, PredictionsJob};
 use crate::metrics::{pr_curve, roc_curve};
-use crate::run::{Checkpoint, EpochRow, EvalKey, RunDir, RunInfo, Split};
+use crate::run::{Checkpoint, EpochRow, EvalKey, MapSource, RunDir, RunInfo, Split};
 use plots::{Figure, LabelCurves};
 
 /// What a report is about, shown at its top.
@@ -26,6 +26,15 @@ pub struct ReportContext {
     /// Show published numbers (CheXNet column, reference markers and means). Off for
     /// synthetic data, which says nothing about them.
     pub published: bool,
+    /// Sections after the figures (e.g. the box benchmark).
+    pub sections: Vec<Section>,
+}
+
+/// A report section in both formats.
+#[derive(Debug, Clone, Default)]
+pub struct Section {
+    pub md: String,
+    pub html: String,
 }
 
 /// Curves of every label of a joined evaluation, for the figures.
@@ -248,6 +257,9 @@ pub fn write_documents(
         md += &format!("| {} |\n", r.join(" | "));
     }
     md += &md_figures(figs);
+    for sec in &ctx.sections {
+        md += &sec.md;
+    }
 
     // HTML.
     let mut html = html_head(&ctx.title, "");
@@ -284,6 +296,9 @@ pub fn write_documents(
     }
     html += "</table>\n";
     html += &html_figures(figs)?;
+    for sec in &ctx.sections {
+        html += &sec.html;
+    }
     html += &format!(
         "<p class=\"small\">Made by muxmed {}. Data: NIH Clinical Center ChestX-ray14 (Wang et al., CVPR 2017).</p></body></html>\n",
         env!("CARGO_PKG_VERSION")
@@ -397,6 +412,7 @@ pub fn report_predictions(
             job.split_list.map(|p| p.display().to_string()).unwrap_or_else(|| "not given".into())
         )]).collect(),
         published: true,
+        sections: vec![],
     };
     let (_, html) = write_documents(out, &ctx, &ev, &figs)?;
     Ok((ev, html))
@@ -490,9 +506,130 @@ pub fn report_run(
             .chain(run_warnings(&cfg, &manifest, &key, notice.as_deref()))
             .collect(),
         published,
+        sections: localization_section(&run, key.split, &out)?
+            .into_iter()
+            .collect(),
     };
     let (_, html) = write_documents(&out, &ctx, &ev, &figs)?;
     Ok((html, notice))
+}
+
+/// The box benchmark's section when `muxmed localize` has run on `split`: a table of the
+/// model against both baselines per finding and its two figures (copied into `out`).
+fn localization_section(run: &RunDir, split: Split, out: &Path) -> Result<Option<Section>> {
+    let Some(l) = run.localization(split)? else {
+        return Ok(None);
+    };
+    let head = format!(
+        "{} boxes on {} images of the {} split ({} boxes on other images ignored), from {}. Maps thresholded at {} into 8-connected detections; a box is found when a detection passes the threshold. Centre prior: a Gaussian on the image centre; random: uniform noise on the feature-map grid (seed {}), upsampled like Grad-CAM.",
+        l.boxes, l.images, l.split, l.boxes_outside_split, l.boxes_file, l.map_threshold, l.seed
+    );
+    let headers = [
+        "finding",
+        "boxes",
+        "source",
+        "pointing",
+        "IoBB>0.1",
+        "IoBB>0.25",
+        "IoBB>0.5",
+        "IoU>0.1",
+        "IoU>0.3",
+        "IoU>0.5",
+    ];
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    let findings = std::iter::once("all findings".to_string()).chain(
+        l.source(MapSource::Model)
+            .map(|m| {
+                m.per_finding
+                    .iter()
+                    .map(|f| f.finding.clone())
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default(),
+    );
+    for f in findings {
+        for s in &l.sources {
+            let a = if f == "all findings" {
+                Some(&s.overall)
+            } else {
+                s.per_finding
+                    .iter()
+                    .find(|x| x.finding == f)
+                    .map(|x| &x.accuracy)
+            };
+            let Some(a) = a else { continue };
+            let p = |v: f64| format!("{v:.3}");
+            rows.push(vec![
+                f.clone(),
+                a.boxes.to_string(),
+                s.source.as_str().replace('_', " "),
+                p(a.pointing),
+                p(a.iobb[0]),
+                p(a.iobb[1]),
+                p(a.iobb[2]),
+                p(a.iou[0]),
+                p(a.iou[2]),
+                p(a.iou[4]),
+            ]);
+        }
+    }
+    let dir = run.localization_dir(split);
+    let mut md = format!(
+        "\n## Localization (box benchmark)\n\n{head}\n\n| {} |\n|{}\n",
+        headers.join(" | "),
+        "---|".repeat(headers.len())
+    );
+    let mut html = format!(
+        "<h2>Localization (box benchmark)</h2>\n<p>{}</p>\n<table><tr>",
+        esc(&head)
+    );
+    for h in headers {
+        html += &format!("<th>{}</th>", esc(h));
+    }
+    html += "</tr>";
+    for r in &rows {
+        md += &format!("| {} |\n", r.join(" | "));
+        let strong = r[2] == "model";
+        html += "<tr>";
+        for (i, c) in r.iter().enumerate() {
+            let class = if i == 1 || i >= 3 {
+                " class=\"num\""
+            } else {
+                ""
+            };
+            let c = if strong && i >= 3 {
+                format!("<b>{}</b>", esc(c))
+            } else {
+                esc(c)
+            };
+            html += &format!("<td{class}>{c}</td>");
+        }
+        html += "</tr>";
+    }
+    html += "</table>\n";
+    for (name, alt) in [
+        (
+            "localization_accuracy.png",
+            "Accuracy at T(IoBB) per finding, with the baselines",
+        ),
+        ("localization_gallery.png", "Best and worst cases"),
+    ] {
+        let src = dir.join(name);
+        let Ok(png) = std::fs::read(&src) else {
+            continue;
+        };
+        let copy = out.join(name);
+        crate::io::write_atomic(&copy, &png)
+            .with_context(|| format!("writing {}", copy.display()))?;
+        md += &format!("\n![{alt}]({name})\n");
+        html += &format!(
+            "<h3>{}</h3>\n<img alt=\"{}\" src=\"data:image/png;base64,{}\">\n",
+            esc(alt),
+            esc(alt),
+            base64(&png)
+        );
+    }
+    Ok(Some(Section { md, html }))
 }
 
 fn run_facts(

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{de::DeserializeOwned, Serialize};
 
-use super::types::{EpochRow, Event, RunInfo, State};
+use super::types::{EpochRow, Event, Localization, RunInfo, State};
 use super::{Checkpoint, EvalKey, Split};
 use crate::config::{self, PipelineConfig};
 use crate::data::dataset::{self, ManifestInfo, SplitData};
@@ -103,6 +103,16 @@ impl RunDir {
     pub fn metrics(&self, k: &EvalKey) -> PathBuf {
         self.root.join(format!("metrics_{}.json", k.suffix()))
     }
+    pub fn localization_json(&self, split: Split) -> PathBuf {
+        self.root.join(format!("localization_{split}.json"))
+    }
+    pub fn localization_csv(&self, split: Split) -> PathBuf {
+        self.root.join(format!("localization_{split}.csv"))
+    }
+    /// The benchmark's figures.
+    pub fn localization_dir(&self, split: Split) -> PathBuf {
+        self.root.join(format!("localization_{split}"))
+    }
     pub fn report_dir(&self) -> PathBuf {
         self.root.join("report")
     }
@@ -178,6 +188,47 @@ impl RunDir {
                 self.splits_dir().display()
             )
         })
+    }
+
+    /// The box benchmark of `split`, when `muxmed localize` has written it.
+    pub fn localization(&self, split: Split) -> Result<Option<Localization>, RunError> {
+        let p = self.localization_json(split);
+        if !p.is_file() {
+            return Ok(None);
+        }
+        read_json(&p).map(Some)
+    }
+
+    /// Writes `localization_<split>.json` and its long-format `.csv` (source, finding,
+    /// metric, threshold, boxes, accuracy).
+    pub fn write_localization(&self, l: &Localization) -> Result<(), RunError> {
+        write_json(&self.localization_json(l.split), l)?;
+        let mut csv = String::from("source,finding,metric,threshold,boxes,accuracy\n");
+        for s in &l.sources {
+            let rows = std::iter::once(("all", &s.overall)).chain(
+                s.per_finding
+                    .iter()
+                    .map(|f| (f.finding.as_str(), &f.accuracy)),
+            );
+            for (finding, a) in rows {
+                let mut line = |metric: &str, t: String, v: f64| {
+                    csv += &format!(
+                        "{},{finding},{metric},{t},{},{v}\n",
+                        s.source.as_str(),
+                        a.boxes
+                    );
+                };
+                for (t, v) in l.iobb_thresholds.iter().zip(&a.iobb) {
+                    line("iobb", t.to_string(), *v);
+                }
+                for (t, v) in l.iou_thresholds.iter().zip(&a.iou) {
+                    line("iou", t.to_string(), *v);
+                }
+                line("pointing", String::new(), a.pointing);
+            }
+        }
+        let p = self.localization_csv(l.split);
+        crate::io::write_atomic(&p, csv.as_bytes()).map_err(io(&p))
     }
 
     /// Writes `metrics.csv`: one row per epoch, one column per value (empty where undefined).

@@ -17,6 +17,8 @@
 //!   ema_best.safetensors   the EMA weights of the epoch with the highest EMA val mean AUROC
 //!   predictions_<key>.csv  per-image probabilities of one evaluation (see EvalKey)
 //!   metrics_<key>.json     the metrics of that evaluation
+//!   localization_<split>.json / .csv   the box benchmark (`muxmed localize`)
+//!   localization_<split>/  its figures: accuracy per threshold, best and worst cases
 //!   report/                figures, report.md, report.html
 //! ```
 
@@ -24,7 +26,10 @@ mod files;
 mod types;
 
 pub use files::{RunDir, RunError};
-pub use types::{CheckpointMeta, EpochRow, Event, Patience, RunInfo, State, Status, WeightsInfo};
+pub use types::{
+    CheckpointMeta, EpochRow, Event, FindingAccuracy, Localization, MapSource, Patience, RunInfo,
+    SourceAccuracy, State, Status, WeightsInfo,
+};
 
 pub use crate::config::Arch;
 pub use crate::labels::Split;

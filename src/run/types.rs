@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Arch, Checkpoint};
 use crate::config::augment::Stage;
+use crate::metrics::localization::Accuracy;
 use crate::model::ArchSpec;
 
 /// `run.json`: what a run is, written once when it starts.
@@ -197,5 +198,73 @@ impl CheckpointMeta {
             format!("no `{CHECKPOINT_META_KEY}` metadata: not a checkpoint written by muxmed train")
         })?;
         serde_json::from_str(text).map_err(|e| format!("`{CHECKPOINT_META_KEY}` metadata: {e}"))
+    }
+}
+
+/// A map the box benchmark scores: the model's Grad-CAM or one of two chance baselines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MapSource {
+    /// Grad-CAM of the finding's class.
+    Model,
+    /// A Gaussian centred on the network input (σ = a quarter of its side).
+    CentrePrior,
+    /// Uniform noise on the feature-map grid, upsampled like Grad-CAM (seeded).
+    Random,
+}
+
+impl MapSource {
+    pub const ALL: [MapSource; 3] = [MapSource::Model, MapSource::CentrePrior, MapSource::Random];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MapSource::Model => "model",
+            MapSource::CentrePrior => "centre_prior",
+            MapSource::Random => "random",
+        }
+    }
+}
+
+/// One map source's accuracies, over all boxes and per finding.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceAccuracy {
+    pub source: MapSource,
+    pub overall: Accuracy,
+    pub per_finding: Vec<FindingAccuracy>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FindingAccuracy {
+    pub finding: String,
+    #[serde(flatten)]
+    pub accuracy: Accuracy,
+}
+
+/// `localization_<split>.json`: the ChestX-ray8 box benchmark of one split (`muxmed localize`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Localization {
+    pub split: super::Split,
+    pub checkpoint: Checkpoint,
+    /// The box file and its sha256.
+    pub boxes_file: String,
+    pub boxes_sha256: String,
+    /// Maps are thresholded at this value (of the [0, 1] map) into detections.
+    pub map_threshold: f64,
+    pub iobb_thresholds: Vec<f64>,
+    pub iou_thresholds: Vec<f64>,
+    /// Seed of the random baseline.
+    pub seed: u64,
+    /// Images of the split with boxes, and their boxes.
+    pub images: usize,
+    pub boxes: usize,
+    /// Boxes on images outside the split (ignored).
+    pub boxes_outside_split: usize,
+    /// Boxes whose finding the model has no class for (ignored).
+    pub boxes_without_class: usize,
+    pub sources: Vec<SourceAccuracy>,
+}
+
+impl Localization {
+    pub fn source(&self, s: MapSource) -> Option<&SourceAccuracy> {
+        self.sources.iter().find(|a| a.source == s)
     }
 }

@@ -9,6 +9,7 @@ mod config_errors;
 mod data_pipeline;
 mod delong_fixture;
 mod evaluate_predictions;
+mod gradcam;
 mod manifest_generic;
 mod manifest_real;
 mod metrics_fixtures;

@@ -172,3 +172,76 @@ fn synth_refuses_to_write_over_a_folder_that_is_not_synthetic() {
     .unwrap();
     assert!(real.join("SYNTHETIC.txt").is_file());
 }
+
+/// A box is where its lesion was drawn: the same record rendered with and without the
+/// finding differs (beyond zero-mean noise) inside the box and not outside it.
+#[test]
+fn boxes_are_the_drawn_lesions_extent() {
+    use muxmed::data::synth::{render, SynthRecord};
+    let size = 256usize;
+    for (k, name) in LABELS.iter().enumerate().take(8) {
+        let mut checked = 0;
+        for patient in 1..4u32 {
+            let r = SynthRecord {
+                image_id: format!("{patient:08}_000.png"),
+                patient,
+                follow_up: 0,
+                labels: vec![k],
+                age: 50,
+                male: true,
+                pa: true,
+                size: (2500, 2048),
+                spacing: 0.143,
+                test: true,
+            };
+            let (with, lesions) = render(&r, size as u32, 7);
+            let (without, none) = render(
+                &SynthRecord {
+                    labels: vec![],
+                    ..r.clone()
+                },
+                size as u32,
+                7,
+            );
+            assert!(none.is_empty());
+            assert_eq!(lesions.len(), 1, "{name}");
+            assert_eq!(lesions[0].label, k);
+            let [x0, y0, x1, y1] = lesions[0].extent.map(|v| v * size as f32);
+            assert!(
+                x0 < x1 && y0 < y1 && x0 >= 0.0 && y1 <= size as f32,
+                "{name}: {:?}",
+                lesions[0]
+            );
+            let (mut inside, mut n_in, mut outside, mut n_out) = (0f64, 0, 0f64, 0);
+            for (i, (a, b)) in with.iter().zip(&without).enumerate() {
+                let (x, y) = ((i % size) as f32 + 0.5, (i / size) as f32 + 0.5);
+                let d = (a - b) as f64;
+                if x >= x0 && x < x1 && y >= y0 && y < y1 {
+                    inside += d;
+                    n_in += 1;
+                } else {
+                    outside += d;
+                    n_out += 1;
+                }
+            }
+            let (inside, outside) = (inside / n_in as f64, outside / n_out as f64);
+            // Pneumothorax darkens, every other finding brightens; both far above the
+            // noise's mean over the box (noise std <= 0.04 per pixel, both images).
+            let signal = if *name == "Pneumothorax" {
+                -inside
+            } else {
+                inside
+            };
+            assert!(
+                signal > 0.004,
+                "{name} patient {patient}: inside mean {inside}"
+            );
+            assert!(
+                signal > 8.0 * outside.abs(),
+                "{name} patient {patient}: inside {inside}, outside {outside}"
+            );
+            checked += 1;
+        }
+        assert_eq!(checked, 3);
+    }
+}

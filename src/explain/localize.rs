@@ -1,0 +1,405 @@
+//! `muxmed localize --run R [--split test]`: the ChestX-ray8 box benchmark. Every image of
+//! the split with boxes in the run's box list is explained for each boxed finding; the map
+//! in original coordinates is thresholded, its 8-connected components are the detections,
+//! and the model's accuracy is set beside a centre prior's and a seeded random map's on the
+//! same boxes.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use rayon::prelude::*;
+
+use super::figures::{accuracy_chart, gallery, Case};
+use super::{centre_prior, prepare, random_map, Explainer, Prepared};
+use crate::data::nih::{parse_bboxes, read_text, BBox};
+use crate::labels::LABELS;
+use crate::metrics::localization::{
+    score_box, Accuracy, BoxOutcome, Rect, IOBB_THRESHOLDS, IOU_THRESHOLDS,
+};
+use crate::model::device::pick_device;
+use crate::run::{
+    Checkpoint, FindingAccuracy, Localization, MapSource, RunDir, SourceAccuracy, Split,
+};
+
+pub struct LocalizeArgs<'a> {
+    pub run: &'a Path,
+    pub split: Split,
+    pub checkpoint: Checkpoint,
+    /// The box list; default: the one the run's manifest was built from.
+    pub boxes: Option<&'a Path>,
+    /// Maps are thresholded at this value into detections.
+    pub threshold: f64,
+    pub seed: u64,
+    pub device: Option<&'a str>,
+}
+
+/// What `localize` wrote.
+pub struct LocalizeOutcome {
+    pub localization: Localization,
+    pub json: PathBuf,
+    pub csv: PathBuf,
+    pub figures: Vec<PathBuf>,
+}
+
+/// One ground-truth box of an image in the split, with the class it is scored on.
+struct Target {
+    image: usize,
+    class: usize,
+    truth: Rect,
+}
+
+/// Every box's outcome under each map source.
+struct Scored {
+    target: Target,
+    outcomes: [BoxOutcome; 3],
+}
+
+/// The box file the run's manifest recorded, unless `--boxes` names one.
+fn box_file(run: &RunDir, given: Option<&Path>) -> Result<PathBuf> {
+    if let Some(p) = given {
+        return Ok(p.to_path_buf());
+    }
+    let m = run.manifest()?;
+    match m.sources.get("bbox_list") {
+        Some(s) => Ok(PathBuf::from(&s.path)),
+        None => bail!(
+            "the run's manifest ({}) was built without a box list (BBox_List_2017.csv); pass --boxes FILE",
+            run.manifest_json().display()
+        ),
+    }
+}
+
+pub fn localize(a: &LocalizeArgs) -> Result<LocalizeOutcome> {
+    if !(0.0..=1.0).contains(&a.threshold) {
+        bail!("--threshold must be in [0, 1], got {}", a.threshold);
+    }
+    let run = RunDir::open(a.run)?;
+    let split = run.split(a.split)?;
+    let boxes_path = box_file(&run, a.boxes)?;
+    let boxes: Vec<BBox> = parse_bboxes(&read_text(&boxes_path)?, &boxes_path)?;
+    let ex = Explainer::load(
+        &run.checkpoint(a.checkpoint),
+        pick_device(a.device.unwrap_or("auto"))?,
+    )?;
+    let labels = &ex.meta.labels;
+
+    // The split's boxed images, in split order, and their targets.
+    let row_of: HashMap<&str, usize> = split
+        .image_ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.as_str(), i))
+        .collect();
+    let (mut outside, mut without_class) = (0, 0);
+    let mut images: Vec<usize> = Vec::new();
+    let mut slot: HashMap<usize, usize> = HashMap::new();
+    let mut targets = Vec::new();
+    for b in &boxes {
+        let Some(&row) = row_of.get(b.image_id.as_str()) else {
+            outside += 1;
+            continue;
+        };
+        let Some(class) = labels.iter().position(|l| l == LABELS[b.label]) else {
+            without_class += 1;
+            continue;
+        };
+        let image = *slot.entry(row).or_insert_with(|| {
+            images.push(row);
+            images.len() - 1
+        });
+        targets.push(Target {
+            image,
+            class,
+            truth: Rect::from_xywh(b.x, b.y, b.w, b.h),
+        });
+    }
+    if targets.is_empty() {
+        bail!(
+            "no box of {} is on an image of the {} split ({} boxes on other images, {} of findings the model has no class for)",
+            boxes_path.display(),
+            a.split,
+            outside,
+            without_class
+        );
+    }
+    let paths: Vec<PathBuf> = images
+        .iter()
+        .map(|&r| {
+            split.paths[r].clone().with_context(|| {
+                format!(
+                    "image {} of the {} split has no file (it was missing when the manifest was built)",
+                    split.image_ids[r], a.split
+                )
+            })
+        })
+        .collect::<Result<_>>()?;
+
+    let scored = score_all(&ex, &paths, targets, a)?;
+    let localization = summarise(
+        a,
+        &boxes_path,
+        images.len(),
+        outside,
+        without_class,
+        &scored,
+        labels,
+    )?;
+    run.write_localization(&localization)?;
+    let dir = run.localization_dir(a.split);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let chart = accuracy_chart(&dir, &localization)?;
+    let gallery_png = dir.join("localization_gallery.png");
+    draw_gallery(
+        &ex,
+        &paths,
+        &split.image_ids,
+        &images,
+        &scored,
+        labels,
+        &gallery_png,
+        a,
+    )?;
+    Ok(LocalizeOutcome {
+        json: run.localization_json(a.split),
+        csv: run.localization_csv(a.split),
+        figures: vec![chart.png, chart.svg, gallery_png],
+        localization,
+    })
+}
+
+/// The three maps of one image and class, in original coordinates, in [`MapSource::ALL`]
+/// order.
+fn maps(
+    p: &Prepared,
+    model: &[f32],
+    grid: (usize, usize),
+    key: u64,
+    seed: u64,
+) -> Result<[Vec<f32>; 3]> {
+    let (w, h) = p.geometry.input;
+    Ok([
+        p.geometry.to_original(model),
+        p.geometry.to_original(&centre_prior(w, h)),
+        p.geometry.to_original(&random_map(grid, w, h, seed, key)?),
+    ])
+}
+
+/// Runs Grad-CAM over the boxed images in batches and scores every box under each source.
+fn score_all(
+    ex: &Explainer,
+    paths: &[PathBuf],
+    targets: Vec<Target>,
+    a: &LocalizeArgs,
+) -> Result<Vec<Scored>> {
+    let mut by_image: Vec<Vec<Target>> = (0..paths.len()).map(|_| Vec::new()).collect();
+    for t in targets {
+        by_image[t.image].push(t);
+    }
+    let bar = crate::progress::Progress::new(paths.len() as u64, "localize");
+    let mut scored = Vec::new();
+    let batch = 8;
+    let meta = &ex.meta;
+    for (b, chunk) in paths.chunks(batch).enumerate() {
+        let prepared: Vec<Prepared> = chunk
+            .par_iter()
+            .map(|p| prepare(meta, p))
+            .collect::<Result<_>>()?;
+        let cams = ex.cams(&prepared.iter().map(|p| &p.input).collect::<Vec<_>>())?;
+        for (j, p) in prepared.iter().enumerate() {
+            let image = b * batch + j;
+            let ts = std::mem::take(&mut by_image[image]);
+            let mut done: Vec<Scored> = ts
+                .into_par_iter()
+                .map(|t| -> Result<Scored> {
+                    let key = (image as u64) << 8 | t.class as u64;
+                    let m = maps(p, &cams.maps[j][t.class], cams.grid, key, a.seed)?;
+                    let w = p.geometry.original.0;
+                    let th = a.threshold as f32;
+                    let outcomes = [0, 1, 2].map(|s| score_box(&m[s], w, &t.truth, th));
+                    Ok(Scored {
+                        target: t,
+                        outcomes,
+                    })
+                })
+                .collect::<Result<_>>()?;
+            scored.append(&mut done);
+        }
+        bar.set(
+            ((b + 1) * batch).min(paths.len()) as u64,
+            paths.len() as u64,
+            "",
+        );
+    }
+    bar.finish();
+    Ok(scored)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn summarise(
+    a: &LocalizeArgs,
+    boxes_path: &Path,
+    images: usize,
+    outside: usize,
+    without_class: usize,
+    scored: &[Scored],
+    labels: &[String],
+) -> Result<Localization> {
+    let sources = MapSource::ALL
+        .iter()
+        .enumerate()
+        .map(|(s, &source)| {
+            let per_finding = labels
+                .iter()
+                .enumerate()
+                .filter_map(|(k, name)| {
+                    let o: Vec<&BoxOutcome> = scored
+                        .iter()
+                        .filter(|x| x.target.class == k)
+                        .map(|x| &x.outcomes[s])
+                        .collect();
+                    (!o.is_empty()).then(|| FindingAccuracy {
+                        finding: name.clone(),
+                        accuracy: Accuracy::of(o),
+                    })
+                })
+                .collect();
+            SourceAccuracy {
+                source,
+                overall: Accuracy::of(scored.iter().map(|x| &x.outcomes[s])),
+                per_finding,
+            }
+        })
+        .collect();
+    Ok(Localization {
+        split: a.split,
+        checkpoint: a.checkpoint,
+        boxes_file: boxes_path.display().to_string(),
+        boxes_sha256: crate::io::sha256_file(boxes_path)
+            .with_context(|| format!("reading {}", boxes_path.display()))?,
+        map_threshold: a.threshold,
+        iobb_thresholds: IOBB_THRESHOLDS.to_vec(),
+        iou_thresholds: IOU_THRESHOLDS.to_vec(),
+        seed: a.seed,
+        images,
+        boxes: scored.len(),
+        boxes_outside_split: outside,
+        boxes_without_class: without_class,
+        sources,
+    })
+}
+
+/// The model's four best and four worst boxes (by IoBB, then pointing), drawn.
+#[allow(clippy::too_many_arguments)]
+fn draw_gallery(
+    ex: &Explainer,
+    paths: &[PathBuf],
+    ids: &[String],
+    images: &[usize],
+    scored: &[Scored],
+    labels: &[String],
+    out: &Path,
+    a: &LocalizeArgs,
+) -> Result<()> {
+    let mut order: Vec<usize> = (0..scored.len()).collect();
+    let key = |i: usize| {
+        let o = &scored[i].outcomes[0];
+        (o.iobb, o.pointing as u8 as f64, o.iou)
+    };
+    order.sort_by(|&x, &y| {
+        key(y)
+            .partial_cmp(&key(x))
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
+    let n = order.len().min(4);
+    let best = &order[..n];
+    let worst: Vec<usize> = order.iter().rev().take(n).copied().collect();
+    let mut rows = Vec::new();
+    let mut keep = Vec::new();
+    for (name, picks) in [
+        ("Best cases (model)", best.to_vec()),
+        ("Worst cases (model)", worst),
+    ] {
+        let mut cases = Vec::new();
+        for i in picks {
+            let t = &scored[i].target;
+            let p = ex.prepare(&paths[t.image])?;
+            let cams = ex.cams(&[&p.input])?;
+            let map = p.geometry.to_original(&cams.maps[0][t.class]);
+            cases.push((i, p, map));
+        }
+        keep.push((name, cases));
+    }
+    for (name, cases) in &keep {
+        let mut row = Vec::new();
+        for (i, p, map) in cases {
+            let s = &scored[*i];
+            let o = &s.outcomes[0];
+            row.push(Case {
+                gray: &p.original,
+                map,
+                truth: s.target.truth,
+                detections: &o.detections,
+                caption: format!(
+                    "{} · {}\nIoBB {:.2} · IoU {:.2} · pointing {}",
+                    ids[images[s.target.image]],
+                    labels[s.target.class],
+                    o.iobb,
+                    o.iou,
+                    if o.pointing { "hit" } else { "miss" }
+                ),
+            });
+        }
+        rows.push((name.to_string(), row));
+    }
+    gallery(
+        out,
+        &format!(
+            "Grad-CAM on the {} split: truth (green), detections at map ≥ {} (orange)",
+            a.split, a.threshold
+        ),
+        &rows,
+    )?;
+    Ok(())
+}
+
+/// One line: the model's pointing and IoBB > 0.25 accuracies beside the centre prior's
+/// (and the random map's).
+pub fn headline(l: &Localization) -> String {
+    let get = |s: MapSource| {
+        l.source(s)
+            .map(|a| (a.overall.pointing, a.overall.iobb_025()))
+    };
+    let f = |v: Option<(f64, f64)>, i: usize| {
+        v.map(|p| format!("{:.3}", if i == 0 { p.0 } else { p.1 }))
+            .unwrap_or_else(|| "-".into())
+    };
+    let (m, c, r) = (
+        get(MapSource::Model),
+        get(MapSource::CentrePrior),
+        get(MapSource::Random),
+    );
+    format!(
+        "localization: pointing {} (centre prior {}, random {}); IoBB>0.25 {} (centre prior {}, random {}); {} boxes",
+        f(m, 0), f(c, 0), f(r, 0), f(m, 1), f(c, 1), f(r, 1), l.boxes
+    )
+}
+
+/// The printed summary: one line per source over all boxes, then the headline.
+pub fn summary_lines(l: &Localization) -> Vec<String> {
+    let mut out = vec![format!(
+        "localization on the {} split: {} boxes on {} images ({} boxes on other images ignored)",
+        l.split, l.boxes, l.images, l.boxes_outside_split
+    )];
+    for s in &l.sources {
+        out.push(format!(
+            "  {:<13} pointing {:.3}   IoBB>0.25 {:.3}   IoU>0.3 {:.3}",
+            s.source.as_str(),
+            s.overall.pointing,
+            s.overall.iobb_025(),
+            s.overall.iou[2]
+        ));
+    }
+    out.push(headline(l));
+    out
+}
