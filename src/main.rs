@@ -467,7 +467,7 @@ fn explain_cmd(
     out: &std::path::Path,
     device: Option<&str>,
 ) -> Result<ExitCode> {
-    use muxmed::explain::explain::{explain, Choice, ExplainArgs};
+    use muxmed::explain::heatmaps::{explain, Choice, ExplainArgs};
     let (files, mut failed) = muxmed::eval::run_eval::gather(images)?;
     let o = explain(&ExplainArgs {
         checkpoint,

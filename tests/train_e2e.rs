@@ -550,7 +550,7 @@ fn localize_and_explain(w: &World, run: &RunDir) {
         );
     }
     // explain: two labels of one test image, and an unknown label refused by name.
-    use muxmed::explain::explain::{explain, Choice, ExplainArgs};
+    use muxmed::explain::heatmaps::{explain, Choice, ExplainArgs};
     let img = synth
         .read_dir()
         .unwrap()

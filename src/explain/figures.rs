@@ -118,22 +118,55 @@ fn colour_bar(
     Ok(())
 }
 
+/// Nearest-neighbour enlargement of an RGB image by an integer factor `k`.
+fn enlarge(rgb: &[u8], w: usize, k: usize) -> Vec<u8> {
+    if k == 1 {
+        return rgb.to_vec();
+    }
+    let mut out = Vec::with_capacity(rgb.len() * k * k);
+    for row in rgb.chunks(w * 3) {
+        let wide: Vec<u8> = row.chunks(3).flat_map(|p| p.repeat(k)).collect();
+        for _ in 0..k {
+            out.extend_from_slice(&wide);
+        }
+    }
+    out
+}
+
 /// The overlay picture of one image and label: the original at full resolution with the map,
-/// a title band and a legend panel. `boxes` are drawn on top (original coordinates).
+/// a title band (`title` in bold, `subtitle` below) and a legend panel. Originals under 512
+/// pixels are shown enlarged by a whole factor, each original pixel a square block. `boxes`
+/// are drawn on top (original coordinates).
 pub fn overlay(
     path: &Path,
     gray: &Gray,
     map: &[f32],
     title: &str,
+    subtitle: &str,
     boxes: &[(Rect, RGBColor)],
 ) -> Result<()> {
     ensure_font();
-    let (w, h) = (gray.width as usize, gray.height as usize);
-    let font = (h / 40).clamp(12, 40) as u32;
-    let (band, panel) = (font as usize * 2 + 8, (w / 5).max(150));
+    let (ow, oh) = (gray.width as usize, gray.height as usize);
+    let k = (512 / ow.max(oh)).max(1);
+    let (w, h) = (ow * k, oh * k);
+    let font = (h / 40).clamp(14, 40) as u32;
+    let small = (font * 3 / 4).max(11);
+    let (band, panel) = ((font + small) as usize + 20, (w / 5).max(150));
     let (cw, ch) = (w + panel, h + band);
+    let subtitle = if k > 1 {
+        format!("{subtitle}, shown at {k}x")
+    } else {
+        subtitle.to_string()
+    };
     let mut canvas = vec![255u8; cw * ch * 3];
-    blit(&mut canvas, cw, &blend(gray, map), w, 0, band);
+    blit(
+        &mut canvas,
+        cw,
+        &enlarge(&blend(gray, map), ow, k),
+        w,
+        0,
+        band,
+    );
     {
         let root =
             BitMapBackend::with_buffer(&mut canvas, (cw as u32, ch as u32)).into_drawing_area();
@@ -144,8 +177,20 @@ pub fn overlay(
                 ("sans-serif", font).into_font().style(FontStyle::Bold),
             ))
             .map_err(e2s)?;
+            root.draw(&Text::new(
+                subtitle.clone(),
+                (8, 10 + font as i32),
+                ("sans-serif", small).into_font(),
+            ))
+            .map_err(e2s)?;
+            let kf = k as f64;
             for (r, c) in boxes {
-                let p = |x: f64, y: f64| (x.round() as i32, y.round() as i32 + band as i32);
+                let p = |x: f64, y: f64| {
+                    (
+                        (x * kf).round() as i32,
+                        (y * kf).round() as i32 + band as i32,
+                    )
+                };
                 root.draw(&Rectangle::new(
                     [p(r.x0, r.y0), p(r.x1, r.y1)],
                     c.stroke_width((h / 300).max(2) as u32),
@@ -153,7 +198,6 @@ pub fn overlay(
                 .map_err(e2s)?;
             }
             let x = w as i32 + 16;
-            let small = (font * 3 / 4).max(11);
             root.draw(&Text::new(
                 "Grad-CAM",
                 (x, band as i32 + 4),

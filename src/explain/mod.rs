@@ -3,8 +3,8 @@
 //! through the checkpoint's own preprocessing, as `predict` does; maps come back through the
 //! inverse of its geometry ([`Geometry`]).
 
-pub mod explain;
 pub mod figures;
+pub mod heatmaps;
 pub mod localize;
 
 use std::path::Path;

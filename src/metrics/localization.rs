@@ -61,7 +61,7 @@ pub fn iou(truth: &Rect, detected: &Rect) -> f64 {
 /// Bounding boxes of the 8-connected components of `mask` (width `w`, row-major), in the
 /// order their first pixel appears in raster order.
 pub fn components(mask: &[bool], w: usize) -> Vec<Rect> {
-    let h = if w == 0 { 0 } else { mask.len() / w };
+    let h = mask.len().checked_div(w).unwrap_or(0);
     let mut seen = vec![false; mask.len()];
     let mut out = Vec::new();
     let mut stack = Vec::new();

@@ -521,8 +521,8 @@ fn localization_section(run: &RunDir, split: Split, out: &Path) -> Result<Option
         return Ok(None);
     };
     let head = format!(
-        "{} boxes on {} images of the {} split ({} boxes on other images ignored), from {}. Maps thresholded at {} into 8-connected detections; a box is found when a detection passes the threshold. Centre prior: a Gaussian on the image centre; random: uniform noise on the feature-map grid (seed {}), upsampled like Grad-CAM.",
-        l.boxes, l.images, l.split, l.boxes_outside_split, l.boxes_file, l.map_threshold, l.seed
+        "Grad-CAM of the {} checkpoint. {} boxes on {} images of the {} split ({} boxes on other images ignored), from {}. Maps thresholded at {} into 8-connected detections; a box is found when a detection passes the threshold. Centre prior: a Gaussian on the image centre; random: uniform noise on the feature-map grid (seed {}), upsampled like Grad-CAM.",
+        l.checkpoint.as_str(), l.boxes, l.images, l.split, l.boxes_outside_split, l.boxes_file, l.map_threshold, l.seed
     );
     let headers = [
         "finding",

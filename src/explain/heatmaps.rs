@@ -124,12 +124,13 @@ fn explain_one(ex: &Explainer, path: &Path, choice: &Choice, out: &Path) -> Resu
         let name = format!("{}_{label}", stem(path));
         let picture = out.join(format!("{name}.png"));
         let npy = out.join(format!("{name}_map.npy"));
-        let title = format!(
-            "{label}: p = {:.3}   ({}, {w}x{h})",
-            probs[k],
-            path.display()
+        let title = format!("{label}: p = {:.3}", probs[k]);
+        let file = path.file_name().map_or_else(
+            || path.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
         );
-        overlay(&picture, &p.original, &original, &title, &[])?;
+        let subtitle = format!("{file}, {w}x{h}");
+        overlay(&picture, &p.original, &original, &title, &subtitle, &[])?;
         crate::io::write_npy_f32(&npy, &[h, w], &original)
             .with_context(|| format!("writing {}", npy.display()))?;
         done.push(Explained {
