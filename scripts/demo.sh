@@ -51,7 +51,7 @@ boxed=$(awk -F, 'NR > 1 {print $1}' data/synth/BBox_List_2017.csv | sort -u | he
 step "7/9 report"
 "$bin" report --run "$run" --split test
 
-step "8/9 a second model: 4x fewer multiply-adds, 6 epochs, same data"
+step "8/9 a second model: 10x fewer multiply-adds, 6 epochs, same data"
 small=reports/demo-small
 if [ -f "$small/last.safetensors" ]; then
   "$bin" train --resume "$small"
