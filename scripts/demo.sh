@@ -43,9 +43,9 @@ step "6/9 where the model looks: the box benchmark on the test split"
 located=$("$bin" localize --run "$run" --split test)
 echo "$located"
 loc=$(echo "$located" | grep -m1 '^localization:' || true)
-# Heatmap pictures of two boxed test images (their most probable finding).
-boxed=$(awk -F, 'NR > 1 {print $1}' data/synth/BBox_List_2017.csv | sort -u | head -2)
-"$bin" explain --checkpoint "$run/best.safetensors" --top 1 --out "$run/explain" \
+# Heatmap pictures of two test images with an Effusion box (their two most probable findings).
+boxed=$(awk -F, '$2 == "Effusion" {print $1}' data/synth/BBox_List_2017.csv | head -2)
+"$bin" explain --checkpoint "$run/best.safetensors" --top 2 --out "$run/explain" \
   $(for id in $boxed; do find data/synth -name "$id"; done) | tail -1
 
 step "7/9 report"

@@ -289,7 +289,8 @@ fn summarise(
     })
 }
 
-/// The model's four best and four worst boxes (by IoBB, then pointing), drawn.
+/// The model's four best and four worst boxes, drawn: ranked by IoU (IoBB rewards any small
+/// detection inside a box, so it would call a speck a best case), then pointing, then IoBB.
 #[allow(clippy::too_many_arguments)]
 fn draw_gallery(
     ex: &Explainer,
@@ -304,7 +305,7 @@ fn draw_gallery(
     let mut order: Vec<usize> = (0..scored.len()).collect();
     let key = |i: usize| {
         let o = &scored[i].outcomes[0];
-        (o.iobb, o.pointing as u8 as f64, o.iou)
+        (o.iou, o.pointing as u8 as f64, o.iobb)
     };
     order.sort_by(|&x, &y| {
         key(y)
