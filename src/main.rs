@@ -998,6 +998,9 @@ fn main() -> ExitCode {
                 device: device.as_deref(),
             })
             .map(|o| {
+                if let Some(n) = &o.notice {
+                    eprintln!("{n}");
+                }
                 for line in muxmed::explain::localize::summary_lines(&o.localization) {
                     println!("{line}");
                 }

@@ -491,6 +491,8 @@ fn localize_and_explain(w: &World, run: &RunDir) {
         device: Some("cpu"),
     })
     .unwrap();
+    // An explicit --boxes file has no recorded hash to compare with.
+    assert!(o.notice.is_none());
     let l = &o.localization;
     assert_eq!(l.boxes, rows.len());
     assert_eq!(l.boxes_outside_split, 1);
@@ -549,6 +551,36 @@ fn localize_and_explain(w: &World, run: &RunDir) {
             f.display()
         );
     }
+    // The manifest's own box list: as recorded, no notice; edited since, a notice.
+    let from_manifest = || {
+        localize(&LocalizeArgs {
+            run: run.root(),
+            split: Split::Test,
+            checkpoint: Checkpoint::Best,
+            boxes: None,
+            threshold: 0.5,
+            seed: 0,
+            device: Some("cpu"),
+        })
+        .unwrap()
+    };
+    let m = from_manifest();
+    assert!(m.notice.is_none());
+    assert_eq!(
+        (m.localization.boxes, m.localization.boxes_outside_split),
+        (rows.len(), 0)
+    );
+    std::fs::write(
+        synth.join("BBox_List_2017.csv"),
+        std::fs::read(&boxes).unwrap(),
+    )
+    .unwrap();
+    let m = from_manifest();
+    assert!(m
+        .notice
+        .unwrap()
+        .contains("has changed since the run's manifest was built"));
+    assert_eq!(m.localization.boxes_outside_split, 1);
     // explain: two labels of one test image, and an unknown label refused by name.
     use muxmed::explain::heatmaps::{explain, Choice, ExplainArgs};
     let img = synth

@@ -40,6 +40,8 @@ pub struct LocalizeOutcome {
     pub json: PathBuf,
     pub csv: PathBuf,
     pub figures: Vec<PathBuf>,
+    /// Set when the manifest's box list has changed since the manifest was built.
+    pub notice: Option<String>,
 }
 
 /// One ground-truth box of an image in the split, with the class it is scored on.
@@ -55,14 +57,15 @@ struct Scored {
     outcomes: [BoxOutcome; 3],
 }
 
-/// The box file the run's manifest recorded, unless `--boxes` names one.
-fn box_file(run: &RunDir, given: Option<&Path>) -> Result<PathBuf> {
+/// The box file: `--boxes`, or the one the run's manifest was built from (with the sha256
+/// recorded then).
+fn box_file(run: &RunDir, given: Option<&Path>) -> Result<(PathBuf, Option<String>)> {
     if let Some(p) = given {
-        return Ok(p.to_path_buf());
+        return Ok((p.to_path_buf(), None));
     }
     let m = run.manifest()?;
     match m.sources.get("bbox_list") {
-        Some(s) => Ok(PathBuf::from(&s.path)),
+        Some(s) => Ok((PathBuf::from(&s.path), Some(s.sha256.clone()))),
         None => bail!(
             "the run's manifest ({}) was built without a box list (BBox_List_2017.csv); pass --boxes FILE",
             run.manifest_json().display()
@@ -76,7 +79,7 @@ pub fn localize(a: &LocalizeArgs) -> Result<LocalizeOutcome> {
     }
     let run = RunDir::open(a.run)?;
     let split = run.split(a.split)?;
-    let boxes_path = box_file(&run, a.boxes)?;
+    let (boxes_path, recorded_sha) = box_file(&run, a.boxes)?;
     let boxes: Vec<BBox> = parse_bboxes(&read_text(&boxes_path)?, &boxes_path)?;
     let ex = Explainer::load(
         &run.checkpoint(a.checkpoint),
@@ -160,7 +163,16 @@ pub fn localize(a: &LocalizeArgs) -> Result<LocalizeOutcome> {
         &gallery_png,
         a,
     )?;
+    let notice = recorded_sha
+        .filter(|sha| *sha != localization.boxes_sha256)
+        .map(|_| {
+            format!(
+                "note: {} has changed since the run's manifest was built from it; the file as it is now was used",
+                boxes_path.display()
+            )
+        });
     Ok(LocalizeOutcome {
+        notice,
         json: run.localization_json(a.split),
         csv: run.localization_csv(a.split),
         figures: vec![chart.png, chart.svg, gallery_png],
