@@ -194,9 +194,9 @@ impl Geometry {
 mod tests {
     use super::*;
     use crate::config::augment::{Filter, ResizeMode};
-    use crate::data::augment::{apply, image_rng, Img};
-    use crate::data::cache::to_working;
+    use crate::data::augment::{apply, image_rng};
     use crate::data::image::Gray;
+    use crate::data::loader::working_image;
 
     fn eval_stages() -> Vec<Stage> {
         vec![
@@ -230,13 +230,9 @@ mod tests {
                 data,
                 bits: 16,
             };
-            let work: Vec<f32> = to_working(&g, 100)
-                .iter()
-                .map(|v| *v as f32 / 65535.0)
-                .collect();
             let img = apply(
                 &eval_stages(),
-                Img::gray(100, 100, work),
+                working_image(&g, 100),
                 &mut image_rng(0, 0, 0),
             );
             let geo = Geometry::of(w, h, 100, &eval_stages()).unwrap();

@@ -14,7 +14,7 @@ use rayon::prelude::*;
 use super::augment::{apply, image_rng, Img};
 use super::cache::Cache;
 use super::dataset::SplitData;
-use super::image::decode_file;
+use super::image::{decode_file, Gray};
 use crate::config::augment::Stage;
 
 /// Where the working-size images come from.
@@ -108,6 +108,20 @@ pub fn epoch_order(split: &SplitData, o: &LoaderOptions) -> Vec<usize> {
     }
 }
 
+/// A decoded original as the working-size square the stages start from (what `prepare`
+/// stores in the cache), values in [0, 1].
+pub fn working_image(g: &Gray, size: u32) -> Img {
+    let s = size as usize;
+    Img::gray(
+        s,
+        s,
+        super::cache::to_working(g, size)
+            .iter()
+            .map(|v| *v as f32 / 65535.0)
+            .collect(),
+    )
+}
+
 /// Loads, augments and returns item `i` of the split. The augmentation draws are keyed on
 /// `position`, the item's place in the epoch's order: with class-balanced sampling an image
 /// drawn twice in one epoch gets two different augmented copies.
@@ -122,16 +136,7 @@ pub fn load_item(
     let img = match source {
         Source::Cache(c, slots) => c.image(slots[i]),
         Source::Files(paths, size) => {
-            let g = decode_file(&paths[i]).map_err(|e| e.to_string())?;
-            let s = *size as usize;
-            Img::gray(
-                s,
-                s,
-                super::cache::to_working(&g, *size)
-                    .iter()
-                    .map(|v| *v as f32 / 65535.0)
-                    .collect(),
-            )
+            working_image(&decode_file(&paths[i]).map_err(|e| e.to_string())?, *size)
         }
     };
     Ok(apply(

@@ -14,9 +14,9 @@ use rand::{Rng, SeedableRng};
 use tch::{nn, Device, Kind, Tensor};
 
 use crate::data::augment::{apply, image_rng, Img};
-use crate::data::cache::to_working;
 use crate::data::geometry::Geometry;
 use crate::data::image::{decode_file, Gray};
+use crate::data::loader::working_image;
 use crate::eval::run_eval::{load_checkpoint, LoadedCheckpoint};
 use crate::model::device::batch_tensor;
 use crate::model::gradcam::{gradcam, min_max};
@@ -116,14 +116,9 @@ pub fn prepare(meta: &CheckpointMeta, path: &Path) -> Result<Prepared> {
         &meta.eval_stages,
     )
     .with_context(|| format!("the checkpoint's eval pipeline, for {}", path.display()))?;
-    let s = meta.working_size as usize;
-    let working = to_working(&original, meta.working_size)
-        .iter()
-        .map(|v| *v as f32 / 65535.0)
-        .collect();
     let input = apply(
         &meta.eval_stages,
-        Img::gray(s, s, working),
+        working_image(&original, meta.working_size),
         &mut image_rng(0, 0, 0),
     );
     Ok(Prepared {
