@@ -261,7 +261,7 @@ pub fn accuracy_chart(dir: &Path, l: &Localization) -> Result<Figure> {
     let title = format!("Localization on the {} split: accuracy at T(IoBB)", l.split);
     let fig = render!(
         dir,
-        "localization_accuracy",
+        crate::run::RunDir::LOCALIZATION_CHART,
         title.clone(),
         size,
         |root: &DrawingArea<_, Shift>| -> Result<(), String> {

@@ -57,6 +57,52 @@ struct Scored {
     outcomes: [BoxOutcome; 3],
 }
 
+/// The boxes on images of the split, and the split rows of those images in split order.
+struct Targets {
+    /// Split rows of the boxed images; `Target::image` indexes this.
+    images: Vec<usize>,
+    targets: Vec<Target>,
+    /// Boxes on images outside the split.
+    outside: usize,
+    /// Boxes of findings the model has no class for.
+    without_class: usize,
+}
+
+fn targets(image_ids: &[String], boxes: &[BBox], labels: &[String]) -> Targets {
+    let row_of: HashMap<&str, usize> = image_ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.as_str(), i))
+        .collect();
+    let mut t = Targets {
+        images: Vec::new(),
+        targets: Vec::new(),
+        outside: 0,
+        without_class: 0,
+    };
+    let mut slot: HashMap<usize, usize> = HashMap::new();
+    for b in boxes {
+        let Some(&row) = row_of.get(b.image_id.as_str()) else {
+            t.outside += 1;
+            continue;
+        };
+        let Some(class) = labels.iter().position(|l| l == LABELS[b.label]) else {
+            t.without_class += 1;
+            continue;
+        };
+        let image = *slot.entry(row).or_insert_with(|| {
+            t.images.push(row);
+            t.images.len() - 1
+        });
+        t.targets.push(Target {
+            image,
+            class,
+            truth: Rect::from_xywh(b.x, b.y, b.w, b.h),
+        });
+    }
+    t
+}
+
 /// The box file: `--boxes`, or the one the run's manifest was built from (with the sha256
 /// recorded then).
 fn box_file(run: &RunDir, given: Option<&Path>) -> Result<(PathBuf, Option<String>)> {
@@ -87,36 +133,12 @@ pub fn localize(a: &LocalizeArgs) -> Result<LocalizeOutcome> {
     )?;
     let labels = &ex.meta.labels;
 
-    // The split's boxed images, in split order, and their targets.
-    let row_of: HashMap<&str, usize> = split
-        .image_ids
-        .iter()
-        .enumerate()
-        .map(|(i, id)| (id.as_str(), i))
-        .collect();
-    let (mut outside, mut without_class) = (0, 0);
-    let mut images: Vec<usize> = Vec::new();
-    let mut slot: HashMap<usize, usize> = HashMap::new();
-    let mut targets = Vec::new();
-    for b in &boxes {
-        let Some(&row) = row_of.get(b.image_id.as_str()) else {
-            outside += 1;
-            continue;
-        };
-        let Some(class) = labels.iter().position(|l| l == LABELS[b.label]) else {
-            without_class += 1;
-            continue;
-        };
-        let image = *slot.entry(row).or_insert_with(|| {
-            images.push(row);
-            images.len() - 1
-        });
-        targets.push(Target {
-            image,
-            class,
-            truth: Rect::from_xywh(b.x, b.y, b.w, b.h),
-        });
-    }
+    let Targets {
+        images,
+        targets,
+        outside,
+        without_class,
+    } = targets(&split.image_ids, &boxes, labels);
     if targets.is_empty() {
         bail!(
             "no box of {} is on an image of the {} split ({} boxes on other images, {} of findings the model has no class for)",
@@ -152,7 +174,7 @@ pub fn localize(a: &LocalizeArgs) -> Result<LocalizeOutcome> {
     let dir = run.localization_dir(a.split);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let chart = accuracy_chart(&dir, &localization)?;
-    let gallery_png = dir.join("localization_gallery.png");
+    let gallery_png = run.localization_gallery(a.split);
     draw_gallery(
         &ex,
         &paths,

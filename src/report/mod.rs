@@ -12,7 +12,7 @@ use crate::config::PipelineConfig;
 use crate::data::dataset::ManifestInfo;
 use crate::eval::predictions::{self, EvalOptions, Evaluation, Joined, PredictionsJob};
 use crate::metrics::{pr_curve, roc_curve};
-use crate::run::{Checkpoint, EpochRow, EvalKey, MapSource, RunDir, RunInfo, Split};
+use crate::run::{Checkpoint, EpochRow, EvalKey, Localization, MapSource, RunDir, RunInfo, Split};
 use plots::{Figure, LabelCurves};
 
 /// What a report is about, shown at its top.
@@ -514,28 +514,9 @@ pub fn report_run(
     Ok((html, notice))
 }
 
-/// The box benchmark's section when `muxmed localize` has run on `split`: a table of the
-/// model against both baselines per finding and its two figures (copied into `out`).
-fn localization_section(run: &RunDir, split: Split, out: &Path) -> Result<Option<Section>> {
-    let Some(l) = run.localization(split)? else {
-        return Ok(None);
-    };
-    let head = format!(
-        "Grad-CAM of the {} checkpoint. {} boxes on {} images of the {} split ({} boxes on other images ignored), from {}. Maps thresholded at {} into 8-connected detections; a box is found when a detection passes the threshold. Centre prior: a Gaussian on the image centre; random: uniform noise on the feature-map grid (seed {}), upsampled like Grad-CAM.",
-        l.checkpoint.as_str(), l.boxes, l.images, l.split, l.boxes_outside_split, l.boxes_file, l.map_threshold, l.seed
-    );
-    let headers = [
-        "finding",
-        "boxes",
-        "source",
-        "pointing",
-        "IoBB>0.1",
-        "IoBB>0.25",
-        "IoBB>0.5",
-        "IoU>0.1",
-        "IoU>0.3",
-        "IoU>0.5",
-    ];
+/// The localization table's rows: all findings, then each finding, each with one row per
+/// map source (finding, boxes, source, pointing, IoBB > 0.1/0.25/0.5, IoU > 0.1/0.3/0.5).
+fn localization_rows(l: &Localization) -> Vec<Vec<String>> {
     let mut rows: Vec<Vec<String>> = Vec::new();
     let findings = std::iter::once("all findings".to_string()).chain(
         l.source(MapSource::Model)
@@ -573,7 +554,32 @@ fn localization_section(run: &RunDir, split: Split, out: &Path) -> Result<Option
             ]);
         }
     }
-    let dir = run.localization_dir(split);
+    rows
+}
+
+/// The box benchmark's section when `muxmed localize` has run on `split`: a table of the
+/// model against both baselines per finding and its two figures (copied into `out`).
+fn localization_section(run: &RunDir, split: Split, out: &Path) -> Result<Option<Section>> {
+    let Some(l) = run.localization(split)? else {
+        return Ok(None);
+    };
+    let head = format!(
+        "Grad-CAM of the {} checkpoint. {} boxes on {} images of the {} split ({} boxes on other images ignored), from {}. Maps thresholded at {} into 8-connected detections; a box is found when a detection passes the threshold. Centre prior: a Gaussian on the image centre; random: uniform noise on the feature-map grid (seed {}), upsampled like Grad-CAM.",
+        l.checkpoint.as_str(), l.boxes, l.images, l.split, l.boxes_outside_split, l.boxes_file, l.map_threshold, l.seed
+    );
+    let headers = [
+        "finding",
+        "boxes",
+        "source",
+        "pointing",
+        "IoBB>0.1",
+        "IoBB>0.25",
+        "IoBB>0.5",
+        "IoU>0.1",
+        "IoU>0.3",
+        "IoU>0.5",
+    ];
+    let rows = localization_rows(&l);
     let mut md = format!(
         "\n## Localization (box benchmark)\n\n{head}\n\n| {} |\n|{}\n",
         headers.join(" | "),
@@ -607,18 +613,21 @@ fn localization_section(run: &RunDir, split: Split, out: &Path) -> Result<Option
         html += "</tr>";
     }
     html += "</table>\n";
-    for (name, alt) in [
+    for (src, alt) in [
         (
-            "localization_accuracy.png",
+            run.localization_chart_png(split),
             "Accuracy at T(IoBB) per finding, with the baselines",
         ),
-        ("localization_gallery.png", "Best and worst cases"),
+        (run.localization_gallery(split), "Best and worst cases"),
     ] {
-        let src = dir.join(name);
         let Ok(png) = std::fs::read(&src) else {
             continue;
         };
-        let copy = out.join(name);
+        let name = src
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let copy = out.join(&name);
         crate::io::write_atomic(&copy, &png)
             .with_context(|| format!("writing {}", copy.display()))?;
         md += &format!("\n![{alt}]({name})\n");

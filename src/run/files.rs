@@ -113,6 +113,17 @@ impl RunDir {
     pub fn localization_dir(&self, split: Split) -> PathBuf {
         self.root.join(format!("localization_{split}"))
     }
+    /// Accuracy per T(IoBB), as `<name>.png` and `<name>.svg` in [`Self::localization_dir`].
+    pub const LOCALIZATION_CHART: &'static str = "localization_accuracy";
+    pub fn localization_chart_png(&self, split: Split) -> PathBuf {
+        self.localization_dir(split)
+            .join(format!("{}.png", Self::LOCALIZATION_CHART))
+    }
+    /// The best and worst cases.
+    pub fn localization_gallery(&self, split: Split) -> PathBuf {
+        self.localization_dir(split)
+            .join("localization_gallery.png")
+    }
     pub fn report_dir(&self) -> PathBuf {
         self.root.join("report")
     }
