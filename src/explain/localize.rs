@@ -15,7 +15,7 @@ use super::{centre_prior, prepare, random_map, Explainer, Prepared};
 use crate::data::nih::{parse_bboxes, read_text, BBox};
 use crate::labels::LABELS;
 use crate::metrics::localization::{
-    score_box, Accuracy, BoxOutcome, Rect, IOBB_THRESHOLDS, IOU_THRESHOLDS,
+    detect, score, Accuracy, BoxOutcome, Detections, Rect, IOBB_THRESHOLDS, IOU_THRESHOLDS,
 };
 use crate::model::device::pick_device;
 use crate::run::{
@@ -202,21 +202,44 @@ pub fn localize(a: &LocalizeArgs) -> Result<LocalizeOutcome> {
     })
 }
 
-/// The three maps of one image and class, in original coordinates, in [`MapSource::ALL`]
-/// order.
-fn maps(
+/// Scores the boxes of one image: each map is made, mapped back and thresholded once, the
+/// centre prior once per image and the model's and random maps once per boxed class (an
+/// image can hold several boxes of one finding), in [`MapSource::ALL`] order.
+fn score_image(
     p: &Prepared,
-    model: &[f32],
+    image: usize,
+    model_maps: &[Vec<f32>],
     grid: (usize, usize),
-    key: u64,
-    seed: u64,
-) -> Result<[Vec<f32>; 3]> {
-    let (w, h) = p.geometry.input;
-    Ok([
-        p.geometry.to_original(model),
-        p.geometry.to_original(&centre_prior(w, h)),
-        p.geometry.to_original(&random_map(grid, w, h, seed, key)?),
-    ])
+    targets: Vec<Target>,
+    a: &LocalizeArgs,
+) -> Result<Vec<Scored>> {
+    let w = p.geometry.original.0;
+    let (iw, ih) = p.geometry.input;
+    let th = a.threshold as f32;
+    let centre = detect(&p.geometry.to_original(&centre_prior(iw, ih)), w, th);
+    let mut classes: Vec<usize> = targets.iter().map(|t| t.class).collect();
+    classes.sort_unstable();
+    classes.dedup();
+    let per_class: Vec<[Detections; 2]> = classes
+        .par_iter()
+        .map(|&k| -> Result<[Detections; 2]> {
+            let key = (image as u64) << 8 | k as u64;
+            let random = random_map(grid, iw, ih, a.seed, key)?;
+            Ok([&model_maps[k], &random].map(|m| detect(&p.geometry.to_original(m), w, th)))
+        })
+        .collect::<Result<_>>()?;
+    Ok(targets
+        .into_iter()
+        .map(|t| {
+            // Every target's class is in `classes`, which is sorted.
+            let [model, random] = &per_class[classes.partition_point(|&k| k < t.class)];
+            let outcomes = [model, &centre, random].map(|d| score(d, &t.truth));
+            Scored {
+                target: t,
+                outcomes,
+            }
+        })
+        .collect())
 }
 
 /// Runs Grad-CAM over the boxed images in batches and scores every box under each source.
@@ -243,21 +266,7 @@ fn score_all(
         for (j, p) in prepared.iter().enumerate() {
             let image = b * batch + j;
             let ts = std::mem::take(&mut by_image[image]);
-            let mut done: Vec<Scored> = ts
-                .into_par_iter()
-                .map(|t| -> Result<Scored> {
-                    let key = (image as u64) << 8 | t.class as u64;
-                    let m = maps(p, &cams.maps[j][t.class], cams.grid, key, a.seed)?;
-                    let w = p.geometry.original.0;
-                    let th = a.threshold as f32;
-                    let outcomes = [0, 1, 2].map(|s| score_box(&m[s], w, &t.truth, th));
-                    Ok(Scored {
-                        target: t,
-                        outcomes,
-                    })
-                })
-                .collect::<Result<_>>()?;
-            scored.append(&mut done);
+            scored.extend(score_image(p, image, &cams.maps[j], cams.grid, ts, a)?);
         }
         bar.set(
             ((b + 1) * batch).min(paths.len()) as u64,

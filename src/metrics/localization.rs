@@ -120,23 +120,39 @@ pub struct BoxOutcome {
     pub detections: Vec<Rect>,
 }
 
-/// Thresholds `map` (width `w`; NaN = not seen, never detected) at `threshold` and scores
-/// the detections against `truth`.
-pub fn score_box(map: &[f32], w: usize, truth: &Rect, threshold: f32) -> BoxOutcome {
+/// What one thresholded map offers every box on its image: the detections and the peak.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Detections {
+    pub boxes: Vec<Rect>,
+    /// (x, y) of the map's first maximum; `None` when nothing was seen.
+    pub peak: Option<(usize, usize)>,
+}
+
+/// Thresholds `map` (width `w`; NaN = not seen, never detected) at `threshold` into
+/// 8-connected detections, and finds its peak.
+pub fn detect(map: &[f32], w: usize, threshold: f32) -> Detections {
     let mask: Vec<bool> = map.iter().map(|&v| v >= threshold).collect();
-    let detections = components(&mask, w);
-    let best = |f: fn(&Rect, &Rect) -> f64| {
-        detections
-            .iter()
-            .map(|d| f(truth, d))
-            .fold(0.0f64, f64::max)
-    };
+    Detections {
+        boxes: components(&mask, w),
+        peak: argmax(map).map(|i| (i % w, i / w)),
+    }
+}
+
+/// Scores one map's detections against `truth`.
+pub fn score(d: &Detections, truth: &Rect) -> BoxOutcome {
+    let best =
+        |f: fn(&Rect, &Rect) -> f64| d.boxes.iter().map(|b| f(truth, b)).fold(0.0f64, f64::max);
     BoxOutcome {
         iobb: best(iobb),
         iou: best(iou),
-        pointing: argmax(map).is_some_and(|i| truth.contains_pixel(i % w, i / w)),
-        detections,
+        pointing: d.peak.is_some_and(|(x, y)| truth.contains_pixel(x, y)),
+        detections: d.boxes.clone(),
     }
+}
+
+/// [`detect`] then [`score`]: one map against one box.
+pub fn score_box(map: &[f32], w: usize, truth: &Rect, threshold: f32) -> BoxOutcome {
+    score(&detect(map, w, threshold), truth)
 }
 
 /// Accuracies over a set of boxes: a box is found at T when its best value exceeds T.
