@@ -361,6 +361,35 @@ enum AugmentCmd {
     Stats(PipelineArgs),
 }
 
+/// A network with weights and a tensor file in and out (`model forward`, `model gradcam`).
+#[cfg(feature = "torch")]
+#[derive(Args)]
+struct TensorArgs {
+    #[arg(long)]
+    arch: Arch,
+    #[arg(long, default_value_t = 14)]
+    num_classes: i64,
+    #[arg(long)]
+    weights: PathBuf,
+    #[arg(long)]
+    input: PathBuf,
+    #[arg(long)]
+    output: PathBuf,
+}
+
+#[cfg(feature = "torch")]
+impl TensorArgs {
+    fn job(&self) -> muxmed::model::tools::TensorJob<'_> {
+        muxmed::model::tools::TensorJob {
+            arch: &self.arch,
+            num_classes: self.num_classes,
+            weights: &self.weights,
+            input: &self.input,
+            output: &self.output,
+        }
+    }
+}
+
 #[cfg(feature = "torch")]
 #[derive(Subcommand)]
 enum ModelCmd {
@@ -378,16 +407,8 @@ enum ModelCmd {
     },
     /// Run tensor `input` (N,3,H,W) from a safetensors file; write `logits` and `features`.
     Forward {
-        #[arg(long)]
-        arch: Arch,
-        #[arg(long, default_value_t = 14)]
-        num_classes: i64,
-        #[arg(long)]
-        weights: PathBuf,
-        #[arg(long)]
-        input: PathBuf,
-        #[arg(long)]
-        output: PathBuf,
+        #[command(flatten)]
+        job: TensorArgs,
         /// BatchNorm with batch statistics (dropout stays off).
         #[arg(long)]
         train_mode: bool,
@@ -398,16 +419,8 @@ enum ModelCmd {
     /// Grad-CAM of tensor `input` (N,3,H,W) for every class: writes `gradcam.raw`
     /// (N,classes,h,w), `gradcam.map` (N,classes,H,W, min-max scaled) and `logits`.
     Gradcam {
-        #[arg(long)]
-        arch: Arch,
-        #[arg(long, default_value_t = 14)]
-        num_classes: i64,
-        #[arg(long)]
-        weights: PathBuf,
-        #[arg(long)]
-        input: PathBuf,
-        #[arg(long)]
-        output: PathBuf,
+        #[command(flatten)]
+        job: TensorArgs,
     },
     /// Convert an official `torch.save` checkpoint (EMA weights preferred) to safetensors.
     Import {
@@ -539,34 +552,16 @@ fn model_cmd(cmd: &ModelCmd) -> Result<ExitCode> {
             }
         }
         ModelCmd::Forward {
-            arch,
-            num_classes,
-            weights,
-            input,
-            output,
+            job,
             train_mode,
             stages,
         } => {
-            tools::forward(
-                arch,
-                *num_classes,
-                weights,
-                input,
-                output,
-                *train_mode,
-                *stages,
-            )?;
-            println!("wrote {}", output.display());
+            tools::forward(&job.job(), *train_mode, *stages)?;
+            println!("wrote {}", job.output.display());
         }
-        ModelCmd::Gradcam {
-            arch,
-            num_classes,
-            weights,
-            input,
-            output,
-        } => {
-            tools::gradcam(arch, *num_classes, weights, input, output)?;
-            println!("wrote {}", output.display());
+        ModelCmd::Gradcam { job } => {
+            tools::gradcam(&job.job())?;
+            println!("wrote {}", job.output.display());
         }
         ModelCmd::Import { src, arch, out } => println!("{}", tools::import(src, arch, out)?),
     }

@@ -60,21 +60,35 @@ fn tempfile_dir(out: &Path) -> Result<std::path::PathBuf> {
     Ok(dir)
 }
 
+/// What `model forward` and `model gradcam` work on: a network with strictly loaded weights
+/// and the tensor `input` (N,3,H,W) of a safetensors file, results written to `output`.
+pub struct TensorJob<'a> {
+    pub arch: &'a Arch,
+    pub num_classes: i64,
+    pub weights: &'a Path,
+    pub input: &'a Path,
+    pub output: &'a Path,
+}
+
+impl TensorJob<'_> {
+    fn load(&self) -> Result<(nn::VarStore, Network, Tensor)> {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let net = Network::build(
+            &vs.root(),
+            self.arch,
+            self.num_classes,
+            0.0,
+            HeadInit::Reference,
+        )?;
+        load_strict(&vs, self.weights)?;
+        Ok((vs, net, input_tensor(self.input)?))
+    }
+}
+
 /// `muxmed model forward`: runs `input` (N,3,H,W) through the network; writes `logits` and
 /// `features`, and with `stages` the fixture-named activations (`stem`, `blocks.<i>`, `head`).
-pub fn forward(
-    arch: &Arch,
-    num_classes: i64,
-    weights_path: &Path,
-    input: &Path,
-    output: &Path,
-    train_mode: bool,
-    stages: bool,
-) -> Result<()> {
-    let vs = nn::VarStore::new(Device::Cpu);
-    let net = Network::build(&vs.root(), arch, num_classes, 0.0, HeadInit::Reference)?;
-    load_strict(&vs, weights_path)?;
-    let x = input_tensor(input)?;
+pub fn forward(job: &TensorJob, train_mode: bool, stages: bool) -> Result<()> {
+    let (_vs, net, x) = job.load()?;
     let mut out: Vec<(String, Tensor)> = Vec::new();
     tch::no_grad(|| match &net {
         Network::MuxNet(m) => {
@@ -92,28 +106,19 @@ pub fn forward(
         Network::DenseNet121(_) => out.push(("logits".into(), net.forward_t(&x, train_mode))),
     });
     let mut meta = BTreeMap::new();
-    meta.insert("arch".into(), arch.to_string());
+    meta.insert("arch".into(), job.arch.to_string());
     meta.insert(
         "mode".into(),
         if train_mode { "train" } else { "eval" }.into(),
     );
-    write_safetensors(output, &out, &meta)?;
+    write_safetensors(job.output, &out, &meta)?;
     Ok(())
 }
 
 /// `muxmed model gradcam`: Grad-CAM of tensor `input` (N,3,H,W) for every class; writes
 /// `gradcam.raw` (N, classes, h, w), `gradcam.map` (N, classes, H, W) and `logits`.
-pub fn gradcam(
-    arch: &Arch,
-    num_classes: i64,
-    weights_path: &Path,
-    input: &Path,
-    output: &Path,
-) -> Result<()> {
-    let vs = nn::VarStore::new(Device::Cpu);
-    let net = Network::build(&vs.root(), arch, num_classes, 0.0, HeadInit::Reference)?;
-    load_strict(&vs, weights_path)?;
-    let x = input_tensor(input)?;
+pub fn gradcam(job: &TensorJob) -> Result<()> {
+    let (_vs, net, x) = job.load()?;
     let g = super::gradcam::gradcam(&net, &x);
     let out = vec![
         ("gradcam.raw".to_string(), g.raw),
@@ -121,9 +126,9 @@ pub fn gradcam(
         ("logits".to_string(), g.logits),
     ];
     let mut meta = BTreeMap::new();
-    meta.insert("arch".into(), arch.to_string());
+    meta.insert("arch".into(), job.arch.to_string());
     meta.insert("target".into(), "logit".into());
-    write_safetensors(output, &out, &meta)?;
+    write_safetensors(job.output, &out, &meta)?;
     Ok(())
 }
 
