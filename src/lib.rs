@@ -18,4 +18,5 @@ pub mod model;
 pub mod progress;
 pub mod report;
 pub mod run;
+pub mod search;
 pub mod train;

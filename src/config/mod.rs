@@ -8,8 +8,10 @@
 
 pub mod augment;
 mod locate;
+pub mod search;
 
 pub use augment::AugmentConfig;
+pub use search::SearchConfig;
 
 pub use locate::KeyLines;
 
@@ -30,6 +32,8 @@ pub struct PipelineConfig {
     pub model: ModelConfig,
     pub train: TrainConfig,
     pub runtime: RuntimeConfig,
+    /// `muxmed search`: the architecture search (unused by the other commands).
+    pub search: SearchConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -277,6 +281,7 @@ impl Default for PipelineConfig {
             model: ModelConfig::default(),
             train: TrainConfig::default(),
             runtime: RuntimeConfig::default(),
+            search: SearchConfig::default(),
         }
     }
 }
@@ -648,6 +653,7 @@ impl PipelineConfig {
     /// Checks values serde cannot: ranges and cross-key rules. Errors carry the key path.
     pub fn validate(&self) -> Result<(), (String, String)> {
         let err = |k: &str, m: String| Err((k.to_string(), m));
+        self.search.check()?;
         let d = &self.data;
         if self.name.trim().is_empty()
             || self.name.contains(['/', '\\'])

@@ -422,6 +422,14 @@ impl BlockPlan {
                     self.in_chs, self.args.split_ratio, self.args.shuffle_groups
                 )));
             }
+            if let Some(sc) = &self.args.scales {
+                let parts = split_channels(mid, sc.len());
+                if sc.iter().zip(&parts).any(|(s, ch)| *s > 0 && ch % 4 != 0) {
+                    return Err(bad(format!(
+                        "`sp` block: a +1 MUXConv scale folds 4 channels into space, but {mid} mid channels split as {parts:?}"
+                    )));
+                }
+            }
             if self.args.scales.is_none() && (mid % self.args.dw_group_factor != 0) {
                 return Err(bad(format!(
                     "`sp` block: {mid} mid channels are not divisible by dwg{}",

@@ -17,4 +17,5 @@ mod model_finetune;
 mod model_parity;
 mod model_weights;
 mod report_figures;
+mod search;
 mod synth_data;

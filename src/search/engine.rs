@@ -1,0 +1,366 @@
+//! The search loop: an initial design, then NSGA-II generations, every candidate counted
+//! (parameters, multiply-adds), checked against the budgets and, when feasible, scored by an
+//! [`Evaluator`] (proxy training). The archive is the loop's whole state: each generation's
+//! offspring are a function of the previous population and a generation seed, so a resumed
+//! search regenerates them exactly, takes the ones already in the archive from there and
+//! trains the rest.
+
+use std::collections::HashSet;
+use std::time::Instant;
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use super::archive::{
+    Archive, Bounds, CandidateStatus, Evaluated, Generation, SearchDir, SearchDirError,
+    SearchStatus, ARCHIVE_FORMAT,
+};
+use super::nsga2::{mutate, rank_and_crowd, survive, tournament, two_point};
+use super::space::{Candidate, Space, SpaceError};
+use crate::config::SearchConfig;
+use crate::model::count::count;
+use crate::model::spec::ArchSpec;
+
+/// What proxy training made of a candidate.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Mean val AUROC.
+    Scored(f64),
+    /// Training failed; the reason is recorded and the search goes on.
+    Failed(String),
+    /// Stopped by the user before it finished: not recorded.
+    Abandoned,
+}
+
+pub trait Evaluator {
+    fn evaluate(&mut self, candidate: &Candidate, seed: u64) -> Outcome;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    #[error(transparent)]
+    Dir(#[from] SearchDirError),
+    #[error("search space: {0}")]
+    Space(#[from] SpaceError),
+    #[error("{0}")]
+    Other(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    Finished,
+    Interrupted,
+}
+
+/// The seed of a candidate's proxy training: the search seed mixed with its phenotype, so a
+/// candidate gets the same seed whenever (and in whichever run) it is trained.
+pub fn candidate_seed(search_seed: u64, key: &str) -> u64 {
+    // FNV-1a over the key, then the seed.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.bytes().chain(search_seed.to_le_bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h >> 1
+}
+
+fn generation_rng(seed: u64, generation: u32) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed ^ (u64::from(generation) + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15))
+}
+
+/// A new, empty archive with its fixed normalisation bounds: the budgets where set, else
+/// 1.1 × the counts of the space's largest corner.
+pub fn new_archive(
+    pipeline: &str,
+    cfg: &SearchConfig,
+    labels: &[String],
+    count_resolution: u32,
+) -> Result<Archive, SearchError> {
+    let space = Space::new(cfg.space.clone(), i64::from(count_resolution));
+    let big = space.decode(&space.corner(true))?;
+    let c = count(&big.spec, labels.len() as i64, i64::from(count_resolution))
+        .map_err(|e| SearchError::Other(e.to_string()))?;
+    Ok(Archive {
+        format: ARCHIVE_FORMAT,
+        pipeline: pipeline.to_string(),
+        config: cfg.clone(),
+        count_resolution,
+        labels: labels.to_vec(),
+        bounds: Bounds {
+            f1: 0.5,
+            params: cfg.max_params.map_or(1.1 * c.total_params as f64, |b| b as f64),
+            madds: cfg.max_madds.map_or(1.1 * c.madds as f64, |b| b as f64),
+        },
+        status: SearchStatus::Running,
+        candidates: vec![],
+        generations: vec![],
+    })
+}
+
+/// Runs or resumes a search in `dir`; `archive` is the directory's archive (new or read).
+pub struct Engine<'a, E: Evaluator> {
+    pub dir: &'a SearchDir,
+    pub archive: Archive,
+    pub space: Space,
+    pub evaluator: E,
+    /// Architectures placed in the initial design when the space holds them (MUXNet-m, -l).
+    pub references: Vec<ArchSpec>,
+    /// Called after every recorded candidate, with the number planned in all.
+    pub on_row: Box<dyn FnMut(&Evaluated, usize) + 'a>,
+}
+
+impl<'a, E: Evaluator> Engine<'a, E> {
+    pub fn new(dir: &'a SearchDir, archive: Archive, evaluator: E) -> Self {
+        let space = Space::new(
+            archive.config.space.clone(),
+            i64::from(archive.count_resolution),
+        );
+        Engine {
+            dir,
+            archive,
+            space,
+            evaluator,
+            references: vec![ArchSpec::muxnet_m(), ArchSpec::muxnet_l()],
+            on_row: Box::new(|_, _| {}),
+        }
+    }
+
+    fn cfg(&self) -> &SearchConfig {
+        &self.archive.config
+    }
+
+    fn planned(&self) -> usize {
+        self.cfg().population + self.cfg().offspring * self.cfg().generations as usize
+    }
+
+    pub fn run(&mut self) -> Result<End, SearchError> {
+        self.archive.status = SearchStatus::Running;
+        self.dir.write_archive(&self.archive)?;
+        let end = self.generations();
+        self.archive.status = match end {
+            Ok(End::Finished) => SearchStatus::Finished,
+            _ => SearchStatus::Interrupted,
+        };
+        self.dir.write_archive(&self.archive)?;
+        end
+    }
+
+    fn generations(&mut self) -> Result<End, SearchError> {
+        let mut population = match self.archive.generations.last() {
+            Some(g) => g.population.clone(),
+            None => {
+                let design = self.initial_design()?;
+                let Some(ids) = self.evaluate_all(&design, 0)? else {
+                    return Ok(End::Interrupted);
+                };
+                self.close_generation(0, ids)?
+            }
+        };
+        let done = self.archive.generations.len() as u32;
+        for g in done..=self.cfg().generations {
+            let offspring = self.offspring(&population, g)?;
+            let Some(ids) = self.evaluate_all(&offspring, g)? else {
+                return Ok(End::Interrupted);
+            };
+            population.extend(ids);
+            population = self.close_generation(g, population)?;
+        }
+        Ok(End::Finished)
+    }
+
+    /// The corners of the space, the reference architectures it holds, then random
+    /// candidates until the population is full (all distinct phenotypes).
+    fn initial_design(&self) -> Result<Vec<Candidate>, SearchError> {
+        let mut out: Vec<Candidate> = vec![];
+        let mut seen = HashSet::new();
+        let mut push = |c: Candidate, out: &mut Vec<Candidate>| {
+            if seen.insert(c.key()) {
+                out.push(c);
+            }
+        };
+        for largest in [false, true] {
+            if let Ok(c) = self.space.decode(&self.space.corner(largest)) {
+                push(c, &mut out);
+            }
+        }
+        for r in &self.references {
+            if let Ok(g) = self.space.encode(r) {
+                push(self.space.decode(&g)?, &mut out);
+            }
+        }
+        let mut rng = generation_rng(self.cfg().seed, 0);
+        let mu = self.cfg().population;
+        let mut tries = 0;
+        while out.len() < mu && tries < 1000 * mu {
+            tries += 1;
+            if let Ok(c) = self.space.decode(&self.space.random_genome(&mut rng)) {
+                push(c, &mut out);
+            }
+        }
+        out.truncate(mu.max(2));
+        Ok(out)
+    }
+
+    /// λ new candidates bred from `population` with generation `g`'s seed, distinct from
+    /// each other and from every candidate of earlier generations.
+    fn offspring(&self, population: &[usize], g: u32) -> Result<Vec<Candidate>, SearchError> {
+        let mut rng = generation_rng(self.cfg().seed, g);
+        let (points, violation) = self.survival_points(population);
+        let (ranks, crowd) = rank_and_crowd(&points, &violation);
+        let mut seen: HashSet<String> = self
+            .archive
+            .candidates
+            .iter()
+            .filter(|c| c.generation < g)
+            .map(Evaluated::key)
+            .collect();
+        let card = self.space.cardinalities();
+        let p_mut = self
+            .cfg()
+            .mutation
+            .unwrap_or(1.0 / self.space.genes() as f64);
+        let lambda = self.cfg().offspring;
+        let mut out = vec![];
+        let mut tries = 0;
+        while out.len() < lambda && tries < 200 * lambda {
+            tries += 1;
+            let a = &self.archive.candidates[population[tournament(&mut rng, &ranks, &crowd)]];
+            let b = &self.archive.candidates[population[tournament(&mut rng, &ranks, &crowd)]];
+            let (mut x, mut y) = two_point(&mut rng, &a.genome, &b.genome, self.cfg().crossover);
+            for child in [&mut x, &mut y] {
+                mutate(&mut rng, child, &card, p_mut);
+                if let Ok(c) = self.space.decode(child) {
+                    if out.len() < lambda && seen.insert(c.key()) {
+                        out.push(c);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Objectives for survival: scored candidates by (1 − AUROC, params, MAdds) in
+    /// normalised units; an untrained infeasible one stands at f1 = 1 (it loses to every
+    /// feasible one by its violation anyway).
+    fn survival_points(&self, ids: &[usize]) -> (Vec<Vec<f64>>, Vec<f64>) {
+        let b = self.archive.bounds;
+        ids.iter()
+            .map(|&i| {
+                let c = &self.archive.candidates[i];
+                let f1 = c.f1().map_or(1.0, |f| f / b.f1);
+                (
+                    vec![f1, c.params as f64 / b.params, c.madds as f64 / b.madds],
+                    c.violation,
+                )
+            })
+            .unzip()
+    }
+
+    /// Survival over `ids` (failed candidates never survive), then the generation's record.
+    fn close_generation(&mut self, g: u32, ids: Vec<usize>) -> Result<Vec<usize>, SearchError> {
+        let alive: Vec<usize> = ids
+            .into_iter()
+            .filter(|&i| self.archive.candidates[i].status != CandidateStatus::Failed)
+            .collect();
+        let (points, violation) = self.survival_points(&alive);
+        let kept: Vec<usize> = survive(&points, &violation, self.cfg().population)
+            .into_iter()
+            .map(|k| alive[k])
+            .collect();
+        if kept.is_empty() {
+            return Err(SearchError::Other(format!(
+                "generation {g}: every candidate failed (see reason in {})",
+                self.dir.archive().display()
+            )));
+        }
+        self.archive.generations.push(Generation {
+            generation: g,
+            population: kept.clone(),
+            evaluated: self.archive.candidates.len(),
+            hypervolume: self.archive.hypervolume(),
+            front_size: self.archive.front().len(),
+        });
+        self.dir.write_archive(&self.archive)?;
+        self.dir.log_line(self.archive.generations.last().expect("just pushed"))?;
+        Ok(kept)
+    }
+
+    /// Evaluates the candidates not yet in the archive for generation `g`; the archive ids of
+    /// all of them, or None when the user stopped the search.
+    fn evaluate_all(
+        &mut self,
+        cands: &[Candidate],
+        g: u32,
+    ) -> Result<Option<Vec<usize>>, SearchError> {
+        let mut ids = vec![];
+        for c in cands {
+            let key = c.key();
+            let done = self
+                .archive
+                .candidates
+                .iter()
+                .position(|e| e.generation == g && e.key() == key);
+            let id = match done {
+                Some(id) => id,
+                None => match self.evaluate_one(c, g)? {
+                    Some(id) => id,
+                    None => return Ok(None),
+                },
+            };
+            ids.push(id);
+        }
+        Ok(Some(ids))
+    }
+
+    fn evaluate_one(&mut self, c: &Candidate, g: u32) -> Result<Option<usize>, SearchError> {
+        let cfg = self.cfg().clone();
+        let counts = count(
+            &c.spec,
+            self.archive.labels.len() as i64,
+            i64::from(self.archive.count_resolution),
+        )
+        .map_err(|e| SearchError::Other(e.to_string()))?;
+        let over = |v: u64, budget: Option<u64>| {
+            budget.map_or(0.0, |b| (v as f64 / b as f64 - 1.0).max(0.0))
+        };
+        let violation = over(counts.total_params, cfg.max_params) + over(counts.madds, cfg.max_madds);
+        let seed = candidate_seed(cfg.seed, &c.key());
+        let started = Instant::now();
+        let (status, val_auroc, reason) = if violation > 0.0 {
+            (CandidateStatus::Infeasible, None, Some("over budget: not trained".to_string()))
+        } else {
+            match self.evaluator.evaluate(c, seed) {
+                Outcome::Scored(a) => (CandidateStatus::Ok, Some(a), None),
+                Outcome::Failed(why) => (CandidateStatus::Failed, None, Some(why)),
+                Outcome::Abandoned => return Ok(None),
+            }
+        };
+        let id = self.archive.candidates.len();
+        let row = Evaluated {
+            id,
+            generation: g,
+            genome: c.genome.clone(),
+            arch_def: c.spec.arch_def.clone(),
+            head: c.spec.num_features,
+            params: counts.total_params,
+            madds: counts.madds,
+            status,
+            val_auroc,
+            reason,
+            violation,
+            seed,
+            seconds: started.elapsed().as_secs_f64(),
+            finished_at: crate::train::timestamp(),
+        };
+        let mut spec = c.spec.clone();
+        spec.name = Some(format!("search_c{id:04}"));
+        spec.num_classes = Some(self.archive.labels.len() as i64);
+        self.dir.write_arch(&self.dir.arch_file(id), &spec)?;
+        self.archive.candidates.push(row.clone());
+        self.dir.write_archive(&self.archive)?;
+        self.dir.log_line(&row)?;
+        let planned = self.planned();
+        (self.on_row)(&row, planned);
+        Ok(Some(id))
+    }
+}

@@ -1,0 +1,206 @@
+//! `muxmed search` without libtorch: Pareto ranks, crowding and hypervolume against pymoo
+//! (`../shared/fixtures/moo/moo_cases.json`, 1e-9), and the search loop with a scripted
+//! evaluator: resume equals an uninterrupted run, failures are recorded, over-budget
+//! candidates are never trained, and every candidate's arch file builds the counted model.
+
+use std::cell::Cell;
+use std::rc::Rc;
+
+use muxmed::config::SearchConfig;
+use muxmed::model::count::count;
+use muxmed::model::spec::ArchSpec;
+use muxmed::search::archive::{read_archive, CandidateStatus, Evaluated, SearchDir};
+use muxmed::search::engine::{new_archive, End, Engine, Evaluator, Outcome};
+use muxmed::search::pareto::{crowding_all, hypervolume, non_dominated_ranks};
+use muxmed::search::space::Candidate;
+
+fn moo_cases() -> Vec<serde_json::Value> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/fixtures/moo/moo_cases.json"
+    );
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    doc["cases"].as_array().unwrap().clone()
+}
+
+fn floats(v: &serde_json::Value) -> Vec<f64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
+}
+
+#[test]
+fn ranks_crowding_and_hypervolume_agree_with_pymoo() {
+    let cases = moo_cases();
+    assert_eq!(cases.len(), 24);
+    let mut crowding_checked = 0;
+    for c in &cases {
+        let name = c["name"].as_str().unwrap();
+        let points: Vec<Vec<f64>> = c["points"].as_array().unwrap().iter().map(floats).collect();
+        let ranks = non_dominated_ranks(&points, None);
+        let want: Vec<usize> = c["rank"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_u64().unwrap() as usize)
+            .collect();
+        assert_eq!(ranks, want, "{name}: ranks");
+        let hv = hypervolume(&points, &floats(&c["ref"]));
+        let want_hv = c["hv"].as_f64().unwrap();
+        assert!((hv - want_hv).abs() < 1e-9, "{name}: hv {hv} vs pymoo {want_hv}");
+        if c["crowding"].is_null() {
+            continue;
+        }
+        let crowd = crowding_all(&points, &ranks);
+        for (i, (ours, theirs)) in crowd.iter().zip(c["crowding"].as_array().unwrap()).enumerate() {
+            match theirs.as_f64() {
+                None => assert!(ours.is_infinite(), "{name} point {i}: {ours} vs infinite"),
+                Some(t) => assert!((ours - t).abs() < 1e-9, "{name} point {i}: {ours} vs {t}"),
+            }
+        }
+        crowding_checked += 1;
+    }
+    assert!(crowding_checked >= 12, "{crowding_checked}");
+}
+
+/// Scores a candidate from its size, with a seed-dependent wobble; "runs out of memory" on
+/// every candidate with a 32-wide first stage; stops (as Ctrl-C would) after `stop_after`.
+struct Scripted {
+    calls: Rc<Cell<usize>>,
+    stop_after: Option<usize>,
+    max_madds_trained: Rc<Cell<u64>>,
+}
+
+impl Evaluator for Scripted {
+    fn evaluate(&mut self, c: &Candidate, seed: u64) -> Outcome {
+        if self.stop_after.is_some_and(|n| self.calls.get() >= n) {
+            return Outcome::Abandoned;
+        }
+        self.calls.set(self.calls.get() + 1);
+        let n = count(&c.spec, 14, 224).unwrap();
+        self.max_madds_trained
+            .set(self.max_madds_trained.get().max(n.madds));
+        if c.spec.arch_def[1][0].contains("_c32_") {
+            return Outcome::Failed("out of memory (scripted)".into());
+        }
+        let size = n.madds as f64 / 1e8;
+        Outcome::Scored(0.6 + 0.3 * (1.0 - (-size).exp()) + (seed % 1000) as f64 * 1e-5)
+    }
+}
+
+fn config() -> SearchConfig {
+    SearchConfig {
+        population: 8,
+        offspring: 6,
+        generations: 4,
+        max_madds: Some(300_000_000),
+        seed: 7,
+        ..SearchConfig::default()
+    }
+}
+
+fn labels() -> Vec<String> {
+    muxmed::labels::LABELS.iter().map(|s| s.to_string()).collect()
+}
+
+fn run(dir: &SearchDir, stop_after: Option<usize>) -> (End, usize, u64) {
+    let archive = if dir.exists() {
+        dir.read_archive().unwrap()
+    } else {
+        new_archive("test", &config(), &labels(), 224).unwrap()
+    };
+    let calls = Rc::new(Cell::new(0));
+    let biggest = Rc::new(Cell::new(0));
+    let eval = Scripted {
+        calls: calls.clone(),
+        stop_after,
+        max_madds_trained: biggest.clone(),
+    };
+    let end = Engine::new(dir, archive, eval).run().unwrap();
+    (end, calls.get(), biggest.get())
+}
+
+fn without_times(rows: &[Evaluated]) -> Vec<Evaluated> {
+    rows.iter()
+        .map(|r| Evaluated {
+            seconds: 0.0,
+            finished_at: String::new(),
+            ..r.clone()
+        })
+        .collect()
+}
+
+#[test]
+fn a_resumed_search_equals_an_uninterrupted_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let whole = SearchDir::new(tmp.path().join("whole"));
+    let (end, calls, biggest) = run(&whole, None);
+    assert_eq!(end, End::Finished);
+    assert!(biggest <= 300_000_000, "trained a candidate over budget: {biggest}");
+    let a = whole.read_archive().unwrap();
+    assert_eq!(a.generations.len(), 5);
+    assert_eq!(a.candidates.len(), 8 + 4 * 6);
+    // Every scored or failed candidate was trained exactly once; infeasible ones never.
+    let trained = a
+        .candidates
+        .iter()
+        .filter(|c| c.status != CandidateStatus::Infeasible)
+        .count();
+    assert_eq!(calls, trained);
+    // MUXNet-m and -l are in the initial design; -l (314.9M MAdds) is over the 300M budget.
+    let flat = |s: &ArchSpec| s.arch_def.iter().flatten().cloned().collect::<Vec<_>>();
+    let find = |spec: ArchSpec| {
+        a.candidates
+            .iter()
+            .find(|c| c.arch_def.iter().flatten().cloned().collect::<Vec<_>>() == flat(&spec))
+            .unwrap()
+            .clone()
+    };
+    let m = find(ArchSpec::muxnet_m());
+    assert_eq!((m.params, m.status), (2_091_210, CandidateStatus::Ok));
+    assert!((215_000_000..216_000_000).contains(&m.madds), "{}", m.madds);
+    let l = find(ArchSpec::muxnet_l());
+    assert_eq!(l.status, CandidateStatus::Infeasible);
+    assert!(l.violation > 0.0 && l.val_auroc.is_none());
+    // Failures are recorded with their reason and never survive.
+    let failed: Vec<&Evaluated> = a
+        .candidates
+        .iter()
+        .filter(|c| c.status == CandidateStatus::Failed)
+        .collect();
+    assert!(!failed.is_empty());
+    assert!(failed.iter().all(|c| c.reason.as_deref() == Some("out of memory (scripted)")));
+    for g in &a.generations {
+        assert_eq!(g.population.len(), 8);
+        assert!(g.population.iter().all(|&i| a.candidates[i].status != CandidateStatus::Failed));
+    }
+    // Hypervolume never falls: the archive only grows.
+    assert!(a.generations.windows(2).all(|w| w[1].hypervolume >= w[0].hypervolume));
+    assert!(a.generations[4].hypervolume > 0.0);
+    // Distinct phenotypes.
+    let mut keys: Vec<String> = a.candidates.iter().map(Evaluated::key).collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), a.candidates.len());
+
+    // Interrupted twice (once inside the initial design, once in generation 2), then resumed.
+    let parts = SearchDir::new(tmp.path().join("parts"));
+    assert_eq!(run(&parts, Some(3)).0, End::Interrupted);
+    let first = parts.read_archive().unwrap();
+    assert_eq!(first.candidates.iter().filter(|c| c.status != CandidateStatus::Infeasible).count(), 3);
+    assert_eq!(run(&parts, Some(9)).0, End::Interrupted);
+    assert_eq!(run(&parts, None).0, End::Finished);
+    let b = read_archive(&parts.archive()).unwrap();
+    assert_eq!(without_times(&b.candidates), without_times(&a.candidates));
+    assert_eq!(b.generations, a.generations);
+
+    // Every candidate's arch file is an arch JSON whose counts are the archive's.
+    for c in &a.candidates {
+        let spec = ArchSpec::from_json_file(&whole.arch_file(c.id)).unwrap();
+        let n = count(&spec, 14, 224).unwrap();
+        assert_eq!((n.total_params, n.madds), (c.params, c.madds));
+    }
+}
