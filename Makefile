@@ -5,7 +5,7 @@ LIBTORCH_PREFIX ?= $(or $(MUXMED_LIBTORCH_PREFIX),$(or $(XDG_CACHE_HOME),$(HOME)
 export MUXMED_LIBTORCH_PREFIX := $(LIBTORCH_PREFIX)
 BIN := target/release/muxmed
 
-.PHONY: setup build test test-fast lint ci demo bench clean-libtorch
+.PHONY: setup build test test-fast lint ci demo search-demo bench clean-libtorch
 
 # Installs the pinned CPU libtorch into the user cache (once) and points .libtorch at it.
 setup:
@@ -32,6 +32,10 @@ ci: test lint
 # The main job on the built-in synthetic dataset (see scripts/demo.sh).
 demo: build
 	@bash scripts/demo.sh
+
+# A small architecture search on the synthetic dataset (see scripts/search_demo.sh).
+search-demo: build
+	@bash scripts/search_demo.sh
 
 # Benchmarks that print figures (release build): model speed, data pipeline against the
 # PIL baseline, manifest build on the real metadata.

@@ -13,20 +13,8 @@ images=${DEMO_IMAGES:-5000}
 start=$(date +%s)
 step() { echo; echo "== $*"; }
 
-step "1/9 synthetic dataset (data/synth, $images images)"
-# (A dataset from before boxes were the lesions' true extents is made again.)
-if grep -qs "lesions' extents" data/synth/SYNTHETIC.txt && [ -f data/synth/Data_Entry_2017_v2020.csv ]; then
-  echo "reusing data/synth"
-else
-  rm -rf data/synth
-  "$bin" synth --out data/synth --images "$images" --size 112 --seed 0
-fi
-
-step "2/9 manifest"
-"$bin" manifest --pipeline "$pipeline"
-
-step "3/9 prepare (decode once into the cache)"
-"$bin" prepare --pipeline "$pipeline"
+steps=9
+source scripts/demo_data.sh
 
 step "4/9 train"
 if [ -f "$run/last.safetensors" ]; then

@@ -172,6 +172,61 @@ enum Command {
     /// Benchmarks that print figures.
     #[command(subcommand)]
     Bench(BenchCmd),
+    /// Multi-objective architecture search (NSGA-II over MUXNet block strings): val AUROC
+    /// after proxy training, parameters and multiply-adds.
+    #[command(subcommand)]
+    Search(SearchCmd),
+}
+
+#[derive(Subcommand)]
+enum SearchCmd {
+    /// Run (or resume) a search with the pipeline's `search:` section; writes
+    /// reports/search-<pipeline>/ (archive.json after every candidate, front.md/.csv,
+    /// front.png, hypervolume.png, archs/).
+    #[cfg(feature = "torch")]
+    Run {
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+        /// Folder name under reports/ (default search-<pipeline name>).
+        #[arg(long)]
+        name: Option<String>,
+        /// Continue the search in the folder exactly where it stopped.
+        #[arg(long)]
+        resume: bool,
+        /// Delete an existing search in the folder and start again.
+        #[arg(long, conflicts_with = "resume")]
+        overwrite: bool,
+        #[arg(long)]
+        device: Option<String>,
+    },
+    /// Non-dominated rank, crowding distance and hypervolume of an archive (objectives
+    /// divided by its bounds, reference 1,1,1 by default) or of a points CSV (header naming
+    /// the objectives, all minimised).
+    Front {
+        #[arg(long, required_unless_present = "points", conflicts_with = "points")]
+        archive: Option<PathBuf>,
+        #[arg(long)]
+        points: Option<PathBuf>,
+        /// Reference point, one value per objective (required with --points).
+        #[arg(long = "ref", value_delimiter = ',')]
+        reference: Option<Vec<f64>>,
+        /// Print {"rank": [...], "crowding": [...], "hypervolume": x} (input order; an
+        /// infinite crowding distance is null).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Choose from a search's front: the high trade-off points (MSuNAS rule) and the most
+    /// accurate one, each written to selected/ as an arch JSON with its train command.
+    Select {
+        /// The search folder (reports/search-<pipeline>) or its archive.json.
+        search: PathBuf,
+        /// High trade-off points to pick (the most accurate point is added).
+        #[arg(short = 'n', long, default_value_t = 2)]
+        count: usize,
+        /// Neighbourhood radius in objectives normalised over the front.
+        #[arg(long, default_value_t = 0.125)]
+        eps: f64,
+    },
 }
 
 /// The flags of `evaluate` and `report`, shared so they cannot drift apart.
@@ -1059,6 +1114,7 @@ fn main() -> ExitCode {
         #[cfg(feature = "torch")]
         Command::Model(m) => model_cmd(m),
         Command::Bench(b) => bench_cmd(b),
+        Command::Search(c) => search_cmd(c),
     };
     match result {
         Ok(code) => code,
@@ -1067,4 +1123,149 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn search_cmd(c: &SearchCmd) -> Result<ExitCode> {
+    use muxmed::search::archive::{read_archive, SearchDir};
+    use muxmed::search::outputs::{archive_points, front_stats, read_points_csv, select};
+    match c {
+        #[cfg(feature = "torch")]
+        SearchCmd::Run {
+            pipeline,
+            name,
+            resume,
+            overwrite,
+            device,
+        } => search_run(pipeline, name, *resume, *overwrite, device),
+        SearchCmd::Front {
+            archive,
+            points,
+            reference,
+            json,
+        } => {
+            let (names, pts, default_ref) = match (archive, points) {
+                (Some(a), _) => {
+                    let (ids, pts) = archive_points(&read_archive(a)?);
+                    let names = ids.iter().map(|i| format!("c{i:04}")).collect::<Vec<_>>();
+                    (names, pts, Some(vec![1.0; 3]))
+                }
+                (None, Some(p)) => {
+                    let (_, pts) = read_points_csv(p)?;
+                    ((1..=pts.len()).map(|i| format!("row {i}")).collect(), pts, None)
+                }
+                (None, None) => anyhow::bail!("give --archive or --points"),
+            };
+            let r = reference
+                .clone()
+                .or(default_ref)
+                .ok_or_else(|| anyhow::anyhow!("--points needs --ref r1,r2[,r3] (one value per objective)"))?;
+            let dims = pts.first().map_or(r.len(), Vec::len);
+            if r.len() != dims {
+                anyhow::bail!("--ref has {} values, the points have {dims} objectives", r.len());
+            }
+            let s = front_stats(&pts, &r);
+            if *json {
+                println!("{}", serde_json::to_string(&s)?);
+            } else {
+                println!("{:<10} {:>5} {:>10}", "point", "rank", "crowding");
+                for (i, n) in names.iter().enumerate() {
+                    let cd = s.crowding[i].map_or("inf".to_string(), |v| format!("{v:.4}"));
+                    println!("{n:<10} {:>5} {cd:>10}", s.rank[i]);
+                }
+                println!("hypervolume {} (reference {:?})", s.hypervolume, r);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        SearchCmd::Select { search, count, eps } => {
+            let root = if search.is_file() {
+                search.parent().map(Path::to_path_buf).unwrap_or_default()
+            } else {
+                search.clone()
+            };
+            let dir = SearchDir::new(root);
+            let archive = dir.read_archive()?;
+            let picks = select(&dir, &archive, *count, *eps)?;
+            if picks.is_empty() {
+                anyhow::bail!("{} has no scored candidate to choose from", dir.archive().display());
+            }
+            for p in &picks {
+                println!(
+                    "c{:04} ({}): val AUROC {:.4}, {} params, {} MAdds\n  arch: {}\n  train: {}",
+                    p.id,
+                    p.why,
+                    p.val_auroc,
+                    muxmed::compare::stats::human(p.params as f64, ""),
+                    muxmed::compare::stats::human(p.madds as f64, ""),
+                    p.arch.display(),
+                    p.command
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+#[cfg(feature = "torch")]
+fn search_run(
+    pipeline: &PipelineArgs,
+    name: &Option<String>,
+    resume: bool,
+    overwrite: bool,
+    device: &Option<String>,
+) -> Result<ExitCode> {
+    use muxmed::search::engine::End;
+    use muxmed::search::run::{default_dir, run, SearchArgs};
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone()).context("installing the signal handler")?;
+    }
+    let loaded = load_pipeline(pipeline)?;
+    let reports = PathBuf::from("reports");
+    let dir = match name {
+        Some(n) => reports.join(n),
+        None => default_dir(&reports, &loaded.config.name),
+    };
+    let args = SearchArgs {
+        pipeline: loaded,
+        dir,
+        resume,
+        overwrite,
+        manifests_dir: PathBuf::from("data_manifests"),
+        device: device.clone(),
+        progress: true,
+    };
+    let o = run(&args, stop)?;
+    let a = &o.archive;
+    let front = a.front();
+    println!(
+        "search {}: {} candidates in {:.0} s ({} scored, {} over budget, {} failed); front {} architectures; hypervolume {:.4}",
+        if o.end == End::Finished { "finished" } else { "interrupted" },
+        a.candidates.len(),
+        o.seconds,
+        a.candidates.iter().filter(|c| c.val_auroc.is_some()).count(),
+        a.candidates.iter().filter(|c| c.violation > 0.0).count(),
+        a.candidates.iter().filter(|c| c.status == muxmed::search::archive::CandidateStatus::Failed).count(),
+        front.len(),
+        a.hypervolume()
+    );
+    for p in &o.written {
+        println!("wrote {}", p.display());
+    }
+    if o.end == End::Interrupted {
+        println!(
+            "continue with: muxmed search run --pipeline {}{} --resume{}",
+            pipeline.pipeline,
+            pipeline
+                .set
+                .iter()
+                .map(|s| format!(" --set {s}"))
+                .collect::<String>(),
+            name.as_ref().map_or(String::new(), |n| format!(" --name {n}"))
+        );
+        return Ok(ExitCode::from(130));
+    }
+    println!("choose from the front: muxmed search select {}", o.dir.root().display());
+    Ok(ExitCode::SUCCESS)
 }

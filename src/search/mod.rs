@@ -10,7 +10,13 @@
 
 pub mod archive;
 pub mod engine;
+pub mod figures;
 pub mod nsga2;
+pub mod outputs;
 pub mod pareto;
+#[cfg(feature = "torch")]
+pub mod proxy;
+#[cfg(feature = "torch")]
+pub mod run;
 pub mod select;
 pub mod space;

@@ -204,3 +204,140 @@ fn a_resumed_search_equals_an_uninterrupted_one() {
         assert_eq!((n.total_params, n.madds), (c.params, c.madds));
     }
 }
+
+#[test]
+fn search_front_cli_prints_pymoo_numbers_for_a_points_csv() {
+    let tmp = tempfile::tempdir().unwrap();
+    for c in moo_cases().iter().filter(|c| !c["crowding"].is_null()).take(4) {
+        let points: Vec<Vec<f64>> = c["points"].as_array().unwrap().iter().map(floats).collect();
+        let m = points[0].len();
+        let mut csv = (1..=m).map(|k| format!("f{k}")).collect::<Vec<_>>().join(",") + "\n";
+        for p in &points {
+            csv += &(p.iter().map(|v| format!("{v:?}")).collect::<Vec<_>>().join(",") + "\n");
+        }
+        let path = tmp.path().join("points.csv");
+        std::fs::write(&path, csv).unwrap();
+        let r = floats(&c["ref"]).iter().map(|v| format!("{v:?}")).collect::<Vec<_>>().join(",");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_muxmed"))
+            .args(["search", "front", "--points"])
+            .arg(&path)
+            .args(["--ref", &r, "--json"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(got["rank"], c["rank"], "{}", c["name"]);
+        let hv = got["hypervolume"].as_f64().unwrap();
+        assert!((hv - c["hv"].as_f64().unwrap()).abs() < 1e-9);
+        for (a, b) in got["crowding"].as_array().unwrap().iter().zip(c["crowding"].as_array().unwrap()) {
+            match (a.as_f64(), b.as_f64()) {
+                (None, None) => assert!(a.is_null() && b.is_null()),
+                (Some(x), Some(y)) => assert!((x - y).abs() < 1e-9, "{x} vs {y}"),
+                _ => panic!("{a} vs {b} in {}", c["name"]),
+            }
+        }
+    }
+    // Bad input names the line and the column; a missing --ref is named.
+    let bad = tmp.path().join("bad.csv");
+    std::fs::write(&bad, "acc,madds\n0.1,3\n0.2,x\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_muxmed"))
+        .args(["search", "front", "--points"])
+        .arg(&bad)
+        .args(["--ref", "1,10"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("line 3") && err.contains("`madds`") && err.contains("`x`"), "{err}");
+    std::fs::write(&bad, "acc,madds\n0.1,3\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_muxmed"))
+        .args(["search", "front", "--points"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--ref"));
+}
+
+#[test]
+fn search_select_and_front_read_an_archive() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = SearchDir::new(tmp.path().join("s"));
+    run(&dir, None);
+    let a = dir.read_archive().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_muxmed"))
+        .args(["search", "front", "--json", "--archive"])
+        .arg(dir.archive())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let hv = got["hypervolume"].as_f64().unwrap();
+    assert!((hv - a.hypervolume()).abs() < 1e-12);
+    assert!((hv - a.generations.last().unwrap().hypervolume).abs() < 1e-12);
+    let on_front = got["rank"].as_array().unwrap().iter().filter(|r| r.as_u64() == Some(0)).count();
+    assert_eq!(on_front, a.front().len());
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_muxmed"))
+        .args(["search", "select", "-n", "2"])
+        .arg(dir.root())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.matches("high trade-off").count() == 2, "{text}");
+    // The most accurate scored candidate is always chosen.
+    let best = a
+        .candidates
+        .iter()
+        .filter(|c| c.val_auroc.is_some() && c.violation == 0.0)
+        .max_by(|x, y| x.val_auroc.partial_cmp(&y.val_auroc).unwrap())
+        .unwrap();
+    assert!(text.contains(&format!("c{:04}", best.id)), "{text}");
+    let chosen = std::fs::read_dir(dir.selected_dir()).unwrap().count();
+    assert!((2..=3).contains(&chosen));
+    assert!(text.contains("muxmed train --pipeline test --set model.arch="));
+}
+
+/// Every decoded candidate builds, runs a forward pass, and has the counted parameters.
+#[cfg(feature = "torch")]
+mod built {
+    use muxmed::config::SearchConfig;
+    use muxmed::model::count::count;
+    use muxmed::model::muxnet::{HeadInit, MuxNet};
+    use muxmed::search::space::Space;
+    use rand::SeedableRng;
+    use tch::{nn, Device, Kind, Tensor};
+
+    fn check(space: &Space, n: usize, seed: u64) {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let mut genomes = vec![space.corner(false), space.corner(true)];
+        genomes.extend((0..n).map(|_| space.random_genome(&mut rng)));
+        for g in genomes {
+            let c = space.decode(&g).unwrap();
+            let vs = nn::VarStore::new(Device::Cpu);
+            let net = MuxNet::new(&vs.root(), &c.spec, 14, 0.0, HeadInit::Reference).unwrap();
+            let built: u64 = vs
+                .variables()
+                .iter()
+                .filter(|(n, _)| !n.contains("running_"))
+                .map(|(_, t)| t.numel() as u64)
+                .sum();
+            assert_eq!(count(&c.spec, 14, space.resolution).unwrap().total_params, built, "{}", c.key());
+            let y = tch::no_grad(|| net.forward_t(&Tensor::randn([2, 3, 64, 64], (Kind::Float, Device::Cpu)), false));
+            assert_eq!(y.size(), vec![2, 14]);
+            assert!(bool::try_from(y.isfinite().all()).unwrap());
+        }
+    }
+
+    #[test]
+    fn every_decoded_candidate_builds_runs_and_has_its_counted_parameters() {
+        check(&Space::new(SearchConfig::default().space, 224), 12, 5);
+        let demo = muxmed::config::load(
+            std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines/chestxray-demo.yaml")),
+            &[],
+        )
+        .unwrap()
+        .config;
+        check(&Space::new(demo.search.space, 96), 12, 6);
+    }
+}

@@ -1,0 +1,245 @@
+//! What `muxmed search` writes and prints besides the archive: the front as a table
+//! (Markdown and CSV) and figures, `search front`'s ranks/crowding/hypervolume of any archive
+//! or points CSV, and `search select`'s chosen architectures with their train commands.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::archive::{Archive, Evaluated, SearchDir};
+use super::pareto::{crowding_all, hypervolume, non_dominated_ranks};
+use super::select::high_tradeoff;
+use crate::compare::stats::human;
+use crate::io::{csv_records, write_atomic};
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    #[error("{}: {message}", path.display())]
+    Input { path: PathBuf, message: String },
+    #[error(transparent)]
+    Dir(#[from] super::archive::SearchDirError),
+    #[error(transparent)]
+    Plot(#[from] crate::report::plots::PlotError),
+    #[error("writing {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+fn write(path: &Path, text: &str) -> Result<(), OutputError> {
+    write_atomic(path, text.as_bytes()).map_err(|source| OutputError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// `search front --json`: one entry per point in input order; an infinite crowding
+/// distance is `null`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FrontStats {
+    pub rank: Vec<usize>,
+    pub crowding: Vec<Option<f64>>,
+    pub hypervolume: f64,
+}
+
+pub fn front_stats(points: &[Vec<f64>], reference: &[f64]) -> FrontStats {
+    let rank = non_dominated_ranks(points, None);
+    let crowding = crowding_all(points, &rank)
+        .into_iter()
+        .map(|c| c.is_finite().then_some(c))
+        .collect();
+    FrontStats {
+        rank,
+        crowding,
+        hypervolume: hypervolume(points, reference),
+    }
+}
+
+/// A points CSV: a header naming the objectives, one numeric column each (all minimised),
+/// one row per point.
+pub fn read_points_csv(path: &Path) -> Result<(Vec<String>, Vec<Vec<f64>>), OutputError> {
+    let bad = |message: String| OutputError::Input {
+        path: path.to_path_buf(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    let recs = csv_records(&text).map_err(|(line, m)| bad(format!("line {line}: {m}")))?;
+    let (header, rows) = recs.split_first().ok_or_else(|| bad("empty file".into()))?;
+    if header.fields.iter().any(|h| h.trim().parse::<f64>().is_ok()) {
+        return Err(bad(
+            "line 1 must be a header naming the objectives, not numbers".into(),
+        ));
+    }
+    let m = header.fields.len();
+    let mut points = vec![];
+    for r in rows {
+        if r.fields.len() != m {
+            return Err(bad(format!(
+                "line {}: {} fields, the header has {m}",
+                r.line,
+                r.fields.len()
+            )));
+        }
+        let p = r
+            .fields
+            .iter()
+            .zip(&header.fields)
+            .map(|(f, h)| {
+                f.trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|v| v.is_finite())
+                    .ok_or_else(|| bad(format!("line {}: column `{h}`: `{f}` is not a finite number", r.line)))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        points.push(p);
+    }
+    if points.is_empty() {
+        return Err(bad("no points below the header".into()));
+    }
+    Ok((header.fields.clone(), points))
+}
+
+/// The archive's scored, feasible candidates as `search front` sees them: their ids and
+/// their objectives divided by the archive's bounds (so the default reference is 1, 1, 1).
+pub fn archive_points(a: &Archive) -> (Vec<usize>, Vec<Vec<f64>>) {
+    let (idx, pts) = a.normalised();
+    (idx.iter().map(|&i| a.candidates[i].id).collect(), pts)
+}
+
+fn front_rows(a: &Archive) -> Vec<&Evaluated> {
+    let mut rows: Vec<&Evaluated> = a.front().into_iter().map(|i| &a.candidates[i]).collect();
+    rows.sort_by_key(|c| c.madds);
+    rows
+}
+
+fn blocks_summary(c: &Evaluated) -> String {
+    let depths: Vec<String> = c.arch_def[1..c.arch_def.len() - 1]
+        .iter()
+        .map(|s| (s.len() - 1).to_string())
+        .collect();
+    let widths: Vec<String> = c.arch_def[1..c.arch_def.len() - 1]
+        .iter()
+        .filter_map(|s| s[0].split('_').find(|o| o.starts_with('c')).map(|o| o[1..].to_string()))
+        .collect();
+    format!("sp blocks {}; widths {}; head {}", depths.join("-"), widths.join("-"), c.head)
+}
+
+/// Writes `front.md`, `front.csv` and the two figures; returns the paths written.
+pub fn write_outputs(dir: &SearchDir, a: &Archive) -> Result<Vec<PathBuf>, OutputError> {
+    let rows = front_rows(a);
+    let mut md = format!(
+        "# Front of search `{}`\n\n{} candidates evaluated, {} on the front; hypervolume {:.4} (normalised).\n\
+         Val mean AUROC after proxy training ({}², {} epochs, {} train images); parameters and multiply-adds at {}².\n\n\
+         | id | val AUROC | params | MAdds | architecture | arch file |\n|---|---|---|---|---|---|\n",
+        a.pipeline,
+        a.candidates.len(),
+        rows.len(),
+        a.hypervolume(),
+        a.config.proxy.resolution,
+        a.config.proxy.epochs,
+        a.config.proxy.train_images,
+        a.count_resolution,
+    );
+    let mut csv = String::from("id,generation,val_auroc,params,madds,arch_file\n");
+    for c in &rows {
+        let file = dir.arch_file(c.id);
+        let rel = file.strip_prefix(dir.root()).unwrap_or(&file).display().to_string();
+        md += &format!(
+            "| {} | {:.4} | {} | {} | {} | `{rel}` |\n",
+            c.id,
+            c.val_auroc.unwrap_or(f64::NAN),
+            human(c.params as f64, ""),
+            human(c.madds as f64, ""),
+            blocks_summary(c),
+        );
+        csv += &format!(
+            "{},{},{},{},{},{rel}\n",
+            c.id,
+            c.generation,
+            c.val_auroc.map_or(String::new(), |v| format!("{v:.6}")),
+            c.params,
+            c.madds
+        );
+    }
+    write(&dir.front_table(), &md)?;
+    write(&dir.front_csv(), &csv)?;
+    let mut out = vec![dir.front_table(), dir.front_csv()];
+    if !a.generations.is_empty() {
+        for f in [
+            super::figures::front_chart(dir, a)?,
+            super::figures::hypervolume_chart(dir, a)?,
+        ] {
+            out.push(f.png);
+        }
+    }
+    Ok(out)
+}
+
+/// One architecture `search select` chose.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Selected {
+    pub id: usize,
+    pub val_auroc: f64,
+    pub params: u64,
+    pub madds: u64,
+    pub why: String,
+    pub arch: PathBuf,
+    pub command: String,
+}
+
+/// The `n` high trade-off points of the front (ε = `eps` in objectives normalised over the
+/// front) and the most accurate point, each copied to `selected/` as an arch JSON.
+pub fn select(
+    dir: &SearchDir,
+    a: &Archive,
+    n: usize,
+    eps: f64,
+) -> Result<Vec<Selected>, OutputError> {
+    let front = a.front();
+    let pts: Vec<Vec<f64>> = front
+        .iter()
+        .filter_map(|&i| a.candidates[i].objectives().map(|o| o.to_vec()))
+        .collect();
+    let mu = super::select::tradeoffs(&pts, eps);
+    let picks = high_tradeoff(&pts, n, eps);
+    let mut out = vec![];
+    for (rank, k) in picks.iter().enumerate() {
+        let c = &a.candidates[front[*k]];
+        let src = dir.arch_file(c.id);
+        let dst = dir.selected_arch(c.id);
+        let text = std::fs::read_to_string(&src).map_err(|e| OutputError::Input {
+            path: src.clone(),
+            message: e.to_string(),
+        })?;
+        if let Some(parent) = dst.parent() {
+            std::fs::create_dir_all(parent).map_err(|source| OutputError::Write {
+                path: parent.to_path_buf(),
+                source,
+            })?;
+        }
+        write(&dst, &text)?;
+        let why = if rank < n.min(pts.len()) {
+            format!("high trade-off (μ = {:.3})", mu[*k])
+        } else {
+            "most accurate".to_string()
+        };
+        out.push(Selected {
+            id: c.id,
+            val_auroc: c.val_auroc.unwrap_or(f64::NAN),
+            params: c.params,
+            madds: c.madds,
+            why,
+            command: format!(
+                "muxmed train --pipeline {} --set model.arch={} --set model.weights=null --set model.from_scratch=true --run-name {}-c{:04}",
+                a.pipeline,
+                dst.display(),
+                a.pipeline,
+                c.id
+            ),
+            arch: dst,
+        });
+    }
+    Ok(out)
+}
