@@ -1151,17 +1151,23 @@ fn search_cmd(c: &SearchCmd) -> Result<ExitCode> {
                 }
                 (None, Some(p)) => {
                     let (_, pts) = read_points_csv(p)?;
-                    ((1..=pts.len()).map(|i| format!("row {i}")).collect(), pts, None)
+                    (
+                        (1..=pts.len()).map(|i| format!("row {i}")).collect(),
+                        pts,
+                        None,
+                    )
                 }
                 (None, None) => anyhow::bail!("give --archive or --points"),
             };
-            let r = reference
-                .clone()
-                .or(default_ref)
-                .ok_or_else(|| anyhow::anyhow!("--points needs --ref r1,r2[,r3] (one value per objective)"))?;
+            let r = reference.clone().or(default_ref).ok_or_else(|| {
+                anyhow::anyhow!("--points needs --ref r1,r2[,r3] (one value per objective)")
+            })?;
             let dims = pts.first().map_or(r.len(), Vec::len);
             if r.len() != dims {
-                anyhow::bail!("--ref has {} values, the points have {dims} objectives", r.len());
+                anyhow::bail!(
+                    "--ref has {} values, the points have {dims} objectives",
+                    r.len()
+                );
             }
             let s = front_stats(&pts, &r);
             if *json {
@@ -1186,7 +1192,10 @@ fn search_cmd(c: &SearchCmd) -> Result<ExitCode> {
             let archive = dir.read_archive()?;
             let picks = select(&dir, &archive, *count, *eps)?;
             if picks.is_empty() {
-                anyhow::bail!("{} has no scored candidate to choose from", dir.archive().display());
+                anyhow::bail!(
+                    "{} has no scored candidate to choose from",
+                    dir.archive().display()
+                );
             }
             for p in &picks {
                 println!(
@@ -1262,10 +1271,14 @@ fn search_run(
                 .iter()
                 .map(|s| format!(" --set {s}"))
                 .collect::<String>(),
-            name.as_ref().map_or(String::new(), |n| format!(" --name {n}"))
+            name.as_ref()
+                .map_or(String::new(), |n| format!(" --name {n}"))
         );
         return Ok(ExitCode::from(130));
     }
-    println!("choose from the front: muxmed search select {}", o.dir.root().display());
+    println!(
+        "choose from the front: muxmed search select {}",
+        o.dir.root().display()
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -173,7 +173,10 @@ impl SearchConfig {
             );
         }
         if s.widths.iter().flatten().any(|w| *w < 8 || w % 8 != 0) {
-            return fail("space.widths", "every width must be a positive multiple of 8");
+            return fail(
+                "space.widths",
+                "every width must be a positive multiple of 8",
+            );
         }
         if s.stem < 8 || s.stem % 8 != 0 || s.out_channels < 8 || s.out_channels % 8 != 0 {
             return fail("space.stem", "must be positive multiples of 8");
@@ -192,7 +195,10 @@ impl SearchConfig {
             ("space.se_ratios", s.se_ratios.len()),
             ("space.split_ratios", s.split_ratios.len()),
             ("space.heads", s.heads.len()),
-            ("space.widths", s.widths.iter().map(Vec::len).min().unwrap_or(0)),
+            (
+                "space.widths",
+                s.widths.iter().map(Vec::len).min().unwrap_or(0),
+            ),
         ];
         for (key, n) in lists {
             if n == 0 {

@@ -65,7 +65,9 @@ pub fn candidate_seed(search_seed: u64, key: &str) -> u64 {
 }
 
 fn generation_rng(seed: u64, generation: u32) -> ChaCha8Rng {
-    ChaCha8Rng::seed_from_u64(seed ^ (u64::from(generation) + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15))
+    ChaCha8Rng::seed_from_u64(
+        seed ^ (u64::from(generation) + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+    )
 }
 
 /// A new, empty archive with its fixed normalisation bounds: the budgets where set, else
@@ -88,7 +90,9 @@ pub fn new_archive(
         labels: labels.to_vec(),
         bounds: Bounds {
             f1: 0.5,
-            params: cfg.max_params.map_or(1.1 * c.total_params as f64, |b| b as f64),
+            params: cfg
+                .max_params
+                .map_or(1.1 * c.total_params as f64, |b| b as f64),
             madds: cfg.max_madds.map_or(1.1 * c.madds as f64, |b| b as f64),
         },
         status: SearchStatus::Running,
@@ -281,7 +285,8 @@ impl<'a, E: Evaluator> Engine<'a, E> {
             front_size: self.archive.front().len(),
         });
         self.dir.write_archive(&self.archive)?;
-        self.dir.log_line(self.archive.generations.last().expect("just pushed"))?;
+        self.dir
+            .log_line(self.archive.generations.last().expect("just pushed"))?;
         Ok(kept)
     }
 
@@ -323,11 +328,16 @@ impl<'a, E: Evaluator> Engine<'a, E> {
         let over = |v: u64, budget: Option<u64>| {
             budget.map_or(0.0, |b| (v as f64 / b as f64 - 1.0).max(0.0))
         };
-        let violation = over(counts.total_params, cfg.max_params) + over(counts.madds, cfg.max_madds);
+        let violation =
+            over(counts.total_params, cfg.max_params) + over(counts.madds, cfg.max_madds);
         let seed = candidate_seed(cfg.seed, &c.key());
         let started = Instant::now();
         let (status, val_auroc, reason) = if violation > 0.0 {
-            (CandidateStatus::Infeasible, None, Some("over budget: not trained".to_string()))
+            (
+                CandidateStatus::Infeasible,
+                None,
+                Some("over budget: not trained".to_string()),
+            )
         } else {
             match self.evaluator.evaluate(c, seed) {
                 Outcome::Scored(a) => (CandidateStatus::Ok, Some(a), None),

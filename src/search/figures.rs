@@ -28,7 +28,10 @@ fn references(a: &Archive) -> Vec<Reference> {
     let k = a.labels.len() as i64;
     let r = i64::from(a.count_resolution);
     let mut out = vec![];
-    for (name, spec) in [("MUXNet-m", ArchSpec::muxnet_m()), ("MUXNet-l", ArchSpec::muxnet_l())] {
+    for (name, spec) in [
+        ("MUXNet-m", ArchSpec::muxnet_m()),
+        ("MUXNet-l", ArchSpec::muxnet_l()),
+    ] {
         let Ok(c) = count(&spec, k, r) else { continue };
         let blocks: Vec<String> = spec.arch_def.iter().flatten().cloned().collect();
         let auroc = a
@@ -150,7 +153,15 @@ pub fn front_chart(dir: &SearchDir, a: &Archive) -> Result<Figure, PlotError> {
                             ))
                             .map_err(e2s)?;
                         let y = y_hi - span * (0.04 + 0.06 * i as f64);
-                        (y, format!("{} {}, {} params", r.name, human(r.madds, ""), human(r.params, "")))
+                        (
+                            y,
+                            format!(
+                                "{} {}, {} params",
+                                r.name,
+                                human(r.madds, ""),
+                                human(r.params, "")
+                            ),
+                        )
                     }
                 };
                 // Labels sit left of their line, one row each, so neighbours do not overlap.
@@ -159,16 +170,23 @@ pub fn front_chart(dir: &SearchDir, a: &Archive) -> Result<Figure, PlotError> {
                     .color(&REFERENCE)
                     .pos(Pos::new(HPos::Right, VPos::Center));
                 chart
-                    .draw_series([EmptyElement::at((r.madds, y_text)) + Text::new(label, (-8, 0), style)])
+                    .draw_series([
+                        EmptyElement::at((r.madds, y_text)) + Text::new(label, (-8, 0), style)
+                    ])
                     .map_err(e2s)?;
             }
             if let Some(b) = a.config.max_madds {
                 let b = b as f64;
                 chart
-                    .draw_series(LineSeries::new([(b, y_lo), (b, y_hi)], BLACK.mix(0.5).stroke_width(2)))
+                    .draw_series(LineSeries::new(
+                        [(b, y_lo), (b, y_hi)],
+                        BLACK.mix(0.5).stroke_width(2),
+                    ))
                     .map_err(e2s)?
                     .label(format!("multiply-add budget {}", human(b, "")))
-                    .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], BLACK.mix(0.5).stroke_width(2)));
+                    .legend(|(x, y)| {
+                        PathElement::new([(x, y), (x + 16, y)], BLACK.mix(0.5).stroke_width(2))
+                    });
             }
             chart
                 .configure_series_labels()

@@ -21,7 +21,11 @@ pub fn survive(points: &[Vec<f64>], violation: &[f64], mu: usize) -> Vec<usize> 
     order.sort_by(|&a, &b| {
         ranks[a]
             .cmp(&ranks[b])
-            .then(crowd[b].partial_cmp(&crowd[a]).unwrap_or(std::cmp::Ordering::Equal))
+            .then(
+                crowd[b]
+                    .partial_cmp(&crowd[a])
+                    .unwrap_or(std::cmp::Ordering::Equal),
+            )
             .then(a.cmp(&b))
     });
     order.truncate(mu);
@@ -48,12 +52,7 @@ pub fn tournament(rng: &mut impl Rng, ranks: &[usize], crowd: &[f64]) -> usize {
 }
 
 /// Two-point crossover with probability `p`: the genes between two cut points swap.
-pub fn two_point(
-    rng: &mut impl Rng,
-    a: &[usize],
-    b: &[usize],
-    p: f64,
-) -> (Vec<usize>, Vec<usize>) {
+pub fn two_point(rng: &mut impl Rng, a: &[usize], b: &[usize], p: f64) -> (Vec<usize>, Vec<usize>) {
     let (mut x, mut y) = (a.to_vec(), b.to_vec());
     if a.len() > 1 && rng.random_bool(p) {
         let mut i = rng.random_range(0..a.len());

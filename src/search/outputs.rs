@@ -66,7 +66,11 @@ pub fn read_points_csv(path: &Path) -> Result<(Vec<String>, Vec<Vec<f64>>), Outp
     let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
     let recs = csv_records(&text).map_err(|(line, m)| bad(format!("line {line}: {m}")))?;
     let (header, rows) = recs.split_first().ok_or_else(|| bad("empty file".into()))?;
-    if header.fields.iter().any(|h| h.trim().parse::<f64>().is_ok()) {
+    if header
+        .fields
+        .iter()
+        .any(|h| h.trim().parse::<f64>().is_ok())
+    {
         return Err(bad(
             "line 1 must be a header naming the objectives, not numbers".into(),
         ));
@@ -90,7 +94,12 @@ pub fn read_points_csv(path: &Path) -> Result<(Vec<String>, Vec<Vec<f64>>), Outp
                     .parse::<f64>()
                     .ok()
                     .filter(|v| v.is_finite())
-                    .ok_or_else(|| bad(format!("line {}: column `{h}`: `{f}` is not a finite number", r.line)))
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "line {}: column `{h}`: `{f}` is not a finite number",
+                            r.line
+                        ))
+                    })
             })
             .collect::<Result<Vec<_>, _>>()?;
         points.push(p);
@@ -121,9 +130,18 @@ fn blocks_summary(c: &Evaluated) -> String {
         .collect();
     let widths: Vec<String> = c.arch_def[1..c.arch_def.len() - 1]
         .iter()
-        .filter_map(|s| s[0].split('_').find(|o| o.starts_with('c')).map(|o| o[1..].to_string()))
+        .filter_map(|s| {
+            s[0].split('_')
+                .find(|o| o.starts_with('c'))
+                .map(|o| o[1..].to_string())
+        })
         .collect();
-    format!("sp blocks {}; widths {}; head {}", depths.join("-"), widths.join("-"), c.head)
+    format!(
+        "sp blocks {}; widths {}; head {}",
+        depths.join("-"),
+        widths.join("-"),
+        c.head
+    )
 }
 
 /// Writes `front.md`, `front.csv` and the two figures; returns the paths written.
@@ -145,7 +163,11 @@ pub fn write_outputs(dir: &SearchDir, a: &Archive) -> Result<Vec<PathBuf>, Outpu
     let mut csv = String::from("id,generation,val_auroc,params,madds,arch_file\n");
     for c in &rows {
         let file = dir.arch_file(c.id);
-        let rel = file.strip_prefix(dir.root()).unwrap_or(&file).display().to_string();
+        let rel = file
+            .strip_prefix(dir.root())
+            .unwrap_or(&file)
+            .display()
+            .to_string();
         md += &format!(
             "| {} | {:.4} | {} | {} | {} | `{rel}` |\n",
             c.id,

@@ -27,7 +27,7 @@ use crate::metrics::{auroc, mean_defined};
 use crate::model::muxnet::HeadInit;
 use crate::model::network::Network;
 
-/// One split's images at the proxy resolution (normalised, 3 channels) and labels.
+/// One split's images at the proxy resolution (grey, [0, 1]) and labels.
 struct Images {
     x: Tensor,
     y: Tensor,
@@ -64,6 +64,10 @@ fn patient_subset(split: &SplitData, limit: Option<usize>, seed: u64) -> (Vec<us
     (out, patients)
 }
 
+/// Images are read from the cache and shrunk in chunks of this many, so the working-size
+/// copies never all sit in memory at once.
+const LOAD_CHUNK: usize = 256;
+
 fn load_images(
     cache: &Cache,
     split: &SplitData,
@@ -71,38 +75,48 @@ fn load_images(
     resolution: i64,
     name: Split,
 ) -> Result<Images, String> {
-    let mut pixels = Vec::new();
-    let mut side = 0;
-    for &i in which {
-        let id = &split.image_ids[i];
-        let slot = cache.slot(id).ok_or_else(|| {
-            format!("image {id} of the {name} split is not in the prepared cache: run `muxmed prepare` with this pipeline")
-        })?;
-        let img = cache.image(slot);
-        side = img.w as i64;
-        pixels.extend_from_slice(&img.data);
+    let mut parts = vec![];
+    for chunk in which.chunks(LOAD_CHUNK) {
+        let mut pixels = Vec::new();
+        let mut side = 0;
+        for &i in chunk {
+            let id = &split.image_ids[i];
+            let slot = cache.slot(id).ok_or_else(|| {
+                format!("image {id} of the {name} split is not in the prepared cache: run `muxmed prepare` with this pipeline")
+            })?;
+            let img = cache.image(slot);
+            side = img.w as i64;
+            pixels.extend_from_slice(&img.data);
+        }
+        let x = Tensor::from_slice(&pixels).view([chunk.len() as i64, 1, side, side]);
+        parts.push(if side == resolution {
+            x
+        } else {
+            x.adaptive_avg_pool2d([resolution, resolution])
+        });
     }
-    let n = which.len() as i64;
-    let x = Tensor::from_slice(&pixels).view([n, 1, side, side]);
-    let x = if side == resolution {
-        x
-    } else {
-        x.adaptive_avg_pool2d([resolution, resolution])
-    };
-    let mean = Tensor::from_slice(&IMAGENET_MEAN.map(|v| v as f32)).view([1, 3, 1, 1]);
-    let std = Tensor::from_slice(&IMAGENET_STD.map(|v| v as f32)).view([1, 3, 1, 1]);
-    let x = (x.expand([n, 3, resolution, resolution], false) - mean) / std;
     let labels: Vec<Vec<bool>> = which
         .iter()
         .map(|&i| split.labels[i].iter().map(|v| *v > 0.5).collect())
         .collect();
-    let flat: Vec<f32> = which.iter().flat_map(|&i| split.labels[i].clone()).collect();
+    let flat: Vec<f32> = which
+        .iter()
+        .flat_map(|&i| split.labels[i].clone())
+        .collect();
     let k = split.label_names.len() as i64;
     Ok(Images {
-        x: x.contiguous(),
-        y: Tensor::from_slice(&flat).view([n, k]),
+        x: Tensor::cat(&parts, 0),
+        y: Tensor::from_slice(&flat).view([which.len() as i64, k]),
         labels,
     })
+}
+
+/// Grey [N,1,H,W] in [0, 1] → the network's input: three channels, ImageNet-normalised.
+fn to_input(x: &Tensor, device: Device) -> Tensor {
+    let s = x.size();
+    let mean = Tensor::from_slice(&IMAGENET_MEAN.map(|v| v as f32)).view([1, 3, 1, 1]);
+    let std = Tensor::from_slice(&IMAGENET_STD.map(|v| v as f32)).view([1, 3, 1, 1]);
+    ((x.expand([s[0], 3, s[2], s[3]], false) - mean) / std).to_device(device)
 }
 
 impl ProxyData {
@@ -194,17 +208,20 @@ impl ProxyTrainer {
                     return Outcome::Abandoned;
                 }
                 // Cosine decay from the peak to zero over the proxy's steps.
-                let lr = 0.5 * p.lr * (1.0 + (std::f64::consts::PI * step as f64 / total as f64).cos());
+                let lr =
+                    0.5 * p.lr * (1.0 + (std::f64::consts::PI * step as f64 / total as f64).cos());
                 opt.set_lr(lr);
                 let idx = Tensor::from_slice(&order[b * batch..(b + 1) * batch]);
-                let x = self.data.train.x.index_select(0, &idx).to_device(self.device);
-                let y = self.data.train.y.index_select(0, &idx).to_device(self.device);
-                let loss = net.forward_t(&x, true).binary_cross_entropy_with_logits::<Tensor>(
-                    &y,
-                    None,
-                    None,
-                    Reduction::Mean,
-                );
+                let x = to_input(&self.data.train.x.index_select(0, &idx), self.device);
+                let y = self
+                    .data
+                    .train
+                    .y
+                    .index_select(0, &idx)
+                    .to_device(self.device);
+                let loss = net
+                    .forward_t(&x, true)
+                    .binary_cross_entropy_with_logits::<Tensor>(&y, None, None, Reduction::Mean);
                 let l = loss.double_value(&[]);
                 if !l.is_finite() {
                     return Outcome::Failed(format!(
@@ -227,7 +244,7 @@ impl ProxyTrainer {
         tch::no_grad(|| {
             for s in (0..n).step_by(chunk) {
                 let len = chunk.min((n - s) as usize) as i64;
-                let x = v.x.narrow(0, s, len).to_device(self.device);
+                let x = to_input(&v.x.narrow(0, s, len), self.device);
                 probs.push(net.forward_t(&x, false).sigmoid().to_device(Device::Cpu));
             }
         });
@@ -249,7 +266,9 @@ impl ProxyTrainer {
             .collect();
         match mean_defined(&aurocs) {
             Some(m) => Outcome::Scored(m),
-            None => Outcome::Failed("val AUROC undefined: no label has both classes in the val subset".into()),
+            None => Outcome::Failed(
+                "val AUROC undefined: no label has both classes in the val subset".into(),
+            ),
         }
     }
 }

@@ -47,7 +47,10 @@ fn open_archive(a: &SearchArgs, dir: &SearchDir, labels: &[String]) -> Result<Ar
             );
         }
         if archive.labels != labels {
-            bail!("the manifest's labels changed since {} was made", dir.archive().display());
+            bail!(
+                "the manifest's labels changed since {} was made",
+                dir.archive().display()
+            );
         }
         return Ok(archive);
     }
@@ -100,20 +103,29 @@ pub fn run(a: &SearchArgs, stop: Arc<AtomicBool>) -> Result<SearchOutcome> {
         stop: stop.clone(),
         device,
     };
-    let bar = a.progress.then(|| crate::progress::Progress::new(0, "search"));
+    let bar = a
+        .progress
+        .then(|| crate::progress::Progress::new(0, "search"));
     let mut engine = Engine::new(&dir, archive, trainer);
     let bar_ref = bar.as_ref();
     engine.on_row = Box::new(move |row, planned| {
         if let Some(b) = bar_ref {
             let what = match row.status {
-                CandidateStatus::Ok => format!("val AUROC {:.4}", row.val_auroc.unwrap_or(f64::NAN)),
+                CandidateStatus::Ok => {
+                    format!("val AUROC {:.4}", row.val_auroc.unwrap_or(f64::NAN))
+                }
                 CandidateStatus::Infeasible => "over budget".into(),
-                CandidateStatus::Failed => format!("failed: {}", row.reason.as_deref().unwrap_or("")),
+                CandidateStatus::Failed => {
+                    format!("failed: {}", row.reason.as_deref().unwrap_or(""))
+                }
             };
             b.set(
                 row.id as u64 + 1,
                 planned as u64,
-                &format!("gen {} c{:04} {what} ({:.0} s)", row.generation, row.id, row.seconds),
+                &format!(
+                    "gen {} c{:04} {what} ({:.0} s)",
+                    row.generation, row.id, row.seconds
+                ),
             );
         }
     });

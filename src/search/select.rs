@@ -50,7 +50,11 @@ pub fn tradeoffs(front: &[Vec<f64>], eps: f64) -> Vec<f64> {
                 any = true;
                 let sacrifice: f64 = d.iter().map(|x| x.max(0.0)).sum();
                 let gain: f64 = d.iter().map(|x| (-x).max(0.0)).sum();
-                mu = mu.min(if gain > 0.0 { sacrifice / gain } else { f64::INFINITY });
+                mu = mu.min(if gain > 0.0 {
+                    sacrifice / gain
+                } else {
+                    f64::INFINITY
+                });
             }
             if any {
                 mu
@@ -66,7 +70,12 @@ pub fn tradeoffs(front: &[Vec<f64>], eps: f64) -> Vec<f64> {
 pub fn high_tradeoff(front: &[Vec<f64>], n: usize, eps: f64) -> Vec<usize> {
     let mu = tradeoffs(front, eps);
     let mut order: Vec<usize> = (0..front.len()).collect();
-    order.sort_by(|&a, &b| mu[b].partial_cmp(&mu[a]).unwrap_or(std::cmp::Ordering::Equal).then(a.cmp(&b)));
+    order.sort_by(|&a, &b| {
+        mu[b]
+            .partial_cmp(&mu[a])
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then(a.cmp(&b))
+    });
     order.truncate(n);
     let best = (0..front.len()).min_by(|&a, &b| {
         front[a][0]

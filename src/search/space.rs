@@ -32,7 +32,14 @@ impl Candidate {
     /// The phenotype: every block string and the head width. Candidates are deduplicated on
     /// it, not on the genome.
     pub fn key(&self) -> String {
-        let mut k = self.spec.arch_def.iter().flatten().cloned().collect::<Vec<_>>().join(" ");
+        let mut k = self
+            .spec
+            .arch_def
+            .iter()
+            .flatten()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(" ");
         let _ = write!(k, " head{}", self.spec.num_features);
         k
     }
@@ -102,11 +109,7 @@ impl Space {
                 c.ir_expansions.len(),
             ]);
             for _ in 0..self.slots {
-                out.extend([
-                    c.sp_kernels.len(),
-                    c.sp_expansions.len(),
-                    c.sp_scales.len(),
-                ]);
+                out.extend([c.sp_kernels.len(), c.sp_expansions.len(), c.sp_scales.len()]);
             }
         }
         out
@@ -154,10 +157,7 @@ impl Space {
                 String::new()
             }
         };
-        let mut arch_def = vec![vec![format!(
-            "ds_r1_k3_s1_e1_c{}_se0.25_nre",
-            c.stem
-        )]];
+        let mut arch_def = vec![vec![format!("ds_r1_k3_s1_e1_c{}_se0.25_nre", c.stem)]];
         // The stem halves the input.
         let mut size = self.resolution / 2;
         for s in 0..self.stages() {
@@ -257,7 +257,10 @@ impl Space {
             .iter()
             .map(|b| decode_block(b).map_err(|e| no(e.to_string())))
             .collect::<Result<Vec<_>, _>>()?;
-        if spec.stem_size != c.stem || spec.channel_multiplier != 1.0 || spec.depth_multiplier != 1.0 {
+        if spec.stem_size != c.stem
+            || spec.channel_multiplier != 1.0
+            || spec.depth_multiplier != 1.0
+        {
             return Err(no("stem or multipliers differ from the space's".into()));
         }
         let find = |what: &str, i: Option<usize>| i.ok_or_else(|| no(what.to_string()));
@@ -287,11 +290,17 @@ impl Space {
         }
         stage_starts.push(body.len());
         let se = body[0].se_ratio.unwrap_or(0.0);
-        g[0] = find(&format!("SE ratio {se}"), c.se_ratios.iter().position(|r| *r == se))?;
+        g[0] = find(
+            &format!("SE ratio {se}"),
+            c.se_ratios.iter().position(|r| *r == se),
+        )?;
         let mut sr = None;
         for s in 0..self.stages() {
             let b = self.stage_base(s);
-            let (ir, sps) = (&body[stage_starts[s]], &body[stage_starts[s] + 1..stage_starts[s + 1]]);
+            let (ir, sps) = (
+                &body[stage_starts[s]],
+                &body[stage_starts[s] + 1..stage_starts[s + 1]],
+            );
             g[b] = find(
                 &format!("stage {} with {} sp blocks", s + 1, sps.len()),
                 c.sp_depths.iter().position(|d| *d == sps.len()),
@@ -300,8 +309,16 @@ impl Space {
                 &format!("stage {} width {}", s + 1, ir.out_chs),
                 c.widths[s].iter().position(|w| *w == ir.out_chs),
             )?;
-            let ks = ir.kernels.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(".");
-            g[b + 2] = find(&format!("ir kernels {ks}"), c.ir_kernels.iter().position(|k| *k == ks))?;
+            let ks = ir
+                .kernels
+                .iter()
+                .map(|k| k.to_string())
+                .collect::<Vec<_>>()
+                .join(".");
+            g[b + 2] = find(
+                &format!("ir kernels {ks}"),
+                c.ir_kernels.iter().position(|k| *k == ks),
+            )?;
             g[b + 3] = find(
                 &format!("ir expansion {}", ir.exp_ratio),
                 c.ir_expansions.iter().position(|e| *e == ir.exp_ratio),
@@ -312,18 +329,27 @@ impl Space {
                 if sr != Some(sp.split_ratio) || sp.se_ratio.unwrap_or(0.0) != se {
                     return Err(no("split and SE ratios differ between blocks".into()));
                 }
-                g[o] = find(&format!("sp kernel {:?}", sp.kernels), match sp.kernels.as_slice() {
-                    [k] => c.sp_kernels.iter().position(|x| x == k),
-                    _ => None,
-                })?;
+                g[o] = find(
+                    &format!("sp kernel {:?}", sp.kernels),
+                    match sp.kernels.as_slice() {
+                        [k] => c.sp_kernels.iter().position(|x| x == k),
+                        _ => None,
+                    },
+                )?;
                 g[o + 1] = find(
                     &format!("sp expansion {}", sp.exp_ratio),
                     c.sp_expansions.iter().position(|e| *e == sp.exp_ratio),
                 )?;
                 let sc = sp.scales.as_ref().map_or("none".to_string(), |v| {
-                    v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(".")
+                    v.iter()
+                        .map(|x| x.to_string())
+                        .collect::<Vec<_>>()
+                        .join(".")
                 });
-                g[o + 2] = find(&format!("scales {sc}"), c.sp_scales.iter().position(|x| *x == sc))?;
+                g[o + 2] = find(
+                    &format!("scales {sc}"),
+                    c.sp_scales.iter().position(|x| *x == sc),
+                )?;
             }
         }
         let sr = sr.ok_or_else(|| no("no sp blocks".into()))?;
@@ -409,7 +435,11 @@ mod tests {
         g[o + 2] = 1;
         let c = sp.decode(&g).unwrap();
         assert_eq!(c.genome[o + 2], 0);
-        assert!(c.spec.arch_def[1][1].ends_with("_dwg2_nre"), "{:?}", c.spec.arch_def[1]);
+        assert!(
+            c.spec.arch_def[1][1].ends_with("_dwg2_nre"),
+            "{:?}",
+            c.spec.arch_def[1]
+        );
     }
 
     #[test]

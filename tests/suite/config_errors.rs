@@ -245,3 +245,30 @@ fn a_rule_broken_by_an_override_of_another_key_names_the_override() {
     assert_eq!(err.key(), Some("augment.train"), "{msg}");
     assert!(msg.contains("--set train.resolution=64"), "{msg}");
 }
+
+#[test]
+fn search_section_errors_name_line_and_key() {
+    let err = parse("search:\n  proxy:\n    epoch: 3\n").unwrap_err();
+    let msg = err.to_string();
+    assert_eq!(err.key(), Some("search.proxy.epoch"), "{msg}");
+    assert!(
+        msg.contains("line 3") && msg.contains("did you mean `epochs`"),
+        "{msg}"
+    );
+    let err =
+        parse("search:\n  space:\n    widths: [[20], [32], [64], [96], [128]]\n").unwrap_err();
+    let msg = err.to_string();
+    assert_eq!(err.key(), Some("search.space.widths"), "{msg}");
+    assert!(
+        msg.contains("line 3") && msg.contains("multiple of 8"),
+        "{msg}"
+    );
+    let err = parse("search:\n  space:\n    strides: [2, 2]\n").unwrap_err();
+    assert!(
+        err.to_string().contains("one list of choices per stage"),
+        "{err}"
+    );
+    // The default section describes the space MUXNet-m and -l live in.
+    let main = config::load(&main_pipeline(), &[]).unwrap().config;
+    assert_eq!(main.search, muxmed::config::SearchConfig::default());
+}

@@ -50,12 +50,19 @@ fn ranks_crowding_and_hypervolume_agree_with_pymoo() {
         assert_eq!(ranks, want, "{name}: ranks");
         let hv = hypervolume(&points, &floats(&c["ref"]));
         let want_hv = c["hv"].as_f64().unwrap();
-        assert!((hv - want_hv).abs() < 1e-9, "{name}: hv {hv} vs pymoo {want_hv}");
+        assert!(
+            (hv - want_hv).abs() < 1e-9,
+            "{name}: hv {hv} vs pymoo {want_hv}"
+        );
         if c["crowding"].is_null() {
             continue;
         }
         let crowd = crowding_all(&points, &ranks);
-        for (i, (ours, theirs)) in crowd.iter().zip(c["crowding"].as_array().unwrap()).enumerate() {
+        for (i, (ours, theirs)) in crowd
+            .iter()
+            .zip(c["crowding"].as_array().unwrap())
+            .enumerate()
+        {
             match theirs.as_f64() {
                 None => assert!(ours.is_infinite(), "{name} point {i}: {ours} vs infinite"),
                 Some(t) => assert!((ours - t).abs() < 1e-9, "{name} point {i}: {ours} vs {t}"),
@@ -103,7 +110,10 @@ fn config() -> SearchConfig {
 }
 
 fn labels() -> Vec<String> {
-    muxmed::labels::LABELS.iter().map(|s| s.to_string()).collect()
+    muxmed::labels::LABELS
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
 }
 
 fn run(dir: &SearchDir, stop_after: Option<usize>) -> (End, usize, u64) {
@@ -139,7 +149,10 @@ fn a_resumed_search_equals_an_uninterrupted_one() {
     let whole = SearchDir::new(tmp.path().join("whole"));
     let (end, calls, biggest) = run(&whole, None);
     assert_eq!(end, End::Finished);
-    assert!(biggest <= 300_000_000, "trained a candidate over budget: {biggest}");
+    assert!(
+        biggest <= 300_000_000,
+        "trained a candidate over budget: {biggest}"
+    );
     let a = whole.read_archive().unwrap();
     assert_eq!(a.generations.len(), 5);
     assert_eq!(a.candidates.len(), 8 + 4 * 6);
@@ -172,13 +185,21 @@ fn a_resumed_search_equals_an_uninterrupted_one() {
         .filter(|c| c.status == CandidateStatus::Failed)
         .collect();
     assert!(!failed.is_empty());
-    assert!(failed.iter().all(|c| c.reason.as_deref() == Some("out of memory (scripted)")));
+    assert!(failed
+        .iter()
+        .all(|c| c.reason.as_deref() == Some("out of memory (scripted)")));
     for g in &a.generations {
         assert_eq!(g.population.len(), 8);
-        assert!(g.population.iter().all(|&i| a.candidates[i].status != CandidateStatus::Failed));
+        assert!(g
+            .population
+            .iter()
+            .all(|&i| a.candidates[i].status != CandidateStatus::Failed));
     }
     // Hypervolume never falls: the archive only grows.
-    assert!(a.generations.windows(2).all(|w| w[1].hypervolume >= w[0].hypervolume));
+    assert!(a
+        .generations
+        .windows(2)
+        .all(|w| w[1].hypervolume >= w[0].hypervolume));
     assert!(a.generations[4].hypervolume > 0.0);
     // Distinct phenotypes.
     let mut keys: Vec<String> = a.candidates.iter().map(Evaluated::key).collect();
@@ -190,7 +211,14 @@ fn a_resumed_search_equals_an_uninterrupted_one() {
     let parts = SearchDir::new(tmp.path().join("parts"));
     assert_eq!(run(&parts, Some(3)).0, End::Interrupted);
     let first = parts.read_archive().unwrap();
-    assert_eq!(first.candidates.iter().filter(|c| c.status != CandidateStatus::Infeasible).count(), 3);
+    assert_eq!(
+        first
+            .candidates
+            .iter()
+            .filter(|c| c.status != CandidateStatus::Infeasible)
+            .count(),
+        3
+    );
     assert_eq!(run(&parts, Some(9)).0, End::Interrupted);
     assert_eq!(run(&parts, None).0, End::Finished);
     let b = read_archive(&parts.archive()).unwrap();
@@ -208,28 +236,54 @@ fn a_resumed_search_equals_an_uninterrupted_one() {
 #[test]
 fn search_front_cli_prints_pymoo_numbers_for_a_points_csv() {
     let tmp = tempfile::tempdir().unwrap();
-    for c in moo_cases().iter().filter(|c| !c["crowding"].is_null()).take(4) {
+    for c in moo_cases()
+        .iter()
+        .filter(|c| !c["crowding"].is_null())
+        .take(4)
+    {
         let points: Vec<Vec<f64>> = c["points"].as_array().unwrap().iter().map(floats).collect();
         let m = points[0].len();
-        let mut csv = (1..=m).map(|k| format!("f{k}")).collect::<Vec<_>>().join(",") + "\n";
+        let mut csv = (1..=m)
+            .map(|k| format!("f{k}"))
+            .collect::<Vec<_>>()
+            .join(",")
+            + "\n";
         for p in &points {
-            csv += &(p.iter().map(|v| format!("{v:?}")).collect::<Vec<_>>().join(",") + "\n");
+            csv += &(p
+                .iter()
+                .map(|v| format!("{v:?}"))
+                .collect::<Vec<_>>()
+                .join(",")
+                + "\n");
         }
         let path = tmp.path().join("points.csv");
         std::fs::write(&path, csv).unwrap();
-        let r = floats(&c["ref"]).iter().map(|v| format!("{v:?}")).collect::<Vec<_>>().join(",");
+        let r = floats(&c["ref"])
+            .iter()
+            .map(|v| format!("{v:?}"))
+            .collect::<Vec<_>>()
+            .join(",");
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_muxmed"))
             .args(["search", "front", "--points"])
             .arg(&path)
             .args(["--ref", &r, "--json"])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(got["rank"], c["rank"], "{}", c["name"]);
         let hv = got["hypervolume"].as_f64().unwrap();
         assert!((hv - c["hv"].as_f64().unwrap()).abs() < 1e-9);
-        for (a, b) in got["crowding"].as_array().unwrap().iter().zip(c["crowding"].as_array().unwrap()) {
+        for (a, b) in got["crowding"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(c["crowding"].as_array().unwrap())
+        {
             match (a.as_f64(), b.as_f64()) {
                 (None, None) => assert!(a.is_null() && b.is_null()),
                 (Some(x), Some(y)) => assert!((x - y).abs() < 1e-9, "{x} vs {y}"),
@@ -248,7 +302,10 @@ fn search_front_cli_prints_pymoo_numbers_for_a_points_csv() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("line 3") && err.contains("`madds`") && err.contains("`x`"), "{err}");
+    assert!(
+        err.contains("line 3") && err.contains("`madds`") && err.contains("`x`"),
+        "{err}"
+    );
     std::fs::write(&bad, "acc,madds\n0.1,3\n").unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_muxmed"))
         .args(["search", "front", "--points"])
@@ -269,12 +326,21 @@ fn search_select_and_front_read_an_archive() {
         .arg(dir.archive())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let hv = got["hypervolume"].as_f64().unwrap();
     assert!((hv - a.hypervolume()).abs() < 1e-12);
     assert!((hv - a.generations.last().unwrap().hypervolume).abs() < 1e-12);
-    let on_front = got["rank"].as_array().unwrap().iter().filter(|r| r.as_u64() == Some(0)).count();
+    let on_front = got["rank"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r.as_u64() == Some(0))
+        .count();
     assert_eq!(on_front, a.front().len());
 
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_muxmed"))
@@ -283,7 +349,11 @@ fn search_select_and_front_read_an_archive() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.matches("high trade-off").count() == 2, "{text}");
     // The most accurate scored candidate is always chosen.
     let best = a
@@ -322,8 +392,18 @@ mod built {
                 .filter(|(n, _)| !n.contains("running_"))
                 .map(|(_, t)| t.numel() as u64)
                 .sum();
-            assert_eq!(count(&c.spec, 14, space.resolution).unwrap().total_params, built, "{}", c.key());
-            let y = tch::no_grad(|| net.forward_t(&Tensor::randn([2, 3, 64, 64], (Kind::Float, Device::Cpu)), false));
+            assert_eq!(
+                count(&c.spec, 14, space.resolution).unwrap().total_params,
+                built,
+                "{}",
+                c.key()
+            );
+            let y = tch::no_grad(|| {
+                net.forward_t(
+                    &Tensor::randn([2, 3, 64, 64], (Kind::Float, Device::Cpu)),
+                    false,
+                )
+            });
             assert_eq!(y.size(), vec![2, 14]);
             assert!(bool::try_from(y.isfinite().all()).unwrap());
         }
@@ -333,7 +413,10 @@ mod built {
     fn every_decoded_candidate_builds_runs_and_has_its_counted_parameters() {
         check(&Space::new(SearchConfig::default().space, 224), 12, 5);
         let demo = muxmed::config::load(
-            std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines/chestxray-demo.yaml")),
+            std::path::Path::new(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/pipelines/chestxray-demo.yaml"
+            )),
             &[],
         )
         .unwrap()
