@@ -101,6 +101,9 @@ pub fn new_archive(
     })
 }
 
+/// Called after every recorded candidate, with the number planned in all.
+pub type RowHook<'a> = Box<dyn FnMut(&Evaluated, usize) + 'a>;
+
 /// Runs or resumes a search in `dir`; `archive` is the directory's archive (new or read).
 pub struct Engine<'a, E: Evaluator> {
     pub dir: &'a SearchDir,
@@ -110,7 +113,7 @@ pub struct Engine<'a, E: Evaluator> {
     /// Architectures placed in the initial design when the space holds them (MUXNet-m, -l).
     pub references: Vec<ArchSpec>,
     /// Called after every recorded candidate, with the number planned in all.
-    pub on_row: Box<dyn FnMut(&Evaluated, usize) + 'a>,
+    pub on_row: RowHook<'a>,
 }
 
 impl<'a, E: Evaluator> Engine<'a, E> {

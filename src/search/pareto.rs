@@ -90,8 +90,11 @@ pub fn crowding_distance(points: &[Vec<f64>], members: &[usize]) -> Vec<f64> {
     }
     let mut d = vec![0.0; n];
     let n_obj = points[members[0]].len();
-    for m in 0..n_obj {
-        let f = |k: usize| points[members[k]][m];
+    let columns: Vec<Vec<f64>> = (0..n_obj)
+        .map(|m| members.iter().map(|&i| points[i][m]).collect())
+        .collect();
+    for col in &columns {
+        let f = |k: usize| col[k];
         let mut order: Vec<usize> = (0..n).collect();
         order.sort_by(|&a, &b| f(a).partial_cmp(&f(b)).unwrap_or(Ordering::Equal));
         let (lo, hi) = (f(order[0]), f(order[n - 1]));
