@@ -26,7 +26,30 @@ pub struct SearchConfig {
     pub max_params: Option<u64>,
     pub max_madds: Option<u64>,
     pub proxy: ProxyConfig,
+    pub surrogate: SurrogateConfig,
     pub space: SpaceConfig,
+}
+
+/// MSuNAS-style accuracy surrogate: an RBF model of f1 fitted on the archive picks each
+/// generation's candidates from an NSGA-II run on predicted accuracy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SurrogateConfig {
+    pub enabled: bool,
+    /// NSGA-II generations on the surrogate per search generation.
+    pub generations: u32,
+    /// Folds of the cross-validated Kendall τ reported per generation.
+    pub folds: usize,
+}
+
+impl Default for SurrogateConfig {
+    fn default() -> Self {
+        SurrogateConfig {
+            enabled: false,
+            generations: 20,
+            folds: 5,
+        }
+    }
 }
 
 /// The cheap training that scores a candidate: from scratch, on whole patients of the train
@@ -90,6 +113,7 @@ impl Default for SearchConfig {
             max_params: None,
             max_madds: None,
             proxy: ProxyConfig::default(),
+            surrogate: SurrogateConfig::default(),
             space: SpaceConfig::default(),
         }
     }
@@ -162,6 +186,9 @@ impl SearchConfig {
                 "proxy",
                 "epochs, batch_size and train_images must be positive",
             );
+        }
+        if self.surrogate.folds < 2 {
+            return fail("surrogate.folds", "must be at least 2");
         }
         if self.proxy.resolution < 16 {
             return fail("proxy.resolution", "must be at least 16");

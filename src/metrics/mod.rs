@@ -116,6 +116,34 @@ pub fn average_precision(y: &[bool], s: &[f64]) -> Option<f64> {
     Some(ap)
 }
 
+/// Kendall's τ-b between two paired samples (ties in either handled as in τ-b); `None` when
+/// fewer than two pairs or when one sample is constant.
+pub fn kendall_tau(x: &[f64], y: &[f64]) -> Option<f64> {
+    let n = x.len().min(y.len());
+    let (mut concordant, mut discordant, mut ties_x, mut ties_y) = (0i64, 0i64, 0i64, 0i64);
+    for i in 0..n {
+        for j in i + 1..n {
+            let (dx, dy) = (x[i] - x[j], y[i] - y[j]);
+            if dx == 0.0 {
+                ties_x += 1;
+            }
+            if dy == 0.0 {
+                ties_y += 1;
+            }
+            if dx != 0.0 && dy != 0.0 {
+                if (dx > 0.0) == (dy > 0.0) {
+                    concordant += 1;
+                } else {
+                    discordant += 1;
+                }
+            }
+        }
+    }
+    let pairs = (n * n.saturating_sub(1) / 2) as i64;
+    let denom = (((pairs - ties_x) * (pairs - ties_y)) as f64).sqrt();
+    (denom > 0.0).then(|| (concordant - discordant) as f64 / denom)
+}
+
 /// Mean over the labels whose value is defined; `None` if none is.
 pub fn mean_defined(values: &[Option<f64>]) -> Option<f64> {
     let d: Vec<f64> = values.iter().flatten().copied().collect();
@@ -429,6 +457,19 @@ pub fn calibration(y: &[bool], p: &[f64], bins: usize) -> (f64, Vec<CalibrationB
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn kendall_tau_b_by_hand() {
+        // One discordant pair of six: (5 - 1) / 6.
+        let t = kendall_tau(&[1.0, 2.0, 3.0, 4.0], &[1.0, 3.0, 2.0, 4.0]).unwrap();
+        assert!((t - 4.0 / 6.0).abs() < 1e-15);
+        // One tie in each: 4 concordant, none discordant, 4 / sqrt(5 * 5).
+        let t = kendall_tau(&[1.0, 1.0, 2.0, 3.0], &[1.0, 2.0, 2.0, 3.0]).unwrap();
+        assert!((t - 0.8).abs() < 1e-15);
+        assert_eq!(kendall_tau(&[1.0, 2.0], &[3.0, 3.0]), None);
+        assert_eq!(kendall_tau(&[3.0, 2.0, 1.0], &[1.0, 2.0, 3.0]), Some(-1.0));
+    }
+
     use super::*;
 
     #[test]

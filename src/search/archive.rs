@@ -102,6 +102,10 @@ pub struct Generation {
     /// Normalised hypervolume of the scored, feasible candidates so far.
     pub hypervolume: f64,
     pub front_size: usize,
+    /// Kendall's τ of the accuracy surrogate (cross-validated on the archive) when it chose
+    /// this generation's candidates.
+    #[serde(default)]
+    pub surrogate_tau: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

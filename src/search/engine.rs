@@ -17,6 +17,7 @@ use super::archive::{
 };
 use super::nsga2::{mutate, rank_and_crowd, survive, tournament, two_point};
 use super::space::{Candidate, Space, SpaceError};
+use super::surrogate::{cross_validated_tau, Rbf};
 use crate::config::SearchConfig;
 use crate::model::count::count;
 use crate::model::spec::ArchSpec;
@@ -160,17 +161,21 @@ impl<'a, E: Evaluator> Engine<'a, E> {
                 let Some(ids) = self.evaluate_all(&design, 0)? else {
                     return Ok(End::Interrupted);
                 };
-                self.close_generation(0, ids)?
+                self.close_generation(0, ids, None)?
             }
         };
         let done = self.archive.generations.len() as u32;
         for g in done..=self.cfg().generations {
-            let offspring = self.offspring(&population, g)?;
+            let (offspring, tau) = if self.cfg().surrogate.enabled {
+                self.surrogate_offspring(&population, g)
+            } else {
+                (self.offspring(&population, g), None)
+            };
             let Some(ids) = self.evaluate_all(&offspring, g)? else {
                 return Ok(End::Interrupted);
             };
             population.extend(ids);
-            population = self.close_generation(g, population)?;
+            population = self.close_generation(g, population, tau)?;
         }
         Ok(End::Finished)
     }
@@ -208,34 +213,44 @@ impl<'a, E: Evaluator> Engine<'a, E> {
         Ok(out)
     }
 
-    /// λ new candidates bred from `population` with generation `g`'s seed, distinct from
-    /// each other and from every candidate of earlier generations.
-    fn offspring(&self, population: &[usize], g: u32) -> Result<Vec<Candidate>, SearchError> {
-        let mut rng = generation_rng(self.cfg().seed, g);
-        let (points, violation) = self.survival_points(population);
-        let (ranks, crowd) = rank_and_crowd(&points, &violation);
-        let mut seen: HashSet<String> = self
-            .archive
+    /// Keys of the candidates of generations before `g`: offspring of `g` must differ from
+    /// them (and the archive's rows of `g` itself are not looked at, so a resumed generation
+    /// breeds exactly what the interrupted one did).
+    fn earlier_keys(&self, g: u32) -> HashSet<String> {
+        self.archive
             .candidates
             .iter()
             .filter(|c| c.generation < g)
             .map(Evaluated::key)
-            .collect();
+            .collect()
+    }
+
+    /// Up to `lambda` new candidates bred from `parents` (genomes, with their ranks and
+    /// crowding distances) by tournament, two-point crossover and mutation; each is decoded,
+    /// repaired and kept only if its phenotype is not in `seen`.
+    fn breed(
+        &self,
+        rng: &mut ChaCha8Rng,
+        parents: &[&[usize]],
+        ranks: &[usize],
+        crowd: &[f64],
+        lambda: usize,
+        seen: &mut HashSet<String>,
+    ) -> Vec<Candidate> {
         let card = self.space.cardinalities();
         let p_mut = self
             .cfg()
             .mutation
             .unwrap_or(1.0 / self.space.genes() as f64);
-        let lambda = self.cfg().offspring;
         let mut out = vec![];
         let mut tries = 0;
         while out.len() < lambda && tries < 200 * lambda {
             tries += 1;
-            let a = &self.archive.candidates[population[tournament(&mut rng, &ranks, &crowd)]];
-            let b = &self.archive.candidates[population[tournament(&mut rng, &ranks, &crowd)]];
-            let (mut x, mut y) = two_point(&mut rng, &a.genome, &b.genome, self.cfg().crossover);
+            let a = parents[tournament(rng, ranks, crowd)];
+            let b = parents[tournament(rng, ranks, crowd)];
+            let (mut x, mut y) = two_point(rng, a, b, self.cfg().crossover);
             for child in [&mut x, &mut y] {
-                mutate(&mut rng, child, &card, p_mut);
+                mutate(rng, child, &card, p_mut);
                 if let Ok(c) = self.space.decode(child) {
                     if out.len() < lambda && seen.insert(c.key()) {
                         out.push(c);
@@ -243,7 +258,116 @@ impl<'a, E: Evaluator> Engine<'a, E> {
                 }
             }
         }
-        Ok(out)
+        out
+    }
+
+    /// λ new candidates bred from `population` with generation `g`'s seed.
+    fn offspring(&self, population: &[usize], g: u32) -> Vec<Candidate> {
+        let mut rng = generation_rng(self.cfg().seed, g);
+        let (points, violation) = self.survival_points(population);
+        let (ranks, crowd) = rank_and_crowd(&points, &violation);
+        let parents: Vec<&[usize]> = population
+            .iter()
+            .map(|&i| self.archive.candidates[i].genome.as_slice())
+            .collect();
+        let mut seen = self.earlier_keys(g);
+        self.breed(
+            &mut rng,
+            &parents,
+            &ranks,
+            &crowd,
+            self.cfg().offspring,
+            &mut seen,
+        )
+    }
+
+    /// MSuNAS's step: fit the RBF surrogate on the scored candidates of earlier generations
+    /// (its cross-validated Kendall τ is the second value), run NSGA-II for
+    /// `surrogate.generations` on (predicted f1, params, MAdds) from the current population,
+    /// and return the best λ of its final population that are not in the archive. With
+    /// too few scored candidates to fit, plain offspring.
+    fn surrogate_offspring(&self, population: &[usize], g: u32) -> (Vec<Candidate>, Option<f64>) {
+        let (genomes, f1): (Vec<Vec<usize>>, Vec<f64>) = self
+            .archive
+            .candidates
+            .iter()
+            .filter(|c| c.generation < g && c.violation == 0.0)
+            .filter_map(|c| Some((c.genome.clone(), c.f1()?)))
+            .unzip();
+        let card = self.space.cardinalities();
+        let s = &self.cfg().surrogate;
+        let model = (genomes.len() >= 2 * s.folds.max(2))
+            .then(|| Rbf::fit(&card, &genomes, &f1))
+            .flatten();
+        let Some(model) = model else {
+            return (self.offspring(population, g), None);
+        };
+        let tau = cross_validated_tau(&card, &genomes, &f1, s.folds.max(2));
+        let mut rng = generation_rng(self.cfg().seed, g);
+        let b = self.archive.bounds;
+        let cheap = |c: &Candidate| -> (Vec<f64>, f64) {
+            let n = count(
+                &c.spec,
+                self.archive.labels.len() as i64,
+                i64::from(self.archive.count_resolution),
+            );
+            let (params, madds) = n.map_or((f64::INFINITY, f64::INFINITY), |n| {
+                (n.total_params as f64, n.madds as f64)
+            });
+            let v = self.violation(params as u64, madds as u64);
+            (
+                vec![
+                    model.predict(&c.genome) / b.f1,
+                    params / b.params,
+                    madds / b.madds,
+                ],
+                v,
+            )
+        };
+        let mut pop: Vec<Candidate> = population
+            .iter()
+            .filter_map(|&i| self.space.decode(&self.archive.candidates[i].genome).ok())
+            .collect();
+        let mu = self.cfg().population;
+        for _ in 0..s.generations {
+            let (pts, viol): (Vec<Vec<f64>>, Vec<f64>) = pop.iter().map(&cheap).unzip();
+            let (ranks, crowd) = rank_and_crowd(&pts, &viol);
+            let parents: Vec<&[usize]> = pop.iter().map(|c| c.genome.as_slice()).collect();
+            let mut seen: HashSet<String> = pop.iter().map(Candidate::key).collect();
+            let children = self.breed(&mut rng, &parents, &ranks, &crowd, mu, &mut seen);
+            pop.extend(children);
+            let (pts, viol): (Vec<Vec<f64>>, Vec<f64>) = pop.iter().map(&cheap).unzip();
+            let kept = survive(&pts, &viol, mu);
+            pop = kept.into_iter().map(|k| pop[k].clone()).collect();
+        }
+        let known = self.earlier_keys(g);
+        let mut out: Vec<Candidate> = pop
+            .into_iter()
+            .filter(|c| !known.contains(&c.key()))
+            .take(self.cfg().offspring)
+            .collect();
+        if out.len() < self.cfg().offspring {
+            // Top up with plain offspring so every generation trains λ candidates.
+            let mut seen: HashSet<String> = known;
+            seen.extend(out.iter().map(Candidate::key));
+            let (points, violation) = self.survival_points(population);
+            let (ranks, crowd) = rank_and_crowd(&points, &violation);
+            let parents: Vec<&[usize]> = population
+                .iter()
+                .map(|&i| self.archive.candidates[i].genome.as_slice())
+                .collect();
+            let more = self.cfg().offspring - out.len();
+            out.extend(self.breed(&mut rng, &parents, &ranks, &crowd, more, &mut seen));
+        }
+        (out, tau)
+    }
+
+    /// Relative budget excess: Σ max(0, value / budget − 1).
+    fn violation(&self, params: u64, madds: u64) -> f64 {
+        let over = |v: u64, budget: Option<u64>| {
+            budget.map_or(0.0, |b| (v as f64 / b as f64 - 1.0).max(0.0))
+        };
+        over(params, self.cfg().max_params) + over(madds, self.cfg().max_madds)
     }
 
     /// Objectives for survival: scored candidates by (1 − AUROC, params, MAdds) in
@@ -264,7 +388,12 @@ impl<'a, E: Evaluator> Engine<'a, E> {
     }
 
     /// Survival over `ids` (failed candidates never survive), then the generation's record.
-    fn close_generation(&mut self, g: u32, ids: Vec<usize>) -> Result<Vec<usize>, SearchError> {
+    fn close_generation(
+        &mut self,
+        g: u32,
+        ids: Vec<usize>,
+        surrogate_tau: Option<f64>,
+    ) -> Result<Vec<usize>, SearchError> {
         let alive: Vec<usize> = ids
             .into_iter()
             .filter(|&i| self.archive.candidates[i].status != CandidateStatus::Failed)
@@ -286,6 +415,7 @@ impl<'a, E: Evaluator> Engine<'a, E> {
             evaluated: self.archive.candidates.len(),
             hypervolume: self.archive.hypervolume(),
             front_size: self.archive.front().len(),
+            surrogate_tau,
         });
         self.dir.write_archive(&self.archive)?;
         self.dir
@@ -328,11 +458,7 @@ impl<'a, E: Evaluator> Engine<'a, E> {
             i64::from(self.archive.count_resolution),
         )
         .map_err(|e| SearchError::Other(e.to_string()))?;
-        let over = |v: u64, budget: Option<u64>| {
-            budget.map_or(0.0, |b| (v as f64 / b as f64 - 1.0).max(0.0))
-        };
-        let violation =
-            over(counts.total_params, cfg.max_params) + over(counts.madds, cfg.max_madds);
+        let violation = self.violation(counts.total_params, counts.madds);
         let seed = candidate_seed(cfg.seed, &c.key());
         let started = Instant::now();
         let (status, val_auroc, reason) = if violation > 0.0 {

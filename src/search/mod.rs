@@ -20,3 +20,4 @@ pub mod proxy;
 pub mod run;
 pub mod select;
 pub mod space;
+pub mod surrogate;

@@ -117,10 +117,14 @@ fn labels() -> Vec<String> {
 }
 
 fn run(dir: &SearchDir, stop_after: Option<usize>) -> (End, usize, u64) {
+    run_with(dir, stop_after, &config())
+}
+
+fn run_with(dir: &SearchDir, stop_after: Option<usize>, cfg: &SearchConfig) -> (End, usize, u64) {
     let archive = if dir.exists() {
         dir.read_archive().unwrap()
     } else {
-        new_archive("test", &config(), &labels(), 224).unwrap()
+        new_archive("test", cfg, &labels(), 224).unwrap()
     };
     let calls = Rc::new(Cell::new(0));
     let biggest = Rc::new(Cell::new(0));
@@ -231,6 +235,46 @@ fn a_resumed_search_equals_an_uninterrupted_one() {
         let n = count(&spec, 14, 224).unwrap();
         assert_eq!((n.total_params, n.madds), (c.params, c.madds));
     }
+}
+
+#[test]
+fn the_surrogate_reports_its_kendall_tau_and_resumes_exactly() {
+    let mut cfg = config();
+    cfg.surrogate.enabled = true;
+    cfg.surrogate.folds = 3;
+    cfg.population = 12;
+    // No scripted failures (32-wide first stages) and no budget: every candidate is scored.
+    cfg.space.widths[0] = vec![16, 24];
+    cfg.max_madds = None;
+    let tmp = tempfile::tempdir().unwrap();
+    let whole = SearchDir::new(tmp.path().join("whole"));
+    assert_eq!(run_with(&whole, None, &cfg).0, End::Finished);
+    let a = whole.read_archive().unwrap();
+    assert_eq!(a.candidates.len(), 12 + 4 * 6);
+    assert_eq!(a.generations[0].surrogate_tau, None);
+    for g in &a.generations[1..] {
+        let scored = a
+            .candidates
+            .iter()
+            .filter(|c| c.generation < g.generation && c.val_auroc.is_some())
+            .count();
+        let tau = g
+            .surrogate_tau
+            .unwrap_or_else(|| panic!("generation {}: no τ with {scored} scored", g.generation));
+        // The scripted accuracy is a smooth function of the multiply-adds, which the genome
+        // determines: held-back points must be ranked better than by chance.
+        assert!(
+            tau > 0.2 && tau <= 1.0,
+            "generation {}: τ {tau}",
+            g.generation
+        );
+    }
+    let parts = SearchDir::new(tmp.path().join("parts"));
+    assert_eq!(run_with(&parts, Some(15), &cfg).0, End::Interrupted);
+    assert_eq!(run_with(&parts, None, &cfg).0, End::Finished);
+    let b = parts.read_archive().unwrap();
+    assert_eq!(without_times(&b.candidates), without_times(&a.candidates));
+    assert_eq!(b.generations, a.generations);
 }
 
 #[test]
