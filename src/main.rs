@@ -1259,6 +1259,13 @@ fn search_run(
         front.len(),
         a.hypervolume()
     );
+    let taus = a.surrogate_taus();
+    if !taus.is_empty() {
+        println!(
+            "surrogate Kendall τ per generation (cross-validated on the archive): {}",
+            taus.join(", ")
+        );
+    }
     for p in &o.written {
         println!("wrote {}", p.display());
     }

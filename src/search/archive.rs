@@ -106,6 +106,9 @@ pub struct Generation {
     /// this generation's candidates.
     #[serde(default)]
     pub surrogate_tau: Option<f64>,
+    /// Whether the surrogate chose them (it does only when τ > 0; otherwise plain NSGA-II).
+    #[serde(default)]
+    pub surrogate_used: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -151,6 +154,17 @@ impl Archive {
     /// Hypervolume of the scored, feasible candidates against (1, 1, 1) in normalised units.
     pub fn hypervolume(&self) -> f64 {
         hypervolume(&self.normalised().1, &[1.0, 1.0, 1.0])
+    }
+
+    /// The surrogate's Kendall τ of every generation it chose candidates for, as text.
+    pub fn surrogate_taus(&self) -> Vec<String> {
+        self.generations
+            .iter()
+            .filter_map(|g| {
+                let used = if g.surrogate_used { "" } else { " (not used)" };
+                Some(format!("{:.2}{used}", g.surrogate_tau?))
+            })
+            .collect()
     }
 
     /// Indices of the non-dominated scored, feasible candidates.

@@ -47,6 +47,21 @@ pub enum SearchError {
     Other(String),
 }
 
+/// Whether the surrogate chose a generation's candidates, with its cross-validated τ.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Surrogate {
+    Used(Option<f64>),
+    Unused(Option<f64>),
+}
+
+impl Surrogate {
+    fn tau(self) -> Option<f64> {
+        match self {
+            Surrogate::Used(t) | Surrogate::Unused(t) => t,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum End {
     Finished,
@@ -161,21 +176,21 @@ impl<'a, E: Evaluator> Engine<'a, E> {
                 let Some(ids) = self.evaluate_all(&design, 0)? else {
                     return Ok(End::Interrupted);
                 };
-                self.close_generation(0, ids, None)?
+                self.close_generation(0, ids, Surrogate::Unused(None))?
             }
         };
         let done = self.archive.generations.len() as u32;
         for g in done..=self.cfg().generations {
-            let (offspring, tau) = if self.cfg().surrogate.enabled {
+            let (offspring, surrogate) = if self.cfg().surrogate.enabled {
                 self.surrogate_offspring(&population, g)
             } else {
-                (self.offspring(&population, g), None)
+                (self.offspring(&population, g), Surrogate::Unused(None))
             };
             let Some(ids) = self.evaluate_all(&offspring, g)? else {
                 return Ok(End::Interrupted);
             };
             population.extend(ids);
-            population = self.close_generation(g, population, tau)?;
+            population = self.close_generation(g, population, surrogate)?;
         }
         Ok(End::Finished)
     }
@@ -286,7 +301,7 @@ impl<'a, E: Evaluator> Engine<'a, E> {
     /// `surrogate.generations` on (predicted f1, params, MAdds) from the current population,
     /// and return the best λ of its final population that are not in the archive. With
     /// too few scored candidates to fit, plain offspring.
-    fn surrogate_offspring(&self, population: &[usize], g: u32) -> (Vec<Candidate>, Option<f64>) {
+    fn surrogate_offspring(&self, population: &[usize], g: u32) -> (Vec<Candidate>, Surrogate) {
         let (genomes, f1): (Vec<Vec<usize>>, Vec<f64>) = self
             .archive
             .candidates
@@ -300,9 +315,14 @@ impl<'a, E: Evaluator> Engine<'a, E> {
             .then(|| Rbf::fit(&card, &genomes, &f1))
             .flatten();
         let Some(model) = model else {
-            return (self.offspring(population, g), None);
+            return (self.offspring(population, g), Surrogate::Unused(None));
         };
         let tau = cross_validated_tau(&card, &genomes, &f1, s.folds.max(2));
+        // A surrogate that ranks held-back candidates no better than chance would only
+        // steer the search by its noise: then the generation breeds as plain NSGA-II.
+        if tau.is_none_or(|t| t <= 0.0) {
+            return (self.offspring(population, g), Surrogate::Unused(tau));
+        }
         let mut rng = generation_rng(self.cfg().seed, g);
         let b = self.archive.bounds;
         let cheap = |c: &Candidate| -> (Vec<f64>, f64) {
@@ -359,7 +379,7 @@ impl<'a, E: Evaluator> Engine<'a, E> {
             let more = self.cfg().offspring - out.len();
             out.extend(self.breed(&mut rng, &parents, &ranks, &crowd, more, &mut seen));
         }
-        (out, tau)
+        (out, Surrogate::Used(tau))
     }
 
     /// Relative budget excess: Σ max(0, value / budget − 1).
@@ -392,7 +412,7 @@ impl<'a, E: Evaluator> Engine<'a, E> {
         &mut self,
         g: u32,
         ids: Vec<usize>,
-        surrogate_tau: Option<f64>,
+        surrogate: Surrogate,
     ) -> Result<Vec<usize>, SearchError> {
         let alive: Vec<usize> = ids
             .into_iter()
@@ -415,7 +435,8 @@ impl<'a, E: Evaluator> Engine<'a, E> {
             evaluated: self.archive.candidates.len(),
             hypervolume: self.archive.hypervolume(),
             front_size: self.archive.front().len(),
-            surrogate_tau,
+            surrogate_tau: surrogate.tau(),
+            surrogate_used: matches!(surrogate, Surrogate::Used(_)),
         });
         self.dir.write_archive(&self.archive)?;
         self.dir

@@ -147,8 +147,17 @@ fn blocks_summary(c: &Evaluated) -> String {
 /// Writes `front.md`, `front.csv` and the two figures; returns the paths written.
 pub fn write_outputs(dir: &SearchDir, a: &Archive) -> Result<Vec<PathBuf>, OutputError> {
     let rows = front_rows(a);
+    let taus = a.surrogate_taus();
+    let surrogate = if taus.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "Accuracy surrogate (RBF), cross-validated Kendall τ per generation: {}.\n",
+            taus.join(", ")
+        )
+    };
     let mut md = format!(
-        "# Front of search `{}`\n\n{} candidates evaluated, {} on the front; hypervolume {:.4} (normalised).\n\
+        "# Front of search `{}`\n\n{} candidates evaluated, {} on the front; hypervolume {:.4} (normalised).\n{surrogate}\
          Val mean AUROC after proxy training ({}², {} epochs, {} train images); parameters and multiply-adds at {}².\n\n\
          | id | val AUROC | params | MAdds | architecture | arch file |\n|---|---|---|---|---|---|\n",
         a.pipeline,

@@ -5,7 +5,9 @@
 //! within ε (Euclidean). Against each neighbour, sacrifice = Σ max(0, Δf) and
 //! gain = Σ max(0, −Δf) (Δf = neighbour − point); the point's trade-off μ is the smallest
 //! sacrifice / gain over its neighbours. A large μ means moving away from the point costs
-//! much more than it buys: a knee. A point without neighbours has μ = 0.
+//! much more than it buys: a knee. muxmed's one addition: a point with no neighbour within ε
+//! (common on the small fronts of short searches) is compared with its nearest neighbour,
+//! so every point of a front of two or more has a μ.
 
 /// μ of every point of `front` (all objectives minimised), in input order.
 pub fn tradeoffs(front: &[Vec<f64>], eps: f64) -> Vec<f64> {
@@ -38,16 +40,26 @@ pub fn tradeoffs(front: &[Vec<f64>], eps: f64) -> Vec<f64> {
                 .collect()
         })
         .collect();
+    let dist = |i: usize, j: usize| -> f64 {
+        (0..m)
+            .map(|k| (norm[j][k] - norm[i][k]).powi(2))
+            .sum::<f64>()
+            .sqrt()
+    };
     (0..n)
         .map(|i| {
+            let others: Vec<usize> = (0..n).filter(|&j| j != i).collect();
+            let nearest = others
+                .iter()
+                .map(|&j| dist(i, j))
+                .fold(f64::INFINITY, f64::min);
+            // A small front can leave a point alone within ε: its nearest neighbour stands in.
+            let radius = eps.max(nearest);
             let mut mu = f64::INFINITY;
             let mut any = false;
-            for j in (0..n).filter(|&j| j != i) {
-                let d: Vec<f64> = (0..m).map(|k| norm[j][k] - norm[i][k]).collect();
-                if d.iter().map(|x| x * x).sum::<f64>().sqrt() > eps {
-                    continue;
-                }
+            for &j in others.iter().filter(|&&j| dist(i, j) <= radius) {
                 any = true;
+                let d: Vec<f64> = (0..m).map(|k| norm[j][k] - norm[i][k]).collect();
                 let sacrifice: f64 = d.iter().map(|x| x.max(0.0)).sum();
                 let gain: f64 = d.iter().map(|x| (-x).max(0.0)).sum();
                 mu = mu.min(if gain > 0.0 {
@@ -112,5 +124,12 @@ mod tests {
         assert_eq!(high_tradeoff(&front, 1, 0.5), vec![2, 0]);
         // A lone point has no neighbours.
         assert_eq!(tradeoffs(&[vec![1.0, 2.0]], 0.1), vec![0.0]);
+        // Far apart (ε = 0.01), each point is compared with its nearest. The front spans
+        // [0,1] in both objectives, so normalising changes nothing. (0.5,0.4)'s nearest is
+        // (1,0) (distance √0.41 < √0.61): Δ = (0.5, −0.4), sacrifice 0.5 / gain 0.4.
+        let spread = vec![vec![0.0, 1.0], vec![0.5, 0.4], vec![1.0, 0.0]];
+        let mu = tradeoffs(&spread, 0.01);
+        assert!((mu[1] - 1.25).abs() < 1e-12, "{mu:?}");
+        assert!(mu.iter().all(|v| *v > 0.0), "{mu:?}");
     }
 }
