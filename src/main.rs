@@ -1126,8 +1126,8 @@ fn main() -> ExitCode {
 }
 
 fn search_cmd(c: &SearchCmd) -> Result<ExitCode> {
-    use muxmed::search::archive::{read_archive, SearchDir};
-    use muxmed::search::outputs::{archive_points, front_stats, read_points_csv, select};
+    use muxmed::search::archive::SearchDir;
+    use muxmed::search::outputs::{front_input, front_lines, front_stats, select};
     match c {
         #[cfg(feature = "torch")]
         SearchCmd::Run {
@@ -1143,52 +1143,19 @@ fn search_cmd(c: &SearchCmd) -> Result<ExitCode> {
             reference,
             json,
         } => {
-            let (names, pts, default_ref) = match (archive, points) {
-                (Some(a), _) => {
-                    let (ids, pts) = archive_points(&read_archive(a)?);
-                    let names = ids.iter().map(|i| format!("c{i:04}")).collect::<Vec<_>>();
-                    (names, pts, Some(vec![1.0; 3]))
-                }
-                (None, Some(p)) => {
-                    let (_, pts) = read_points_csv(p)?;
-                    (
-                        (1..=pts.len()).map(|i| format!("row {i}")).collect(),
-                        pts,
-                        None,
-                    )
-                }
-                (None, None) => anyhow::bail!("give --archive or --points"),
-            };
-            let r = reference.clone().or(default_ref).ok_or_else(|| {
-                anyhow::anyhow!("--points needs --ref r1,r2[,r3] (one value per objective)")
-            })?;
-            let dims = pts.first().map_or(r.len(), Vec::len);
-            if r.len() != dims {
-                anyhow::bail!(
-                    "--ref has {} values, the points have {dims} objectives",
-                    r.len()
-                );
-            }
-            let s = front_stats(&pts, &r);
+            let input = front_input(archive.as_deref(), points.as_deref(), reference.clone())?;
+            let s = front_stats(&input.points, &input.reference);
             if *json {
                 println!("{}", serde_json::to_string(&s)?);
             } else {
-                println!("{:<10} {:>5} {:>10}", "point", "rank", "crowding");
-                for (i, n) in names.iter().enumerate() {
-                    let cd = s.crowding[i].map_or("inf".to_string(), |v| format!("{v:.4}"));
-                    println!("{n:<10} {:>5} {cd:>10}", s.rank[i]);
+                for line in front_lines(&input, &s) {
+                    println!("{line}");
                 }
-                println!("hypervolume {} (reference {:?})", s.hypervolume, r);
             }
             Ok(ExitCode::SUCCESS)
         }
         SearchCmd::Select { search, count, eps } => {
-            let root = if search.is_file() {
-                search.parent().map(Path::to_path_buf).unwrap_or_default()
-            } else {
-                search.clone()
-            };
-            let dir = SearchDir::new(root);
+            let dir = SearchDir::of(search);
             let archive = dir.read_archive()?;
             let picks = select(&dir, &archive, *count, *eps)?;
             if picks.is_empty() {
@@ -1246,26 +1213,16 @@ fn search_run(
         progress: true,
     };
     let o = run(&args, stop)?;
-    let a = &o.archive;
-    let front = a.front();
     println!(
-        "search {}: {} candidates in {:.0} s ({} scored, {} over budget, {} failed); front {} architectures; hypervolume {:.4}",
-        if o.end == End::Finished { "finished" } else { "interrupted" },
-        a.candidates.len(),
+        "search {} in {:.0} s: {}",
+        if o.end == End::Finished {
+            "finished"
+        } else {
+            "interrupted"
+        },
         o.seconds,
-        a.candidates.iter().filter(|c| c.val_auroc.is_some()).count(),
-        a.candidates.iter().filter(|c| c.violation > 0.0).count(),
-        a.candidates.iter().filter(|c| c.status == muxmed::search::archive::CandidateStatus::Failed).count(),
-        front.len(),
-        a.hypervolume()
+        o.archive.summary()
     );
-    let taus = a.surrogate_taus();
-    if !taus.is_empty() {
-        println!(
-            "surrogate Kendall τ per generation (cross-validated on the archive): {}",
-            taus.join(", ")
-        );
-    }
     for p in &o.written {
         println!("wrote {}", p.display());
     }

@@ -156,6 +156,29 @@ impl Archive {
         hypervolume(&self.normalised().1, &[1.0, 1.0, 1.0])
     }
 
+    /// One line: candidates by status, front size, hypervolume, and the surrogate's τ.
+    pub fn summary(&self) -> String {
+        let n = |st: CandidateStatus| self.candidates.iter().filter(|c| c.status == st).count();
+        let taus = self.surrogate_taus();
+        format!(
+            "{} candidates ({} scored, {} over budget, {} failed); front {} architectures; hypervolume {:.4}{}",
+            self.candidates.len(),
+            n(CandidateStatus::Ok),
+            n(CandidateStatus::Infeasible),
+            n(CandidateStatus::Failed),
+            self.front().len(),
+            self.hypervolume(),
+            if taus.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; surrogate Kendall τ per generation (cross-validated on the archive): {}",
+                    taus.join(", ")
+                )
+            }
+        )
+    }
+
     /// The surrogate's Kendall τ of every generation it chose candidates for, as text.
     pub fn surrogate_taus(&self) -> Vec<String> {
         self.generations
@@ -218,6 +241,15 @@ impl SearchDir {
     }
     pub fn selected_arch(&self, id: usize) -> PathBuf {
         self.selected_dir().join(format!("c{id:04}.json"))
+    }
+
+    /// The search directory of a folder or of the archive file inside it.
+    pub fn of(path: &Path) -> Self {
+        if path.is_file() {
+            SearchDir::new(path.parent().map(Path::to_path_buf).unwrap_or_default())
+        } else {
+            SearchDir::new(path)
+        }
     }
 
     pub fn exists(&self) -> bool {

@@ -16,6 +16,8 @@ use crate::io::{csv_records, write_atomic};
 pub enum OutputError {
     #[error("{}: {message}", path.display())]
     Input { path: PathBuf, message: String },
+    #[error("{0}")]
+    Usage(String),
     #[error(transparent)]
     Dir(#[from] super::archive::SearchDirError),
     #[error(transparent)]
@@ -108,6 +110,69 @@ pub fn read_points_csv(path: &Path) -> Result<(Vec<String>, Vec<Vec<f64>>), Outp
         return Err(bad("no points below the header".into()));
     }
     Ok((header.fields.clone(), points))
+}
+
+/// What `search front` ranks: named points and the reference point.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FrontInput {
+    /// `cNNNN` for an archive's candidates, `row N` for a points CSV's rows.
+    pub names: Vec<String>,
+    pub points: Vec<Vec<f64>>,
+    pub reference: Vec<f64>,
+}
+
+/// Reads an archive (reference 1,1,1 in its normalised units unless given) or a points CSV
+/// (reference required), and checks the reference has one value per objective.
+pub fn front_input(
+    archive: Option<&Path>,
+    points: Option<&Path>,
+    reference: Option<Vec<f64>>,
+) -> Result<FrontInput, OutputError> {
+    let (names, pts, default_ref) = match (archive, points) {
+        (Some(a), _) => {
+            let (ids, pts) = archive_points(&super::archive::read_archive(a)?);
+            let names = ids.iter().map(|i| format!("c{i:04}")).collect();
+            (names, pts, Some(vec![1.0; 3]))
+        }
+        (None, Some(p)) => {
+            let (_, pts) = read_points_csv(p)?;
+            (
+                (1..=pts.len()).map(|i| format!("row {i}")).collect(),
+                pts,
+                None,
+            )
+        }
+        (None, None) => return Err(OutputError::Usage("give --archive or --points".into())),
+    };
+    let reference = reference.or(default_ref).ok_or_else(|| {
+        OutputError::Usage("--points needs --ref r1,r2[,r3] (one value per objective)".into())
+    })?;
+    let dims = pts.first().map_or(reference.len(), Vec::len);
+    if reference.len() != dims {
+        return Err(OutputError::Usage(format!(
+            "--ref has {} values, the points have {dims} objectives",
+            reference.len()
+        )));
+    }
+    Ok(FrontInput {
+        names,
+        points: pts,
+        reference,
+    })
+}
+
+/// `search front`'s table: one line per point, then the hypervolume.
+pub fn front_lines(input: &FrontInput, s: &FrontStats) -> Vec<String> {
+    let mut out = vec![format!("{:<10} {:>5} {:>10}", "point", "rank", "crowding")];
+    for (i, n) in input.names.iter().enumerate() {
+        let cd = s.crowding[i].map_or("inf".to_string(), |v| format!("{v:.4}"));
+        out.push(format!("{n:<10} {:>5} {cd:>10}", s.rank[i]));
+    }
+    out.push(format!(
+        "hypervolume {} (reference {:?})",
+        s.hypervolume, input.reference
+    ));
+    out
 }
 
 /// The archive's scored, feasible candidates as `search front` sees them: their ids and
