@@ -1289,6 +1289,26 @@ fn a_small_search_resumes_exactly_and_its_choice_trains_unchanged() {
         .iter()
         .all(|c| c.val_auroc.is_some_and(|a| (0.0..=1.0).contains(&a))));
 
+    // A learning rate that blows training up: every candidate is recorded as failed with its
+    // reason, and a generation with no survivor stops the search naming the archive.
+    let blown = SearchArgs {
+        pipeline: config::load(&w.pipeline, &["search.proxy.lr=1e12".to_string()]).unwrap(),
+        ..sargs("blown", false)
+    };
+    let err = run(&blown, no_stop()).err().unwrap().to_string();
+    assert!(
+        err.contains("every candidate failed") && err.contains("archive.json"),
+        "{err}"
+    );
+    let failed =
+        muxmed::search::archive::read_archive(&w.root.join("reports/blown/archive.json")).unwrap();
+    assert_eq!(failed.candidates.len(), 3);
+    for c in &failed.candidates {
+        assert_eq!(c.status, muxmed::search::archive::CandidateStatus::Failed);
+        let why = c.reason.as_deref().unwrap_or("");
+        assert!(why.contains("non-finite"), "{why}");
+    }
+
     // The chosen architecture trains with `muxmed train` unchanged.
     let picks = muxmed::search::outputs::select(&whole.dir, &whole.archive, 1, 0.125).unwrap();
     let arch = picks[0].arch.clone();
