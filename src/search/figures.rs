@@ -144,15 +144,17 @@ pub fn front_chart(dir: &SearchDir, a: &Archive) -> Result<Figure, PlotError> {
                         (y, format!("{} (trained here)", r.name))
                     }
                     None => {
+                        // Each line stops just below its own label, and later labels sit
+                        // lower, so no line runs through another reference's label.
+                        let y = y_hi - span * (0.04 + 0.06 * i as f64);
                         chart
                             .draw_series(DashedLineSeries::new(
-                                [(r.madds, y_lo), (r.madds, y_hi)],
+                                [(r.madds, y_lo), (r.madds, y - 0.025 * span)],
                                 6,
                                 4,
                                 REFERENCE.mix(0.6).stroke_width(2),
                             ))
                             .map_err(e2s)?;
-                        let y = y_hi - span * (0.04 + 0.06 * i as f64);
                         (
                             y,
                             format!(
@@ -164,14 +166,20 @@ pub fn front_chart(dir: &SearchDir, a: &Archive) -> Result<Figure, PlotError> {
                         )
                     }
                 };
-                // Labels sit left of their line, one row each, so neighbours do not overlap.
+                // A label starts at its line's top; near the right edge it ends there instead.
+                let at = (r.madds.ln() - x_lo.ln()) / (x_hi.ln() - x_lo.ln());
+                let (anchor, dx) = if at < 0.7 {
+                    (HPos::Left, -4)
+                } else {
+                    (HPos::Right, 4)
+                };
                 let style = ("sans-serif", 14)
                     .into_font()
                     .color(&REFERENCE)
-                    .pos(Pos::new(HPos::Right, VPos::Center));
+                    .pos(Pos::new(anchor, VPos::Center));
                 chart
                     .draw_series([
-                        EmptyElement::at((r.madds, y_text)) + Text::new(label, (-8, 0), style)
+                        EmptyElement::at((r.madds, y_text)) + Text::new(label, (dx, 0), style)
                     ])
                     .map_err(e2s)?;
             }
