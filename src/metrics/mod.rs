@@ -116,6 +116,18 @@ pub fn average_precision(y: &[bool], s: &[f64]) -> Option<f64> {
     Some(ap)
 }
 
+/// AUROC of each of `k` labels: `labels[i][j]` in {0, 1} (positive above 0.5) against
+/// `probs[i][j]`; None where a label is undefined (one class only).
+pub fn label_aurocs(k: usize, labels: &[Vec<f32>], probs: &[Vec<f64>]) -> Vec<Option<f64>> {
+    (0..k)
+        .map(|j| {
+            let y: Vec<bool> = labels.iter().map(|l| l[j] > 0.5).collect();
+            let s: Vec<f64> = probs.iter().map(|p| p[j]).collect();
+            auroc(&y, &s)
+        })
+        .collect()
+}
+
 /// Kendall's τ-b between two paired samples (ties in either handled as in τ-b); `None` when
 /// fewer than two pairs or when one sample is constant.
 pub fn kendall_tau(x: &[f64], y: &[f64]) -> Option<f64> {

@@ -23,7 +23,7 @@ use crate::config::PipelineConfig;
 use crate::data::cache::Cache;
 use crate::data::dataset::{load_split, SplitData};
 use crate::data::Split;
-use crate::metrics::{auroc, mean_defined};
+use crate::metrics::{label_aurocs, mean_defined};
 use crate::model::muxnet::HeadInit;
 use crate::model::network::Network;
 
@@ -31,7 +31,8 @@ use crate::model::network::Network;
 struct Images {
     x: Tensor,
     y: Tensor,
-    labels: Vec<Vec<bool>>,
+    /// Rows of the split's 0/1 labels.
+    labels: Vec<Vec<f32>>,
 }
 
 /// The proxy's data, loaded once per search.
@@ -95,14 +96,8 @@ fn load_images(
             x.adaptive_avg_pool2d([resolution, resolution])
         });
     }
-    let labels: Vec<Vec<bool>> = which
-        .iter()
-        .map(|&i| split.labels[i].iter().map(|v| *v > 0.5).collect())
-        .collect();
-    let flat: Vec<f32> = which
-        .iter()
-        .flat_map(|&i| split.labels[i].clone())
-        .collect();
+    let labels: Vec<Vec<f32>> = which.iter().map(|&i| split.labels[i].clone()).collect();
+    let flat: Vec<f32> = labels.concat();
     let k = split.label_names.len() as i64;
     Ok(Images {
         x: Tensor::cat(&parts, 0),
@@ -257,13 +252,8 @@ impl ProxyTrainer {
         if flat.iter().any(|x| !x.is_finite()) {
             return Outcome::Failed("non-finite val outputs".into());
         }
-        let aurocs: Vec<Option<f64>> = (0..k)
-            .map(|j| {
-                let y: Vec<bool> = v.labels.iter().map(|l| l[j]).collect();
-                let s: Vec<f64> = (0..v.labels.len()).map(|i| flat[i * k + j]).collect();
-                auroc(&y, &s)
-            })
-            .collect();
+        let rows: Vec<Vec<f64>> = flat.chunks(k.max(1)).map(<[f64]>::to_vec).collect();
+        let aurocs = label_aurocs(k, &v.labels, &rows);
         match mean_defined(&aurocs) {
             Some(m) => Outcome::Scored(m),
             None => Outcome::Failed(

@@ -9,7 +9,7 @@ use super::session::SplitSource;
 use super::TrainError;
 use crate::config::augment::Stage;
 use crate::data::dataset::SplitData;
-use crate::metrics::{auroc, mean_defined};
+use crate::metrics::mean_defined;
 use crate::model::inference::predict_split;
 use crate::model::network::Network;
 
@@ -26,13 +26,7 @@ pub struct Validation {
 
 /// AUROC of every label of a split for predicted probabilities (None where undefined).
 pub fn label_aurocs(split: &SplitData, probs: &[Vec<f64>]) -> Vec<Option<f64>> {
-    (0..split.label_names.len())
-        .map(|j| {
-            let y: Vec<bool> = split.labels.iter().map(|l| l[j] > 0.5).collect();
-            let s: Vec<f64> = probs.iter().map(|p| p[j]).collect();
-            auroc(&y, &s)
-        })
-        .collect()
+    crate::metrics::label_aurocs(split.label_names.len(), &split.labels, probs)
 }
 
 /// Scores `net` on val. Non-finite outputs or a non-finite loss are an error: a NaN model is
