@@ -2,13 +2,8 @@
 #![cfg(feature = "torch")]
 
 use std::path::Path;
-use std::process::Command;
 
-fn muxmed() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_muxmed"));
-    c.current_dir(env!("CARGO_MANIFEST_DIR"));
-    c
-}
+use crate::muxmed;
 
 fn fixture(name: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -19,3 +19,10 @@ mod model_weights;
 mod report_figures;
 mod search;
 mod synth_data;
+
+/// The `muxmed` binary, run from the crate's folder as a user of the README runs it.
+pub fn muxmed() -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_muxmed"));
+    c.current_dir(env!("CARGO_MANIFEST_DIR"));
+    c
+}

@@ -6,6 +6,7 @@
 use std::cell::Cell;
 use std::rc::Rc;
 
+use crate::muxmed;
 use muxmed::config::SearchConfig;
 use muxmed::model::count::count;
 use muxmed::model::spec::ArchSpec;
@@ -307,7 +308,7 @@ fn search_front_cli_prints_pymoo_numbers_for_a_points_csv() {
             .map(|v| format!("{v:?}"))
             .collect::<Vec<_>>()
             .join(",");
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_muxmed"))
+        let out = muxmed()
             .args(["search", "front", "--points"])
             .arg(&path)
             .args(["--ref", &r, "--json"])
@@ -338,7 +339,7 @@ fn search_front_cli_prints_pymoo_numbers_for_a_points_csv() {
     // Bad input names the line and the column; a missing --ref is named.
     let bad = tmp.path().join("bad.csv");
     std::fs::write(&bad, "acc,madds\n0.1,3\n0.2,x\n").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_muxmed"))
+    let out = muxmed()
         .args(["search", "front", "--points"])
         .arg(&bad)
         .args(["--ref", "1,10"])
@@ -351,7 +352,7 @@ fn search_front_cli_prints_pymoo_numbers_for_a_points_csv() {
         "{err}"
     );
     std::fs::write(&bad, "acc,madds\n0.1,3\n").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_muxmed"))
+    let out = muxmed()
         .args(["search", "front", "--points"])
         .arg(&bad)
         .output()
@@ -365,7 +366,7 @@ fn search_select_and_front_read_an_archive() {
     let dir = SearchDir::new(tmp.path().join("s"));
     run(&dir, None);
     let a = dir.read_archive().unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_muxmed"))
+    let out = muxmed()
         .args(["search", "front", "--json", "--archive"])
         .arg(dir.archive())
         .output()
@@ -387,7 +388,7 @@ fn search_select_and_front_read_an_archive() {
         .count();
     assert_eq!(on_front, a.front().len());
 
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_muxmed"))
+    let out = muxmed()
         .args(["search", "select", "-n", "2"])
         .arg(dir.root())
         .output()
