@@ -1166,8 +1166,8 @@ fn search_cmd(c: &SearchCmd) -> Result<ExitCode> {
             }
             for p in &picks {
                 println!(
-                    "c{:04} ({}): val AUROC {:.4}, {} params, {} MAdds\n  arch: {}\n  train: {}",
-                    p.id,
+                    "{} ({}): val AUROC {:.4}, {} params, {} MAdds\n  arch: {}\n  train: {}",
+                    muxmed::search::archive::candidate_name(p.id),
                     p.why,
                     p.val_auroc,
                     muxmed::compare::stats::human(p.params as f64, ""),

@@ -25,6 +25,11 @@ pub enum SearchDirError {
     Format { path: PathBuf, message: String },
 }
 
+/// `cNNNN`, the name of archive candidate `id` in file names, tables and messages.
+pub fn candidate_name(id: usize) -> String {
+    format!("c{id:04}")
+}
+
 /// What happened to a candidate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -65,8 +70,12 @@ pub struct Evaluated {
 impl Evaluated {
     /// The phenotype key candidates are deduplicated on (as `Candidate::key`).
     pub fn key(&self) -> String {
-        let blocks: Vec<&str> = self.arch_def.iter().flatten().map(String::as_str).collect();
-        format!("{} head{}", blocks.join(" "), self.head)
+        super::space::phenotype_key(&self.arch_def, self.head)
+    }
+
+    /// `cNNNN`: how files, tables and messages name the candidate.
+    pub fn name(&self) -> String {
+        candidate_name(self.id)
     }
 
     pub fn f1(&self) -> Option<f64> {
@@ -225,10 +234,9 @@ impl SearchDir {
         self.root.join("search.jsonl")
     }
     pub fn arch_file(&self, id: usize) -> PathBuf {
-        self.root.join("archs").join(format!("c{id:04}.json"))
-    }
-    pub fn chart(&self, name: &str, ext: &str) -> PathBuf {
-        self.root.join(format!("{name}.{ext}"))
+        self.root
+            .join("archs")
+            .join(format!("{}.json", candidate_name(id)))
     }
     pub fn front_table(&self) -> PathBuf {
         self.root.join("front.md")
@@ -240,7 +248,8 @@ impl SearchDir {
         self.root.join("selected")
     }
     pub fn selected_arch(&self, id: usize) -> PathBuf {
-        self.selected_dir().join(format!("c{id:04}.json"))
+        self.selected_dir()
+            .join(format!("{}.json", candidate_name(id)))
     }
 
     /// The search directory of a folder or of the archive file inside it.

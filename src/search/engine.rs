@@ -279,21 +279,26 @@ impl<'a, E: Evaluator> Engine<'a, E> {
     /// λ new candidates bred from `population` with generation `g`'s seed.
     fn offspring(&self, population: &[usize], g: u32) -> Vec<Candidate> {
         let mut rng = generation_rng(self.cfg().seed, g);
+        let mut seen = self.earlier_keys(g);
+        self.breed_from(population, &mut rng, self.cfg().offspring, &mut seen)
+    }
+
+    /// Up to `lambda` candidates bred from archive rows `population`, ranked and crowded by
+    /// their true objectives.
+    fn breed_from(
+        &self,
+        population: &[usize],
+        rng: &mut ChaCha8Rng,
+        lambda: usize,
+        seen: &mut HashSet<String>,
+    ) -> Vec<Candidate> {
         let (points, violation) = self.survival_points(population);
         let (ranks, crowd) = rank_and_crowd(&points, &violation);
         let parents: Vec<&[usize]> = population
             .iter()
             .map(|&i| self.archive.candidates[i].genome.as_slice())
             .collect();
-        let mut seen = self.earlier_keys(g);
-        self.breed(
-            &mut rng,
-            &parents,
-            &ranks,
-            &crowd,
-            self.cfg().offspring,
-            &mut seen,
-        )
+        self.breed(rng, &parents, &ranks, &crowd, lambda, seen)
     }
 
     /// MSuNAS's step: fit the RBF surrogate on the scored candidates of earlier generations
@@ -324,6 +329,31 @@ impl<'a, E: Evaluator> Engine<'a, E> {
             return (self.offspring(population, g), Surrogate::Unused(tau));
         }
         let mut rng = generation_rng(self.cfg().seed, g);
+        let pop = self.evolve_on_surrogate(&model, population, &mut rng);
+        let known = self.earlier_keys(g);
+        let mut out: Vec<Candidate> = pop
+            .into_iter()
+            .filter(|c| !known.contains(&c.key()))
+            .take(self.cfg().offspring)
+            .collect();
+        if out.len() < self.cfg().offspring {
+            // Top up with plain offspring so every generation trains λ candidates.
+            let mut seen: HashSet<String> = known;
+            seen.extend(out.iter().map(Candidate::key));
+            let more = self.cfg().offspring - out.len();
+            out.extend(self.breed_from(population, &mut rng, more, &mut seen));
+        }
+        (out, Surrogate::Used(tau))
+    }
+
+    /// NSGA-II for `surrogate.generations` on (predicted f1, params, MAdds), all cheap,
+    /// starting from the current population; its final population, best first.
+    fn evolve_on_surrogate(
+        &self,
+        model: &Rbf,
+        population: &[usize],
+        rng: &mut ChaCha8Rng,
+    ) -> Vec<Candidate> {
         let b = self.archive.bounds;
         let cheap = |c: &Candidate| -> (Vec<f64>, f64) {
             let n = count(
@@ -348,38 +378,26 @@ impl<'a, E: Evaluator> Engine<'a, E> {
             .iter()
             .filter_map(|&i| self.space.decode(&self.archive.candidates[i].genome).ok())
             .collect();
+        // Objectives of `pop`, kept beside it: each candidate is counted and predicted once.
+        let (mut pts, mut viol): (Vec<Vec<f64>>, Vec<f64>) = pop.iter().map(&cheap).unzip();
         let mu = self.cfg().population;
-        for _ in 0..s.generations {
-            let (pts, viol): (Vec<Vec<f64>>, Vec<f64>) = pop.iter().map(&cheap).unzip();
+        for _ in 0..self.cfg().surrogate.generations {
             let (ranks, crowd) = rank_and_crowd(&pts, &viol);
             let parents: Vec<&[usize]> = pop.iter().map(|c| c.genome.as_slice()).collect();
             let mut seen: HashSet<String> = pop.iter().map(Candidate::key).collect();
-            let children = self.breed(&mut rng, &parents, &ranks, &crowd, mu, &mut seen);
-            pop.extend(children);
-            let (pts, viol): (Vec<Vec<f64>>, Vec<f64>) = pop.iter().map(&cheap).unzip();
+            let children = self.breed(rng, &parents, &ranks, &crowd, mu, &mut seen);
+            for c in children {
+                let (p, v) = cheap(&c);
+                pts.push(p);
+                viol.push(v);
+                pop.push(c);
+            }
             let kept = survive(&pts, &viol, mu);
-            pop = kept.into_iter().map(|k| pop[k].clone()).collect();
+            pop = kept.iter().map(|&k| pop[k].clone()).collect();
+            pts = kept.iter().map(|&k| pts[k].clone()).collect();
+            viol = kept.iter().map(|&k| viol[k]).collect();
         }
-        let known = self.earlier_keys(g);
-        let mut out: Vec<Candidate> = pop
-            .into_iter()
-            .filter(|c| !known.contains(&c.key()))
-            .take(self.cfg().offspring)
-            .collect();
-        if out.len() < self.cfg().offspring {
-            // Top up with plain offspring so every generation trains λ candidates.
-            let mut seen: HashSet<String> = known;
-            seen.extend(out.iter().map(Candidate::key));
-            let (points, violation) = self.survival_points(population);
-            let (ranks, crowd) = rank_and_crowd(&points, &violation);
-            let parents: Vec<&[usize]> = population
-                .iter()
-                .map(|&i| self.archive.candidates[i].genome.as_slice())
-                .collect();
-            let more = self.cfg().offspring - out.len();
-            out.extend(self.breed(&mut rng, &parents, &ranks, &crowd, more, &mut seen));
-        }
-        (out, Surrogate::Used(tau))
+        pop
     }
 
     /// Relative budget excess: Σ max(0, value / budget − 1).
@@ -513,7 +531,7 @@ impl<'a, E: Evaluator> Engine<'a, E> {
             finished_at: crate::train::timestamp(),
         };
         let mut spec = c.spec.clone();
-        spec.name = Some(format!("search_c{id:04}"));
+        spec.name = Some(format!("search_{}", row.name()));
         spec.num_classes = Some(self.archive.labels.len() as i64);
         self.dir.write_arch(&self.dir.arch_file(id), &spec)?;
         self.archive.candidates.push(row.clone());

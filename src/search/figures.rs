@@ -7,6 +7,7 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::archive::{Archive, SearchDir, FRONT_CHART, HYPERVOLUME_CHART};
+use super::space::phenotype_key;
 use crate::compare::stats::human;
 use crate::model::count::{count, count_densenet121};
 use crate::model::spec::ArchSpec;
@@ -33,14 +34,11 @@ fn references(a: &Archive) -> Vec<Reference> {
         ("MUXNet-l", ArchSpec::muxnet_l()),
     ] {
         let Ok(c) = count(&spec, k, r) else { continue };
-        let blocks: Vec<String> = spec.arch_def.iter().flatten().cloned().collect();
+        let key = phenotype_key(&spec.arch_def, spec.num_features);
         let auroc = a
             .candidates
             .iter()
-            .find(|e| {
-                e.head == spec.num_features
-                    && e.arch_def.iter().flatten().cloned().collect::<Vec<_>>() == blocks
-            })
+            .find(|e| e.key() == key)
             .and_then(|e| e.val_auroc);
         out.push(Reference {
             name,

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::archive::{Archive, Evaluated, SearchDir};
+use super::archive::{candidate_name, Archive, Evaluated, SearchDir};
 use super::pareto::{crowding_all, hypervolume, non_dominated_ranks};
 use super::select::high_tradeoff;
 use crate::compare::stats::human;
@@ -131,7 +131,7 @@ pub fn front_input(
     let (names, pts, default_ref) = match (archive, points) {
         (Some(a), _) => {
             let (ids, pts) = archive_points(&super::archive::read_archive(a)?);
-            let names = ids.iter().map(|i| format!("c{i:04}")).collect();
+            let names = ids.iter().map(|&i| candidate_name(i)).collect();
             (names, pts, Some(vec![1.0; 3]))
         }
         (None, Some(p)) => {
@@ -328,11 +328,11 @@ pub fn select(
             madds: c.madds,
             why,
             command: format!(
-                "muxmed train --pipeline {} --set model.arch={} --set model.weights=null --set model.from_scratch=true --run-name {}-c{:04}",
+                "muxmed train --pipeline {} --set model.arch={} --set model.weights=null --set model.from_scratch=true --run-name {}-{}",
                 a.pipeline,
                 dst.display(),
                 a.pipeline,
-                c.id
+                c.name()
             ),
             arch: dst,
         });

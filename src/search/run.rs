@@ -123,8 +123,10 @@ pub fn run(a: &SearchArgs, stop: Arc<AtomicBool>) -> Result<SearchOutcome> {
                 row.id as u64 + 1,
                 planned as u64,
                 &format!(
-                    "gen {} c{:04} {what} ({:.0} s)",
-                    row.generation, row.id, row.seconds
+                    "gen {} {} {what} ({:.0} s)",
+                    row.generation,
+                    row.name(),
+                    row.seconds
                 ),
             );
         }

@@ -9,8 +9,6 @@
 //! `ds` block, per stage one strided `ir` block followed by `sp` blocks at constant width,
 //! a final `ir` block, the head.
 
-use std::fmt::Write as _;
-
 use rand::Rng;
 
 use crate::config::search::SpaceConfig;
@@ -32,17 +30,14 @@ impl Candidate {
     /// The phenotype: every block string and the head width. Candidates are deduplicated on
     /// it, not on the genome.
     pub fn key(&self) -> String {
-        let mut k = self
-            .spec
-            .arch_def
-            .iter()
-            .flatten()
-            .cloned()
-            .collect::<Vec<_>>()
-            .join(" ");
-        let _ = write!(k, " head{}", self.spec.num_features);
-        k
+        phenotype_key(&self.spec.arch_def, self.spec.num_features)
     }
+}
+
+/// The phenotype key: every block string and the head width (archive rows use it too).
+pub fn phenotype_key(arch_def: &[Vec<String>], head: i64) -> String {
+    let blocks: Vec<&str> = arch_def.iter().flatten().map(String::as_str).collect();
+    format!("{} head{head}", blocks.join(" "))
 }
 
 /// Why a genome does not decode.
