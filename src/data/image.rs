@@ -1,10 +1,12 @@
 //! Decoding chest X-rays into one gray channel, keeping 16-bit precision: PNG (8/16-bit gray,
-//! gray+alpha, RGB, RGBA: about 1% of NIH images are RGBA with equal channels) and JPEG.
-//! Every failure names the file.
+//! gray+alpha, RGB, RGBA: about 1% of NIH images are RGBA with equal channels), JPEG and DICOM
+//! (through [`super::dicom`], as its display image). Every failure names the file.
 
 use std::path::{Path, PathBuf};
 
 use image::{DynamicImage, ImageReader};
+
+use super::dicom::{self, DicomError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
@@ -15,6 +17,8 @@ pub enum ImageError {
     },
     #[error("{}: cannot decode image (truncated or corrupt?): {message}", path.display())]
     Decode { path: PathBuf, message: String },
+    #[error(transparent)]
+    Dicom(#[from] DicomError),
 }
 
 /// A gray image with values in [0, 1] (16-bit sources keep their precision).
@@ -27,8 +31,20 @@ pub struct Gray {
     pub bits: u8,
 }
 
-/// Decodes bytes already read from `path` (the path is only used in messages).
+/// Decodes bytes already read from `path` (the path is only used in messages). A file with
+/// the DICOM marker, or named `.dcm`/`.dicom`, is read as DICOM.
 pub fn decode_bytes(bytes: &[u8], path: &Path) -> Result<Gray, ImageError> {
+    if dicom::is_dicom(bytes) || dicom::has_dicom_extension(path) {
+        let d = dicom::decode(bytes, path)?;
+        // A window or rescale gives values between 8-bit steps: keep 16-bit precision.
+        let eight = d.bits_stored <= 8 && matches!(d.voi, dicom::Voi::BitRange { .. });
+        return Ok(Gray {
+            width: d.width,
+            height: d.height,
+            data: d.display,
+            bits: if eight { 8 } else { 16 },
+        });
+    }
     let derr = |message: String| ImageError::Decode {
         path: path.to_path_buf(),
         message,
@@ -38,7 +54,45 @@ pub fn decode_bytes(bytes: &[u8], path: &Path) -> Result<Gray, ImageError> {
         .map_err(|e| derr(e.to_string()))?
         .decode()
         .map_err(|e| derr(e.to_string()))?;
-    Ok(to_gray(img))
+    let mut g = to_gray(img);
+    if g.bits == 16 {
+        if let Some(s) = png_significant_bits(bytes) {
+            honour_sbit(&mut g.data, s);
+        }
+    }
+    Ok(g)
+}
+
+/// The grey (or first colour) channel's significant bits from a PNG's sBIT chunk, when the
+/// file is a PNG that has one with fewer than 16.
+fn png_significant_bits(bytes: &[u8]) -> Option<u8> {
+    if !bytes.starts_with(b"\x89PNG") {
+        return None;
+    }
+    let reader = png::Decoder::new(std::io::Cursor::new(bytes))
+        .read_info()
+        .ok()?;
+    let s = *reader.info().sbit.as_ref()?.first()?;
+    (1..16).contains(&s).then_some(s)
+}
+
+/// Rescales 16-bit samples (as fractions of 65535) that carry only `s` significant bits.
+/// The PNG specification has an encoder scale such samples to the full 16-bit range (sBIT then
+/// only says how many bits are real), but many medical exporters store the raw values, e.g.
+/// 12-bit data as 0..4095, which divided by 65535 look nearly black. The rule: when no sample
+/// exceeds 2^s − 1 the values are raw and are divided by 2^s − 1; otherwise they were scaled
+/// as the specification says and the top `s` bits are kept (v >> (16 − s)), then divided by
+/// 2^s − 1. Either way a full-range s-bit image spans [0, 1].
+fn honour_sbit(data: &mut [f32], s: u8) {
+    let top = ((1u32 << s) - 1) as f32;
+    let raw = |v: f32| (v * 65535.0).round() as u32;
+    let max = data.iter().map(|&v| raw(v)).max().unwrap_or(0);
+    if max as f32 <= top {
+        data.iter_mut().for_each(|v| *v = raw(*v) as f32 / top);
+    } else {
+        data.iter_mut()
+            .for_each(|v| *v = (raw(*v) >> (16 - s)) as f32 / top);
+    }
 }
 
 /// Reads and decodes one file.

@@ -5,6 +5,7 @@ pub use crate::labels::{Split, LABELS, NO_FINDING};
 pub mod augment;
 pub mod cache;
 pub mod dataset;
+pub mod dicom;
 pub mod generic;
 pub mod geometry;
 pub mod image;

@@ -8,6 +8,7 @@ mod compare;
 mod config_errors;
 mod data_pipeline;
 mod delong_fixture;
+mod dicom;
 mod evaluate_predictions;
 mod gradcam;
 mod manifest_generic;

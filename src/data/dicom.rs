@@ -1,0 +1,437 @@
+//! DICOM images through dicom-rs, turned into the display image a radiologist's viewer shows:
+//! stored values → Modality LUT (rescale slope/intercept) → VOI LUT (a VOI LUT Sequence, else
+//! the first window with its VOI LUT Function, else the stored bit range) → [0, 1] →
+//! inverted for MONOCHROME1 (DICOM PS3.3 C.11.1, C.11.2, C.7.6.3.1.2).
+//!
+//! A multi-frame object gives its frame 0 (the others are never decoded). Every failure is a
+//! named [`DicomError`] that carries the file.
+
+use std::path::{Path, PathBuf};
+
+use dicom_dictionary_std::tags;
+use dicom_encoding::TransferSyntaxIndex;
+use dicom_object::{DefaultDicomObject, FileMetaTable, OpenFileOptions};
+use dicom_pixeldata::{PixelDecoder, PixelRepresentation, VoiLutFunction};
+use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DicomError {
+    #[error("{}: not a DICOM file (no `DICM` marker at byte 128)", path.display())]
+    NotDicom { path: PathBuf },
+    #[error("{}: truncated or corrupt DICOM: {message}", path.display())]
+    Corrupt { path: PathBuf, message: String },
+    #[error("{}: DICOM object without pixel data (7FE0,0010){}", path.display(), modality.as_ref().map(|m| format!(" (modality {m})")).unwrap_or_default())]
+    NoPixelData {
+        path: PathBuf,
+        modality: Option<String>,
+    },
+    #[error("{}: unsupported transfer syntax {uid} ({name}): muxmed decodes uncompressed, deflated, RLE, JPEG baseline/extended/lossless and JPEG 2000 pixel data", path.display())]
+    UnsupportedTransferSyntax {
+        path: PathBuf,
+        uid: String,
+        name: String,
+    },
+    #[error("{}: colour DICOM ({photometric}, {samples} samples per pixel) where a grey X-ray is expected", path.display())]
+    Colour {
+        path: PathBuf,
+        photometric: String,
+        samples: u16,
+    },
+    #[error("{}: unsupported DICOM pixel layout: {what}", path.display())]
+    Unsupported { path: PathBuf, what: String },
+}
+
+/// Frame 0 of a grey DICOM image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DicomImage {
+    pub width: u32,
+    pub height: u32,
+    /// The display image in [0, 1], row-major.
+    pub display: Vec<f32>,
+    /// The Modality LUT output (stored value · slope + intercept), before windowing.
+    pub modality: Vec<f32>,
+    pub bits_stored: u16,
+    /// Frames in the object (only frame 0 is read).
+    pub frames: u32,
+    /// How the values were mapped to [0, 1], for `decode` to report.
+    pub voi: Voi,
+}
+
+/// The VOI transform that was applied.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Voi {
+    /// No window: the stored bit range (after the Modality LUT) spans [0, 1].
+    BitRange {
+        low: f64,
+        high: f64,
+    },
+    Window {
+        center: f64,
+        width: f64,
+        function: String,
+    },
+    LutSequence {
+        entries: usize,
+        bits: u8,
+    },
+}
+
+/// The header fields a manifest needs, read without the pixel data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DicomHeader {
+    pub patient_id: Option<String>,
+    pub sop_instance_uid: Option<String>,
+}
+
+/// Whether `bytes` start like a DICOM Part 10 file (128-byte preamble, then `DICM`).
+pub fn is_dicom(bytes: &[u8]) -> bool {
+    bytes.get(128..132) == Some(b"DICM".as_slice())
+}
+
+/// Whether a file name says DICOM (`.dcm`, `.dicom`, any case).
+pub fn has_dicom_extension(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("dcm") || e.eq_ignore_ascii_case("dicom"))
+}
+
+fn corrupt(path: &Path, message: impl ToString) -> DicomError {
+    DicomError::Corrupt {
+        path: path.to_path_buf(),
+        message: message.to_string(),
+    }
+}
+
+/// Checks the marker and the transfer syntax (from the file meta group) before the data set
+/// is parsed, so an unknown syntax is named instead of surfacing as a parse error.
+fn check_meta(bytes: &[u8], path: &Path) -> Result<(), DicomError> {
+    if !is_dicom(bytes) {
+        return Err(DicomError::NotDicom {
+            path: path.to_path_buf(),
+        });
+    }
+    let meta = FileMetaTable::from_reader(&bytes[128..]).map_err(|e| corrupt(path, e))?;
+    let uid = meta
+        .transfer_syntax()
+        .trim_end_matches(['\0', ' '])
+        .to_string();
+    let unsupported = |name: &str| DicomError::UnsupportedTransferSyntax {
+        path: path.to_path_buf(),
+        uid: uid.clone(),
+        name: name.to_string(),
+    };
+    match TransferSyntaxRegistry.get(&uid) {
+        None => Err(unsupported("not a transfer syntax muxmed knows")),
+        Some(ts) if !ts.can_decode_all() => Err(unsupported(ts.name())),
+        Some(_) => Ok(()),
+    }
+}
+
+fn parse(bytes: &[u8], path: &Path, header_only: bool) -> Result<DefaultDicomObject, DicomError> {
+    check_meta(bytes, path)?;
+    let mut o = OpenFileOptions::new();
+    if header_only {
+        o = o.read_until(tags::PIXEL_DATA);
+    }
+    o.from_reader(&bytes[128..]).map_err(|e| corrupt(path, e))
+}
+
+fn text(obj: &DefaultDicomObject, tag: dicom_core::Tag) -> Option<String> {
+    let e = obj.element_opt(tag).ok()??;
+    let s = e.to_str().ok()?;
+    let s = s.trim_matches(['\0', ' ']);
+    (!s.is_empty()).then(|| s.to_string())
+}
+
+/// Patient ID and SOP Instance UID, without decoding pixels.
+pub fn read_header(path: &Path) -> Result<DicomHeader, DicomError> {
+    let bytes = std::fs::read(path).map_err(|e| corrupt(path, e))?;
+    let obj = parse(&bytes, path, true)?;
+    Ok(DicomHeader {
+        patient_id: text(&obj, tags::PATIENT_ID),
+        sop_instance_uid: text(&obj, tags::SOP_INSTANCE_UID),
+    })
+}
+
+/// Decodes frame 0 of the DICOM file held in `bytes` (`path` names it in errors).
+pub fn decode(bytes: &[u8], path: &Path) -> Result<DicomImage, DicomError> {
+    let obj = parse(bytes, path, false)?;
+    if obj.element_opt(tags::PIXEL_DATA).ok().flatten().is_none() {
+        return Err(DicomError::NoPixelData {
+            path: path.to_path_buf(),
+            modality: text(&obj, tags::MODALITY),
+        });
+    }
+    let px = obj
+        .decode_pixel_data_frame(0)
+        .map_err(|e| corrupt(path, error_chain(&e)))?;
+    let photometric = px.photometric_interpretation().as_str().to_string();
+    let samples = px.samples_per_pixel();
+    if samples != 1 || !photometric.starts_with("MONOCHROME") {
+        return Err(DicomError::Colour {
+            path: path.to_path_buf(),
+            photometric,
+            samples,
+        });
+    }
+    let (width, height) = (px.columns(), px.rows());
+    let signed = px.pixel_representation() == PixelRepresentation::Signed;
+    let bits_stored = px.bits_stored();
+    let stored = stored_values(
+        px.frame_data(0)
+            .map_err(|e| corrupt(path, error_chain(&e)))?,
+        px.bits_allocated(),
+        bits_stored,
+        signed,
+        path,
+    )?;
+    let expected = width as usize * height as usize;
+    if stored.len() != expected {
+        return Err(corrupt(
+            path,
+            format!(
+                "pixel data holds {} values, {width}×{height} needs {expected}",
+                stored.len()
+            ),
+        ));
+    }
+    let rescale = px
+        .rescale()
+        .ok()
+        .and_then(|r| r.first().copied())
+        .filter(|_| has_rescale(&obj));
+    let modality: Vec<f64> = match rescale {
+        Some(r) => stored.iter().map(|&s| s * r.slope + r.intercept).collect(),
+        None => stored,
+    };
+    let lut = px.voi_lut_sequence().ok().flatten().and_then(|s| s.first());
+    let window = px.window().ok().flatten().and_then(|w| w.first().copied());
+    let function = px
+        .voi_lut_function()
+        .ok()
+        .flatten()
+        .and_then(|f| f.first().copied())
+        .unwrap_or_default();
+    let (mut display, voi): (Vec<f32>, Voi) = if let Some(l) = lut {
+        let top = ((1u64 << l.bits_stored.min(31)) - 1) as f64;
+        let last = l.data.len().saturating_sub(1) as i64;
+        let d = modality
+            .iter()
+            .map(|&m| {
+                let i = (m.round() as i64 - l.min_pixel_value as i64).clamp(0, last);
+                (l.data.get(i as usize).copied().unwrap_or(0) as f64 / top).clamp(0.0, 1.0) as f32
+            })
+            .collect();
+        let voi = Voi::LutSequence {
+            entries: l.data.len(),
+            bits: l.bits_stored,
+        };
+        (d, voi)
+    } else if let Some(w) = window.filter(|w| w.width > 0.0) {
+        let d = modality
+            .iter()
+            .map(|&m| window_unit(m, w.center, w.width, function) as f32)
+            .collect();
+        let voi = Voi::Window {
+            center: w.center,
+            width: w.width,
+            function: format!("{function:?}").to_uppercase(),
+        };
+        (d, voi)
+    } else {
+        let (low, high) =
+            output_range(bits_stored, signed, rescale.map(|r| (r.slope, r.intercept)));
+        let span = (high - low).max(f64::MIN_POSITIVE);
+        let d = modality
+            .iter()
+            .map(|&m| ((m - low) / span).clamp(0.0, 1.0) as f32)
+            .collect();
+        (d, Voi::BitRange { low, high })
+    };
+    // MONOCHROME1 shows low values bright. Presentation LUT Shape INVERSE states the same
+    // inversion (the DX IOD requires it with MONOCHROME1), so it is applied once.
+    let inverse = text(&obj, tags::PRESENTATION_LUT_SHAPE).as_deref() == Some("INVERSE");
+    if photometric == "MONOCHROME1" || inverse {
+        display.iter_mut().for_each(|v| *v = 1.0 - *v);
+    }
+    Ok(DicomImage {
+        width,
+        height,
+        display,
+        modality: modality.iter().map(|&m| m as f32).collect(),
+        bits_stored,
+        frames: frames(&obj),
+        voi,
+    })
+}
+
+fn has_rescale(obj: &DefaultDicomObject) -> bool {
+    let present = |t| obj.element_opt(t).ok().flatten().is_some();
+    present(tags::RESCALE_SLOPE) && present(tags::RESCALE_INTERCEPT)
+}
+
+fn frames(obj: &DefaultDicomObject) -> u32 {
+    text(obj, tags::NUMBER_OF_FRAMES)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1)
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// The stored values of one frame, masked to Bits Stored and sign-extended when signed
+/// (bits above Bits Stored may hold overlays; PS3.5 8.1.1).
+fn stored_values(
+    data: &[u8],
+    bits_allocated: u16,
+    bits_stored: u16,
+    signed: bool,
+    path: &Path,
+) -> Result<Vec<f64>, DicomError> {
+    let bits = bits_stored.clamp(1, bits_allocated.max(1)) as u32;
+    let to_value = |raw: u32| -> f64 {
+        let v = if bits >= 32 {
+            raw
+        } else {
+            raw & ((1u32 << bits) - 1)
+        };
+        if signed && bits < 32 && v >> (bits - 1) & 1 == 1 {
+            (v as i64 - (1i64 << bits)) as f64
+        } else if signed && bits == 32 {
+            v as i32 as f64
+        } else {
+            v as f64
+        }
+    };
+    let values: Vec<f64> = match bits_allocated {
+        8 => data.iter().map(|&b| to_value(b as u32)).collect(),
+        16 => data
+            .chunks_exact(2)
+            .map(|c| to_value(u16::from_ne_bytes([c[0], c[1]]) as u32))
+            .collect(),
+        32 => data
+            .chunks_exact(4)
+            .map(|c| to_value(u32::from_ne_bytes([c[0], c[1], c[2], c[3]])))
+            .collect(),
+        other => {
+            return Err(DicomError::Unsupported {
+                path: path.to_path_buf(),
+                what: format!("Bits Allocated {other} (muxmed reads 8, 16 and 32)"),
+            })
+        }
+    };
+    Ok(values)
+}
+
+/// The range a windowed or unwindowed image maps to: the stored bit range, through the
+/// rescale when the object has one (as pydicom's `apply_windowing` does).
+fn output_range(bits_stored: u16, signed: bool, rescale: Option<(f64, f64)>) -> (f64, f64) {
+    let b = bits_stored as i32;
+    let (lo, hi) = if signed {
+        (-(2f64.powi(b - 1)), 2f64.powi(b - 1) - 1.0)
+    } else {
+        (0.0, 2f64.powi(b) - 1.0)
+    };
+    match rescale {
+        Some((slope, intercept)) => {
+            let (a, z) = (lo * slope + intercept, hi * slope + intercept);
+            (a.min(z), a.max(z))
+        }
+        None => (lo, hi),
+    }
+}
+
+/// A window's output as a fraction of the output range (PS3.3 C.11.2.1.2 for LINEAR,
+/// C.11.2.1.3.2 for LINEAR_EXACT, C.11.2.1.3.1 for SIGMOID).
+fn window_unit(m: f64, c: f64, w: f64, f: VoiLutFunction) -> f64 {
+    match f {
+        VoiLutFunction::Linear if w >= 1.0 => {
+            if m <= c - 0.5 - (w - 1.0) / 2.0 {
+                0.0
+            } else if m > c - 0.5 + (w - 1.0) / 2.0 {
+                1.0
+            } else {
+                (m - (c - 0.5)) / (w - 1.0) + 0.5
+            }
+        }
+        // A LINEAR window narrower than 1 is a step at the centre.
+        VoiLutFunction::Linear => {
+            if m < c {
+                0.0
+            } else {
+                1.0
+            }
+        }
+        VoiLutFunction::LinearExact => ((m - c) / w + 0.5).clamp(0.0, 1.0),
+        VoiLutFunction::Sigmoid => 1.0 / (1.0 + (-4.0 * (m - c) / w).exp()),
+    }
+}
+
+/// A copy of `src` with new patient and instance identifiers, for tests and examples that
+/// need DICOM files from several patients.
+pub fn rewrite_identity(
+    src: &Path,
+    dst: &Path,
+    patient_id: &str,
+    sop_instance_uid: &str,
+) -> Result<(), DicomError> {
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    let bytes = std::fs::read(src).map_err(|e| corrupt(src, e))?;
+    let mut obj = parse(&bytes, src, false)?;
+    obj.put(DataElement::new(
+        tags::PATIENT_ID,
+        VR::LO,
+        PrimitiveValue::from(patient_id),
+    ));
+    obj.put(DataElement::new(
+        tags::SOP_INSTANCE_UID,
+        VR::UI,
+        PrimitiveValue::from(sop_instance_uid),
+    ));
+    obj.meta_mut().media_storage_sop_instance_uid = sop_instance_uid.to_string();
+    let mut out: Vec<u8> = Vec::new();
+    obj.write_all(&mut out).map_err(|e| corrupt(dst, e))?;
+    crate::io::write_atomic(dst, &out).map_err(|e| corrupt(dst, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn linear_window_matches_ps33_at_its_edges() {
+        // c = 2048, w = 3000: lower edge c - 0.5 - 1499.5 = 548, upper 3547.
+        let f = VoiLutFunction::Linear;
+        assert_eq!(window_unit(548.0, 2048.0, 3000.0, f), 0.0);
+        assert_eq!(window_unit(3548.0, 2048.0, 3000.0, f), 1.0);
+        let mid = window_unit(2047.5, 2048.0, 3000.0, f);
+        assert!((mid - 0.5).abs() < 1e-12, "{mid}");
+    }
+
+    #[test]
+    fn signed_values_are_sign_extended_from_bits_stored() {
+        // 12 bits stored in 16: 0x0FFF is -1, 0xF800 has overlay bits above bit 11.
+        let data: Vec<u8> = [0x0FFFu16, 0x0800, 0xF001]
+            .iter()
+            .flat_map(|v| v.to_ne_bytes())
+            .collect();
+        let v = stored_values(&data, 16, 12, true, Path::new("x.dcm")).unwrap();
+        assert_eq!(v, vec![-1.0, -2048.0, 1.0]);
+        let u = stored_values(&data, 16, 12, false, Path::new("x.dcm")).unwrap();
+        assert_eq!(u, vec![4095.0, 2048.0, 1.0]);
+    }
+
+    #[test]
+    fn output_range_goes_through_a_negative_slope() {
+        assert_eq!(output_range(8, false, Some((-1.0, 255.0))), (0.0, 255.0));
+        assert_eq!(output_range(16, true, None), (-32768.0, 32767.0));
+    }
+}
