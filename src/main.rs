@@ -37,6 +37,16 @@ enum Command {
     Doctor(PipelineArgs),
     /// Print a pipeline's fully resolved config (after --set overrides) as YAML.
     Config(PipelineArgs),
+    /// What muxmed sees of each image: writes <stem>.safetensors (key `image`, the [H,W]
+    /// float32 display image in [0,1], before any resize) and a 16-bit <stem>.png. Reads PNG,
+    /// JPEG and DICOM; exit status is non-zero only when every input failed.
+    Decode {
+        /// Image files or folders.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[arg(short = 'o', long)]
+        output: PathBuf,
+    },
     /// Write a synthetic dataset in NIH's exact format (metadata, split lists, boxes, PNGs).
     Synth {
         #[arg(long)]
@@ -526,6 +536,51 @@ enum BenchCmd {
     },
 }
 
+fn decode_cmd(files: &[PathBuf], output: &std::path::Path) -> Result<ExitCode> {
+    let o = muxmed::data::files::decode_to(files, output)
+        .with_context(|| format!("writing into {}", output.display()))?;
+    for d in &o.written {
+        println!(
+            "{}: {}×{} {} -> {}",
+            d.source.display(),
+            d.width,
+            d.height,
+            d.how,
+            d.safetensors.display()
+        );
+    }
+    report_failures(&o.failed);
+    println!(
+        "decoded {} of {} inputs into {}",
+        o.written.len(),
+        o.written.len() + o.failed.len(),
+        output.display()
+    );
+    Ok(all_failed(o.written.len(), o.failed.len()))
+}
+
+/// One `error: FILE: reason` line per failed input.
+fn report_failures(failed: &[(PathBuf, String)]) {
+    for (p, e) in failed {
+        let p = p.display().to_string();
+        if e.starts_with(&p) {
+            eprintln!("error: {e}");
+        } else {
+            eprintln!("error: {p}: {e}");
+        }
+    }
+}
+
+/// The exit status rule of the commands that take many inputs: non-zero only when every
+/// input failed.
+fn all_failed(ok: usize, failed: usize) -> ExitCode {
+    if ok == 0 && failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
 #[cfg(feature = "torch")]
 fn explain_cmd(
     checkpoint: &std::path::Path,
@@ -536,7 +591,7 @@ fn explain_cmd(
     device: Option<&str>,
 ) -> Result<ExitCode> {
     use muxmed::explain::heatmaps::{explain, Choice, ExplainArgs};
-    let (files, mut failed) = muxmed::eval::run_eval::gather(images)?;
+    let (files, mut failed) = muxmed::data::files::gather(images)?;
     let o = explain(&ExplainArgs {
         checkpoint,
         images: &files,
@@ -551,16 +606,12 @@ fn explain_cmd(
     let o = match o {
         Ok(o) => o,
         Err(e) => {
-            for (p, e) in &failed {
-                eprintln!("error: {}: {e}", p.display());
-            }
+            report_failures(&failed);
             return Err(e);
         }
     };
     failed.extend(o.failed);
-    for (p, e) in &failed {
-        eprintln!("error: {}: {e}", p.display());
-    }
+    report_failures(&failed);
     for e in &o.explained {
         println!(
             "{} {} p={:.3}: {}",
@@ -1003,9 +1054,7 @@ fn main() -> ExitCode {
             *strict,
         )
         .map(|r| {
-            for (p, e) in &r.failed {
-                eprintln!("error: {}: {e}", p.display());
-            }
+            report_failures(&r.failed);
             println!(
                 "wrote probabilities for {} images to {}{}",
                 r.written,
@@ -1077,6 +1126,7 @@ fn main() -> ExitCode {
             resume,
             *stop_after_steps,
         ),
+        Command::Decode { files, output } => decode_cmd(files, output),
         Command::Synth {
             out,
             images,

@@ -133,7 +133,8 @@ fn parse(bytes: &[u8], path: &Path, header_only: bool) -> Result<DefaultDicomObj
     if header_only {
         o = o.read_until(tags::PIXEL_DATA);
     }
-    o.from_reader(&bytes[128..]).map_err(|e| corrupt(path, e))
+    o.from_reader(&bytes[128..])
+        .map_err(|e| corrupt(path, error_chain(&e)))
 }
 
 fn text(obj: &DefaultDicomObject, tag: dicom_core::Tag) -> Option<String> {

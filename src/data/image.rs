@@ -21,6 +21,15 @@ pub enum ImageError {
     Dicom(#[from] DicomError),
 }
 
+/// Whether a file name is one muxmed reads as an image: PNG, JPEG or DICOM (any case).
+pub fn is_image_file(path: &Path) -> bool {
+    path.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+        ["png", "jpg", "jpeg"]
+            .iter()
+            .any(|x| e.eq_ignore_ascii_case(x))
+    }) || dicom::has_dicom_extension(path)
+}
+
 /// A gray image with values in [0, 1] (16-bit sources keep their precision).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Gray {
@@ -31,19 +40,43 @@ pub struct Gray {
     pub bits: u8,
 }
 
+/// Where a decoded image came from, for `muxmed decode` to report.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Origin {
+    /// PNG or JPEG with this many bits per sample (16-bit PNGs: `significant` from sBIT).
+    Raster { bits: u8, significant: Option<u8> },
+    /// A DICOM display image: bits stored, the VOI transform, frames in the object.
+    Dicom {
+        bits_stored: u16,
+        voi: dicom::Voi,
+        frames: u32,
+    },
+}
+
 /// Decodes bytes already read from `path` (the path is only used in messages). A file with
 /// the DICOM marker, or named `.dcm`/`.dicom`, is read as DICOM.
 pub fn decode_bytes(bytes: &[u8], path: &Path) -> Result<Gray, ImageError> {
+    decode_with_origin(bytes, path).map(|(g, _)| g)
+}
+
+/// [`decode_bytes`], also saying how the values were obtained.
+pub fn decode_with_origin(bytes: &[u8], path: &Path) -> Result<(Gray, Origin), ImageError> {
     if dicom::is_dicom(bytes) || dicom::has_dicom_extension(path) {
         let d = dicom::decode(bytes, path)?;
         // A window or rescale gives values between 8-bit steps: keep 16-bit precision.
         let eight = d.bits_stored <= 8 && matches!(d.voi, dicom::Voi::BitRange { .. });
-        return Ok(Gray {
+        let g = Gray {
             width: d.width,
             height: d.height,
             data: d.display,
             bits: if eight { 8 } else { 16 },
-        });
+        };
+        let origin = Origin::Dicom {
+            bits_stored: d.bits_stored,
+            voi: d.voi,
+            frames: d.frames,
+        };
+        return Ok((g, origin));
     }
     let derr = |message: String| ImageError::Decode {
         path: path.to_path_buf(),
@@ -55,12 +88,19 @@ pub fn decode_bytes(bytes: &[u8], path: &Path) -> Result<Gray, ImageError> {
         .decode()
         .map_err(|e| derr(e.to_string()))?;
     let mut g = to_gray(img);
-    if g.bits == 16 {
-        if let Some(s) = png_significant_bits(bytes) {
-            honour_sbit(&mut g.data, s);
-        }
+    let significant = if g.bits == 16 {
+        png_significant_bits(bytes)
+    } else {
+        None
+    };
+    if let Some(s) = significant {
+        honour_sbit(&mut g.data, s);
     }
-    Ok(g)
+    let origin = Origin::Raster {
+        bits: g.bits,
+        significant,
+    };
+    Ok((g, origin))
 }
 
 /// The grey (or first colour) channel's significant bits from a PNG's sBIT chunk, when the

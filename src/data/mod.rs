@@ -6,6 +6,7 @@ pub mod augment;
 pub mod cache;
 pub mod dataset;
 pub mod dicom;
+pub mod files;
 pub mod generic;
 pub mod geometry;
 pub mod image;

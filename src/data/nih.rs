@@ -295,7 +295,7 @@ pub fn parse_bboxes(text: &str, path: &Path) -> Result<Vec<BBox>, NihError> {
     Ok(out)
 }
 
-/// Finds every PNG/JPEG under `dir` by one recursive scan (NIH's `images/`, the
+/// Finds every PNG/JPEG/DICOM file under `dir` by one recursive scan (NIH's `images/`, the
 /// `images_001/images/...` layout, or flat), keyed by file name. A name found twice is an
 /// error naming both places.
 pub fn scan_images(dir: &Path) -> Result<HashMap<String, PathBuf>, NihError> {
@@ -314,11 +314,7 @@ pub fn scan_images(dir: &Path) -> Result<HashMap<String, PathBuf>, NihError> {
             };
             if ft.is_dir() {
                 stack.push(p);
-            } else if p.extension().is_some_and(|x| {
-                x.eq_ignore_ascii_case("png")
-                    || x.eq_ignore_ascii_case("jpg")
-                    || x.eq_ignore_ascii_case("jpeg")
-            }) {
+            } else if super::image::is_image_file(&p) {
                 // A FIFO would block a reader forever, a dangling link fails later: only
                 // regular files (or links to them) count as images.
                 match std::fs::metadata(&p) {

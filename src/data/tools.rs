@@ -158,10 +158,7 @@ pub fn bench(
     let mut files: Vec<PathBuf> = std::fs::read_dir(images_dir)
         .with_context(|| format!("reading {}", images_dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.extension()
-                .is_some_and(|x| x == "png" || x == "jpg" || x == "jpeg")
-        })
+        .filter(|p| super::image::is_image_file(p))
         .collect();
     files.sort();
     if files.is_empty() {

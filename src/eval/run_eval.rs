@@ -1,7 +1,6 @@
 //! `muxmed evaluate --run` and `muxmed predict`: a trained run's model over one of the run's
 //! own splits, or over new image files, with the run's own preprocessing.
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -14,6 +13,7 @@ use super::predictions::{
 use crate::config::augment::Stage;
 use crate::data::cache::Cache;
 use crate::data::dataset::SplitData;
+use crate::data::files::{gather, Failures};
 use crate::data::loader::Source;
 use crate::model::device::{load_into, pick_device};
 use crate::model::inference::predict_split;
@@ -197,29 +197,6 @@ pub fn evaluate_run(
 pub struct PredictOutcome {
     pub written: usize,
     pub failed: Failures,
-}
-
-/// Inputs that could not be scored, with the reason.
-type Failures = Vec<(PathBuf, String)>;
-
-/// The image files named by `inputs` (folders are scanned), each once; inputs that do not
-/// exist are failures.
-pub fn gather(inputs: &[PathBuf]) -> Result<(Vec<PathBuf>, Failures)> {
-    let (mut files, mut failed) = (Vec::new(), Vec::new());
-    for p in inputs {
-        if p.is_dir() {
-            let mut found: Vec<PathBuf> = crate::data::nih::scan_images(p)?.into_values().collect();
-            found.sort();
-            files.extend(found);
-        } else if p.is_file() {
-            files.push(p.clone());
-        } else {
-            failed.push((p.clone(), "does not exist".to_string()));
-        }
-    }
-    let mut seen = HashSet::new();
-    files.retain(|f| seen.insert(f.clone()));
-    Ok((files, failed))
 }
 
 /// Probabilities for image files (or folders of them) with a checkpoint's preprocessing.

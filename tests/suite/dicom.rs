@@ -235,3 +235,64 @@ fn twelve_bit_png_with_sbit_spans_the_full_range() {
     let n = decode_bytes(&png16(&values, 2, 2, None), p).unwrap();
     assert!((n.data[3] - 4095.0 / 65535.0).abs() <= 1e-7);
 }
+
+/// The `image` tensor of a `muxmed decode` output.
+fn decoded_image(p: &Path) -> Vec<f32> {
+    let bytes = std::fs::read(p).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let v = st.tensor("image").unwrap();
+    assert_eq!(v.shape(), &[128, 128]);
+    v.data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+#[test]
+fn decode_command_writes_every_good_file_and_names_each_bad_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("seen");
+    let o = crate::muxmed()
+        .arg("decode")
+        .arg(fixture(""))
+        .arg("--output")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert!(o.status.success(), "{stdout}\n{stderr}");
+    let (exp, _) = expected();
+    for stem in LOSSLESS {
+        let got = decoded_image(&out.join(format!("{stem}.safetensors")));
+        assert!(max_abs_diff(&got, &exp[stem]) <= 1e-6, "{stem}");
+        assert!(out.join(format!("{stem}.png")).is_file(), "{stem}");
+    }
+    assert!(stdout.contains("frame 0 of 2"), "{stdout}");
+    for bad in [
+        "not_dicom.dcm: not a DICOM file",
+        "no_pixel_data.dcm: DICOM object without pixel data",
+        "truncated.dcm: truncated or corrupt DICOM",
+        "dx_mono2_12bit_jpegls_lossless.dcm: unsupported transfer syntax 1.2.840.10008.1.2.4.80",
+    ] {
+        assert_eq!(
+            stderr.lines().filter(|l| l.contains(bad)).count(),
+            1,
+            "{bad}\n{stderr}"
+        );
+    }
+    assert!(stdout.contains("decoded 8 of 12 inputs"), "{stdout}");
+    // Only bad inputs: the exit status says so, and nothing is written for them.
+    let none = dir.path().join("none");
+    let o = crate::muxmed()
+        .arg("decode")
+        .arg(fixture("truncated.dcm"))
+        .arg(fixture("not_dicom.dcm"))
+        .args(["--output".as_ref(), none.as_os_str()])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert_eq!(std::fs::read_dir(&none).unwrap().count(), 0);
+}
