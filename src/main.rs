@@ -65,12 +65,15 @@ enum Command {
         #[arg(long)]
         overwrite: bool,
     },
-    /// Probabilities for new PNG/JPEG files with a run's preprocessing.
+    /// Probabilities for new PNG, JPEG or DICOM files with a run's preprocessing.
     #[cfg(feature = "torch")]
     Predict {
         /// A checkpoint written by `muxmed train` (e.g. reports/RUN/best.safetensors).
+        #[arg(long, required_unless_present = "model", conflicts_with = "model")]
+        checkpoint: Option<PathBuf>,
+        /// A TorchScript export of `muxmed export` (its model.json beside it).
         #[arg(long)]
-        checkpoint: PathBuf,
+        model: Option<PathBuf>,
         /// Image files or folders.
         #[arg(required = true)]
         images: Vec<PathBuf>,
@@ -83,6 +86,21 @@ enum Command {
         /// when every input failed.
         #[arg(long)]
         strict: bool,
+    },
+    /// A checkpoint as a TorchScript module (normalised [N,3,R,R] float32 in, logits out) for
+    /// PyTorch, TorchServe or Triton, with model.json beside it: arch, resolution, eval
+    /// stages, label order, val-chosen thresholds and the checkpoint's sha256.
+    #[cfg(feature = "torch")]
+    Export {
+        /// A checkpoint written by `muxmed train` (e.g. reports/RUN/best.safetensors).
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// The module file (model.json is written beside it, same stem).
+        #[arg(long)]
+        out: PathBuf,
+        /// Device to trace on (the module runs on the device it is loaded to).
+        #[arg(long)]
+        device: Option<String>,
     },
     /// Grad-CAM heatmaps over the original X-rays: per image and label a picture and the
     /// map in original-image coordinates (.npy, NaN where the network saw nothing).
@@ -430,12 +448,17 @@ enum AugmentCmd {
 #[cfg(feature = "torch")]
 #[derive(Args)]
 struct TensorArgs {
-    #[arg(long)]
-    arch: Arch,
+    /// muxnet_m, muxnet_l, densenet121 or an arch JSON (with --weights).
+    #[arg(long, required_unless_present = "checkpoint", requires = "weights")]
+    arch: Option<Arch>,
     #[arg(long, default_value_t = 14)]
     num_classes: i64,
-    #[arg(long)]
-    weights: PathBuf,
+    #[arg(long, requires = "arch")]
+    weights: Option<PathBuf>,
+    /// A checkpoint written by `muxmed train` (its own arch and head), instead of
+    /// --arch/--weights: to check an export against the native model.
+    #[arg(long, conflicts_with_all = ["arch", "weights"])]
+    checkpoint: Option<PathBuf>,
     #[arg(long)]
     input: PathBuf,
     #[arg(long)]
@@ -444,14 +467,29 @@ struct TensorArgs {
 
 #[cfg(feature = "torch")]
 impl TensorArgs {
-    fn job(&self) -> muxmed::model::tools::TensorJob<'_> {
-        muxmed::model::tools::TensorJob {
-            arch: &self.arch,
-            num_classes: self.num_classes,
-            weights: &self.weights,
+    fn job(&self) -> Result<muxmed::model::tools::TensorJob<'_>> {
+        use muxmed::model::tools::JobNet;
+        let net = match (&self.checkpoint, &self.arch, &self.weights) {
+            (Some(c), _, _) => {
+                let l = muxmed::eval::run_eval::load_checkpoint(c, tch::Device::Cpu)?;
+                JobNet::Built {
+                    arch: l.meta.arch,
+                    vs: l.vs,
+                    net: l.net,
+                }
+            }
+            (None, Some(arch), Some(weights)) => JobNet::Weights {
+                arch,
+                num_classes: self.num_classes,
+                weights,
+            },
+            _ => anyhow::bail!("give --checkpoint, or --arch with --weights"),
+        };
+        Ok(muxmed::model::tools::TensorJob {
+            net,
             input: &self.input,
             output: &self.output,
-        }
+        })
     }
 }
 
@@ -559,6 +597,25 @@ fn decode_cmd(files: &[PathBuf], output: &std::path::Path) -> Result<ExitCode> {
     Ok(all_failed(o.written.len(), o.failed.len()))
 }
 
+/// Each scored file with its three most probable labels (the CSV has all of them); past 50
+/// files only the count.
+#[cfg(feature = "torch")]
+fn print_probabilities(labels: &[String], probs: &[(String, Vec<f64>)]) {
+    for (file, p) in probs.iter().take(50) {
+        let mut order: Vec<usize> = (0..p.len()).collect();
+        order.sort_by(|a, b| p[*b].total_cmp(&p[*a]));
+        let top: Vec<String> = order
+            .iter()
+            .take(3)
+            .map(|&k| format!("{} {:.3}", labels[k], p[k]))
+            .collect();
+        println!("{file}: {}", top.join(", "));
+    }
+    if probs.len() > 50 {
+        println!("... and {} more (all in the CSV)", probs.len() - 50);
+    }
+}
+
 /// One `error: FILE: reason` line per failed input.
 fn report_failures(failed: &[(PathBuf, String)]) {
     for (p, e) in failed {
@@ -662,11 +719,11 @@ fn model_cmd(cmd: &ModelCmd) -> Result<ExitCode> {
             train_mode,
             stages,
         } => {
-            tools::forward(&job.job(), *train_mode, *stages)?;
+            tools::forward(job.job()?, *train_mode, *stages)?;
             println!("wrote {}", job.output.display());
         }
         ModelCmd::Gradcam { job } => {
-            tools::gradcam(&job.job())?;
+            tools::gradcam(job.job()?)?;
             println!("wrote {}", job.output.display());
         }
         ModelCmd::Import { src, arch, out } => println!("{}", tools::import(src, arch, out)?),
@@ -1042,18 +1099,24 @@ fn main() -> ExitCode {
         #[cfg(feature = "torch")]
         Command::Predict {
             checkpoint,
+            model,
             images,
             out,
             device,
             strict,
         } => muxmed::eval::run_eval::predict_files(
-            checkpoint,
+            match (checkpoint, model) {
+                (Some(c), _) => muxmed::eval::run_eval::ModelSource::Checkpoint(c),
+                (None, Some(m)) => muxmed::eval::run_eval::ModelSource::Exported(m),
+                (None, None) => anyhow::bail!("give --checkpoint or --model"),
+            },
             images,
             out,
             device.as_deref(),
             *strict,
         )
         .map(|r| {
+            print_probabilities(&r.labels, &r.probs);
             report_failures(&r.failed);
             println!(
                 "wrote probabilities for {} images to {}{}",
@@ -1064,6 +1127,29 @@ fn main() -> ExitCode {
                 } else {
                     format!("; {} input(s) failed (listed above)", r.failed.len())
                 }
+            );
+            ExitCode::SUCCESS
+        }),
+        #[cfg(feature = "torch")]
+        Command::Export {
+            checkpoint,
+            out,
+            device,
+        } => muxmed::eval::export::export(checkpoint, out, device.as_deref()).map(|e| {
+            let m = &e.manifest_data;
+            println!(
+                "wrote {} ({}, input [N,3,{r},{r}], {} labels) and {}{}",
+                e.model.display(),
+                m.arch,
+                m.labels.len(),
+                e.manifest.display(),
+                match &m.thresholds_source {
+                    Some(s) => format!(" with the thresholds of {s}"),
+                    None =>
+                        " (no val thresholds: run `muxmed evaluate --run` first to include them)"
+                            .into(),
+                },
+                r = m.resolution,
             );
             ExitCode::SUCCESS
         }),

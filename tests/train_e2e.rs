@@ -323,7 +323,7 @@ fn sigint_finishes_the_step_writes_a_checkpoint_and_says_how_to_resume() {
 fn evaluate_report_and_predict_a_trained_run() {
     let _torch = torch_lock();
     use muxmed::eval::predictions::EvalOptions;
-    use muxmed::eval::run_eval::{evaluate_run, predict_files};
+    use muxmed::eval::run_eval::{evaluate_run, predict_files, ModelSource};
     let w = world(160, "");
     let out = train(&args(&w, "ev", &["train.epochs=2"]), no_stop()).unwrap();
     let mdirs = w.root.join("data_manifests");
@@ -362,7 +362,7 @@ fn evaluate_report_and_predict_a_trained_run() {
     let bad = w.root.join("broken.png");
     std::fs::write(&bad, b"\x89PNG not really").unwrap();
     let r = predict_files(
-        &out.run.root().join("best.safetensors"),
+        ModelSource::Checkpoint(&out.run.root().join("best.safetensors")),
         &[img.clone(), bad.clone()],
         &pcsv,
         Some("cpu"),
@@ -375,7 +375,7 @@ fn evaluate_report_and_predict_a_trained_run() {
     // --strict: any failure stops, nothing is written; all inputs failing is an error.
     let strict_out = w.root.join("strict.csv");
     assert!(predict_files(
-        &out.run.root().join("best.safetensors"),
+        ModelSource::Checkpoint(&out.run.root().join("best.safetensors")),
         &[img.clone(), bad.clone()],
         &strict_out,
         Some("cpu"),
@@ -384,7 +384,7 @@ fn evaluate_report_and_predict_a_trained_run() {
     .is_err());
     assert!(!strict_out.exists());
     assert!(predict_files(
-        &out.run.root().join("best.safetensors"),
+        ModelSource::Checkpoint(&out.run.root().join("best.safetensors")),
         std::slice::from_ref(&bad),
         &strict_out,
         Some("cpu"),
@@ -411,6 +411,7 @@ fn evaluate_report_and_predict_a_trained_run() {
     for (a, b) in pl.iter().zip(&el) {
         assert!((a - b).abs() < 0.02, "{a} vs {b}");
     }
+    export_round_trip(&w, &out.run, &img, &pcsv);
     // TTA needs configured pipelines; EMA needs an EMA run.
     assert!(evaluate_run(
         out.run.root(),
@@ -451,6 +452,77 @@ fn evaluate_report_and_predict_a_trained_run() {
     ] {
         assert!(html.parent().unwrap().join(f).is_file(), "{f}");
     }
+}
+
+/// `muxmed export` of the run's best checkpoint: model.json says how to feed it, the module
+/// reloaded through libtorch gives the native network's logits for a batch size it was not
+/// traced with, `predict --model` gives `predict --checkpoint`'s probabilities, and
+/// `model forward --checkpoint` the same logits from the command line.
+fn export_round_trip(w: &World, run: &RunDir, img: &Path, checkpoint_csv: &Path) {
+    use muxmed::eval::run_eval::{load_checkpoint, predict_files, ModelSource};
+    use muxmed::model::export::ExportManifest;
+    use sha2::Digest;
+    let best = run.root().join("best.safetensors");
+    let pt = w.root.join("exported/model.pt");
+    let e = muxmed::eval::export::export(&best, &pt, Some("cpu")).unwrap();
+    assert_eq!(e.manifest, w.root.join("exported/model.json"));
+    let m = ExportManifest::read(&e.manifest).unwrap();
+    assert_eq!(m.labels, muxmed::data::LABELS.map(String::from));
+    assert_eq!((m.resolution, m.working_size), (64, 64));
+    let sha = format!("{:x}", sha2::Sha256::digest(std::fs::read(&best).unwrap()));
+    assert_eq!(m.checkpoint_sha256, sha);
+    let t = m.thresholds.as_ref().expect("the run was evaluated: val thresholds");
+    assert_eq!(t.len(), 14);
+    let p = m.preprocessing.as_ref().unwrap();
+    assert!(p.grey_to_rgb && p.mean == muxmed::config::augment::IMAGENET_MEAN.to_vec());
+
+    tch::manual_seed(3);
+    let x = tch::Tensor::randn([3, 3, 64, 64], (tch::Kind::Float, tch::Device::Cpu));
+    let native = load_checkpoint(&best, tch::Device::Cpu).unwrap();
+    let want = tch::no_grad(|| native.net.forward_t(&x, false));
+    let module = tch::CModule::load(&pt).unwrap();
+    let got = module.forward_ts(&[&x]).unwrap();
+    assert_eq!(got.size(), [3, 14]);
+    let d = (&got - &want).abs().max().double_value(&[]);
+    assert!(d <= 1e-5, "export differs from the native model by {d}");
+
+    let exported_csv = w.root.join("p_exported.csv");
+    predict_files(
+        ModelSource::Exported(&pt),
+        &[img.to_path_buf()],
+        &exported_csv,
+        Some("cpu"),
+        false,
+    )
+    .unwrap();
+    let values = |p: &Path| -> Vec<f64> {
+        let text = std::fs::read_to_string(p).unwrap();
+        let row = text.lines().nth(1).unwrap().split(',').skip(1);
+        row.map(|v| v.parse().unwrap()).collect()
+    };
+    let (a, b) = (values(&exported_csv), values(checkpoint_csv));
+    assert_eq!(a.len(), 14);
+    for (a, b) in a.iter().zip(&b) {
+        assert!((a - b).abs() <= 1e-5, "predict --model {a} vs --checkpoint {b}");
+    }
+
+    let input = w.root.join("x.safetensors");
+    tch::Tensor::write_safetensors(&[("input", &x)], &input).unwrap();
+    let output = w.root.join("y.safetensors");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_muxmed"))
+        .args(["model", "forward", "--checkpoint"])
+        .arg(&best)
+        .arg("--input")
+        .arg(&input)
+        .arg("--output")
+        .arg(&output)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let y = tch::Tensor::read_safetensors(&output).unwrap();
+    let logits = &y.iter().find(|(k, _)| k == "logits").unwrap().1;
+    let d = (logits - &got).abs().max().double_value(&[]);
+    assert!(d <= 1e-5, "model forward --checkpoint differs from the export by {d}");
 }
 
 /// `localize` on a small synthetic run: every test-image box is scored once per source, a
@@ -1322,4 +1394,91 @@ fn a_small_search_resumes_exactly_and_its_choice_trains_unchanged() {
     let spec = muxmed::model::spec::ArchSpec::from_json_file(&arch).unwrap();
     let chosen = &whole.archive.candidates[picks[0].id];
     assert_eq!(&spec.arch_def, &chosen.arch_def);
+}
+
+/// A folder of 24 DICOM files for 12 patients, copied from the readable fixtures with new
+/// Patient IDs and SOP Instance UIDs, and a labels CSV keyed by UID without patient ids.
+fn dicom_world(dir: &Path) -> (PathBuf, PathBuf) {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/dicom");
+    let good = [
+        "cr_mono2_8bit_explicit",
+        "cr_mono2_8bit_jpeg_baseline",
+        "dx_deflated",
+        "dx_mono1_12bit_implicit",
+        "dx_mono2_12bit_j2k_lossless",
+        "dx_mono2_12bit_rle",
+        "dx_mono2_16bit_rescale_window",
+        "multiframe_2",
+    ];
+    let folder = dir.join("dicoms");
+    std::fs::create_dir_all(folder.join("sub")).unwrap();
+    let mut csv = String::from("sop_instance_uid,labels\n");
+    for i in 0..24 {
+        let src = fixtures.join(format!("{}.dcm", good[i % good.len()]));
+        // Any file name, in sub-folders too: files are found by UID.
+        let dst = folder
+            .join(if i % 3 == 0 { "sub" } else { "" })
+            .join(format!("im{i}"));
+        let uid = format!("2.25.{}", 1000 + i);
+        muxmed::data::dicom::rewrite_identity(&src, &dst, &format!("PAT{}", i / 2), &uid).unwrap();
+        csv += &format!(
+            "{uid},{}\n",
+            ["Effusion", "", "Nodule", "Effusion|Nodule"][i % 4]
+        );
+    }
+    let labels = dir.join("labels.csv");
+    std::fs::write(&labels, csv).unwrap();
+    (folder, labels)
+}
+
+#[test]
+fn a_dicom_folder_manifest_prepares_and_trains_a_step() {
+    let _g = torch_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let (folder, labels) = dicom_world(root);
+    let arch = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/archs/muxnet_demo.json");
+    let yaml = format!(
+        "name: dicom\ndata:\n  generic:\n    csv: {}\n    labels: [Effusion, Nodule]\n    dicom_folder: {}\naugment:\n  working_size: 64\n  cache_dtype: u16\n  train:\n    - to_rgb\n    - normalize_imagenet\n  eval:\n    - to_rgb\n    - normalize_imagenet\nmodel:\n  arch: {}\n  weights: null\n  from_scratch: true\ntrain:\n  resolution: 64\n  epochs: 1\n  batch_size: 4\nruntime:\n  device: cpu\n  data_workers: 1\n",
+        labels.display(),
+        folder.display(),
+        arch.display()
+    );
+    let pipeline = root.join("dicom.yaml");
+    std::fs::write(&pipeline, yaml).unwrap();
+    let cfg = config::load(&pipeline, &[]).unwrap().config;
+    let m = muxmed::data::manifest::build(&cfg.data, true).unwrap();
+    // Patients come from the headers (the CSV has none): 12 of them, none in two splits.
+    assert_eq!((m.info.audit.images, m.info.audit.patients), (24, 12));
+    let mdir = root.join("data_manifests/dicom");
+    m.write(&mdir).unwrap();
+    muxmed::data::cache::prepare(&mdir, &cfg.augment, &|_, _| {}).unwrap();
+    let cache = muxmed::data::cache::Cache::open(&mdir, &cfg.augment).unwrap();
+    assert_eq!(
+        cache.index.entries.iter().filter(|e| !e.skipped).count(),
+        24
+    );
+    let mut a = TrainArgs {
+        pipeline: Some(config::load(&pipeline, &[]).unwrap()),
+        run_name: Some("d".into()),
+        reports_dir: root.join("reports"),
+        manifests_dir: root.join("data_manifests"),
+        ..Default::default()
+    };
+    a.stop_after_steps = Some(1);
+    let out = train(&a, no_stop()).unwrap();
+    assert_eq!(out.state.opt_step, 1);
+    assert!(out.run.checkpoint(Checkpoint::Last).is_file());
+
+    // A UID the folder does not hold is a missing image, named.
+    let mut csv = std::fs::read_to_string(&labels).unwrap();
+    csv += "2.25.999999,Nodule\n";
+    std::fs::write(&labels, csv).unwrap();
+    let e = muxmed::data::manifest::build(&cfg.data, true)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("no DICOM file with SOP Instance UID 2.25.999999"),
+        "{e}"
+    );
 }

@@ -70,6 +70,11 @@ pub struct GenericDataConfig {
     pub csv: PathBuf,
     /// The label names, in the order the model's outputs use.
     pub labels: Vec<String>,
+    /// A folder of DICOM files (searched recursively, any file name). The CSV then keys rows
+    /// by `sop_instance_uid` or by `path` (relative to this folder), and `patient_id` is
+    /// optional: a row without one takes the file's Patient ID (0010,0020).
+    #[serde(default)]
+    pub dicom_folder: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -127,13 +127,10 @@ fn check_meta(bytes: &[u8], path: &Path) -> Result<(), DicomError> {
     }
 }
 
-fn parse(bytes: &[u8], path: &Path, header_only: bool) -> Result<DefaultDicomObject, DicomError> {
+fn parse(bytes: &[u8], path: &Path) -> Result<DefaultDicomObject, DicomError> {
     check_meta(bytes, path)?;
-    let mut o = OpenFileOptions::new();
-    if header_only {
-        o = o.read_until(tags::PIXEL_DATA);
-    }
-    o.from_reader(&bytes[128..])
+    OpenFileOptions::new()
+        .from_reader(&bytes[128..])
         .map_err(|e| corrupt(path, error_chain(&e)))
 }
 
@@ -144,10 +141,22 @@ fn text(obj: &DefaultDicomObject, tag: dicom_core::Tag) -> Option<String> {
     (!s.is_empty()).then(|| s.to_string())
 }
 
-/// Patient ID and SOP Instance UID, without decoding pixels.
+/// Patient ID and SOP Instance UID, reading the file only up to its pixel data.
 pub fn read_header(path: &Path) -> Result<DicomHeader, DicomError> {
-    let bytes = std::fs::read(path).map_err(|e| corrupt(path, e))?;
-    let obj = parse(&bytes, path, true)?;
+    use std::io::Read;
+    let mut f = std::io::BufReader::new(std::fs::File::open(path).map_err(|e| corrupt(path, e))?);
+    let mut preamble = [0u8; 132];
+    if f.read_exact(&mut preamble).is_err() || !is_dicom(&preamble) {
+        return Err(DicomError::NotDicom {
+            path: path.to_path_buf(),
+        });
+    }
+    // The reader is at `DICM`, where dicom-object's reader starts.
+    let rest = std::io::Cursor::new(b"DICM").chain(f);
+    let obj = OpenFileOptions::new()
+        .read_until(tags::PIXEL_DATA)
+        .from_reader(rest)
+        .map_err(|e| corrupt(path, error_chain(&e)))?;
     Ok(DicomHeader {
         patient_id: text(&obj, tags::PATIENT_ID),
         sop_instance_uid: text(&obj, tags::SOP_INSTANCE_UID),
@@ -156,7 +165,7 @@ pub fn read_header(path: &Path) -> Result<DicomHeader, DicomError> {
 
 /// Decodes frame 0 of the DICOM file held in `bytes` (`path` names it in errors).
 pub fn decode(bytes: &[u8], path: &Path) -> Result<DicomImage, DicomError> {
-    let obj = parse(bytes, path, false)?;
+    let obj = parse(bytes, path)?;
     if obj.element_opt(tags::PIXEL_DATA).ok().flatten().is_none() {
         return Err(DicomError::NoPixelData {
             path: path.to_path_buf(),
@@ -386,7 +395,7 @@ pub fn rewrite_identity(
 ) -> Result<(), DicomError> {
     use dicom_core::{DataElement, PrimitiveValue, VR};
     let bytes = std::fs::read(src).map_err(|e| corrupt(src, e))?;
-    let mut obj = parse(&bytes, src, false)?;
+    let mut obj = parse(&bytes, src)?;
     obj.put(DataElement::new(
         tags::PATIENT_ID,
         VR::LO,

@@ -1,8 +1,10 @@
 //! A manifest for any dataset: a CSV of image path, `|`-separated labels, patient id and
-//! optional split, so users can fine-tune on their own data through the same pipeline.
+//! optional split, so users can fine-tune on their own data through the same pipeline. With
+//! `dicom_folder`, rows name DICOM files by SOP Instance UID or by path in the folder, and
+//! patient ids may come from the files' headers.
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
 use rand::SeedableRng;
@@ -20,6 +22,98 @@ struct Row {
     patient: String,
     labels: Vec<usize>,
     split: Option<u8>,
+}
+
+/// How a CSV row names its image file.
+enum Locate {
+    /// Column index; paths are relative to this folder (the CSV's, or the DICOM folder).
+    Path(usize, PathBuf),
+    /// Column index of the SOP Instance UID, and the folder's files by UID.
+    Uid(usize, HashMap<String, (PathBuf, Option<String>)>),
+}
+
+impl Locate {
+    /// The row's file, its image id and (DICOM) the header's Patient ID.
+    fn find(&self, f: &[&str]) -> Result<(PathBuf, String, Option<String>), String> {
+        match self {
+            Locate::Path(k, base) => {
+                let p = Path::new(f[*k]);
+                let path = if p.is_absolute() {
+                    p.to_path_buf()
+                } else {
+                    base.join(p)
+                };
+                let patient = if path.is_file() && super::dicom::has_dicom_extension(&path) {
+                    super::dicom::read_header(&path)
+                        .map_err(|e| e.to_string())?
+                        .patient_id
+                } else {
+                    None
+                };
+                let id = p
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                Ok((path, id, patient))
+            }
+            Locate::Uid(k, files) => {
+                let uid = f[*k];
+                if uid.is_empty() {
+                    return Err("empty sop_instance_uid".into());
+                }
+                match files.get(uid) {
+                    Some((path, patient)) => Ok((path.clone(), uid.to_string(), patient.clone())),
+                    // Not in the folder: a path that does not exist, for the missing-image audit.
+                    None => Ok((
+                        PathBuf::from(format!("<no DICOM file with SOP Instance UID {uid}>")),
+                        uid.to_string(),
+                        None,
+                    )),
+                }
+            }
+        }
+    }
+}
+
+/// Every DICOM file under `folder` (any name; other files are skipped) by SOP Instance UID,
+/// with its Patient ID. Two files with one UID are an error naming both.
+fn dicom_uids(folder: &Path) -> Result<HashMap<String, (PathBuf, Option<String>)>, ManifestError> {
+    let mut files = Vec::new();
+    let mut stack = vec![folder.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let rd = std::fs::read_dir(&d).map_err(|source| {
+            ManifestError::Nih(NihError::Io {
+                path: d.clone(),
+                source,
+            })
+        })?;
+        for e in rd.flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(e.path()),
+                Ok(t) if t.is_file() => files.push(e.path()),
+                _ => {}
+            }
+        }
+    }
+    files.sort();
+    let mut out: HashMap<String, (PathBuf, Option<String>)> = HashMap::new();
+    for p in files {
+        let Ok(h) = super::dicom::read_header(&p) else {
+            continue;
+        };
+        let Some(uid) = h.sop_instance_uid else {
+            continue;
+        };
+        if let Some((first, _)) = out.get(&uid) {
+            return Err(ManifestError::Audit(format!(
+                "{} and {} have the same SOP Instance UID {uid}",
+                first.display(),
+                p.display()
+            )));
+        }
+        out.insert(uid, (p, h.patient_id));
+    }
+    Ok(out)
 }
 
 pub fn build(
@@ -43,14 +137,41 @@ pub fn build(
         .map(|r| r.fields.iter().map(|h| h.trim()).collect())
         .unwrap_or_default();
     let idx = |name: &str| header.iter().position(|h| *h == name);
-    let (Some(ip), Some(il), Some(ipt)) = (idx("path"), idx("labels"), idx("patient_id")) else {
-        return Err(row_err(
-            1,
-            format!("the header must name the columns path, labels, patient_id (and optionally split); found `{}`", header.join(",")),
-        ));
+    let columns =
+        "the header must name the columns path, labels, patient_id (and optionally split)";
+    let (locate, il, ipt) = match &g.dicom_folder {
+        None => match (idx("path"), idx("labels"), idx("patient_id")) {
+            (Some(ip), Some(il), Some(ipt)) => (
+                Locate::Path(ip, csv.parent().unwrap_or(Path::new(".")).to_path_buf()),
+                il,
+                Some(ipt),
+            ),
+            _ => {
+                return Err(row_err(
+                    1,
+                    format!("{columns}; found `{}`", header.join(",")),
+                ))
+            }
+        },
+        Some(folder) => {
+            let locate = match (idx("sop_instance_uid"), idx("path")) {
+                (Some(iu), _) => Locate::Uid(iu, dicom_uids(folder)?),
+                (None, Some(ip)) => Locate::Path(ip, folder.clone()),
+                (None, None) => return Err(row_err(1, format!(
+                    "with data.generic.dicom_folder the header must name sop_instance_uid or path, and labels (patient_id and split are optional); found `{}`",
+                    header.join(",")
+                ))),
+            };
+            let Some(il) = idx("labels") else {
+                return Err(row_err(
+                    1,
+                    format!("no `labels` column; found `{}`", header.join(",")),
+                ));
+            };
+            (locate, il, idx("patient_id"))
+        }
     };
     let is = idx("split");
-    let base = csv.parent().unwrap_or(Path::new("."));
     let mut rows = Vec::new();
     for r in lines {
         let line = r.line;
@@ -85,22 +206,29 @@ pub fn build(
             })? as u8),
             None => None,
         };
-        if f[ipt].is_empty() {
-            return Err(row_err(line, "empty patient_id".into()));
-        }
-        let p = Path::new(f[ip]);
-        let path = if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            base.join(p)
+        let (path, image_id, header_patient) = locate.find(&f).map_err(|m| row_err(line, m))?;
+        let patient = match ipt.map(|k| f[k]).filter(|p| !p.is_empty()) {
+            Some(p) => p.to_string(),
+            None if g.dicom_folder.is_some() => match header_patient {
+                Some(p) => p,
+                // A file that is missing gets no patient; the missing-image audit names it.
+                None if !path.is_file() => String::new(),
+                None => {
+                    return Err(row_err(
+                        line,
+                        format!(
+                            "no patient_id in the CSV and {} has no Patient ID (0010,0020)",
+                            path.display()
+                        ),
+                    ))
+                }
+            },
+            None => return Err(row_err(line, "empty patient_id".into())),
         };
         rows.push(Row {
-            image_id: p
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
+            image_id,
             path: path.display().to_string(),
-            patient: f[ipt].to_string(),
+            patient,
             labels,
             split,
         });

@@ -193,6 +193,7 @@ pub fn bench(
         generic: Some(crate::config::GenericDataConfig {
             csv,
             labels: vec!["x".into()],
+            dicom_folder: None,
         }),
         ..Default::default()
     };

@@ -3,6 +3,8 @@
 
 /// The metric functions live at ground level (training validates with them too).
 pub use crate::metrics;
+#[cfg(feature = "torch")]
+pub mod export;
 pub mod predictions;
 #[cfg(feature = "torch")]
 pub mod run_eval;

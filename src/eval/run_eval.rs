@@ -16,7 +16,8 @@ use crate::data::dataset::SplitData;
 use crate::data::files::{gather, Failures};
 use crate::data::loader::Source;
 use crate::model::device::{load_into, pick_device};
-use crate::model::inference::predict_split;
+use crate::model::export::{ExportManifest, Scripted};
+use crate::model::inference::{predict_split, Classifier};
 use crate::model::muxnet::HeadInit;
 use crate::model::network::Network;
 use crate::model::weights::{read_metadata, read_safetensors};
@@ -196,7 +197,48 @@ pub fn evaluate_run(
 #[derive(Debug)]
 pub struct PredictOutcome {
     pub written: usize,
+    pub labels: Vec<String>,
+    /// Each scored file with its probabilities, in label order.
+    pub probs: Vec<(String, Vec<f64>)>,
     pub failed: Failures,
+}
+
+/// What `predict` scores with: a checkpoint, or a TorchScript export with its `model.json`.
+#[derive(Debug, Clone, Copy)]
+pub enum ModelSource<'a> {
+    Checkpoint(&'a Path),
+    Exported(&'a Path),
+}
+
+/// A loaded model with the preprocessing and label order it expects.
+struct Ready {
+    model: Box<dyn Classifier>,
+    labels: Vec<String>,
+    working_size: u32,
+    eval_stages: Vec<Stage>,
+}
+
+fn ready(source: ModelSource, device: Device) -> Result<Ready> {
+    match source {
+        ModelSource::Checkpoint(path) => {
+            let LoadedCheckpoint { net, meta, .. } = load_checkpoint(path, device)?;
+            Ok(Ready {
+                model: Box::new(net),
+                labels: meta.labels,
+                working_size: meta.working_size,
+                eval_stages: meta.eval_stages,
+            })
+        }
+        ModelSource::Exported(path) => {
+            let m = ExportManifest::read(&ExportManifest::path_for(path))?;
+            Ok(Ready {
+                model: Box::new(Scripted::load(path, device)?),
+                labels: m.labels,
+                working_size: m.working_size,
+                eval_stages: m.eval_stages,
+            })
+        }
+    }
 }
 
 /// Probabilities for image files (or folders of them) with a checkpoint's preprocessing.
@@ -204,7 +246,7 @@ pub struct PredictOutcome {
 /// with `strict`, any failure stops before anything is written. It is an error when no
 /// file could be scored.
 pub fn predict_files(
-    checkpoint: &Path,
+    model: ModelSource,
     inputs: &[PathBuf],
     out: &Path,
     device: Option<&str>,
@@ -212,7 +254,12 @@ pub fn predict_files(
 ) -> Result<PredictOutcome> {
     use rayon::prelude::*;
     let device = pick_device(device.unwrap_or("auto"))?;
-    let LoadedCheckpoint { net, meta, .. } = load_checkpoint(checkpoint, device)?;
+    let Ready {
+        model,
+        labels,
+        working_size,
+        eval_stages,
+    } = ready(model, device)?;
     let (candidates, mut failed) = gather(inputs)?;
     let checked: Vec<(PathBuf, Option<String>)> = candidates
         .into_par_iter()
@@ -248,7 +295,6 @@ pub fn predict_files(
                 .unwrap_or_default()
         );
     }
-    let labels = meta.labels.clone();
     let split = Arc::new(SplitData {
         label_names: labels.clone(),
         image_ids: files.iter().map(|f| f.display().to_string()).collect(),
@@ -257,10 +303,10 @@ pub fn predict_files(
         labels: vec![vec![0.0; labels.len()]; files.len()],
     });
     let p = predict_split(
-        &net,
+        model.as_ref(),
         split.clone(),
-        Source::Files(files.clone(), meta.working_size),
-        Arc::new(meta.eval_stages),
+        Source::Files(files.clone(), working_size),
+        Arc::new(eval_stages),
         16,
         2,
         device,
@@ -270,6 +316,8 @@ pub fn predict_files(
     super::predictions::write_file_predictions(out, &split.image_ids, &labels, &p.probs)?;
     Ok(PredictOutcome {
         written: files.len(),
+        labels,
+        probs: split.image_ids.iter().cloned().zip(p.probs).collect(),
         failed,
     })
 }

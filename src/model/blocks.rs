@@ -213,11 +213,11 @@ impl MuxInvertedResidual {
 }
 
 /// (N, g, C/g, H, W) → swap the group axes → (N, C, H, W): with g = 2 the order becomes
-/// A0, B0, A1, B1, ...
+/// A0, B0, A1, B1, ... The batch axis is left free (-1) so a traced export takes any N.
 pub fn channel_shuffle(x: &Tensor, groups: i64) -> Tensor {
-    let (n, c, h, w) = x.size4().expect("NCHW input");
-    x.view([n, groups, c / groups, h, w])
+    let (_, c, h, w) = x.size4().expect("NCHW input");
+    x.view([-1, groups, c / groups, h, w])
         .transpose(1, 2)
         .contiguous()
-        .view([n, c, h, w])
+        .view([-1, c, h, w])
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use tch::{Device, Kind, Tensor};
 
 use super::device::batch_tensor;
+use super::export::Scripted;
 use super::network::Network;
 use crate::config::augment::Stage;
 use crate::data::dataset::SplitData;
@@ -17,13 +18,31 @@ pub struct SplitPredictions {
     pub loss: Option<f64>,
 }
 
+/// Turns a normalised [N, 3, R, R] batch into logits: a native network in eval mode, or an
+/// exported TorchScript module.
+pub trait Classifier {
+    fn logits(&self, x: &Tensor) -> Result<Tensor, String>;
+}
+
+impl Classifier for Network {
+    fn logits(&self, x: &Tensor) -> Result<Tensor, String> {
+        Ok(self.forward_t(x, false))
+    }
+}
+
+impl Classifier for Scripted {
+    fn logits(&self, x: &Tensor) -> Result<Tensor, String> {
+        self.forward(x).map_err(|e| e.to_string())
+    }
+}
+
 /// A loss of (logits, targets) averaged over the batch, e.g. the training loss.
 pub type BatchLoss<'a> = &'a dyn Fn(&Tensor, &Tensor) -> Tensor;
 
 /// Predicts every image of `split` with the network in eval mode, without autograd.
 #[allow(clippy::too_many_arguments)]
 pub fn predict_split(
-    net: &Network,
+    net: &dyn Classifier,
     split: Arc<SplitData>,
     source: Source,
     stages: Arc<Vec<Stage>>,
@@ -50,7 +69,7 @@ pub fn predict_split(
     for b in start_epoch(split.clone(), source, stages, o)? {
         let b = b?;
         let x = batch_tensor(&b.images, b.shape, device);
-        let logits = net.forward_t(&x, false).to_kind(Kind::Float);
+        let logits = net.logits(&x)?.to_kind(Kind::Float);
         if let Some(f) = loss {
             let y = Tensor::from_slice(&b.targets)
                 .view([b.indices.len() as i64, k as i64])

@@ -96,21 +96,21 @@ impl SqueezeExcite {
 /// `(i*2 + j)*C + c` holds input pixel `(2h+i, 2w+j)` of channel `c` (offset-major; not
 /// `pixel_unshuffle`'s `c*4 + i*2 + j`).
 pub fn space_to_channel(x: &Tensor) -> Tensor {
-    let (n, c, h, w) = x.size4().expect("NCHW input");
-    x.view([n, c, h / 2, 2, w / 2, 2])
+    let (_, c, h, w) = x.size4().expect("NCHW input");
+    x.view([-1, c, h / 2, 2, w / 2, 2])
         .permute([0, 3, 5, 1, 2, 4])
         .contiguous()
-        .view([n, c * 4, h / 2, w / 2])
+        .view([-1, c * 4, h / 2, w / 2])
 }
 
 /// The exact inverse of [`space_to_channel`]: input channel `(i*2 + j)*C' + c` goes to pixel
 /// `(2h+i, 2w+j)` of output channel `c`.
 pub fn channel_to_space(x: &Tensor) -> Tensor {
-    let (n, c, h, w) = x.size4().expect("NCHW input");
-    x.view([n, 2, 2, c / 4, h, w])
+    let (_, c, h, w) = x.size4().expect("NCHW input");
+    x.view([-1, 2, 2, c / 4, h, w])
         .permute([0, 3, 4, 1, 5, 2])
         .contiguous()
-        .view([n, c / 4, h * 2, w * 2])
+        .view([-1, c / 4, h * 2, w * 2])
 }
 
 /// Splits the channels into `splits`, applies one part each, concatenates the results.

@@ -11,6 +11,8 @@ pub mod densenet;
 #[cfg(feature = "torch")]
 pub mod device;
 #[cfg(feature = "torch")]
+pub mod export;
+#[cfg(feature = "torch")]
 pub mod gradcam;
 #[cfg(feature = "torch")]
 pub mod inference;

@@ -60,35 +60,57 @@ fn tempfile_dir(out: &Path) -> Result<std::path::PathBuf> {
     Ok(dir)
 }
 
-/// What `model forward` and `model gradcam` work on: a network with strictly loaded weights
-/// and the tensor `input` (N,3,H,W) of a safetensors file, results written to `output`.
+/// The network of a `model forward` / `model gradcam` job.
+pub enum JobNet<'a> {
+    /// An architecture with strictly loaded weights.
+    Weights {
+        arch: &'a Arch,
+        num_classes: i64,
+        weights: &'a Path,
+    },
+    /// A network already built and loaded (e.g. from a training checkpoint).
+    Built {
+        arch: Arch,
+        vs: nn::VarStore,
+        net: Network,
+    },
+}
+
+/// What `model forward` and `model gradcam` work on: a network and the tensor `input`
+/// (N,3,H,W) of a safetensors file, results written to `output`.
 pub struct TensorJob<'a> {
-    pub arch: &'a Arch,
-    pub num_classes: i64,
-    pub weights: &'a Path,
+    pub net: JobNet<'a>,
     pub input: &'a Path,
     pub output: &'a Path,
 }
 
 impl TensorJob<'_> {
-    fn load(&self) -> Result<(nn::VarStore, Network, Tensor)> {
-        let vs = nn::VarStore::new(Device::Cpu);
-        let net = Network::build(
-            &vs.root(),
-            self.arch,
-            self.num_classes,
-            0.0,
-            HeadInit::Reference,
-        )?;
-        load_strict(&vs, self.weights)?;
-        Ok((vs, net, input_tensor(self.input)?))
+    fn load(self) -> Result<(nn::VarStore, Network, Arch, Tensor)> {
+        let x = input_tensor(self.input)?;
+        match self.net {
+            JobNet::Weights {
+                arch,
+                num_classes,
+                weights,
+            } => {
+                let vs = nn::VarStore::new(Device::Cpu);
+                let net = Network::build(&vs.root(), arch, num_classes, 0.0, HeadInit::Reference)?;
+                load_strict(&vs, weights)?;
+                Ok((vs, net, arch.clone(), x))
+            }
+            JobNet::Built { arch, vs, net } => {
+                let x = x.to_device(vs.device());
+                Ok((vs, net, arch, x))
+            }
+        }
     }
 }
 
 /// `muxmed model forward`: runs `input` (N,3,H,W) through the network; writes `logits` and
 /// `features`, and with `stages` the fixture-named activations (`stem`, `blocks.<i>`, `head`).
-pub fn forward(job: &TensorJob, train_mode: bool, stages: bool) -> Result<()> {
-    let (_vs, net, x) = job.load()?;
+pub fn forward(job: TensorJob, train_mode: bool, stages: bool) -> Result<()> {
+    let output = job.output;
+    let (_vs, net, arch, x) = job.load()?;
     let mut out: Vec<(String, Tensor)> = Vec::new();
     tch::no_grad(|| match &net {
         Network::MuxNet(m) => {
@@ -106,19 +128,20 @@ pub fn forward(job: &TensorJob, train_mode: bool, stages: bool) -> Result<()> {
         Network::DenseNet121(_) => out.push(("logits".into(), net.forward_t(&x, train_mode))),
     });
     let mut meta = BTreeMap::new();
-    meta.insert("arch".into(), job.arch.to_string());
+    meta.insert("arch".into(), arch.to_string());
     meta.insert(
         "mode".into(),
         if train_mode { "train" } else { "eval" }.into(),
     );
-    write_safetensors(job.output, &out, &meta)?;
+    write_safetensors(output, &out, &meta)?;
     Ok(())
 }
 
 /// `muxmed model gradcam`: Grad-CAM of tensor `input` (N,3,H,W) for every class; writes
 /// `gradcam.raw` (N, classes, h, w), `gradcam.map` (N, classes, H, W) and `logits`.
-pub fn gradcam(job: &TensorJob) -> Result<()> {
-    let (_vs, net, x) = job.load()?;
+pub fn gradcam(job: TensorJob) -> Result<()> {
+    let output = job.output;
+    let (_vs, net, arch, x) = job.load()?;
     let g = super::gradcam::gradcam(&net, &x);
     let out = vec![
         ("gradcam.raw".to_string(), g.raw),
@@ -126,9 +149,9 @@ pub fn gradcam(job: &TensorJob) -> Result<()> {
         ("logits".to_string(), g.logits),
     ];
     let mut meta = BTreeMap::new();
-    meta.insert("arch".into(), job.arch.to_string());
+    meta.insert("arch".into(), arch.to_string());
     meta.insert("target".into(), "logit".into());
-    write_safetensors(job.output, &out, &meta)?;
+    write_safetensors(output, &out, &meta)?;
     Ok(())
 }
 

@@ -46,6 +46,7 @@ fn cfg(csv: PathBuf) -> DataConfig {
         generic: Some(GenericDataConfig {
             csv,
             labels: vec!["Nodule".into(), "Opacity".into()],
+            dicom_folder: None,
         }),
         ..Default::default()
     }

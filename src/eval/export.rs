@@ -1,0 +1,82 @@
+//! `muxmed export`: a checkpoint as a TorchScript module plus `model.json`, with the
+//! thresholds its run chose on the validation split when it has them.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use super::predictions::Evaluation;
+use super::run_eval::{load_checkpoint, LoadedCheckpoint};
+use crate::model::device::pick_device;
+use crate::model::export::{
+    flat_preprocessing, trace, ExportManifest, LabelThreshold, EXPORT_FORMAT,
+};
+use crate::run::{EvalKey, RunDir, Split};
+
+/// What `export` wrote.
+#[derive(Debug)]
+pub struct Exported {
+    pub model: PathBuf,
+    pub manifest: PathBuf,
+    pub manifest_data: ExportManifest,
+}
+
+/// The val-split thresholds of the run the checkpoint sits in (`evaluate --run` writes
+/// them), as `model.json` lists them, with the file they came from.
+fn run_thresholds(
+    checkpoint: &Path,
+    which: crate::run::Checkpoint,
+) -> Option<(Vec<LabelThreshold>, String)> {
+    let run = RunDir::new(checkpoint.parent()?);
+    let file = run.metrics(&EvalKey {
+        split: Split::Val,
+        checkpoint: which,
+        tta: false,
+    });
+    let e = Evaluation::read(&file).ok()?;
+    let t = e
+        .thresholds()
+        .into_iter()
+        .map(|(label, c)| LabelThreshold {
+            label,
+            youden: c.youden,
+            at_sensitivity: c.at_sensitivity,
+            sensitivity_target: c.sensitivity_target,
+        })
+        .collect();
+    Some((t, file.display().to_string()))
+}
+
+/// Traces the checkpoint's network and writes `out` and `model.json` beside it.
+pub fn export(checkpoint: &Path, out: &Path, device: Option<&str>) -> Result<Exported> {
+    let device = pick_device(device.unwrap_or("cpu"))?;
+    let LoadedCheckpoint { mut vs, net, meta } = load_checkpoint(checkpoint, device)?;
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    trace(&net, &mut vs, meta.resolution as i64, out)?;
+    let sha = crate::io::sha256_file(checkpoint)
+        .with_context(|| format!("hashing {}", checkpoint.display()))?;
+    let thresholds = run_thresholds(checkpoint, meta.checkpoint);
+    let manifest_data = ExportManifest {
+        format: EXPORT_FORMAT.to_string(),
+        arch: meta.arch.clone(),
+        resolution: meta.resolution,
+        working_size: meta.working_size,
+        preprocessing: flat_preprocessing(&meta.eval_stages),
+        eval_stages: meta.eval_stages,
+        labels: meta.labels,
+        thresholds_source: thresholds.as_ref().map(|(_, s)| s.clone()),
+        thresholds: thresholds.map(|(t, _)| t),
+        checkpoint: checkpoint.display().to_string(),
+        checkpoint_sha256: sha,
+        muxmed_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    let manifest = ExportManifest::path_for(out);
+    manifest_data.write(&manifest)?;
+    Ok(Exported {
+        model: out.to_path_buf(),
+        manifest,
+        manifest_data,
+    })
+}

@@ -1,0 +1,183 @@
+//! TorchScript export: a module traced through libtorch that takes a normalised
+//! [N, 3, R, R] float32 tensor and returns logits, and `model.json` beside it with everything
+//! needed to feed it (eval stages, label order, thresholds, the source checkpoint's sha256).
+//! `torch.jit.load` in Python, TorchServe and Triton's PyTorch backend read the module.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tch::{nn, CModule, Device, Kind, Tensor};
+
+use super::network::Network;
+use crate::config::augment::Stage;
+use crate::config::Arch;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("{}: {message}", path.display())]
+    File { path: PathBuf, message: String },
+    #[error("tracing the model failed: {0}")]
+    Trace(String),
+}
+
+fn ferr(path: &Path, message: impl ToString) -> ExportError {
+    ExportError::File {
+        path: path.to_path_buf(),
+        message: message.to_string(),
+    }
+}
+
+/// The format tag of `model.json`.
+pub const EXPORT_FORMAT: &str = "muxmed-torchscript-1";
+
+/// `model.json`: how to feed the exported module and read its output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportManifest {
+    pub format: String,
+    pub arch: Arch,
+    /// The input side R: the module takes [N, 3, R, R] float32, NCHW.
+    pub resolution: u32,
+    /// Every decoded image is first resized (shorter side) and centre-cropped to this square,
+    /// then goes through `eval_stages`.
+    pub working_size: u32,
+    pub eval_stages: Vec<Stage>,
+    /// The same steps as plain numbers when the eval stages are the usual resize, centre
+    /// crop, grey to RGB and normalise (what the README's Python lines use).
+    pub preprocessing: Option<Preprocessing>,
+    /// Output order of the logits; `sigmoid(logits)` are the probabilities.
+    pub labels: Vec<String>,
+    /// Operating thresholds chosen on the run's validation split, when it has them.
+    pub thresholds: Option<Vec<LabelThreshold>>,
+    pub thresholds_source: Option<String>,
+    pub checkpoint: String,
+    pub checkpoint_sha256: String,
+    pub muxmed_version: String,
+}
+
+/// The eval stages as sizes and normalisation constants.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Preprocessing {
+    /// Resize the shorter side to this (after the working-size square), if any.
+    pub resize: Option<u32>,
+    pub center_crop: Option<u32>,
+    /// The grey image is repeated into 3 channels.
+    pub grey_to_rgb: bool,
+    pub mean: Vec<f64>,
+    pub std: Vec<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabelThreshold {
+    pub label: String,
+    /// Youden's J optimum on the validation split.
+    pub youden: Option<f64>,
+    /// The threshold reaching `sensitivity_target` on the validation split.
+    pub at_sensitivity: Option<f64>,
+    pub sensitivity_target: f64,
+}
+
+impl ExportManifest {
+    /// `model.json` beside `model.pt`.
+    pub fn path_for(model: &Path) -> PathBuf {
+        model.with_extension("json")
+    }
+
+    pub fn read(path: &Path) -> Result<Self, ExportError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ferr(path, e))?;
+        let m: Self = serde_json::from_str(&text).map_err(|e| ferr(path, e))?;
+        if m.format != EXPORT_FORMAT {
+            return Err(ferr(
+                path,
+                format!("format `{}`, expected `{EXPORT_FORMAT}`", m.format),
+            ));
+        }
+        Ok(m)
+    }
+
+    pub fn write(&self, path: &Path) -> Result<(), ExportError> {
+        let text = serde_json::to_string_pretty(self).map_err(|e| ferr(path, e))?;
+        crate::io::write_atomic(path, text.as_bytes()).map_err(|e| ferr(path, e))
+    }
+}
+
+/// The flat form of `stages` when they are [resize (shorter)], [center_crop], to_rgb and one
+/// normalisation, in that order; `None` for anything else.
+pub fn flat_preprocessing(stages: &[Stage]) -> Option<Preprocessing> {
+    use crate::config::augment::ResizeMode;
+    let mut p = Preprocessing {
+        resize: None,
+        center_crop: None,
+        grey_to_rgb: false,
+        mean: vec![0.0; 3],
+        std: vec![1.0; 3],
+    };
+    let mut normalised = false;
+    for s in stages {
+        match s {
+            Stage::Resize {
+                size,
+                mode: ResizeMode::Shorter,
+                ..
+            } if p.resize.is_none() && p.center_crop.is_none() && !p.grey_to_rgb => {
+                p.resize = Some(*size)
+            }
+            Stage::CenterCrop { size } if p.center_crop.is_none() && !p.grey_to_rgb => {
+                p.center_crop = Some(*size)
+            }
+            Stage::ToRgb if !p.grey_to_rgb => p.grey_to_rgb = true,
+            Stage::NormalizeImagenet if p.grey_to_rgb && !normalised => {
+                p.mean = crate::config::augment::IMAGENET_MEAN.to_vec();
+                p.std = crate::config::augment::IMAGENET_STD.to_vec();
+                normalised = true;
+            }
+            Stage::Normalize { mean, std } if p.grey_to_rgb && !normalised => {
+                p.mean = mean.clone();
+                p.std = std.clone();
+                normalised = true;
+            }
+            _ => return None,
+        }
+    }
+    (p.grey_to_rgb && normalised).then_some(p)
+}
+
+/// Traces `net` (eval mode, frozen) on a [2, 3, R, R] input and saves the module atomically.
+/// The network's reshapes leave the batch axis free, so the module takes any N.
+pub fn trace(
+    net: &Network,
+    vs: &mut nn::VarStore,
+    resolution: i64,
+    out: &Path,
+) -> Result<(), ExportError> {
+    vs.freeze();
+    let x = Tensor::zeros([2, 3, resolution, resolution], (Kind::Float, vs.device()));
+    let mut forward = |xs: &[Tensor]| vec![net.forward_t(&xs[0], false)];
+    let module = CModule::create_by_tracing("MuxmedClassifier", "forward", &[x], &mut forward)
+        .map_err(|e| ExportError::Trace(e.to_string()))?;
+    let tmp = out.with_extension("pt.tmp");
+    module.save(&tmp).map_err(|e| ferr(&tmp, e))?;
+    std::fs::rename(&tmp, out).map_err(|e| ferr(out, e))
+}
+
+/// An exported module loaded for inference.
+pub struct Scripted {
+    module: CModule,
+}
+
+impl Scripted {
+    pub fn load(path: &Path, device: Device) -> Result<Self, ExportError> {
+        let mut module = CModule::load_on_device(path, device).map_err(|e| ferr(path, e))?;
+        module.set_eval();
+        Ok(Scripted { module })
+    }
+
+    /// Logits for a normalised [N, 3, R, R] batch.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor, ExportError> {
+        self.module
+            .forward_ts(&[x])
+            .map_err(|e| ExportError::Trace(e.to_string()))
+    }
+}
