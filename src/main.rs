@@ -597,6 +597,20 @@ fn decode_cmd(files: &[PathBuf], output: &std::path::Path) -> Result<ExitCode> {
     Ok(all_failed(o.written.len(), o.failed.len()))
 }
 
+/// The model `predict` was given (clap makes sure it is exactly one).
+#[cfg(feature = "torch")]
+fn predict_source<'a>(
+    checkpoint: Option<&'a Path>,
+    model: Option<&'a Path>,
+) -> Result<muxmed::eval::run_eval::ModelSource<'a>> {
+    use muxmed::eval::run_eval::ModelSource;
+    match (checkpoint, model) {
+        (Some(c), None) => Ok(ModelSource::Checkpoint(c)),
+        (None, Some(m)) => Ok(ModelSource::Exported(m)),
+        _ => anyhow::bail!("give one of --checkpoint and --model"),
+    }
+}
+
 /// Each scored file with its three most probable labels (the CSV has all of them); past 50
 /// files only the count.
 #[cfg(feature = "torch")]
@@ -1104,32 +1118,31 @@ fn main() -> ExitCode {
             out,
             device,
             strict,
-        } => muxmed::eval::run_eval::predict_files(
-            match (checkpoint, model) {
-                (Some(c), _) => muxmed::eval::run_eval::ModelSource::Checkpoint(c),
-                (None, Some(m)) => muxmed::eval::run_eval::ModelSource::Exported(m),
-                (None, None) => anyhow::bail!("give --checkpoint or --model"),
-            },
-            images,
-            out,
-            device.as_deref(),
-            *strict,
-        )
-        .map(|r| {
-            print_probabilities(&r.labels, &r.probs);
-            report_failures(&r.failed);
-            println!(
-                "wrote probabilities for {} images to {}{}",
-                r.written,
-                out.display(),
-                if r.failed.is_empty() {
-                    String::new()
-                } else {
-                    format!("; {} input(s) failed (listed above)", r.failed.len())
-                }
-            );
-            ExitCode::SUCCESS
-        }),
+        } => predict_source(checkpoint.as_deref(), model.as_deref())
+            .and_then(|source| {
+                muxmed::eval::run_eval::predict_files(
+                    source,
+                    images,
+                    out,
+                    device.as_deref(),
+                    *strict,
+                )
+            })
+            .map(|r| {
+                print_probabilities(&r.labels, &r.probs);
+                report_failures(&r.failed);
+                println!(
+                    "wrote probabilities for {} images to {}{}",
+                    r.written,
+                    out.display(),
+                    if r.failed.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; {} input(s) failed (listed above)", r.failed.len())
+                    }
+                );
+                ExitCode::SUCCESS
+            }),
         #[cfg(feature = "torch")]
         Command::Export {
             checkpoint,

@@ -471,7 +471,10 @@ fn export_round_trip(w: &World, run: &RunDir, img: &Path, checkpoint_csv: &Path)
     assert_eq!((m.resolution, m.working_size), (64, 64));
     let sha = format!("{:x}", sha2::Sha256::digest(std::fs::read(&best).unwrap()));
     assert_eq!(m.checkpoint_sha256, sha);
-    let t = m.thresholds.as_ref().expect("the run was evaluated: val thresholds");
+    let t = m
+        .thresholds
+        .as_ref()
+        .expect("the run was evaluated: val thresholds");
     assert_eq!(t.len(), 14);
     let p = m.preprocessing.as_ref().unwrap();
     assert!(p.grey_to_rgb && p.mean == muxmed::config::augment::IMAGENET_MEAN.to_vec());
@@ -503,7 +506,10 @@ fn export_round_trip(w: &World, run: &RunDir, img: &Path, checkpoint_csv: &Path)
     let (a, b) = (values(&exported_csv), values(checkpoint_csv));
     assert_eq!(a.len(), 14);
     for (a, b) in a.iter().zip(&b) {
-        assert!((a - b).abs() <= 1e-5, "predict --model {a} vs --checkpoint {b}");
+        assert!(
+            (a - b).abs() <= 1e-5,
+            "predict --model {a} vs --checkpoint {b}"
+        );
     }
 
     let input = w.root.join("x.safetensors");
@@ -522,7 +528,10 @@ fn export_round_trip(w: &World, run: &RunDir, img: &Path, checkpoint_csv: &Path)
     let y = tch::Tensor::read_safetensors(&output).unwrap();
     let logits = &y.iter().find(|(k, _)| k == "logits").unwrap().1;
     let d = (logits - &got).abs().max().double_value(&[]);
-    assert!(d <= 1e-5, "model forward --checkpoint differs from the export by {d}");
+    assert!(
+        d <= 1e-5,
+        "model forward --checkpoint differs from the export by {d}"
+    );
 }
 
 /// `localize` on a small synthetic run: every test-image box is scored once per source, a
@@ -1447,7 +1456,7 @@ fn a_dicom_folder_manifest_prepares_and_trains_a_step() {
     let pipeline = root.join("dicom.yaml");
     std::fs::write(&pipeline, yaml).unwrap();
     let cfg = config::load(&pipeline, &[]).unwrap().config;
-    let m = muxmed::data::manifest::build(&cfg.data, true).unwrap();
+    let mut m = muxmed::data::manifest::build(&cfg.data, true).unwrap();
     // Patients come from the headers (the CSV has none): 12 of them, none in two splits.
     assert_eq!((m.info.audit.images, m.info.audit.patients), (24, 12));
     let mdir = root.join("data_manifests/dicom");
@@ -1474,9 +1483,10 @@ fn a_dicom_folder_manifest_prepares_and_trains_a_step() {
     let mut csv = std::fs::read_to_string(&labels).unwrap();
     csv += "2.25.999999,Nodule\n";
     std::fs::write(&labels, csv).unwrap();
-    let e = muxmed::data::manifest::build(&cfg.data, true)
-        .unwrap_err()
-        .to_string();
+    let e = match muxmed::data::manifest::build(&cfg.data, true) {
+        Ok(_) => panic!("a UID missing from the folder must fail the manifest"),
+        Err(e) => e.to_string(),
+    };
     assert!(
         e.contains("no DICOM file with SOP Instance UID 2.25.999999"),
         "{e}"

@@ -406,7 +406,9 @@ pub fn rewrite_identity(
         VR::UI,
         PrimitiveValue::from(sop_instance_uid),
     ));
-    obj.meta_mut().media_storage_sop_instance_uid = sop_instance_uid.to_string();
+    let meta = obj.meta_mut();
+    meta.media_storage_sop_instance_uid = sop_instance_uid.to_string();
+    meta.update_information_group_length();
     let mut out: Vec<u8> = Vec::new();
     obj.write_all(&mut out).map_err(|e| corrupt(dst, e))?;
     crate::io::write_atomic(dst, &out).map_err(|e| corrupt(dst, e))

@@ -75,8 +75,9 @@ impl Locate {
     }
 }
 
-/// Every DICOM file under `folder` (any name; other files are skipped) by SOP Instance UID,
-/// with its Patient ID. Two files with one UID are an error naming both.
+/// Every DICOM file under `folder` (any name; files without the DICOM marker are skipped) by
+/// SOP Instance UID, with its Patient ID. A DICOM file whose header cannot be read, or two
+/// files with one UID, are errors naming the files.
 fn dicom_uids(folder: &Path) -> Result<HashMap<String, (PathBuf, Option<String>)>, ManifestError> {
     let mut files = Vec::new();
     let mut stack = vec![folder.to_path_buf()];
@@ -98,8 +99,11 @@ fn dicom_uids(folder: &Path) -> Result<HashMap<String, (PathBuf, Option<String>)
     files.sort();
     let mut out: HashMap<String, (PathBuf, Option<String>)> = HashMap::new();
     for p in files {
-        let Ok(h) = super::dicom::read_header(&p) else {
-            continue;
+        let h = match super::dicom::read_header(&p) {
+            Ok(h) => h,
+            // Other files (a README, a DICOMDIR-less listing) are not part of the dataset.
+            Err(super::dicom::DicomError::NotDicom { .. }) => continue,
+            Err(e) => return Err(ManifestError::Audit(e.to_string())),
         };
         let Some(uid) = h.sop_instance_uid else {
             continue;
