@@ -512,6 +512,36 @@ fn export_round_trip(w: &World, run: &RunDir, img: &Path, checkpoint_csv: &Path)
         );
     }
 
+    // The DICOM fixtures through the export: every readable file scored, each bad one named.
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/dicom");
+    let r = predict_files(
+        ModelSource::Exported(&pt),
+        std::slice::from_ref(&fixtures),
+        &w.root.join("p_dicom.csv"),
+        Some("cpu"),
+        false,
+    )
+    .unwrap();
+    assert_eq!((r.written, r.failed.len()), (8, 4), "{:?}", r.failed);
+    let mut bad: Vec<String> = r
+        .failed
+        .iter()
+        .map(|(p, _)| p.display().to_string())
+        .collect();
+    bad.sort();
+    for (p, stem) in bad.iter().zip([
+        "dx_mono2_12bit_jpegls_lossless",
+        "no_pixel_data",
+        "not_dicom",
+        "truncated",
+    ]) {
+        assert!(p.ends_with(&format!("{stem}.dcm")), "{p}");
+    }
+    assert!(r
+        .probs
+        .iter()
+        .all(|(_, p)| p.iter().all(|v| (0.0..=1.0).contains(v))));
+
     let input = w.root.join("x.safetensors");
     tch::Tensor::write_safetensors(&[("input", &x)], &input).unwrap();
     let output = w.root.join("y.safetensors");

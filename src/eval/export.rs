@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use super::predictions::Evaluation;
-use super::run_eval::{load_checkpoint, LoadedCheckpoint};
+use super::run_eval::{load_checkpoint, LoadedCheckpoint, VAL_THRESHOLDS};
 use crate::model::device::pick_device;
 use crate::model::export::{
     flat_preprocessing, trace, ExportManifest, LabelThreshold, EXPORT_FORMAT,
@@ -21,19 +21,25 @@ pub struct Exported {
     pub manifest_data: ExportManifest,
 }
 
-/// The val-split thresholds of the run the checkpoint sits in (`evaluate --run` writes
-/// them), as `model.json` lists them, with the file they came from.
+/// The val-split thresholds of the run the checkpoint sits in, as `model.json` lists them,
+/// with the file they came from: `metrics_val*.json` (chosen on val itself), else
+/// `metrics_test*.json`, whose thresholds `evaluate --run --split test` chose on val.
 fn run_thresholds(
     checkpoint: &Path,
     which: crate::run::Checkpoint,
 ) -> Option<(Vec<LabelThreshold>, String)> {
     let run = RunDir::new(checkpoint.parent()?);
-    let file = run.metrics(&EvalKey {
-        split: Split::Val,
-        checkpoint: which,
-        tta: false,
-    });
-    let e = Evaluation::read(&file).ok()?;
+    let chosen_on_val = |split: Split| {
+        let file = run.metrics(&EvalKey {
+            split,
+            checkpoint: which,
+            tta: false,
+        });
+        let e = Evaluation::read(&file).ok()?;
+        let on_val = split == Split::Val || e.threshold_source == VAL_THRESHOLDS;
+        on_val.then(|| (e, file))
+    };
+    let (e, file) = chosen_on_val(Split::Val).or_else(|| chosen_on_val(Split::Test))?;
     let t = e
         .thresholds()
         .into_iter()

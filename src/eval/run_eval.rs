@@ -23,6 +23,9 @@ use crate::model::network::Network;
 use crate::model::weights::{read_metadata, read_safetensors};
 use crate::run::{Checkpoint, CheckpointMeta, EvalKey, RunDir, Split};
 
+/// The `threshold_source` of an evaluation whose thresholds were chosen on the run's val split.
+pub const VAL_THRESHOLDS: &str = "chosen on this run's val split";
+
 /// A trained network with what is needed to feed it.
 pub struct LoadedCheckpoint {
     pub vs: nn::VarStore,
@@ -170,7 +173,7 @@ pub fn evaluate_run(
             .iter()
             .map(|m| (m.label.clone(), m.chosen.clone()))
             .collect::<std::collections::BTreeMap<String, ChosenThresholds>>();
-        opt.thresholds = Some((t, "chosen on this run's val split".into()));
+        opt.thresholds = Some((t, VAL_THRESHOLDS.into()));
     }
     let split = Arc::new(run.split(key.split)?);
     let probs = scorer.predict(&split, key.split)?;
