@@ -37,7 +37,7 @@ fn run_thresholds(
         });
         let e = Evaluation::read(&file).ok()?;
         let on_val = split == Split::Val || e.threshold_source == VAL_THRESHOLDS;
-        on_val.then(|| (e, file))
+        on_val.then_some((e, file))
     };
     let (e, file) = chosen_on_val(Split::Val).or_else(|| chosen_on_val(Split::Test))?;
     let t = e
