@@ -1509,6 +1509,21 @@ fn a_dicom_folder_manifest_prepares_and_trains_a_step() {
     assert_eq!(out.state.opt_step, 1);
     assert!(out.run.checkpoint(Checkpoint::Last).is_file());
 
+    // Keyed by path in the folder instead, with the CSV's patient ids overriding the headers'.
+    let by_path = root.join("by_path.csv");
+    let mut csv = String::from("path,labels,patient_id\n");
+    for i in 0..24 {
+        let sub = if i % 3 == 0 { "sub/" } else { "" };
+        csv += &format!("{sub}im{i},Nodule,X{}\n", i % 6);
+    }
+    std::fs::write(&by_path, csv).unwrap();
+    let mut d = cfg.data.clone();
+    if let Some(g) = d.generic.as_mut() {
+        g.csv = by_path;
+    }
+    let m = muxmed::data::manifest::build(&d, true).unwrap();
+    assert_eq!((m.info.audit.images, m.info.audit.patients), (24, 6));
+
     // A UID the folder does not hold is a missing image, named.
     let mut csv = std::fs::read_to_string(&labels).unwrap();
     csv += "2.25.999999,Nodule\n";

@@ -166,10 +166,85 @@ pub fn read_header(path: &Path) -> Result<DicomHeader, DicomError> {
 /// Decodes frame 0 of the DICOM file held in `bytes` (`path` names it in errors).
 pub fn decode(bytes: &[u8], path: &Path) -> Result<DicomImage, DicomError> {
     let obj = parse(bytes, path)?;
+    let px = grey_frame(&obj, path)?;
+    let (width, height) = (px.columns(), px.rows());
+    let signed = px.pixel_representation() == PixelRepresentation::Signed;
+    let bits_stored = px.bits_stored();
+    let data = px
+        .frame_data(0)
+        .map_err(|e| corrupt(path, error_chain(&e)))?;
+    let mut values = stored_values(data, px.bits_allocated(), bits_stored, signed, path)?;
+    let expected = width as usize * height as usize;
+    if values.len() != expected {
+        return Err(corrupt(
+            path,
+            format!(
+                "pixel data holds {} values, {width}×{height} needs {expected}",
+                values.len()
+            ),
+        ));
+    }
+    // Modality LUT, in place (f64: a fractional slope must not cost display precision).
+    let attr = |e: dicom_pixeldata::Error| corrupt(path, error_chain(&e));
+    let rescale = px
+        .rescale()
+        .map_err(attr)?
+        .first()
+        .copied()
+        .filter(|_| has_rescale(&obj));
+    if let Some(r) = rescale {
+        values
+            .iter_mut()
+            .for_each(|v| *v = *v * r.slope + r.intercept);
+    }
+    let lut = px
+        .voi_lut_sequence()
+        .map_err(attr)?
+        .and_then(|s| s.first())
+        .map(|l| VoiLut {
+            first: l.min_pixel_value as i64,
+            bits: l.bits_stored,
+            data: l.data.clone(),
+        });
+    let window = px.window().map_err(attr)?.and_then(|w| w.first().copied());
+    let function = px
+        .voi_lut_function()
+        .map_err(attr)?
+        .and_then(|f| f.first().copied())
+        .unwrap_or_default();
+    let range = output_range(bits_stored, signed, rescale.map(|r| (r.slope, r.intercept)));
+    let voi = VoiTransform::of(lut, window, function, range);
+    // MONOCHROME1 shows low values bright. Presentation LUT Shape INVERSE states the same
+    // inversion (the DX IOD requires it with MONOCHROME1), so it is applied once.
+    let inverse = text(&obj, tags::PRESENTATION_LUT_SHAPE).as_deref() == Some("INVERSE");
+    let invert = px.photometric_interpretation().as_str() == "MONOCHROME1" || inverse;
+    let display = values
+        .iter()
+        .map(|&m| {
+            let x = voi.unit(m);
+            (if invert { 1.0 - x } else { x }) as f32
+        })
+        .collect();
+    Ok(DicomImage {
+        width,
+        height,
+        display,
+        modality: values.iter().map(|&m| m as f32).collect(),
+        bits_stored,
+        frames: frames(&obj),
+        voi: voi.describe(),
+    })
+}
+
+/// Frame 0's decoded pixels, refused unless the object has pixel data and is grey.
+fn grey_frame<'a>(
+    obj: &'a DefaultDicomObject,
+    path: &Path,
+) -> Result<dicom_pixeldata::DecodedPixelData<'a>, DicomError> {
     if obj.element_opt(tags::PIXEL_DATA).ok().flatten().is_none() {
         return Err(DicomError::NoPixelData {
             path: path.to_path_buf(),
-            modality: text(&obj, tags::MODALITY),
+            modality: text(obj, tags::MODALITY),
         });
     }
     let px = obj
@@ -184,95 +259,99 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<DicomImage, DicomError> {
             samples,
         });
     }
-    let (width, height) = (px.columns(), px.rows());
-    let signed = px.pixel_representation() == PixelRepresentation::Signed;
-    let bits_stored = px.bits_stored();
-    let stored = stored_values(
-        px.frame_data(0)
-            .map_err(|e| corrupt(path, error_chain(&e)))?,
-        px.bits_allocated(),
-        bits_stored,
-        signed,
-        path,
-    )?;
-    let expected = width as usize * height as usize;
-    if stored.len() != expected {
-        return Err(corrupt(
-            path,
-            format!(
-                "pixel data holds {} values, {width}×{height} needs {expected}",
-                stored.len()
-            ),
-        ));
+    Ok(px)
+}
+
+/// The first item of a VOI LUT Sequence: the value its first entry maps, the entries' bits.
+struct VoiLut {
+    first: i64,
+    bits: u8,
+    data: Vec<u16>,
+}
+
+/// The VOI stage (PS3.3 C.11.2) with what it needs, mapping a modality value to [0, 1].
+enum VoiTransform {
+    Lut(VoiLut),
+    Window {
+        center: f64,
+        width: f64,
+        function: VoiLutFunction,
+    },
+    Range {
+        low: f64,
+        high: f64,
+    },
+}
+
+impl VoiTransform {
+    /// A VOI LUT Sequence first (as pydicom prefers it), then the first window with a
+    /// positive width, else the stored bit range (`range`, after the rescale).
+    fn of(
+        lut: Option<VoiLut>,
+        window: Option<dicom_pixeldata::WindowLevel>,
+        function: VoiLutFunction,
+        range: (f64, f64),
+    ) -> Self {
+        if let Some(l) = lut.filter(|l| !l.data.is_empty()) {
+            return VoiTransform::Lut(l);
+        }
+        match window.filter(|w| w.width > 0.0) {
+            Some(w) => VoiTransform::Window {
+                center: w.center,
+                width: w.width,
+                function,
+            },
+            None => VoiTransform::Range {
+                low: range.0,
+                high: range.1,
+            },
+        }
     }
-    let rescale = px
-        .rescale()
-        .ok()
-        .and_then(|r| r.first().copied())
-        .filter(|_| has_rescale(&obj));
-    let modality: Vec<f64> = match rescale {
-        Some(r) => stored.iter().map(|&s| s * r.slope + r.intercept).collect(),
-        None => stored,
-    };
-    let lut = px.voi_lut_sequence().ok().flatten().and_then(|s| s.first());
-    let window = px.window().ok().flatten().and_then(|w| w.first().copied());
-    let function = px
-        .voi_lut_function()
-        .ok()
-        .flatten()
-        .and_then(|f| f.first().copied())
-        .unwrap_or_default();
-    let (mut display, voi): (Vec<f32>, Voi) = if let Some(l) = lut {
-        let top = ((1u64 << l.bits_stored.min(31)) - 1) as f64;
-        let last = l.data.len().saturating_sub(1) as i64;
-        let d = modality
-            .iter()
-            .map(|&m| {
-                let i = (m.round() as i64 - l.min_pixel_value as i64).clamp(0, last);
-                (l.data.get(i as usize).copied().unwrap_or(0) as f64 / top).clamp(0.0, 1.0) as f32
-            })
-            .collect();
-        let voi = Voi::LutSequence {
-            entries: l.data.len(),
-            bits: l.bits_stored,
-        };
-        (d, voi)
-    } else if let Some(w) = window.filter(|w| w.width > 0.0) {
-        let d = modality
-            .iter()
-            .map(|&m| window_unit(m, w.center, w.width, function) as f32)
-            .collect();
-        let voi = Voi::Window {
-            center: w.center,
-            width: w.width,
-            function: format!("{function:?}").to_uppercase(),
-        };
-        (d, voi)
-    } else {
-        let (low, high) =
-            output_range(bits_stored, signed, rescale.map(|r| (r.slope, r.intercept)));
-        let span = (high - low).max(f64::MIN_POSITIVE);
-        let d = modality
-            .iter()
-            .map(|&m| ((m - low) / span).clamp(0.0, 1.0) as f32)
-            .collect();
-        (d, Voi::BitRange { low, high })
-    };
-    // MONOCHROME1 shows low values bright. Presentation LUT Shape INVERSE states the same
-    // inversion (the DX IOD requires it with MONOCHROME1), so it is applied once.
-    let inverse = text(&obj, tags::PRESENTATION_LUT_SHAPE).as_deref() == Some("INVERSE");
-    if photometric == "MONOCHROME1" || inverse {
-        display.iter_mut().for_each(|v| *v = 1.0 - *v);
+
+    fn unit(&self, m: f64) -> f64 {
+        match self {
+            VoiTransform::Lut(l) => lut_unit(m, l),
+            VoiTransform::Window {
+                center,
+                width,
+                function,
+            } => window_unit(m, *center, *width, *function),
+            VoiTransform::Range { low, high } => {
+                ((m - low) / (high - low).max(f64::MIN_POSITIVE)).clamp(0.0, 1.0)
+            }
+        }
     }
-    Ok(DicomImage {
-        width,
-        height,
-        display,
-        modality: modality.iter().map(|&m| m as f32).collect(),
-        bits_stored,
-        frames: frames(&obj),
-        voi,
-    })
+
+    fn describe(&self) -> Voi {
+        match self {
+            VoiTransform::Lut(l) => Voi::LutSequence {
+                entries: l.data.len(),
+                bits: l.bits,
+            },
+            VoiTransform::Window {
+                center,
+                width,
+                function,
+            } => Voi::Window {
+                center: *center,
+                width: *width,
+                function: format!("{function:?}").to_uppercase(),
+            },
+            VoiTransform::Range { low, high } => Voi::BitRange {
+                low: *low,
+                high: *high,
+            },
+        }
+    }
+}
+
+/// A VOI LUT's entry for `m` (clamped to its first and last entries, PS3.3 C.11.2.1.1) as a
+/// fraction of its output range 2^bits − 1.
+fn lut_unit(m: f64, l: &VoiLut) -> f64 {
+    let top = ((1u64 << l.bits.clamp(1, 31)) - 1) as f64;
+    let last = l.data.len().saturating_sub(1) as i64;
+    let i = (m.round() as i64 - l.first).clamp(0, last);
+    (l.data[i as usize] as f64 / top).clamp(0.0, 1.0)
 }
 
 fn has_rescale(obj: &DefaultDicomObject) -> bool {
@@ -426,6 +505,21 @@ mod tests {
         assert_eq!(window_unit(3548.0, 2048.0, 3000.0, f), 1.0);
         let mid = window_unit(2047.5, 2048.0, 3000.0, f);
         assert!((mid - 0.5).abs() < 1e-12, "{mid}");
+    }
+
+    #[test]
+    fn linear_exact_and_sigmoid_follow_their_ps33_formulas() {
+        // LINEAR_EXACT (C.11.2.1.3.2): (m - c) / w + 0.5, clipped.
+        let e = VoiLutFunction::LinearExact;
+        assert_eq!(window_unit(100.0, 100.0, 50.0, e), 0.5);
+        assert_eq!(window_unit(87.5, 100.0, 50.0, e), 0.25);
+        assert_eq!(window_unit(60.0, 100.0, 50.0, e), 0.0);
+        assert_eq!(window_unit(130.0, 100.0, 50.0, e), 1.0);
+        // SIGMOID (C.11.2.1.3.1): 1 / (1 + exp(-4 (m - c) / w)); at c + w/4 it is 1/(1+e^-1).
+        let g = VoiLutFunction::Sigmoid;
+        assert_eq!(window_unit(100.0, 100.0, 50.0, g), 0.5);
+        let v = window_unit(112.5, 100.0, 50.0, g);
+        assert!((v - 0.731_058_578_630_004_9).abs() < 1e-15, "{v}");
     }
 
     #[test]

@@ -26,8 +26,13 @@ struct Row {
 
 /// How a CSV row names its image file.
 enum Locate {
-    /// Column index; paths are relative to this folder (the CSV's, or the DICOM folder).
-    Path(usize, PathBuf),
+    /// Column index; paths are relative to this folder (the CSV's, or the DICOM folder, in
+    /// which case the files' headers give patient ids).
+    Path {
+        column: usize,
+        base: PathBuf,
+        dicom: bool,
+    },
     /// Column index of the SOP Instance UID, and the folder's files by UID.
     Uid(usize, HashMap<String, (PathBuf, Option<String>)>),
 }
@@ -36,14 +41,18 @@ impl Locate {
     /// The row's file, its image id and (DICOM) the header's Patient ID.
     fn find(&self, f: &[&str]) -> Result<(PathBuf, String, Option<String>), String> {
         match self {
-            Locate::Path(k, base) => {
-                let p = Path::new(f[*k]);
+            Locate::Path {
+                column,
+                base,
+                dicom,
+            } => {
+                let p = Path::new(f[*column]);
                 let path = if p.is_absolute() {
                     p.to_path_buf()
                 } else {
                     base.join(p)
                 };
-                let patient = if path.is_file() && super::dicom::has_dicom_extension(&path) {
+                let patient = if *dicom && path.is_file() {
                     super::dicom::read_header(&path)
                         .map_err(|e| e.to_string())?
                         .patient_id
@@ -145,11 +154,15 @@ pub fn build(
         "the header must name the columns path, labels, patient_id (and optionally split)";
     let (locate, il, ipt) = match &g.dicom_folder {
         None => match (idx("path"), idx("labels"), idx("patient_id")) {
-            (Some(ip), Some(il), Some(ipt)) => (
-                Locate::Path(ip, csv.parent().unwrap_or(Path::new(".")).to_path_buf()),
-                il,
-                Some(ipt),
-            ),
+            (Some(ip), Some(il), Some(ipt)) => {
+                let base = csv.parent().unwrap_or(Path::new(".")).to_path_buf();
+                let locate = Locate::Path {
+                    column: ip,
+                    base,
+                    dicom: false,
+                };
+                (locate, il, Some(ipt))
+            }
             _ => {
                 return Err(row_err(
                     1,
@@ -160,7 +173,11 @@ pub fn build(
         Some(folder) => {
             let locate = match (idx("sop_instance_uid"), idx("path")) {
                 (Some(iu), _) => Locate::Uid(iu, dicom_uids(folder)?),
-                (None, Some(ip)) => Locate::Path(ip, folder.clone()),
+                (None, Some(ip)) => Locate::Path {
+                    column: ip,
+                    base: folder.clone(),
+                    dicom: true,
+                },
                 (None, None) => return Err(row_err(1, format!(
                     "with data.generic.dicom_folder the header must name sop_instance_uid or path, and labels (patient_id and split are optional); found `{}`",
                     header.join(",")

@@ -259,6 +259,43 @@ fn sixteen_bit_sources_keep_precision_in_a_u16_cache() {
 }
 
 #[test]
+fn twelve_bit_pngs_with_sbit_fill_a_u16_cache_at_full_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = real_subset(dir.path(), 4, |_, p| {
+        // 12-bit data stored raw in 16-bit PNGs (0..4095), as medical exporters write it,
+        // with sBIT = 12 and a fine ramp in the low 4 bits.
+        let g = image::open(p).unwrap().to_luma8();
+        let (w, h) = g.dimensions();
+        let v: Vec<u16> = g
+            .pixels()
+            .enumerate()
+            .map(|(i, px)| px.0[0] as u16 * 16 + (i % 16) as u16)
+            .collect();
+        std::fs::write(p, crate::dicom::png16(&v, w, h, Some(12))).unwrap();
+    });
+    let m = dir.path().join("m");
+    build(&d, true).unwrap().write(&m).unwrap();
+    let a = AugmentConfig {
+        cache_dtype: CacheDtype::U16,
+        working_size: 1024,
+        ..small_augment()
+    };
+    prepare_in_chunks(&m, &a, 4, &|_, _| {}).unwrap();
+    let c = Cache::open(&m, &a).unwrap();
+    let img = c.image(0);
+    // Read as 16-bit fractions the brightest pixel would be at most 4095/65535 = 0.0625;
+    // honouring sBIT it is the source's brightest grey (0.88 for this X-ray).
+    let max = img.data.iter().fold(0.0f32, |a, v| a.max(*v));
+    assert!(max > 0.5, "{max}");
+    let off_grid = img
+        .data
+        .iter()
+        .filter(|v| ((**v * 255.0) - (**v * 255.0).round()).abs() > 1e-3)
+        .count();
+    assert!(off_grid > 1000, "{off_grid}");
+}
+
+#[test]
 fn same_seed_gives_identical_batches_with_1_and_4_workers() {
     let dir = tempfile::tempdir().unwrap();
     let d = real_subset(dir.path(), 60, |_, _| {});

@@ -202,7 +202,7 @@ fn a_colour_dicom_is_refused_as_colour() {
 }
 
 /// A 16-bit grey PNG of `values`, with an sBIT chunk when `sbit` is given.
-fn png16(values: &[u16], w: u32, h: u32, sbit: Option<u8>) -> Vec<u8> {
+pub fn png16(values: &[u16], w: u32, h: u32, sbit: Option<u8>) -> Vec<u8> {
     let mut out = Vec::new();
     let mut enc = png::Encoder::new(&mut out, w, h);
     enc.set_color(png::ColorType::Grayscale);
@@ -295,4 +295,68 @@ fn decode_command_writes_every_good_file_and_names_each_bad_one() {
         .unwrap();
     assert!(!o.status.success());
     assert_eq!(std::fs::read_dir(&none).unwrap().count(), 0);
+}
+
+#[test]
+fn a_voi_lut_sequence_comes_before_the_window() {
+    use dicom_core::value::DataSetSequence;
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_dictionary_std::tags;
+    use dicom_object::InMemDicomObject;
+    // The 8-bit fixture with a 12-bit LUT mapping v to 4095 - 16 v, and a window the LUT
+    // must win over (PS3.3 C.11.2: one VOI transform; pydicom prefers the sequence).
+    let src = fixture("cr_mono2_8bit_explicit.dcm");
+    let mut obj = dicom_object::open_file(&src).unwrap();
+    let table: Vec<u16> = (0..256u16).map(|v| 4095 - 16 * v).collect();
+    let item = InMemDicomObject::from_element_iter([
+        DataElement::new(
+            tags::LUT_DESCRIPTOR,
+            VR::US,
+            PrimitiveValue::U16([256, 0, 12].as_slice().into()),
+        ),
+        DataElement::new(
+            tags::LUT_DATA,
+            VR::OW,
+            PrimitiveValue::U16(table.as_slice().into()),
+        ),
+    ]);
+    obj.put(DataElement::new(
+        tags::VOILUT_SEQUENCE,
+        VR::SQ,
+        DataSetSequence::from(vec![item]),
+    ));
+    obj.put(DataElement::new(
+        tags::WINDOW_CENTER,
+        VR::DS,
+        PrimitiveValue::from("128"),
+    ));
+    obj.put(DataElement::new(
+        tags::WINDOW_WIDTH,
+        VR::DS,
+        PrimitiveValue::from("10"),
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("lut.dcm");
+    obj.write_to_file(&p).unwrap();
+    let d = decode(&std::fs::read(&p).unwrap(), &p).unwrap();
+    assert!(matches!(
+        d.voi,
+        muxmed::data::dicom::Voi::LutSequence {
+            entries: 256,
+            bits: 12
+        }
+    ));
+    let want: Vec<f32> = d
+        .modality
+        .iter()
+        .map(|&v| (4095.0 - 16.0 * v as f64) as f32 / 4095.0)
+        .collect();
+    // One f64 → f32 rounding apart at most.
+    assert!(max_abs_diff(&d.display, &want) <= 1e-7);
+    // Not a flat image: the LUT is exercised over a range of inputs.
+    let (lo, hi) = d
+        .modality
+        .iter()
+        .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+    assert!(hi - lo > 100.0, "{lo}..{hi}");
 }
