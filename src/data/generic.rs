@@ -59,10 +59,11 @@ impl Locate {
                 } else {
                     None
                 };
-                let id = p
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
+                // In a DICOM folder the relative path is the id (names repeat across folders).
+                let id = match p.file_name() {
+                    Some(n) if !*dicom => n.to_string_lossy().into_owned(),
+                    _ => f[*column].to_string(),
+                };
                 Ok((path, id, patient))
             }
             Locate::Uid(k, files) => {
@@ -129,6 +130,57 @@ fn dicom_uids(folder: &Path) -> Result<HashMap<String, (PathBuf, Option<String>)
     Ok(out)
 }
 
+/// How rows name their image, and the indices of the `labels` and (optional) `patient_id`
+/// columns, from the CSV's header.
+fn columns(
+    header: &[&str],
+    g: &GenericDataConfig,
+    csv: &Path,
+) -> Result<(Locate, usize, Option<usize>), ManifestError> {
+    let idx = |name: &str| header.iter().position(|h| *h == name);
+    let header_err = |message: String| {
+        ManifestError::Nih(NihError::Row {
+            path: csv.to_path_buf(),
+            line: 1,
+            message,
+        })
+    };
+    let found = header.join(",");
+    let Some(il) = idx("labels") else {
+        return Err(header_err(format!("no `labels` column; found `{found}`")));
+    };
+    match &g.dicom_folder {
+        None => match (idx("path"), idx("patient_id")) {
+            (Some(column), Some(ipt)) => {
+                let base = csv.parent().unwrap_or(Path::new(".")).to_path_buf();
+                let locate = Locate::Path {
+                    column,
+                    base,
+                    dicom: false,
+                };
+                Ok((locate, il, Some(ipt)))
+            }
+            _ => Err(header_err(format!(
+                "the header must name the columns path, labels, patient_id (and optionally split); found `{found}`"
+            ))),
+        },
+        Some(folder) => {
+            let locate = match (idx("sop_instance_uid"), idx("path")) {
+                (Some(iu), _) => Locate::Uid(iu, dicom_uids(folder)?),
+                (None, Some(column)) => Locate::Path {
+                    column,
+                    base: folder.clone(),
+                    dicom: true,
+                },
+                (None, None) => return Err(header_err(format!(
+                    "with data.generic.dicom_folder the header must name sop_instance_uid or path, and labels (patient_id and split are optional); found `{found}`"
+                ))),
+            };
+            Ok((locate, il, idx("patient_id")))
+        }
+    }
+}
+
 pub fn build(
     d: &DataConfig,
     g: &GenericDataConfig,
@@ -150,48 +202,7 @@ pub fn build(
         .map(|r| r.fields.iter().map(|h| h.trim()).collect())
         .unwrap_or_default();
     let idx = |name: &str| header.iter().position(|h| *h == name);
-    let columns =
-        "the header must name the columns path, labels, patient_id (and optionally split)";
-    let (locate, il, ipt) = match &g.dicom_folder {
-        None => match (idx("path"), idx("labels"), idx("patient_id")) {
-            (Some(ip), Some(il), Some(ipt)) => {
-                let base = csv.parent().unwrap_or(Path::new(".")).to_path_buf();
-                let locate = Locate::Path {
-                    column: ip,
-                    base,
-                    dicom: false,
-                };
-                (locate, il, Some(ipt))
-            }
-            _ => {
-                return Err(row_err(
-                    1,
-                    format!("{columns}; found `{}`", header.join(",")),
-                ))
-            }
-        },
-        Some(folder) => {
-            let locate = match (idx("sop_instance_uid"), idx("path")) {
-                (Some(iu), _) => Locate::Uid(iu, dicom_uids(folder)?),
-                (None, Some(ip)) => Locate::Path {
-                    column: ip,
-                    base: folder.clone(),
-                    dicom: true,
-                },
-                (None, None) => return Err(row_err(1, format!(
-                    "with data.generic.dicom_folder the header must name sop_instance_uid or path, and labels (patient_id and split are optional); found `{}`",
-                    header.join(",")
-                ))),
-            };
-            let Some(il) = idx("labels") else {
-                return Err(row_err(
-                    1,
-                    format!("no `labels` column; found `{}`", header.join(",")),
-                ));
-            };
-            (locate, il, idx("patient_id"))
-        }
-    };
+    let (locate, il, ipt) = columns(&header, g, csv)?;
     let is = idx("split");
     let mut rows = Vec::new();
     for r in lines {

@@ -134,3 +134,35 @@ fn bad_rows_and_leaks_are_errors() {
         "{e}"
     );
 }
+
+#[test]
+fn a_dicom_folder_csv_without_a_key_column_names_what_it_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("labels.csv");
+    std::fs::write(&csv, "labels,patient_id\nNodule,P1\n").unwrap();
+    let mut d = cfg(csv.clone());
+    if let Some(g) = d.generic.as_mut() {
+        g.dicom_folder =
+            Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/dicom"));
+    }
+    let e = build(&d, true)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        e.contains("labels.csv, line 1") && e.contains("sop_instance_uid or path"),
+        "{e}"
+    );
+    // The fixture folder holds truncated.dcm, the first 60% of dx_mono1_12bit_implicit.dcm:
+    // its header is whole (the cut is in the pixel data), so both files claim one UID.
+    std::fs::write(&csv, "sop_instance_uid,labels\n2.25.1,Nodule\n").unwrap();
+    let e = build(&d, true)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        e.contains("dx_mono1_12bit_implicit.dcm and ")
+            && e.contains("truncated.dcm have the same SOP Instance UID"),
+        "{e}"
+    );
+}
