@@ -130,13 +130,17 @@ fn dicom_uids(folder: &Path) -> Result<HashMap<String, (PathBuf, Option<String>)
     Ok(out)
 }
 
-/// How rows name their image, and the indices of the `labels` and (optional) `patient_id`
-/// columns, from the CSV's header.
-fn columns(
-    header: &[&str],
-    g: &GenericDataConfig,
-    csv: &Path,
-) -> Result<(Locate, usize, Option<usize>), ManifestError> {
+/// Where a row's fields are: how it names its image, and the column indices.
+struct Layout {
+    locate: Locate,
+    labels: usize,
+    patient: Option<usize>,
+    split: Option<usize>,
+    width: usize,
+}
+
+/// The [`Layout`] the CSV's header describes.
+fn columns(header: &[&str], g: &GenericDataConfig, csv: &Path) -> Result<Layout, ManifestError> {
     let idx = |name: &str| header.iter().position(|h| *h == name);
     let header_err = |message: String| {
         ManifestError::Nih(NihError::Row {
@@ -149,7 +153,7 @@ fn columns(
     let Some(il) = idx("labels") else {
         return Err(header_err(format!("no `labels` column; found `{found}`")));
     };
-    match &g.dicom_folder {
+    let (locate, patient) = match &g.dicom_folder {
         None => match (idx("path"), idx("patient_id")) {
             (Some(column), Some(ipt)) => {
                 let base = csv.parent().unwrap_or(Path::new(".")).to_path_buf();
@@ -158,9 +162,9 @@ fn columns(
                     base,
                     dicom: false,
                 };
-                Ok((locate, il, Some(ipt)))
+                (locate, Some(ipt))
             }
-            _ => Err(header_err(format!(
+            _ => return Err(header_err(format!(
                 "the header must name the columns path, labels, patient_id (and optionally split); found `{found}`"
             ))),
         },
@@ -176,9 +180,61 @@ fn columns(
                     "with data.generic.dicom_folder the header must name sop_instance_uid or path, and labels (patient_id and split are optional); found `{found}`"
                 ))),
             };
-            Ok((locate, il, idx("patient_id")))
+            (locate, idx("patient_id"))
         }
+    };
+    Ok(Layout {
+        locate,
+        labels: il,
+        patient,
+        split: idx("split"),
+        width: header.len(),
+    })
+}
+
+/// One data row (`f`, its trimmed fields) as a [`Row`]; `Err` is the message for its line.
+fn read_row(f: &[&str], layout: &Layout, g: &GenericDataConfig) -> Result<Row, String> {
+    let mut labels = Vec::new();
+    for l in f[layout.labels].split('|').filter(|l| !l.is_empty()) {
+        let k = g.labels.iter().position(|x| x == l).ok_or_else(|| {
+            format!(
+                "unknown label `{l}`; data.generic.labels are {}",
+                g.labels.join(", ")
+            )
+        })?;
+        labels.push(k);
     }
+    let split = match layout.split {
+        Some(k) => Some(
+            Split::parse(f[k])
+                .map(|s| s as u8)
+                .ok_or_else(|| format!("split `{}` is not train, val or test", f[k]))?,
+        ),
+        None => None,
+    };
+    let (path, image_id, header_patient) = layout.locate.find(f)?;
+    let patient = match layout.patient.map(|k| f[k]).filter(|p| !p.is_empty()) {
+        Some(p) => p.to_string(),
+        None if g.dicom_folder.is_some() => match header_patient {
+            Some(p) => p,
+            // A file that is missing gets no patient; the missing-image audit names it.
+            None if !path.is_file() => String::new(),
+            None => {
+                return Err(format!(
+                    "no patient_id in the CSV and {} has no Patient ID (0010,0020)",
+                    path.display()
+                ))
+            }
+        },
+        None => return Err("empty patient_id".into()),
+    };
+    Ok(Row {
+        image_id,
+        path: path.display().to_string(),
+        patient,
+        labels,
+        split,
+    })
 }
 
 pub fn build(
@@ -201,69 +257,22 @@ pub fn build(
         .next()
         .map(|r| r.fields.iter().map(|h| h.trim()).collect())
         .unwrap_or_default();
-    let idx = |name: &str| header.iter().position(|h| *h == name);
-    let (locate, il, ipt) = columns(&header, g, csv)?;
-    let is = idx("split");
+    let layout = columns(&header, g, csv)?;
     let mut rows = Vec::new();
     for r in lines {
-        let line = r.line;
         let f: Vec<&str> = r.fields.iter().map(|x| x.trim()).collect();
-        if f.len() != header.len() {
+        if f.len() != layout.width {
             return Err(row_err(
-                line,
+                r.line,
                 format!(
                     "expected {} fields, found {}: `{}`",
-                    header.len(),
+                    layout.width,
                     f.len(),
                     r.fields.join(",")
                 ),
             ));
         }
-        let mut labels = Vec::new();
-        for l in f[il].split('|').filter(|l| !l.is_empty()) {
-            let k = g.labels.iter().position(|x| x == l).ok_or_else(|| {
-                row_err(
-                    line,
-                    format!(
-                        "unknown label `{l}`; data.generic.labels are {}",
-                        g.labels.join(", ")
-                    ),
-                )
-            })?;
-            labels.push(k);
-        }
-        let split = match is {
-            Some(k) => Some(Split::parse(f[k]).map(|s| s as usize).ok_or_else(|| {
-                row_err(line, format!("split `{}` is not train, val or test", f[k]))
-            })? as u8),
-            None => None,
-        };
-        let (path, image_id, header_patient) = locate.find(&f).map_err(|m| row_err(line, m))?;
-        let patient = match ipt.map(|k| f[k]).filter(|p| !p.is_empty()) {
-            Some(p) => p.to_string(),
-            None if g.dicom_folder.is_some() => match header_patient {
-                Some(p) => p,
-                // A file that is missing gets no patient; the missing-image audit names it.
-                None if !path.is_file() => String::new(),
-                None => {
-                    return Err(row_err(
-                        line,
-                        format!(
-                            "no patient_id in the CSV and {} has no Patient ID (0010,0020)",
-                            path.display()
-                        ),
-                    ))
-                }
-            },
-            None => return Err(row_err(line, "empty patient_id".into())),
-        };
-        rows.push(Row {
-            image_id,
-            path: path.display().to_string(),
-            patient,
-            labels,
-            split,
-        });
+        rows.push(read_row(&f, &layout, g).map_err(|m| row_err(r.line, m))?);
     }
     let mut audit = Audit::default();
     if check_images {
@@ -355,7 +364,7 @@ pub fn build(
     let all = DataFrame::new_infer_height(cols)?;
     let mut sources = std::collections::BTreeMap::new();
     sources.insert("generic_csv".to_string(), source_entry(csv)?);
-    let protocol = if is.is_some() {
+    let protocol = if layout.split.is_some() {
         "generic_split_column"
     } else {
         "generic_random_patient"
