@@ -12,7 +12,7 @@ use rand::SeedableRng;
 use super::manifest::{
     assemble, random_patient_split, source_entry, Audit, Manifest, ManifestError,
 };
-use super::nih::{csv_rows, read_text, NihError};
+use super::nih::{csv_rows, files_under, read_text, NihError};
 use super::Split;
 use crate::config::{DataConfig, GenericDataConfig};
 
@@ -85,27 +85,16 @@ impl Locate {
     }
 }
 
-/// Every DICOM file under `folder` (any name; files without the DICOM marker are skipped) by
-/// SOP Instance UID, with its Patient ID. A DICOM file whose header cannot be read, or two
-/// files with one UID, are errors naming the files.
+/// Every DICOM file under `folder` (any name, links to files followed; files without the
+/// DICOM marker are skipped) by SOP Instance UID, with its Patient ID. A DICOM file whose
+/// header cannot be read, or two files with one UID, are errors naming the files.
 fn dicom_uids(folder: &Path) -> Result<HashMap<String, (PathBuf, Option<String>)>, ManifestError> {
-    let mut files = Vec::new();
-    let mut stack = vec![folder.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let rd = std::fs::read_dir(&d).map_err(|source| {
-            ManifestError::Nih(NihError::Io {
-                path: d.clone(),
-                source,
-            })
-        })?;
-        for e in rd.flatten() {
-            match e.file_type() {
-                Ok(t) if t.is_dir() => stack.push(e.path()),
-                Ok(t) if t.is_file() => files.push(e.path()),
-                _ => {}
-            }
-        }
-    }
+    // Regular files, or links to them (a FIFO would block the header read forever).
+    let mut files: Vec<PathBuf> = files_under(folder)?
+        .into_iter()
+        .map(|e| e.path())
+        .filter(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file()))
+        .collect();
     files.sort();
     let mut out: HashMap<String, (PathBuf, Option<String>)> = HashMap::new();
     for p in files {

@@ -295,11 +295,10 @@ pub fn parse_bboxes(text: &str, path: &Path) -> Result<Vec<BBox>, NihError> {
     Ok(out)
 }
 
-/// Finds every PNG/JPEG/DICOM file under `dir` by one recursive scan (NIH's `images/`, the
-/// `images_001/images/...` layout, or flat), keyed by file name. A name found twice is an
-/// error naming both places.
-pub fn scan_images(dir: &Path) -> Result<HashMap<String, PathBuf>, NihError> {
-    let mut found = HashMap::new();
+/// Every entry under `dir` that is not a directory, by one recursive scan (symbolic links
+/// to directories are not followed), in no particular order.
+pub fn files_under(dir: &Path) -> Result<Vec<std::fs::DirEntry>, NihError> {
+    let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         let rd = std::fs::read_dir(&d).map_err(|source| NihError::Io {
@@ -307,39 +306,49 @@ pub fn scan_images(dir: &Path) -> Result<HashMap<String, PathBuf>, NihError> {
             source,
         })?;
         for e in rd.flatten() {
-            let p = e.path();
-            let ft = match e.file_type() {
-                Ok(t) => t,
-                Err(_) => continue,
-            };
-            if ft.is_dir() {
-                stack.push(p);
-            } else if super::image::is_image_file(&p) {
-                // A FIFO would block a reader forever, a dangling link fails later: only
-                // regular files (or links to them) count as images.
-                match std::fs::metadata(&p) {
-                    Ok(m) if m.is_file() => {}
-                    Ok(_) => {
-                        return Err(NihError::File {
-                            path: p,
-                            message: "is not a regular file (a FIFO, socket or device?)".into(),
-                        })
-                    }
-                    Err(e) => {
-                        return Err(NihError::File {
-                            path: p,
-                            message: format!("cannot be read ({e}); a dangling symbolic link?"),
-                        })
-                    }
-                }
-                let name = e.file_name().to_string_lossy().into_owned();
-                if let Some(prev) = found.insert(name.clone(), p.clone()) {
-                    return Err(NihError::File {
-                        path: p,
-                        message: format!("image `{name}` also found at {}", prev.display()),
-                    });
-                }
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(e.path()),
+                Ok(_) => out.push(e),
+                Err(_) => {}
             }
+        }
+    }
+    Ok(out)
+}
+
+/// Finds every PNG/JPEG/DICOM file under `dir` by one recursive scan (NIH's `images/`, the
+/// `images_001/images/...` layout, or flat), keyed by file name. A name found twice is an
+/// error naming both places.
+pub fn scan_images(dir: &Path) -> Result<HashMap<String, PathBuf>, NihError> {
+    let mut found = HashMap::new();
+    for e in files_under(dir)? {
+        let p = e.path();
+        if !super::image::is_image_file(&p) {
+            continue;
+        }
+        // A FIFO would block a reader forever, a dangling link fails later: only regular
+        // files (or links to them) count as images.
+        match std::fs::metadata(&p) {
+            Ok(m) if m.is_file() => {}
+            Ok(_) => {
+                return Err(NihError::File {
+                    path: p,
+                    message: "is not a regular file (a FIFO, socket or device?)".into(),
+                })
+            }
+            Err(e) => {
+                return Err(NihError::File {
+                    path: p,
+                    message: format!("cannot be read ({e}); a dangling symbolic link?"),
+                })
+            }
+        }
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(prev) = found.insert(name.clone(), p.clone()) {
+            return Err(NihError::File {
+                path: p,
+                message: format!("image `{name}` also found at {}", prev.display()),
+            });
         }
     }
     Ok(found)
