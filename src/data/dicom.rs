@@ -48,8 +48,9 @@ pub struct DicomImage {
     pub height: u32,
     /// The display image in [0, 1], row-major.
     pub display: Vec<f32>,
-    /// The Modality LUT output (stored value · slope + intercept), before windowing.
-    pub modality: Vec<f32>,
+    /// The Modality LUT output (stored value · slope + intercept), before windowing; only
+    /// from [`decode_with_modality`] (the image path needs the display image alone).
+    pub modality: Option<Vec<f32>>,
     pub bits_stored: u16,
     /// Frames in the object (only frame 0 is read).
     pub frames: u32,
@@ -165,6 +166,15 @@ pub fn read_header(path: &Path) -> Result<DicomHeader, DicomError> {
 
 /// Decodes frame 0 of the DICOM file held in `bytes` (`path` names it in errors).
 pub fn decode(bytes: &[u8], path: &Path) -> Result<DicomImage, DicomError> {
+    decode_frame(bytes, path, false)
+}
+
+/// [`decode`], also keeping the Modality LUT output.
+pub fn decode_with_modality(bytes: &[u8], path: &Path) -> Result<DicomImage, DicomError> {
+    decode_frame(bytes, path, true)
+}
+
+fn decode_frame(bytes: &[u8], path: &Path, keep_modality: bool) -> Result<DicomImage, DicomError> {
     let obj = parse(bytes, path)?;
     let px = grey_frame(&obj, path)?;
     let (width, height) = (px.columns(), px.rows());
@@ -229,7 +239,7 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<DicomImage, DicomError> {
         width,
         height,
         display,
-        modality: values.iter().map(|&m| m as f32).collect(),
+        modality: keep_modality.then(|| values.iter().map(|&m| m as f32).collect()),
         bits_stored,
         frames: frames(&obj),
         voi: voi.describe(),

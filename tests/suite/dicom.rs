@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use muxmed::data::dicom::{decode, DicomError};
+use muxmed::data::dicom::{decode, decode_with_modality, DicomError};
 use muxmed::data::image::{decode_bytes, decode_file, ImageError};
 
 fn fixture(name: &str) -> PathBuf {
@@ -55,7 +55,14 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 
 fn decode_fixture(stem: &str) -> muxmed::data::dicom::DicomImage {
     let p = fixture(&format!("{stem}.dcm"));
-    decode(&std::fs::read(&p).unwrap(), &p).unwrap_or_else(|e| panic!("{e}"))
+    decode_with_modality(&std::fs::read(&p).unwrap(), &p).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The Modality LUT output of an image decoded with it.
+fn raw(d: &muxmed::data::dicom::DicomImage) -> &[f32] {
+    d.modality
+        .as_deref()
+        .expect("decoded with the modality values")
 }
 
 #[test]
@@ -65,7 +72,7 @@ fn lossless_fixtures_match_pydicom_display_and_modality_values() {
         let d = decode_fixture(stem);
         assert_eq!((d.width, d.height), (128, 128), "{stem}");
         // README: the modality values are integers and must match exactly.
-        assert_eq!(d.modality, exp[&format!("raw.{stem}")], "{stem}: raw");
+        assert_eq!(raw(&d), exp[&format!("raw.{stem}")], "{stem}: raw");
         // README: 1e-6 absolute on the display image.
         let diff = max_abs_diff(&d.display, &exp[stem]);
         assert!(diff <= 1e-6, "{stem}: display differs by {diff}");
@@ -85,8 +92,8 @@ fn jpeg_baseline_fixture_is_within_two_grey_levels() {
     // Lossy: decoders differ by a grey level or two (README), hence the looser tolerance.
     let diff = max_abs_diff(&d.display, &exp[stem]);
     assert!(diff <= tol, "display differs by {diff}");
-    let raw = max_abs_diff(&d.modality, &exp[&format!("raw.{stem}")]);
-    assert!(raw <= 2.0, "raw differs by {raw}");
+    let r = max_abs_diff(raw(&d), &exp[&format!("raw.{stem}")]);
+    assert!(r <= 2.0, "raw differs by {r}");
 }
 
 #[test]
@@ -104,8 +111,7 @@ fn monochrome1_is_inverted_once() {
     let d = decode_fixture("dx_mono1_12bit_implicit");
     // Stored = 4095 - (v·16 + noise) and MONOCHROME1: the display must correlate positively
     // with the source PNG's grey values, i.e. bright where the stored values are low.
-    let (lo, hi) = d
-        .modality
+    let (lo, hi) = raw(&d)
         .iter()
         .zip(&d.display)
         .fold((0.0f32, 0.0f32), |(lo, hi), (m, x)| {
@@ -338,7 +344,7 @@ fn a_voi_lut_sequence_comes_before_the_window() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("lut.dcm");
     obj.write_to_file(&p).unwrap();
-    let d = decode(&std::fs::read(&p).unwrap(), &p).unwrap();
+    let d = decode_with_modality(&std::fs::read(&p).unwrap(), &p).unwrap();
     assert!(matches!(
         d.voi,
         muxmed::data::dicom::Voi::LutSequence {
@@ -346,16 +352,14 @@ fn a_voi_lut_sequence_comes_before_the_window() {
             bits: 12
         }
     ));
-    let want: Vec<f32> = d
-        .modality
+    let want: Vec<f32> = raw(&d)
         .iter()
         .map(|&v| (4095.0 - 16.0 * v as f64) as f32 / 4095.0)
         .collect();
     // One f64 → f32 rounding apart at most.
     assert!(max_abs_diff(&d.display, &want) <= 1e-7);
     // Not a flat image: the LUT is exercised over a range of inputs.
-    let (lo, hi) = d
-        .modality
+    let (lo, hi) = raw(&d)
         .iter()
         .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
     assert!(hi - lo > 100.0, "{lo}..{hi}");
