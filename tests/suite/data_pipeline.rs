@@ -222,22 +222,22 @@ fn a_corrupt_image_stops_prepare_or_is_skipped_and_listed() {
     assert!(c.slot("00000100_000.png").is_none());
 }
 
-#[test]
-fn sixteen_bit_sources_keep_precision_in_a_u16_cache() {
+/// The first image of a u16 cache prepared from 4 real X-rays, each rewritten as a 16-bit grey
+/// PNG with `sbit`, its samples `sample(grey, i)` of the 8-bit grey value at pixel `i`.
+fn first_of_u16_cache(
+    sample: fn(u16, usize) -> u16,
+    sbit: Option<u8>,
+) -> muxmed::data::augment::Img {
     let dir = tempfile::tempdir().unwrap();
     let d = real_subset(dir.path(), 4, |_, p| {
-        // Re-encode as 16-bit with a fine ramp in the low bits.
         let g = image::open(p).unwrap().to_luma8();
         let (w, h) = g.dimensions();
         let v: Vec<u16> = g
             .pixels()
             .enumerate()
-            .map(|(i, px)| px.0[0] as u16 * 256 + (i % 256) as u16)
+            .map(|(i, px)| sample(px.0[0] as u16, i))
             .collect();
-        image::ImageBuffer::<image::Luma<u16>, _>::from_raw(w, h, v)
-            .unwrap()
-            .save(p)
-            .unwrap();
+        std::fs::write(p, crate::dicom::png16(&v, w, h, sbit)).unwrap();
     });
     let m = dir.path().join("m");
     build(&d, true).unwrap().write(&m).unwrap();
@@ -247,52 +247,37 @@ fn sixteen_bit_sources_keep_precision_in_a_u16_cache() {
         ..small_augment()
     };
     prepare_in_chunks(&m, &a, 4, &|_, _| {}).unwrap();
-    let c = Cache::open(&m, &a).unwrap();
-    let img = c.image(0);
-    // Values between 8-bit steps survive.
-    let off_grid = img
-        .data
+    Cache::open(&m, &a).unwrap().image(0)
+}
+
+/// Pixels whose value lies between two 8-bit steps.
+fn off_grid(img: &muxmed::data::augment::Img) -> usize {
+    img.data
         .iter()
         .filter(|v| ((**v * 255.0) - (**v * 255.0).round()).abs() > 1e-3)
-        .count();
-    assert!(off_grid > 1000, "{off_grid}");
+        .count()
+}
+
+#[test]
+fn sixteen_bit_sources_keep_precision_in_a_u16_cache() {
+    // 16-bit with a fine ramp in the low bits.
+    let img = first_of_u16_cache(|v, i| v * 256 + (i % 256) as u16, None);
+    // Values between 8-bit steps survive.
+    let n = off_grid(&img);
+    assert!(n > 1000, "{n}");
 }
 
 #[test]
 fn twelve_bit_pngs_with_sbit_fill_a_u16_cache_at_full_range() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = real_subset(dir.path(), 4, |_, p| {
-        // 12-bit data stored raw in 16-bit PNGs (0..4095), as medical exporters write it,
-        // with sBIT = 12 and a fine ramp in the low 4 bits.
-        let g = image::open(p).unwrap().to_luma8();
-        let (w, h) = g.dimensions();
-        let v: Vec<u16> = g
-            .pixels()
-            .enumerate()
-            .map(|(i, px)| px.0[0] as u16 * 16 + (i % 16) as u16)
-            .collect();
-        std::fs::write(p, crate::dicom::png16(&v, w, h, Some(12))).unwrap();
-    });
-    let m = dir.path().join("m");
-    build(&d, true).unwrap().write(&m).unwrap();
-    let a = AugmentConfig {
-        cache_dtype: CacheDtype::U16,
-        working_size: 1024,
-        ..small_augment()
-    };
-    prepare_in_chunks(&m, &a, 4, &|_, _| {}).unwrap();
-    let c = Cache::open(&m, &a).unwrap();
-    let img = c.image(0);
+    // 12-bit data stored raw in 16-bit PNGs (0..4095), as medical exporters write it, with
+    // sBIT = 12 and a fine ramp in the low 4 bits.
+    let img = first_of_u16_cache(|v, i| v * 16 + (i % 16) as u16, Some(12));
     // Read as 16-bit fractions the brightest pixel would be at most 4095/65535 = 0.0625;
     // honouring sBIT it is the source's brightest grey (0.88 for this X-ray).
     let max = img.data.iter().fold(0.0f32, |a, v| a.max(*v));
     assert!(max > 0.5, "{max}");
-    let off_grid = img
-        .data
-        .iter()
-        .filter(|v| ((**v * 255.0) - (**v * 255.0).round()).abs() > 1e-3)
-        .count();
-    assert!(off_grid > 1000, "{off_grid}");
+    let n = off_grid(&img);
+    assert!(n > 1000, "{n}");
 }
 
 #[test]
