@@ -571,6 +571,9 @@ enum BenchCmd {
         resolution: i64,
         #[arg(long, default_value_t = 5)]
         iters: usize,
+        /// channels_last or contiguous (NCHW).
+        #[arg(long, default_value = "channels_last")]
+        memory_format: muxmed::config::MemoryFormat,
     },
 }
 
@@ -784,16 +787,30 @@ fn bench_cmd(cmd: &BenchCmd) -> Result<ExitCode> {
             batch,
             resolution,
             iters,
+            memory_format,
         } => {
-            let r = muxmed::model::tools::bench(arch, *batch, *resolution, (*iters).max(1))?;
+            let r = muxmed::train::bench::bench(
+                arch,
+                *batch,
+                *resolution,
+                (*iters).max(1),
+                *memory_format,
+            )?;
+            let t = &r.train_step;
             println!(
-                "{} batch {} at {}px, {} threads: inference {:.1} img/s, training step {:.1} img/s",
+                "{} batch {} at {}px, {}, {} threads: inference {:.1} img/s (unfolded {:.1}), training step {:.1} img/s",
                 r.arch,
                 r.batch,
                 r.resolution,
+                r.memory_format,
                 r.threads,
                 r.infer_images_per_s,
+                r.infer_unfolded_images_per_s,
                 r.train_images_per_s
+            );
+            println!(
+                "  training step: forward {:.0} ms, loss {:.1} ms, backward {:.0} ms, clip {:.1} ms, optimizer {:.1} ms, zero_grad {:.1} ms",
+                t.forward_ms, t.loss_ms, t.backward_ms, t.clip_ms, t.optimizer_ms, t.zero_grad_ms
             );
             println!("{}", serde_json::to_string(&r)?);
         }

@@ -275,6 +275,41 @@ pub struct RuntimeConfig {
     pub data_workers: u32,
     /// Batches the loader prepares ahead of the training loop.
     pub prefetch: u32,
+    /// How activations and conv weights are laid out in memory (see [`MemoryFormat`]).
+    pub memory_format: MemoryFormat,
+}
+
+/// The memory layout of 4-D activations and conv weights. `channels_last` (NHWC strides
+/// behind NCHW-shaped tensors) lets libtorch's CPU convolutions (oneDNN) skip the reorders
+/// they do around every NCHW conv; `contiguous` is PyTorch's default NCHW.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemoryFormat {
+    #[default]
+    ChannelsLast,
+    Contiguous,
+}
+
+impl std::str::FromStr for MemoryFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "channels_last" => Ok(MemoryFormat::ChannelsLast),
+            "contiguous" => Ok(MemoryFormat::Contiguous),
+            _ => Err(format!(
+                "unknown memory format `{s}`: expected channels_last or contiguous"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for MemoryFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            MemoryFormat::ChannelsLast => "channels_last",
+            MemoryFormat::Contiguous => "contiguous",
+        })
+    }
 }
 
 impl Default for PipelineConfig {
@@ -362,6 +397,7 @@ impl Default for RuntimeConfig {
             torch_threads: 0,
             data_workers: 2,
             prefetch: 4,
+            memory_format: MemoryFormat::default(),
         }
     }
 }

@@ -553,8 +553,10 @@ pub(super) fn source_entry(p: &Path) -> Result<SourceFile, ManifestError> {
     })
 }
 
-/// Splits the full table into train/val/test, counts positives per label and split (polars
-/// group-by) and records everything in manifest.json.
+/// Splits the full table into train/val/test (a polars mask filter), counts positives per
+/// label and split (column sums of each split's frame) and records everything in
+/// manifest.json. Eager polars only: the lazy engine would pull polars' async and cloud IO
+/// stack (tokio, reqwest, object_store) into the build for two one-line queries.
 pub(super) fn assemble(
     all: DataFrame,
     labels: &[String],
@@ -563,64 +565,47 @@ pub(super) fn assemble(
     d: &DataConfig,
     audit: Audit,
 ) -> Result<Manifest, ManifestError> {
-    let mut frames = BTreeMap::new();
-    let mut splits = BTreeMap::new();
-    for split in Split::ALL {
-        let s = split.as_str();
-        let df = all
-            .clone()
-            .lazy()
-            .filter(col("split").eq(lit(s)))
-            .collect()?;
-        let patients = df.column("patient_id")?.n_unique()? as u64;
-        splits.insert(
-            split,
-            SplitCount {
-                images: df.height() as u64,
-                patients,
-            },
-        );
-        frames.insert(s, df);
-    }
-
-    // Positives and prevalence per label per split (polars group-by).
     let label_names: Vec<&str> = labels
         .iter()
         .map(String::as_str)
         .chain(["no_finding"])
         .collect();
-    let mut aggs: Vec<Expr> = label_names.iter().map(|l| col(*l).sum()).collect();
-    aggs.push(len().alias("images"));
-    let per_split = all
-        .lazy()
-        .group_by([col("split")])
-        .agg(aggs)
-        .sort(["split"], Default::default())
-        .collect()?;
+    let split_col = all.column("split")?.str()?.clone();
+    let mut frames = BTreeMap::new();
+    let mut splits = BTreeMap::new();
     let mut rows_label = Vec::new();
     let mut rows_split = Vec::new();
     let mut rows_pos = Vec::new();
     let mut rows_n = Vec::new();
     let mut rows_prev = Vec::new();
-    let split_col = per_split.column("split")?.str()?.clone();
-    for s in Split::ALL.map(Split::as_str) {
-        let Some(row) = (0..per_split.height()).find(|&r| split_col.get(r) == Some(s)) else {
-            continue;
-        };
-        let n = per_split.column("images")?.u32()?.get(row).unwrap_or(0) as u64;
-        for l in &label_names {
-            let pos = per_split
-                .column(l)?
-                .cast(&DataType::UInt64)?
-                .u64()?
-                .get(row)
-                .unwrap_or(0);
-            rows_label.push(l.to_string());
-            rows_split.push(s.to_string());
-            rows_pos.push(pos);
-            rows_n.push(n);
-            rows_prev.push(if n > 0 { pos as f64 / n as f64 } else { 0.0 });
+    for split in Split::ALL {
+        let s = split.as_str();
+        let df = all.filter(&split_col.equal(s))?;
+        let n = df.height() as u64;
+        let patients = df.column("patient_id")?.n_unique()? as u64;
+        splits.insert(
+            split,
+            SplitCount {
+                images: n,
+                patients,
+            },
+        );
+        if n > 0 {
+            for l in &label_names {
+                let pos = df
+                    .column(l)?
+                    .cast(&DataType::UInt64)?
+                    .u64()?
+                    .sum()
+                    .unwrap_or(0);
+                rows_label.push(l.to_string());
+                rows_split.push(s.to_string());
+                rows_pos.push(pos);
+                rows_n.push(n);
+                rows_prev.push(pos as f64 / n as f64);
+            }
         }
+        frames.insert(s, df);
     }
     let summary = DataFrame::new_infer_height(vec![
         Column::new("label".into(), rows_label),

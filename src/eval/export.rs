@@ -6,11 +6,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use super::predictions::Evaluation;
-use super::run_eval::{load_checkpoint, LoadedCheckpoint, VAL_THRESHOLDS};
+use super::run_eval::{load_checkpoint, VAL_THRESHOLDS};
 use crate::model::device::pick_device;
 use crate::model::export::{
     flat_preprocessing, trace, ExportManifest, LabelThreshold, EXPORT_FORMAT,
 };
+use crate::model::layout::MemoryFormat;
 use crate::run::{EvalKey, RunDir, Split};
 
 /// What `export` wrote.
@@ -56,11 +57,13 @@ fn run_thresholds(
 /// Traces the checkpoint's network and writes `out` and `model.json` beside it.
 pub fn export(checkpoint: &Path, out: &Path, device: Option<&str>) -> Result<Exported> {
     let device = pick_device(device.unwrap_or("cpu"))?;
-    let LoadedCheckpoint { mut vs, net, meta } = load_checkpoint(checkpoint, device)?;
+    let loaded = load_checkpoint(checkpoint, device)?;
+    let net = loaded.folded(MemoryFormat::default());
+    let meta = loaded.meta;
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    trace(&net, &mut vs, meta.resolution as i64, out)?;
+    tch::no_grad(|| trace(&net, device, meta.resolution as i64, out))?;
     let sha = crate::io::sha256_file(checkpoint)
         .with_context(|| format!("hashing {}", checkpoint.display()))?;
     let thresholds = run_thresholds(checkpoint, meta.checkpoint);

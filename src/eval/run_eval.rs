@@ -17,7 +17,9 @@ use crate::data::files::{gather, Failures};
 use crate::data::loader::Source;
 use crate::model::device::{load_into, pick_device};
 use crate::model::export::{ExportManifest, Scripted};
+use crate::model::folded::FoldedNetwork;
 use crate::model::inference::{predict_split, Classifier};
+use crate::model::layout::MemoryFormat;
 use crate::model::muxnet::HeadInit;
 use crate::model::network::Network;
 use crate::model::weights::{read_metadata, read_safetensors};
@@ -49,6 +51,13 @@ pub fn load_checkpoint(path: &Path, device: Device) -> Result<LoadedCheckpoint> 
     Ok(LoadedCheckpoint { vs, net, meta })
 }
 
+impl LoadedCheckpoint {
+    /// The inference model: BatchNorm folded, weights in memory format `f`.
+    pub fn folded(&self, f: MemoryFormat) -> FoldedNetwork {
+        FoldedNetwork::new(&self.net, f)
+    }
+}
+
 fn joined(split: &SplitData, probs: Vec<Vec<f64>>) -> Joined {
     let mut probs = probs.into_iter();
     super::predictions::join_split(split, |_, _| probs.next())
@@ -65,7 +74,7 @@ pub struct RunEvaluation {
 
 /// Probabilities for a run's split averaged over its eval pipelines (and TTA pipelines).
 struct Scorer<'a> {
-    net: &'a Network,
+    net: &'a FoldedNetwork,
     cache: Arc<Cache>,
     pipelines: Vec<Vec<Stage>>,
     batch: usize,
@@ -137,6 +146,7 @@ pub fn evaluate_run(
         );
     }
     let loaded = load_checkpoint(&ck_path, device)?;
+    let folded = loaded.folded(cfg.runtime.memory_format);
     let mdir = manifests_dir.join(&cfg.name);
     let notice = run.manifest_notice(&mdir);
     let mut pipelines = vec![cfg.augment.eval.clone()];
@@ -149,7 +159,7 @@ pub fn evaluate_run(
     let cache = Arc::new(Cache::open(&mdir, &cfg.augment).map_err(|e| anyhow!("{e}"))?);
     cache.check_sources()?;
     let scorer = Scorer {
-        net: &loaded.net,
+        net: &folded,
         cache,
         pipelines,
         batch: cfg.train.batch_size as usize,
@@ -224,7 +234,9 @@ struct Ready {
 fn ready(source: ModelSource, device: Device) -> Result<Ready> {
     match source {
         ModelSource::Checkpoint(path) => {
-            let LoadedCheckpoint { net, meta, .. } = load_checkpoint(path, device)?;
+            let loaded = load_checkpoint(path, device)?;
+            let net = loaded.folded(MemoryFormat::default());
+            let meta = loaded.meta;
             Ok(Ready {
                 model: Box::new(net),
                 labels: meta.labels,

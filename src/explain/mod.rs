@@ -11,22 +11,24 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use rand::{Rng, SeedableRng};
-use tch::{nn, Device, Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 use crate::data::augment::{apply, image_rng, Img};
 use crate::data::geometry::Geometry;
 use crate::data::image::{decode_file, Gray};
 use crate::data::loader::working_image;
-use crate::eval::run_eval::{load_checkpoint, LoadedCheckpoint};
+use crate::eval::run_eval::load_checkpoint;
 use crate::model::device::batch_tensor;
+use crate::model::folded::FoldedNetwork;
 use crate::model::gradcam::{gradcam, min_max};
-use crate::model::network::Network;
+use crate::model::layout::MemoryFormat;
 use crate::run::CheckpointMeta;
 
 /// A checkpoint ready to explain images.
 pub struct Explainer {
-    _vs: nn::VarStore,
-    net: Network,
+    /// The inference model (BatchNorm folded); Grad-CAM's gradients flow only through its
+    /// pooling and classifier.
+    net: FoldedNetwork,
     pub meta: CheckpointMeta,
     device: Device,
 }
@@ -53,11 +55,10 @@ fn to_vec(t: &Tensor) -> Result<Vec<f32>> {
 
 impl Explainer {
     pub fn load(checkpoint: &Path, device: Device) -> Result<Self> {
-        let LoadedCheckpoint { vs, net, meta } = load_checkpoint(checkpoint, device)?;
+        let loaded = load_checkpoint(checkpoint, device)?;
         Ok(Explainer {
-            _vs: vs,
-            net,
-            meta,
+            net: loaded.folded(MemoryFormat::default()),
+            meta: loaded.meta,
             device,
         })
     }

@@ -190,26 +190,6 @@ pub fn micro_auroc(y: &[Vec<bool>], s: &[Vec<f64>]) -> Option<f64> {
     auroc(&yf, &sf)
 }
 
-/// AUROC with integer sample weights, over a precomputed descending-score order (ties grouped).
-fn weighted_auroc(order: &[usize], y: &[bool], s: &[f64], w: &[u32]) -> Option<f64> {
-    let (mut tp, mut fp) = (0.0f64, 0.0f64);
-    let (mut area, mut prev_tp, mut prev_fp) = (0.0, 0.0, 0.0);
-    for (k, &i) in order.iter().enumerate() {
-        let wi = w[i] as f64;
-        if y[i] {
-            tp += wi;
-        } else {
-            fp += wi;
-        }
-        if k + 1 == order.len() || s[order[k + 1]] != s[i] {
-            area += (fp - prev_fp) * (tp + prev_tp) / 2.0;
-            prev_tp = tp;
-            prev_fp = fp;
-        }
-    }
-    (tp > 0.0 && fp > 0.0).then(|| area / (tp * fp))
-}
-
 /// Percentile bootstrap intervals of a per-label statistic (an AUROC, or a difference of two)
 /// and of its macro mean.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -254,31 +234,51 @@ impl PatientResampler {
     }
 }
 
-/// One label's truth and scores with their descending-score order, sorted once for every
-/// resample.
+/// One label's truth and scores in descending-score order, sorted once for every resample:
+/// per rank, the image it holds, whether that image is positive, and whether the next rank
+/// holds a lower score (the end of a tie group, where the ROC curve gets a point).
 pub(crate) struct LabelColumn {
-    y: Vec<bool>,
-    s: Vec<f64>,
-    order: Vec<usize>,
+    image: Vec<u32>,
+    positive: Vec<bool>,
+    group_end: Vec<bool>,
 }
 
 impl LabelColumn {
     /// Column `j` of `y[i][k]`, `s[i][k]`.
     pub(crate) fn new(y: &[Vec<bool>], s: &[Vec<f64>], j: usize) -> Self {
-        let yj: Vec<bool> = y.iter().map(|r| r[j]).collect();
         let sj: Vec<f64> = s.iter().map(|r| r[j]).collect();
         let mut order: Vec<usize> = (0..sj.len()).collect();
         order.sort_by(|&a, &b| sj[b].total_cmp(&sj[a]));
+        let n = order.len();
         LabelColumn {
-            y: yj,
-            s: sj,
-            order,
+            image: order.iter().map(|&i| i as u32).collect(),
+            positive: order.iter().map(|&i| y[i][j]).collect(),
+            group_end: (0..n)
+                .map(|k| k + 1 == n || sj[order[k + 1]] != sj[order[k]])
+                .collect(),
         }
     }
 
-    /// The AUROC of the resample with image weights `w`.
+    /// The AUROC of the resample with image weights `w`: the trapezoid over the points at
+    /// the ends of tie groups, with integer weight sums (exact) turned into f64 only there.
     pub(crate) fn auroc(&self, w: &[u32]) -> Option<f64> {
-        weighted_auroc(&self.order, &self.y, &self.s, w)
+        let (mut tp, mut fp) = (0u64, 0u64);
+        let (mut area, mut prev_tp, mut prev_fp) = (0.0f64, 0.0f64, 0.0f64);
+        for ((&i, &pos), &end) in self.image.iter().zip(&self.positive).zip(&self.group_end) {
+            let wi = w[i as usize] as u64;
+            if pos {
+                tp += wi;
+            } else {
+                fp += wi;
+            }
+            if end {
+                let (t, f) = (tp as f64, fp as f64);
+                area += (f - prev_fp) * (t + prev_tp) / 2.0;
+                prev_tp = t;
+                prev_fp = f;
+            }
+        }
+        (tp > 0 && fp > 0).then(|| area / (tp as f64 * fp as f64))
     }
 }
 
@@ -297,6 +297,11 @@ pub(crate) fn percentile_interval(
     Some([percentile(&v, a), percentile(&v, 1.0 - a)])
 }
 
+/// Resamples drawn ahead and scored in parallel: the draws stay one seeded sequence (so
+/// every figure is what a one-thread loop gives), the scoring of a chunk's resamples is
+/// spread over the cores.
+const RESAMPLE_CHUNK: usize = 64;
+
 /// Percentile intervals of per-label statistics over `resamples` patient resamples (seeded),
 /// and of their mean over the labels defined on each resample. `stat(w)` gives every
 /// label's value for image weights `w` (None where undefined on that resample).
@@ -306,23 +311,30 @@ pub(crate) fn resampled_intervals(
     resamples: usize,
     seed: u64,
     level: f64,
-    stat: impl Fn(&[u32]) -> Vec<Option<f64>>,
+    stat: impl Fn(&[u32]) -> Vec<Option<f64>> + Sync,
 ) -> BootstrapCi {
     let mut resampler = PatientResampler::new(groups, seed);
     let mut per: Vec<Vec<f64>> = vec![Vec::with_capacity(resamples); k];
     let mut means = Vec::with_capacity(resamples);
-    let mut w = vec![0u32; groups.len()];
-    for _ in 0..resamples {
-        resampler.draw(&mut w);
-        let vals = stat(&w);
-        for (j, v) in vals.iter().enumerate() {
-            if let Some(v) = v {
-                per[j].push(*v);
+    let mut weights = vec![vec![0u32; groups.len()]; RESAMPLE_CHUNK.min(resamples)];
+    let mut done = 0;
+    while done < resamples {
+        let chunk = RESAMPLE_CHUNK.min(resamples - done);
+        for w in &mut weights[..chunk] {
+            resampler.draw(w);
+        }
+        let values: Vec<Vec<Option<f64>>> = weights[..chunk].par_iter().map(|w| stat(w)).collect();
+        for vals in values {
+            for (j, v) in vals.iter().enumerate() {
+                if let Some(v) = v {
+                    per[j].push(*v);
+                }
+            }
+            if let Some(m) = mean_defined(&vals) {
+                means.push(m);
             }
         }
-        if let Some(m) = mean_defined(&vals) {
-            means.push(m);
-        }
+        done += chunk;
     }
     BootstrapCi {
         per_label: per
@@ -346,9 +358,8 @@ pub fn bootstrap_auroc(
 ) -> BootstrapCi {
     let k = y.first().map_or(0, |r| r.len());
     let cols: Vec<LabelColumn> = (0..k).map(|j| LabelColumn::new(y, s, j)).collect();
-    // Labels in parallel; the resamples stay in the seeded order, so results do not change.
     resampled_intervals(groups, k, resamples, seed, level, |w| {
-        cols.par_iter().map(|c| c.auroc(w)).collect()
+        cols.iter().map(|c| c.auroc(w)).collect()
     })
 }
 
@@ -517,9 +528,12 @@ mod tests {
     fn weighted_auroc_with_unit_weights_equals_auroc() {
         let y = b(&[0, 1, 0, 1, 1, 0, 0, 1]);
         let s: [f64; 8] = [0.2, 0.9, 0.2, 0.5, 0.2, 0.1, 0.7, 0.7];
-        let mut order: Vec<usize> = (0..8).collect();
-        order.sort_by(|&a, &c| s[c].total_cmp(&s[a]));
-        let w = weighted_auroc(&order, &y, &s, &[1; 8]).unwrap();
+        let col = LabelColumn::new(
+            &y.iter().map(|v| vec![*v]).collect::<Vec<_>>(),
+            &s.iter().map(|v| vec![*v]).collect::<Vec<_>>(),
+            0,
+        );
+        let w = col.auroc(&[1; 8]).unwrap();
         assert!((w - auroc(&y, &s).unwrap()).abs() < 1e-15);
         // Weight 2 on an image equals duplicating it.
         let mut w2 = [1u32; 8];
@@ -528,9 +542,7 @@ mod tests {
         y3.push(true);
         let mut s3 = s.to_vec();
         s3.push(0.5);
-        assert!(
-            (weighted_auroc(&order, &y, &s, &w2).unwrap() - auroc(&y3, &s3).unwrap()).abs() < 1e-15
-        );
+        assert!((col.auroc(&w2).unwrap() - auroc(&y3, &s3).unwrap()).abs() < 1e-15);
     }
 
     #[test]

@@ -1,8 +1,6 @@
 //! Two models scored on the same images: DeLong's test for two correlated ROC curves, the
 //! paired patient bootstrap of the AUROC difference, and Holm's step-down adjustment.
 
-use rayon::prelude::*;
-
 use super::{resampled_intervals, BootstrapCi, LabelColumn};
 
 /// DeLong's test of two AUROCs measured on the same images (DeLong, DeLong & Clarke-Pearson
@@ -153,7 +151,7 @@ pub fn paired_bootstrap(
         .map(|j| (LabelColumn::new(y, a, j), LabelColumn::new(y, b, j)))
         .collect();
     resampled_intervals(groups, k, resamples, seed, level, |w| {
-        cols.par_iter()
+        cols.iter()
             .map(|(ca, cb)| Some(ca.auroc(w)? - cb.auroc(w)?))
             .collect()
     })

@@ -3,37 +3,38 @@
 use tch::nn::{self, Module};
 use tch::Tensor;
 
-use super::layers::{act, bn, bn_t, conv, drop_path, SpatialConv, SqueezeExcite};
+use super::layers::{act, bn, bn_t, conv, drop_path, Conv, SpatialConv, SqueezeExcite};
+use super::layout::is_channels_last;
 use super::spec::{BlockPlan, BlockType};
 
 /// Depthwise-separable block (`ds`/`dsa`): conv_dw → bn1 → act → se → conv_pw → bn2
 /// [→ act for `dsa`] (+ input when stride 1 and widths match).
 #[derive(Debug)]
 pub struct DepthwiseSeparable {
-    conv_dw: SpatialConv,
-    bn1: nn::BatchNorm,
-    se: Option<SqueezeExcite>,
-    conv_pw: nn::Conv2D,
-    bn2: nn::BatchNorm,
-    plan: BlockPlan,
+    pub(super) conv_dw: SpatialConv,
+    pub(super) bn1: nn::BatchNorm,
+    pub(super) se: Option<SqueezeExcite>,
+    pub(super) conv_pw: Conv,
+    pub(super) bn2: nn::BatchNorm,
+    pub(super) plan: BlockPlan,
     /// Stochastic depth on the residual branch in training (see [`Block::set_drop_path`]).
-    drop_path: f64,
+    pub(super) drop_path: f64,
 }
 
 /// Inverted residual (`ir`): conv_pw → bn1 → act → conv_dw (mixed kernels allowed) → bn2 →
 /// act → se → conv_pwl → bn3 (+ input when stride 1 and widths match).
 #[derive(Debug)]
 pub struct InvertedResidual {
-    conv_pw: nn::Conv2D,
-    bn1: nn::BatchNorm,
-    conv_dw: SpatialConv,
-    bn2: nn::BatchNorm,
-    se: Option<SqueezeExcite>,
-    conv_pwl: nn::Conv2D,
-    bn3: nn::BatchNorm,
-    plan: BlockPlan,
+    pub(super) conv_pw: Conv,
+    pub(super) bn1: nn::BatchNorm,
+    pub(super) conv_dw: SpatialConv,
+    pub(super) bn2: nn::BatchNorm,
+    pub(super) se: Option<SqueezeExcite>,
+    pub(super) conv_pwl: Conv,
+    pub(super) bn3: nn::BatchNorm,
+    pub(super) plan: BlockPlan,
     /// Stochastic depth on the residual branch in training (see [`Block::set_drop_path`]).
-    drop_path: f64,
+    pub(super) drop_path: f64,
 }
 
 /// Channel-multiplexed inverted residual (`sp`, the MUX block; Lu et al. 2020, Sec. 3.2):
@@ -43,14 +44,14 @@ pub struct InvertedResidual {
 /// a mix of both halves.
 #[derive(Debug)]
 pub struct MuxInvertedResidual {
-    conv_pw: nn::Conv2D,
-    bn1: nn::BatchNorm,
-    conv_dw: SpatialConv,
-    bn2: nn::BatchNorm,
-    se: Option<SqueezeExcite>,
-    conv_pwl: nn::Conv2D,
-    bn3: nn::BatchNorm,
-    plan: BlockPlan,
+    pub(super) conv_pw: Conv,
+    pub(super) bn1: nn::BatchNorm,
+    pub(super) conv_dw: SpatialConv,
+    pub(super) bn2: nn::BatchNorm,
+    pub(super) se: Option<SqueezeExcite>,
+    pub(super) conv_pwl: Conv,
+    pub(super) bn3: nn::BatchNorm,
+    pub(super) plan: BlockPlan,
 }
 
 #[derive(Debug)]
@@ -208,16 +209,44 @@ impl MuxInvertedResidual {
         if self.plan.has_residual() {
             y += &processed;
         }
-        channel_shuffle(&Tensor::cat(&[y, passed], 1), self.plan.args.shuffle_groups)
+        cat_shuffle(&y, &passed, self.plan.args.shuffle_groups)
     }
 }
 
 /// (N, g, C/g, H, W) → swap the group axes → (N, C, H, W): with g = 2 the order becomes
 /// A0, B0, A1, B1, ... The batch axis is left free (-1) so a traced export takes any N.
+/// Keeps the input's memory format (a channels-last input is shuffled in its NHWC view).
 pub fn channel_shuffle(x: &Tensor, groups: i64) -> Tensor {
     let (_, c, h, w) = x.size4().expect("NCHW input");
-    x.view([-1, groups, c / groups, h, w])
-        .transpose(1, 2)
-        .contiguous()
-        .view([-1, c, h, w])
+    if is_channels_last(x) {
+        x.permute([0, 2, 3, 1])
+            .view([-1, h, w, groups, c / groups])
+            .transpose(3, 4)
+            .contiguous()
+            .view([-1, h, w, c])
+            .permute([0, 3, 1, 2])
+    } else {
+        x.view([-1, groups, c / groups, h, w])
+            .transpose(1, 2)
+            .contiguous()
+            .view([-1, c, h, w])
+    }
+}
+
+/// `channel_shuffle(cat([a, b]), groups)` in one copy when the shuffle interleaves the two
+/// equal halves (groups 2, the MUX block's case): stacking along a new axis just inside the
+/// channels writes A0, B0, A1, B1, ... directly. Otherwise a concatenation, then the shuffle.
+pub fn cat_shuffle(a: &Tensor, b: &Tensor, groups: i64) -> Tensor {
+    let (_, ca, h, w) = a.size4().expect("NCHW input");
+    if groups != 2 || b.size()[1] != ca {
+        return channel_shuffle(&Tensor::cat(&[a, b], 1), groups);
+    }
+    if is_channels_last(a) {
+        let (a, b) = (a.permute([0, 2, 3, 1]), b.permute([0, 2, 3, 1]));
+        Tensor::stack(&[a, b], 4)
+            .view([-1, h, w, 2 * ca])
+            .permute([0, 3, 1, 2])
+    } else {
+        Tensor::stack(&[a, b], 2).view([-1, 2 * ca, h, w])
+    }
 }

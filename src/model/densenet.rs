@@ -7,6 +7,8 @@
 use tch::nn::{self, Module};
 use tch::Tensor;
 
+use super::layers::{Conv, BN_EPS};
+use super::layout::{self, MemoryFormat};
 use super::spec::DENSENET121;
 
 const GROWTH: i64 = DENSENET121.growth;
@@ -14,8 +16,8 @@ const BN_SIZE: i64 = DENSENET121.bn_size;
 const INIT_FEATURES: i64 = DENSENET121.init_features;
 const BLOCKS: [i64; 4] = DENSENET121.blocks;
 
-fn conv(p: nn::Path, cin: i64, cout: i64, k: i64, stride: i64, padding: i64) -> nn::Conv2D {
-    nn::conv2d(
+fn conv(p: nn::Path, cin: i64, cout: i64, k: i64, stride: i64, padding: i64) -> Conv {
+    Conv::new(
         p,
         cin,
         cout,
@@ -39,6 +41,7 @@ fn bn(p: nn::Path, c: i64) -> nn::BatchNorm {
         p,
         c,
         nn::BatchNormConfig {
+            eps: BN_EPS,
             ws_init: nn::Init::Const(1.0),
             bs_init: nn::Init::Const(0.0),
             ..Default::default()
@@ -49,11 +52,11 @@ fn bn(p: nn::Path, c: i64) -> nn::BatchNorm {
 /// norm1 → relu → conv1 (1x1, 4·growth) → norm2 → relu → conv2 (3x3, growth), concatenated
 /// to the input.
 #[derive(Debug)]
-struct DenseLayer {
-    norm1: nn::BatchNorm,
-    conv1: nn::Conv2D,
-    norm2: nn::BatchNorm,
-    conv2: nn::Conv2D,
+pub(super) struct DenseLayer {
+    pub(super) norm1: nn::BatchNorm,
+    pub(super) conv1: Conv,
+    pub(super) norm2: nn::BatchNorm,
+    pub(super) conv2: Conv,
 }
 
 impl DenseLayer {
@@ -76,20 +79,20 @@ impl DenseLayer {
 
 /// norm → relu → 1x1 conv halving the channels → 2x2 average pool.
 #[derive(Debug)]
-struct Transition {
-    norm: nn::BatchNorm,
-    conv: nn::Conv2D,
+pub(super) struct Transition {
+    pub(super) norm: nn::BatchNorm,
+    pub(super) conv: Conv,
 }
 
 #[derive(Debug)]
 pub struct DenseNet121 {
-    conv0: nn::Conv2D,
-    norm0: nn::BatchNorm,
-    blocks: Vec<Vec<DenseLayer>>,
-    transitions: Vec<Transition>,
-    norm5: nn::BatchNorm,
-    classifier: nn::Linear,
-    drop_rate: f64,
+    pub(super) conv0: Conv,
+    pub(super) norm0: nn::BatchNorm,
+    pub(super) blocks: Vec<Vec<DenseLayer>>,
+    pub(super) transitions: Vec<Transition>,
+    pub(super) norm5: nn::BatchNorm,
+    pub(super) classifier: nn::Linear,
+    pub(super) drop_rate: f64,
 }
 
 impl DenseNet121 {
@@ -126,9 +129,14 @@ impl DenseNet121 {
         }
     }
 
+    /// The memory format of the weights (see [`super::layout::apply`]).
+    pub fn memory_format(&self) -> MemoryFormat {
+        layout::format_of(self.conv0.weight())
+    }
+
     /// The last feature map before pooling: after norm5 and ReLU (N, 1024, H/32, W/32).
     pub fn feature_map_t(&self, x: &Tensor, train: bool) -> Tensor {
-        let mut y = x
+        let mut y = layout::to_format(x, self.memory_format())
             .apply(&self.conv0)
             .apply_t(&self.norm0, train)
             .relu()

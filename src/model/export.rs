@@ -6,9 +6,9 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use tch::{nn, CModule, Device, Kind, Tensor};
+use tch::{CModule, Device, Kind, Tensor};
 
-use super::network::Network;
+use super::folded::FoldedNetwork;
 use crate::config::augment::Stage;
 use crate::config::Arch;
 
@@ -144,17 +144,18 @@ pub fn flat_preprocessing(stages: &[Stage]) -> Option<Preprocessing> {
     (p.grey_to_rgb && normalised).then_some(p)
 }
 
-/// Traces `net` (eval mode, frozen) on a [2, 3, R, R] input and saves the module atomically.
-/// The network's reshapes leave the batch axis free, so the module takes any N.
+/// Traces the inference model `net` (BatchNorm folded, weights in its memory format; the
+/// input's conversion to that format is part of the trace) on a [2, 3, R, R] input and
+/// saves the module atomically. The network's reshapes leave the batch axis free, so the
+/// module takes any N.
 pub fn trace(
-    net: &Network,
-    vs: &mut nn::VarStore,
+    net: &FoldedNetwork,
+    device: Device,
     resolution: i64,
     out: &Path,
 ) -> Result<(), ExportError> {
-    vs.freeze();
-    let x = Tensor::zeros([2, 3, resolution, resolution], (Kind::Float, vs.device()));
-    let mut forward = |xs: &[Tensor]| vec![net.forward_t(&xs[0], false)];
+    let x = Tensor::zeros([2, 3, resolution, resolution], (Kind::Float, device));
+    let mut forward = |xs: &[Tensor]| vec![net.forward(&xs[0])];
     let module = CModule::create_by_tracing("MuxmedClassifier", "forward", &[x], &mut forward)
         .map_err(|e| ExportError::Trace(e.to_string()))?;
     let tmp = out.with_extension("pt.tmp");

@@ -6,7 +6,33 @@
 
 use tch::{Kind, Tensor};
 
+use super::folded::FoldedNetwork;
 use super::network::Network;
+
+/// A network split at its last feature map, for Grad-CAM: the backbone up to A, and the
+/// pooling and classifier after it. Both in eval mode.
+pub trait CamSource {
+    fn feature_map(&self, x: &Tensor) -> Tensor;
+    fn logits_from_map(&self, a: &Tensor) -> Tensor;
+}
+
+impl CamSource for Network {
+    fn feature_map(&self, x: &Tensor) -> Tensor {
+        self.feature_map_t(x, false)
+    }
+    fn logits_from_map(&self, a: &Tensor) -> Tensor {
+        self.logits_from_map_t(a, false)
+    }
+}
+
+impl CamSource for FoldedNetwork {
+    fn feature_map(&self, x: &Tensor) -> Tensor {
+        FoldedNetwork::feature_map(self, x)
+    }
+    fn logits_from_map(&self, a: &Tensor) -> Tensor {
+        FoldedNetwork::logits_from_map(self, a)
+    }
+}
 
 /// Grad-CAM of a batch for every class.
 #[derive(Debug)]
@@ -21,11 +47,11 @@ pub struct GradCam {
 
 /// Grad-CAM of `x` (N, 3, H, W) for every class, the network in eval mode. Gradients flow
 /// only through the pooling and classifier: the backbone runs without autograd.
-pub fn gradcam(net: &Network, x: &Tensor) -> GradCam {
-    let a = tch::no_grad(|| net.feature_map_t(x, false))
+pub fn gradcam(net: &impl CamSource, x: &Tensor) -> GradCam {
+    let a = tch::no_grad(|| net.feature_map(x))
         .detach()
         .set_requires_grad(true);
-    let logits = net.logits_from_map_t(&a, false);
+    let logits = net.logits_from_map(&a);
     let classes = logits.size()[1];
     let mut raws = Vec::with_capacity(classes as usize);
     for k in 0..classes {

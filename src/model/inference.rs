@@ -6,6 +6,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::device::batch_tensor;
 use super::export::Scripted;
+use super::folded::FoldedNetwork;
 use super::network::Network;
 use crate::config::augment::Stage;
 use crate::data::dataset::SplitData;
@@ -27,6 +28,12 @@ pub trait Classifier {
 impl Classifier for Network {
     fn logits(&self, x: &Tensor) -> Result<Tensor, String> {
         Ok(self.forward_t(x, false))
+    }
+}
+
+impl Classifier for FoldedNetwork {
+    fn logits(&self, x: &Tensor) -> Result<Tensor, String> {
+        Ok(self.forward(x))
     }
 }
 

@@ -5,11 +5,45 @@
 use tch::nn::{self, Module, ModuleT};
 use tch::Tensor;
 
+use super::layout::is_channels_last;
 use super::spec::{split_channels, Act};
 
 /// The reference's padding rule (`_get_padding`): ((stride - 1) + (k - 1)) / 2.
 fn padding(k: i64, stride: i64) -> i64 {
     ((stride - 1) + (k - 1)) / 2
+}
+
+/// A 2-D convolution with its geometry kept beside tch's module (whose config is private),
+/// so that the inference model can fold BatchNorm into it ([`super::folded`]).
+#[derive(Debug)]
+pub struct Conv {
+    pub inner: nn::Conv2D,
+    pub stride: i64,
+    pub padding: i64,
+    pub groups: i64,
+}
+
+impl Conv {
+    /// A conv with tch's module under `p` (keys `weight`, `bias`).
+    pub fn new(p: nn::Path, cin: i64, cout: i64, k: i64, c: nn::ConvConfig) -> Self {
+        let (stride, padding, groups) = (c.stride, c.padding, c.groups);
+        Conv {
+            inner: nn::conv2d(p, cin, cout, k, c),
+            stride,
+            padding,
+            groups,
+        }
+    }
+
+    pub fn weight(&self) -> &Tensor {
+        &self.inner.ws
+    }
+}
+
+impl Module for Conv {
+    fn forward(&self, x: &Tensor) -> Tensor {
+        self.inner.forward(x)
+    }
 }
 
 /// A conv initialised as the reference's `_initialize_weight_goog`: weights from
@@ -22,9 +56,9 @@ pub fn conv(
     stride: i64,
     groups: i64,
     bias: bool,
-) -> nn::Conv2D {
+) -> Conv {
     let stdev = (2.0 / (k * k * cout) as f64).sqrt();
-    nn::conv2d(
+    Conv::new(
         p,
         cin,
         cout,
@@ -41,6 +75,9 @@ pub fn conv(
     )
 }
 
+/// BatchNorm's ε, PyTorch's default, in every BatchNorm of both architectures.
+pub const BN_EPS: f64 = 1e-5;
+
 /// PyTorch's BatchNorm2d defaults (eps 1e-5, momentum 0.1), gamma 1 and beta 0 as the
 /// reference initialises them (tch's own default draws gamma from U(0, 1)).
 pub fn bn(p: nn::Path, c: i64) -> nn::BatchNorm {
@@ -48,7 +85,7 @@ pub fn bn(p: nn::Path, c: i64) -> nn::BatchNorm {
         p,
         c,
         nn::BatchNormConfig {
-            eps: 1e-5,
+            eps: BN_EPS,
             momentum: 0.1,
             ws_init: nn::Init::Const(1.0),
             bs_init: nn::Init::Const(0.0),
@@ -71,9 +108,9 @@ pub fn act(a: Act, x: &Tensor) -> Tensor {
 /// sigmoid gate. Keys: `conv_reduce`, `conv_expand`.
 #[derive(Debug)]
 pub struct SqueezeExcite {
-    conv_reduce: nn::Conv2D,
-    conv_expand: nn::Conv2D,
-    act: Act,
+    pub(super) conv_reduce: Conv,
+    pub(super) conv_expand: Conv,
+    pub(super) act: Act,
 }
 
 impl SqueezeExcite {
@@ -94,23 +131,42 @@ impl SqueezeExcite {
 
 /// Space-to-channel with factor 2 in the reference's channel order: output channel
 /// `(i*2 + j)*C + c` holds input pixel `(2h+i, 2w+j)` of channel `c` (offset-major; not
-/// `pixel_unshuffle`'s `c*4 + i*2 + j`).
+/// `pixel_unshuffle`'s `c*4 + i*2 + j`). The output keeps the input's memory format: a
+/// channels-last input is rearranged in its NHWC view, so the copy lands in NHWC order.
 pub fn space_to_channel(x: &Tensor) -> Tensor {
     let (_, c, h, w) = x.size4().expect("NCHW input");
-    x.view([-1, c, h / 2, 2, w / 2, 2])
-        .permute([0, 3, 5, 1, 2, 4])
-        .contiguous()
-        .view([-1, c * 4, h / 2, w / 2])
+    if is_channels_last(x) {
+        x.permute([0, 2, 3, 1])
+            .view([-1, h / 2, 2, w / 2, 2, c])
+            .permute([0, 1, 3, 2, 4, 5])
+            .contiguous()
+            .view([-1, h / 2, w / 2, c * 4])
+            .permute([0, 3, 1, 2])
+    } else {
+        x.view([-1, c, h / 2, 2, w / 2, 2])
+            .permute([0, 3, 5, 1, 2, 4])
+            .contiguous()
+            .view([-1, c * 4, h / 2, w / 2])
+    }
 }
 
 /// The exact inverse of [`space_to_channel`]: input channel `(i*2 + j)*C' + c` goes to pixel
-/// `(2h+i, 2w+j)` of output channel `c`.
+/// `(2h+i, 2w+j)` of output channel `c`. Keeps the input's memory format.
 pub fn channel_to_space(x: &Tensor) -> Tensor {
     let (_, c, h, w) = x.size4().expect("NCHW input");
-    x.view([-1, 2, 2, c / 4, h, w])
-        .permute([0, 3, 4, 1, 5, 2])
-        .contiguous()
-        .view([-1, c / 4, h * 2, w * 2])
+    if is_channels_last(x) {
+        x.permute([0, 2, 3, 1])
+            .view([-1, h, w, 2, 2, c / 4])
+            .permute([0, 1, 3, 2, 4, 5])
+            .contiguous()
+            .view([-1, h * 2, w * 2, c / 4])
+            .permute([0, 3, 1, 2])
+    } else {
+        x.view([-1, 2, 2, c / 4, h, w])
+            .permute([0, 3, 4, 1, 5, 2])
+            .contiguous()
+            .view([-1, c / 4, h * 2, w * 2])
+    }
 }
 
 /// Splits the channels into `splits`, applies one part each, concatenates the results.
@@ -127,13 +183,13 @@ fn split_apply_cat<P>(
 
 /// One branch of a MUXConv layer, by the sign of its scale.
 #[derive(Debug)]
-enum MuxBranch {
+pub(super) enum MuxBranch {
     /// scale < 0: space-to-channel -> depthwise conv -> channel-to-space.
-    Coarser(nn::Conv2D),
+    Coarser(Conv),
     /// scale = 0: a plain depthwise conv.
-    Same(nn::Conv2D),
+    Same(Conv),
     /// scale > 0: channel-to-space -> depthwise conv -> space-to-channel.
-    Finer(nn::Conv2D),
+    Finer(Conv),
 }
 
 /// Spatial multiplexing (the MUXConv layer): the channels are split into one group per scale
@@ -143,8 +199,8 @@ enum MuxBranch {
 /// sits between the two rearrangements in the reference's Sequential).
 #[derive(Debug)]
 pub struct MuxConv {
-    branches: Vec<MuxBranch>,
-    splits: Vec<i64>,
+    pub(super) branches: Vec<MuxBranch>,
+    pub(super) splits: Vec<i64>,
 }
 
 impl MuxConv {
@@ -197,8 +253,8 @@ impl MuxConv {
 /// kernel size. Keys `<j>.weight`.
 #[derive(Debug)]
 pub struct MixedConv {
-    convs: Vec<nn::Conv2D>,
-    splits: Vec<i64>,
+    pub(super) convs: Vec<Conv>,
+    pub(super) splits: Vec<i64>,
 }
 
 impl MixedConv {
@@ -246,7 +302,7 @@ impl MixedConv {
 /// The spatial (kxk) conv of a block: one conv, a mixed-kernel conv or a MUXConv layer.
 #[derive(Debug)]
 pub enum SpatialConv {
-    Single(nn::Conv2D),
+    Single(Conv),
     Mixed(MixedConv),
     Mux(MuxConv),
 }

@@ -13,11 +13,15 @@ pub mod device;
 #[cfg(feature = "torch")]
 pub mod export;
 #[cfg(feature = "torch")]
+pub mod folded;
+#[cfg(feature = "torch")]
 pub mod gradcam;
 #[cfg(feature = "torch")]
 pub mod inference;
 #[cfg(feature = "torch")]
 pub mod layers;
+#[cfg(feature = "torch")]
+pub mod layout;
 #[cfg(feature = "torch")]
 pub mod muxnet;
 #[cfg(feature = "torch")]

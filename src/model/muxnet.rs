@@ -9,7 +9,8 @@ use tch::nn::{self, Module};
 use tch::Tensor;
 
 use super::blocks::Block;
-use super::layers::{act, bn, bn_t, conv};
+use super::layers::{act, bn, bn_t, conv, Conv};
+use super::layout::{self, MemoryFormat};
 use super::spec::{Act, ArchSpec, SpecError};
 
 /// How the classifier is initialised.
@@ -39,13 +40,13 @@ pub struct MuxNet {
     pub spec: ArchSpec,
     pub num_classes: i64,
     pub drop_rate: f64,
-    conv_stem: nn::Conv2D,
-    bn1: nn::BatchNorm,
-    blocks: Vec<Vec<Block>>,
-    conv_head: nn::Conv2D,
-    bn2: nn::BatchNorm,
-    classifier: nn::Linear,
-    act: Act,
+    pub(super) conv_stem: Conv,
+    pub(super) bn1: nn::BatchNorm,
+    pub(super) blocks: Vec<Vec<Block>>,
+    pub(super) conv_head: Conv,
+    pub(super) bn2: nn::BatchNorm,
+    pub(super) classifier: nn::Linear,
+    pub(super) act: Act,
 }
 
 impl MuxNet {
@@ -109,6 +110,16 @@ impl MuxNet {
         })
     }
 
+    /// The memory format of the weights (see [`super::layout::apply`]).
+    pub fn memory_format(&self) -> MemoryFormat {
+        layout::format_of(self.conv_stem.weight())
+    }
+
+    /// `x` in the weights' memory format.
+    fn laid_out(&self, x: &Tensor) -> Tensor {
+        layout::to_format(x, self.memory_format())
+    }
+
     /// Sets stochastic depth: block `i` of `n` (counted over all stages, from 0) drops its
     /// residual branch with probability `rate * i / n`, as the reference's builder scales
     /// `drop_connect_rate` (MUXConv repo, `muxnet.py`; timm's EfficientNet builder).
@@ -122,9 +133,10 @@ impl MuxNet {
     /// The last feature map before global pooling (N, head channels, H/32, W/32): after
     /// `conv_head`, `bn2` and the activation. Grad-CAM's A.
     pub fn feature_map_t(&self, x: &Tensor, train: bool) -> Tensor {
+        let x = self.laid_out(x);
         let mut y = act(
             self.act,
-            &bn_t(&self.bn1, &self.conv_stem.forward(x), train),
+            &bn_t(&self.bn1, &self.conv_stem.forward(&x), train),
         );
         for stage in &self.blocks {
             for b in stage {
@@ -166,9 +178,10 @@ impl MuxNet {
 
     /// Forward pass keeping every stage's output, for parity checks against the reference.
     pub fn forward_taps(&self, x: &Tensor, train: bool) -> Taps {
+        let x = self.laid_out(x);
         let stem = act(
             self.act,
-            &bn_t(&self.bn1, &self.conv_stem.forward(x), train),
+            &bn_t(&self.bn1, &self.conv_stem.forward(&x), train),
         );
         let mut y = stem.shallow_clone();
         let mut outs = Vec::new();

@@ -6,6 +6,7 @@ use tch::nn;
 use tch::Tensor;
 
 use super::densenet::DenseNet121;
+use super::layout::{self, MemoryFormat};
 use super::muxnet::{HeadInit, MuxNet};
 use super::spec::{ArchSpec, SpecError};
 use crate::config::Arch;
@@ -53,6 +54,19 @@ impl Network {
     ) -> Result<Self, SpecError> {
         let net = MuxNet::new(p, spec, num_classes, drop_rate, head_init)?;
         Ok(Network::MuxNet(Box::new(net)))
+    }
+
+    /// Lays the conv weights of `vs` (this network's store) out in format `f`; every
+    /// forward pass then brings its input to that format.
+    pub fn set_memory_format(&self, vs: &nn::VarStore, f: MemoryFormat) {
+        layout::apply(vs, f);
+    }
+
+    pub fn memory_format(&self) -> MemoryFormat {
+        match self {
+            Network::MuxNet(m) => m.memory_format(),
+            Network::DenseNet121(d) => d.memory_format(),
+        }
     }
 
     /// Stochastic depth for training (MUXNet only; DenseNet-121 has none).

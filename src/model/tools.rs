@@ -2,10 +2,9 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use tch::{nn, Device, Kind, Reduction, Tensor};
+use tch::{nn, Device, Kind, Tensor};
 
 use super::muxnet::HeadInit;
 use super::network::Network;
@@ -212,60 +211,5 @@ pub fn info(arch: &Arch, num_classes: i64, resolution: i64) -> Result<Info> {
         params_backbone: total - head,
         params_head: head,
         madds: counts.madds,
-    })
-}
-
-/// Images per second for inference and for a training step (forward, BCE loss, backward,
-/// SGD update) on random inputs; the median of `iters` timed runs after one warm-up.
-#[derive(Debug, serde::Serialize)]
-pub struct BenchResult {
-    pub arch: String,
-    pub batch: i64,
-    pub resolution: i64,
-    pub threads: i32,
-    pub infer_images_per_s: f64,
-    pub train_images_per_s: f64,
-}
-
-pub fn bench(arch: &Arch, batch: i64, resolution: i64, iters: usize) -> Result<BenchResult> {
-    tch::manual_seed(0);
-    let vs = nn::VarStore::new(Device::Cpu);
-    let net = Network::build(&vs.root(), arch, 14, 0.0, HeadInit::PytorchDefault)?;
-    let x = Tensor::randn([batch, 3, resolution, resolution], tch::kind::FLOAT_CPU);
-    let y = Tensor::rand([batch, 14], tch::kind::FLOAT_CPU).round();
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(|a, b| a.total_cmp(b));
-        v[v.len() / 2]
-    };
-    let mut infer = Vec::new();
-    for i in 0..=iters {
-        let t = Instant::now();
-        let _ = tch::no_grad(|| net.forward_t(&x, false))
-            .sum(Kind::Float)
-            .double_value(&[]);
-        if i > 0 {
-            infer.push(batch as f64 / t.elapsed().as_secs_f64());
-        }
-    }
-    let mut opt = tch::nn::OptimizerConfig::build(tch::nn::Sgd::default(), &vs, 1e-3)?;
-    let mut train = Vec::new();
-    for i in 0..=iters {
-        let t = Instant::now();
-        let loss = net
-            .forward_t(&x, true)
-            .binary_cross_entropy_with_logits::<Tensor>(&y, None, None, Reduction::Mean);
-        opt.backward_step(&loss);
-        let _ = loss.double_value(&[]);
-        if i > 0 {
-            train.push(batch as f64 / t.elapsed().as_secs_f64());
-        }
-    }
-    Ok(BenchResult {
-        arch: arch.to_string(),
-        batch,
-        resolution,
-        threads: tch::get_num_threads(),
-        infer_images_per_s: median(infer),
-        train_images_per_s: median(train),
     })
 }

@@ -14,15 +14,17 @@ pub struct Ema {
 }
 
 impl Ema {
-    /// A copy of the live model's architecture and current weights.
+    /// A copy of the live model's architecture, current weights and memory format.
     pub fn new(
         live: &nn::VarStore,
+        live_net: &Network,
         arch: &Arch,
         num_classes: i64,
         decay: f64,
     ) -> Result<Self, crate::model::spec::SpecError> {
         let vs = nn::VarStore::new(live.device());
         let net = Network::build(&vs.root(), arch, num_classes, 0.0, HeadInit::PytorchDefault)?;
+        net.set_memory_format(&vs, live_net.memory_format());
         tch::no_grad(|| {
             let src = live.variables();
             for (name, mut v) in vs.variables() {

@@ -8,6 +8,8 @@
 pub mod schedule;
 
 #[cfg(feature = "torch")]
+pub mod bench;
+#[cfg(feature = "torch")]
 pub mod best;
 #[cfg(feature = "torch")]
 pub mod checkpoint;

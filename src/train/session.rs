@@ -337,8 +337,9 @@ fn build_model(
         info.sha256 = Some(weights::sha256_file(w)?);
         info.replaced = r.replaced;
     }
+    net.set_memory_format(vs, cfg.runtime.memory_format);
     let ema = match cfg.train.ema_decay {
-        Some(d) => Some(Ema::new(vs, &cfg.model.arch, k, d)?),
+        Some(d) => Some(Ema::new(vs, &net, &cfg.model.arch, k, d)?),
         None => None,
     };
     Ok((net, info, ema))

@@ -15,6 +15,7 @@ mod manifest_generic;
 mod manifest_real;
 mod metrics_fixtures;
 mod model_finetune;
+mod model_layout;
 mod model_parity;
 mod model_weights;
 mod report_figures;

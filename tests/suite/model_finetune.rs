@@ -179,9 +179,10 @@ fn ema_averages_batchnorm_statistics_and_warms_up_its_decay() {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/archs/muxnet_demo.json"),
     );
     let live = nn::VarStore::new(Device::Cpu);
-    muxmed::model::network::Network::build(&live.root(), &arch, 14, 0.0, HeadInit::Reference)
-        .unwrap();
-    let ema = Ema::new(&live, &arch, 14, 0.999).unwrap();
+    let live_net =
+        muxmed::model::network::Network::build(&live.root(), &arch, 14, 0.0, HeadInit::Reference)
+            .unwrap();
+    let ema = Ema::new(&live, &live_net, &arch, 14, 0.999).unwrap();
     assert!((ema.decay_at(0) - 0.1).abs() < 1e-15);
     assert!((ema.decay_at(90) - 0.91).abs() < 1e-15);
     assert_eq!(ema.decay_at(1_000_000), 0.999);

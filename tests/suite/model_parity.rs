@@ -5,8 +5,11 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use muxmed::model::folded::FoldedNetwork;
 use muxmed::model::layers::MuxConv;
+use muxmed::model::layout::{self, MemoryFormat};
 use muxmed::model::muxnet::{HeadInit, MuxNet};
+use muxmed::model::network::Network;
 use muxmed::model::spec::ArchSpec;
 use muxmed::model::weights::{load_strict, read_safetensors};
 use tch::{nn, Device, Kind, Reduction, Tensor};
@@ -22,16 +25,36 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
     (a - b).abs().max().double_value(&[])
 }
 
-fn build(spec: &ArchSpec, weights: &str) -> (nn::VarStore, MuxNet) {
+/// Both memory formats: every check runs on NCHW and on channels-last weights.
+const FORMATS: [MemoryFormat; 2] = [MemoryFormat::Contiguous, MemoryFormat::ChannelsLast];
+
+fn build(spec: &ArchSpec, weights: &str, f: MemoryFormat) -> (nn::VarStore, MuxNet) {
     let vs = nn::VarStore::new(Device::Cpu);
     let net = MuxNet::new(&vs.root(), spec, 14, 0.0, HeadInit::Reference).unwrap();
     let report = load_strict(&vs, &fixture(weights)).unwrap();
     assert!(report.replaced.is_empty());
+    layout::apply(&vs, f);
+    assert_eq!(net.memory_format(), f);
     (vs, net)
+}
+
+/// With channels-last weights every stage's output is a dense channels-last tensor: no
+/// layer converted back to NCHW along the way (a conv after such a layer would hide it by
+/// converting again, at the cost of two copies).
+fn assert_layout(name: &str, t: &Tensor, f: MemoryFormat) {
+    if f == MemoryFormat::ChannelsLast && t.size()[2] * t.size()[3] > 1 {
+        assert!(
+            layout::is_dense_channels_last(t),
+            "{name}: strides {:?} for size {:?} are not channels-last",
+            t.stride(),
+            t.size()
+        );
+    }
 }
 
 /// Eval-mode activations of every stage, the head, pooled features and logits within 1e-4.
 fn check_eval(net: &MuxNet, golden: &BTreeMap<String, Tensor>) {
+    let f = net.memory_format();
     let taps = tch::no_grad(|| net.forward_taps(&golden["input"], false));
     let mut checked = vec![
         ("stem".to_string(), &taps.stem),
@@ -48,34 +71,91 @@ fn check_eval(net: &MuxNet, golden: &BTreeMap<String, Tensor>) {
     );
     for (name, ours) in checked {
         let d = max_abs_diff(ours, &golden[&name]);
-        assert!(d < 1e-4, "{name}: max abs diff {d}");
+        assert!(d < 1e-4, "{name} ({f}): max abs diff {d}");
+        if ours.dim() == 4 {
+            assert_layout(&name, ours, f);
+        }
     }
     // A port that outputs near-zero logits could pass by accident; these fixtures are calibrated.
     assert!(golden["logits"].abs().max().double_value(&[]) > 0.1);
 }
 
-#[test]
-fn muxnet_m_matches_reference_eval_and_train() {
-    let golden = read_safetensors(&fixture("muxnet_m_c14_seed0_golden.safetensors")).unwrap();
-    let (vs, net) = build(&ArchSpec::muxnet_m(), "muxnet_m_c14_seed0.safetensors");
-    check_eval(&net, &golden);
-    check_train_step(&vs, &net, &golden);
+/// The inference model (BatchNorm folded into the convs, SE's 1x1 convs as linear layers)
+/// against the same golden activations within 1e-4, in the network's memory format.
+fn check_folded(net: &Network, golden: &BTreeMap<String, Tensor>) {
+    let f = net.memory_format();
+    let folded = FoldedNetwork::new(net, f);
+    let FoldedNetwork::MuxNet(m) = &folded else {
+        panic!("a MUXNet folds into a folded MUXNet")
+    };
+    let x = &golden["input"];
+    let (stages, features, logits) = tch::no_grad(|| {
+        (
+            m.stages(&layout::to_format(x, f)),
+            folded.features(x),
+            folded.forward(x),
+        )
+    });
+    let n_blocks = stages.len() - 2;
+    let mut names = vec!["stem".to_string()];
+    names.extend((0..n_blocks).map(|i| format!("blocks.{i}")));
+    names.push("head".into());
+    for (name, ours) in names.iter().zip(&stages) {
+        let d = max_abs_diff(ours, &golden[name]);
+        assert!(d < 1e-4, "folded {name} ({f}): max abs diff {d}");
+        assert_layout(name, ours, f);
+    }
+    for (name, ours) in [("features", &features), ("logits", &logits)] {
+        let d = max_abs_diff(ours, &golden[name]);
+        assert!(d < 1e-4, "folded {name} ({f}): max abs diff {d}");
+    }
+}
+
+/// Eval (unfolded and folded) and, with `train`, the training step, in both formats.
+fn check_all(spec: &ArchSpec, weights: &str, golden: &str, train: bool) {
+    let golden = read_safetensors(&fixture(golden)).unwrap();
+    for f in FORMATS {
+        let (vs, net) = build(spec, weights, f);
+        check_eval(&net, &golden);
+        let net = Network::MuxNet(Box::new(net));
+        check_folded(&net, &golden);
+        if let (true, Network::MuxNet(m)) = (train, &net) {
+            check_train_step(&vs, m, &golden);
+        }
+    }
 }
 
 #[test]
-fn muxnet_l_matches_reference_eval_and_train() {
-    let golden = read_safetensors(&fixture("muxnet_l_c14_seed1_golden.safetensors")).unwrap();
-    let (vs, net) = build(&ArchSpec::muxnet_l(), "muxnet_l_c14_seed1.safetensors");
-    check_eval(&net, &golden);
-    check_train_step(&vs, &net, &golden);
+fn muxnet_m_matches_reference_eval_folded_and_train() {
+    check_all(
+        &ArchSpec::muxnet_m(),
+        "muxnet_m_c14_seed0.safetensors",
+        "muxnet_m_c14_seed0_golden.safetensors",
+        true,
+    );
 }
 
 #[test]
-fn custom_muxconv_architecture_matches_reference() {
+fn muxnet_l_matches_reference_eval_folded_and_train() {
+    check_all(
+        &ArchSpec::muxnet_l(),
+        "muxnet_l_c14_seed1.safetensors",
+        "muxnet_l_c14_seed1_golden.safetensors",
+        true,
+    );
+}
+
+/// Its `sp` blocks with scales [0, 1] hold a MUXConv "finer" branch, whose BatchNorm cannot
+/// fold into the conv (one conv channel feeds four BatchNorm channels).
+#[test]
+fn custom_muxconv_architecture_matches_reference_eval_and_folded() {
     let spec = ArchSpec::from_json_file(&fixture("muxnet_custom_c14_seed5.arch.json")).unwrap();
-    let golden = read_safetensors(&fixture("muxnet_custom_c14_seed5_golden.safetensors")).unwrap();
-    let (_vs, net) = build(&spec, "muxnet_custom_c14_seed5.safetensors");
-    check_eval(&net, &golden);
+    check_all(
+        &spec,
+        "muxnet_custom_c14_seed5.safetensors",
+        "muxnet_custom_c14_seed5_golden.safetensors",
+        false,
+    );
 }
 
 /// Training-mode logits and loss, the stem BN's running statistics after that forward, and

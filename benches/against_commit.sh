@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Speed of this checkout against an earlier commit, both built and measured in the same run
+# (the machine is shared and noisy: only ratios measured side by side hold).
+#
+#   benches/against_commit.sh model [COMMIT]   `bench model` of MUXNet-m, batch 32, 224²,
+#                                              three alternating rounds each
+#   benches/against_commit.sh demo [COMMIT]    the whole `make demo`, once each, from scratch
+#
+# COMMIT defaults to d836bb5 (issue 16's baseline). Its source is unpacked with `git archive`
+# into target/bench-base/COMMIT and built there with its own target folder (a cold release
+# build: 15-20 minutes the first time).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+what=${1:?usage: benches/against_commit.sh model|demo [COMMIT]}
+base=${2:-d836bb5}
+dir=target/bench-base/$base
+here=$(pwd)
+
+if [ ! -x "$dir/target/release/muxmed" ]; then
+  echo "== building $base in $dir (a cold release build)"
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  git archive "$base" | tar -x -C "$dir"
+  make -C "$dir" build >"$dir.build.log" 2>&1 || { tail -20 "$dir.build.log"; exit 1; }
+fi
+make build >/dev/null
+echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(nproc) cores"
+
+case "$what" in
+model)
+  args=(bench model --arch muxnet_m --batch 32 --resolution 224)
+  : >"$dir.model.jsonl"
+  : >target/bench-here.model.jsonl
+  for round in 1 2 3; do
+    echo "== round $round: $base"
+    (cd "$dir" && target/release/muxmed "${args[@]}") | tee /dev/stderr | tail -1 >>"$dir.model.jsonl"
+    echo "== round $round: this checkout"
+    target/release/muxmed "${args[@]}" | tee /dev/stderr | tail -1 >>target/bench-here.model.jsonl
+  done 2>&1
+  python3 - "$dir.model.jsonl" target/bench-here.model.jsonl "$base" <<'PY'
+import json, statistics, sys
+old = [json.loads(l) for l in open(sys.argv[1])]
+new = [json.loads(l) for l in open(sys.argv[2])]
+for key, what in [("infer_images_per_s", "inference"), ("train_images_per_s", "training step")]:
+    o = statistics.median(r[key] for r in old)
+    n = statistics.median(r[key] for r in new)
+    print(f"MUXNet-m batch 32 {what}: {n:.1f} img/s vs {o:.1f} at {sys.argv[3]} = {n / o:.2f}x")
+PY
+  ;;
+demo)
+  run_demo() {
+    (cd "$1" && rm -rf data/synth data_manifests/chestxray-demo reports/demo reports/demo-small \
+      reports/demo-compare && bash scripts/demo.sh) >"$2" 2>&1
+    grep -E "demo finished|test mean AUROC" "$2"
+  }
+  echo "== demo at $base"
+  run_demo "$dir" "$here/$dir.demo.log"
+  echo "== demo at this checkout"
+  run_demo "$here" "$here/target/bench-here.demo.log"
+  ;;
+*)
+  echo "usage: benches/against_commit.sh model|demo [COMMIT]" >&2
+  exit 2
+  ;;
+esac

@@ -1,0 +1,130 @@
+//! `muxmed bench model`: inference and training-step throughput of an architecture on
+//! random inputs, with the product's own pieces: the folded inference model of
+//! `evaluate`/`predict`, and the training step of `muxmed train` (forward in training mode,
+//! BCE loss, backward, gradient-norm clipping, AdamW) with a per-phase time breakdown.
+//! Figures are medians of `iters` timed runs after one warm-up.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use tch::{nn, Device, Kind, Reduction, Tensor};
+
+use super::optim::Optimizer;
+use crate::config::{Arch, MemoryFormat, OptimizerKind};
+use crate::model::folded::FoldedNetwork;
+use crate::model::muxnet::HeadInit;
+use crate::model::network::{param_groups, Network};
+
+/// Where a training step's time goes, in milliseconds (medians over the timed steps).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StepBreakdown {
+    pub forward_ms: f64,
+    pub loss_ms: f64,
+    pub backward_ms: f64,
+    pub clip_ms: f64,
+    pub optimizer_ms: f64,
+    pub zero_grad_ms: f64,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct BenchResult {
+    pub arch: String,
+    pub batch: i64,
+    pub resolution: i64,
+    pub memory_format: MemoryFormat,
+    pub threads: i32,
+    /// The folded inference model (what evaluate, predict, explain and export run).
+    pub infer_images_per_s: f64,
+    /// The training network in eval mode under no_grad (BatchNorm not folded).
+    pub infer_unfolded_images_per_s: f64,
+    pub train_images_per_s: f64,
+    pub train_step: StepBreakdown,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Images per second of `f` on a batch of `batch`, median of `iters` runs after a warm-up.
+fn throughput(batch: i64, iters: usize, f: impl Fn() -> Tensor) -> f64 {
+    let mut v = Vec::with_capacity(iters);
+    for i in 0..=iters {
+        let t = Instant::now();
+        let _ = f().sum(Kind::Float).double_value(&[]);
+        if i > 0 {
+            v.push(batch as f64 / t.elapsed().as_secs_f64());
+        }
+    }
+    median(v)
+}
+
+pub fn bench(
+    arch: &Arch,
+    batch: i64,
+    resolution: i64,
+    iters: usize,
+    memory_format: MemoryFormat,
+) -> Result<BenchResult> {
+    tch::manual_seed(0);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let net = Network::build(&vs.root(), arch, 14, 0.0, HeadInit::PytorchDefault)?;
+    net.set_memory_format(&vs, memory_format);
+    let x = Tensor::randn([batch, 3, resolution, resolution], tch::kind::FLOAT_CPU);
+    let y = Tensor::rand([batch, 14], tch::kind::FLOAT_CPU).round();
+
+    let folded = FoldedNetwork::new(&net, memory_format);
+    let infer = tch::no_grad(|| throughput(batch, iters, || folded.forward(&x)));
+    let infer_unfolded = tch::no_grad(|| throughput(batch, iters, || net.forward_t(&x, false)));
+
+    let mut opt = Optimizer::new(OptimizerKind::Adamw, param_groups(&vs, 1.0, 1e-4));
+    let mut phases: Vec<[f64; 6]> = Vec::with_capacity(iters);
+    let mut train = Vec::with_capacity(iters);
+    for i in 0..=iters {
+        let mut ms = [0.0; 6];
+        let mut t = Instant::now();
+        let mut lap = |slot: usize, t: &mut Instant| {
+            ms[slot] = t.elapsed().as_secs_f64() * 1e3;
+            *t = Instant::now();
+        };
+        let start = Instant::now();
+        let logits = net.forward_train(&x, false);
+        let _ = logits.sum(Kind::Float).double_value(&[]);
+        lap(0, &mut t);
+        let loss =
+            logits.binary_cross_entropy_with_logits::<Tensor>(&y, None, None, Reduction::Mean);
+        let _ = loss.double_value(&[]);
+        lap(1, &mut t);
+        loss.backward();
+        lap(2, &mut t);
+        let _ = opt.clip_grad_norm(Some(5.0));
+        lap(3, &mut t);
+        opt.step(1e-4, 1.0);
+        lap(4, &mut t);
+        opt.zero_grad();
+        lap(5, &mut t);
+        if i > 0 {
+            train.push(batch as f64 / start.elapsed().as_secs_f64());
+            phases.push(ms);
+        }
+    }
+    let phase = |k: usize| median(phases.iter().map(|p| p[k]).collect());
+    Ok(BenchResult {
+        arch: arch.to_string(),
+        batch,
+        resolution,
+        memory_format,
+        threads: tch::get_num_threads(),
+        infer_images_per_s: infer,
+        infer_unfolded_images_per_s: infer_unfolded,
+        train_images_per_s: median(train),
+        train_step: StepBreakdown {
+            forward_ms: phase(0),
+            loss_ms: phase(1),
+            backward_ms: phase(2),
+            clip_ms: phase(3),
+            optimizer_ms: phase(4),
+            zero_grad_ms: phase(5),
+        },
+    })
+}
