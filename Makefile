@@ -4,6 +4,8 @@ CARGO ?= cargo
 LIBTORCH_PREFIX ?= $(or $(MUXMED_LIBTORCH_PREFIX),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/muxmed/libtorch-2.13.0-cpu)
 export MUXMED_LIBTORCH_PREFIX := $(LIBTORCH_PREFIX)
 BIN := target/release/muxmed
+# A cold `cargo build --release` measured on a 2-core AMD EPYC (see README).
+FIRST_BUILD := about 12 minutes
 
 .PHONY: setup build test test-fast lint ci demo search-demo bench clean-libtorch
 
@@ -13,6 +15,7 @@ setup:
 	@ln -sfn "$(LIBTORCH_PREFIX)/torch" .libtorch
 
 build: setup
+	@[ -x $(BIN) ] || echo "muxmed: first build: compiling about 400 crates (polars, libtorch bindings), $(FIRST_BUILD) on 2 cores; later builds take seconds"
 	$(CARGO) build --release
 
 # Tests that need no libtorch first (config, data, metrics, reports), then the whole suite.
@@ -37,10 +40,12 @@ demo: build
 search-demo: build
 	@bash scripts/search_demo.sh
 
-# Benchmarks that print figures (release build): model speed, data pipeline against the
-# PIL baseline, manifest build on the real metadata.
+# Benchmarks that print figures (release build): models against PyTorch eager in the same run
+# (installs torch + torchvision into a venv the first time), data pipeline against the PIL
+# baseline, manifest build on the real metadata. benches/against_commit.sh compares with an
+# earlier commit (model speed, demo time).
 bench: build
-	$(BIN) bench model --arch muxnet_m --batch 32 --resolution 224
+	bash benches/run_model_bench.sh
 	bash benches/run_data_bench.sh
 	$(BIN) bench manifest --set data.root=../shared/data/nih
 

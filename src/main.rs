@@ -574,6 +574,9 @@ enum BenchCmd {
         /// channels_last or contiguous (NCHW).
         #[arg(long, default_value = "channels_last")]
         memory_format: muxmed::config::MemoryFormat,
+        /// Also write the folded model, traced to TorchScript, to this file.
+        #[arg(long)]
+        export: Option<PathBuf>,
     },
 }
 
@@ -788,14 +791,16 @@ fn bench_cmd(cmd: &BenchCmd) -> Result<ExitCode> {
             resolution,
             iters,
             memory_format,
+            export,
         } => {
-            let r = muxmed::train::bench::bench(
+            let r = muxmed::train::bench::bench(&muxmed::train::bench::BenchOptions {
                 arch,
-                *batch,
-                *resolution,
-                (*iters).max(1),
-                *memory_format,
-            )?;
+                batch: *batch,
+                resolution: *resolution,
+                iters: (*iters).max(1),
+                memory_format: *memory_format,
+                export: export.as_deref(),
+            })?;
             let t = &r.train_step;
             println!(
                 "{} batch {} at {}px, {}, {} threads: inference {:.1} img/s (unfolded {:.1}), training step {:.1} img/s",

@@ -4,6 +4,7 @@
 //! BCE loss, backward, gradient-norm clipping, AdamW) with a per-phase time breakdown.
 //! Figures are medians of `iters` timed runs after one warm-up.
 
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Result;
@@ -11,6 +12,7 @@ use tch::{nn, Device, Kind, Reduction, Tensor};
 
 use super::optim::Optimizer;
 use crate::config::{Arch, MemoryFormat, OptimizerKind};
+use crate::model::export::trace;
 use crate::model::folded::FoldedNetwork;
 use crate::model::muxnet::HeadInit;
 use crate::model::network::{param_groups, Network};
@@ -59,13 +61,26 @@ fn throughput(batch: i64, iters: usize, f: impl Fn() -> Tensor) -> f64 {
     median(v)
 }
 
-pub fn bench(
-    arch: &Arch,
-    batch: i64,
-    resolution: i64,
-    iters: usize,
-    memory_format: MemoryFormat,
-) -> Result<BenchResult> {
+/// What `bench model` measures.
+pub struct BenchOptions<'a> {
+    pub arch: &'a Arch,
+    pub batch: i64,
+    pub resolution: i64,
+    pub iters: usize,
+    pub memory_format: MemoryFormat,
+    /// Also trace the folded model to TorchScript here (for timing it in PyTorch).
+    pub export: Option<&'a Path>,
+}
+
+pub fn bench(o: &BenchOptions) -> Result<BenchResult> {
+    let BenchOptions {
+        arch,
+        batch,
+        resolution,
+        iters,
+        memory_format,
+        export,
+    } = *o;
     tch::manual_seed(0);
     let vs = nn::VarStore::new(Device::Cpu);
     let net = Network::build(&vs.root(), arch, 14, 0.0, HeadInit::PytorchDefault)?;
@@ -74,6 +89,9 @@ pub fn bench(
     let y = Tensor::rand([batch, 14], tch::kind::FLOAT_CPU).round();
 
     let folded = FoldedNetwork::new(&net, memory_format);
+    if let Some(path) = export {
+        tch::no_grad(|| trace(&folded, Device::Cpu, resolution, path))?;
+    }
     let infer = tch::no_grad(|| throughput(batch, iters, || folded.forward(&x)));
     let infer_unfolded = tch::no_grad(|| throughput(batch, iters, || net.forward_t(&x, false)));
 
