@@ -3,11 +3,11 @@
 //! patient-level bootstrap confidence intervals, operating thresholds and calibration.
 //! A label with only one class present has no AUROC (`None`), never a number.
 
-use rand::{Rng, SeedableRng};
-use rayon::prelude::*;
-
+pub mod bootstrap;
 pub mod localization;
 pub mod paired;
+
+pub use bootstrap::{bootstrap_auroc, BootstrapCi};
 
 /// Points of the ROC curve at every distinct score, highest first, starting at (0, 0).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -190,179 +190,6 @@ pub fn micro_auroc(y: &[Vec<bool>], s: &[Vec<f64>]) -> Option<f64> {
     auroc(&yf, &sf)
 }
 
-/// Percentile bootstrap intervals of a per-label statistic (an AUROC, or a difference of two)
-/// and of its macro mean.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct BootstrapCi {
-    /// [low, high] per label; None where too few resamples had both classes.
-    pub per_label: Vec<Option<[f64; 2]>>,
-    pub mean: Option<[f64; 2]>,
-    pub resamples: usize,
-}
-
-/// Resamples patients with replacement (all images of a drawn patient come along), seeded:
-/// each draw gives every image a weight, the number of times it was drawn.
-pub(crate) struct PatientResampler {
-    members: Vec<Vec<usize>>,
-    rng: rand_chacha::ChaCha8Rng,
-}
-
-impl PatientResampler {
-    /// `groups[i]` is image i's patient index (0..number of patients).
-    pub(crate) fn new(groups: &[usize], seed: u64) -> Self {
-        let n_groups = groups.iter().max().map_or(0, |m| m + 1);
-        let mut members: Vec<Vec<usize>> = vec![Vec::new(); n_groups];
-        for (i, &g) in groups.iter().enumerate() {
-            members[g].push(i);
-        }
-        PatientResampler {
-            members,
-            rng: rand_chacha::ChaCha8Rng::seed_from_u64(seed),
-        }
-    }
-
-    /// Fills `w` (one entry per image) with the weights of the next resample.
-    pub(crate) fn draw(&mut self, w: &mut [u32]) {
-        w.iter_mut().for_each(|x| *x = 0);
-        let n = self.members.len();
-        for _ in 0..n {
-            let g = self.rng.random_range(0..n);
-            for &i in &self.members[g] {
-                w[i] += 1;
-            }
-        }
-    }
-}
-
-/// One label's truth and scores in descending-score order, sorted once for every resample:
-/// per rank, the image it holds, whether that image is positive, and whether the next rank
-/// holds a lower score (the end of a tie group, where the ROC curve gets a point).
-pub(crate) struct LabelColumn {
-    image: Vec<u32>,
-    positive: Vec<bool>,
-    group_end: Vec<bool>,
-}
-
-impl LabelColumn {
-    /// Column `j` of `y[i][k]`, `s[i][k]`.
-    pub(crate) fn new(y: &[Vec<bool>], s: &[Vec<f64>], j: usize) -> Self {
-        let sj: Vec<f64> = s.iter().map(|r| r[j]).collect();
-        let mut order: Vec<usize> = (0..sj.len()).collect();
-        order.sort_by(|&a, &b| sj[b].total_cmp(&sj[a]));
-        let n = order.len();
-        LabelColumn {
-            image: order.iter().map(|&i| i as u32).collect(),
-            positive: order.iter().map(|&i| y[i][j]).collect(),
-            group_end: (0..n)
-                .map(|k| k + 1 == n || sj[order[k + 1]] != sj[order[k]])
-                .collect(),
-        }
-    }
-
-    /// The AUROC of the resample with image weights `w`: the trapezoid over the points at
-    /// the ends of tie groups, with integer weight sums (exact) turned into f64 only there.
-    pub(crate) fn auroc(&self, w: &[u32]) -> Option<f64> {
-        let (mut tp, mut fp) = (0u64, 0u64);
-        let (mut area, mut prev_tp, mut prev_fp) = (0.0f64, 0.0f64, 0.0f64);
-        for ((&i, &pos), &end) in self.image.iter().zip(&self.positive).zip(&self.group_end) {
-            let wi = w[i as usize] as u64;
-            if pos {
-                tp += wi;
-            } else {
-                fp += wi;
-            }
-            if end {
-                let (t, f) = (tp as f64, fp as f64);
-                area += (f - prev_fp) * (t + prev_tp) / 2.0;
-                prev_tp = t;
-                prev_fp = f;
-            }
-        }
-        (tp > 0 && fp > 0).then(|| area / (tp as f64 * fp as f64))
-    }
-}
-
-/// The percentile interval of resampled values at `level`; None when fewer than half of
-/// the `resamples` gave a value.
-pub(crate) fn percentile_interval(
-    mut v: Vec<f64>,
-    resamples: usize,
-    level: f64,
-) -> Option<[f64; 2]> {
-    if v.len() < resamples / 2 || v.is_empty() {
-        return None;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let a = (1.0 - level) / 2.0;
-    Some([percentile(&v, a), percentile(&v, 1.0 - a)])
-}
-
-/// Resamples drawn ahead and scored in parallel: the draws stay one seeded sequence (so
-/// every figure is what a one-thread loop gives), the scoring of a chunk's resamples is
-/// spread over the cores.
-const RESAMPLE_CHUNK: usize = 64;
-
-/// Percentile intervals of per-label statistics over `resamples` patient resamples (seeded),
-/// and of their mean over the labels defined on each resample. `stat(w)` gives every
-/// label's value for image weights `w` (None where undefined on that resample).
-pub(crate) fn resampled_intervals(
-    groups: &[usize],
-    k: usize,
-    resamples: usize,
-    seed: u64,
-    level: f64,
-    stat: impl Fn(&[u32]) -> Vec<Option<f64>> + Sync,
-) -> BootstrapCi {
-    let mut resampler = PatientResampler::new(groups, seed);
-    let mut per: Vec<Vec<f64>> = vec![Vec::with_capacity(resamples); k];
-    let mut means = Vec::with_capacity(resamples);
-    let mut weights = vec![vec![0u32; groups.len()]; RESAMPLE_CHUNK.min(resamples)];
-    let mut done = 0;
-    while done < resamples {
-        let chunk = RESAMPLE_CHUNK.min(resamples - done);
-        for w in &mut weights[..chunk] {
-            resampler.draw(w);
-        }
-        let values: Vec<Vec<Option<f64>>> = weights[..chunk].par_iter().map(|w| stat(w)).collect();
-        for vals in values {
-            for (j, v) in vals.iter().enumerate() {
-                if let Some(v) = v {
-                    per[j].push(*v);
-                }
-            }
-            if let Some(m) = mean_defined(&vals) {
-                means.push(m);
-            }
-        }
-        done += chunk;
-    }
-    BootstrapCi {
-        per_label: per
-            .into_iter()
-            .map(|v| percentile_interval(v, resamples, level))
-            .collect(),
-        mean: percentile_interval(means, resamples, level),
-        resamples,
-    }
-}
-
-/// 95% (or `level`) confidence intervals by resampling **patients** with replacement (all
-/// images of a drawn patient come along), seeded. `groups[i]` is image i's patient index.
-pub fn bootstrap_auroc(
-    y: &[Vec<bool>],
-    s: &[Vec<f64>],
-    groups: &[usize],
-    resamples: usize,
-    seed: u64,
-    level: f64,
-) -> BootstrapCi {
-    let k = y.first().map_or(0, |r| r.len());
-    let cols: Vec<LabelColumn> = (0..k).map(|j| LabelColumn::new(y, s, j)).collect();
-    resampled_intervals(groups, k, resamples, seed, level, |w| {
-        cols.iter().map(|c| c.auroc(w)).collect()
-    })
-}
-
 /// Linear-interpolated percentile of sorted data (numpy's default), `q` in [0, 1].
 pub fn percentile(sorted: &[f64], q: f64) -> f64 {
     let pos = q * (sorted.len() - 1) as f64;
@@ -522,27 +349,6 @@ mod tests {
     fn one_class_is_undefined() {
         assert_eq!(auroc(&b(&[1, 1, 1]), &[0.1, 0.2, 0.3]), None);
         assert_eq!(average_precision(&b(&[0, 0]), &[0.1, 0.2]), None);
-    }
-
-    #[test]
-    fn weighted_auroc_with_unit_weights_equals_auroc() {
-        let y = b(&[0, 1, 0, 1, 1, 0, 0, 1]);
-        let s: [f64; 8] = [0.2, 0.9, 0.2, 0.5, 0.2, 0.1, 0.7, 0.7];
-        let col = LabelColumn::new(
-            &y.iter().map(|v| vec![*v]).collect::<Vec<_>>(),
-            &s.iter().map(|v| vec![*v]).collect::<Vec<_>>(),
-            0,
-        );
-        let w = col.auroc(&[1; 8]).unwrap();
-        assert!((w - auroc(&y, &s).unwrap()).abs() < 1e-15);
-        // Weight 2 on an image equals duplicating it.
-        let mut w2 = [1u32; 8];
-        w2[3] = 2;
-        let mut y3 = y.clone();
-        y3.push(true);
-        let mut s3 = s.to_vec();
-        s3.push(0.5);
-        assert!((col.auroc(&w2).unwrap() - auroc(&y3, &s3).unwrap()).abs() < 1e-15);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Two models scored on the same images: DeLong's test for two correlated ROC curves, the
 //! paired patient bootstrap of the AUROC difference, and Holm's step-down adjustment.
 
-use super::{resampled_intervals, BootstrapCi, LabelColumn};
+use super::bootstrap::{resampled_intervals, BootstrapCi, LabelColumn};
 
 /// DeLong's test of two AUROCs measured on the same images (DeLong, DeLong & Clarke-Pearson
 /// 1988), computed with Sun & Xu's (2014) midrank algorithm. Variances and covariance are
@@ -150,9 +150,12 @@ pub fn paired_bootstrap(
     let cols: Vec<(LabelColumn, LabelColumn)> = (0..k)
         .map(|j| (LabelColumn::new(y, a, j), LabelColumn::new(y, b, j)))
         .collect();
-    resampled_intervals(groups, k, resamples, seed, level, |w| {
-        cols.iter()
-            .map(|(ca, cb)| Some(ca.auroc(w)? - cb.auroc(w)?))
+    resampled_intervals(groups, k, resamples, seed, level, |j, chunk| {
+        let (ca, cb) = &cols[j];
+        ca.aurocs(chunk)
+            .into_iter()
+            .zip(cb.aurocs(chunk))
+            .map(|(a, b)| Some(a? - b?))
             .collect()
     })
 }

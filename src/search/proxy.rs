@@ -19,7 +19,7 @@ use super::engine::{Evaluator, Outcome};
 use super::space::Candidate;
 use crate::config::augment::{IMAGENET_MEAN, IMAGENET_STD};
 use crate::config::search::ProxyConfig;
-use crate::config::PipelineConfig;
+use crate::config::{MemoryFormat, PipelineConfig};
 use crate::data::cache::Cache;
 use crate::data::dataset::{load_split, SplitData};
 use crate::data::Split;
@@ -147,6 +147,8 @@ pub struct ProxyTrainer {
     pub cfg: ProxyConfig,
     pub stop: Arc<AtomicBool>,
     pub device: Device,
+    /// `runtime.memory_format` of the search's pipeline.
+    pub memory_format: MemoryFormat,
 }
 
 impl Evaluator for ProxyTrainer {
@@ -181,6 +183,7 @@ impl ProxyTrainer {
             Ok(n) => n,
             Err(e) => return Outcome::Failed(e.to_string()),
         };
+        net.set_memory_format(&vs, self.memory_format);
         let adamw = nn::AdamW {
             wd: p.weight_decay,
             ..Default::default()

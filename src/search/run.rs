@@ -102,6 +102,7 @@ pub fn run(a: &SearchArgs, stop: Arc<AtomicBool>) -> Result<SearchOutcome> {
         cfg: cfg.search.proxy.clone(),
         stop: stop.clone(),
         device,
+        memory_format: cfg.runtime.memory_format,
     };
     let bar = a
         .progress

@@ -10,6 +10,7 @@ use super::TrainError;
 use crate::config::augment::Stage;
 use crate::data::dataset::SplitData;
 use crate::metrics::mean_defined;
+use crate::model::folded::FoldedNetwork;
 use crate::model::inference::predict_split;
 use crate::model::network::Network;
 
@@ -29,8 +30,9 @@ pub fn label_aurocs(split: &SplitData, probs: &[Vec<f64>]) -> Vec<Option<f64>> {
     crate::metrics::label_aurocs(split.label_names.len(), &split.labels, probs)
 }
 
-/// Scores `net` on val. Non-finite outputs or a non-finite loss are an error: a NaN model is
-/// never scored (every NaN probability would tie, and the AUROC would look like chance).
+/// Scores `net` on val with its folded inference model (what `evaluate` runs). Non-finite
+/// outputs or a non-finite loss are an error: a NaN model is never scored (every NaN
+/// probability would tie, and the AUROC would look like chance).
 pub fn validate(
     net: &Network,
     val: &SplitSource,
@@ -41,8 +43,9 @@ pub fn validate(
     device: Device,
 ) -> Result<Validation, TrainError> {
     let f = |l: &Tensor, y: &Tensor| loss.compute(l, y);
+    let folded = FoldedNetwork::new(net, net.memory_format());
     let p = predict_split(
-        net,
+        &folded,
         val.data.clone(),
         val.source.clone(),
         stages.clone(),
