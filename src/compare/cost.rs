@@ -12,7 +12,8 @@ use anyhow::{Context, Result};
 use tch::{nn, Device, Kind, Tensor};
 
 use super::stats::{Cost, Speed};
-use crate::config::Arch;
+use crate::config::{Arch, MemoryFormat};
+use crate::model::folded::FoldedNetwork;
 use crate::model::muxnet::HeadInit;
 use crate::model::network::Network;
 
@@ -23,10 +24,10 @@ const MIN_TURN_SECONDS: f64 = 0.5;
 const MAX_PASSES_PER_TURN: usize = 10;
 const BATCHES: [i64; 2] = [1, 32];
 
-/// A network ready to be timed, with the weights it owns.
+/// A network ready to be timed: its inference model (BatchNorm folded, the default memory
+/// format), what `evaluate` and `predict` run.
 pub struct Candidate {
-    _vs: nn::VarStore,
-    net: Network,
+    net: FoldedNetwork,
     resolution: i64,
 }
 
@@ -36,8 +37,7 @@ impl Candidate {
         let loaded = crate::eval::run_eval::load_checkpoint(path, Device::Cpu)?;
         Ok(Candidate {
             resolution: loaded.meta.resolution as i64,
-            net: loaded.net,
-            _vs: loaded.vs,
+            net: loaded.folded(MemoryFormat::default()),
         })
     }
 
@@ -48,8 +48,7 @@ impl Candidate {
         let net = Network::build(&vs.root(), arch, num_classes, 0.0, HeadInit::Reference)
             .with_context(|| format!("building {arch}"))?;
         Ok(Candidate {
-            _vs: vs,
-            net,
+            net: FoldedNetwork::new(&net, MemoryFormat::default()),
             resolution,
         })
     }
@@ -63,7 +62,7 @@ impl Candidate {
 
     fn pass(&self, x: &Tensor) -> f64 {
         let t = Instant::now();
-        let _ = tch::no_grad(|| self.net.forward_t(x, false))
+        let _ = tch::no_grad(|| self.net.forward(x))
             .sum(Kind::Float)
             .double_value(&[]);
         t.elapsed().as_secs_f64()
