@@ -5,7 +5,7 @@ LIBTORCH_PREFIX ?= $(or $(MUXMED_LIBTORCH_PREFIX),$(or $(XDG_CACHE_HOME),$(HOME)
 export MUXMED_LIBTORCH_PREFIX := $(LIBTORCH_PREFIX)
 BIN := target/release/muxmed
 # A cold `cargo build --release` measured on a 2-core AMD EPYC (see README).
-FIRST_BUILD := about 12 minutes
+FIRST_BUILD := about 12 minutes (22 CPU-minutes)
 
 .PHONY: setup build test test-fast lint ci demo search-demo bench clean-libtorch
 
@@ -15,7 +15,7 @@ setup:
 	@ln -sfn "$(LIBTORCH_PREFIX)/torch" .libtorch
 
 build: setup
-	@[ -x $(BIN) ] || echo "muxmed: first build: compiling about 400 crates (polars, libtorch bindings), $(FIRST_BUILD) on 2 cores; later builds take seconds"
+	@[ -x $(BIN) ] || echo "muxmed: first build: compiling about 300 crates (polars, libtorch bindings), $(FIRST_BUILD) on 2 cores; later builds take seconds"
 	$(CARGO) build --release
 
 # Tests that need no libtorch first (config, data, metrics, reports), then the whole suite.

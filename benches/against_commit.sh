@@ -33,10 +33,14 @@ model)
   : >target/bench-here.model.jsonl
   for round in 1 2 3; do
     echo "== round $round: $base"
-    (cd "$dir" && target/release/muxmed "${args[@]}") | tee /dev/stderr | tail -1 >>"$dir.model.jsonl"
+    line=$(cd "$dir" && target/release/muxmed "${args[@]}")
+    echo "$line" | head -1
+    echo "$line" | tail -1 >>"$dir.model.jsonl"
     echo "== round $round: this checkout"
-    target/release/muxmed "${args[@]}" | tee /dev/stderr | tail -1 >>target/bench-here.model.jsonl
-  done 2>&1
+    line=$(target/release/muxmed "${args[@]}")
+    echo "$line" | head -2
+    echo "$line" | tail -1 >>target/bench-here.model.jsonl
+  done
   python3 - "$dir.model.jsonl" target/bench-here.model.jsonl "$base" <<'PY'
 import json, statistics, sys
 old = [json.loads(l) for l in open(sys.argv[1])]

@@ -21,10 +21,11 @@ for arch in densenet121 muxnet_m; do
   for batch in 32 1; do
     extra=()
     if [ "$arch" = muxnet_m ] && [ "$batch" = 32 ]; then extra=(--export "$out/muxnet_m.pt"); fi
-    target/release/muxmed bench model --arch "$arch" --batch "$batch" --iters "$iters" "${extra[@]}" \
-      | tee /dev/stderr | tail -1 >>"$ours"
+    line=$(target/release/muxmed bench model --arch "$arch" --batch "$batch" --iters "$iters" "${extra[@]}")
+    echo "$line" | head -2
+    echo "$line" | tail -1 >>"$ours"
   done
-done 2>&1
+done
 echo "== PyTorch eager (torchvision DenseNet-121; muxmed's MUXNet-m TorchScript export)"
 "$venv/bin/python" benches/pytorch_baseline.py --batches 32,1 --iters "$iters" \
   --scripted "$out/muxnet_m.pt" --scripted-name "muxmed MUXNet-m TorchScript" | tee "$out/pytorch.jsonl"

@@ -163,10 +163,10 @@ impl LabelColumn {
                     }
                 }
                 Step::Positive(i) => {
-                    let row = c.row(i as usize);
-                    for r in 0..LANES {
-                        tp[r] += row[r];
-                        left2[r] += 2 * row[r] as u64 * fp[r] as u64;
+                    let lanes = tp.iter_mut().zip(left2.iter_mut());
+                    for ((t, l), (&w, &f)) in lanes.zip(c.row(i as usize).iter().zip(&fp)) {
+                        *t += w;
+                        *l += 2 * w as u64 * f as u64;
                     }
                 }
                 Step::Tied { start, end } => {
@@ -178,9 +178,10 @@ impl LabelColumn {
                             *a += w;
                         }
                     }
-                    for r in 0..LANES {
-                        tp[r] += dt[r];
-                        left2[r] += dt[r] as u64 * (fp0[r] as u64 + fp[r] as u64);
+                    let lanes = tp.iter_mut().zip(left2.iter_mut()).zip(&dt);
+                    for (((t, l), &d), (&f0, &f)) in lanes.zip(fp0.iter().zip(&fp)) {
+                        *t += d;
+                        *l += d as u64 * (f0 as u64 + f as u64);
                     }
                 }
             }
