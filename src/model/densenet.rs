@@ -77,6 +77,16 @@ impl DenseLayer {
     }
 }
 
+/// The stem's 3x3 max pool, stride 2 (after conv0, norm0 and ReLU).
+pub(super) fn stem_pool(x: &Tensor) -> Tensor {
+    x.max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false)
+}
+
+/// A transition's 2x2 average pool, stride 2 (after its norm, ReLU and 1x1 conv).
+pub(super) fn transition_pool(x: &Tensor) -> Tensor {
+    x.avg_pool2d([2, 2], [2, 2], [0, 0], false, true, None::<i64>)
+}
+
 /// norm → relu → 1x1 conv halving the channels → 2x2 average pool.
 #[derive(Debug)]
 pub(super) struct Transition {
@@ -136,24 +146,17 @@ impl DenseNet121 {
 
     /// The last feature map before pooling: after norm5 and ReLU (N, 1024, H/32, W/32).
     pub fn feature_map_t(&self, x: &Tensor, train: bool) -> Tensor {
-        let mut y = layout::to_format(x, self.memory_format())
+        let stem = layout::to_format(x, self.memory_format())
             .apply(&self.conv0)
             .apply_t(&self.norm0, train)
-            .relu()
-            .max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
+            .relu();
+        let mut y = stem_pool(&stem);
         for (i, block) in self.blocks.iter().enumerate() {
             for layer in block {
                 y = layer.forward_t(&y, train);
             }
             if let Some(t) = self.transitions.get(i) {
-                y = y.apply_t(&t.norm, train).relu().apply(&t.conv).avg_pool2d(
-                    [2, 2],
-                    [2, 2],
-                    [0, 0],
-                    false,
-                    true,
-                    None::<i64>,
-                );
+                y = transition_pool(&y.apply_t(&t.norm, train).relu().apply(&t.conv));
             }
         }
         y.apply_t(&self.norm5, train).relu()

@@ -9,7 +9,7 @@
 use tch::{nn, Kind, Tensor};
 
 use super::blocks::{cat_shuffle, Block};
-use super::densenet::DenseNet121;
+use super::densenet::{stem_pool, transition_pool, DenseNet121};
 use super::layers::{
     act, channel_to_space, space_to_channel, Conv, MuxBranch, SpatialConv, SqueezeExcite, BN_EPS,
 };
@@ -300,6 +300,48 @@ fn folded_se(se: &Option<SqueezeExcite>) -> Option<FoldedSe> {
     se.as_ref().map(FoldedSe::new)
 }
 
+/// The body shared by the inverted residual (`ir`) and the MUX block (`sp`): conv_pw → act
+/// → conv_dw → act → se → conv_pwl, BatchNorms folded, plus the input when the block has a
+/// residual.
+#[derive(Debug)]
+struct FoldedInverted {
+    conv_pw: FoldedConv,
+    conv_dw: FoldedSpatial,
+    se: Option<FoldedSe>,
+    conv_pwl: FoldedConv,
+    residual: bool,
+    act: Act,
+}
+
+/// Folds the body of an `InvertedResidual` or a `MuxInvertedResidual` (same field names).
+macro_rules! fold_inverted {
+    ($b:expr, $f:expr) => {
+        FoldedInverted {
+            conv_pw: FoldedConv::scaled(&$b.conv_pw, &Affine::of(&$b.bn1), $f),
+            conv_dw: FoldedSpatial::new(&$b.conv_dw, &$b.bn2, $f),
+            se: folded_se(&$b.se),
+            conv_pwl: FoldedConv::scaled(&$b.conv_pwl, &Affine::of(&$b.bn3), $f),
+            residual: $b.plan.has_residual(),
+            act: $b.plan.act,
+        }
+    };
+}
+
+impl FoldedInverted {
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let mut y = act(self.act, &self.conv_pw.forward(x));
+        y = act(self.act, &self.conv_dw.forward(&y));
+        if let Some(se) = &self.se {
+            y = se.forward(&y);
+        }
+        y = self.conv_pwl.forward(&y);
+        if self.residual {
+            y += x;
+        }
+        y
+    }
+}
+
 /// The three block types of [`Block`], folded.
 #[derive(Debug)]
 enum FoldedBlock {
@@ -311,21 +353,11 @@ enum FoldedBlock {
         residual: bool,
         act: Act,
     },
-    Ir {
-        conv_pw: FoldedConv,
-        conv_dw: FoldedSpatial,
-        se: Option<FoldedSe>,
-        conv_pwl: FoldedConv,
-        residual: bool,
-        act: Act,
-    },
+    Ir(FoldedInverted),
+    /// The inverted residual runs on the first `split` channels; the rest pass, and the
+    /// two halves are concatenated and shuffled.
     Sp {
-        conv_pw: FoldedConv,
-        conv_dw: FoldedSpatial,
-        se: Option<FoldedSe>,
-        conv_pwl: FoldedConv,
-        residual: bool,
-        act: Act,
+        body: FoldedInverted,
         split: i64,
         shuffle_groups: i64,
     },
@@ -342,21 +374,9 @@ impl FoldedBlock {
                 residual: b.plan.has_residual(),
                 act: b.plan.act,
             },
-            Block::Ir(b) => FoldedBlock::Ir {
-                conv_pw: FoldedConv::scaled(&b.conv_pw, &Affine::of(&b.bn1), f),
-                conv_dw: FoldedSpatial::new(&b.conv_dw, &b.bn2, f),
-                se: folded_se(&b.se),
-                conv_pwl: FoldedConv::scaled(&b.conv_pwl, &Affine::of(&b.bn3), f),
-                residual: b.plan.has_residual(),
-                act: b.plan.act,
-            },
+            Block::Ir(b) => FoldedBlock::Ir(fold_inverted!(b, f)),
             Block::Sp(b) => FoldedBlock::Sp {
-                conv_pw: FoldedConv::scaled(&b.conv_pw, &Affine::of(&b.bn1), f),
-                conv_dw: FoldedSpatial::new(&b.conv_dw, &b.bn2, f),
-                se: folded_se(&b.se),
-                conv_pwl: FoldedConv::scaled(&b.conv_pwl, &Affine::of(&b.bn3), f),
-                residual: b.plan.has_residual(),
-                act: b.plan.act,
+                body: fold_inverted!(b, f),
                 split: b.plan.split_chs(),
                 shuffle_groups: b.plan.args.shuffle_groups,
             },
@@ -386,48 +406,16 @@ impl FoldedBlock {
                 }
                 y
             }
-            FoldedBlock::Ir {
-                conv_pw,
-                conv_dw,
-                se,
-                conv_pwl,
-                residual,
-                act: a,
-            } => {
-                let mut y = act(*a, &conv_pw.forward(x));
-                y = act(*a, &conv_dw.forward(&y));
-                if let Some(se) = se {
-                    y = se.forward(&y);
-                }
-                y = conv_pwl.forward(&y);
-                if *residual {
-                    y += x;
-                }
-                y
-            }
+            FoldedBlock::Ir(body) => body.forward(x),
             FoldedBlock::Sp {
-                conv_pw,
-                conv_dw,
-                se,
-                conv_pwl,
-                residual,
-                act: a,
+                body,
                 split,
                 shuffle_groups,
             } => {
                 let c_all = x.size()[1];
                 let processed = x.narrow(1, 0, *split);
                 let passed = x.narrow(1, *split, c_all - split);
-                let mut y = act(*a, &conv_pw.forward(&processed));
-                y = act(*a, &conv_dw.forward(&y));
-                if let Some(se) = se {
-                    y = se.forward(&y);
-                }
-                y = conv_pwl.forward(&y);
-                if *residual {
-                    y += &processed;
-                }
-                cat_shuffle(&y, &passed, *shuffle_groups)
+                cat_shuffle(&body.forward(&processed), &passed, *shuffle_groups)
             }
         }
     }
@@ -569,11 +557,7 @@ impl FoldedDenseNet {
     }
 
     fn feature_map(&self, x: &Tensor) -> Tensor {
-        let mut y = self
-            .conv0
-            .forward(x)
-            .relu_()
-            .max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
+        let mut y = stem_pool(&self.conv0.forward(x).relu_());
         for (i, block) in self.blocks.iter().enumerate() {
             for l in block {
                 let z = l.conv1.forward(&l.norm1.relu(&y)).relu_();
@@ -581,14 +565,7 @@ impl FoldedDenseNet {
                 y = Tensor::cat(&[&y, &z], 1);
             }
             if let Some((norm, conv)) = self.transitions.get(i) {
-                y = conv.forward(&norm.relu(&y)).avg_pool2d(
-                    [2, 2],
-                    [2, 2],
-                    [0, 0],
-                    false,
-                    true,
-                    None::<i64>,
-                );
+                y = transition_pool(&conv.forward(&norm.relu(&y)));
             }
         }
         self.norm5.relu(&y)
