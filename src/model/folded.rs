@@ -11,7 +11,8 @@ use tch::{nn, Kind, Tensor};
 use super::blocks::{cat_shuffle, Block};
 use super::densenet::{stem_pool, transition_pool, DenseNet121};
 use super::layers::{
-    act, channel_to_space, space_to_channel, Conv, MuxBranch, SpatialConv, SqueezeExcite, BN_EPS,
+    act, channel_to_space, space_to_channel, split_apply_cat, Conv, MuxBranch, SpatialConv,
+    SqueezeExcite, BN_EPS,
 };
 use super::layout::{to_format, MemoryFormat};
 use super::muxnet::MuxNet;
@@ -137,25 +138,6 @@ enum FoldedSpatial {
     },
 }
 
-/// Applies one part per channel group and concatenates (a single part runs on `x` whole).
-fn per_group<P>(
-    x: &Tensor,
-    splits: &[i64],
-    parts: &[P],
-    f: impl Fn(&P, &Tensor) -> Tensor,
-) -> Tensor {
-    if parts.len() == 1 {
-        return f(&parts[0], x);
-    }
-    let outs: Vec<Tensor> = x
-        .split_with_sizes(splits, 1)
-        .iter()
-        .zip(parts)
-        .map(|(xi, p)| f(p, xi))
-        .collect();
-    Tensor::cat(&outs, 1)
-}
-
 impl FoldedSpatial {
     fn new(s: &SpatialConv, bn: &nn::BatchNorm, f: MemoryFormat) -> Self {
         let a = Affine::of(bn);
@@ -203,10 +185,10 @@ impl FoldedSpatial {
     fn forward(&self, x: &Tensor) -> Tensor {
         match self {
             FoldedSpatial::Convs { convs, splits } => {
-                per_group(x, splits, convs, |c, xi| c.forward(xi))
+                split_apply_cat(x, splits, convs, |c, xi| c.forward(xi))
             }
             FoldedSpatial::Mux { branches, splits } => {
-                per_group(x, splits, branches, FoldedBranch::forward)
+                split_apply_cat(x, splits, branches, FoldedBranch::forward)
             }
         }
     }

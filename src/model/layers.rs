@@ -169,13 +169,17 @@ pub fn channel_to_space(x: &Tensor) -> Tensor {
     }
 }
 
-/// Splits the channels into `splits`, applies one part each, concatenates the results.
-fn split_apply_cat<P>(
+/// Splits the channels into `splits`, applies one part each, concatenates the results; a
+/// single part runs on `x` whole (no split, no copy).
+pub(super) fn split_apply_cat<P>(
     x: &Tensor,
     splits: &[i64],
     parts: &[P],
     f: impl Fn(&P, &Tensor) -> Tensor,
 ) -> Tensor {
+    if let [part] = parts {
+        return f(part, x);
+    }
     let chunks = x.split_with_sizes(splits, 1);
     let outs: Vec<Tensor> = chunks.iter().zip(parts).map(|(xi, p)| f(p, xi)).collect();
     Tensor::cat(&outs, 1)
