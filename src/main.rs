@@ -577,6 +577,10 @@ enum BenchCmd {
         /// Also write the folded model, traced to TorchScript, to this file.
         #[arg(long)]
         export: Option<PathBuf>,
+        /// Also time each part of a MUXNet's training step alone (stem, every block, head)
+        /// and print the table with totals per block type.
+        #[arg(long)]
+        per_block: bool,
     },
 }
 
@@ -792,6 +796,7 @@ fn bench_cmd(cmd: &BenchCmd) -> Result<ExitCode> {
             iters,
             memory_format,
             export,
+            per_block,
         } => {
             let r = muxmed::train::bench::bench(&muxmed::train::bench::BenchOptions {
                 arch,
@@ -800,6 +805,7 @@ fn bench_cmd(cmd: &BenchCmd) -> Result<ExitCode> {
                 iters: (*iters).max(1),
                 memory_format: *memory_format,
                 export: export.as_deref(),
+                per_block: *per_block,
             })?;
             let t = &r.train_step;
             println!(
@@ -817,10 +823,50 @@ fn bench_cmd(cmd: &BenchCmd) -> Result<ExitCode> {
                 "  training step: forward {:.0} ms, loss {:.1} ms, backward {:.0} ms, clip {:.1} ms, optimizer {:.1} ms, zero_grad {:.1} ms",
                 t.forward_ms, t.loss_ms, t.backward_ms, t.clip_ms, t.optimizer_ms, t.zero_grad_ms
             );
+            print_parts(&r.blocks);
             println!("{}", serde_json::to_string(&r)?);
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The per-part table of `bench model --per-block`, then totals per part kind.
+#[cfg(feature = "torch")]
+fn print_parts(parts: &[muxmed::train::bench::PartTiming]) {
+    if parts.is_empty() {
+        return;
+    }
+    println!(
+        "  {:<12} {:<5} {:<28} {:<18} {:>9} {:>9}",
+        "part", "kind", "geometry", "input", "fwd ms", "bwd ms"
+    );
+    for p in parts {
+        let input: Vec<String> = p.input.iter().map(i64::to_string).collect();
+        println!(
+            "  {:<12} {:<5} {:<28} {:<18} {:>9.1} {:>9.1}",
+            p.name,
+            p.kind,
+            p.detail,
+            input.join("×"),
+            p.forward_ms,
+            p.backward_ms
+        );
+    }
+    let total: f64 = parts.iter().map(|p| p.forward_ms + p.backward_ms).sum();
+    for kind in ["stem", "ds", "ir", "sp", "head"] {
+        let of: Vec<_> = parts.iter().filter(|p| p.kind == kind).collect();
+        let (f, b): (f64, f64) = (
+            of.iter().map(|p| p.forward_ms).sum(),
+            of.iter().map(|p| p.backward_ms).sum(),
+        );
+        if !of.is_empty() {
+            println!(
+                "  {kind:<5} × {:>2}: forward {f:.0} ms, backward {b:.0} ms, {:.0}% of the parts' total",
+                of.len(),
+                100.0 * (f + b) / total
+            );
+        }
+    }
 }
 
 fn load_pipeline(args: &PipelineArgs) -> Result<muxmed::config::LoadedPipeline> {
@@ -1123,6 +1169,8 @@ fn augment_cmd(cmd: &AugmentCmd) -> Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
+    #[cfg(feature = "torch")]
+    muxmed::model::device::tune_malloc();
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Doctor(a) => doctor(a),

@@ -147,6 +147,23 @@ impl Block {
         }
     }
 
+    /// The block's type as its block string spells it (`ds`, `ir`, `sp`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Block::Ds(_) => "ds",
+            Block::Ir(_) => "ir",
+            Block::Sp(_) => "sp",
+        }
+    }
+
+    pub fn plan(&self) -> &BlockPlan {
+        match self {
+            Block::Ds(b) => &b.plan,
+            Block::Ir(b) => &b.plan,
+            Block::Sp(b) => &b.plan,
+        }
+    }
+
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
         match self {
             Block::Ds(b) => b.forward_t(x, train),

@@ -133,19 +133,38 @@ impl MuxNet {
     /// The last feature map before global pooling (N, head channels, H/32, W/32): after
     /// `conv_head`, `bn2` and the activation. Grad-CAM's A.
     pub fn feature_map_t(&self, x: &Tensor, train: bool) -> Tensor {
-        let x = self.laid_out(x);
-        let mut y = act(
-            self.act,
-            &bn_t(&self.bn1, &self.conv_stem.forward(&x), train),
-        );
-        for stage in &self.blocks {
-            for b in stage {
-                y = b.forward_t(&y, train);
-            }
+        let mut y = self.stem_t(x, train);
+        for b in self.blocks.iter().flatten() {
+            y = b.forward_t(&y, train);
         }
+        self.head_map_t(&y, train)
+    }
+
+    /// The stem (conv, BN, activation) on `x` brought to the weights' memory format: the
+    /// first block's input.
+    pub fn stem_t(&self, x: &Tensor, train: bool) -> Tensor {
+        let x = self.laid_out(x);
         act(
             self.act,
-            &bn_t(&self.bn2, &self.conv_head.forward(&y), train),
+            &bn_t(&self.bn1, &self.conv_stem.forward(&x), train),
+        )
+    }
+
+    /// Every block in forward order with its state-dict prefix (`blocks.<stage>.<repeat>`).
+    pub fn blocks(&self) -> impl Iterator<Item = (String, &Block)> {
+        self.blocks.iter().enumerate().flat_map(|(i, stage)| {
+            stage
+                .iter()
+                .enumerate()
+                .map(move |(j, b)| (format!("blocks.{i}.{j}"), b))
+        })
+    }
+
+    /// The head conv, BN and activation on the last block's output (before pooling).
+    pub fn head_map_t(&self, y: &Tensor, train: bool) -> Tensor {
+        act(
+            self.act,
+            &bn_t(&self.bn2, &self.conv_head.forward(y), train),
         )
     }
 
@@ -178,11 +197,7 @@ impl MuxNet {
 
     /// Forward pass keeping every stage's output, for parity checks against the reference.
     pub fn forward_taps(&self, x: &Tensor, train: bool) -> Taps {
-        let x = self.laid_out(x);
-        let stem = act(
-            self.act,
-            &bn_t(&self.bn1, &self.conv_stem.forward(&x), train),
-        );
+        let stem = self.stem_t(x, train);
         let mut y = stem.shallow_clone();
         let mut outs = Vec::new();
         for stage in &self.blocks {
@@ -191,10 +206,7 @@ impl MuxNet {
             }
             outs.push(y.shallow_clone());
         }
-        let head = act(
-            self.act,
-            &bn_t(&self.bn2, &self.conv_head.forward(&y), train),
-        );
+        let head = self.head_map_t(&y, train);
         let features = head.mean_dim([2i64, 3].as_slice(), false, head.kind());
         let logits = self.forward_head_t(&features, train);
         Taps {

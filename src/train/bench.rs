@@ -14,7 +14,7 @@ use super::optim::Optimizer;
 use crate::config::{Arch, MemoryFormat, OptimizerKind};
 use crate::model::export::trace;
 use crate::model::folded::FoldedNetwork;
-use crate::model::muxnet::HeadInit;
+use crate::model::muxnet::{HeadInit, MuxNet};
 use crate::model::network::{param_groups, Network};
 
 /// Where a training step's time goes, in milliseconds (medians over the timed steps).
@@ -41,6 +41,26 @@ pub struct BenchResult {
     pub infer_unfolded_images_per_s: f64,
     pub train_images_per_s: f64,
     pub train_step: StepBreakdown,
+    /// With `per_block`: each part of a MUXNet timed alone (see [`profile_blocks`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub blocks: Vec<PartTiming>,
+}
+
+/// One part of a MUXNet's training step (stem, a block, or the head with pooling and
+/// classifier), timed alone on its real input shape: forward in training mode, then backward
+/// from a fixed random output gradient (which adds one multiply and a sum to `backward_ms`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PartTiming {
+    /// `stem`, the block's state-dict prefix (`blocks.3.1`), or `head`.
+    pub name: String,
+    /// `stem`, `ds`, `ir`, `sp` or `head`.
+    pub kind: &'static str,
+    /// The block string's geometry: kernels, expansion, channels in → out, stride.
+    pub detail: String,
+    /// Input shape (N, C, H, W).
+    pub input: Vec<i64>,
+    pub forward_ms: f64,
+    pub backward_ms: f64,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -70,6 +90,8 @@ pub struct BenchOptions<'a> {
     pub memory_format: MemoryFormat,
     /// Also trace the folded model to TorchScript here (for timing it in PyTorch).
     pub export: Option<&'a Path>,
+    /// Also time each part of a MUXNet's training step alone ([`profile_blocks`]).
+    pub per_block: bool,
 }
 
 pub fn bench(o: &BenchOptions) -> Result<BenchResult> {
@@ -80,6 +102,7 @@ pub fn bench(o: &BenchOptions) -> Result<BenchResult> {
         iters,
         memory_format,
         export,
+        per_block,
     } = *o;
     tch::manual_seed(0);
     let vs = nn::VarStore::new(Device::Cpu);
@@ -127,6 +150,10 @@ pub fn bench(o: &BenchOptions) -> Result<BenchResult> {
         }
     }
     let phase = |k: usize| median(phases.iter().map(|p| p[k]).collect());
+    let blocks = match (&net, per_block) {
+        (Network::MuxNet(m), true) => profile_blocks(m, &x, iters),
+        _ => Vec::new(),
+    };
     Ok(BenchResult {
         arch: arch.to_string(),
         batch,
@@ -144,5 +171,89 @@ pub fn bench(o: &BenchOptions) -> Result<BenchResult> {
             optimizer_ms: phase(4),
             zero_grad_ms: phase(5),
         },
+        blocks,
     })
+}
+
+/// Forward and backward milliseconds (medians of `iters` after a warm-up) of `part` on
+/// `input`, and its output (detached) for the next part.
+fn time_part(input: &Tensor, iters: usize, part: impl Fn(&Tensor) -> Tensor) -> (f64, f64, Tensor) {
+    let (mut fwd, mut bwd) = (Vec::with_capacity(iters), Vec::with_capacity(iters));
+    let mut out = Tensor::new();
+    let mut grad: Option<Tensor> = None;
+    for i in 0..=iters {
+        let t = Instant::now();
+        let y = part(input);
+        let f = t.elapsed().as_secs_f64() * 1e3;
+        let g = grad.get_or_insert_with(|| y.randn_like());
+        let t = Instant::now();
+        (&y * &*g).sum(Kind::Float).backward();
+        let b = t.elapsed().as_secs_f64() * 1e3;
+        if i > 0 {
+            fwd.push(f);
+            bwd.push(b);
+        }
+        out = y.detach();
+    }
+    (median(fwd), median(bwd), out)
+}
+
+/// Each part of `net`'s training step timed alone, in forward order: the stem on `x`, every
+/// block on the previous part's output (a leaf that requires grad, so backward computes the
+/// input gradient as in the whole network), the head (conv, BN, activation, pooling,
+/// classifier). Gradients accumulate in the parameters between runs, as they would without
+/// zero_grad; stochastic depth is off (the bench network has none).
+pub fn profile_blocks(net: &MuxNet, x: &Tensor, iters: usize) -> Vec<PartTiming> {
+    let shape = |t: &Tensor| t.size();
+    let mut parts = Vec::new();
+    let (f, b, mut y) = time_part(x, iters, |x| net.stem_t(x, true));
+    parts.push(PartTiming {
+        name: "stem".into(),
+        kind: "stem",
+        detail: format!("k3 s2 3 → {}", y.size()[1]),
+        input: shape(x),
+        forward_ms: f,
+        backward_ms: b,
+    });
+    for (name, block) in net.blocks() {
+        let input = y.set_requires_grad(true);
+        let (f, b, out) = time_part(&input, iters, |x| block.forward_t(x, true));
+        let p = block.plan();
+        let kernels: Vec<String> = p.args.kernels.iter().map(i64::to_string).collect();
+        parts.push(PartTiming {
+            name,
+            kind: block.kind(),
+            detail: format!(
+                "k{} e{} {} → {} s{}",
+                kernels.join("."),
+                p.args.exp_ratio,
+                p.in_chs,
+                p.out_chs,
+                p.stride
+            ),
+            input: shape(&input),
+            forward_ms: f,
+            backward_ms: b,
+        });
+        y = out;
+    }
+    let input = y.set_requires_grad(true);
+    let (f, b, _) = time_part(&input, iters, |y| {
+        let map = net.head_map_t(y, true);
+        let pooled = map.mean_dim([2i64, 3].as_slice(), false, map.kind());
+        net.forward_head_t(&pooled, true)
+    });
+    parts.push(PartTiming {
+        name: "head".into(),
+        kind: "head",
+        detail: format!(
+            "1x1 {} → {}, pool, classifier",
+            input.size()[1],
+            net.spec.head_channels()
+        ),
+        input: shape(&input),
+        forward_ms: f,
+        backward_ms: b,
+    });
+    parts
 }
