@@ -80,6 +80,10 @@ def main():
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--scripted", help="a TorchScript module to time for inference")
     ap.add_argument("--scripted-name", default="scripted")
+    ap.add_argument("--formats", default="nchw,channels_last",
+                    help="torchvision DenseNet-121 memory formats to time")
+    ap.add_argument("--tag", default="default",
+                    help="recorded in every row (e.g. the malloc settings of this run)")
     a = ap.parse_args()
     print(json.dumps({
         "machine": cpu_model(),
@@ -92,17 +96,20 @@ def main():
         torch.manual_seed(0)
         x = torch.randn(batch, 3, r, r)
         y = torch.rand(batch, 14).round()
-        for name, fmt in [("nchw", torch.contiguous_format), ("channels_last", torch.channels_last)]:
+        formats = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
+        for name in a.formats.split(","):
+            fmt = formats[name]
             xf = x.contiguous(memory_format=fmt)
             m = densenet(fmt)
             row = {"model": "torchvision densenet121", "format": name, "batch": batch,
-                   "infer_images_per_s": infer_rate(m, xf, a.iters)}
+                   "tag": a.tag, "infer_images_per_s": infer_rate(m, xf, a.iters)}
             row["train_images_per_s"] = train_rate(m, xf, y, a.iters)
             print(json.dumps(row), flush=True)
         if a.scripted:
             m = torch.jit.load(a.scripted)
             print(json.dumps({"model": a.scripted_name, "format": "as exported", "batch": batch,
-                              "infer_images_per_s": infer_rate(m, x, a.iters)}), flush=True)
+                              "tag": a.tag, "infer_images_per_s": infer_rate(m, x, a.iters)}),
+                  flush=True)
 
 
 if __name__ == "__main__":
