@@ -43,7 +43,7 @@ for round in $(seq "$rounds"); do
     --scripted "$out/muxnet_m.pt" --scripted-name "muxmed MUXNet-m TorchScript" | tee -a "$py"
   echo "== round $round of $rounds: PyTorch, channels-last, with muxmed's malloc settings"
   MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647 "$venv/bin/python" benches/pytorch_baseline.py \
-    --batches 32,1 --iters "$iters" --formats channels_last --tag "muxmed malloc" \
+    --batches 32,1 --iters "$iters" --formats channels_last --tag "as muxmed sets it" \
     --scripted "$out/muxnet_m.pt" --scripted-name "muxmed MUXNet-m TorchScript" | tee -a "$py"
 done
 python3 - "$ours" "$py" <<'PY'
@@ -65,17 +65,17 @@ for batch in (32, 1):
     m = pick(ours, arch="densenet121", batch=batch)
     mi, mt = stat(m, "infer_images_per_s"), stat(m, "train_images_per_s")
     print(f"DenseNet-121 batch {batch:>2}: muxmed inference {fmt(mi)}, training {fmt(mt)}")
-    for form, tag in (("channels_last", "default"), ("nchw", "default"), ("channels_last", "muxmed malloc")):
+    for form, tag in (("channels_last", "default"), ("nchw", "default"), ("channels_last", "as muxmed sets it")):
         tv = pick(py, model="torchvision densenet121", format=form, batch=batch, tag=tag)
         ti, tt = stat(tv, "infer_images_per_s"), stat(tv, "train_images_per_s")
-        print(f"  vs torchvision {form}, {tag} malloc: inference {fmt(ti)} -> muxmed {mi[0] / ti[0]:.2f}x; "
+        print(f"  vs torchvision {form}, malloc {tag}: inference {fmt(ti)} -> muxmed {mi[0] / ti[0]:.2f}x; "
               f"training {fmt(tt)} -> muxmed {mt[0] / tt[0]:.2f}x")
 for batch in (32, 1):
     m = pick(ours, arch="muxnet_m", batch=batch)
     mi, mt = stat(m, "infer_images_per_s"), stat(m, "train_images_per_s")
     print(f"MUXNet-m batch {batch:>2}: muxmed inference {fmt(mi)}, training {fmt(mt)}")
-    for tag in ("default", "muxmed malloc"):
+    for tag in ("default", "as muxmed sets it"):
         ts = pick(py, model="muxmed MUXNet-m TorchScript", batch=batch, tag=tag)
         ti = stat(ts, "infer_images_per_s")
-        print(f"  its TorchScript export in PyTorch, {tag} malloc: inference {fmt(ti)} -> muxmed {mi[0] / ti[0]:.2f}x")
+        print(f"  its TorchScript export in PyTorch, malloc {tag}: inference {fmt(ti)} -> muxmed {mi[0] / ti[0]:.2f}x")
 PY

@@ -33,6 +33,9 @@ pub fn pick_device(req: &str) -> Result<Device, DeviceError> {
     )
 }
 
+/// Set (to anything) to keep glibc's malloc defaults ([`tune_malloc`] does nothing).
+pub const MALLOC_DEFAULTS_ENV: &str = "MUXMED_MALLOC_DEFAULTS";
+
 /// Makes glibc's malloc keep freed memory for reuse instead of handing it back to the
 /// kernel: no `mmap` for large blocks (by default every block above 32 MB, and smaller ones
 /// once the dynamic threshold settles, gets its own mapping, unmapped on free) and no
@@ -40,8 +43,13 @@ pub fn pick_device(req: &str) -> Result<Device, DeviceError> {
 /// training step otherwise maps, page-faults in (zeroing every 4 KiB page) and unmaps its
 /// large activations again on every step (MUXNet-m, batch 32, 224²: 5.6M minor page faults
 /// in a 20 s benchmark, 0.73M with this; the speed and memory figures are in the README's
-/// "Speed"). Process-wide: `main` calls it before any tensor exists. A no-op off glibc.
+/// "Speed"). Process-wide: `main` calls it before any tensor exists. A no-op off glibc, and
+/// when the environment sets [`MALLOC_DEFAULTS_ENV`] (to any value): for a machine short of
+/// memory, or to measure what the setting is worth.
 pub fn tune_malloc() {
+    if std::env::var_os(MALLOC_DEFAULTS_ENV).is_some() {
+        return;
+    }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator parameters; it is called before other threads
     // allocate (at the start of main), and glibc's malloc takes its own lock for it anyway.
