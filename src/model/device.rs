@@ -37,13 +37,15 @@ pub fn pick_device(req: &str) -> Result<Device, DeviceError> {
 pub const MALLOC_DEFAULTS_ENV: &str = "MUXMED_MALLOC_DEFAULTS";
 
 /// Makes glibc's malloc keep freed memory for reuse instead of handing it back to the
-/// kernel: no `mmap` for large blocks (by default every block above 32 MB, and smaller ones
-/// once the dynamic threshold settles, gets its own mapping, unmapped on free) and no
+/// kernel: no `mmap` for large blocks (by default every block above a threshold that starts
+/// at 128 KiB and adapts up to 32 MiB gets its own mapping, unmapped on free) and no
 /// trimming of the heap's top below 2 GiB. libtorch's CPU allocator is plain malloc, so a
 /// training step otherwise maps, page-faults in (zeroing every 4 KiB page) and unmaps its
 /// large activations again on every step (MUXNet-m, batch 32, 224²: 5.6M minor page faults
 /// in a 20 s benchmark, 0.73M with this; the speed and memory figures are in the README's
-/// "Speed"). Process-wide: `main` calls it before any tensor exists. A no-op off glibc, and
+/// "Speed"). Process-wide: `main` calls it before any tensor exists. Threads other than the
+/// main one allocate from arenas of at most 64 MiB, which still map larger blocks; muxmed's
+/// training, evaluation and inference allocate their tensors on the main thread. A no-op off glibc, and
 /// when the environment sets [`MALLOC_DEFAULTS_ENV`] (to any value): for a machine short of
 /// memory, or to measure what the setting is worth.
 pub fn tune_malloc() {

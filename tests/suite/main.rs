@@ -3,6 +3,7 @@
 //! CI build. `train_e2e` stays a binary of its own: its exact-resume tests need libtorch's
 //! process-global random generator to themselves.
 
+mod bench_model;
 mod cli_model;
 mod compare;
 mod config_errors;

@@ -1,6 +1,7 @@
 //! Memory layout: channels-last tensors stay channels-last through MUXNet's rearrangements
-//! (no silent conversion back to NCHW), with values identical to the NCHW path; and the
-//! folded DenseNet-121 computes what the unfolded one computes.
+//! (no silent conversion back to NCHW), with values identical to the NCHW path; the folded
+//! DenseNet-121 computes what the unfolded one computes; and after `tune_malloc` a large
+//! tensor comes from malloc's heap, not from a mapping of its own.
 #![cfg(feature = "torch")]
 
 use muxmed::config::Arch;
@@ -173,4 +174,35 @@ fn folded_densenet_equals_unfolded_eval_in_both_formats() {
             );
         }
     }
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[test]
+fn after_tune_malloc_a_large_tensor_is_not_mmapped() {
+    if std::env::var_os(muxmed::model::device::MALLOC_DEFAULTS_ENV).is_some() {
+        return;
+    }
+    muxmed::model::device::tune_malloc();
+    // 16 MiB: above glibc's starting mmap threshold (128 KiB); below 64 MiB, the largest
+    // block a test thread's own arena can serve without a mapping (see `tune_malloc`).
+    let bytes = 16usize << 20;
+    // SAFETY: mallinfo2 only reads glibc's allocator statistics.
+    let before = unsafe { libc::mallinfo2() };
+    let t = Tensor::ones([(bytes / 4) as i64], (Kind::Float, Device::Cpu));
+    let during = unsafe { libc::mallinfo2() };
+    assert_eq!(t.sum(Kind::Double).double_value(&[]), (bytes / 4) as f64);
+    // glibc's default would map such a block on its own (hblkhd counts mapped bytes).
+    assert!(
+        during.hblkhd < before.hblkhd + bytes,
+        "mapped bytes went {} -> {}",
+        before.hblkhd,
+        during.hblkhd
+    );
+    // Other test threads allocate meanwhile, so only a lower bound on the heap's growth.
+    assert!(
+        during.uordblks + during.fordblks >= bytes,
+        "heap {} + {} bytes cannot hold the tensor",
+        during.uordblks,
+        during.fordblks
+    );
 }
