@@ -823,7 +823,7 @@ fn bench_cmd(cmd: &BenchCmd) -> Result<ExitCode> {
                 "  training step: forward {:.0} ms, loss {:.1} ms, backward {:.0} ms, clip {:.1} ms, optimizer {:.1} ms, zero_grad {:.1} ms",
                 t.forward_ms, t.loss_ms, t.backward_ms, t.clip_ms, t.optimizer_ms, t.zero_grad_ms
             );
-            print_parts(&r.blocks);
+            print_parts(&r.parts);
             println!("{}", serde_json::to_string(&r)?);
         }
     }

@@ -43,7 +43,7 @@ pub struct BenchResult {
     pub train_step: StepBreakdown,
     /// With `per_block`: each part of a MUXNet timed alone (see [`profile_blocks`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub blocks: Vec<PartTiming>,
+    pub parts: Vec<PartTiming>,
 }
 
 /// One part of a MUXNet's training step (stem, a block, or the head with pooling and
@@ -150,7 +150,7 @@ pub fn bench(o: &BenchOptions) -> Result<BenchResult> {
         }
     }
     let phase = |k: usize| median(phases.iter().map(|p| p[k]).collect());
-    let blocks = match (&net, per_block) {
+    let parts = match (&net, per_block) {
         (Network::MuxNet(m), true) => profile_blocks(m, &x, iters),
         _ => Vec::new(),
     };
@@ -171,7 +171,7 @@ pub fn bench(o: &BenchOptions) -> Result<BenchResult> {
             optimizer_ms: phase(4),
             zero_grad_ms: phase(5),
         },
-        blocks,
+        parts,
     })
 }
 
