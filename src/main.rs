@@ -1168,7 +1168,21 @@ fn augment_cmd(cmd: &AugmentCmd) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A closed pipe (`muxmed evaluate ... | head`) ends the process quietly, as it ends `cat` or
+/// `grep`, instead of a panic with a backtrace at the next `println!` (Rust ignores SIGPIPE by
+/// default, so the write fails and `println!` panics). Either way the process stops; files it
+/// writes are written atomically, so none is left half-written.
+fn quiet_on_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: sets SIGPIPE back to its default disposition, at the start of main, before any
+    // thread exists; no handler is involved.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
+    quiet_on_closed_pipe();
     #[cfg(feature = "torch")]
     muxmed::model::device::tune_malloc();
     let cli = Cli::parse();

@@ -5,6 +5,7 @@
 
 mod bench_model;
 mod cli_model;
+mod cli_output;
 mod compare;
 mod config_errors;
 mod data_pipeline;
