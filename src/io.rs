@@ -28,7 +28,6 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     result
 }
 
-/// sha256 of a file's bytes, as lowercase hex (provenance in manifests, reports, metadata).
 /// Writes a little-endian f32 array in NumPy's `.npy` format (version 1.0, C order), which
 /// `numpy.load` reads directly. Atomic like [`write_atomic`].
 pub fn write_npy_f32(path: &Path, shape: &[usize], data: &[f32]) -> std::io::Result<()> {
@@ -53,6 +52,7 @@ pub fn write_npy_f32(path: &Path, shape: &[usize], data: &[f32]) -> std::io::Res
     write_atomic(path, &bytes)
 }
 
+/// sha256 of a file's bytes, as lowercase hex (provenance in manifests, reports, metadata).
 pub fn sha256_file(path: &Path) -> std::io::Result<String> {
     use sha2::{Digest, Sha256};
     Ok(format!("{:x}", Sha256::digest(std::fs::read(path)?)))
@@ -160,10 +160,55 @@ pub struct CsvRecord {
     pub fields: Vec<String>,
 }
 
-/// Every record of CSV text, header included: the one CSV reader of muxmed. Quoted fields
-/// may hold commas and quotes (RFC 4180); blank lines are skipped; records may differ in
-/// length (callers check counts and name the line). `Err` is (line, message).
-pub fn csv_records(text: &str) -> Result<Vec<CsvRecord>, (usize, String)> {
+/// One CSV record as [`for_each_csv_record`] lends it: its 1-based line and its fields
+/// (unquoted, not trimmed, a leading byte-order mark removed), borrowed from the reader's
+/// one reused buffer.
+pub struct CsvRow<'r> {
+    pub line: usize,
+    record: &'r csv::StringRecord,
+}
+
+impl<'r> CsvRow<'r> {
+    pub fn len(&self) -> usize {
+        self.record.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.record.is_empty()
+    }
+
+    /// Field `i`, if the record has it.
+    pub fn get(&self, i: usize) -> Option<&'r str> {
+        self.record.get(i).map(|f| f.trim_start_matches('\u{feff}'))
+    }
+
+    pub fn fields(&self) -> impl Iterator<Item = &'r str> + 'r {
+        self.record.iter().map(|f| f.trim_start_matches('\u{feff}'))
+    }
+
+    /// The fields as they were in the file, joined by commas (for error messages).
+    pub fn joined(&self) -> String {
+        self.fields().collect::<Vec<_>>().join(",")
+    }
+
+    pub fn to_record(&self) -> CsvRecord {
+        CsvRecord {
+            line: self.line,
+            fields: self.fields().map(str::to_string).collect(),
+        }
+    }
+}
+
+/// Every record of CSV text, header included, through `f`: the one CSV reader of muxmed.
+/// Quoted fields may hold commas and quotes (RFC 4180); blank lines are skipped; records may
+/// differ in length (callers check counts and name the line). A malformed record gives
+/// `syntax(line, message)`; the first error of `f` stops the reading. One record buffer is
+/// reused, so a 112,120-row file costs no allocation per field.
+pub fn for_each_csv_record<E>(
+    text: &str,
+    mut f: impl FnMut(CsvRow<'_>) -> Result<(), E>,
+    syntax: impl Fn(usize, String) -> E,
+) -> Result<(), E> {
     let mut r = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
@@ -183,24 +228,37 @@ pub fn csv_records(text: &str) -> Result<Vec<CsvRecord>, (usize, String)> {
         }
         line_at
     };
-    let mut out = Vec::new();
-    for rec in r.records() {
-        let rec = match rec {
-            Ok(rec) => rec,
+    let mut record = csv::StringRecord::new();
+    loop {
+        match r.read_record(&mut record) {
+            Ok(false) => return Ok(()),
+            Ok(true) => {
+                let line = record.position().map_or(0, |p| line_of(p.byte() as usize));
+                f(CsvRow {
+                    line,
+                    record: &record,
+                })?;
+            }
             Err(e) => {
                 let line = e.position().map_or(0, |p| line_of(p.byte() as usize));
-                return Err((line, e.to_string()));
+                return Err(syntax(line, e.to_string()));
             }
-        };
-        let line = rec.position().map_or(0, |p| line_of(p.byte() as usize));
-        out.push(CsvRecord {
-            line,
-            fields: rec
-                .iter()
-                .map(|f| f.trim_start_matches('\u{feff}').to_string())
-                .collect(),
-        });
+        }
     }
+}
+
+/// Every record of CSV text, header included, owned ([`for_each_csv_record`] collected).
+/// `Err` is (line, message).
+pub fn csv_records(text: &str) -> Result<Vec<CsvRecord>, (usize, String)> {
+    let mut out = Vec::new();
+    for_each_csv_record(
+        text,
+        |row| {
+            out.push(row.to_record());
+            Ok(())
+        },
+        |line, message| (line, message),
+    )?;
     Ok(out)
 }
 

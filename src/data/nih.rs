@@ -114,119 +114,133 @@ pub fn parse_metadata(text: &str, path: &Path) -> Result<Vec<Record>, NihError> 
         line,
         message,
     };
-    let records = csv_rows(text, path)?;
-    let mut rows = records.iter();
-    let header = rows
-        .next()
-        .map(|r| {
-            let mut h = r.fields.clone();
+    let mut out = Vec::new();
+    let mut header_seen = false;
+    crate::io::for_each_csv_record(
+        text,
+        |row| {
+            if std::mem::replace(&mut header_seen, true) {
+                out.push(parse_record(&row, &row_err)?);
+                return Ok(());
+            }
+            let mut h: Vec<&str> = row.fields().collect();
             if h.last().is_some_and(|x| x.trim().is_empty()) {
                 h.pop();
             }
-            h.join(",")
-        })
-        .unwrap_or_default();
-    if header != METADATA_HEADER {
+            let header = h.join(",");
+            if header != METADATA_HEADER {
+                return Err(row_err(
+                    1,
+                    format!(
+                        "unexpected header `{header}`; expected the NIH header `{METADATA_HEADER}`"
+                    ),
+                ));
+            }
+            Ok(())
+        },
+        row_err,
+    )?;
+    if !header_seen {
         return Err(row_err(
             1,
-            format!("unexpected header `{header}`; expected the NIH header `{METADATA_HEADER}`"),
+            format!("unexpected header ``; expected the NIH header `{METADATA_HEADER}`"),
         ));
     }
-    let mut out = Vec::with_capacity(records.len());
-    for r in rows {
-        let line = r.line;
-        let mut f: Vec<&str> = r.fields.iter().map(String::as_str).collect();
-        if f.len() == 12 && f[11].trim().is_empty() {
-            f.pop();
-        }
-        if f.len() != 11 {
-            return Err(row_err(
-                line,
-                format!(
-                    "expected 11 fields, found {}: `{}`",
-                    f.len(),
-                    r.fields.join(",")
-                ),
-            ));
-        }
-        let image_id = f[0].trim().to_string();
-        if !image_id.ends_with(".png") || image_id.len() < 12 {
-            return Err(row_err(
-                line,
-                format!("`{image_id}` is not an image file name like 00000001_000.png"),
-            ));
-        }
-        let mut labels = Vec::new();
-        let finding = f[1].trim();
-        if finding != NO_FINDING {
-            for l in finding.split('|') {
-                match LABELS.iter().position(|k| *k == l) {
-                    Some(k) => labels.push(k),
-                    None if l == NO_FINDING => {
-                        return Err(row_err(
-                            line,
-                            format!("`No Finding` combined with a disease in `{finding}`"),
-                        ))
-                    }
-                    None => {
-                        return Err(row_err(
-                            line,
-                            format!(
+    Ok(out)
+}
+
+/// One data row of the metadata.
+fn parse_record(
+    r: &crate::io::CsvRow<'_>,
+    row_err: &impl Fn(usize, String) -> NihError,
+) -> Result<Record, NihError> {
+    let line = r.line;
+    let mut f: Vec<&str> = r.fields().collect();
+    if f.len() == 12 && f[11].trim().is_empty() {
+        f.pop();
+    }
+    if f.len() != 11 {
+        return Err(row_err(
+            line,
+            format!("expected 11 fields, found {}: `{}`", f.len(), r.joined()),
+        ));
+    }
+    let image_id = f[0].trim().to_string();
+    if !image_id.ends_with(".png") || image_id.len() < 12 {
+        return Err(row_err(
+            line,
+            format!("`{image_id}` is not an image file name like 00000001_000.png"),
+        ));
+    }
+    let mut labels = Vec::new();
+    let finding = f[1].trim();
+    if finding != NO_FINDING {
+        for l in finding.split('|') {
+            match LABELS.iter().position(|k| *k == l) {
+                Some(k) => labels.push(k),
+                None if l == NO_FINDING => {
+                    return Err(row_err(
+                        line,
+                        format!("`No Finding` combined with a disease in `{finding}`"),
+                    ))
+                }
+                None => {
+                    return Err(row_err(
+                        line,
+                        format!(
                             "unknown label `{l}` in `{finding}`; known labels: {}, or `No Finding`",
                             LABELS.join(", ")
                         ),
-                        ))
-                    }
+                    ))
                 }
             }
-            labels.sort_unstable();
-            labels.dedup();
         }
-        let int = |k: usize, name: &str| -> Result<u32, NihError> {
-            f[k].trim().parse::<u32>().map_err(|_| {
-                row_err(
-                    line,
-                    format!("{name} `{}` is not a non-negative integer", f[k]),
-                )
-            })
-        };
-        let float = |k: usize, name: &str| -> Result<f64, NihError> {
-            f[k].trim()
-                .parse::<f64>()
-                .ok()
-                .filter(|v| v.is_finite())
-                .ok_or_else(|| row_err(line, format!("{name} `{}` is not a number", f[k])))
-        };
-        let sex = f[5].trim().to_string();
-        if sex != "M" && sex != "F" {
-            return Err(row_err(
-                line,
-                format!("Patient Gender `{sex}` is not M or F"),
-            ));
-        }
-        let view = f[6].trim().to_string();
-        if view != "PA" && view != "AP" {
-            return Err(row_err(
-                line,
-                format!("View Position `{view}` is not PA or AP"),
-            ));
-        }
-        out.push(Record {
-            image_id,
-            labels,
-            follow_up: int(2, "Follow-up #")?,
-            patient_id: int(3, "Patient ID")?,
-            age: int(4, "Patient Age")?,
-            sex,
-            view,
-            width: int(7, "OriginalImage width")?,
-            height: int(8, "OriginalImage height")?,
-            spacing_x: float(9, "pixel spacing x")?,
-            spacing_y: float(10, "pixel spacing y")?,
-            line,
-        });
+        labels.sort_unstable();
+        labels.dedup();
     }
-    Ok(out)
+    let int = |k: usize, name: &str| -> Result<u32, NihError> {
+        f[k].trim().parse::<u32>().map_err(|_| {
+            row_err(
+                line,
+                format!("{name} `{}` is not a non-negative integer", f[k]),
+            )
+        })
+    };
+    let float = |k: usize, name: &str| -> Result<f64, NihError> {
+        f[k].trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite())
+            .ok_or_else(|| row_err(line, format!("{name} `{}` is not a number", f[k])))
+    };
+    let sex = f[5].trim().to_string();
+    if sex != "M" && sex != "F" {
+        return Err(row_err(
+            line,
+            format!("Patient Gender `{sex}` is not M or F"),
+        ));
+    }
+    let view = f[6].trim().to_string();
+    if view != "PA" && view != "AP" {
+        return Err(row_err(
+            line,
+            format!("View Position `{view}` is not PA or AP"),
+        ));
+    }
+    Ok(Record {
+        image_id,
+        labels,
+        follow_up: int(2, "Follow-up #")?,
+        patient_id: int(3, "Patient ID")?,
+        age: int(4, "Patient Age")?,
+        sex,
+        view,
+        width: int(7, "OriginalImage width")?,
+        height: int(8, "OriginalImage height")?,
+        spacing_x: float(9, "pixel spacing x")?,
+        spacing_y: float(10, "pixel spacing y")?,
+        line,
+    })
 }
 
 /// Reads a split list (one image file name a line).

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use super::metrics::{
-    auroc, average_precision, bootstrap_auroc, calibration, mean_defined, micro_auroc,
-    operating_point, sensitivity_threshold, youden_threshold, CalibrationBin, OperatingPoint,
+    bootstrap_auroc, calibration, mean_defined, micro_auroc, operating_point, CalibrationBin,
+    Curve, OperatingPoint,
 };
 use crate::data::nih::{self, NihError, Record};
 use crate::labels::Split;
@@ -37,121 +37,169 @@ pub struct Predictions {
 /// `predictions_<split>.csv` has `patient_id`).
 const KNOWN_EXTRA_COLUMNS: [&str; 2] = ["patient_id", "Patient ID"];
 
-/// A CSV file read through the one CSV reader: its trimmed header and its data records.
-struct CsvFile<'a> {
-    path: &'a Path,
-    header: Vec<String>,
-    rows: Vec<crate::io::CsvRecord>,
+/// A line of a CSV file as [`for_each_line`] hands it over.
+enum CsvLine<'a, 'r> {
+    /// The trimmed header (empty for an empty file), always first.
+    Header(&'a [String]),
+    Row(&'a crate::io::CsvRow<'r>),
 }
 
-impl<'a> CsvFile<'a> {
-    fn read(path: &'a Path) -> Result<Self, EvalError> {
-        let text = nih::read_text(path)?;
-        let mut rows = nih::csv_rows(&text, path)?.into_iter();
-        let header = rows
-            .next()
-            .map(|r| r.fields.iter().map(|c| c.trim().to_string()).collect())
-            .unwrap_or_default();
-        Ok(CsvFile {
-            path,
-            header,
-            rows: rows.collect(),
-        })
+/// Reads a CSV file through the one CSV reader: its header, then each data record.
+/// `Err` names the file and line.
+fn for_each_line(
+    path: &Path,
+    mut on: impl FnMut(CsvLine<'_, '_>) -> Result<(), EvalError>,
+) -> Result<(), EvalError> {
+    let text = nih::read_text(path)?;
+    let mut header_seen = false;
+    crate::io::for_each_csv_record(
+        &text,
+        |row| {
+            if std::mem::replace(&mut header_seen, true) {
+                return on(CsvLine::Row(&row));
+            }
+            let header: Vec<String> = row.fields().map(|c| c.trim().to_string()).collect();
+            on(CsvLine::Header(&header))
+        },
+        |line, message| row_error(path, line, message),
+    )?;
+    if !header_seen {
+        on(CsvLine::Header(&[]))?;
     }
-
-    /// An error about `line` of the file.
-    fn err(&self, line: usize, message: String) -> EvalError {
-        EvalError::Nih(NihError::Row {
-            path: self.path.to_path_buf(),
-            line,
-            message,
-        })
-    }
+    Ok(())
 }
 
-pub fn read_predictions(path: &Path) -> Result<Predictions, EvalError> {
-    let file = CsvFile::read(path)?;
-    let row = |line: usize, message: String| file.err(line, message);
-    let header = &file.header;
-    let rows = file.rows.iter();
-    let id_col = header
-        .iter()
-        .position(|h| h == "Image Index" || h == "image_id")
-        .ok_or_else(|| {
-            row(
-                1,
-                "no image id column: expected `Image Index` or `image_id`".into(),
-            )
-        })?;
-    let mut label_cols: Vec<(usize, usize)> = Vec::new(); // (label index, column)
-    for (c, h) in header.iter().enumerate() {
-        if c == id_col || KNOWN_EXTRA_COLUMNS.contains(&h.as_str()) {
-            continue;
-        }
-        let name = h.strip_prefix("prob_").unwrap_or(h);
-        match LABELS.iter().position(|l| *l == name) {
-            Some(k) if label_cols.iter().any(|(kk, _)| *kk == k) => {
-                return Err(row(1, format!("label `{name}` has two columns")))
-            }
-            Some(k) => label_cols.push((k, c)),
-            None => {
-                return Err(row(
-                    1,
-                    format!("column `{h}` is not a known label (expected one of {}, optionally prefixed prob_)", LABELS.join(", ")),
-                ))
-            }
-        }
-    }
-    if label_cols.is_empty() {
-        return Err(row(1, "no label columns".into()));
-    }
-    label_cols.sort();
-    let mut p = Predictions {
-        image_ids: Vec::new(),
-        labels: label_cols
+/// An error about `line` of the CSV file at `path`.
+fn row_error(path: &Path, line: usize, message: String) -> EvalError {
+    EvalError::Nih(NihError::Row {
+        path: path.to_path_buf(),
+        line,
+        message,
+    })
+}
+
+/// Where a predictions file keeps its image ids and each label's probabilities.
+struct PredictionColumns {
+    width: usize,
+    id: usize,
+    /// (index into [`LABELS`], column), in [`LABELS`] order.
+    labels: Vec<(usize, usize)>,
+}
+
+impl PredictionColumns {
+    fn of(header: &[String], path: &Path) -> Result<Self, EvalError> {
+        let row = |line: usize, message: String| row_error(path, line, message);
+        let id = header
             .iter()
-            .map(|(k, _)| LABELS[*k].to_string())
-            .collect(),
-        probs: Vec::new(),
-    };
-    let mut seen = HashSet::new();
-    for r in rows {
-        let line = r.line;
-        let f = &r.fields;
-        if f.len() != header.len() {
-            return Err(row(
-                line,
-                format!("expected {} fields, found {}", header.len(), f.len()),
-            ));
+            .position(|h| h == "Image Index" || h == "image_id")
+            .ok_or_else(|| {
+                row(
+                    1,
+                    "no image id column: expected `Image Index` or `image_id`".into(),
+                )
+            })?;
+        let mut labels: Vec<(usize, usize)> = Vec::new();
+        for (c, h) in header.iter().enumerate() {
+            if c == id || KNOWN_EXTRA_COLUMNS.contains(&h.as_str()) {
+                continue;
+            }
+            let name = h.strip_prefix("prob_").unwrap_or(h);
+            match LABELS.iter().position(|l| *l == name) {
+                Some(k) if labels.iter().any(|(kk, _)| *kk == k) => {
+                    return Err(row(1, format!("label `{name}` has two columns")))
+                }
+                Some(k) => labels.push((k, c)),
+                None => {
+                    return Err(row(
+                        1,
+                        format!("column `{h}` is not a known label (expected one of {}, optionally prefixed prob_)", LABELS.join(", ")),
+                    ))
+                }
+            }
         }
-        let id = f[id_col].trim().to_string();
-        if !seen.insert(id.clone()) {
-            return Err(row(line, format!("image `{id}` appears twice")));
+        if labels.is_empty() {
+            return Err(row(1, "no label columns".into()));
         }
-        let mut probs = Vec::with_capacity(label_cols.len());
-        for (k, c) in &label_cols {
-            let v: f64 = f[*c]
+        labels.sort();
+        Ok(PredictionColumns {
+            width: header.len(),
+            id,
+            labels,
+        })
+    }
+
+    /// One data row: its image id and probabilities in label order.
+    fn parse(
+        &self,
+        r: &crate::io::CsvRow<'_>,
+        path: &Path,
+    ) -> Result<(String, Vec<f64>), EvalError> {
+        let row = |message: String| row_error(path, r.line, message);
+        if r.len() != self.width {
+            return Err(row(format!(
+                "expected {} fields, found {}",
+                self.width,
+                r.len()
+            )));
+        }
+        let field = |c: usize| r.get(c).unwrap_or_default();
+        let mut probs = Vec::with_capacity(self.labels.len());
+        for &(k, c) in &self.labels {
+            let v: f64 = field(c)
                 .trim()
                 .parse()
                 .ok()
                 .filter(|v: &f64| v.is_finite())
                 .ok_or_else(|| {
-                    row(
-                        line,
-                        format!("{} value `{}` is not a number", LABELS[*k], f[*c]),
-                    )
+                    row(format!(
+                        "{} value `{}` is not a number",
+                        LABELS[k],
+                        field(c)
+                    ))
                 })?;
             if !(0.0..=1.0).contains(&v) {
-                return Err(row(
-                    line,
-                    format!("{} value {v} is not a probability in [0, 1]: if these are logits, apply a sigmoid first", LABELS[*k]),
-                ));
+                return Err(row(format!("{} value {v} is not a probability in [0, 1]: if these are logits, apply a sigmoid first", LABELS[k])));
             }
             probs.push(v);
         }
-        p.image_ids.push(id);
-        p.probs.push(probs);
+        Ok((field(self.id).trim().to_string(), probs))
     }
+}
+
+pub fn read_predictions(path: &Path) -> Result<Predictions, EvalError> {
+    let mut columns: Option<PredictionColumns> = None;
+    let mut p = Predictions {
+        image_ids: Vec::new(),
+        labels: Vec::new(),
+        probs: Vec::new(),
+    };
+    let mut seen = foldhash::HashSet::default();
+    for_each_line(path, |line| match (line, &columns) {
+        (CsvLine::Header(header), _) => {
+            let c = PredictionColumns::of(header, path)?;
+            p.labels = c
+                .labels
+                .iter()
+                .map(|(k, _)| LABELS[*k].to_string())
+                .collect();
+            columns = Some(c);
+            Ok(())
+        }
+        (CsvLine::Row(r), Some(c)) => {
+            let (id, probs) = c.parse(r, path)?;
+            if !seen.insert(id.clone()) {
+                return Err(row_error(
+                    path,
+                    r.line,
+                    format!("image `{id}` appears twice"),
+                ));
+            }
+            p.image_ids.push(id);
+            p.probs.push(probs);
+            Ok(())
+        }
+        (CsvLine::Row(_), None) => unreachable!("for_each_line gives the header first"),
+    })?;
     Ok(p)
 }
 
@@ -161,32 +209,34 @@ pub fn read_run_predictions(
     path: &Path,
     labels: &[String],
 ) -> Result<HashMap<String, Vec<f64>>, EvalError> {
-    let file = CsvFile::read(path)?;
-    let row = |line: usize, message: String| file.err(line, message);
-    let header = &file.header;
-    let rows = file.rows.iter();
-    let cols: Vec<usize> = labels
-        .iter()
-        .map(|l| {
-            header
-                .iter()
-                .position(|h| h == l)
-                .ok_or_else(|| row(1, format!("no column `{l}`")))
-        })
-        .collect::<Result<_, _>>()?;
+    let mut cols: Vec<usize> = Vec::new();
     let mut out = HashMap::new();
-    for r in rows {
-        let probs = cols
-            .iter()
-            .map(|&c| {
-                r.fields
-                    .get(c)
-                    .and_then(|v| v.parse::<f64>().ok())
-                    .ok_or_else(|| row(r.line, format!("column {} is not a number", c + 1)))
-            })
-            .collect::<Result<Vec<f64>, _>>()?;
-        out.insert(r.fields[0].clone(), probs);
-    }
+    for_each_line(path, |line| match line {
+        CsvLine::Header(header) => {
+            cols = labels
+                .iter()
+                .map(|l| {
+                    header
+                        .iter()
+                        .position(|h| h == l)
+                        .ok_or_else(|| row_error(path, 1, format!("no column `{l}`")))
+                })
+                .collect::<Result<_, _>>()?;
+            Ok(())
+        }
+        CsvLine::Row(r) => {
+            let probs = cols
+                .iter()
+                .map(|&c| {
+                    r.get(c).and_then(|v| v.parse::<f64>().ok()).ok_or_else(|| {
+                        row_error(path, r.line, format!("column {} is not a number", c + 1))
+                    })
+                })
+                .collect::<Result<Vec<f64>, _>>()?;
+            out.insert(r.get(0).unwrap_or_default().to_string(), probs);
+            Ok(())
+        }
+    })?;
     Ok(out)
 }
 
@@ -385,7 +435,7 @@ pub fn join(
     records: &[Record],
     split_list: Option<&HashSet<String>>,
 ) -> Result<Joined, EvalError> {
-    let by_id: HashMap<&str, &Record> = records
+    let by_id: foldhash::HashMap<&str, &Record> = records
         .iter()
         .filter(|r| split_list.is_none_or(|s| s.contains(&r.image_id)))
         .map(|r| (r.image_id.as_str(), r))
@@ -424,7 +474,7 @@ pub fn join(
 
 /// Every metric of one split.
 pub fn evaluate(j: &Joined, split: &str, opt: &EvalOptions) -> Evaluation {
-    let mut pid: HashMap<u32, usize> = HashMap::new();
+    let mut pid: foldhash::HashMap<u32, usize> = foldhash::HashMap::default();
     let groups: Vec<usize> = j
         .patients
         .iter()
@@ -438,6 +488,7 @@ pub fn evaluate(j: &Joined, split: &str, opt: &EvalOptions) -> Evaluation {
     for (k, label) in j.labels.iter().enumerate() {
         let y: Vec<bool> = j.y.iter().map(|r| r[k]).collect();
         let s: Vec<f64> = j.s.iter().map(|r| r[k]).collect();
+        let curve = Curve::new(&y, &s);
         let chosen = match &opt.thresholds {
             Some((t, _)) => t.get(label).cloned().unwrap_or(ChosenThresholds {
                 youden: None,
@@ -445,9 +496,9 @@ pub fn evaluate(j: &Joined, split: &str, opt: &EvalOptions) -> Evaluation {
                 at_sensitivity: None,
             }),
             None => ChosenThresholds {
-                youden: youden_threshold(&y, &s),
+                youden: curve.youden_threshold(),
                 sensitivity_target: opt.sensitivity_target,
-                at_sensitivity: sensitivity_threshold(&y, &s, opt.sensitivity_target),
+                at_sensitivity: curve.sensitivity_threshold(opt.sensitivity_target),
             },
         };
         let (ece, reliability) = calibration(&y, &s, 10);
@@ -455,9 +506,9 @@ pub fn evaluate(j: &Joined, split: &str, opt: &EvalOptions) -> Evaluation {
             label: label.clone(),
             n: y.len(),
             positives: y.iter().filter(|v| **v).count(),
-            auroc: auroc(&y, &s),
+            auroc: curve.auroc(),
             auroc_ci: ci.per_label[k],
-            average_precision: average_precision(&y, &s),
+            average_precision: curve.average_precision(),
             expected_calibration_error: ece,
             youden: chosen.youden.map(|t| operating_point(&y, &s, t)),
             at_sensitivity: chosen.at_sensitivity.map(|t| operating_point(&y, &s, t)),

@@ -2,11 +2,12 @@
 //! over resamples of patients with replacement.
 //!
 //! Speed without changing a digit: the resamples are drawn in one seeded sequence, a chunk of
-//! [`LANES`] at a time, into an image-major weight table (`w[image][lane]`). Each label's
-//! scores are sorted once; one walk down that order then scores every resample of the chunk
-//! together (the inner loops run over the lanes and vectorise), labels in parallel. Sums of
-//! integer weights stay integers (twice the trapezoid area included), so every AUROC is the
-//! same f64 a one-resample-at-a-time loop gives.
+//! [`LANES`] at a time, into a patient-major weight table (`w[patient][lane]`: how often the
+//! patient was drawn, which is the weight of each of its images). Each label's scores are
+//! sorted once, with each image replaced by its patient; one walk down that order then scores
+//! every resample of the chunk together (the inner loops run over the lanes and vectorise),
+//! labels in parallel. Sums of integer weights stay integers (twice the trapezoid area
+//! included), so every AUROC is the same f64 a one-resample-at-a-time loop gives.
 
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
@@ -26,16 +27,19 @@ pub struct BootstrapCi {
 /// Resamples scored together in one walk down a label's order.
 pub(crate) const LANES: usize = 64;
 
-/// Image weights of up to [`LANES`] resamples: `w[i * LANES + r]` is the number of times
-/// image i's patient was drawn in resample r of the chunk; `used` lanes hold resamples.
+/// Patient weights of up to [`LANES`] resamples: `w[p * LANES + r]` is the number of times
+/// patient p was drawn in resample r of the chunk; `used` lanes hold resamples. Indexed by
+/// patient rather than image, the table is a few hundred KB for a test set (it stays in
+/// cache) and drawing a resample is one increment per draw.
 pub(crate) struct WeightChunk {
     w: Vec<u32>,
     used: usize,
 }
 
 impl WeightChunk {
-    fn row(&self, image: usize) -> &[u32; LANES] {
-        self.w[image * LANES..(image + 1) * LANES]
+    fn row(&self, patient: u32) -> &[u32; LANES] {
+        let p = patient as usize;
+        self.w[p * LANES..(p + 1) * LANES]
             .try_into()
             .expect("a row holds LANES weights")
     }
@@ -43,22 +47,15 @@ impl WeightChunk {
 
 /// Resamples patients with replacement (all images of a drawn patient come along), seeded.
 pub(crate) struct PatientResampler {
-    members: Vec<Vec<usize>>,
-    images: usize,
+    patients: usize,
     rng: rand_chacha::ChaCha8Rng,
 }
 
 impl PatientResampler {
     /// `groups[i]` is image i's patient index (0..number of patients).
     pub(crate) fn new(groups: &[usize], seed: u64) -> Self {
-        let n_groups = groups.iter().max().map_or(0, |m| m + 1);
-        let mut members: Vec<Vec<usize>> = vec![Vec::new(); n_groups];
-        for (i, &g) in groups.iter().enumerate() {
-            members[g].push(i);
-        }
         PatientResampler {
-            members,
-            images: groups.len(),
+            patients: groups.iter().max().map_or(0, |m| m + 1),
             rng: rand_chacha::ChaCha8Rng::seed_from_u64(seed),
         }
     }
@@ -66,33 +63,27 @@ impl PatientResampler {
     /// An empty chunk for [`Self::draw_chunk`] to fill.
     fn chunk(&self) -> WeightChunk {
         WeightChunk {
-            w: vec![0; self.images * LANES],
+            w: vec![0; self.patients * LANES],
             used: 0,
         }
     }
 
     /// The next `n` (at most [`LANES`]) resamples into `chunk`, drawn in the same sequence
     /// as one resample at a time: per resample, as many patient draws as there are patients.
-    fn draw_chunk(&mut self, n: usize, counts: &mut [u32], chunk: &mut WeightChunk) {
-        let w = &mut chunk.w;
-        w.fill(0);
-        let patients = self.members.len();
+    fn draw_chunk(&mut self, n: usize, chunk: &mut WeightChunk) {
+        chunk.w.fill(0);
+        let patients = self.patients;
         for lane in 0..n {
-            counts.iter_mut().for_each(|c| *c = 0);
             for _ in 0..patients {
-                counts[self.rng.random_range(0..patients)] += 1;
-            }
-            for (g, &c) in counts.iter().enumerate().filter(|(_, c)| **c > 0) {
-                for &i in &self.members[g] {
-                    w[i * LANES + lane] = c;
-                }
+                chunk.w[self.rng.random_range(0..patients) * LANES + lane] += 1;
             }
         }
         chunk.used = n;
     }
 }
 
-/// One step down a label's descending-score order.
+/// One step down a label's descending-score order, naming the image's patient (whose weight
+/// the image carries).
 #[derive(Debug, Clone, Copy)]
 enum Step {
     /// A negative image not tied with any positive.
@@ -108,29 +99,34 @@ enum Step {
 /// positive kept together.
 pub(crate) struct LabelColumn {
     steps: Vec<Step>,
-    image: Vec<u32>,
+    /// The patient of the image at each rank.
+    patient: Vec<u32>,
     positive: Vec<bool>,
 }
 
 impl LabelColumn {
-    /// Column `j` of `y[i][k]`, `s[i][k]`.
-    pub(crate) fn new(y: &[Vec<bool>], s: &[Vec<f64>], j: usize) -> Self {
-        let sj: Vec<f64> = s.iter().map(|r| r[j]).collect();
-        let mut order: Vec<usize> = (0..sj.len()).collect();
-        order.sort_by(|&a, &b| sj[b].total_cmp(&sj[a]));
-        let image: Vec<u32> = order.iter().map(|&i| i as u32).collect();
-        let positive: Vec<bool> = order.iter().map(|&i| y[i][j]).collect();
+    /// Column `j` of `y[i][k]`, `s[i][k]`; `groups[i]` is image i's patient index.
+    pub(crate) fn new(y: &[Vec<bool>], s: &[Vec<f64>], groups: &[usize], j: usize) -> Self {
+        // (score, image) pairs sort faster than indices into the scores; the order inside a
+        // tie does not change any sum below.
+        let mut order: Vec<(f64, u32)> = s.iter().zip(0..).map(|(r, i)| (r[j], i)).collect();
+        order.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
+        let patient: Vec<u32> = order
+            .iter()
+            .map(|&(_, i)| groups[i as usize] as u32)
+            .collect();
+        let positive: Vec<bool> = order.iter().map(|&(_, i)| y[i as usize][j]).collect();
         let mut steps = Vec::with_capacity(order.len());
         let mut start = 0;
         while start < order.len() {
             let mut end = start + 1;
-            while end < order.len() && sj[order[end]] == sj[order[start]] {
+            while end < order.len() && order[end].0 == order[start].0 {
                 end += 1;
             }
             let any_positive = positive[start..end].iter().any(|p| *p);
             match (end - start, any_positive) {
-                (1, true) => steps.push(Step::Positive(image[start])),
-                (_, false) => steps.extend(image[start..end].iter().map(|&i| Step::Negative(i))),
+                (1, true) => steps.push(Step::Positive(patient[start])),
+                (_, false) => steps.extend(patient[start..end].iter().map(|&p| Step::Negative(p))),
                 _ => steps.push(Step::Tied {
                     start: start as u32,
                     end: end as u32,
@@ -140,7 +136,7 @@ impl LabelColumn {
         }
         LabelColumn {
             steps,
-            image,
+            patient,
             positive,
         }
     }
@@ -158,13 +154,13 @@ impl LabelColumn {
         for step in &self.steps {
             match *step {
                 Step::Negative(i) => {
-                    for (f, &w) in fp.iter_mut().zip(c.row(i as usize)) {
+                    for (f, &w) in fp.iter_mut().zip(c.row(i)) {
                         *f += w;
                     }
                 }
                 Step::Positive(i) => {
                     let lanes = tp.iter_mut().zip(left2.iter_mut());
-                    for ((t, l), (&w, &f)) in lanes.zip(c.row(i as usize).iter().zip(&fp)) {
+                    for ((t, l), (&w, &f)) in lanes.zip(c.row(i).iter().zip(&fp)) {
                         *t += w;
                         *l += 2 * w as u64 * f as u64;
                     }
@@ -174,7 +170,7 @@ impl LabelColumn {
                     let mut dt = [0u32; LANES];
                     for k in start as usize..end as usize {
                         let acc = if self.positive[k] { &mut dt } else { &mut fp };
-                        for (a, &w) in acc.iter_mut().zip(c.row(self.image[k] as usize)) {
+                        for (a, &w) in acc.iter_mut().zip(c.row(self.patient[k])) {
                             *a += w;
                         }
                     }
@@ -224,14 +220,13 @@ pub(crate) fn resampled_intervals(
     stat: impl Fn(usize, &WeightChunk) -> Vec<Option<f64>> + Sync,
 ) -> BootstrapCi {
     let mut resampler = PatientResampler::new(groups, seed);
-    let mut counts = vec![0u32; resampler.members.len()];
     let mut chunk = resampler.chunk();
     let mut per: Vec<Vec<f64>> = vec![Vec::with_capacity(resamples); k];
     let mut means = Vec::with_capacity(resamples);
     let mut done = 0;
     while done < resamples {
         let n = LANES.min(resamples - done);
-        resampler.draw_chunk(n, &mut counts, &mut chunk);
+        resampler.draw_chunk(n, &mut chunk);
         let by_label: Vec<Vec<Option<f64>>> =
             (0..k).into_par_iter().map(|j| stat(j, &chunk)).collect();
         for r in 0..n {
@@ -268,7 +263,7 @@ pub fn bootstrap_auroc(
     level: f64,
 ) -> BootstrapCi {
     let k = y.first().map_or(0, |r| r.len());
-    let cols: Vec<LabelColumn> = (0..k).map(|j| LabelColumn::new(y, s, j)).collect();
+    let cols: Vec<LabelColumn> = (0..k).map(|j| LabelColumn::new(y, s, groups, j)).collect();
     resampled_intervals(groups, k, resamples, seed, level, |j, c| cols[j].aurocs(c))
 }
 
@@ -277,10 +272,12 @@ mod tests {
     use super::*;
     use crate::metrics::auroc;
 
-    fn column(y: &[bool], s: &[f64]) -> LabelColumn {
+    /// Label column 0 of `y`, `s`, image i belonging to patient `groups[i]`.
+    fn column(y: &[bool], s: &[f64], groups: &[usize]) -> LabelColumn {
         LabelColumn::new(
             &y.iter().map(|v| vec![*v]).collect::<Vec<_>>(),
             &s.iter().map(|v| vec![*v]).collect::<Vec<_>>(),
+            groups,
             0,
         )
     }
@@ -305,7 +302,7 @@ mod tests {
     fn weighted_lanes_equal_auroc_of_the_resampled_data() {
         let y = [false, true, false, true, true, false, false, true];
         let s = [0.2, 0.9, 0.2, 0.5, 0.2, 0.1, 0.7, 0.7];
-        let col = column(&y, &s);
+        let col = column(&y, &s, &(0..8).collect::<Vec<_>>());
         let mut doubled = vec![1u32; 8];
         doubled[3] = 2;
         let mut dropped = vec![1u32; 8];
@@ -324,5 +321,30 @@ mod tests {
         let s3: Vec<f64> = (0..8).filter(|&i| i != 6).map(|i| s[i]).collect();
         assert!(close(got[2], auroc(&y3, &s3)));
         assert_eq!(got[3], None);
+    }
+
+    /// A patient's weight applies to every one of its images: patient 0 (images 1 and 6)
+    /// drawn twice equals both images duplicated; not drawn equals both dropped.
+    #[test]
+    fn a_patient_weight_counts_each_of_its_images() {
+        let y = [false, true, false, true, true, false, false, true];
+        let s = [0.2, 0.9, 0.2, 0.5, 0.2, 0.1, 0.7, 0.7];
+        let groups = [1, 0, 2, 3, 4, 5, 0, 6];
+        let col = column(&y, &s, &groups);
+        let mut twice = vec![1u32; 7];
+        twice[0] = 2;
+        let mut never = vec![1u32; 7];
+        never[0] = 0;
+        let got = col.aurocs(&chunk(&[twice, never]));
+        let close = |a: Option<f64>, b: Option<f64>| (a.unwrap() - b.unwrap()).abs() < 1e-15;
+        let (mut y2, mut s2) = (y.to_vec(), s.to_vec());
+        y2.extend([y[1], y[6]]);
+        s2.extend([s[1], s[6]]);
+        assert!(close(got[0], auroc(&y2, &s2)));
+        let keep = |i: &usize| groups[*i] != 0;
+        let y3: Vec<bool> = (0..8).filter(keep).map(|i| y[i]).collect();
+        let s3: Vec<f64> = (0..8).filter(keep).map(|i| s[i]).collect();
+        assert!(close(got[1], auroc(&y3, &s3)));
+        assert_ne!(got[0], got[1]);
     }
 }

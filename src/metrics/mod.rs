@@ -18,59 +18,145 @@ pub struct Roc {
     pub thresholds: Vec<f64>,
 }
 
-/// Cumulative true/false positives at each distinct score (scikit-learn's `_binary_clf_curve`).
-fn clf_curve(y: &[bool], s: &[f64]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
-    let mut order: Vec<usize> = (0..s.len()).collect();
-    order.sort_by(|&a, &b| s[b].total_cmp(&s[a]));
-    let (mut tps, mut fps, mut th) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut tp, mut fp) = (0.0, 0.0);
-    for (k, &i) in order.iter().enumerate() {
-        if y[i] {
-            tp += 1.0;
-        } else {
-            fp += 1.0;
-        }
-        let last_of_tie = k + 1 == order.len() || s[order[k + 1]] != s[i];
-        if last_of_tie {
-            tps.push(tp);
-            fps.push(fp);
-            th.push(s[i]);
-        }
-    }
-    (tps, fps, th)
+/// One label's scores sorted once, highest first, with the cumulative true and false
+/// positives at each distinct score (scikit-learn's `_binary_clf_curve`). The ROC and PR
+/// curves, the AUROC, the average precision and the operating thresholds of the label are
+/// all read from it, so a label is sorted once for all of them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Curve {
+    tps: Vec<f64>,
+    fps: Vec<f64>,
+    thresholds: Vec<f64>,
 }
 
-fn has_both_classes(y: &[bool]) -> bool {
-    y.iter().any(|&v| v) && y.iter().any(|&v| !v)
-}
-
-/// The ROC curve with collinear points dropped (scikit-learn's `drop_intermediate=True`).
-pub fn roc_curve(y: &[bool], s: &[f64]) -> Option<Roc> {
-    if y.len() != s.len() || !has_both_classes(y) {
-        return None;
+impl Curve {
+    /// `y` and `s` of the same length.
+    pub fn new(y: &[bool], s: &[f64]) -> Self {
+        debug_assert_eq!(y.len(), s.len());
+        // (score, truth) pairs sort faster than indices into the scores; the order inside a
+        // tie does not matter, as only the counts at each tie's end are kept.
+        let mut pairs: Vec<(f64, bool)> = s.iter().copied().zip(y.iter().copied()).collect();
+        pairs.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
+        let mut c = Curve {
+            tps: Vec::new(),
+            fps: Vec::new(),
+            thresholds: Vec::new(),
+        };
+        let (mut tp, mut fp) = (0.0, 0.0);
+        for (k, &(score, positive)) in pairs.iter().enumerate() {
+            if positive {
+                tp += 1.0;
+            } else {
+                fp += 1.0;
+            }
+            if k + 1 == pairs.len() || pairs[k + 1].0 != score {
+                c.tps.push(tp);
+                c.fps.push(fp);
+                c.thresholds.push(score);
+            }
+        }
+        c
     }
-    let (tps, fps, th) = clf_curve(y, s);
-    let n = tps.len();
-    let keep: Vec<usize> = (0..n)
-        .filter(|&i| {
+
+    /// Positives and negatives, when both are present.
+    fn classes(&self) -> Option<(f64, f64)> {
+        let (p, n) = (*self.tps.last()?, *self.fps.last()?);
+        (p > 0.0 && n > 0.0).then_some((p, n))
+    }
+
+    /// The ROC curve with collinear points dropped (scikit-learn's `drop_intermediate=True`);
+    /// None with one class.
+    pub fn roc(&self) -> Option<Roc> {
+        let (p, nn) = self.classes()?;
+        let (tps, fps) = (&self.tps, &self.fps);
+        let n = tps.len();
+        let mut roc = Roc {
+            fpr: vec![0.0],
+            tpr: vec![0.0],
+            thresholds: vec![f64::INFINITY],
+        };
+        let keep = (0..n).filter(|&i| {
             i == 0
                 || i + 1 == n
                 || (fps[i + 1] - 2.0 * fps[i] + fps[i - 1]) != 0.0
                 || (tps[i + 1] - 2.0 * tps[i] + tps[i - 1]) != 0.0
-        })
-        .collect();
-    let (p, nn) = (tps[n - 1], fps[n - 1]);
-    let mut roc = Roc {
-        fpr: vec![0.0],
-        tpr: vec![0.0],
-        thresholds: vec![f64::INFINITY],
-    };
-    for i in keep {
-        roc.fpr.push(fps[i] / nn);
-        roc.tpr.push(tps[i] / p);
-        roc.thresholds.push(th[i]);
+        });
+        for i in keep {
+            roc.fpr.push(fps[i] / nn);
+            roc.tpr.push(tps[i] / p);
+            roc.thresholds.push(self.thresholds[i]);
+        }
+        Some(roc)
     }
-    Some(roc)
+
+    /// Area under the ROC curve; None with one class.
+    pub fn auroc(&self) -> Option<f64> {
+        self.roc().map(|r| trapezoid(&r.fpr, &r.tpr))
+    }
+
+    /// Precision and recall at each distinct score; None with one class.
+    pub fn pr(&self) -> Option<PrCurve> {
+        let (p, _) = self.classes()?;
+        Some(PrCurve {
+            precision: self
+                .tps
+                .iter()
+                .zip(&self.fps)
+                .map(|(t, f)| t / (t + f))
+                .collect(),
+            recall: self.tps.iter().map(|t| t / p).collect(),
+        })
+    }
+
+    /// Average precision, `sum (R_i - R_{i-1}) P_i` as scikit-learn defines it; None with
+    /// one class.
+    pub fn average_precision(&self) -> Option<f64> {
+        let c = self.pr()?;
+        let mut prev = 0.0;
+        let mut ap = 0.0;
+        for (p, r) in c.precision.iter().zip(&c.recall) {
+            ap += (r - prev) * p;
+            prev = *r;
+        }
+        Some(ap)
+    }
+
+    /// The threshold maximising Youden's J = sensitivity + specificity - 1.
+    pub fn youden_threshold(&self) -> Option<f64> {
+        let r = self.roc()?;
+        let (mut best, mut best_j) = (None, f64::NEG_INFINITY);
+        for i in 1..r.tpr.len() {
+            let j = r.tpr[i] - r.fpr[i];
+            if j > best_j {
+                best_j = j;
+                best = Some(r.thresholds[i]);
+            }
+        }
+        best
+    }
+
+    /// The highest threshold whose sensitivity reaches `target`; None without positives.
+    pub fn sensitivity_threshold(&self, target: f64) -> Option<f64> {
+        let p = *self.tps.last()?;
+        if p == 0.0 {
+            return None;
+        }
+        self.tps
+            .iter()
+            .zip(&self.thresholds)
+            .find(|(t, _)| **t / p >= target)
+            .map(|(_, th)| *th)
+    }
+}
+
+/// The curve of (y, s), None when their lengths differ.
+fn curve(y: &[bool], s: &[f64]) -> Option<Curve> {
+    (y.len() == s.len()).then(|| Curve::new(y, s))
+}
+
+/// The ROC curve with collinear points dropped (scikit-learn's `drop_intermediate=True`).
+pub fn roc_curve(y: &[bool], s: &[f64]) -> Option<Roc> {
+    curve(y, s)?.roc()
 }
 
 fn trapezoid(x: &[f64], y: &[f64]) -> f64 {
@@ -82,7 +168,7 @@ fn trapezoid(x: &[f64], y: &[f64]) -> f64 {
 
 /// Area under the ROC curve; `None` when only one class is present.
 pub fn auroc(y: &[bool], s: &[f64]) -> Option<f64> {
-    roc_curve(y, s).map(|r| trapezoid(&r.fpr, &r.tpr))
+    curve(y, s)?.auroc()
 }
 
 /// Precision-recall points at each distinct score, highest score first.
@@ -93,27 +179,12 @@ pub struct PrCurve {
 }
 
 pub fn pr_curve(y: &[bool], s: &[f64]) -> Option<PrCurve> {
-    if y.len() != s.len() || !has_both_classes(y) {
-        return None;
-    }
-    let (tps, fps, _) = clf_curve(y, s);
-    let p = tps[tps.len() - 1];
-    Some(PrCurve {
-        precision: tps.iter().zip(&fps).map(|(t, f)| t / (t + f)).collect(),
-        recall: tps.iter().map(|t| t / p).collect(),
-    })
+    curve(y, s)?.pr()
 }
 
 /// Average precision, `sum (R_i - R_{i-1}) P_i` as scikit-learn defines it; `None` with one class.
 pub fn average_precision(y: &[bool], s: &[f64]) -> Option<f64> {
-    let c = pr_curve(y, s)?;
-    let mut prev = 0.0;
-    let mut ap = 0.0;
-    for (p, r) in c.precision.iter().zip(&c.recall) {
-        ap += (r - prev) * p;
-        prev = *r;
-    }
-    Some(ap)
+    curve(y, s)?.average_precision()
 }
 
 /// AUROC of each of `k` labels: `labels[i][j]` in {0, 1} (positive above 0.5) against
@@ -234,29 +305,12 @@ pub fn operating_point(y: &[bool], s: &[f64], threshold: f64) -> OperatingPoint 
 
 /// The threshold maximising Youden's J = sensitivity + specificity - 1 on (y, s).
 pub fn youden_threshold(y: &[bool], s: &[f64]) -> Option<f64> {
-    let r = roc_curve(y, s)?;
-    let (mut best, mut best_j) = (None, f64::NEG_INFINITY);
-    for i in 1..r.tpr.len() {
-        let j = r.tpr[i] - r.fpr[i];
-        if j > best_j {
-            best_j = j;
-            best = Some(r.thresholds[i]);
-        }
-    }
-    best
+    curve(y, s)?.youden_threshold()
 }
 
 /// The highest threshold whose sensitivity on (y, s) reaches `target`.
 pub fn sensitivity_threshold(y: &[bool], s: &[f64], target: f64) -> Option<f64> {
-    let (tps, _, th) = clf_curve(y, s);
-    let p = *tps.last()?;
-    if p == 0.0 {
-        return None;
-    }
-    tps.iter()
-        .zip(&th)
-        .find(|(t, _)| **t / p >= target)
-        .map(|(_, th)| *th)
+    curve(y, s)?.sensitivity_threshold(target)
 }
 
 /// One bin of a reliability diagram.

@@ -148,7 +148,12 @@ pub fn paired_bootstrap(
 ) -> BootstrapCi {
     let k = y.first().map_or(0, |r| r.len());
     let cols: Vec<(LabelColumn, LabelColumn)> = (0..k)
-        .map(|j| (LabelColumn::new(y, a, j), LabelColumn::new(y, b, j)))
+        .map(|j| {
+            (
+                LabelColumn::new(y, a, groups, j),
+                LabelColumn::new(y, b, groups, j),
+            )
+        })
         .collect();
     resampled_intervals(groups, k, resamples, seed, level, |j, chunk| {
         let (ca, cb) = &cols[j];
