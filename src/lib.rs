@@ -1,9 +1,11 @@
 //! muxmed: fine-tune MUXNet backbones (Lu, Deb, Boddeti, CVPR 2020) on ChestX-Ray14.
 //!
 //! The modules follow the data's path: `config` → `data` → `model` → `run` → `train` → `eval` →
-//! `report`, over a ground of shared helpers (`labels`, `io`, `progress`, `metrics`). Imports only flow that
-//! way.
+//! `report` → `explain` → `compare` → `search`, then `cli` (the command line of both
+//! binaries), over a ground of shared helpers (`labels`, `io`, `progress`, `metrics`). Imports
+//! only flow that way.
 
+pub mod cli;
 pub mod compare;
 pub mod config;
 pub mod data;

@@ -12,6 +12,7 @@ mod data_pipeline;
 mod delong_fixture;
 mod dicom;
 mod evaluate_predictions;
+mod front_end;
 mod gradcam;
 mod manifest_generic;
 mod manifest_real;

@@ -1,0 +1,536 @@
+//! The commands that need libtorch: `muxmed-torch` runs these (and everything else).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+
+use super::commands::{self, compare_cmd, load_pipeline, report_failures};
+use super::{BenchCmd, Command, EvalArgs, ModelCmd, PipelineArgs, SearchCmd, TensorArgs};
+
+/// Runs a command that needs libtorch (the ones [`super::commands::run`] leaves).
+pub(super) fn run(cmd: &Command) -> Result<ExitCode> {
+    match cmd {
+        Command::Doctor(a) => commands::doctor(a, || {
+            let (checks, probe) = crate::doctor::torch::checks();
+            (checks, probe.is_ok())
+        }),
+        Command::Predict {
+            checkpoint,
+            model,
+            images,
+            out,
+            device,
+            strict,
+        } => predict_source(checkpoint.as_deref(), model.as_deref())
+            .and_then(|source| {
+                crate::eval::run_eval::predict_files(
+                    source,
+                    images,
+                    out,
+                    device.as_deref(),
+                    *strict,
+                )
+            })
+            .map(|r| {
+                print_probabilities(&r.labels, &r.probs);
+                report_failures(&r.failed);
+                println!(
+                    "wrote probabilities for {} images to {}{}",
+                    r.written,
+                    out.display(),
+                    if r.failed.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; {} input(s) failed (listed above)", r.failed.len())
+                    }
+                );
+                ExitCode::SUCCESS
+            }),
+        Command::Export {
+            checkpoint,
+            out,
+            device,
+        } => crate::eval::export::export(checkpoint, out, device.as_deref()).map(|e| {
+            let m = &e.manifest_data;
+            println!(
+                "wrote {} ({}, input [N,3,{r},{r}], {} labels) and {}{}",
+                e.model.display(),
+                m.arch,
+                m.labels.len(),
+                e.manifest.display(),
+                match &m.thresholds_source {
+                    Some(s) => format!(" with the thresholds of {s}"),
+                    None =>
+                        " (no val thresholds: run `muxmed evaluate --run` first to include them)"
+                            .into(),
+                },
+                r = m.resolution,
+            );
+            ExitCode::SUCCESS
+        }),
+        Command::Explain {
+            checkpoint,
+            images,
+            labels,
+            top,
+            out,
+            device,
+        } => explain_cmd(checkpoint, images, labels, *top, out, device.as_deref()),
+        Command::Localize {
+            run,
+            split,
+            checkpoint,
+            boxes,
+            threshold,
+            seed,
+            device,
+        } => {
+            use crate::explain::localize::{localize, LocalizeArgs};
+            localize(&LocalizeArgs {
+                run,
+                split: *split,
+                checkpoint: *checkpoint,
+                boxes: boxes.as_deref(),
+                threshold: *threshold,
+                seed: *seed,
+                device: device.as_deref(),
+            })
+            .map(|o| {
+                if let Some(n) = &o.notice {
+                    eprintln!("{n}");
+                }
+                for line in crate::explain::localize::summary_lines(&o.localization) {
+                    println!("{line}");
+                }
+                println!("wrote {} and {}", o.json.display(), o.csv.display());
+                for f in &o.figures {
+                    println!("wrote {}", f.display());
+                }
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Train {
+            pipeline,
+            run_name,
+            overwrite,
+            device,
+            resume,
+            stop_after_steps,
+        } => train_cmd(
+            pipeline,
+            run_name,
+            *overwrite,
+            device,
+            resume,
+            *stop_after_steps,
+        ),
+        Command::Evaluate(a @ EvalArgs { run: Some(run), .. }) => evaluate_run_cmd(run, a),
+        Command::Compare(a) => compare_cmd(a),
+        Command::Model(m) => model_cmd(m),
+        Command::Bench(BenchCmd::Model {
+            arch,
+            batch,
+            resolution,
+            iters,
+            memory_format,
+            export,
+            per_block,
+        }) => {
+            let r = crate::train::bench::bench(&crate::train::bench::BenchOptions {
+                arch,
+                batch: *batch,
+                resolution: *resolution,
+                iters: (*iters).max(1),
+                memory_format: *memory_format,
+                export: export.as_deref(),
+                per_block: *per_block,
+            })?;
+            let t = &r.train_step;
+            println!(
+                "{} batch {} at {}px, {}, {} threads: inference {:.1} img/s (unfolded {:.1}), training step {:.1} img/s",
+                r.arch,
+                r.batch,
+                r.resolution,
+                r.memory_format,
+                r.threads,
+                r.infer_images_per_s,
+                r.infer_unfolded_images_per_s,
+                r.train_images_per_s
+            );
+            println!(
+                "  training step: forward {:.0} ms, loss {:.1} ms, backward {:.0} ms, clip {:.1} ms, optimizer {:.1} ms, zero_grad {:.1} ms",
+                t.forward_ms, t.loss_ms, t.backward_ms, t.clip_ms, t.optimizer_ms, t.zero_grad_ms
+            );
+            print_parts(&r.parts);
+            println!("{}", serde_json::to_string(&r)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Search(SearchCmd::Run {
+            pipeline,
+            name,
+            resume,
+            overwrite,
+            device,
+        }) => search_run(pipeline, name, *resume, *overwrite, device),
+        // commands::run takes every other command before this is called.
+        _ => anyhow::bail!("internal: this command needs no libtorch and was not run"),
+    }
+}
+
+/// `evaluate --run`: a run's checkpoint on one of its splits.
+fn evaluate_run_cmd(run: &Path, a: &EvalArgs) -> Result<ExitCode> {
+    let r = crate::eval::run_eval::evaluate_run(
+        run,
+        Path::new("data_manifests"),
+        a.key(),
+        &a.options(),
+        a.device.as_deref(),
+    )?;
+    if let Some(n) = &r.notice {
+        println!("{n}");
+    }
+    print!("{}", r.evaluation.table());
+    println!(
+        "wrote {} and {}",
+        r.predictions_csv.display(),
+        r.metrics_json.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+impl TensorArgs {
+    fn job(&self) -> Result<crate::model::tools::TensorJob<'_>> {
+        use crate::model::tools::JobNet;
+        let net = match (&self.checkpoint, &self.arch, &self.weights) {
+            (Some(c), _, _) => {
+                let l = crate::eval::run_eval::load_checkpoint(c, tch::Device::Cpu)?;
+                JobNet::Built {
+                    arch: l.meta.arch,
+                    vs: l.vs,
+                    net: l.net,
+                }
+            }
+            (None, Some(arch), Some(weights)) => JobNet::Weights {
+                arch,
+                num_classes: self.num_classes,
+                weights,
+            },
+            _ => anyhow::bail!("give --checkpoint, or --arch with --weights"),
+        };
+        Ok(crate::model::tools::TensorJob {
+            net,
+            input: &self.input,
+            output: &self.output,
+        })
+    }
+}
+
+/// The model `predict` was given (clap makes sure it is exactly one).
+fn predict_source<'a>(
+    checkpoint: Option<&'a Path>,
+    model: Option<&'a Path>,
+) -> Result<crate::eval::run_eval::ModelSource<'a>> {
+    use crate::eval::run_eval::ModelSource;
+    match (checkpoint, model) {
+        (Some(c), None) => Ok(ModelSource::Checkpoint(c)),
+        (None, Some(m)) => Ok(ModelSource::Exported(m)),
+        _ => anyhow::bail!("give one of --checkpoint and --model"),
+    }
+}
+
+/// Each scored file with its three most probable labels (the CSV has all of them); past 50
+/// files only the count.
+fn print_probabilities(labels: &[String], probs: &[(String, Vec<f64>)]) {
+    for (file, p) in probs.iter().take(50) {
+        let mut order: Vec<usize> = (0..p.len()).collect();
+        order.sort_by(|a, b| p[*b].total_cmp(&p[*a]));
+        let top: Vec<String> = order
+            .iter()
+            .take(3)
+            .map(|&k| format!("{} {:.3}", labels[k], p[k]))
+            .collect();
+        println!("{file}: {}", top.join(", "));
+    }
+    if probs.len() > 50 {
+        println!("... and {} more (all in the CSV)", probs.len() - 50);
+    }
+}
+
+fn explain_cmd(
+    checkpoint: &std::path::Path,
+    images: &[PathBuf],
+    labels: &[String],
+    top: usize,
+    out: &std::path::Path,
+    device: Option<&str>,
+) -> Result<ExitCode> {
+    use crate::explain::heatmaps::{explain, Choice, ExplainArgs};
+    let (files, mut failed) = crate::data::files::gather(images)?;
+    let o = explain(&ExplainArgs {
+        checkpoint,
+        images: &files,
+        choice: if labels.is_empty() {
+            Choice::Top(top)
+        } else {
+            Choice::Labels(labels.to_vec())
+        },
+        out,
+        device,
+    });
+    let o = match o {
+        Ok(o) => o,
+        Err(e) => {
+            report_failures(&failed);
+            return Err(e);
+        }
+    };
+    failed.extend(o.failed);
+    report_failures(&failed);
+    for e in &o.explained {
+        println!(
+            "{} {} p={:.3}: {}",
+            e.image, e.label, e.probability, e.picture
+        );
+    }
+    println!(
+        "wrote {} explanations ({} and its .npy maps){}",
+        o.explained.len(),
+        o.index.display(),
+        if failed.is_empty() {
+            String::new()
+        } else {
+            format!("; {} input(s) failed (listed above)", failed.len())
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn model_cmd(cmd: &ModelCmd) -> Result<ExitCode> {
+    use crate::model::tools;
+    match cmd {
+        ModelCmd::Info {
+            arch,
+            num_classes,
+            resolution,
+            json,
+        } => {
+            let i = tools::info(arch, *num_classes, *resolution)?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&i)?);
+            } else {
+                println!("arch              {}", i.arch);
+                println!("classes           {}", i.num_classes);
+                println!("params total      {}", i.params_total);
+                println!("params backbone   {}", i.params_backbone);
+                println!("params head       {}", i.params_head);
+                println!(
+                    "MAdds @{}        {:.1}M (conv + linear, per image)",
+                    i.resolution,
+                    i.madds as f64 / 1e6
+                );
+            }
+        }
+        ModelCmd::Forward {
+            job,
+            train_mode,
+            stages,
+        } => {
+            tools::forward(job.job()?, *train_mode, *stages)?;
+            println!("wrote {}", job.output.display());
+        }
+        ModelCmd::Gradcam { job } => {
+            tools::gradcam(job.job()?)?;
+            println!("wrote {}", job.output.display());
+        }
+        ModelCmd::Import { src, arch, out } => println!("{}", tools::import(src, arch, out)?),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The per-part table of `bench model --per-block`, then totals per part kind.
+fn print_parts(parts: &[crate::train::bench::PartTiming]) {
+    if parts.is_empty() {
+        return;
+    }
+    println!(
+        "  {:<12} {:<5} {:<28} {:<18} {:>9} {:>9}",
+        "part", "kind", "geometry", "input", "fwd ms", "bwd ms"
+    );
+    for p in parts {
+        let input: Vec<String> = p.input.iter().map(i64::to_string).collect();
+        println!(
+            "  {:<12} {:<5} {:<28} {:<18} {:>9.1} {:>9.1}",
+            p.name,
+            p.kind,
+            p.detail,
+            input.join("×"),
+            p.forward_ms,
+            p.backward_ms
+        );
+    }
+    let total: f64 = parts.iter().map(|p| p.forward_ms + p.backward_ms).sum();
+    for kind in ["stem", "ds", "ir", "sp", "head"] {
+        let of: Vec<_> = parts.iter().filter(|p| p.kind == kind).collect();
+        let (f, b): (f64, f64) = (
+            of.iter().map(|p| p.forward_ms).sum(),
+            of.iter().map(|p| p.backward_ms).sum(),
+        );
+        if !of.is_empty() {
+            println!(
+                "  {kind:<5} × {:>2}: forward {f:.0} ms, backward {b:.0} ms, {:.0}% of the parts' total",
+                of.len(),
+                100.0 * (f + b) / total
+            );
+        }
+    }
+}
+
+fn train_cmd(
+    pipeline: &PipelineArgs,
+    run_name: &Option<String>,
+    overwrite: bool,
+    device: &Option<String>,
+    resume: &Option<PathBuf>,
+    stop_after_steps: Option<u64>,
+) -> Result<ExitCode> {
+    use crate::run::Status;
+    use crate::train::{train, TrainArgs};
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone()).context("installing the signal handler")?;
+    }
+    let args = TrainArgs {
+        pipeline: if resume.is_some() {
+            None
+        } else {
+            Some(load_pipeline(pipeline)?)
+        },
+        resume: resume.clone(),
+        run_name: run_name.clone(),
+        overwrite,
+        device: device.clone(),
+        stop_after_steps,
+        reports_dir: PathBuf::from("reports"),
+        manifests_dir: PathBuf::from("data_manifests"),
+        progress: true,
+    };
+    let out = train(&args, stop)?;
+    let s = &out.state;
+    if let Some(n) = &out.notice {
+        println!("{n}");
+    }
+    if out.already_done {
+        println!(
+            "{} is already {} after {} epochs: nothing to train. To train longer, start a new run.",
+            out.run.root().display(),
+            if s.status == Status::EarlyStopped {
+                "early-stopped"
+            } else {
+                "finished"
+            },
+            s.history.len()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    if s.status == Status::Interrupted {
+        println!(
+            "interrupted at epoch {}, step {}; checkpoint written. Resume with:\n  muxmed train --resume {}",
+            s.epoch + 1,
+            s.opt_step,
+            out.run.root().display()
+        );
+        return Ok(ExitCode::from(130));
+    }
+    if !out.best_per_label.is_empty() {
+        println!(
+            "best epoch {} (val mean AUROC {:.4}):",
+            s.best_epoch.unwrap_or(0),
+            s.best_score.unwrap_or(f64::NAN)
+        );
+        for (l, a) in &out.best_per_label {
+            println!(
+                "  {:<20} {}",
+                l,
+                a.map(|v| format!("{v:.4}"))
+                    .unwrap_or_else(|| "undefined".into())
+            );
+        }
+    }
+    for w in &out.warnings {
+        println!("warning: {w}");
+    }
+    println!(
+        "status: {:?}; peak memory {:.0} MB",
+        s.status, out.peak_rss_mb
+    );
+    println!("run directory: {}", out.run.root().display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn search_run(
+    pipeline: &PipelineArgs,
+    name: &Option<String>,
+    resume: bool,
+    overwrite: bool,
+    device: &Option<String>,
+) -> Result<ExitCode> {
+    use crate::search::engine::End;
+    use crate::search::run::{default_dir, run, SearchArgs};
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone()).context("installing the signal handler")?;
+    }
+    let loaded = load_pipeline(pipeline)?;
+    let reports = PathBuf::from("reports");
+    let dir = match name {
+        Some(n) => reports.join(n),
+        None => default_dir(&reports, &loaded.config.name),
+    };
+    let args = SearchArgs {
+        pipeline: loaded,
+        dir,
+        resume,
+        overwrite,
+        manifests_dir: PathBuf::from("data_manifests"),
+        device: device.clone(),
+        progress: true,
+    };
+    let o = run(&args, stop)?;
+    println!(
+        "search {} in {:.0} s: {}",
+        if o.end == End::Finished {
+            "finished"
+        } else {
+            "interrupted"
+        },
+        o.seconds,
+        o.archive.summary()
+    );
+    for p in &o.written {
+        println!("wrote {}", p.display());
+    }
+    if o.end == End::Interrupted {
+        println!(
+            "continue with: muxmed search run --pipeline {}{} --resume{}",
+            pipeline.pipeline,
+            pipeline
+                .set
+                .iter()
+                .map(|s| format!(" --set {s}"))
+                .collect::<String>(),
+            name.as_ref()
+                .map_or(String::new(), |n| format!(" --name {n}"))
+        );
+        return Ok(ExitCode::from(130));
+    }
+    println!(
+        "choose from the front: muxmed search select {}",
+        o.dir.root().display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
