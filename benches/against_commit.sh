@@ -67,7 +67,7 @@ demo)
   run_demo "$here" "$here/target/bench-here.demo.log"
   ;;
 evaluate)
-  nih=../shared/data/nih
+  nih=$(cd ../shared/data/nih && pwd)
   args=(evaluate --predictions "$nih/reference_predictions/zech_densenet121/preds.csv"
     --labels "$nih/Data_Entry_2017_v2020.csv.gz")
   rm -rf "$dir.evaluate" target/bench-here.evaluate

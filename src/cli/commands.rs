@@ -64,7 +64,7 @@ pub(super) fn run(cmd: &Command) -> Option<Result<ExitCode>> {
         | Command::Train { .. }
         | Command::Evaluate(_)
         | Command::Model(_)
-        | Command::Bench(BenchCmd::Model { .. })
+        | Command::Bench(BenchCmd::Model(_))
         | Command::Search(SearchCmd::Run { .. }) => return None,
     })
 }

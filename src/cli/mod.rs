@@ -574,24 +574,28 @@ enum BenchCmd {
         runs: usize,
     },
     /// Inference and training-step images per second on random input.
-    Model {
-        #[arg(long, default_value = "muxnet_m")]
-        arch: Arch,
-        #[arg(long, default_value_t = 32)]
-        batch: i64,
-        #[arg(long, default_value_t = 224)]
-        resolution: i64,
-        #[arg(long, default_value_t = 5)]
-        iters: usize,
-        /// channels_last or contiguous (NCHW).
-        #[arg(long, default_value = "channels_last")]
-        memory_format: crate::config::MemoryFormat,
-        /// Also write the folded model, traced to TorchScript, to this file.
-        #[arg(long)]
-        export: Option<PathBuf>,
-        /// Also time each part of a MUXNet's training step alone (stem, every block, head)
-        /// and print the table with totals per block type.
-        #[arg(long)]
-        per_block: bool,
-    },
+    Model(BenchModelArgs),
+}
+
+/// The flags of `bench model`.
+#[derive(Args)]
+struct BenchModelArgs {
+    #[arg(long, default_value = "muxnet_m")]
+    arch: Arch,
+    #[arg(long, default_value_t = 32)]
+    batch: i64,
+    #[arg(long, default_value_t = 224)]
+    resolution: i64,
+    #[arg(long, default_value_t = 5)]
+    iters: usize,
+    /// channels_last or contiguous (NCHW).
+    #[arg(long, default_value = "channels_last")]
+    memory_format: crate::config::MemoryFormat,
+    /// Also write the folded model, traced to TorchScript, to this file.
+    #[arg(long)]
+    export: Option<PathBuf>,
+    /// Also time each part of a MUXNet's training step alone (stem, every block, head)
+    /// and print the table with totals per block type.
+    #[arg(long)]
+    per_block: bool,
 }

@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 
 use super::commands::{self, compare_cmd, load_pipeline, report_failures};
-use super::{BenchCmd, Command, EvalArgs, ModelCmd, PipelineArgs, SearchCmd, TensorArgs};
+use super::{
+    BenchCmd, BenchModelArgs, Command, EvalArgs, ModelCmd, PipelineArgs, SearchCmd, TensorArgs,
+};
 
 /// Runs a command that needs libtorch (the ones [`super::commands::run`] leaves).
 pub(super) fn run(cmd: &Command) -> Result<ExitCode> {
@@ -128,44 +130,7 @@ pub(super) fn run(cmd: &Command) -> Result<ExitCode> {
         Command::Evaluate(a @ EvalArgs { run: Some(run), .. }) => evaluate_run_cmd(run, a),
         Command::Compare(a) => compare_cmd(a),
         Command::Model(m) => model_cmd(m),
-        Command::Bench(BenchCmd::Model {
-            arch,
-            batch,
-            resolution,
-            iters,
-            memory_format,
-            export,
-            per_block,
-        }) => {
-            let r = crate::train::bench::bench(&crate::train::bench::BenchOptions {
-                arch,
-                batch: *batch,
-                resolution: *resolution,
-                iters: (*iters).max(1),
-                memory_format: *memory_format,
-                export: export.as_deref(),
-                per_block: *per_block,
-            })?;
-            let t = &r.train_step;
-            println!(
-                "{} batch {} at {}px, {}, {} threads: inference {:.1} img/s (unfolded {:.1}), training step {:.1} img/s",
-                r.arch,
-                r.batch,
-                r.resolution,
-                r.memory_format,
-                r.threads,
-                r.infer_images_per_s,
-                r.infer_unfolded_images_per_s,
-                r.train_images_per_s
-            );
-            println!(
-                "  training step: forward {:.0} ms, loss {:.1} ms, backward {:.0} ms, clip {:.1} ms, optimizer {:.1} ms, zero_grad {:.1} ms",
-                t.forward_ms, t.loss_ms, t.backward_ms, t.clip_ms, t.optimizer_ms, t.zero_grad_ms
-            );
-            print_parts(&r.parts);
-            println!("{}", serde_json::to_string(&r)?);
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Bench(BenchCmd::Model(b)) => bench_model(b),
         Command::Search(SearchCmd::Run {
             pipeline,
             name,
@@ -176,6 +141,38 @@ pub(super) fn run(cmd: &Command) -> Result<ExitCode> {
         // commands::run takes every other command before this is called.
         _ => anyhow::bail!("internal: this command needs no libtorch and was not run"),
     }
+}
+
+/// `bench model`: inference and training-step speed, optionally per block.
+fn bench_model(b: &BenchModelArgs) -> Result<ExitCode> {
+    let r = crate::train::bench::bench(&crate::train::bench::BenchOptions {
+        arch: &b.arch,
+        batch: b.batch,
+        resolution: b.resolution,
+        iters: b.iters.max(1),
+        memory_format: b.memory_format,
+        export: b.export.as_deref(),
+        per_block: b.per_block,
+    })?;
+    let t = &r.train_step;
+    println!(
+        "{} batch {} at {}px, {}, {} threads: inference {:.1} img/s (unfolded {:.1}), training step {:.1} img/s",
+        r.arch,
+        r.batch,
+        r.resolution,
+        r.memory_format,
+        r.threads,
+        r.infer_images_per_s,
+        r.infer_unfolded_images_per_s,
+        r.train_images_per_s
+    );
+    println!(
+        "  training step: forward {:.0} ms, loss {:.1} ms, backward {:.0} ms, clip {:.1} ms, optimizer {:.1} ms, zero_grad {:.1} ms",
+        t.forward_ms, t.loss_ms, t.backward_ms, t.clip_ms, t.optimizer_ms, t.zero_grad_ms
+    );
+    print_parts(&r.parts);
+    println!("{}", serde_json::to_string(&r)?);
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `evaluate --run`: a run's checkpoint on one of its splits.
