@@ -302,12 +302,12 @@ fn synth_cmd(
 ) -> Result<ExitCode> {
     let started = std::time::Instant::now();
     let o = crate::data::synth::SynthOptions {
-        images: images,
-        patients: patients,
-        size: size,
-        seed: seed,
+        images,
+        patients,
+        size,
+        seed,
         test_fraction: 0.2,
-        overwrite: overwrite,
+        overwrite,
     };
     crate::data::synth::write(out, &o)
         .map(|r| {
