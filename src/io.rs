@@ -247,6 +247,38 @@ pub fn for_each_csv_record<E>(
     }
 }
 
+/// A record of a CSV text with a header, as [`for_each_csv_line`] hands it over.
+pub enum CsvLine<'a, 'r> {
+    /// The first record's fields (none for an empty text): always handed over first.
+    Header(&'a [&'r str]),
+    Row(&'a CsvRow<'r>),
+}
+
+/// [`for_each_csv_record`] for a text whose first record is its header: `f` gets the header,
+/// then every data record.
+pub fn for_each_csv_line<E>(
+    text: &str,
+    mut f: impl FnMut(CsvLine<'_, '_>) -> Result<(), E>,
+    syntax: impl Fn(usize, String) -> E,
+) -> Result<(), E> {
+    let mut header_seen = false;
+    for_each_csv_record(
+        text,
+        |row| {
+            if std::mem::replace(&mut header_seen, true) {
+                return f(CsvLine::Row(&row));
+            }
+            let fields: Vec<&str> = row.fields().collect();
+            f(CsvLine::Header(&fields))
+        },
+        syntax,
+    )?;
+    if !header_seen {
+        f(CsvLine::Header(&[]))?;
+    }
+    Ok(())
+}
+
 /// Every record of CSV text, header included, owned ([`for_each_csv_record`] collected).
 /// `Err` is (line, message).
 pub fn csv_records(text: &str) -> Result<Vec<CsvRecord>, (usize, String)> {

@@ -115,38 +115,37 @@ pub fn parse_metadata(text: &str, path: &Path) -> Result<Vec<Record>, NihError> 
         message,
     };
     let mut out = Vec::new();
-    let mut header_seen = false;
-    crate::io::for_each_csv_record(
+    crate::io::for_each_csv_line(
         text,
-        |row| {
-            if std::mem::replace(&mut header_seen, true) {
-                out.push(parse_record(&row, &row_err)?);
-                return Ok(());
+        |line| match line {
+            crate::io::CsvLine::Header(h) => check_metadata_header(h, &row_err),
+            crate::io::CsvLine::Row(r) => {
+                out.push(parse_record(r, &row_err)?);
+                Ok(())
             }
-            let mut h: Vec<&str> = row.fields().collect();
-            if h.last().is_some_and(|x| x.trim().is_empty()) {
-                h.pop();
-            }
-            let header = h.join(",");
-            if header != METADATA_HEADER {
-                return Err(row_err(
-                    1,
-                    format!(
-                        "unexpected header `{header}`; expected the NIH header `{METADATA_HEADER}`"
-                    ),
-                ));
-            }
-            Ok(())
         },
         row_err,
     )?;
-    if !header_seen {
+    Ok(out)
+}
+
+/// The metadata header, with or without a trailing empty field.
+fn check_metadata_header(
+    fields: &[&str],
+    row_err: &impl Fn(usize, String) -> NihError,
+) -> Result<(), NihError> {
+    let fields = match fields {
+        [rest @ .., last] if last.trim().is_empty() => rest,
+        _ => fields,
+    };
+    let header = fields.join(",");
+    if header != METADATA_HEADER {
         return Err(row_err(
             1,
-            format!("unexpected header ``; expected the NIH header `{METADATA_HEADER}`"),
+            format!("unexpected header `{header}`; expected the NIH header `{METADATA_HEADER}`"),
         ));
     }
-    Ok(out)
+    Ok(())
 }
 
 /// One data row of the metadata.

@@ -10,6 +10,7 @@ use super::metrics::{
     Curve, OperatingPoint,
 };
 use crate::data::nih::{self, NihError, Record};
+use crate::io::CsvLine;
 use crate::labels::Split;
 use crate::labels::LABELS;
 
@@ -37,36 +38,13 @@ pub struct Predictions {
 /// `predictions_<split>.csv` has `patient_id`).
 const KNOWN_EXTRA_COLUMNS: [&str; 2] = ["patient_id", "Patient ID"];
 
-/// A line of a CSV file as [`for_each_line`] hands it over.
-enum CsvLine<'a, 'r> {
-    /// The trimmed header (empty for an empty file), always first.
-    Header(&'a [String]),
-    Row(&'a crate::io::CsvRow<'r>),
-}
-
-/// Reads a CSV file through the one CSV reader: its header, then each data record.
-/// `Err` names the file and line.
+/// Reads a CSV file with a header through the one CSV reader; `Err` names the file and line.
 fn for_each_line(
     path: &Path,
-    mut on: impl FnMut(CsvLine<'_, '_>) -> Result<(), EvalError>,
+    on: impl FnMut(CsvLine<'_, '_>) -> Result<(), EvalError>,
 ) -> Result<(), EvalError> {
     let text = nih::read_text(path)?;
-    let mut header_seen = false;
-    crate::io::for_each_csv_record(
-        &text,
-        |row| {
-            if std::mem::replace(&mut header_seen, true) {
-                return on(CsvLine::Row(&row));
-            }
-            let header: Vec<String> = row.fields().map(|c| c.trim().to_string()).collect();
-            on(CsvLine::Header(&header))
-        },
-        |line, message| row_error(path, line, message),
-    )?;
-    if !header_seen {
-        on(CsvLine::Header(&[]))?;
-    }
-    Ok(())
+    crate::io::for_each_csv_line(&text, on, |line, message| row_error(path, line, message))
 }
 
 /// An error about `line` of the CSV file at `path`.
@@ -87,11 +65,12 @@ struct PredictionColumns {
 }
 
 impl PredictionColumns {
-    fn of(header: &[String], path: &Path) -> Result<Self, EvalError> {
+    fn of(header: &[&str], path: &Path) -> Result<Self, EvalError> {
         let row = |line: usize, message: String| row_error(path, line, message);
+        let header: Vec<&str> = header.iter().map(|h| h.trim()).collect();
         let id = header
             .iter()
-            .position(|h| h == "Image Index" || h == "image_id")
+            .position(|&h| h == "Image Index" || h == "image_id")
             .ok_or_else(|| {
                 row(
                     1,
@@ -100,7 +79,7 @@ impl PredictionColumns {
             })?;
         let mut labels: Vec<(usize, usize)> = Vec::new();
         for (c, h) in header.iter().enumerate() {
-            if c == id || KNOWN_EXTRA_COLUMNS.contains(&h.as_str()) {
+            if c == id || KNOWN_EXTRA_COLUMNS.contains(h) {
                 continue;
             }
             let name = h.strip_prefix("prob_").unwrap_or(h);
@@ -218,7 +197,7 @@ pub fn read_run_predictions(
                 .map(|l| {
                     header
                         .iter()
-                        .position(|h| h == l)
+                        .position(|h| h.trim() == l)
                         .ok_or_else(|| row_error(path, 1, format!("no column `{l}`")))
                 })
                 .collect::<Result<_, _>>()?;
