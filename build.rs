@@ -19,7 +19,10 @@ fn main() {
     // tch's C++ glue defines inline libtorch functions and vtables with default visibility;
     // in an executable the linker keeps such symbols alive (libtorch might interpose them),
     // and they pull libtorch in. Hidden, they are dropped with the rest of the unused code.
-    println!("cargo:rustc-link-arg-bin=muxmed=-Wl,--exclude-libs,ALL");
+    // (An ELF linker option: GNU ld and lld both have it.)
+    if std::env::var("CARGO_CFG_TARGET_OS").is_ok_and(|os| os == "linux") {
+        println!("cargo:rustc-link-arg-bin=muxmed=-Wl,--exclude-libs,ALL");
+    }
     if std::env::var_os("CARGO_FEATURE_TORCH").is_none() {
         println!("cargo:rustc-env=MUXMED_LIBTORCH_LIB=");
         println!("cargo:rustc-env=MUXMED_LIBTORCH_VERSION=");
