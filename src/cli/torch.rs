@@ -24,53 +24,19 @@ pub(super) fn run(cmd: &Command) -> Result<ExitCode> {
             out,
             device,
             strict,
-        } => predict_source(checkpoint.as_deref(), model.as_deref())
-            .and_then(|source| {
-                crate::eval::run_eval::predict_files(
-                    source,
-                    images,
-                    out,
-                    device.as_deref(),
-                    *strict,
-                )
-            })
-            .map(|r| {
-                print_probabilities(&r.labels, &r.probs);
-                report_failures(&r.failed);
-                println!(
-                    "wrote probabilities for {} images to {}{}",
-                    r.written,
-                    out.display(),
-                    if r.failed.is_empty() {
-                        String::new()
-                    } else {
-                        format!("; {} input(s) failed (listed above)", r.failed.len())
-                    }
-                );
-                ExitCode::SUCCESS
-            }),
+        } => predict_cmd(
+            checkpoint.as_deref(),
+            model.as_deref(),
+            images,
+            out,
+            device.as_deref(),
+            *strict,
+        ),
         Command::Export {
             checkpoint,
             out,
             device,
-        } => crate::eval::export::export(checkpoint, out, device.as_deref()).map(|e| {
-            let m = &e.manifest_data;
-            println!(
-                "wrote {} ({}, input [N,3,{r},{r}], {} labels) and {}{}",
-                e.model.display(),
-                m.arch,
-                m.labels.len(),
-                e.manifest.display(),
-                match &m.thresholds_source {
-                    Some(s) => format!(" with the thresholds of {s}"),
-                    None =>
-                        " (no val thresholds: run `muxmed evaluate --run` first to include them)"
-                            .into(),
-                },
-                r = m.resolution,
-            );
-            ExitCode::SUCCESS
-        }),
+        } => export_cmd(checkpoint, out, device.as_deref()),
         Command::Explain {
             checkpoint,
             images,
@@ -87,31 +53,16 @@ pub(super) fn run(cmd: &Command) -> Result<ExitCode> {
             threshold,
             seed,
             device,
-        } => {
-            use crate::explain::localize::{localize, LocalizeArgs};
-            localize(&LocalizeArgs {
-                run,
-                split: *split,
-                checkpoint: *checkpoint,
-                boxes: boxes.as_deref(),
-                threshold: *threshold,
-                seed: *seed,
-                device: device.as_deref(),
-            })
-            .map(|o| {
-                if let Some(n) = &o.notice {
-                    eprintln!("{n}");
-                }
-                for line in crate::explain::localize::summary_lines(&o.localization) {
-                    println!("{line}");
-                }
-                println!("wrote {} and {}", o.json.display(), o.csv.display());
-                for f in &o.figures {
-                    println!("wrote {}", f.display());
-                }
-                ExitCode::SUCCESS
-            })
-        }
+        } => crate::explain::localize::localize(&crate::explain::localize::LocalizeArgs {
+            run,
+            split: *split,
+            checkpoint: *checkpoint,
+            boxes: boxes.as_deref(),
+            threshold: *threshold,
+            seed: *seed,
+            device: device.as_deref(),
+        })
+        .map(|o| print_localization(&o)),
         Command::Train {
             pipeline,
             run_name,
@@ -141,6 +92,67 @@ pub(super) fn run(cmd: &Command) -> Result<ExitCode> {
         // commands::run takes every other command before this is called.
         _ => anyhow::bail!("internal: this command needs no libtorch and was not run"),
     }
+}
+
+/// `predict`: probabilities for image files, the first 50 printed with their top labels.
+fn predict_cmd(
+    checkpoint: Option<&Path>,
+    model: Option<&Path>,
+    images: &[PathBuf],
+    out: &Path,
+    device: Option<&str>,
+    strict: bool,
+) -> Result<ExitCode> {
+    let source = predict_source(checkpoint, model)?;
+    let r = crate::eval::run_eval::predict_files(source, images, out, device, strict)?;
+    print_probabilities(&r.labels, &r.probs);
+    report_failures(&r.failed);
+    println!(
+        "wrote probabilities for {} images to {}{}",
+        r.written,
+        out.display(),
+        if r.failed.is_empty() {
+            String::new()
+        } else {
+            format!("; {} input(s) failed (listed above)", r.failed.len())
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `export`: a checkpoint as TorchScript with model.json beside it.
+fn export_cmd(checkpoint: &Path, out: &Path, device: Option<&str>) -> Result<ExitCode> {
+    let e = crate::eval::export::export(checkpoint, out, device)?;
+    let m = &e.manifest_data;
+    println!(
+        "wrote {} ({}, input [N,3,{r},{r}], {} labels) and {}{}",
+        e.model.display(),
+        m.arch,
+        m.labels.len(),
+        e.manifest.display(),
+        match &m.thresholds_source {
+            Some(s) => format!(" with the thresholds of {s}"),
+            None =>
+                " (no val thresholds: run `muxmed evaluate --run` first to include them)".into(),
+        },
+        r = m.resolution,
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What `localize` prints: its notice, the summary and the files it wrote.
+fn print_localization(o: &crate::explain::localize::LocalizeOutcome) -> ExitCode {
+    if let Some(n) = &o.notice {
+        eprintln!("{n}");
+    }
+    for line in crate::explain::localize::summary_lines(&o.localization) {
+        println!("{line}");
+    }
+    println!("wrote {} and {}", o.json.display(), o.csv.display());
+    for f in &o.figures {
+        println!("wrote {}", f.display());
+    }
+    ExitCode::SUCCESS
 }
 
 /// `bench model`: inference and training-step speed, optionally per block.

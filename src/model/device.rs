@@ -43,11 +43,12 @@ pub const MALLOC_DEFAULTS_ENV: &str = "MUXMED_MALLOC_DEFAULTS";
 /// training step otherwise maps, page-faults in (zeroing every 4 KiB page) and unmaps its
 /// large activations again on every step (MUXNet-m, batch 32, 224²: 5.6M minor page faults
 /// in a 20 s benchmark, 0.73M with this; the speed and memory figures are in the README's
-/// "Speed"). Process-wide: `main` calls it before any tensor exists. Threads other than the
-/// main one allocate from arenas of at most 64 MiB, which still map larger blocks; muxmed's
-/// training, evaluation and inference allocate their tensors on the main thread. A no-op off
-/// glibc, and when the environment sets [`MALLOC_DEFAULTS_ENV`] (to any value): for a
-/// machine short of memory, or to measure what the setting is worth.
+/// "Speed"). Process-wide: `muxmed-torch` calls it first thing (`cli::with_torch`), before
+/// any tensor exists. Threads other than the main one allocate from arenas of at most
+/// 64 MiB, which still map larger blocks; muxmed's training, evaluation and inference
+/// allocate their tensors on the main thread. A no-op off glibc, and when the environment
+/// sets [`MALLOC_DEFAULTS_ENV`] (to any value): for a machine short of memory, or to measure
+/// what the setting is worth.
 pub fn tune_malloc() {
     if std::env::var_os(MALLOC_DEFAULTS_ENV).is_some() {
         return;
