@@ -5,7 +5,10 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 
-use super::{AugmentCmd, BenchCmd, Command, CompareArgs, EvalArgs, PipelineArgs, SearchCmd};
+use super::{
+    AugmentCmd, BenchCmd, Command, CompareArgs, EvalArgs, PipelineArgs, SearchCmd, MANIFESTS_DIR,
+    REPORTS_DIR,
+};
 
 /// Runs `cmd` when it needs no libtorch; None when it does (the caller hands it over).
 pub(super) fn run(cmd: &Command) -> Option<Result<ExitCode>> {
@@ -83,11 +86,8 @@ pub(super) fn doctor(
     let data_root = load_pipeline(args)
         .map(|p| p.config.data.root)
         .unwrap_or_else(|_| PathBuf::from("data/nih"));
-    let mut checks = crate::doctor::static_checks(
-        &data_root,
-        Path::new("data_manifests"),
-        Path::new("reports"),
-    );
+    let mut checks =
+        crate::doctor::static_checks(&data_root, Path::new(MANIFESTS_DIR), Path::new(REPORTS_DIR));
     let (more, ok) = libtorch();
     checks.extend(more);
     for c in &checks {
@@ -105,7 +105,7 @@ fn manifest_cmd(args: &PipelineArgs, out: Option<&Path>) -> Result<ExitCode> {
     let cfg = &p.config;
     let out = out
         .map(Path::to_path_buf)
-        .unwrap_or_else(|| Path::new("data_manifests").join(&cfg.name));
+        .unwrap_or_else(|| Path::new(MANIFESTS_DIR).join(&cfg.name));
     let started = std::time::Instant::now();
     let mut m = crate::data::manifest::build(&cfg.data, true)
         .with_context(|| format!("building the manifest for pipeline `{}`", cfg.name))?;
@@ -150,8 +150,7 @@ fn evaluate_predictions(a: &EvalArgs) -> Result<ExitCode> {
 fn report_cmd(a: &EvalArgs) -> Result<ExitCode> {
     let html = match &a.run {
         Some(run) => {
-            let (html, notice) =
-                crate::report::report_run(run, Path::new("data_manifests"), a.key())?;
+            let (html, notice) = crate::report::report_run(run, Path::new(MANIFESTS_DIR), a.key())?;
             if let Some(n) = notice {
                 println!("{n}");
             }
@@ -172,7 +171,7 @@ fn report_cmd(a: &EvalArgs) -> Result<ExitCode> {
 }
 
 fn manifest_dir(cfg: &crate::config::PipelineConfig) -> PathBuf {
-    Path::new("data_manifests").join(&cfg.name)
+    Path::new(MANIFESTS_DIR).join(&cfg.name)
 }
 
 fn prepare_cmd(args: &PipelineArgs) -> Result<ExitCode> {
@@ -224,7 +223,7 @@ fn augment_cmd(cmd: &AugmentCmd) -> Result<ExitCode> {
         } => {
             let p = load_pipeline(pipeline)?;
             let out = out.clone().unwrap_or_else(|| {
-                Path::new("reports").join(format!("augment_preview_{}.png", p.config.name))
+                Path::new(REPORTS_DIR).join(format!("augment_preview_{}.png", p.config.name))
             });
             let path = crate::data::tools::preview(
                 &p.config,

@@ -24,6 +24,11 @@ use crate::config::Arch;
 use crate::eval::predictions::{EvalOptions, PredictionsJob};
 use crate::run::{Checkpoint, EvalKey, Split};
 
+/// Where the commands find and put manifests (a folder per pipeline), from the working folder.
+const MANIFESTS_DIR: &str = "data_manifests";
+/// Where runs, searches and augmentation previews go, from the working folder.
+const REPORTS_DIR: &str = "reports";
+
 /// `muxmed`: runs the commands that need no libtorch, hands the others to `muxmed-torch`.
 pub fn front_end() -> ExitCode {
     quiet_on_closed_pipe();

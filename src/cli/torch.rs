@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use super::commands::{self, compare_cmd, load_pipeline, report_failures};
 use super::{
     BenchCmd, BenchModelArgs, Command, EvalArgs, ModelCmd, PipelineArgs, SearchCmd, TensorArgs,
+    MANIFESTS_DIR, REPORTS_DIR,
 };
 
 /// Runs a command that needs libtorch (the ones [`super::commands::run`] leaves).
@@ -191,7 +192,7 @@ fn bench_model(b: &BenchModelArgs) -> Result<ExitCode> {
 fn evaluate_run_cmd(run: &Path, a: &EvalArgs) -> Result<ExitCode> {
     let r = crate::eval::run_eval::evaluate_run(
         run,
-        Path::new("data_manifests"),
+        Path::new(MANIFESTS_DIR),
         a.key(),
         &a.options(),
         a.device.as_deref(),
@@ -422,8 +423,8 @@ fn train_cmd(
         overwrite,
         device: device.clone(),
         stop_after_steps,
-        reports_dir: PathBuf::from("reports"),
-        manifests_dir: PathBuf::from("data_manifests"),
+        reports_dir: PathBuf::from(REPORTS_DIR),
+        manifests_dir: PathBuf::from(MANIFESTS_DIR),
         progress: true,
     };
     let out = train(&args, stop)?;
@@ -495,7 +496,7 @@ fn search_run(
         signal_hook::flag::register(sig, stop.clone()).context("installing the signal handler")?;
     }
     let loaded = load_pipeline(pipeline)?;
-    let reports = PathBuf::from("reports");
+    let reports = PathBuf::from(REPORTS_DIR);
     let dir = match name {
         Some(n) => reports.join(n),
         None => default_dir(&reports, &loaded.config.name),
@@ -505,7 +506,7 @@ fn search_run(
         dir,
         resume,
         overwrite,
-        manifests_dir: PathBuf::from("data_manifests"),
+        manifests_dir: PathBuf::from(MANIFESTS_DIR),
         device: device.clone(),
         progress: true,
     };
