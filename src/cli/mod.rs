@@ -252,7 +252,7 @@ enum Command {
     /// `evaluate --run` wrote, or for a predictions file.
     Report(EvalArgs),
     /// Compare two or more runs or predictions CSVs on the same images: AUROC with patient
-    /// bootstrap CIs, paired ΔAUROC CIs, DeLong tests with Holm adjustment, parameters,
+    /// bootstrap CIs, paired ΔAUROC CIs, patient-clustered (or DeLong) tests with Holm adjustment, parameters,
     /// multiply-adds and measured inference cost; writes compare.json, compare.md and a
     /// self-contained compare.html with figures.
     Compare(CompareArgs),
@@ -442,6 +442,10 @@ struct CompareArgs {
     /// Skip the speed and memory measurements.
     #[arg(long)]
     no_cost: bool,
+    /// The paired AUROC test: `clustered` (Obuchowski 1997, patients as clusters) or
+    /// `delong` (DeLong 1988, every image assumed independent).
+    #[arg(long, value_enum, default_value = "clustered")]
+    test: crate::metrics::paired::AucTest,
 }
 
 impl CompareArgs {
@@ -465,6 +469,7 @@ impl CompareArgs {
             stats: crate::compare::stats::StatsOptions {
                 resamples: self.bootstrap,
                 seed: self.seed,
+                test: self.test,
             },
             measure_cost: !self.no_cost,
         };

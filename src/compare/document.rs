@@ -6,6 +6,7 @@ use anyhow::{Context, Result};
 
 use super::stats::{human, signed, Comparison, InputSummary, Pair};
 use super::{HTML_FILE, MD_FILE};
+use crate::metrics::paired::AucTest;
 use crate::report::plots::Figure;
 use crate::report::{esc, html_figures, html_head, md_figures, FEW_POSITIVES};
 
@@ -149,10 +150,9 @@ fn pair_table(p: &Pair, c: &Comparison) -> Table {
                 f3(l.auroc_b),
                 signed(l.delta),
                 signed_ci(l.delta_ci),
-                l.delong_z
-                    .map(|z| format!("{z:.2}"))
+                l.z.map(|z| format!("{z:.2}"))
                     .unwrap_or_else(|| "n/a".into()),
-                p_text(l.delong_p),
+                p_text(l.p),
                 p_text(l.p_holm),
             ]
         })
@@ -176,7 +176,10 @@ fn pair_table(p: &Pair, c: &Comparison) -> Table {
             format!("AUROC {}", p.b),
             "Δ (a − b)".into(),
             "95% CI (paired patient bootstrap)".into(),
-            "DeLong z".into(),
+            match c.test {
+                AucTest::Clustered => "clustered z".into(),
+                AucTest::Delong => "DeLong z".into(),
+            },
             "p".into(),
             "p (Holm)".into(),
         ],
@@ -193,17 +196,21 @@ fn significant(p: &Pair) -> Vec<String> {
 }
 
 /// Paragraph after a pair's heading.
-fn pair_summary(p: &Pair) -> String {
+fn pair_summary(p: &Pair, test: AucTest) -> String {
     let sig = significant(p);
+    let by = match test {
+        AucTest::Clustered => "the clustered test",
+        AucTest::Delong => "DeLong's test",
+    };
     format!(
         "Mean ΔAUROC ({a} − {b}) {} {}. {}",
         signed(p.mean.delta),
         signed_ci(p.mean.delta_ci),
         if sig.is_empty() {
-            "No label differs by DeLong's test after Holm's adjustment (p < 0.05).".to_string()
+            format!("No label differs by {by} after Holm's adjustment (p < 0.05).")
         } else {
             format!(
-                "Labels that differ by DeLong's test after Holm's adjustment (p < 0.05): {}.",
+                "Labels that differ by {by} after Holm's adjustment (p < 0.05): {}.",
                 sig.join(", ")
             )
         },
@@ -214,12 +221,13 @@ fn pair_summary(p: &Pair) -> String {
 
 fn method_note(c: &Comparison) -> String {
     format!(
-        "{} images from {} patients, {} split. AUROC intervals: {} patient-bootstrap resamples (seed {}); ΔAUROC intervals resample patients once per round and score both models on that resample. DeLong's test for two correlated ROC curves (Sun & Xu's algorithm), two-sided; Holm's adjustment across the {} labels of each pair. Multiply-adds count conv and linear multiply-accumulates per image. Speeds: every model loaded and warmed up (two passes), then timed CPU passes taking turns model by model over three rounds, median per model, in this process{}; memory: growth of resident memory during one batch-32 pass.",
+        "{} images from {} patients, {} split. AUROC intervals: {} patient-bootstrap resamples (seed {}); ΔAUROC intervals resample patients once per round and score both models on that resample. Paired test of the two AUROCs: {}, two-sided; Holm's adjustment across the {} labels of each pair. Multiply-adds count conv and linear multiply-accumulates per image. Speeds: every model loaded and warmed up (two passes), then timed CPU passes taking turns model by model over three rounds, median per model, in this process{}; memory: growth of resident memory during one batch-32 pass.",
         c.n_images,
         c.n_patients,
         c.split,
         c.bootstrap.resamples,
         c.bootstrap.seed,
+        c.test.describe(),
         c.labels.len(),
         c.machine.as_ref().map(|m| format!(" on {m}")).unwrap_or_default()
     )
@@ -243,7 +251,7 @@ pub fn write(dir: &Path, c: &Comparison, warnings: &[String], figs: &[Figure]) -
     md += &inputs.markdown();
     md += &format!("\n{note}\n");
     for p in &c.pairs {
-        md += &format!("\n## {} vs {}\n\n{}\n\n", p.a, p.b, pair_summary(p));
+        md += &format!("\n## {} vs {}\n\n{}\n\n", p.a, p.b, pair_summary(p, c.test));
         md += &pair_table(p, c).markdown();
     }
     md += &md_figures(figs);
@@ -265,7 +273,7 @@ pub fn write(dir: &Path, c: &Comparison, warnings: &[String], figs: &[Figure]) -
             "<h2>{} vs {}</h2>\n<p>{}</p>\n",
             esc(&p.a),
             esc(&p.b),
-            esc(&pair_summary(p))
+            esc(&pair_summary(p, c.test))
         );
         html += &pair_table(p, c).html();
     }

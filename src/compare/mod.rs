@@ -1,5 +1,5 @@
 //! `muxmed compare`: two or more models scored on the same images, side by side: AUROC with
-//! patient-bootstrap intervals, paired ΔAUROC intervals, DeLong's test with Holm's
+//! patient-bootstrap intervals, paired ΔAUROC intervals, the patient-clustered (or DeLong's) test with Holm's
 //! adjustment, parameters, multiply-adds and measured inference cost, with figures,
 //! `compare.md`, a self-contained `compare.html` and `compare.json`.
 

@@ -8,6 +8,7 @@ use plotters::prelude::*;
 
 use super::inputs::Aligned;
 use super::stats::{human, Comparison, Pair};
+use crate::metrics::paired::AucTest;
 use crate::metrics::roc_curve;
 use crate::report::plots::{
     canvas, e2s, legend, render, unit_chart, DrawResult, Figure, PlotError,
@@ -255,9 +256,13 @@ fn delta_chart(dir: &Path, index: usize, p: &Pair, c: &Comparison) -> Result<Fig
                     Some(Circle::new(((*d)?, y_of(r)), 5, col.filled()))
                 }))
                 .map_err(e2s)?;
+            let by = match c.test {
+                AucTest::Clustered => "the patient-clustered test",
+                AucTest::Delong => "DeLong's test (images assumed independent)",
+            };
             lower
                 .draw_text(
-                    "Labels marked * differ by DeLong's test after Holm's adjustment across labels (p < 0.05). Intervals resample patients once for both models.",
+                    &format!("Labels marked * differ by {by} after Holm's adjustment across labels (p < 0.05). Intervals resample patients once for both models."),
                     &("sans-serif", 13).into_text_style(&lower),
                     (10, 10),
                 )
@@ -543,6 +548,7 @@ mod tests {
                 level: 0.95,
                 unit: "patient".into(),
             },
+            test: AucTest::Clustered,
             inputs: vec![input("a"), input("b")],
             pairs: vec![],
             machine: None,

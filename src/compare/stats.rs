@@ -1,12 +1,12 @@
 //! The numbers of a comparison and `compare.json`'s shape: per-input AUROC with patient
-//! bootstrap intervals, and for every pair the paired ΔAUROC interval, DeLong's z and p, and
+//! bootstrap intervals, and for every pair the paired ΔAUROC interval, the paired test's z and p (clustered by patient by default), and
 //! Holm-adjusted p across labels. `delta` is always auroc_a − auroc_b.
 
 use serde::{Deserialize, Serialize};
 
 use super::inputs::{Aligned, Source};
 use crate::eval::predictions::BootstrapSettings;
-use crate::metrics::paired::{delong, holm, paired_bootstrap};
+use crate::metrics::paired::{holm, paired_bootstrap, AucTest};
 use crate::metrics::{auroc, bootstrap_auroc, mean_defined};
 
 /// `compare.json`.
@@ -20,6 +20,8 @@ pub struct Comparison {
     /// Labels some input lacks, left out.
     pub dropped_labels: Vec<String>,
     pub bootstrap: BootstrapSettings,
+    /// The paired test behind every pair's z and p.
+    pub test: AucTest,
     pub inputs: Vec<InputSummary>,
     pub pairs: Vec<Pair>,
     /// Where the cost figures were measured (CPU, threads); None without cost.
@@ -125,9 +127,10 @@ pub struct PairLabel {
     pub auroc_b: Option<f64>,
     pub delta: Option<f64>,
     pub delta_ci: Option<[f64; 2]>,
-    pub delong_z: Option<f64>,
-    pub delong_p: Option<f64>,
-    /// DeLong p adjusted with Holm's method across this pair's labels.
+    /// The paired test's statistic and two-sided p (`Comparison::test` says which test).
+    pub z: Option<f64>,
+    pub p: Option<f64>,
+    /// That p adjusted with Holm's method across this pair's labels.
     pub p_holm: Option<f64>,
 }
 
@@ -136,6 +139,7 @@ pub struct PairLabel {
 pub struct StatsOptions {
     pub resamples: usize,
     pub seed: u64,
+    pub test: AucTest,
 }
 
 fn column(m: &[Vec<f64>], k: usize) -> Vec<f64> {
@@ -194,20 +198,20 @@ fn pair(al: &Aligned, a: usize, b: usize, opt: StatsOptions) -> Pair {
         .enumerate()
         .map(|(k, l)| {
             let y: Vec<bool> = al.y.iter().map(|r| r[k]).collect();
-            let d = delong(&y, &column(sa, k), &column(sb, k));
+            let d = opt.test.run(&y, &column(sa, k), &column(sb, k), &al.groups);
             PairLabel {
                 label: l.clone(),
                 auroc_a: d.map(|d| d.auc_a),
                 auroc_b: d.map(|d| d.auc_b),
                 delta: d.map(|d| d.auc_a - d.auc_b),
                 delta_ci: pb.per_label[k],
-                delong_z: d.and_then(|d| d.z),
-                delong_p: d.and_then(|d| d.p),
+                z: d.and_then(|d| d.z),
+                p: d.and_then(|d| d.p),
                 p_holm: None,
             }
         })
         .collect();
-    let adjusted = holm(&per_label.iter().map(|l| l.delong_p).collect::<Vec<_>>());
+    let adjusted = holm(&per_label.iter().map(|l| l.p).collect::<Vec<_>>());
     for (l, p) in per_label.iter_mut().zip(adjusted) {
         l.p_holm = p;
     }
@@ -246,6 +250,7 @@ pub fn compare(al: &Aligned, opt: StatsOptions) -> Comparison {
             level: 0.95,
             unit: "patient".into(),
         },
+        test: opt.test,
         inputs,
         pairs,
         machine: None,

@@ -128,6 +128,22 @@ pub enum Stage {
 }
 
 impl Stage {
+    /// The (height, width) a resizing stage makes from an h×w image; None for the stages
+    /// that keep the size or only crop.
+    pub fn output_side(&self, h: u32, w: u32) -> Option<(u32, u32)> {
+        match self {
+            Stage::Resize { size, mode, .. } => Some(match mode {
+                ResizeMode::Exact => (*size, *size),
+                ResizeMode::Shorter if h <= w => {
+                    (*size, (w as u64 * *size as u64 / h.max(1) as u64) as u32)
+                }
+                ResizeMode::Shorter => ((h as u64 * *size as u64 / w.max(1) as u64) as u32, *size),
+            }),
+            Stage::RandomResizedCrop { size, .. } => Some((*size, *size)),
+            _ => None,
+        }
+    }
+
     /// The stage's name as written in a pipeline file.
     pub fn name(&self) -> &'static str {
         match self {
@@ -219,18 +235,23 @@ pub fn output_shape(stages: &[Stage], working: u32) -> Result<(u32, u32, u32), (
     let (mut c, mut h, mut w) = (1u32, working, working);
     for (i, s) in stages.iter().enumerate() {
         let bad = |m: String| Err((i, m));
+        if let Some(out) = s.output_side(h, w) {
+            if out.0 > h || out.1 > w {
+                return bad(format!(
+                    "`{}` makes {}x{} from {h}x{w}: it would upsample beyond augment.working_size ({working}), the size `prepare` caches images at, and train on blurred images labelled with a resolution they do not have. Raise augment.working_size to at least {} (then run `muxmed prepare` again) or lower train.resolution and this stage's size",
+                    s.name(),
+                    out.0,
+                    out.1,
+                    out.0.max(out.1),
+                ));
+            }
+        }
         match s {
-            Stage::Resize { size, mode, .. } => {
+            Stage::Resize { size, .. } => {
                 if *size == 0 {
                     return bad("size must be positive".into());
                 }
-                (h, w) = match mode {
-                    ResizeMode::Exact => (*size, *size),
-                    ResizeMode::Shorter if h <= w => {
-                        (*size, (w as u64 * *size as u64 / h as u64) as u32)
-                    }
-                    ResizeMode::Shorter => ((h as u64 * *size as u64 / w as u64) as u32, *size),
-                };
+                (h, w) = s.output_side(h, w).unwrap_or((h, w));
             }
             Stage::CenterCrop { size } => {
                 if *size > h || *size > w || *size == 0 {

@@ -101,11 +101,12 @@ fn import_then_forward_reproduces_the_golden_features() {
     );
     let ours = muxmed::model::weights::read_safetensors(&o).unwrap();
     let want = muxmed::model::weights::read_safetensors(Path::new(&golden)).unwrap();
-    let d = (&ours["logits"] - &want["logits_1000"])
-        .abs()
-        .max()
-        .double_value(&[]);
-    assert!(d < 1e-4, "{d}");
+    crate::tolerance::assert_close(
+        "logits_1000",
+        &ours["logits"],
+        &want["logits_1000"],
+        crate::tolerance::MUXNET_M,
+    );
 }
 
 #[test]

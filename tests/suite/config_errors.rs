@@ -272,3 +272,35 @@ fn search_section_errors_name_line_and_key() {
     let main = config::load(&main_pipeline(), &[]).unwrap().config;
     assert_eq!(main.search, muxmed::config::SearchConfig::default());
 }
+
+/// `prepare` caches images at augment.working_size: a pipeline whose stages would enlarge
+/// them past it is refused, naming the stage, train.resolution and augment.working_size.
+#[test]
+fn stages_that_upsample_beyond_the_working_size_are_refused() {
+    let at = |res: u32, working: u32| {
+        format!(
+            "augment:\n  working_size: {working}\n  train:\n    - random_resized_crop: {{size: {res}}}\n    - to_rgb\n    - normalize_imagenet\n  eval:\n    - resize: {{size: {res}}}\n    - center_crop: {{size: {res}}}\n    - to_rgb\n    - normalize_imagenet\n  tta: []\ntrain:\n  resolution: {res}\n"
+        )
+    };
+    let err = parse(&at(448, 256)).unwrap_err();
+    let msg = err.to_string();
+    assert_eq!(err.key(), Some("augment.train[0]"), "{msg}");
+    for part in [
+        "random_resized_crop",
+        "448x448 from 256x256",
+        "augment.working_size (256)",
+        "train.resolution",
+        "at least 448",
+    ] {
+        assert!(msg.contains(part), "{part}: {msg}");
+    }
+    // The eval pipeline alone upsampling is refused too.
+    let text = at(320, 320).replace("resize: {size: 320}", "resize: {size: 400}");
+    let err = parse(&text).unwrap_err();
+    assert_eq!(err.key(), Some("augment.eval[0]"), "{err}");
+    // With the working size raised, 320-pixel training is a valid pipeline.
+    let c = parse(&at(320, 320)).unwrap();
+    assert_eq!((c.train.resolution, c.augment.working_size), (320, 320));
+    let c = parse(&at(448, 512)).unwrap();
+    assert_eq!(c.train.resolution, 448);
+}

@@ -24,6 +24,8 @@ mod model_weights;
 mod report_figures;
 mod search;
 mod synth_data;
+#[path = "../common/tolerance.rs"]
+mod tolerance;
 
 /// The `muxmed` binary, run from the crate's folder as a user of the README runs it.
 pub fn muxmed() -> std::process::Command {

@@ -1,5 +1,7 @@
 //! MUXNet against the reference fixtures made with the authors' PyTorch code
-//! (`../shared/fixtures/muxnet/`, tolerances from its README).
+//! (`../shared/fixtures/muxnet/`). Forward tolerances are the float32 reordering bound of
+//! each network's path (`tests/common/tolerance.rs`), relative to the reference's largest
+//! value (the README's 1e-4 absolute is an observation on one machine's kernels, not a bound).
 #![cfg(feature = "torch")]
 
 use std::collections::BTreeMap;
@@ -13,6 +15,8 @@ use muxmed::model::network::Network;
 use muxmed::model::spec::ArchSpec;
 use muxmed::model::weights::{load_strict, read_safetensors};
 use tch::{nn, Device, Kind, Reduction, Tensor};
+
+use crate::tolerance::{self, assert_close, Path as SumPath};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -52,8 +56,9 @@ fn assert_layout(name: &str, t: &Tensor, f: MemoryFormat) {
     }
 }
 
-/// Eval-mode activations of every stage, the head, pooled features and logits within 1e-4.
-fn check_eval(net: &MuxNet, golden: &BTreeMap<String, Tensor>) {
+/// Eval-mode activations of every stage, the head, pooled features and logits within the
+/// reordering bound of the whole network's path (an upper bound for every stage on it).
+fn check_eval(net: &MuxNet, golden: &BTreeMap<String, Tensor>, path: SumPath) {
     let f = net.memory_format();
     let taps = tch::no_grad(|| net.forward_taps(&golden["input"], false));
     let mut checked = vec![
@@ -70,8 +75,7 @@ fn check_eval(net: &MuxNet, golden: &BTreeMap<String, Tensor>) {
         golden.keys().filter(|k| k.starts_with("blocks.")).count()
     );
     for (name, ours) in checked {
-        let d = max_abs_diff(ours, &golden[&name]);
-        assert!(d < 1e-4, "{name} ({f}): max abs diff {d}");
+        assert_close(&format!("{name} ({f})"), ours, &golden[&name], path);
         if ours.dim() == 4 {
             assert_layout(&name, ours, f);
         }
@@ -81,8 +85,9 @@ fn check_eval(net: &MuxNet, golden: &BTreeMap<String, Tensor>) {
 }
 
 /// The inference model (BatchNorm folded into the convs, SE's 1x1 convs as linear layers)
-/// against the same golden activations within 1e-4, in the network's memory format.
-fn check_folded(net: &Network, golden: &BTreeMap<String, Tensor>) {
+/// against the same golden activations, in the network's memory format. Folding rounds each
+/// conv weight once more (w·γ/σ): one more rounding per layer, inside the same bound.
+fn check_folded(net: &Network, golden: &BTreeMap<String, Tensor>, path: SumPath) {
     let f = net.memory_format();
     let folded = FoldedNetwork::new(net, f);
     let FoldedNetwork::MuxNet(m) = &folded else {
@@ -101,26 +106,24 @@ fn check_folded(net: &Network, golden: &BTreeMap<String, Tensor>) {
     names.extend((0..n_blocks).map(|i| format!("blocks.{i}")));
     names.push("head".into());
     for (name, ours) in names.iter().zip(&stages) {
-        let d = max_abs_diff(ours, &golden[name]);
-        assert!(d < 1e-4, "folded {name} ({f}): max abs diff {d}");
+        assert_close(&format!("folded {name} ({f})"), ours, &golden[name], path);
         assert_layout(name, ours, f);
     }
     for (name, ours) in [("features", &features), ("logits", &logits)] {
-        let d = max_abs_diff(ours, &golden[name]);
-        assert!(d < 1e-4, "folded {name} ({f}): max abs diff {d}");
+        assert_close(&format!("folded {name} ({f})"), ours, &golden[name], path);
     }
 }
 
 /// Eval (unfolded and folded) and, with `train`, the training step, in both formats.
-fn check_all(spec: &ArchSpec, weights: &str, golden: &str, train: bool) {
+fn check_all(spec: &ArchSpec, weights: &str, golden: &str, path: SumPath, train: bool) {
     let golden = read_safetensors(&fixture(golden)).unwrap();
     for f in FORMATS {
         let (vs, net) = build(spec, weights, f);
-        check_eval(&net, &golden);
+        check_eval(&net, &golden, path);
         let net = Network::MuxNet(Box::new(net));
-        check_folded(&net, &golden);
+        check_folded(&net, &golden, path);
         if let (true, Network::MuxNet(m)) = (train, &net) {
-            check_train_step(&vs, m, &golden);
+            check_train_step(&vs, m, &golden, path);
         }
     }
 }
@@ -131,6 +134,7 @@ fn muxnet_m_matches_reference_eval_folded_and_train() {
         &ArchSpec::muxnet_m(),
         "muxnet_m_c14_seed0.safetensors",
         "muxnet_m_c14_seed0_golden.safetensors",
+        tolerance::MUXNET_M,
         true,
     );
 }
@@ -141,9 +145,17 @@ fn muxnet_l_matches_reference_eval_folded_and_train() {
         &ArchSpec::muxnet_l(),
         "muxnet_l_c14_seed1.safetensors",
         "muxnet_l_c14_seed1_golden.safetensors",
+        tolerance::MUXNET_L,
         true,
     );
 }
+
+/// The custom fixture's path: stem, 10 blocks of ≤ 6 sequential reductions (as MUXNet-m's),
+/// head conv, pool, classifier (64); widest sum block 0's SE pool over 80² positions.
+const CUSTOM: SumPath = SumPath {
+    depth: 64,
+    fan_in: 80 * 80,
+};
 
 /// Its `sp` blocks with scales [0, 1] hold a MUXConv "finer" branch, whose BatchNorm cannot
 /// fold into the conv (one conv channel feeds four BatchNorm channels).
@@ -154,31 +166,46 @@ fn custom_muxconv_architecture_matches_reference_eval_and_folded() {
         &spec,
         "muxnet_custom_c14_seed5.safetensors",
         "muxnet_custom_c14_seed5_golden.safetensors",
+        CUSTOM,
         false,
     );
 }
 
 /// Training-mode logits and loss, the stem BN's running statistics after that forward, and
-/// gradients (classifier/head 1e-3 relative; early layers 2e-2 relative to the largest value).
-fn check_train_step(vs: &nn::VarStore, net: &MuxNet, golden: &BTreeMap<String, Tensor>) {
+/// gradients. Logits, loss and statistics: the forward bound. Classifier and head gradients:
+/// the backward bound (forward and backward through the whole path). Early-layer gradients:
+/// the fixture README's 2e-2 relative to the largest value, the one tolerance not derived
+/// here: training-mode BatchNorm at batch 2 divides by the spread of two images' values, and
+/// backward through 18 such layers amplifies rounding by a factor that no summation-order
+/// argument bounds.
+fn check_train_step(
+    vs: &nn::VarStore,
+    net: &MuxNet,
+    golden: &BTreeMap<String, Tensor>,
+    path: SumPath,
+) {
     let logits = net.forward_t(&golden["input"], true);
-    let d = max_abs_diff(&logits, &golden["train.logits"]);
-    assert!(d < 1e-4, "train logits: {d}");
+    assert_close("train logits", &logits, &golden["train.logits"], path);
     let loss = logits.binary_cross_entropy_with_logits::<Tensor>(
         &golden["train.target"],
         None,
         None,
         Reduction::Mean,
     );
-    let dl = (loss.double_value(&[]) - golden["train.loss"].double_value(&[0])).abs();
-    assert!(dl < 1e-4, "train loss: {dl}");
+    let want_loss = golden["train.loss"].double_value(&[0]);
+    let dl = (loss.double_value(&[]) - want_loss).abs() / want_loss.abs();
+    assert!(
+        dl <= path.reorder_tolerance(),
+        "train loss: relative diff {dl}"
+    );
     let vars = vs.variables();
     for stat in ["running_mean", "running_var"] {
-        let d = max_abs_diff(
+        assert_close(
+            &format!("bn1.{stat}"),
             &vars[&format!("bn1.{stat}")],
             &golden[&format!("train.bn1.{stat}")],
+            path,
         );
-        assert!(d < 1e-4, "bn1.{stat}: {d}");
     }
     loss.backward();
     let mut n = 0;
@@ -188,7 +215,7 @@ fn check_train_step(vs: &nn::VarStore, net: &MuxNet, golden: &BTreeMap<String, T
         let scale = want.abs().max().double_value(&[]);
         let d = max_abs_diff(&got, want) / scale;
         let tol = if name.starts_with("classifier") || name.starts_with("conv_head") {
-            1e-3
+            path.backward().reorder_tolerance()
         } else {
             2e-2
         };
@@ -230,8 +257,12 @@ fn muxconv_case(file: &str) {
         }
     });
     let out = tch::no_grad(|| layer.forward(&t["input"]));
-    let d = max_abs_diff(&out, &t["output"]);
-    assert!(d < 1e-4, "{file}: {d}");
+    // One layer: a depthwise conv of at most 7² terms behind a rearrangement (no sums).
+    let one_layer = SumPath {
+        depth: 1,
+        fan_in: 49,
+    };
+    assert_close(file, &out, &t["output"], one_layer);
 }
 
 #[test]

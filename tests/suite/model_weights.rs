@@ -130,8 +130,12 @@ fn timm_checkpoint_imports_ema_weights_and_reproduces_golden_features() {
         load_strict(&vs, &p).unwrap();
         let taps = tch::no_grad(|| net.forward_taps(&golden["input"], false));
         for (name, ours) in [("features", &taps.features), ("logits_1000", &taps.logits)] {
-            let d = (ours - &golden[name]).abs().max().double_value(&[]);
-            assert!(d < 1e-4, "{file} {name}: {d}");
+            crate::tolerance::assert_close(
+                &format!("{file} {name}"),
+                ours,
+                &golden[name],
+                crate::tolerance::MUXNET_M,
+            );
         }
     }
 }
