@@ -95,10 +95,15 @@ fn demo_net(drop_rate: f64, head: muxmed::model::muxnet::HeadInit) -> tch::nn::V
 
 /// Arguments that resume the run at `run` of world `w`.
 fn resume_args(w: &World, run: PathBuf) -> TrainArgs {
+    resume_args_in(&w.root, run)
+}
+
+/// Arguments that resume `run` with reports/ and data_manifests/ under `root`.
+fn resume_args_in(root: &Path, run: PathBuf) -> TrainArgs {
     TrainArgs {
         resume: Some(run),
-        reports_dir: w.root.join("reports"),
-        manifests_dir: w.root.join("data_manifests"),
+        reports_dir: root.join("reports"),
+        manifests_dir: root.join("data_manifests"),
         ..Default::default()
     }
 }
@@ -1491,6 +1496,28 @@ fn dicom_world(dir: &Path) -> (PathBuf, PathBuf) {
     (folder, labels)
 }
 
+/// A generic dataset whose labels share NIH's names (Effusion, Nodule) is not ChestX-Ray14:
+/// its report draws no CheXNet markers or official-split means and says why.
+fn generic_run_report_shows_no_published_numbers(root: &Path, run: &Path) {
+    let finished = train(&resume_args_in(root, run.to_path_buf()), no_stop()).unwrap();
+    assert_eq!(finished.state.status, Status::Finished);
+    let mdirs = root.join("data_manifests");
+    let opt = muxmed::eval::predictions::EvalOptions {
+        resamples: 20,
+        ..Default::default()
+    };
+    let k = key(Split::Test, Checkpoint::Best, false);
+    muxmed::eval::run_eval::evaluate_run(run, &mdirs, k, &opt, Some("cpu")).unwrap();
+    let (html, _) = muxmed::report::report_run(run, &mdirs, k).unwrap();
+    let md = std::fs::read_to_string(html.with_file_name("report.md")).unwrap();
+    assert!(
+        md.contains("published ChestX-Ray14 numbers do not apply"),
+        "{md}"
+    );
+    assert!(md.contains("Published references are not shown"), "{md}");
+    assert!(!md.contains("CheXNet"), "{md}");
+}
+
 #[test]
 fn a_dicom_folder_manifest_prepares_and_trains_a_step() {
     let _g = torch_lock();
@@ -1529,6 +1556,7 @@ fn a_dicom_folder_manifest_prepares_and_trains_a_step() {
     let out = train(&a, no_stop()).unwrap();
     assert_eq!(out.state.opt_step, 1);
     assert!(out.run.checkpoint(Checkpoint::Last).is_file());
+    generic_run_report_shows_no_published_numbers(root, out.run.root());
 
     // Keyed by path in the folder instead, with the CSV's patient ids overriding the headers'.
     let by_path = root.join("by_path.csv");

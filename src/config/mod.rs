@@ -51,8 +51,14 @@ pub struct DataConfig {
     pub protocol: SplitProtocol,
     /// Used with `protocol: split_file`: a CSV of image id and split name.
     pub split_file: Option<PathBuf>,
-    /// Fraction of train_val patients that go to validation.
+    /// Fraction of patients that go to validation: of the train_val list's patients under
+    /// `official`; of all patients under `random_patient` and a generic CSV without a split
+    /// column.
     pub val_fraction: f64,
+    /// Fraction of all patients that go to test under `random_patient` and a generic CSV
+    /// without a split column (unset: 0.2, CheXNet's 70/10/20 with val_fraction 0.1).
+    /// Refused where the test split is given (`official`, `split_file`, a split column).
+    pub test_fraction: Option<f64>,
     pub seed: u64,
     pub allow_missing_images: bool,
     pub filters: FilterConfig,
@@ -338,6 +344,7 @@ impl Default for DataConfig {
             protocol: SplitProtocol::Official,
             split_file: None,
             val_fraction: 0.1,
+            test_fraction: None,
             seed: 42,
             allow_missing_images: false,
             filters: FilterConfig::default(),
@@ -713,6 +720,20 @@ impl PipelineConfig {
                     d.val_fraction
                 ),
             );
+        }
+        if let Some(t) = d.test_fraction {
+            if d.generic.is_none() && d.protocol != SplitProtocol::RandomPatient {
+                return err(
+                    "data.test_fraction",
+                    format!("protocol `{}` takes its test split from its files: test_fraction applies to `random_patient` (and a generic CSV without a split column) only", serde_json::to_value(d.protocol).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()),
+                );
+            }
+            if !(t > 0.0 && t + d.val_fraction < 1.0) {
+                return err(
+                    "data.test_fraction",
+                    format!("must be above 0 and leave patients for training: test_fraction {t} + val_fraction {} must be below 1", d.val_fraction),
+                );
+            }
         }
         if d.protocol == SplitProtocol::SplitFile && d.split_file.is_none() {
             return err(

@@ -69,6 +69,9 @@ pub struct ManifestInfo {
     /// `generic_random_patient`.
     pub protocol: String,
     pub val_fraction: f64,
+    /// `data.test_fraction` as configured (None: the default, or a given test split).
+    #[serde(default)]
+    pub test_fraction: Option<f64>,
     pub seed: u64,
     pub filters: crate::config::FilterConfig,
     /// Label columns, in model order.
@@ -81,6 +84,17 @@ pub struct ManifestInfo {
 }
 
 impl ManifestInfo {
+    /// Whether published ChestX-Ray14 numbers (CheXNet's, the official-split means) may be
+    /// shown beside this manifest's: real NIH data (built from NIH's metadata, not a generic
+    /// CSV whose labels happen to share NIH's names, not synthetic) split by the official
+    /// lists or by patient at random as those papers did.
+    pub fn published_references_apply(&self) -> bool {
+        !self.synthetic
+            && self.sources.contains_key("metadata")
+            && !self.sources.contains_key("generic_csv")
+            && matches!(self.protocol.as_str(), "official" | "random_patient")
+    }
+
     /// Reads `<dir>/manifest.json`.
     pub fn read(dir: &Path) -> Result<Self, ManifestError> {
         let p = dir.join("manifest.json");

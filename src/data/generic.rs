@@ -297,11 +297,20 @@ pub fn build(
         }
     }
     let split: Vec<u8> = if rows.iter().all(|r| r.split.is_some()) {
+        if d.test_fraction.is_some() {
+            return Err(ManifestError::Input {
+                path: csv.to_path_buf(),
+                message: "every row has a split, so data.test_fraction cannot apply: remove it, or drop the split column to split patients at random".into(),
+            });
+        }
         rows.iter().map(|r| r.split.unwrap_or(0)).collect()
     } else {
         let patients: BTreeSet<String> = rows.iter().map(|r| r.patient.clone()).collect();
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(d.seed);
-        let m = random_patient_split(patients, &mut rng);
+        let test = d
+            .test_fraction
+            .unwrap_or(super::manifest::DEFAULT_TEST_FRACTION);
+        let m = random_patient_split(patients, d.val_fraction, test, &mut rng);
         rows.iter().map(|r| m[&r.patient]).collect()
     };
     let mut patient_split: HashMap<&str, u8> = HashMap::new();

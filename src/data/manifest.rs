@@ -196,7 +196,8 @@ fn assign_splits(
                 .collect())
         }
         SplitProtocol::RandomPatient => {
-            let split = random_patient_split(by_patient(&|_| true), &mut rng);
+            let test = d.test_fraction.unwrap_or(DEFAULT_TEST_FRACTION);
+            let split = random_patient_split(by_patient(&|_| true), d.val_fraction, test, &mut rng);
             Ok(records.iter().map(|r| split[&r.patient_id]).collect())
         }
         SplitProtocol::SplitFile => {
@@ -244,17 +245,24 @@ fn assign_splits(
     }
 }
 
-/// CheXNet-style split: patients shuffled by the seeded generator, 70% train, 10% val,
-/// 20% test. Returns each patient's split index.
+/// The test fraction of a random patient split when `data.test_fraction` is unset.
+pub const DEFAULT_TEST_FRACTION: f64 = 0.2;
+
+/// A split of patients at random (CheXNet's, 70/10/20 by default): patients shuffled by the
+/// seeded generator, `val` and `test` of them (fractions of all patients, rounded) to val
+/// and test, the rest to train. Returns each patient's split index.
 pub(super) fn random_patient_split<K: Ord + Clone + std::hash::Hash>(
     patients: BTreeSet<K>,
+    val: f64,
+    test: f64,
     rng: &mut rand_chacha::ChaCha8Rng,
 ) -> HashMap<K, u8> {
     let mut patients: Vec<K> = patients.into_iter().collect();
     patients.shuffle(rng);
     let n = patients.len();
-    let n_train = (n as f64 * 0.7).round() as usize;
-    let n_val = (n as f64 * 0.1).round() as usize;
+    let n_val = (n as f64 * val).round() as usize;
+    let n_test = (n as f64 * test).round() as usize;
+    let n_train = n.saturating_sub(n_val + n_test);
     patients
         .into_iter()
         .enumerate()
@@ -621,6 +629,7 @@ pub(super) fn assemble(
         sources,
         protocol: protocol.to_string(),
         val_fraction: d.val_fraction,
+        test_fraction: d.test_fraction,
         seed: d.seed,
         filters: d.filters.clone(),
         labels: labels.to_vec(),

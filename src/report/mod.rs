@@ -482,7 +482,7 @@ pub fn report_run(
     let info = run.info()?;
     let out = run.report_dir();
     let subtitle = format!("{} split ({} images)", key.split, ev.n_images);
-    let published = !manifest.synthetic;
+    let published = manifest.published_references_apply();
     let mut figs = figures(&out, &j, &ev, &subtitle, published)?;
     let history = run.state().map(|s| s.history).unwrap_or_default();
     if !history.is_empty() {
@@ -721,6 +721,13 @@ fn run_warnings(
     let mut warnings = Vec::new();
     if manifest.synthetic {
         warnings.push("synthetic data (made by `muxmed synth`): these numbers say nothing about real chest X-rays, so no published numbers are shown beside them.".to_string());
+    }
+    if !manifest.synthetic && !manifest.published_references_apply() {
+        warnings.push(format!(
+            "not NIH ChestX-Ray14 under the official or random-patient protocol (sources: {}; protocol {}): published ChestX-Ray14 numbers do not apply, so none are shown.",
+            manifest.sources.keys().cloned().collect::<Vec<_>>().join(", "),
+            manifest.protocol
+        ));
     }
     if cfg.model.from_scratch {
         warnings.push("trained from scratch, without pretrained weights.".into());

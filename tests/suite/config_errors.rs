@@ -304,3 +304,15 @@ fn stages_that_upsample_beyond_the_working_size_are_refused() {
     let c = parse(&at(448, 512)).unwrap();
     assert_eq!(c.train.resolution, 448);
 }
+
+#[test]
+fn test_fraction_is_refused_where_the_files_give_the_test_split() {
+    let err = parse("data:\n  protocol: official\n  test_fraction: 0.3\n").unwrap_err();
+    assert_eq!(err.key(), Some("data.test_fraction"), "{err}");
+    assert!(err.to_string().contains("official"), "{err}");
+    let err =
+        parse("data:\n  protocol: random_patient\n  val_fraction: 0.5\n  test_fraction: 0.5\n")
+            .unwrap_err();
+    assert_eq!(err.key(), Some("data.test_fraction"), "{err}");
+    parse("data:\n  protocol: random_patient\n  test_fraction: 0.3\n").unwrap();
+}

@@ -166,3 +166,28 @@ fn a_dicom_folder_csv_without_a_key_column_names_what_it_needs() {
         "{e}"
     );
 }
+
+/// data.val_fraction and data.test_fraction move a random patient split (20 patients here);
+/// test_fraction is refused where the CSV gives every row's split.
+#[test]
+fn split_fractions_move_the_random_patient_split() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dataset(dir.path(), false, 40);
+    let counts = |val: f64, test: Option<f64>| {
+        let mut c = cfg(csv.clone());
+        c.val_fraction = val;
+        c.test_fraction = test;
+        let m = build(&c, true).unwrap();
+        assert_eq!(m.info.val_fraction, val);
+        assert_eq!(m.info.test_fraction, test);
+        let p = |s: &str| m.info.splits[&muxmed::data::Split::parse(s).unwrap()].patients;
+        (p("train"), p("val"), p("test"))
+    };
+    assert_eq!(counts(0.1, None), (14, 2, 4));
+    assert_eq!(counts(0.3, None), (10, 6, 4));
+    assert_eq!(counts(0.1, Some(0.4)), (10, 2, 8));
+    let mut c = cfg(dataset(dir.path(), true, 20));
+    c.test_fraction = Some(0.3);
+    let e = build(&c, true).err().expect("refused").to_string();
+    assert!(e.contains("data.test_fraction"), "{e}");
+}
