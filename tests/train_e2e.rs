@@ -829,6 +829,7 @@ fn compare_two_runs(w: &World, a: &RunDir, b: &RunDir) {
         split: Split::Test,
         out: w.root.join("cmp"),
         stats: StatsOptions {
+            test: muxmed::metrics::paired::AucTest::Clustered,
             resamples: 50,
             seed: 0,
         },

@@ -112,8 +112,9 @@ pub struct ModelConfig {
     pub weights: Option<PathBuf>,
     /// Train without pretrained weights; every report of such a run says so.
     pub from_scratch: bool,
-    /// Dropout before the classifier (training only).
-    pub drop_rate: f64,
+    /// Dropout before the classifier (training only). Unset: 0.2 for MUXNets (the authors'
+    /// transfer recipe), none for DenseNet-121 (CheXNet trained without).
+    pub drop_rate: Option<f64>,
     /// Stochastic depth: the residual branch of `ir`/`ds` blocks is dropped per sample with
     /// probability `drop_path_rate * block_index / block_count` in training (the authors'
     /// `drop_connect_rate`). Unset: 0.1 for muxnet_m, 0.15 for muxnet_l, as the authors
@@ -122,6 +123,14 @@ pub struct ModelConfig {
 }
 
 impl ModelConfig {
+    /// `drop_rate`, or the architecture's default.
+    pub fn drop(&self) -> f64 {
+        self.drop_rate.unwrap_or(match self.arch {
+            Arch::MuxnetM | Arch::MuxnetL | Arch::Json(_) => 0.2,
+            Arch::Densenet121 => 0.0,
+        })
+    }
+
     /// `drop_path_rate`, or the architecture's default.
     pub fn drop_path(&self) -> f64 {
         self.drop_path_rate.unwrap_or(match self.arch {
@@ -359,7 +368,7 @@ impl Default for ModelConfig {
             arch: Arch::MuxnetM,
             weights: Some(PathBuf::from("weights/muxnet_m_imagenet.safetensors")),
             from_scratch: false,
-            drop_rate: 0.2,
+            drop_rate: None,
             drop_path_rate: None,
         }
     }
@@ -787,10 +796,10 @@ impl PipelineConfig {
             }
         }
         let m = &self.model;
-        if !(0.0..1.0).contains(&m.drop_rate) {
+        if !(0.0..1.0).contains(&m.drop()) {
             return err(
                 "model.drop_rate",
-                format!("must be in [0, 1), got {}", m.drop_rate),
+                format!("must be in [0, 1), got {}", m.drop()),
             );
         }
         if let Some(r) = m.drop_path_rate {

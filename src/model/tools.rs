@@ -124,7 +124,14 @@ pub fn forward(job: TensorJob, train_mode: bool, stages: bool) -> Result<()> {
             out.push(("features".into(), taps.features));
             out.push(("logits".into(), taps.logits));
         }
-        Network::DenseNet121(_) => out.push(("logits".into(), net.forward_t(&x, train_mode))),
+        Network::DenseNet121(d) => {
+            let map = d.feature_map_t(&x, train_mode);
+            out.push((
+                "features".into(),
+                map.mean_dim([2i64, 3].as_slice(), false, map.kind()),
+            ));
+            out.push(("logits".into(), d.head_t(&map, train_mode)));
+        }
     });
     let mut meta = BTreeMap::new();
     meta.insert("arch".into(), arch.to_string());

@@ -315,7 +315,7 @@ fn build_model(
         &vs.root(),
         &cfg.model.arch,
         k,
-        cfg.model.drop_rate,
+        cfg.model.drop(),
         HeadInit::PytorchDefault,
     )?;
     net.set_drop_path_rate(cfg.model.drop_path());

@@ -186,3 +186,59 @@ fn os_errors_are_said_once() {
     assert!(err.contains("/nonexistent/p.csv"), "{err}");
     assert_eq!(err.matches("os error 2").count(), 1, "{err}");
 }
+
+/// torchvision's DenseNet-121 in its 2017 checkpoint format (old `norm.1` key names, legacy
+/// serialisation): `model import` reads it, and the pooled features and logits of muxmed's
+/// DenseNet-121 equal torchvision's (`../shared/fixtures/densenet/`) within DenseNet-121's
+/// float32 reordering bound.
+#[test]
+fn torchvision_densenet121_imports_and_matches_its_golden_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path().join("d.safetensors");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/densenet");
+    let out = muxmed()
+        .args(["model", "import"])
+        .arg(src.join("densenet121_c14_seed0_legacy.pth"))
+        .args(["--arch", "densenet121", "--out"])
+        .arg(&w)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        muxmed::model::weights::read_metadata(&w).unwrap()["num_classes"],
+        "14"
+    );
+    let golden = src.join("densenet121_c14_seed0_golden.safetensors");
+    let o = dir.path().join("out.safetensors");
+    let out = muxmed()
+        .args([
+            "model",
+            "forward",
+            "--arch",
+            "densenet121",
+            "--num-classes",
+            "14",
+            "--weights",
+        ])
+        .arg(&w)
+        .arg("--input")
+        .arg(&golden)
+        .arg("--output")
+        .arg(&o)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ours = muxmed::model::weights::read_safetensors(&o).unwrap();
+    let want = muxmed::model::weights::read_safetensors(&golden).unwrap();
+    for key in ["features", "logits"] {
+        crate::tolerance::assert_close(key, &ours[key], &want[key], crate::tolerance::DENSENET121);
+    }
+}

@@ -316,3 +316,17 @@ fn test_fraction_is_refused_where_the_files_give_the_test_split() {
     assert_eq!(err.key(), Some("data.test_fraction"), "{err}");
     parse("data:\n  protocol: random_patient\n  test_fraction: 0.3\n").unwrap();
 }
+
+/// DenseNet-121's head dropout follows CheXNet (none) unless the pipeline sets one; MUXNets
+/// keep the authors' 0.2. The shipped pipeline leaves it to the architecture.
+#[test]
+fn head_dropout_defaults_follow_the_architecture() {
+    let c = config::load(&main_pipeline(), &["model.arch=densenet121".into()])
+        .unwrap()
+        .config;
+    assert_eq!((c.model.drop_rate, c.model.drop()), (None, 0.0));
+    let c = config::load(&main_pipeline(), &[]).unwrap().config;
+    assert_eq!(c.model.drop(), 0.2);
+    let c = parse("model:\n  arch: densenet121\n  drop_rate: 0.3\n").unwrap();
+    assert_eq!(c.model.drop(), 0.3);
+}
