@@ -287,8 +287,11 @@ fn published_points(c: &Comparison) -> (Vec<PublishedPoint>, Option<String>) {
     if c.inputs.iter().any(|i| i.synthetic) {
         return (vec![], None);
     }
-    // DenseNet-121 with a 14-way head at 224x224 (model::count; architecture doc section 8).
-    let (dn_madds, dn_params) = (2833e6, 6.968e6);
+    // DenseNet-121 with a 14-way head, counted at the comparison's resolution (the first
+    // input's with one; 224, CheXNet's, otherwise).
+    let res = c.inputs.iter().find_map(|i| i.resolution).unwrap_or(224);
+    let dn = crate::model::count::count_densenet121(14, res);
+    let (dn_madds, dn_params) = (dn.madds as f64, dn.total_params as f64);
     if all("random_patient") {
         (
             vec![PublishedPoint {
@@ -553,6 +556,29 @@ mod tests {
             pairs: vec![],
             machine: None,
         }
+    }
+
+    /// The DenseNet-121 point is counted at the comparison's resolution: 2.83G multiply-adds
+    /// and 6.97M parameters at 224² (torchvision's model as the architecture doc counts it),
+    /// about 4× the multiply-adds at 448² (the head's 14k are negligible), same parameters.
+    #[test]
+    fn the_published_densenet_point_is_counted_at_the_comparisons_resolution() {
+        let mut c = comparison(Some("official"), false);
+        let (p, _) = published_points(&c);
+        assert!((p[0].madds / 2833e6 - 1.0).abs() < 0.005, "{}", p[0].madds);
+        assert!(
+            (p[0].params / 6.968e6 - 1.0).abs() < 0.001,
+            "{}",
+            p[0].params
+        );
+        c.inputs[0].resolution = Some(448);
+        let (q, _) = published_points(&c);
+        assert!(
+            (q[0].madds / (4.0 * 2833e6) - 1.0).abs() < 0.01,
+            "{}",
+            q[0].madds
+        );
+        assert_eq!(q[0].params, p[0].params);
     }
 
     #[test]

@@ -19,9 +19,13 @@ pub struct AugmentConfig {
     pub tta: Vec<Vec<Stage>>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// The sample type `prepare` stores working-size images in; every path from a file to the
+/// network (cache, `predict`, `explain`) rounds pixels to it, so they see the same image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum CacheDtype {
+    /// 8 bits a sample: the default, as NIH's PNGs are 8-bit.
+    #[default]
     U8,
     U16,
 }

@@ -86,6 +86,11 @@ struct Progress {
     done_chunks: usize,
 }
 
+/// A 16-bit working sample rounded to 8 bits, as a u8 cache stores it.
+pub fn narrow_to_u8(v: u16) -> u8 {
+    ((v as u32 * 255 + 32767) / 65535) as u8
+}
+
 /// Shorter side to `size`, centre crop to a square, samples as u16 in [0, 65535] (u8 data is
 /// scaled the same way and narrowed when written).
 pub fn to_working(g: &Gray, size: u32) -> Vec<u16> {
@@ -177,10 +182,7 @@ fn prepare_item(
         Ok(g) => {
             let px = to_working(&g, a.working_size);
             let out = match a.cache_dtype {
-                CacheDtype::U8 => px
-                    .iter()
-                    .map(|v| ((*v as u32 * 255 + 32767) / 65535) as u8)
-                    .collect(),
+                CacheDtype::U8 => px.iter().map(|v| narrow_to_u8(*v)).collect(),
                 CacheDtype::U16 => px.iter().flat_map(|v| v.to_le_bytes()).collect(),
             };
             Ok((entry, Some(out)))

@@ -232,7 +232,7 @@ mod tests {
             };
             let img = apply(
                 &eval_stages(),
-                working_image(&g, 100),
+                working_image(&g, 100, crate::config::augment::CacheDtype::U16),
                 &mut image_rng(0, 0, 0),
             );
             let geo = Geometry::of(w, h, 100, &eval_stages()).unwrap();

@@ -15,15 +15,16 @@ use super::augment::{apply, image_rng, Img};
 use super::cache::Cache;
 use super::dataset::SplitData;
 use super::image::{decode_file, Gray};
-use crate::config::augment::Stage;
+use crate::config::augment::{CacheDtype, Stage};
 
 /// Where the working-size images come from.
 #[derive(Clone)]
 pub enum Source {
     /// The prepared cache (slot per item).
     Cache(Arc<Cache>, Vec<usize>),
-    /// Decode the original files (shorter side to `working_size`, centre crop).
-    Files(Vec<PathBuf>, u32),
+    /// Decode the original files (shorter side to `working_size`, centre crop, samples
+    /// rounded to the cache's type): the very pixels `prepare` would have cached.
+    Files(Vec<PathBuf>, u32, CacheDtype),
 }
 
 /// One batch, ready to become tensors.
@@ -110,16 +111,17 @@ pub fn epoch_order(split: &SplitData, o: &LoaderOptions) -> Vec<usize> {
 
 /// A decoded original as the working-size square the stages start from (what `prepare`
 /// stores in the cache), values in [0, 1].
-pub fn working_image(g: &Gray, size: u32) -> Img {
+pub fn working_image(g: &Gray, size: u32, dtype: CacheDtype) -> Img {
     let s = size as usize;
-    Img::gray(
-        s,
-        s,
-        super::cache::to_working(g, size)
+    let px = super::cache::to_working(g, size);
+    let data = match dtype {
+        CacheDtype::U8 => px
             .iter()
-            .map(|v| *v as f32 / 65535.0)
+            .map(|v| super::cache::narrow_to_u8(*v) as f32 / 255.0)
             .collect(),
-    )
+        CacheDtype::U16 => px.iter().map(|v| *v as f32 / 65535.0).collect(),
+    };
+    Img::gray(s, s, data)
 }
 
 /// Loads, augments and returns item `i` of the split. The augmentation draws are keyed on
@@ -135,9 +137,11 @@ pub fn load_item(
 ) -> Result<Img, String> {
     let img = match source {
         Source::Cache(c, slots) => c.image(slots[i]),
-        Source::Files(paths, size) => {
-            working_image(&decode_file(&paths[i]).map_err(|e| e.to_string())?, *size)
-        }
+        Source::Files(paths, size, dtype) => working_image(
+            &decode_file(&paths[i]).map_err(|e| e.to_string())?,
+            *size,
+            *dtype,
+        ),
     };
     Ok(apply(
         stages,

@@ -72,6 +72,7 @@ pub fn export(checkpoint: &Path, out: &Path, device: Option<&str>) -> Result<Exp
         arch: meta.arch.clone(),
         resolution: meta.resolution,
         working_size: meta.working_size,
+        cache_dtype: meta.cache_dtype,
         preprocessing: flat_preprocessing(&meta.eval_stages),
         eval_stages: meta.eval_stages,
         labels: meta.labels,

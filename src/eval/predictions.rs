@@ -36,7 +36,7 @@ pub struct Predictions {
 
 /// Columns a predictions file may carry besides the image id and the labels (muxmed's own
 /// `predictions_<split>.csv` has `patient_id`).
-const KNOWN_EXTRA_COLUMNS: [&str; 2] = ["patient_id", "Patient ID"];
+const KNOWN_EXTRA_COLUMNS: [&str; 3] = ["patient_id", "Patient ID", "path"];
 
 /// Reads a CSV file with a header through the one CSV reader; `Err` names the file and line.
 fn for_each_line(
@@ -266,17 +266,23 @@ pub fn write_predictions(
     write_csv(path, header, rows)
 }
 
-/// Writes `predict`'s output: path, one `prob_<label>` column per label.
+/// Writes `predict`'s output: image_id (the file name), path, one `prob_<label>` column per
+/// label; `evaluate --predictions` reads it.
 pub fn write_file_predictions(
     path: &Path,
     files: &[String],
     labels: &[String],
     probs: &[Vec<f64>],
 ) -> Result<(), EvalError> {
-    let mut header = vec!["path".to_string()];
+    // image_id is the file name, which NIH's metadata (and `evaluate --predictions`) keys
+    // images by; path says which file it was.
+    let mut header = vec!["image_id".to_string(), "path".to_string()];
     header.extend(labels.iter().map(|l| format!("prob_{l}")));
     let rows = files.iter().zip(probs).map(|(f, pr)| {
-        let mut r = vec![f.clone()];
+        let name = Path::new(f)
+            .file_name()
+            .map_or_else(|| f.clone(), |n| n.to_string_lossy().into_owned());
+        let mut r = vec![name, f.clone()];
         r.extend(pr.iter().map(|v| lossless(*v)));
         r
     });

@@ -228,6 +228,7 @@ struct Ready {
     model: Box<dyn Classifier>,
     labels: Vec<String>,
     working_size: u32,
+    cache_dtype: crate::config::augment::CacheDtype,
     eval_stages: Vec<Stage>,
 }
 
@@ -241,6 +242,7 @@ fn ready(source: ModelSource, device: Device) -> Result<Ready> {
                 model: Box::new(net),
                 labels: meta.labels,
                 working_size: meta.working_size,
+                cache_dtype: meta.cache_dtype,
                 eval_stages: meta.eval_stages,
             })
         }
@@ -250,6 +252,7 @@ fn ready(source: ModelSource, device: Device) -> Result<Ready> {
                 model: Box::new(Scripted::load(path, device)?),
                 labels: m.labels,
                 working_size: m.working_size,
+                cache_dtype: m.cache_dtype,
                 eval_stages: m.eval_stages,
             })
         }
@@ -273,6 +276,7 @@ pub fn predict_files(
         model,
         labels,
         working_size,
+        cache_dtype,
         eval_stages,
     } = ready(model, device)?;
     let (candidates, mut failed) = gather(inputs)?;
@@ -320,7 +324,7 @@ pub fn predict_files(
     let p = predict_split(
         model.as_ref(),
         split.clone(),
-        Source::Files(files.clone(), working_size),
+        Source::Files(files.clone(), working_size, cache_dtype),
         Arc::new(eval_stages),
         16,
         2,

@@ -119,7 +119,7 @@ pub fn prepare(meta: &CheckpointMeta, path: &Path) -> Result<Prepared> {
     .with_context(|| format!("the checkpoint's eval pipeline, for {}", path.display()))?;
     let input = apply(
         &meta.eval_stages,
-        working_image(&original, meta.working_size),
+        working_image(&original, meta.working_size, meta.cache_dtype),
         &mut image_rng(0, 0, 0),
     );
     Ok(Prepared {

@@ -41,6 +41,10 @@ pub struct ExportManifest {
     /// Every decoded image is first resized (shorter side) and centre-cropped to this square,
     /// then goes through `eval_stages`.
     pub working_size: u32,
+    /// Working-size samples are rounded to this type (8 or 16 bits), as the training cache
+    /// stored them.
+    #[serde(default)]
+    pub cache_dtype: crate::config::augment::CacheDtype,
     pub eval_stages: Vec<Stage>,
     /// The same steps as plain numbers when the eval stages are the usual resize, centre
     /// crop, grey to RGB and normalise (what the README's Python lines use).

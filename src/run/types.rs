@@ -171,6 +171,10 @@ pub struct CheckpointMeta {
     pub labels: Vec<String>,
     pub eval_stages: Vec<Stage>,
     pub working_size: u32,
+    /// The cache's sample type, which predict and explain round file pixels to (absent in
+    /// checkpoints from before it was recorded: u8, the default then as now).
+    #[serde(default)]
+    pub cache_dtype: crate::config::augment::CacheDtype,
     pub resolution: u32,
     pub from_scratch: bool,
     pub muxmed_version: String,

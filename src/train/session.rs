@@ -426,6 +426,7 @@ impl Session {
                 labels: labels.clone(),
                 eval_stages: cfg.augment.eval.clone(),
                 working_size: cfg.augment.working_size,
+                cache_dtype: cfg.augment.cache_dtype,
                 resolution: cfg.train.resolution,
                 from_scratch: cfg.model.from_scratch,
                 muxmed_version: env!("CARGO_PKG_VERSION").into(),

@@ -566,3 +566,37 @@ fn a_second_prepare_of_the_same_cache_is_refused_while_the_first_runs() {
     prepare_in_chunks(&m, &a, 4, &|_, _| {}).unwrap();
     assert!(!lock.exists());
 }
+
+/// `predict` and `explain` read the original file, the evaluation reads the cache: both must
+/// hand the network the same pixels. Real 1024² X-rays resized to 64 fall between 8-bit
+/// steps, which a u8 cache rounds; the file path must round them the same way (before, it
+/// kept 16-bit precision and the probabilities differed by up to 5e-4).
+#[test]
+fn file_and_cache_give_the_same_working_image_for_both_dtypes() {
+    use muxmed::data::loader::working_image;
+    let dir = tempfile::tempdir().unwrap();
+    let d = real_subset(dir.path(), 3, |_, _| {});
+    let m = dir.path().join("m");
+    build(&d, true).unwrap().write(&m).unwrap();
+    for dtype in [CacheDtype::U8, CacheDtype::U16] {
+        let a = AugmentConfig {
+            cache_dtype: dtype,
+            ..small_augment()
+        };
+        prepare_in_chunks(&m, &a, 4, &|_, _| {}).unwrap();
+        let cache = Cache::open(&m, &a).unwrap();
+        let split = load_split(&m, muxmed::data::Split::Train)
+            .or_else(|_| load_split(&m, muxmed::data::Split::Test))
+            .unwrap();
+        for (id, path) in split.image_ids.iter().zip(&split.paths) {
+            let from_cache = cache.image(cache.slot(id).unwrap());
+            let g = decode_file(path.as_ref().unwrap()).unwrap();
+            let from_file = working_image(&g, a.working_size, dtype);
+            assert_eq!(from_file.data, from_cache.data, "{id} ({dtype:?})");
+            // The case the rounding matters for: the 16-bit resize lands between 8-bit steps.
+            if dtype == CacheDtype::U16 {
+                assert!(off_grid(&from_file) > 100, "{id}");
+            }
+        }
+    }
+}
