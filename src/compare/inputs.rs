@@ -6,7 +6,8 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use crate::data::nih;
-use crate::eval::predictions::{patient_key, read_predictions, read_run_predictions};
+use crate::eval::predictions::{read_predictions, read_run_predictions};
+use crate::metrics::bootstrap::PatientIndex;
 use crate::run::{Arch, Checkpoint, EvalKey, RunDir, Split};
 
 #[derive(Debug, thiserror::Error)]
@@ -360,15 +361,8 @@ pub fn align(inputs: Vec<Scored>) -> Result<Aligned, CompareError> {
         }
         scores.push(si);
     }
-    let mut index: HashMap<u32, usize> = HashMap::new();
-    let groups: Vec<usize> = first
-        .patients
-        .iter()
-        .map(|p| {
-            let n = index.len();
-            *index.entry(patient_key(p)).or_insert(n)
-        })
-        .collect();
+    let mut index = PatientIndex::<&str>::default();
+    let groups: Vec<usize> = first.patients.iter().map(|p| index.index(p)).collect();
     Ok(Aligned {
         n_patients: index.len(),
         labels,

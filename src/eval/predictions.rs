@@ -13,6 +13,7 @@ use crate::data::nih::{self, NihError, Record};
 use crate::io::CsvLine;
 use crate::labels::Split;
 use crate::labels::LABELS;
+use crate::metrics::bootstrap::PatientIndex;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {
@@ -366,20 +367,13 @@ impl Default for EvalOptions {
 pub struct Joined {
     pub y: Vec<Vec<bool>>,
     pub s: Vec<Vec<f64>>,
-    pub patients: Vec<u32>,
+    /// Each image's patient as a dense index (see [`PatientIndex`]), the bootstrap's groups.
+    pub patients: Vec<usize>,
+    /// Distinct patients.
+    pub n_patients: usize,
     pub labels: Vec<String>,
     pub predictions_without_labels: usize,
     pub labelled_without_predictions: usize,
-}
-
-/// A patient id as the bootstrap's grouping key: the number itself for NIH ids, a stable
-/// 32-bit FNV-1a hash for the free-form ids of generic manifests.
-pub fn patient_key(p: &str) -> u32 {
-    p.parse().unwrap_or_else(|_| {
-        p.bytes().fold(0x811c_9dc5u32, |h, b| {
-            (h ^ b as u32).wrapping_mul(0x0100_0193)
-        })
-    })
 }
 
 /// Joins a split's labels and patients with probabilities: `probs_of(index, image id)`
@@ -392,10 +386,12 @@ pub fn join_split(
         y: vec![],
         s: vec![],
         patients: vec![],
+        n_patients: 0,
         labels: split.label_names.clone(),
         predictions_without_labels: 0,
         labelled_without_predictions: 0,
     };
+    let mut index = PatientIndex::<&str>::default();
     let rows = split
         .image_ids
         .iter()
@@ -406,11 +402,12 @@ pub fn join_split(
             Some(pr) => {
                 j.y.push(l.iter().map(|v| *v > 0.5).collect());
                 j.s.push(pr);
-                j.patients.push(patient_key(p));
+                j.patients.push(index.index(p.as_str()));
             }
             None => j.labelled_without_predictions += 1,
         }
     }
+    j.n_patients = index.len();
     j
 }
 
@@ -434,23 +431,27 @@ pub fn join(
         y: vec![],
         s: vec![],
         patients: vec![],
+        n_patients: 0,
         labels: p.labels.clone(),
         predictions_without_labels: 0,
         labelled_without_predictions: 0,
     };
+    // NIH's Patient ID column is an integer: equal numbers are one patient.
+    let mut index = PatientIndex::<u32>::default();
     let mut matched = 0;
     for (id, probs) in p.image_ids.iter().zip(&p.probs) {
         match by_id.get(id.as_str()) {
             Some(r) => {
                 j.y.push(label_idx.iter().map(|k| r.labels.contains(k)).collect());
                 j.s.push(probs.clone());
-                j.patients.push(r.patient_id);
+                j.patients.push(index.index(r.patient_id));
                 matched += 1;
             }
             None => j.predictions_without_labels += 1,
         }
     }
     j.labelled_without_predictions = by_id.len() - matched;
+    j.n_patients = index.len();
     if j.y.is_empty() {
         return Err(EvalError::Empty);
     }
@@ -459,16 +460,7 @@ pub fn join(
 
 /// Every metric of one split.
 pub fn evaluate(j: &Joined, split: &str, opt: &EvalOptions) -> Evaluation {
-    let mut pid: foldhash::HashMap<u32, usize> = foldhash::HashMap::default();
-    let groups: Vec<usize> = j
-        .patients
-        .iter()
-        .map(|p| {
-            let n = pid.len();
-            *pid.entry(*p).or_insert(n)
-        })
-        .collect();
-    let ci = bootstrap_auroc(&j.y, &j.s, &groups, opt.resamples, opt.seed, 0.95);
+    let ci = bootstrap_auroc(&j.y, &j.s, &j.patients, opt.resamples, opt.seed, 0.95);
     let mut per_label = Vec::new();
     for (k, label) in j.labels.iter().enumerate() {
         let y: Vec<bool> = j.y.iter().map(|r| r[k]).collect();
@@ -506,7 +498,7 @@ pub fn evaluate(j: &Joined, split: &str, opt: &EvalOptions) -> Evaluation {
         constant_outputs: crate::metrics::constant_outputs(&j.s, &aurocs),
         split: split.to_string(),
         n_images: j.y.len(),
-        n_patients: pid.len(),
+        n_patients: j.n_patients,
         mean_auroc: mean_defined(&aurocs),
         mean_auroc_ci: ci.mean,
         micro_auroc: micro_auroc(&j.y, &j.s),

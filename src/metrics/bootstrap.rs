@@ -45,6 +45,38 @@ impl WeightChunk {
     }
 }
 
+/// Dense patient indices (0, 1, 2, ... in order of first appearance) keyed by the exact id:
+/// two ids are one patient only when they are equal ("00123" and "123" are two patients),
+/// with no hash standing in for the id, so no two patients can merge.
+pub struct PatientIndex<K> {
+    map: foldhash::HashMap<K, usize>,
+}
+
+impl<K: std::hash::Hash + Eq> Default for PatientIndex<K> {
+    fn default() -> Self {
+        PatientIndex {
+            map: foldhash::HashMap::default(),
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq> PatientIndex<K> {
+    /// The index of patient `id`, a new one the first time it is seen.
+    pub fn index(&mut self, id: K) -> usize {
+        let next = self.map.len();
+        *self.map.entry(id).or_insert(next)
+    }
+
+    /// Distinct patients seen.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
 /// Resamples patients with replacement (all images of a drawn patient come along), seeded.
 pub(crate) struct PatientResampler {
     patients: usize,

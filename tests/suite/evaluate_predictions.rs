@@ -300,3 +300,37 @@ fn constant_outputs_are_flagged_in_evaluate_and_report() {
     let html = std::fs::read_to_string(rep.join("report.html")).unwrap();
     assert!(html.contains("outputs are constant"));
 }
+
+/// Patients are keyed by their exact id string: "00123" and "123" are two patients (a
+/// numeric parse merged them), and so are `patient579599` and `patient762382`, whose 32-bit
+/// FNV-1a hashes are equal (0xb7b21942: found by brute force in Python), which the old key
+/// merged too. Each pair here makes the bootstrap see 4 patients, not 3.
+#[test]
+fn patients_are_their_exact_id_strings() {
+    use muxmed::data::dataset::SplitData;
+    use muxmed::eval::predictions::{evaluate, join_split, EvalOptions};
+    for (a, b) in [("00123", "123"), ("patient579599", "patient762382")] {
+        let patients = [a, b, "x", "y", a, b];
+        let split = SplitData {
+            label_names: vec!["Nodule".into()],
+            image_ids: (0..6).map(|i| format!("im{i}.png")).collect(),
+            paths: vec![None; 6],
+            patients: patients.iter().map(|p| p.to_string()).collect(),
+            labels: [1.0, 0.0, 1.0, 0.0, 0.0, 1.0]
+                .iter()
+                .map(|v| vec![*v])
+                .collect(),
+        };
+        let j = join_split(&split, |i, _| Some(vec![i as f64 / 10.0]));
+        assert_eq!(j.patients, [0, 1, 2, 3, 0, 1], "{a} / {b}");
+        let ev = evaluate(
+            &j,
+            "test",
+            &EvalOptions {
+                resamples: 10,
+                ..Default::default()
+            },
+        );
+        assert_eq!(ev.n_patients, 4, "{a} / {b}");
+    }
+}
