@@ -768,6 +768,58 @@ fn localize_and_explain(w: &World, run: &RunDir) {
     assert!(err.to_string().contains("`Nodle` is not a label"), "{err}");
 }
 
+/// `train.select_by: val_loss`: best.safetensors is the live model's lowest val loss and
+/// ema_best the EMA's lowest; early stopping watches the EMA's score (the model kept), so
+/// its reference is epoch 1's EMA val loss, not the live one.
+#[test]
+fn selection_by_val_loss_picks_the_lowest_loss_and_patience_watches_the_ema() {
+    let _torch = torch_lock();
+    let w = world(120, "");
+    let out = train(
+        &args(
+            &w,
+            "by_loss",
+            &[
+                "train.epochs=4",
+                "train.select_by=val_loss",
+                "train.ema_decay=0.5",
+                "train.early_stopping={patience: 10, min_delta: 1.0e9}",
+            ],
+        ),
+        no_stop(),
+    )
+    .unwrap();
+    let h = &out.state.history;
+    assert_eq!(h.len(), 4);
+    let argmin = |f: fn(&muxmed::run::EpochRow) -> Option<f64>| {
+        h.iter()
+            .filter_map(|r| Some((r.epoch, f(r)?)))
+            .fold((0, f64::MAX), |b, (e, v)| if v < b.1 { (e, v) } else { b })
+    };
+    let (live_epoch, live_loss) = argmin(|r| Some(r.val_loss));
+    let (ema_epoch, ema_loss) = argmin(|r| r.val_loss_ema);
+    assert_eq!(
+        (out.state.best_epoch, out.state.best_score),
+        (Some(live_epoch), Some(live_loss))
+    );
+    assert_eq!(
+        (out.state.ema_best_epoch, out.state.ema_best_score),
+        (Some(ema_epoch), Some(ema_loss))
+    );
+    // By AUROC the best epoch would differ on at least one of the two here, or the test
+    // says nothing about the choice of score.
+    let by_auroc = argmax_epoch(h, |r| r.val_mean_auroc);
+    let ema_by_auroc = argmax_epoch(h, |r| r.val_mean_auroc_ema);
+    assert!(
+        by_auroc != live_epoch || ema_by_auroc != ema_epoch,
+        "val loss and val AUROC pick the same epochs ({live_epoch}, {ema_epoch})"
+    );
+    let ema_first = h[0].val_loss_ema.unwrap();
+    assert_ne!(ema_first, h[0].val_loss);
+    assert_eq!(out.state.patience.reference, Some(ema_first));
+    assert_eq!(out.state.patience.stale_epochs, 3);
+}
+
 #[test]
 fn early_stopping_and_tta() {
     let _torch = torch_lock();

@@ -455,10 +455,12 @@ fn train_cmd(
         return Ok(ExitCode::from(130));
     }
     if !out.best_per_label.is_empty() {
+        let row = s.history.iter().find(|h| Some(h.epoch) == s.best_epoch);
         println!(
-            "best epoch {} (val mean AUROC {:.4}):",
+            "best epoch {} (val mean AUROC {:.4}, val loss {:.5}):",
             s.best_epoch.unwrap_or(0),
-            s.best_score.unwrap_or(f64::NAN)
+            row.and_then(|h| h.val_mean_auroc).unwrap_or(f64::NAN),
+            row.map_or(f64::NAN, |h| h.val_loss)
         );
         for (l, a) in &out.best_per_label {
             println!(

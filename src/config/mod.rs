@@ -246,7 +246,12 @@ pub struct TrainConfig {
     /// Keep an exponential moving average of the weights with this decay (e.g. 0.999);
     /// evaluated and checkpointed separately.
     pub ema_decay: Option<f64>,
-    /// Stop when val mean AUROC has not improved by `min_delta` for `patience` epochs.
+    /// The val score that picks `best.safetensors` (and `ema_best`) and that early stopping
+    /// watches.
+    pub select_by: SelectBy,
+    /// Stop when the `select_by` score has not improved by `min_delta` for `patience`
+    /// epochs; with `ema_decay` set it watches the EMA model's score, the model meant to be
+    /// kept.
     pub early_stopping: Option<EarlyStopping>,
     /// Draw training images inversely to the frequency of their rarest label.
     pub class_balanced: bool,
@@ -255,6 +260,28 @@ pub struct TrainConfig {
     /// Write last.safetensors every this many optimiser steps within an epoch, so a killed
     /// run loses at most that much work. Unset: every 10 minutes of training.
     pub checkpoint_every_steps: Option<u64>,
+}
+
+/// Which val score chooses the best epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SelectBy {
+    /// Highest macro mean AUROC over the labels defined on val.
+    #[default]
+    ValMeanAuroc,
+    /// Lowest val loss (the training loss on val), as CheXNet selected: steadier than a macro
+    /// mean that one rare label can swing on a small val split.
+    ValLoss,
+}
+
+impl SelectBy {
+    /// Whether `score` beats `reference` by more than `margin` in this score's direction.
+    pub fn beats(self, score: f64, reference: f64, margin: f64) -> bool {
+        match self {
+            SelectBy::ValMeanAuroc => score > reference + margin,
+            SelectBy::ValLoss => score < reference - margin,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -398,6 +425,7 @@ impl Default for TrainConfig {
             pos_weight: false,
             focal_gamma: 2.0,
             ema_decay: None,
+            select_by: SelectBy::ValMeanAuroc,
             early_stopping: None,
             class_balanced: false,
             log_every: 20,

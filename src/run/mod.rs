@@ -13,7 +13,7 @@
 //!   events.jsonl           one Event every `train.log_every` optimiser steps
 //!   train.log              human-readable log
 //!   last.safetensors       weights + optimiser state (`optim.*`) + EMA (`ema.*`) + State
-//!   best.safetensors       the weights of the epoch with the highest val mean AUROC
+//!   best.safetensors       the weights of the epoch with the best val score (train.select_by)
 //!   ema_best.safetensors   the EMA weights of the epoch with the highest EMA val mean AUROC
 //!   predictions_<key>.csv  per-image probabilities of one evaluation (see EvalKey)
 //!   metrics_<key>.json     the metrics of that evaluation
@@ -40,7 +40,7 @@ pub use crate::labels::Split;
 )]
 #[serde(rename_all = "snake_case")]
 pub enum Checkpoint {
-    /// The epoch with the highest val mean AUROC.
+    /// The epoch with the best val score (`train.select_by`).
     Best,
     /// The end of the last finished step (with optimiser state, for resuming).
     Last,

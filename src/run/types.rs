@@ -76,10 +76,11 @@ pub struct State {
     pub epoch: u32,
     pub batch_in_epoch: usize,
     pub opt_step: u64,
-    /// `best.safetensors`: the epoch (1-based) with the live model's highest val mean AUROC.
+    /// `best.safetensors`: the epoch (1-based) with the live model's best `train.select_by`
+    /// score (highest val mean AUROC or lowest val loss), and that score.
     pub best_score: Option<f64>,
     pub best_epoch: Option<u32>,
-    /// `ema_best.safetensors`: the epoch with the EMA model's own highest val mean AUROC.
+    /// `ema_best.safetensors`: the epoch with the EMA model's own best score.
     pub ema_best_score: Option<f64>,
     pub ema_best_epoch: Option<u32>,
     pub patience: Patience,
@@ -138,6 +139,9 @@ pub struct EpochRow {
     pub val_loss: f64,
     pub val_mean_auroc: Option<f64>,
     pub val_mean_auroc_ema: Option<f64>,
+    /// The EMA model's val loss (absent without an EMA, and in runs from before it was kept).
+    #[serde(default)]
+    pub val_loss_ema: Option<f64>,
     /// Per label, in the run's label order.
     pub val_auroc: Vec<Option<f64>>,
     pub lr_head: f64,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 
-use super::best::{BestCheckpoint, EarlyStopping};
+use super::best::{selection_score, BestCheckpoint, EarlyStopping};
 use super::epoch::{train_one_epoch, EpochEnd, StopWhen};
 use super::session::{Opened, Session};
 use super::validate::{validate, Validation};
@@ -157,26 +157,37 @@ fn run_epochs(s: &mut Session, state: &mut State, stop: &StopWhen, progress: boo
         ));
         let epoch = state.epoch + 1;
         state.start_next_epoch();
-        if BestCheckpoint::update(
+        let by = s.cfg.train.select_by;
+        let live_score = selection_score(by, live.mean, live.loss);
+        let ema_score = ema
+            .as_ref()
+            .and_then(|v| selection_score(by, v.mean, v.loss));
+        if BestCheckpoint(by).update(
             &mut state.best_score,
             &mut state.best_epoch,
-            live.mean,
+            live_score,
             epoch,
         ) {
             s.checkpoints.save_weights(Checkpoint::Best, &s.vs)?;
         }
-        if let (Some(e), Some(v)) = (&s.ema, &ema) {
-            if BestCheckpoint::update(
+        if let Some(e) = &s.ema {
+            if BestCheckpoint(by).update(
                 &mut state.ema_best_score,
                 &mut state.ema_best_epoch,
-                v.mean,
+                ema_score,
                 epoch,
             ) {
                 s.checkpoints.save_weights(Checkpoint::Ema, &e.vs)?;
             }
         }
-        let early = EarlyStopping(s.cfg.train.early_stopping.clone())
-            .update(&mut state.patience, live.mean);
+        // Patience follows the model meant to be kept: the EMA's when there is one.
+        let watched = if s.ema.is_some() {
+            ema_score
+        } else {
+            live_score
+        };
+        let early = EarlyStopping(s.cfg.train.early_stopping.clone(), by)
+            .update(&mut state.patience, watched);
         state.status = if early {
             Status::EarlyStopped
         } else if state.epoch >= s.cfg.train.epochs {
@@ -215,6 +226,7 @@ fn epoch_row(
         val_loss: live.loss,
         val_mean_auroc: live.mean,
         val_mean_auroc_ema: ema.and_then(|v| v.mean),
+        val_loss_ema: ema.map(|v| v.loss),
         val_auroc: live.per_label.clone(),
         lr_head: lr,
         lr_backbone: lr * s.cfg.train.backbone_lr_factor * warm,
