@@ -253,13 +253,32 @@ pub struct TrainConfig {
     /// epochs; with `ema_decay` set it watches the EMA model's score, the model meant to be
     /// kept.
     pub early_stopping: Option<EarlyStopping>,
-    /// Draw training images inversely to the frequency of their rarest label.
+    /// Draw training images (with replacement) by the frequency of their rarest label
+    /// instead of a permutation. It shifts the predicted probabilities towards the rare
+    /// labels: calibration and operating thresholds must come from validation.
     pub class_balanced: bool,
+    /// How class-balanced draws weight an image: 1/√frequency (default) or 1/frequency.
+    pub balance_weighting: BalanceWeighting,
+    /// With class_balanced, no image is drawn more than this many times per epoch in
+    /// expectation (≥ 1); null: no cap.
+    pub max_repeat: Option<f64>,
     /// Write a line to events.jsonl every this many optimiser steps.
     pub log_every: u32,
     /// Write last.safetensors every this many optimiser steps within an epoch, so a killed
     /// run loses at most that much work. Unset: every 10 minutes of training.
     pub checkpoint_every_steps: Option<u64>,
+}
+
+/// The weight of an image in class-balanced draws, from the train-split frequency f of its
+/// rarest positive label (or of "no finding").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum BalanceWeighting {
+    /// 1/√f: rare labels drawn more often, without letting a handful of images dominate.
+    #[default]
+    Sqrt,
+    /// 1/f: every label (and "no finding") drawn equally often.
+    Inverse,
 }
 
 /// Which val score chooses the best epoch.
@@ -428,6 +447,8 @@ impl Default for TrainConfig {
             select_by: SelectBy::ValMeanAuroc,
             early_stopping: None,
             class_balanced: false,
+            balance_weighting: BalanceWeighting::Sqrt,
+            max_repeat: None,
             log_every: 20,
             checkpoint_every_steps: None,
         }
@@ -915,6 +936,14 @@ impl PipelineConfig {
                     t.freeze_backbone_epochs, t.epochs
                 ),
             );
+        }
+        if let Some(m) = t.max_repeat {
+            if !(m >= 1.0 && m.is_finite()) {
+                return err(
+                    "train.max_repeat",
+                    format!("must be at least 1 (an epoch draws as many images as the split has), got {m}"),
+                );
+            }
         }
         if t.pos_weight && t.class_balanced {
             return err(

@@ -16,6 +16,7 @@ use super::cache::Cache;
 use super::dataset::SplitData;
 use super::image::{decode_file, Gray};
 use crate::config::augment::{CacheDtype, Stage};
+use crate::config::BalanceWeighting;
 
 /// Where the working-size images come from.
 #[derive(Clone)]
@@ -43,9 +44,9 @@ pub struct Batch {
 pub struct LoaderOptions {
     pub batch_size: usize,
     pub shuffle: bool,
-    /// Draw images with probability inversely proportional to the frequency of their rarest
-    /// label (with replacement) instead of a permutation.
-    pub class_balanced: bool,
+    /// Draw images with replacement by the frequency of their rarest label (see
+    /// [`draw_probabilities`]) instead of a permutation.
+    pub class_balanced: Option<Balance>,
     pub drop_last: bool,
     pub seed: u64,
     pub epoch: u64,
@@ -54,44 +55,79 @@ pub struct LoaderOptions {
     pub prefetch: usize,
 }
 
+/// Class-balanced sampling: the weighting and the cap on repeats.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Balance {
+    pub weighting: BalanceWeighting,
+    /// Largest expected number of draws of one image per epoch of n draws.
+    pub max_repeat: Option<f64>,
+}
+
+/// Each image's probability in one class-balanced draw. An image's weight comes from the
+/// frequency f of its rarest positive label ("no finding" counting as a label of its own):
+/// 1/√f or 1/f. With a cap, probabilities above max_repeat/n are set to it and the rest
+/// rescaled to sum to 1 again (repeated until none is above), so in an epoch of n draws no
+/// image is expected more than max_repeat times.
+pub fn draw_probabilities(labels: &[Vec<f32>], b: Balance) -> Vec<f64> {
+    let n = labels.len();
+    let k = labels.first().map_or(0, |l| l.len());
+    let mut freq = vec![0f64; k + 1];
+    let rarest = |l: &[f32], freq: &[f64]| -> usize {
+        (0..k)
+            .filter(|&j| l[j] > 0.5)
+            .min_by(|&a, &c| freq[a].total_cmp(&freq[c]))
+            .unwrap_or(k)
+    };
+    for l in labels {
+        let pos: Vec<usize> = (0..k).filter(|&j| l[j] > 0.5).collect();
+        pos.iter().for_each(|&j| freq[j] += 1.0);
+        if pos.is_empty() {
+            freq[k] += 1.0;
+        }
+    }
+    let w: Vec<f64> = labels
+        .iter()
+        .map(|l| {
+            let f = freq[rarest(l, &freq)].max(1.0);
+            match b.weighting {
+                BalanceWeighting::Sqrt => 1.0 / f.sqrt(),
+                BalanceWeighting::Inverse => 1.0 / f,
+            }
+        })
+        .collect();
+    let total: f64 = w.iter().sum();
+    let mut p: Vec<f64> = w.iter().map(|x| x / total).collect();
+    if let Some(cap) = b.max_repeat.map(|m| m / n as f64) {
+        let mut capped = vec![false; n];
+        loop {
+            let over: Vec<usize> = (0..n).filter(|&i| !capped[i] && p[i] > cap).collect();
+            if over.is_empty() {
+                break;
+            }
+            over.iter().for_each(|&i| capped[i] = true);
+            let fixed = capped.iter().filter(|c| **c).count() as f64 * cap;
+            let free: f64 = (0..n).filter(|&i| !capped[i]).map(|i| w[i]).sum();
+            for i in 0..n {
+                p[i] = if capped[i] {
+                    cap
+                } else {
+                    w[i] / free * (1.0 - fixed).max(0.0)
+                };
+            }
+        }
+    }
+    p
+}
+
 /// The order of items for one epoch: a seeded permutation, class-balanced draws, or 0..n.
 pub fn epoch_order(split: &SplitData, o: &LoaderOptions) -> Vec<usize> {
     let n = split.len();
     let mut rng = image_rng(o.seed, o.epoch, u64::MAX);
-    if o.class_balanced {
-        let k = split.label_names.len();
-        let mut freq = vec![0f64; k + 1];
-        for l in &split.labels {
-            let mut any = false;
-            for (j, v) in l.iter().enumerate() {
-                if *v > 0.5 {
-                    freq[j] += 1.0;
-                    any = true;
-                }
-            }
-            if !any {
-                freq[k] += 1.0;
-            }
-        }
-        let w: Vec<f64> = split
-            .labels
-            .iter()
-            .map(|l| {
-                let pos: Vec<usize> = (0..k).filter(|&j| l[j] > 0.5).collect();
-                if pos.is_empty() {
-                    1.0 / freq[k].max(1.0)
-                } else {
-                    pos.iter()
-                        .map(|&j| 1.0 / freq[j].max(1.0))
-                        .fold(0.0, f64::max)
-                }
-            })
-            .collect();
-        let total: f64 = w.iter().sum();
+    if let Some(balance) = o.class_balanced {
         let mut cum = Vec::with_capacity(n);
         let mut acc = 0.0;
-        for x in &w {
-            acc += x / total;
+        for p in draw_probabilities(&split.labels, balance) {
+            acc += p;
             cum.push(acc);
         }
         (0..n)

@@ -218,7 +218,7 @@ pub fn bench(
         let o = LoaderOptions {
             batch_size: batch,
             shuffle: true,
-            class_balanced: false,
+            class_balanced: None,
             drop_last: false,
             seed: 0,
             epoch: epoch as u64,

@@ -66,7 +66,7 @@ pub fn predict_split(
     let o = LoaderOptions {
         batch_size,
         shuffle: false,
-        class_balanced: false,
+        class_balanced: None,
         drop_last: false,
         seed: 0,
         epoch: 0,

@@ -729,6 +729,16 @@ fn run_warnings(
             manifest.protocol
         ));
     }
+    if cfg.train.class_balanced {
+        warnings.push(format!(
+            "trained with class-balanced sampling ({} weighting{}): rare labels were drawn more often than they occur, so the probabilities are shifted towards them. Read the reliability curves with that in mind; calibration and operating thresholds must come from validation (evaluate chooses thresholds on val).",
+            match cfg.train.balance_weighting {
+                crate::config::BalanceWeighting::Sqrt => "1/√frequency",
+                crate::config::BalanceWeighting::Inverse => "1/frequency",
+            },
+            cfg.train.max_repeat.map(|m| format!(", at most {m} draws per image per epoch")).unwrap_or_default()
+        ));
+    }
     if cfg.model.from_scratch {
         warnings.push("trained from scratch, without pretrained weights.".into());
     }

@@ -9,7 +9,7 @@ use tch::Tensor;
 use super::session::Session;
 use super::TrainError;
 use crate::config::augment::Stage;
-use crate::data::loader::{start_epoch_at, LoaderOptions};
+use crate::data::loader::{start_epoch_at, Balance, LoaderOptions};
 use crate::model::device::batch_tensor;
 use crate::progress::TrainProgress;
 use crate::run::{Event, State};
@@ -60,7 +60,10 @@ pub fn train_one_epoch(
     let o = LoaderOptions {
         batch_size: plan.batch,
         shuffle: true,
-        class_balanced: s.cfg.train.class_balanced,
+        class_balanced: s.cfg.train.class_balanced.then_some(Balance {
+            weighting: s.cfg.train.balance_weighting,
+            max_repeat: s.cfg.train.max_repeat,
+        }),
         drop_last: plan.drop_last,
         seed: s.cfg.train.seed,
         epoch: epoch as u64,

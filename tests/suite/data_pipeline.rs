@@ -5,11 +5,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use muxmed::config::augment::CacheDtype;
+use muxmed::config::BalanceWeighting;
 use muxmed::config::{AugmentConfig, DataConfig};
 use muxmed::data::cache::{prepare_in_chunks, Cache};
 use muxmed::data::dataset::load_split;
 use muxmed::data::image::decode_file;
-use muxmed::data::loader::{start_epoch, LoaderOptions, Source};
+use muxmed::data::loader::{start_epoch, Balance, LoaderOptions, Source};
 use muxmed::data::manifest::build;
 
 fn nih(p: &str) -> PathBuf {
@@ -299,7 +300,7 @@ fn same_seed_gives_identical_batches_with_1_and_4_workers() {
         let o = LoaderOptions {
             batch_size: 4,
             shuffle: true,
-            class_balanced: false,
+            class_balanced: None,
             drop_last: false,
             seed: 9,
             epoch,
@@ -365,7 +366,10 @@ fn class_balanced_sampling_favours_rare_labels() {
     let o = LoaderOptions {
         batch_size: 10,
         shuffle: true,
-        class_balanced: true,
+        class_balanced: Some(Balance {
+            weighting: BalanceWeighting::Inverse,
+            max_repeat: None,
+        }),
         drop_last: false,
         seed: 1,
         epoch: 0,
@@ -380,13 +384,47 @@ fn class_balanced_sampling_favours_rare_labels() {
     let plain = epoch_order(
         &split,
         &LoaderOptions {
-            class_balanced: false,
+            class_balanced: None,
             ..o
         },
     );
     let mut sorted = plain.clone();
     sorted.sort();
     assert_eq!(sorted, (0..n).collect::<Vec<_>>());
+}
+
+/// Draw probabilities by hand, 90 images without findings and 10 with the one label:
+/// inverse weights 1/90 and 1/10 give each group half the draws (a rare image 5 times per
+/// epoch of 100); square-root weights 1/√90 and 1/√10 give the rare group √10/(√90+√10) =
+/// 1/4 (2.5 times each); max_repeat 2 on inverse pins the rare images at 2/100 and spreads
+/// the other 0.8 over the 90 (0.8/90 each).
+#[test]
+fn balanced_draws_by_square_root_and_with_a_cap() {
+    use muxmed::data::loader::draw_probabilities;
+    let labels: Vec<Vec<f32>> = (0..100)
+        .map(|i| vec![if i < 10 { 1.0 } else { 0.0 }])
+        .collect();
+    let p = |weighting, max_repeat| {
+        draw_probabilities(
+            &labels,
+            Balance {
+                weighting,
+                max_repeat,
+            },
+        )
+    };
+    let close = |a: f64, b: f64| (a - b).abs() < 1e-12;
+    let inv = p(BalanceWeighting::Inverse, None);
+    assert!(close(inv[0], 0.05) && close(inv[50], 0.5 / 90.0));
+    let sq = p(BalanceWeighting::Sqrt, None);
+    assert!(close(sq[..10].iter().sum::<f64>(), 0.25), "{}", sq[0]);
+    assert!(close(sq[0] * 100.0, 2.5));
+    let capped = p(BalanceWeighting::Inverse, Some(2.0));
+    assert!(close(capped[0], 0.02) && close(capped[50], 0.8 / 90.0));
+    assert!(close(capped.iter().sum::<f64>(), 1.0));
+    // A cap above every image's repeats changes nothing.
+    assert_eq!(p(BalanceWeighting::Sqrt, Some(3.0)), sq);
+    assert_eq!(BalanceWeighting::default(), BalanceWeighting::Sqrt);
 }
 
 #[test]
@@ -407,7 +445,10 @@ fn repeats_of_an_image_in_a_class_balanced_epoch_are_augmented_differently() {
     let o = LoaderOptions {
         batch_size: 1,
         shuffle: true,
-        class_balanced: true,
+        class_balanced: Some(Balance {
+            weighting: BalanceWeighting::Inverse,
+            max_repeat: None,
+        }),
         drop_last: false,
         seed: 3,
         epoch: 0,
