@@ -32,6 +32,12 @@ struct World {
 }
 
 fn world(images: usize, extra_yaml: &str) -> World {
+    world_with(images, extra_yaml, &[], |_| {})
+}
+
+/// A tiny world whose manifest is built, then `edit` runs on the manifest folder (to damage
+/// files, say), then `prepare` runs with the pipeline and `overrides`.
+fn world_with(images: usize, extra_yaml: &str, overrides: &[&str], edit: impl Fn(&Path)) -> World {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
     write(
@@ -54,12 +60,14 @@ fn world(images: usize, extra_yaml: &str) -> World {
     );
     let pipeline = root.join("tiny.yaml");
     std::fs::write(&pipeline, yaml).unwrap();
-    let cfg = config::load(&pipeline, &[]).unwrap().config;
+    let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+    let cfg = config::load(&pipeline, &overrides).unwrap().config;
     let mdir = root.join("data_manifests/tiny");
     muxmed::data::manifest::build(&cfg.data, true)
         .unwrap()
         .write(&mdir)
         .unwrap();
+    edit(&mdir);
     muxmed::data::cache::prepare(&mdir, &cfg.augment, &|_, _| {}).unwrap();
     World {
         _dir: dir,
@@ -220,6 +228,91 @@ fn interrupted_and_resumed_run_ends_like_an_uninterrupted_one() {
         };
         assert_eq!(values(ha), values(hb), "epoch {}", ha.epoch);
     }
+}
+
+/// `augment.skip_bad_images: true`: prepare skips a truncated train PNG and a truncated test
+/// PNG; train, evaluate, localize and the report go on without them, and run.json, train.log
+/// and the report name both.
+#[test]
+fn images_prepare_skipped_are_left_out_of_the_run_and_named() {
+    let _torch = torch_lock();
+    use muxmed::data::dataset::load_split;
+    let first_of = |m: &Path, s: Split| {
+        let d = load_split(m, s).unwrap();
+        (d.image_ids[0].clone(), d.paths[0].clone().unwrap())
+    };
+    let truncate = |p: &Path| {
+        let b = std::fs::read(p).unwrap();
+        std::fs::write(p, &b[..b.len() / 3]).unwrap();
+    };
+    let skip = ["augment.skip_bad_images=true"];
+    let w = world_with(120, "", &skip, |m| {
+        truncate(&first_of(m, Split::Train).1);
+        truncate(&first_of(m, Split::Test).1);
+    });
+    let mdir = w.root.join("data_manifests/tiny");
+    let (bad_train, _) = first_of(&mdir, Split::Train);
+    let (bad_test, _) = first_of(&mdir, Split::Test);
+    let out = train(&args(&w, "skip", &[&skip[0], "train.epochs=1"]), no_stop()).unwrap();
+    assert_eq!(out.state.status, Status::Finished);
+    let info = out.run.info().unwrap();
+    let names: Vec<&str> = info
+        .skipped_images
+        .iter()
+        .map(|s| s.image_id.as_str())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(names.contains(&bad_train.as_str()) && names.contains(&bad_test.as_str()));
+    let all_train = load_split(&mdir, Split::Train).unwrap().len();
+    assert_eq!(info.train_images, all_train - 1);
+    for s in Split::ALL {
+        let ids = out.run.split(s).unwrap().image_ids;
+        assert!(!ids.contains(&bad_train) && !ids.contains(&bad_test), "{s}");
+    }
+    let log = std::fs::read_to_string(out.run.log_file()).unwrap();
+    assert!(
+        log.contains("left out 2 image(s)") && log.contains(&bad_test),
+        "{log}"
+    );
+    let mdirs = w.root.join("data_manifests");
+    let opt = muxmed::eval::predictions::EvalOptions {
+        resamples: 20,
+        ..Default::default()
+    };
+    let k = key(Split::Test, Checkpoint::Best, false);
+    let r =
+        muxmed::eval::run_eval::evaluate_run(out.run.root(), &mdirs, k, &opt, Some("cpu")).unwrap();
+    let all_test = load_split(&mdir, Split::Test).unwrap().len();
+    assert_eq!(r.evaluation.n_images, all_test - 1);
+    // The box benchmark: a box on the skipped test image is outside the run's split, one on
+    // a readable test image is scored.
+    let header = std::fs::read_to_string(w.root.join("synth/BBox_List_2017.csv")).unwrap();
+    let header = header.lines().next().unwrap();
+    let good = out.run.split(Split::Test).unwrap().image_ids[0].clone();
+    let boxes = w.root.join("skip_boxes.csv");
+    std::fs::write(
+        &boxes,
+        format!("{header}\n{bad_test},Mass,1,1,10,10\n{good},Mass,2,2,20,20\n"),
+    )
+    .unwrap();
+    let l = muxmed::explain::localize::localize(&muxmed::explain::localize::LocalizeArgs {
+        run: out.run.root(),
+        split: Split::Test,
+        checkpoint: Checkpoint::Best,
+        boxes: Some(&boxes),
+        threshold: 0.5,
+        seed: 0,
+        device: Some("cpu"),
+    })
+    .unwrap()
+    .localization;
+    assert_eq!((l.boxes, l.boxes_outside_split), (1, 1));
+    let (html, _) = muxmed::report::report_run(out.run.root(), &mdirs, k).unwrap();
+    let md = std::fs::read_to_string(html.with_file_name("report.md")).unwrap();
+    assert!(
+        md.contains("2 image(s) of the manifest could not be read") && md.contains(&bad_train),
+        "{md}"
+    );
 }
 
 #[test]

@@ -259,6 +259,18 @@ impl Cache {
         })
     }
 
+    /// The entries `prepare` skipped as unreadable (with `skip_bad_images`).
+    pub fn skipped(&self) -> impl Iterator<Item = &Entry> {
+        self.index.entries.iter().filter(|e| e.skipped)
+    }
+
+    /// Whether `prepare` skipped this image as unreadable.
+    pub fn was_skipped(&self, image_id: &str) -> bool {
+        self.slot_of
+            .get(image_id)
+            .is_some_and(|&i| self.index.entries[i].skipped)
+    }
+
     pub fn slot(&self, image_id: &str) -> Option<usize> {
         self.slot_of
             .get(image_id)

@@ -27,6 +27,19 @@ impl SplitData {
     pub fn is_empty(&self) -> bool {
         self.image_ids.is_empty()
     }
+    /// The rows where `keep` is true.
+    pub fn select(&self, keep: &[bool]) -> SplitData {
+        let pick = |i: &usize| keep.get(*i).copied().unwrap_or(true);
+        let rows: Vec<usize> = (0..self.len()).filter(pick).collect();
+        SplitData {
+            label_names: self.label_names.clone(),
+            image_ids: rows.iter().map(|&i| self.image_ids[i].clone()).collect(),
+            paths: rows.iter().map(|&i| self.paths[i].clone()).collect(),
+            patients: rows.iter().map(|&i| self.patients[i].clone()).collect(),
+            labels: rows.iter().map(|&i| self.labels[i].clone()).collect(),
+        }
+    }
+
     /// Positive fraction of every label.
     pub fn prevalence(&self) -> Vec<f64> {
         let n = self.len().max(1) as f64;
@@ -34,6 +47,36 @@ impl SplitData {
             .map(|k| self.labels.iter().filter(|l| l[k] > 0.5).count() as f64 / n)
             .collect()
     }
+}
+
+/// Copies the split file `from` to `to` without the images in `drop` (written to a temp
+/// file and renamed); returns how many rows were left out.
+pub fn copy_split_without(
+    from: &Path,
+    to: &Path,
+    drop: &std::collections::HashSet<String>,
+) -> Result<usize, ManifestError> {
+    let f = std::fs::File::open(from).map_err(|e| merr(from, e.to_string()))?;
+    let df = ParquetReader::new(f).finish()?;
+    let ids = df
+        .column("image_id")
+        .map_err(|_| merr(from, "no column `image_id`".into()))?
+        .cast(&DataType::String)?;
+    let keep: BooleanChunked = ids
+        .str()?
+        .iter()
+        .map(|v| Some(v.is_none_or(|id| !drop.contains(id))))
+        .collect();
+    let mut kept = df.filter(&keep)?;
+    let dropped = df.height() - kept.height();
+    if let Some(dir) = to.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| merr(dir, e.to_string()))?;
+    }
+    let tmp = to.with_extension("parquet.tmp");
+    let out = std::fs::File::create(&tmp).map_err(|e| merr(&tmp, e.to_string()))?;
+    ParquetWriter::new(out).finish(&mut kept)?;
+    std::fs::rename(&tmp, to).map_err(|e| merr(to, e.to_string()))?;
+    Ok(dropped)
 }
 
 fn merr(path: &Path, message: String) -> ManifestError {

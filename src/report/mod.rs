@@ -503,6 +503,7 @@ pub fn report_run(
         facts: run_facts(&run, &cfg, &info, &manifest, &history, &key, &ev),
         warnings: constant_warning(&ev)
             .into_iter()
+            .chain(skipped_warning(&info.skipped_images))
             .chain(run_warnings(&cfg, &manifest, &key, notice.as_deref()))
             .collect(),
         published,
@@ -710,6 +711,21 @@ fn run_facts(
         ),
     ));
     facts
+}
+
+/// The images `prepare` could not read, by name, when a run left any out.
+fn skipped_warning(skipped: &[crate::run::SkippedImage]) -> Option<String> {
+    (!skipped.is_empty()).then(|| {
+        format!(
+            "{} image(s) of the manifest could not be read by `prepare` (skip_bad_images) and are left out of this run's splits: {}.",
+            skipped.len(),
+            skipped
+                .iter()
+                .map(|s| format!("{} ({} split: {})", s.image_id, s.split, s.error))
+                .collect::<Vec<_>>()
+                .join("; ")
+        )
+    })
 }
 
 fn run_warnings(

@@ -175,14 +175,21 @@ impl RunDir {
 
     /// Copies the manifest's description and its split files into the run, so the run keeps
     /// its splits whatever happens to the manifest folder later.
-    pub fn keep_splits(&self, manifest_dir: &Path) -> Result<(), RunError> {
-        let copy = |from: &Path, to: &Path| -> Result<(), RunError> {
-            let bytes = std::fs::read(from).map_err(io(from))?;
-            crate::io::write_atomic(to, &bytes).map_err(io(to))
-        };
-        copy(&manifest_dir.join("manifest.json"), &self.manifest_json())?;
+    /// Copies the manifest folder's splits into the run, without the images in `drop` (those
+    /// `prepare` skipped as unreadable), so training, evaluation, localization and
+    /// comparison all work on the images the run could read.
+    pub fn keep_splits(
+        &self,
+        manifest_dir: &Path,
+        drop: &std::collections::HashSet<String>,
+    ) -> Result<(), RunError> {
+        let from = manifest_dir.join("manifest.json");
+        let bytes = std::fs::read(&from).map_err(io(&from))?;
+        crate::io::write_atomic(&self.manifest_json(), &bytes)
+            .map_err(io(&self.manifest_json()))?;
         for s in Split::ALL {
-            copy(&dataset::split_path(manifest_dir, s), &self.split_file(s))?;
+            let to = self.split_file(s);
+            dataset::copy_split_without(&dataset::split_path(manifest_dir, s), &to, drop)?;
         }
         Ok(())
     }

@@ -28,7 +28,7 @@ mod types;
 pub use files::{RunDir, RunError};
 pub use types::{
     CheckpointMeta, EpochRow, Event, FindingAccuracy, Localization, MapSource, Patience, RunInfo,
-    SourceAccuracy, State, Status, WeightsInfo,
+    SkippedImage, SourceAccuracy, State, Status, WeightsInfo,
 };
 
 pub use crate::config::Arch;

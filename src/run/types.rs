@@ -31,6 +31,18 @@ pub struct RunInfo {
     pub train_images: usize,
     pub val_images: usize,
     pub test_images: usize,
+    /// Images of the manifest that `prepare` could not read (with `skip_bad_images`), left
+    /// out of every split of this run.
+    #[serde(default)]
+    pub skipped_images: Vec<SkippedImage>,
+}
+
+/// An image left out of a run because `prepare` could not decode it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SkippedImage {
+    pub image_id: String,
+    pub split: String,
+    pub error: String,
 }
 
 /// Where a run's starting weights came from.

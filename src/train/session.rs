@@ -168,7 +168,12 @@ fn check_run_name(name: &str) -> Result<()> {
 
 /// Creates a new run directory (refusing an existing one unless `overwrite`), with the
 /// config and the run's own copy of the manifest's splits.
-fn create_run(args: &TrainArgs, cfg: &PipelineConfig, manifest_dir: &Path) -> Result<RunDir> {
+fn create_run(
+    args: &TrainArgs,
+    cfg: &PipelineConfig,
+    manifest_dir: &Path,
+    cache: &Cache,
+) -> Result<RunDir> {
     let name = args
         .run_name
         .clone()
@@ -183,12 +188,36 @@ fn create_run(args: &TrainArgs, cfg: &PipelineConfig, manifest_dir: &Path) -> Re
     }
     std::fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
     crate::io::write_atomic(&run.config_file(), cfg.to_yaml().as_bytes())?;
-    run.keep_splits(manifest_dir)?;
+    run.keep_splits(manifest_dir, &skipped_ids(cache))?;
     Ok(run)
 }
 
-/// The cache slots of a split's images; an image missing from the cache is a named error.
+/// The images `prepare` skipped as unreadable.
+fn skipped_ids(cache: &Cache) -> std::collections::HashSet<String> {
+    cache.skipped().map(|e| e.image_id.clone()).collect()
+}
+
+/// The same, as run.json lists them.
+fn skipped_images(cache: &Cache) -> Vec<crate::run::SkippedImage> {
+    cache
+        .skipped()
+        .map(|e| crate::run::SkippedImage {
+            image_id: e.image_id.clone(),
+            split: e.split.clone(),
+            error: e.error.clone().unwrap_or_default(),
+        })
+        .collect()
+}
+
+/// The cache slots of a split's images, without those `prepare` skipped as unreadable; any
+/// other image missing from the cache is a named error.
 fn cached(cache: &Arc<Cache>, data: SplitData, split: Split) -> Result<SplitSource, TrainError> {
+    let keep: Vec<bool> = data
+        .image_ids
+        .iter()
+        .map(|id| !cache.was_skipped(id))
+        .collect();
+    let data = data.select(&keep);
     let slots = data
         .image_ids
         .iter()
@@ -378,7 +407,7 @@ impl Session {
         let (run, lock, resumed_state, mut guard) = match resume {
             Some((run, lock, state)) => (run, lock, Some(state), NewRunGuard(None)),
             None => {
-                let run = create_run(args, &cfg, &manifest_dir)?;
+                let run = create_run(args, &cfg, &manifest_dir, &cache)?;
                 let guard = NewRunGuard(Some(run.root().to_path_buf()));
                 (run.clone(), run.lock()?, None, guard)
             }
@@ -458,7 +487,15 @@ impl Session {
         let state = match resumed_state {
             Some(s) => session.restore(s)?,
             None => {
-                session.write_info(weights, arch_spec.as_ref(), threads, args, &manifest_dir)?;
+                let skipped = skipped_images(&cache);
+                session.write_info(
+                    weights,
+                    arch_spec.as_ref(),
+                    threads,
+                    args,
+                    &manifest_dir,
+                    skipped,
+                )?;
                 State::new(session.cfg.train.seed)
             }
         };
@@ -493,6 +530,7 @@ impl Session {
         threads: i32,
         args: &TrainArgs,
         manifest_dir: &Path,
+        skipped_images: Vec<crate::run::SkippedImage>,
     ) -> Result<()> {
         let k = self.labels.len() as i64;
         let resolution = self.cfg.train.resolution as i64;
@@ -533,7 +571,19 @@ impl Session {
             train_images: self.train.data.len(),
             val_images: self.val.data.len(),
             test_images,
+            skipped_images,
         };
+        if !info.skipped_images.is_empty() {
+            self.log.line(&format!(
+                "left out {} image(s) that prepare could not read (skip_bad_images): {}",
+                info.skipped_images.len(),
+                info.skipped_images
+                    .iter()
+                    .map(|s| format!("{} ({} split: {})", s.image_id, s.split, s.error))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ));
+        }
         self.run.write_info(&info)?;
         self.log.line(&format!(
             "new run: {} on {:?}, {} train / {} val images",
