@@ -315,6 +315,68 @@ fn images_prepare_skipped_are_left_out_of_the_run_and_named() {
     );
 }
 
+/// The transfer path end to end: the timm-style MUXNet-m ImageNet checkpoint (1000 classes,
+/// `../shared/fixtures/muxnet/`) imported, its head replaced by a 14-label one, and a step
+/// trained from it; the backbone starts from the imported (EMA) weights.
+#[test]
+fn an_imagenet_checkpoint_imports_gets_a_14_label_head_and_trains_a_step() {
+    let _torch = torch_lock();
+    use muxmed::model::weights::{read_torch_checkpoint, write_safetensors};
+    let w = world(40, "");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/fixtures/muxnet/timm_style_muxnet_m_imagenet.pth");
+    let ck = read_torch_checkpoint(&src).unwrap();
+    let imported: std::collections::BTreeMap<String, tch::Tensor> = ck
+        .tensors
+        .iter()
+        .map(|(k, t)| (k.clone(), t.shallow_clone()))
+        .collect();
+    assert_eq!(imported["classifier.weight"].size(), [1000, 1280]);
+    let weights = w.root.join("muxnet_m_imagenet.safetensors");
+    write_safetensors(&weights, &ck.tensors, &Default::default()).unwrap();
+    let mut a = args(
+        &w,
+        "transfer",
+        &[
+            "model.arch=muxnet_m",
+            &format!("model.weights={}", weights.display()),
+            "model.from_scratch=false",
+            "train.epochs=1",
+        ],
+    );
+    a.stop_after_steps = Some(1);
+    let out = train(&a, no_stop()).unwrap();
+    assert_eq!(out.state.opt_step, 1);
+    let info = out.run.info().unwrap();
+    assert!(!info.weights.from_scratch);
+    let mut replaced = info.weights.replaced.clone();
+    replaced.sort();
+    assert_eq!(
+        replaced,
+        [
+            "classifier.bias (file [1000] -> model [14])",
+            "classifier.weight (file [1000, 1280] -> model [14, 1280])"
+        ]
+    );
+    let last = read_safetensors(&out.run.checkpoint(Checkpoint::Last)).unwrap();
+    assert_eq!(last["classifier.weight"].size(), [14, 1280]);
+    // One AdamW step moves each backbone weight by at most the backbone's learning rate
+    // (|m̂/√v̂| ≤ 1 on the first step, plus decoupled decay lr·wd·|w|): the stem is still
+    // the imported one to that bound, and it did move.
+    let t = &a.pipeline.as_ref().unwrap().config.train;
+    let w0 = &imported["conv_stem.weight"];
+    let lr_backbone = t.lr * t.backbone_lr_factor;
+    let bound = lr_backbone * (1.0 + t.weight_decay * w0.abs().max().double_value(&[]));
+    let moved = (&last["conv_stem.weight"] - w0)
+        .abs()
+        .max()
+        .double_value(&[]);
+    assert!(
+        moved > 0.0 && moved <= bound * (1.0 + 1e-5),
+        "{moved} vs {bound}"
+    );
+}
+
 #[test]
 fn refuses_to_start_without_weights_unless_from_scratch() {
     let _torch = torch_lock();

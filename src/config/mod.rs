@@ -430,8 +430,12 @@ impl Default for TrainConfig {
             lr: 1e-3,
             backbone_lr_factor: 0.1,
             // AdamW's decay is decoupled (w -= lr * wd * w per step), so 1e-4 shrinks weights
-            // by a negligible 1e-7 per step at lr 1e-3. 0.05 is the value current fine-tuning
-            // recipes use with AdamW (DeiT, ConvNeXt and timm's fine-tuning defaults).
+            // by a negligible 1e-7 per step at lr 1e-3. 0.05 is the AdamW value of the DeiT
+            // and ConvNeXt recipes (timm's train.py defaults to 2e-5, which is next to no
+            // regularisation here). Over 10 epochs of NIH at batch 32 (~27k steps) a head
+            // weight with no gradient keeps at least e^(−27k·1e-3·0.05) ≈ 26% of itself (about
+            // half under the cosine schedule's mean lr), a backbone weight at lr × 0.1 at
+            // least 87%: a real pull towards zero that does not erase the pretrained weights.
             weight_decay: 0.05,
             warmup_epochs: 1.0,
             min_lr: 1e-6,
