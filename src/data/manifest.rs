@@ -81,6 +81,18 @@ pub struct Audit {
     /// Names in test_list.txt or train_val_list.txt that the metadata does not have.
     pub list_names_not_in_metadata: usize,
     pub list_names_not_in_metadata_examples: Vec<String>,
+    /// Images each filter dropped (`views`, `min_age`, `max_age`, `missing_images`,
+    /// `one_per_patient`), in the order they ran; only filters that dropped something.
+    #[serde(default)]
+    pub dropped: Vec<(String, usize)>,
+}
+
+impl Audit {
+    fn note_dropped(&mut self, filter: &str, n: usize) {
+        if n > 0 {
+            self.dropped.push((filter.to_string(), n));
+        }
+    }
 }
 
 /// A built manifest, before writing.
@@ -135,6 +147,94 @@ fn check_split_lists(
     audit.list_names_not_in_metadata_examples =
         unknown.iter().take(5).map(|s| s.to_string()).collect();
     Ok(())
+}
+
+/// Drops records outside `filters.views` and the age range; counts each in the audit.
+/// Returns an empty path per remaining record (filled by the image scan).
+fn filter_by_view_and_age(
+    f: &crate::config::FilterConfig,
+    records: &mut Vec<Record>,
+    audit: &mut Audit,
+) -> Vec<Option<String>> {
+    let before = records.len();
+    records.retain(|r| f.views.is_empty() || f.views.contains(&r.view));
+    audit.note_dropped("views", before - records.len());
+    let before = records.len();
+    records.retain(|r| f.min_age.is_none_or(|a| r.age >= a));
+    audit.note_dropped("min_age", before - records.len());
+    let before = records.len();
+    records.retain(|r| f.max_age.is_none_or(|a| r.age <= a));
+    audit.note_dropped("max_age", before - records.len());
+    vec![None; records.len()]
+}
+
+/// Finds every record's image by one scan; images missing on disk are an error, or with
+/// `allow_missing_images` dropped and counted. Returns the paths of the records kept.
+fn drop_missing_images(
+    d: &DataConfig,
+    src: &Sources,
+    records: &mut Vec<Record>,
+    audit: &mut Audit,
+) -> Result<Vec<Option<String>>, ManifestError> {
+    let found = if src.images.is_dir() {
+        nih::scan_images(&src.images)?
+    } else {
+        HashMap::new()
+    };
+    let mut paths: Vec<Option<String>> = records
+        .iter()
+        .map(|r| found.get(&r.image_id).map(|p| p.display().to_string()))
+        .collect();
+    let missing: Vec<&str> = records
+        .iter()
+        .zip(&paths)
+        .filter(|(_, p)| p.is_none())
+        .map(|(r, _)| r.image_id.as_str())
+        .collect();
+    audit.missing_images = missing.len();
+    audit.missing_examples = missing.iter().take(5).map(|s| s.to_string()).collect();
+    if missing.is_empty() {
+        return Ok(paths);
+    }
+    if !d.allow_missing_images {
+        return Err(ManifestError::Audit(format!(
+            "{} of {} images listed in {} are not under {} (first: {}). Point data.images at the image folder, or set data.allow_missing_images: true to drop them",
+            missing.len(),
+            records.len(),
+            src.metadata.display(),
+            src.images.display(),
+            audit.missing_examples.join(", ")
+        )));
+    }
+    audit.dropped_missing = true;
+    audit.note_dropped("missing_images", missing.len());
+    let present: Vec<bool> = paths.iter().map(|p| p.is_some()).collect();
+    let mut k = present.iter();
+    records.retain(|_| *k.next().unwrap_or(&false));
+    paths.retain(|p| p.is_some());
+    Ok(paths)
+}
+
+/// `one_per_patient`: each patient's earliest follow-up among the records left.
+fn keep_first_per_patient(
+    records: &mut Vec<Record>,
+    paths: &mut Vec<Option<String>>,
+    audit: &mut Audit,
+) {
+    let mut first: HashMap<u32, u32> = HashMap::new();
+    for r in records.iter() {
+        let e = first.entry(r.patient_id).or_insert(r.follow_up);
+        *e = (*e).min(r.follow_up);
+    }
+    let keep: Vec<bool> = records
+        .iter()
+        .map(|r| first.get(&r.patient_id) == Some(&r.follow_up))
+        .collect();
+    audit.note_dropped("one_per_patient", keep.iter().filter(|k| !**k).count());
+    let mut k = keep.iter();
+    records.retain(|_| *k.next().unwrap_or(&false));
+    let mut k = keep.iter();
+    paths.retain(|_| *k.next().unwrap_or(&false));
 }
 
 /// Assigns each record a split index (0 train, 1 val, 2 test) by the configured protocol.
@@ -343,72 +443,15 @@ pub fn build(d: &DataConfig, scan_images: bool) -> Result<Manifest, ManifestErro
         .map(|r| format!("{} (line {}): age {}", r.image_id, r.line, r.age))
         .collect();
 
-    // Filters (all off by default). `one_per_patient` keeps each patient's earliest image
-    // among those that pass the other filters, so a patient whose first image is AP still
-    // contributes a PA image under `views: [PA]`.
-    let f = &d.filters;
-    let mut keep: Vec<bool> = records
-        .iter()
-        .map(|r| {
-            (f.views.is_empty() || f.views.contains(&r.view))
-                && f.min_age.is_none_or(|a| r.age >= a)
-                && f.max_age.is_none_or(|a| r.age <= a)
-        })
-        .collect();
-    if f.one_per_patient {
-        let mut first: HashMap<u32, u32> = HashMap::new();
-        for r in records
-            .iter()
-            .zip(&keep)
-            .filter(|(_, k)| **k)
-            .map(|(r, _)| r)
-        {
-            let e = first.entry(r.patient_id).or_insert(r.follow_up);
-            *e = (*e).min(r.follow_up);
-        }
-        for (r, k) in records.iter().zip(keep.iter_mut()) {
-            *k = *k && first.get(&r.patient_id) == Some(&r.follow_up);
-        }
-    }
-    let mut k = keep.iter();
-    records.retain(|_| *k.next().unwrap_or(&false));
-
-    // Image paths, by one scan.
-    let mut paths: Vec<Option<String>> = vec![None; records.len()];
+    // Filters (all off by default), each counting what it drops; one image per patient comes
+    // last, after images missing on disk are dropped, so a patient whose first image is
+    // missing (or AP under `views: [PA]`) still contributes the first image it has.
+    let mut paths = filter_by_view_and_age(&d.filters, &mut records, &mut audit);
     if scan_images {
-        let found = if src.images.is_dir() {
-            nih::scan_images(&src.images)?
-        } else {
-            HashMap::new()
-        };
-        for (i, r) in records.iter().enumerate() {
-            paths[i] = found.get(&r.image_id).map(|p| p.display().to_string());
-        }
-        let missing: Vec<&str> = records
-            .iter()
-            .zip(&paths)
-            .filter(|(_, p)| p.is_none())
-            .map(|(r, _)| r.image_id.as_str())
-            .collect();
-        audit.missing_images = missing.len();
-        audit.missing_examples = missing.iter().take(5).map(|s| s.to_string()).collect();
-        if !missing.is_empty() {
-            if !d.allow_missing_images {
-                return Err(ManifestError::Audit(format!(
-                    "{} of {} images listed in {} are not under {} (first: {}). Point data.images at the image folder, or set data.allow_missing_images: true to drop them",
-                    missing.len(),
-                    records.len(),
-                    src.metadata.display(),
-                    src.images.display(),
-                    audit.missing_examples.join(", ")
-                )));
-            }
-            audit.dropped_missing = true;
-            let present: Vec<bool> = paths.iter().map(|p| p.is_some()).collect();
-            let mut k = present.iter();
-            records.retain(|_| *k.next().unwrap_or(&false));
-            paths.retain(|p| p.is_some());
-        }
+        paths = drop_missing_images(d, &src, &mut records, &mut audit)?;
+    }
+    if d.filters.one_per_patient {
+        keep_first_per_patient(&mut records, &mut paths, &mut audit);
     }
 
     // Splits are assigned to the images that remain after the filters and the missing-image
@@ -436,13 +479,13 @@ pub fn build(d: &DataConfig, scan_images: bool) -> Result<Manifest, ManifestErro
     audit.images = records.len();
     audit.patients = patient_split.len();
 
-    let label_idx: Vec<usize> = if f.labels.is_empty() {
+    let label_idx: Vec<usize> = if d.filters.labels.is_empty() {
         (0..LABELS.len()).collect()
     } else {
         LABELS
             .iter()
             .enumerate()
-            .filter(|(_, l)| f.labels.iter().any(|x| x == *l))
+            .filter(|(_, l)| d.filters.labels.iter().any(|x| x == *l))
             .map(|(i, _)| i)
             .collect()
     };
@@ -671,12 +714,17 @@ impl Manifest {
             out += &format!("{s:<6} {} images, {patients} patients\n", df.height());
         }
         let a = &self.info.audit;
-        if a.dropped_missing {
-            out += &format!(
-                "dropped {} images missing on disk (first: {})\n",
-                a.missing_images,
-                a.missing_examples.join(", ")
-            );
+        for (filter, n) in &a.dropped {
+            out += &match filter.as_str() {
+                "missing_images" => format!(
+                    "dropped {n} images missing on disk (first: {})\n",
+                    a.missing_examples.join(", ")
+                ),
+                "one_per_patient" => format!(
+                    "one_per_patient dropped {n} later images of patients (each keeps its first image present)\n"
+                ),
+                f => format!("filters.{f} dropped {n} images\n"),
+            };
         }
         if a.list_names_not_in_metadata > 0 {
             out += &format!(

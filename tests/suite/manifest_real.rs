@@ -421,3 +421,62 @@ fn split_lists_sharing_an_image_are_an_error_and_unknown_names_are_counted() {
     let err = build(&c, false).err().unwrap().to_string();
     assert!(err.contains("in both") && err.contains(first_test), "{err}");
 }
+
+/// `one_per_patient` with `allow_missing_images` keeps each patient's first image present on
+/// disk (the 240 real images here): a patient whose earliest follow-up is missing still
+/// contributes one. Each filter's drop is counted in the audit and printed.
+#[test]
+fn one_per_patient_keeps_the_first_image_present_on_disk_and_drops_are_counted() {
+    let mut c = cfg();
+    c.images = Some(nih().join("images"));
+    c.allow_missing_images = true;
+    c.filters.one_per_patient = true;
+    let m = build(&c, true).unwrap();
+    let on_disk: std::collections::HashSet<String> = std::fs::read_dir(nih().join("images"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let meta = nih().join("Data_Entry_2017_v2020.csv.gz");
+    let records =
+        muxmed::data::nih::parse_metadata(&muxmed::data::nih::read_text(&meta).unwrap(), &meta)
+            .unwrap();
+    let mut first: std::collections::HashMap<u32, (u32, String)> = Default::default();
+    for r in records.iter().filter(|r| on_disk.contains(&r.image_id)) {
+        let e = first
+            .entry(r.patient_id)
+            .or_insert((r.follow_up, r.image_id.clone()));
+        if r.follow_up < e.0 {
+            *e = (r.follow_up, r.image_id.clone());
+        }
+    }
+    let mut kept = std::collections::BTreeSet::new();
+    for df in m.frames.values() {
+        for id in df.column("image_id").unwrap().str().unwrap().iter() {
+            kept.insert(id.unwrap().to_string());
+        }
+    }
+    let want: std::collections::BTreeSet<String> = first.into_values().map(|(_, id)| id).collect();
+    assert_eq!(kept, want);
+    // All 240 images are of different patients, and 27 of them are not their patient's
+    // first follow-up (whose image is missing here): keeping the metadata's first follow-up
+    // and then dropping missing files would lose those 27 patients.
+    assert_eq!(want.len(), 240);
+    let present = records
+        .iter()
+        .filter(|r| on_disk.contains(&r.image_id))
+        .count();
+    assert_eq!(
+        m.info.audit.dropped,
+        [("missing_images".to_string(), records.len() - present)]
+    );
+    // The view filter's drop is counted and printed too.
+    c.filters.views = vec!["PA".into()];
+    let m = build(&c, true).unwrap();
+    let not_pa = records.iter().filter(|r| r.view != "PA").count();
+    assert_eq!(m.info.audit.dropped[0], ("views".to_string(), not_pa));
+    let text = m.summary().unwrap();
+    assert!(
+        text.contains(&format!("filters.views dropped {not_pa} images")),
+        "{text}"
+    );
+}
