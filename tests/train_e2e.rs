@@ -1721,6 +1721,18 @@ fn dicom_world(dir: &Path) -> (PathBuf, PathBuf) {
 fn generic_run_report_shows_no_published_numbers(root: &Path, run: &Path) {
     let finished = train(&resume_args_in(root, run.to_path_buf()), no_stop()).unwrap();
     assert_eq!(finished.state.status, Status::Finished);
+    // Its val split is a few images: train names the labels it cannot score reliably, at the
+    // end and in train.log.
+    let said = finished.warnings.join("\n");
+    assert!(
+        said.contains("the val split has fewer than 10 positives or negatives"),
+        "{said}"
+    );
+    let log = std::fs::read_to_string(finished.run.log_file()).unwrap();
+    assert!(
+        log.contains("warning: the val split has fewer than 10"),
+        "{log}"
+    );
     let mdirs = root.join("data_manifests");
     let opt = muxmed::eval::predictions::EvalOptions {
         resamples: 20,

@@ -111,6 +111,10 @@ fn manifest_cmd(args: &PipelineArgs, out: Option<&Path>) -> Result<ExitCode> {
         .with_context(|| format!("building the manifest for pipeline `{}`", cfg.name))?;
     m.write(&out)?;
     print!("{}", m.summary()?);
+    let val = crate::data::dataset::load_split(&out, crate::labels::Split::Val)?;
+    if let Some(w) = crate::data::dataset::thin_val_warning(&val) {
+        println!("warning: {w}");
+    }
     println!(
         "wrote {} in {:.2} s",
         out.display(),

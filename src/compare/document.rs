@@ -8,7 +8,7 @@ use super::stats::{human, signed, Comparison, InputSummary, Pair};
 use super::{HTML_FILE, MD_FILE};
 use crate::metrics::paired::AucTest;
 use crate::report::plots::Figure;
-use crate::report::{esc, html_figures, html_head, md_figures, FEW_POSITIVES};
+use crate::report::{esc, few_of_a_class, html_figures, html_head, md_figures};
 
 /// A table: header and rows of cells, written as Markdown or HTML.
 struct Table {
@@ -130,10 +130,9 @@ fn inputs_table(c: &Comparison) -> Table {
 /// for a stable AUROC.
 fn positives(c: &Comparison, k: usize) -> String {
     let n = c.inputs.first().map_or(0, |i| i.per_label[k].positives);
-    if n < FEW_POSITIVES {
-        format!("{n} (too few: unreliable)")
-    } else {
-        n.to_string()
+    match few_of_a_class(n, c.n_images) {
+        Some(few) => format!("{n} ({few}: unreliable)"),
+        None => n.to_string(),
     }
 }
 

@@ -40,6 +40,29 @@ impl SplitData {
         }
     }
 
+    /// Labels with fewer than `min` positives or negatives here, as "Label (p positives, n
+    /// negatives)", for warnings: on such a split the label's AUROC, and any model selection
+    /// resting on it, is unreliable (undefined with one class).
+    pub fn thin_labels(&self, min: usize) -> Vec<String> {
+        (0..self.label_names.len())
+            .filter_map(|k| {
+                let pos = self.labels.iter().filter(|l| l[k] > 0.5).count();
+                let neg = self.len() - pos;
+                (pos < min || neg < min).then(|| {
+                    let what = if pos == 0 || neg == 0 {
+                        ": one class only, AUROC undefined"
+                    } else {
+                        ""
+                    };
+                    format!(
+                        "{} ({pos} positives, {neg} negatives{what})",
+                        self.label_names[k]
+                    )
+                })
+            })
+            .collect()
+    }
+
     /// Positive fraction of every label.
     pub fn prevalence(&self) -> Vec<f64> {
         let n = self.len().max(1) as f64;
@@ -77,6 +100,19 @@ pub fn copy_split_without(
     ParquetWriter::new(out).finish(&mut kept)?;
     std::fs::rename(&tmp, to).map_err(|e| merr(to, e.to_string()))?;
     Ok(dropped)
+}
+
+/// The val split's labels with too few positives or negatives to choose a model by.
+pub fn thin_val_warning(val: &SplitData) -> Option<String> {
+    let thin = val.thin_labels(crate::metrics::FEW_OF_A_CLASS);
+    (!thin.is_empty()).then(|| {
+        format!(
+            "the val split has fewer than {} positives or negatives for {} label(s): {}. Their val AUROC is unreliable, and model selection by val mean AUROC rests on the other labels for any that is undefined",
+            crate::metrics::FEW_OF_A_CLASS,
+            thin.len(),
+            thin.join(", ")
+        )
+    })
 }
 
 fn merr(path: &Path, message: String) -> ManifestError {

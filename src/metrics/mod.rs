@@ -235,6 +235,10 @@ pub fn mean_defined(values: &[Option<f64>]) -> Option<f64> {
 
 /// Outputs that carry no ranking at all (a diverged or dead model): every label's scores
 /// spread over less than 1e-6, or every defined AUROC exactly 0.5. `s[i][k]`.
+/// Below this many positives, or negatives, a label's AUROC (and a model choice resting on
+/// it) is unreliable: each rank among so few images moves the AUROC by more than 1/n.
+pub const FEW_OF_A_CLASS: usize = 10;
+
 pub fn constant_outputs(s: &[Vec<f64>], aurocs: &[Option<f64>]) -> bool {
     let k = s.first().map_or(0, Vec::len);
     let flat = (0..k).all(|j| {

@@ -161,12 +161,8 @@ fn table_rows(ev: &Evaluation) -> Vec<Vec<String>> {
                 m.n.to_string(),
                 m.positives.to_string(),
                 fmt(m.auroc),
-                if m.positives < FEW_POSITIVES && m.auroc.is_some() {
-                    format!(
-                        "{} (only {} positives: unreliable)",
-                        fmt_ci(m.auroc_ci),
-                        m.positives
-                    )
+                if let (Some(few), Some(_)) = (few_of_a_class(m.positives, m.n), m.auroc) {
+                    format!("{} ({few}: unreliable)", fmt_ci(m.auroc_ci))
                 } else {
                     fmt_ci(m.auroc_ci)
                 },
@@ -181,8 +177,20 @@ fn table_rows(ev: &Evaluation) -> Vec<Vec<String>> {
         .collect()
 }
 
-/// Below this many positives a label's AUROC and interval are flagged as unreliable.
-pub(crate) const FEW_POSITIVES: usize = 10;
+/// "only 3 positives" (or negatives, or both) when a label has fewer than
+/// [`crate::metrics::FEW_OF_A_CLASS`] of either class among `n` images; None otherwise.
+pub(crate) fn few_of_a_class(positives: usize, n: usize) -> Option<String> {
+    let few = crate::metrics::FEW_OF_A_CLASS;
+    let negatives = n.saturating_sub(positives);
+    match (positives < few, negatives < few) {
+        (false, false) => None,
+        (true, false) => Some(format!("only {positives} positives")),
+        (false, true) => Some(format!("only {negatives} negatives")),
+        (true, true) => Some(format!(
+            "only {positives} positives and {negatives} negatives"
+        )),
+    }
+}
 
 const HEADERS: [&str; 9] = [
     "label",
@@ -774,6 +782,20 @@ fn run_warnings(
 
 #[cfg(test)]
 mod tests {
+    /// A label with plenty of positives but 5 negatives among 55 images is as unreliable as
+    /// one with 5 positives: both are flagged, and a balanced one is not.
+    #[test]
+    fn few_positives_or_few_negatives_are_both_flagged() {
+        use super::few_of_a_class;
+        assert_eq!(few_of_a_class(50, 55).as_deref(), Some("only 5 negatives"));
+        assert_eq!(few_of_a_class(5, 55).as_deref(), Some("only 5 positives"));
+        assert_eq!(
+            few_of_a_class(3, 8).as_deref(),
+            Some("only 3 positives and 5 negatives")
+        );
+        assert_eq!(few_of_a_class(10, 20), None);
+    }
+
     #[test]
     fn base64_matches_rfc4648_vectors() {
         for (i, o) in [

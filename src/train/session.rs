@@ -418,6 +418,9 @@ impl Session {
         let labels = run.manifest()?.labels;
         let train = cached(&cache, run.split(Split::Train)?, Split::Train)?;
         let val = cached(&cache, run.split(Split::Val)?, Split::Val)?;
+        let warnings: Vec<String> = crate::data::dataset::thin_val_warning(&val.data)
+            .into_iter()
+            .collect();
         let mut log = Log {
             file: std::fs::OpenOptions::new()
                 .create(true)
@@ -427,6 +430,9 @@ impl Session {
         };
         if let Some(n) = &notice {
             log.line(n);
+        }
+        for w in &warnings {
+            log.line(&format!("warning: {w}"));
         }
 
         let threads = threads(&cfg);
@@ -480,7 +486,7 @@ impl Session {
             log,
             checkpoints,
             notice,
-            warnings: vec![],
+            warnings,
             last_save: std::time::Instant::now(),
             _lock: lock,
         };

@@ -191,3 +191,60 @@ fn split_fractions_move_the_random_patient_split() {
     let e = build(&c, true).err().expect("refused").to_string();
     assert!(e.contains("data.test_fraction"), "{e}");
 }
+
+/// `muxmed manifest` names the labels whose val split has fewer than 10 positives or
+/// negatives (here 2 and 2 of each on 4 val images; a label with no negatives in val says
+/// its AUROC is undefined).
+#[test]
+fn manifest_names_labels_the_val_split_cannot_score() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dataset(dir.path(), true, 20);
+    // Every val row (i = 6, 7, 16, 17) gets Nodule: no negatives left for it in val.
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let edited: Vec<String> = text
+        .lines()
+        .enumerate()
+        .map(|(n, l)| {
+            if n > 0 && l.ends_with(",val") {
+                let f: Vec<&str> = l.split(',').collect();
+                format!("{},Nodule|Opacity,{},val", f[0], f[2])
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    std::fs::write(&csv, edited.join("\n") + "\n").unwrap();
+    let yaml = dir.path().join("g.yaml");
+    std::fs::write(
+        &yaml,
+        format!(
+            "name: g\ndata:\n  generic:\n    csv: {}\n    labels: [Nodule, Opacity]\n",
+            csv.display()
+        ),
+    )
+    .unwrap();
+    let out = crate::muxmed()
+        .args(["manifest", "--pipeline"])
+        .arg(&yaml)
+        .arg("--out")
+        .arg(dir.path().join("m"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(
+            "warning: the val split has fewer than 10 positives or negatives for 2 label(s)"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("Nodule (4 positives, 0 negatives: one class only, AUROC undefined)")
+            && text.contains("Opacity (4 positives, 0 negatives"),
+        "{text}"
+    );
+}
