@@ -253,7 +253,7 @@ fn images_prepare_skipped_are_left_out_of_the_run_and_named() {
     let mdir = w.root.join("data_manifests/tiny");
     let (bad_train, _) = first_of(&mdir, Split::Train);
     let (bad_test, _) = first_of(&mdir, Split::Test);
-    let out = train(&args(&w, "skip", &[&skip[0], "train.epochs=1"]), no_stop()).unwrap();
+    let out = train(&args(&w, "skip", &[skip[0], "train.epochs=1"]), no_stop()).unwrap();
     assert_eq!(out.state.status, Status::Finished);
     let info = out.run.info().unwrap();
     let names: Vec<&str> = info

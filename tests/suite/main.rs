@@ -25,6 +25,7 @@ mod report_figures;
 mod search;
 mod synth_data;
 #[path = "../common/tolerance.rs"]
+#[allow(dead_code)]
 mod tolerance;
 
 /// The `muxmed` binary, run from the crate's folder as a user of the README runs it.
