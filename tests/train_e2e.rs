@@ -38,6 +38,17 @@ fn world(images: usize, extra_yaml: &str) -> World {
 /// A tiny world whose manifest is built, then `edit` runs on the manifest folder (to damage
 /// files, say), then `prepare` runs with the pipeline and `overrides`.
 fn world_with(images: usize, extra_yaml: &str, overrides: &[&str], edit: impl Fn(&Path)) -> World {
+    world_of_size(images, 64, extra_yaml, overrides, edit)
+}
+
+/// `world_with` on synthetic images of `size` × `size` pixels.
+fn world_of_size(
+    images: usize,
+    size: u32,
+    extra_yaml: &str,
+    overrides: &[&str],
+    edit: impl Fn(&Path),
+) -> World {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
     write(
@@ -45,7 +56,7 @@ fn world_with(images: usize, extra_yaml: &str, overrides: &[&str], edit: impl Fn
         &SynthOptions {
             images,
             patients: None,
-            size: 64,
+            size,
             seed: 1,
             test_fraction: 0.2,
             overwrite: false,
@@ -375,6 +386,60 @@ fn an_imagenet_checkpoint_imports_gets_a_14_label_head_and_trains_a_step() {
         moved > 0.0 && moved <= bound * (1.0 + 1e-5),
         "{moved} vs {bound}"
     );
+}
+
+/// Higher-resolution training (320-512 pixels, where current ChestX-Ray14 single models are)
+/// works once `augment.working_size` is raised: the cache holds 320-pixel images, training and
+/// evaluation feed 320-pixel batches, and the run is labelled and counted at 320.
+#[test]
+fn training_at_320_works_once_the_working_size_is_raised() {
+    let _torch = torch_lock();
+    use muxmed::eval::predictions::EvalOptions;
+    use muxmed::eval::run_eval::evaluate_run;
+    let at_320 = [
+        "augment.working_size=320",
+        "augment.train=[{random_resized_crop: {size: 320, scale: [0.8, 1.0]}}, to_rgb, normalize_imagenet]",
+        "train.resolution=320",
+        "train.epochs=1",
+        "train.batch_size=8",
+    ];
+    let w = world_of_size(24, 384, "", &at_320, |_| {});
+    let mdir = w.root.join("data_manifests/tiny");
+    let cfg = config::load(&w.pipeline, &at_320.map(String::from))
+        .unwrap()
+        .config;
+    let cache = muxmed::data::cache::Cache::open(&mdir, &cfg.augment).unwrap();
+    assert!(muxmed::data::cache::cache_dir(&mdir, &cfg.augment).ends_with("cache_320_u8"));
+    let first = cache.image(0);
+    assert_eq!((first.h, first.w), (320, 320));
+    let out = train(&args(&w, "r320", &at_320), no_stop()).unwrap();
+    assert_eq!(out.state.status, Status::Finished);
+    let info = out.run.info().unwrap();
+    let resolved = out.run.config().unwrap();
+    assert_eq!(resolved.train.resolution, 320);
+    // Multiply-adds grow with the pixel count: the run counts them at 320, 25x the 64-pixel
+    // count (to the rounding of strided layers' output sizes).
+    let arch = muxmed::config::Arch::Json(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/archs/muxnet_demo.json"),
+    );
+    let at_64 = muxmed::model::count::count_arch(&arch, 14, 64)
+        .unwrap()
+        .madds as f64;
+    let ratio = info.madds.unwrap() as f64 / at_64;
+    assert!((ratio - 25.0).abs() < 1.0, "{ratio}");
+    let opt = EvalOptions {
+        resamples: 20,
+        ..Default::default()
+    };
+    let r = evaluate_run(
+        out.run.root(),
+        &w.root.join("data_manifests"),
+        key(Split::Test, Checkpoint::Best, false),
+        &opt,
+        Some("cpu"),
+    )
+    .unwrap();
+    assert_eq!(r.evaluation.n_images, info.test_images);
 }
 
 #[test]
