@@ -442,6 +442,62 @@ fn training_at_320_works_once_the_working_size_is_raised() {
     assert_eq!(r.evaluation.n_images, info.test_images);
 }
 
+/// `--overwrite` takes the old run's lock first and refuses while its holder lives; a start
+/// that cannot build its model removes nothing of the old run; a run stopped before its first
+/// checkpoint says how to start again, at `--resume` and at a fresh start alike.
+#[test]
+fn overwrite_respects_the_lock_and_a_bad_start_removes_nothing() {
+    let _torch = torch_lock();
+    let w = world(40, "");
+    let one = ["train.epochs=1"];
+    let out = train(&args(&w, "x", &one), no_stop()).unwrap();
+    let last = out.run.checkpoint(Checkpoint::Last);
+    let before = std::fs::read(&last).unwrap();
+    let overwrite = |extra: &[&str]| {
+        let mut a = args(&w, "x", &[one.as_slice(), extra].concat());
+        a.overwrite = true;
+        train(&a, no_stop())
+            .err()
+            .map(|e| format!("{e:#}"))
+            .unwrap_or_default()
+    };
+    // A live holder (this process) of run.lock.
+    let pid = std::process::id();
+    std::fs::write(out.run.lock_file(), format!("{pid}\n")).unwrap();
+    let e = overwrite(&[]);
+    assert!(e.contains(&format!("held by process {pid}")), "{e}");
+    assert_eq!(std::fs::read(&last).unwrap(), before);
+    std::fs::remove_file(out.run.lock_file()).unwrap();
+    // An architecture libtorch could not run: refused by block and option, nothing removed.
+    let arch = w.root.join("bad.json");
+    let good = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/archs/muxnet_demo.json"),
+    )
+    .unwrap();
+    std::fs::write(&arch, good.replace("_sr0.5_", "_sr1.5_")).unwrap();
+    let e = overwrite(&[&format!("model.arch={}", arch.display())]);
+    assert!(e.contains("sr1.5 must lie strictly between 0 and 1"), "{e}");
+    assert_eq!(std::fs::read(&last).unwrap(), before);
+    assert!(out.run.root().join("state.json").is_file());
+    // Stopped before its first checkpoint: one message says what to do.
+    let y = w.root.join("reports/y");
+    std::fs::create_dir_all(&y).unwrap();
+    std::fs::copy(out.run.config_file(), y.join("config.resolved.yaml")).unwrap();
+    let e = format!(
+        "{:#}",
+        train(&resume_args(&w, y.clone()), no_stop()).err().unwrap()
+    );
+    assert!(e.contains("interrupted before its first checkpoint"), "{e}");
+    assert!(e.contains("--run-name y --overwrite"), "{e}");
+    let log = std::fs::read_to_string(y.join("train.log")).unwrap();
+    assert!(log.contains("resume refused: "), "{log}");
+    let e = format!(
+        "{:#}",
+        train(&args(&w, "y", &one), no_stop()).err().unwrap()
+    );
+    assert!(e.contains("interrupted before its first checkpoint"), "{e}");
+}
+
 #[test]
 fn refuses_to_start_without_weights_unless_from_scratch() {
     let _torch = torch_lock();
@@ -521,43 +577,47 @@ fn pos_weight_is_negatives_over_positives() {
 #[test]
 fn sigint_finishes_the_step_writes_a_checkpoint_and_says_how_to_resume() {
     let w = world(200, "");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_muxmed"))
-        .current_dir(&w.root)
-        .args(["train", "--pipeline"])
-        .arg(&w.pipeline)
-        .args(["--run-name", "sig", "--set", "train.epochs=20"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Wait for the first logged steps, then interrupt.
-    let events = w.root.join("reports/sig/events.jsonl");
-    let t = std::time::Instant::now();
-    while !events.is_file() && t.elapsed().as_secs() < 120 {
-        std::thread::sleep(std::time::Duration::from_millis(100));
+    // The shell's convention: 128 + the signal's number.
+    for (sig, code) in [("INT", 130), ("TERM", 143)] {
+        let name = format!("sig{sig}");
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_muxmed"))
+            .current_dir(&w.root)
+            .args(["train", "--pipeline"])
+            .arg(&w.pipeline)
+            .args(["--run-name", &name, "--set", "train.epochs=20"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Wait for the first logged steps, then interrupt.
+        let run = w.root.join("reports").join(&name);
+        let events = run.join("events.jsonl");
+        let t = std::time::Instant::now();
+        while !events.is_file() && t.elapsed().as_secs() < 120 {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        assert!(events.is_file(), "training never logged a step");
+        std::process::Command::new("kill")
+            .args([&format!("-{sig}"), &child.id().to_string()])
+            .status()
+            .unwrap();
+        let status = child.wait().unwrap();
+        let out = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            status.code(),
+            Some(code),
+            "SIG{sig}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("muxmed train --resume"), "{stdout}");
+        let state: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(run.join("state.json")).unwrap())
+                .unwrap();
+        assert_eq!(state["status"], "interrupted");
+        assert!(state["opt_step"].as_u64().unwrap() >= 2);
+        read_safetensors(&run.join("last.safetensors")).unwrap();
     }
-    assert!(events.is_file(), "training never logged a step");
-    std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let status = child.wait().unwrap();
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        status.code(),
-        Some(130),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(stdout.contains("muxmed train --resume"), "{stdout}");
-    let state: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(w.root.join("reports/sig/state.json")).unwrap(),
-    )
-    .unwrap();
-    assert_eq!(state["status"], "interrupted");
-    assert!(state["opt_step"].as_u64().unwrap() >= 2);
-    read_safetensors(&w.root.join("reports/sig/last.safetensors")).unwrap();
 }
 
 #[test]
@@ -950,6 +1010,28 @@ fn localize_and_explain(w: &World, run: &RunDir) {
         .unwrap()
         .contains("has changed since the run's manifest was built"));
     assert_eq!(m.localization.boxes_outside_split, 1);
+    // A box reaching beyond its 64x64 image (NIH's 1024-pixel coordinates, say) is refused by
+    // its line, never scored.
+    let first_test = rows[0].split(',').next().unwrap();
+    let far = w.root.join("far.csv");
+    std::fs::write(&far, format!("{text}{first_test},Mass,604,460,80,80\n")).unwrap();
+    let e = localize(&LocalizeArgs {
+        run: run.root(),
+        split: Split::Test,
+        checkpoint: Checkpoint::Best,
+        boxes: Some(&far),
+        threshold: 0.5,
+        seed: 0,
+        device: Some("cpu"),
+    })
+    .err()
+    .map(|e| format!("{e:#}"))
+    .unwrap_or_default();
+    let line = text.lines().count() + 1;
+    assert!(
+        e.contains(&format!("line {line}:")) && e.contains("beyond its 64x64 image"),
+        "{e}"
+    );
     // explain: two labels of one test image, and an unknown label refused by name.
     use muxmed::explain::heatmaps::{explain, Choice, ExplainArgs};
     let img = synth
@@ -977,6 +1059,23 @@ fn localize_and_explain(w: &World, run: &RunDir) {
     assert!(npy.starts_with(b"\x93NUMPY"));
     // The header is padded to 64 bytes; then 64 x 64 f32 (the synthetic images' size).
     assert_eq!(npy.len(), 128 + 64 * 64 * 4);
+    // Two inputs sharing a stem (a PNG and a JPEG of it) get pictures and maps of their own.
+    let jpg = w.root.join(img.file_stem().unwrap()).with_extension("jpg");
+    image::open(&img).unwrap().to_luma8().save(&jpg).unwrap();
+    let e = explain(&ExplainArgs {
+        checkpoint: &run.root().join("best.safetensors"),
+        images: &[img.clone(), jpg.clone()],
+        choice: Choice::Labels(vec!["Mass".into()]),
+        out: &out,
+        device: Some("cpu"),
+    })
+    .unwrap();
+    let pictures: std::collections::HashSet<&str> =
+        e.explained.iter().map(|x| x.picture.as_str()).collect();
+    let maps: std::collections::HashSet<&str> =
+        e.explained.iter().map(|x| x.map.as_str()).collect();
+    assert_eq!((e.explained.len(), pictures.len(), maps.len()), (2, 2, 2));
+    assert!(pictures.iter().all(|p| Path::new(p).is_file()));
     let err = explain(&ExplainArgs {
         checkpoint: &run.root().join("best.safetensors"),
         images: std::slice::from_ref(&img),

@@ -111,6 +111,9 @@ fn manifest_cmd(args: &PipelineArgs, out: Option<&Path>) -> Result<ExitCode> {
         .with_context(|| format!("building the manifest for pipeline `{}`", cfg.name))?;
     m.write(&out)?;
     print!("{}", m.summary()?);
+    for s in m.empty_splits() {
+        println!("warning: the {s} split is empty: `train` needs train and val images, `evaluate` needs the split it scores");
+    }
     let val = crate::data::dataset::load_split(&out, crate::labels::Split::Val)?;
     if let Some(w) = crate::data::dataset::thin_val_warning(&val) {
         println!("warning: {w}");

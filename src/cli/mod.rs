@@ -50,8 +50,49 @@ pub fn with_torch() -> ExitCode {
     let cli = Cli::parse();
     finish(match commands::run(&cli.command) {
         Some(result) => result,
-        None => torch::run(&cli.command),
+        None => catching_libtorch(|| torch::run(&cli.command)),
     })
+}
+
+/// libtorch reports a failure with a C++ exception, which tch's non-`f_` calls turn into a
+/// panic. A panic on the main thread becomes an error (one line: libtorch's message without
+/// its C++ stack) and exit status 1, never a backtrace and status 101. Panics on other
+/// threads are printed as before; their joins report them.
+#[cfg(feature = "torch")]
+fn catching_libtorch(f: impl FnOnce() -> anyhow::Result<ExitCode>) -> anyhow::Result<ExitCode> {
+    use std::sync::{Arc, Mutex};
+    let caught: Arc<Mutex<Option<String>>> = Arc::default();
+    let previous = Arc::new(std::panic::take_hook());
+    {
+        let (caught, previous) = (caught.clone(), previous.clone());
+        std::panic::set_hook(Box::new(move |info| {
+            if std::thread::current().name() == Some("main") {
+                let at = info
+                    .location()
+                    .map(|l| format!(" ({l})"))
+                    .unwrap_or_default();
+                let text = crate::model::device::panic_message(info.payload());
+                *caught.lock().unwrap_or_else(|e| e.into_inner()) = Some(format!("{text}{at}"));
+            } else {
+                previous(info);
+            }
+        }));
+    }
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    drop(std::panic::take_hook());
+    match result {
+        Ok(r) => r,
+        Err(payload) => {
+            let text = caught
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take()
+                .unwrap_or_else(|| crate::model::device::panic_message(payload.as_ref()));
+            Err(anyhow::anyhow!(
+                "libtorch failed: {text}; this is a defect in muxmed: please report it with the command"
+            ))
+        }
+    }
 }
 
 /// The exit status of a command, its error chain printed on one line.

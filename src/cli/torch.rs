@@ -406,12 +406,7 @@ fn train_cmd(
 ) -> Result<ExitCode> {
     use crate::run::Status;
     use crate::train::{train, TrainArgs};
-    use std::sync::atomic::AtomicBool;
-    use std::sync::Arc;
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, stop.clone()).context("installing the signal handler")?;
-    }
+    let (stop, signal) = stop_on_signals()?;
     let args = TrainArgs {
         pipeline: if resume.is_some() {
             None
@@ -452,7 +447,7 @@ fn train_cmd(
             s.opt_step,
             out.run.root().display()
         );
-        return Ok(ExitCode::from(130));
+        return Ok(interrupted_status(&signal));
     }
     if !out.best_per_label.is_empty() {
         let row = s.history.iter().find(|h| Some(h.epoch) == s.best_epoch);
@@ -491,12 +486,7 @@ fn search_run(
 ) -> Result<ExitCode> {
     use crate::search::engine::End;
     use crate::search::run::{default_dir, run, SearchArgs};
-    use std::sync::atomic::AtomicBool;
-    use std::sync::Arc;
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, stop.clone()).context("installing the signal handler")?;
-    }
+    let (stop, signal) = stop_on_signals()?;
     let loaded = load_pipeline(pipeline)?;
     let reports = PathBuf::from(REPORTS_DIR);
     let dir = match name {
@@ -538,11 +528,41 @@ fn search_run(
             name.as_ref()
                 .map_or(String::new(), |n| format!(" --name {n}"))
         );
-        return Ok(ExitCode::from(130));
+        return Ok(interrupted_status(&signal));
     }
     println!(
         "choose from the front: muxmed search select {}",
         o.dir.root().display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// A stop flag set by SIGINT or SIGTERM (the work in progress finishes its step and writes a
+/// checkpoint), and which of the two arrived.
+fn stop_on_signals() -> Result<(
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+)> {
+    use std::sync::atomic::{AtomicBool, AtomicUsize};
+    use std::sync::Arc;
+    let stop = Arc::new(AtomicBool::new(false));
+    let which = Arc::new(AtomicUsize::new(0));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_usize(sig, which.clone(), sig as usize)
+            .context("installing the signal handler")?;
+        signal_hook::flag::register(sig, stop.clone()).context("installing the signal handler")?;
+    }
+    Ok((stop, which))
+}
+
+/// The shell's convention for a process stopped by a signal: 128 + its number (130 for
+/// SIGINT, 143 for SIGTERM).
+fn interrupted_status(which: &std::sync::atomic::AtomicUsize) -> ExitCode {
+    let sig = which.load(std::sync::atomic::Ordering::SeqCst);
+    let sig = if sig == 0 {
+        signal_hook::consts::SIGINT as usize
+    } else {
+        sig
+    };
+    ExitCode::from(128 + sig as u8)
 }

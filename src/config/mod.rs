@@ -537,22 +537,30 @@ pub struct LoadedPipeline {
     pub overrides: Vec<String>,
 }
 
-/// Resolves `--pipeline NAME`: an existing path is taken as is; otherwise
-/// `<pipelines_dir>/NAME.yaml`.
+/// Resolves `--pipeline NAME`: a bare name (no folder, no extension) is
+/// `<pipelines_dir>/NAME.yaml` when that exists, so a folder `./NAME` beside it does not
+/// shadow it; otherwise an existing file path is taken as is, then `<pipelines_dir>/NAME.yaml`.
 pub fn resolve_pipeline_path(name: &str, pipelines_dir: &Path) -> Result<PathBuf, ConfigError> {
     let as_path = PathBuf::from(name);
+    let candidate = pipelines_dir.join(format!("{name}.yaml"));
+    let bare = !name.contains(['/', '\\']) && as_path.extension().is_none();
+    if bare && candidate.is_file() {
+        return Ok(candidate);
+    }
     if as_path.is_file() {
         return Ok(as_path);
+    }
+    if candidate.is_file() {
+        return Ok(candidate);
     }
     if as_path.is_dir() {
         return Err(ConfigError::Io {
             path: as_path,
-            source: std::io::Error::other("is a folder, not a pipeline YAML file"),
+            source: std::io::Error::other(format!(
+                "is a folder, not a pipeline YAML file, and {} does not exist",
+                candidate.display()
+            )),
         });
-    }
-    let candidate = pipelines_dir.join(format!("{name}.yaml"));
-    if candidate.is_file() {
-        return Ok(candidate);
     }
     let mut available: Vec<String> = std::fs::read_dir(pipelines_dir)
         .map(|rd| {
@@ -602,6 +610,20 @@ pub fn parse(text: &str, path: &Path, overrides: &[String]) -> Result<PipelineCo
         return Err(ConfigError::Syntax {
             path: path.to_path_buf(),
             message: "the file is empty: a pipeline needs at least `name:` (see pipelines/chestxray.yaml for every key)".into(),
+        });
+    }
+    // YAML indents with spaces only; the parser reports a tab at the line before it.
+    if let Some(n) = text.lines().position(|l| {
+        l.chars()
+            .take_while(|c| c.is_whitespace())
+            .any(|c| c == '\t')
+    }) {
+        return Err(ConfigError::Syntax {
+            path: path.to_path_buf(),
+            message: format!(
+                "line {}: a tab in the indentation (YAML indents with spaces only)",
+                n + 1
+            ),
         });
     }
     let mut value: Value = {

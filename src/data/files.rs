@@ -60,6 +60,9 @@ pub fn decode_to(inputs: &[PathBuf], out: &Path) -> Result<DecodeOutcome, std::i
     use rayon::prelude::*;
     let (files, mut failed) = gather(inputs).map_err(std::io::Error::other)?;
     std::fs::create_dir_all(out)?;
+    let out_real = out.canonicalize()?;
+    // Every input, as the file system names it: no output may be written over one.
+    let sources: HashSet<PathBuf> = files.iter().filter_map(|f| f.canonicalize().ok()).collect();
     let mut owner: HashMap<String, PathBuf> = HashMap::new();
     let mut jobs = Vec::new();
     for f in files {
@@ -67,6 +70,20 @@ pub fn decode_to(inputs: &[PathBuf], out: &Path) -> Result<DecodeOutcome, std::i
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
+        let over_input = ["safetensors", "png"]
+            .map(|ext| out_real.join(format!("{stem}.{ext}")))
+            .into_iter()
+            .find(|o| sources.contains(o));
+        if let Some(o) = over_input {
+            failed.push((
+                f.clone(),
+                format!(
+                    "its output {} would overwrite an input (decode into another folder)",
+                    o.display()
+                ),
+            ));
+            continue;
+        }
         match owner.get(&stem) {
             Some(first) => failed.push((
                 f.clone(),

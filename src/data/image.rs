@@ -82,11 +82,15 @@ pub fn decode_with_origin(bytes: &[u8], path: &Path) -> Result<(Gray, Origin), I
         path: path.to_path_buf(),
         message,
     };
-    let img = ImageReader::new(std::io::Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| derr(e.to_string()))?
-        .decode()
-        .map_err(|e| derr(e.to_string()))?;
+    let img = if is_jpeg(bytes) {
+        decode_jpeg(bytes).map_err(derr)?
+    } else {
+        ImageReader::new(std::io::Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(|e| derr(e.to_string()))?
+            .decode()
+            .map_err(|e| derr(e.to_string()))?
+    };
     let mut g = to_gray(img);
     let significant = if g.bits == 16 {
         png_significant_bits(bytes)
@@ -101,6 +105,86 @@ pub fn decode_with_origin(bytes: &[u8], path: &Path) -> Result<(Gray, Origin), I
         significant,
     };
     Ok((g, origin))
+}
+
+/// Whether the bytes start with JPEG's start-of-image marker.
+fn is_jpeg(bytes: &[u8]) -> bool {
+    bytes.starts_with(&[0xFF, 0xD8, 0xFF])
+}
+
+/// The largest side muxmed decodes: a header declaring more is refused before any pixel is
+/// allocated (a chest X-ray is at most about 4,300 pixels a side).
+pub const MAX_SIDE: usize = 30_000;
+
+/// Decodes a JPEG with every decoder warning an error (zune-jpeg's strict mode): a truncated
+/// file, a marker inside the entropy-coded data or extra bytes between headers mean the
+/// pixels are not what the file was meant to hold. The EXIF orientation is applied, so the
+/// image is the way up a viewer shows it.
+fn decode_jpeg(bytes: &[u8]) -> Result<DynamicImage, String> {
+    use image::ImageDecoder;
+    use zune_core::bytestream::ZCursor;
+    use zune_core::colorspace::ColorSpace;
+    let header = |strict: bool| {
+        zune_core::options::DecoderOptions::default()
+            .set_strict_mode(strict)
+            .set_max_width(MAX_SIDE)
+            .set_max_height(MAX_SIDE)
+    };
+    let mut probe = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), header(true));
+    probe.decode_headers().map_err(|e| format!("JPEG: {e}"))?;
+    let gray = probe.input_colorspace() == Some(ColorSpace::Luma);
+    let out = if gray {
+        ColorSpace::Luma
+    } else {
+        ColorSpace::RGB
+    };
+    let mut dec = zune_jpeg::JpegDecoder::new_with_options(
+        ZCursor::new(bytes),
+        header(true).jpeg_set_out_colorspace(out),
+    );
+    let pixels = dec.decode().map_err(|e| format!("JPEG: {e}"))?;
+    if !ends_its_scans(bytes) {
+        return Err("JPEG: the data ends before its end-of-image marker (truncated file?)".into());
+    }
+    let info = dec
+        .info()
+        .ok_or_else(|| "JPEG: no image header".to_string())?;
+    let (w, h) = (u32::from(info.width), u32::from(info.height));
+    let bad_len = format!("JPEG: {} bytes decoded for {w}x{h}", pixels.len());
+    let mut img = if gray {
+        image::GrayImage::from_raw(w, h, pixels).map(DynamicImage::ImageLuma8)
+    } else {
+        image::RgbImage::from_raw(w, h, pixels).map(DynamicImage::ImageRgb8)
+    }
+    .ok_or(bad_len)?;
+    let mut reader = image::codecs::jpeg::JpegDecoder::new(std::io::Cursor::new(bytes))
+        .map_err(|e| format!("JPEG: {e}"))?;
+    let orientation = reader.orientation().map_err(|e| format!("JPEG: {e}"))?;
+    img.apply_orientation(orientation);
+    Ok(img)
+}
+
+/// Whether an end-of-image marker (FF D9) follows the first start-of-scan. Segments before
+/// the scan are skipped by their lengths (an EXIF thumbnail's own markers are inside them);
+/// in scan data a 0xFF byte is stuffed as FF 00, so FF D9 there is the marker itself.
+fn ends_its_scans(bytes: &[u8]) -> bool {
+    let mut i = 2;
+    while i + 4 <= bytes.len() {
+        if bytes[i] != 0xFF {
+            return false;
+        }
+        let marker = bytes[i + 1];
+        if marker == 0xFF {
+            i += 1;
+            continue;
+        }
+        if marker == 0xDA {
+            return bytes[i..].windows(2).any(|w| w == [0xFF, 0xD9]);
+        }
+        let len = u16::from_be_bytes([bytes[i + 2], bytes[i + 3]]) as usize;
+        i += 2 + len;
+    }
+    false
 }
 
 /// The grey (or first colour) channel's significant bits from a PNG's sBIT chunk, when the
@@ -218,6 +302,95 @@ mod tests {
         // 1 and 2 differ at 16 bits but would collapse to the same 8-bit value.
         assert!(g.data[1] > 0.0 && g.data[2] > g.data[1]);
         assert_eq!(g.data[3], 1.0);
+    }
+
+    fn jpeg_of(img: &DynamicImage) -> Vec<u8> {
+        let mut out = Vec::new();
+        img.write_to(
+            &mut std::io::Cursor::new(&mut out),
+            image::ImageFormat::Jpeg,
+        )
+        .unwrap();
+        out
+    }
+
+    /// A gray gradient with structure in every 8x8 block, so each block codes bits.
+    fn textured(w: u32, h: u32) -> DynamicImage {
+        DynamicImage::ImageLuma8(image::GrayImage::from_fn(w, h, |x, y| {
+            image::Luma([((x * 7 + y * 13) % 251) as u8])
+        }))
+    }
+
+    #[test]
+    fn a_truncated_jpeg_is_an_error_naming_the_file() {
+        let whole = jpeg_of(&textured(64, 64));
+        let half = &whole[..whole.len() / 2];
+        let e = decode_bytes(half, Path::new("cut.jpg")).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.starts_with("cut.jpg: cannot decode"), "{msg}");
+        // The end-of-image marker alone missing is an early end of data too.
+        let e = decode_bytes(&whole[..whole.len() - 2], Path::new("noeoi.jpg"));
+        assert!(e.is_err(), "a JPEG without its end marker was accepted");
+    }
+
+    #[test]
+    fn whole_jpegs_decode_as_the_image_crate_decodes_them() {
+        let gray = textured(40, 24);
+        let rgb = DynamicImage::ImageRgb8(image::RgbImage::from_fn(40, 24, |x, y| {
+            image::Rgb([(x * 6) as u8, (y * 10) as u8, ((x + y) * 3) as u8])
+        }));
+        for img in [gray, rgb] {
+            let bytes = jpeg_of(&img);
+            let ours = decode_bytes(&bytes, Path::new("a.jpg")).unwrap();
+            let theirs = to_gray(image::load_from_memory(&bytes).unwrap());
+            assert_eq!(ours, theirs);
+        }
+    }
+
+    /// Inserts an EXIF APP1 segment with one IFD entry, Orientation (0x0112) = `o`, after SOI.
+    fn with_exif_orientation(jpeg: &[u8], o: u16) -> Vec<u8> {
+        let mut tiff = b"MM\0\x2a\0\0\0\x08".to_vec();
+        tiff.extend_from_slice(&1u16.to_be_bytes()); // one entry
+        tiff.extend_from_slice(&0x0112u16.to_be_bytes());
+        tiff.extend_from_slice(&3u16.to_be_bytes()); // SHORT
+        tiff.extend_from_slice(&1u32.to_be_bytes()); // count
+        tiff.extend_from_slice(&o.to_be_bytes());
+        tiff.extend_from_slice(&[0, 0]); // value padding
+        tiff.extend_from_slice(&0u32.to_be_bytes()); // no next IFD
+        let mut app1 = b"Exif\0\0".to_vec();
+        app1.extend_from_slice(&tiff);
+        let mut out = jpeg[..2].to_vec();
+        out.extend_from_slice(&[0xFF, 0xE1]);
+        out.extend_from_slice(&((app1.len() + 2) as u16).to_be_bytes());
+        out.extend_from_slice(&app1);
+        out.extend_from_slice(&jpeg[2..]);
+        out
+    }
+
+    #[test]
+    fn exif_orientation_is_applied() {
+        // 32 wide, 16 high: the left half black, the right half white.
+        let img = DynamicImage::ImageLuma8(image::GrayImage::from_fn(32, 16, |x, _| {
+            image::Luma([if x < 16 { 0 } else { 255 }])
+        }));
+        let bytes = with_exif_orientation(&jpeg_of(&img), 6);
+        let g = decode_bytes(&bytes, Path::new("rot.jpg")).unwrap();
+        // Orientation 6: the stored image is shown turned 90° clockwise, so it stands 16 wide
+        // and 32 high, and the stored left column (black) becomes the top row.
+        assert_eq!((g.width, g.height), (16, 32));
+        let at = |x: u32, y: u32| g.data[(y * g.width + x) as usize];
+        assert!(
+            at(8, 4) < 0.1 && at(8, 28) > 0.9,
+            "{} {}",
+            at(8, 4),
+            at(8, 28)
+        );
+        // Orientation 1 leaves it as stored.
+        let g = decode_bytes(
+            &with_exif_orientation(&jpeg_of(&img), 1),
+            Path::new("a.jpg"),
+        );
+        assert_eq!((g.as_ref().unwrap().width, g.unwrap().height), (32, 16));
     }
 
     #[test]

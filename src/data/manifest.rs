@@ -787,11 +787,36 @@ impl Manifest {
     /// (the prepared caches) is kept: a cache whose manifest is unchanged stays usable, and
     /// a stale one is refused by name when opened. A symlinked `out` stays a symlink: the
     /// files are renamed into its target one by one, `manifest.json` last.
+    /// The splits without an image.
+    pub fn empty_splits(&self) -> Vec<Split> {
+        Split::ALL
+            .into_iter()
+            .filter(|s| self.frames.get(s.as_str()).is_none_or(|f| f.height() == 0))
+            .collect()
+    }
+
     pub fn write(&mut self, out: &Path) -> Result<(), ManifestError> {
         let werr = |message: String| ManifestError::Write {
             path: out.to_path_buf(),
             message,
         };
+        // A manifest without images (a header-only metadata file, filters that drop
+        // everything) is refused before anything is written, so a good manifest is never
+        // replaced by it. One empty split is allowed (a test-only set to score a model on)
+        // and named by `empty_splits`; `train` refuses an empty train or val split.
+        if self.empty_splits().len() == Split::ALL.len() {
+            let from: Vec<String> = self
+                .info
+                .sources
+                .values()
+                .map(|src| src.path.clone())
+                .collect();
+            return Err(ManifestError::Audit(format!(
+                "every split would be empty (built from {}); nothing was written to {}",
+                from.join(", "),
+                out.display()
+            )));
+        }
         let link = std::fs::symlink_metadata(out).is_ok_and(|m| m.file_type().is_symlink());
         if out.exists() && !out.is_dir() {
             return Err(werr("is a file, not a folder: give --out a folder".into()));

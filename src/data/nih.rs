@@ -261,8 +261,13 @@ pub struct BBox {
     pub y: f64,
     pub w: f64,
     pub h: f64,
+    /// The line of the box file it was read from.
+    pub line: usize,
 }
 
+/// Reads a box list (`Image Index, Finding Label, x, y, w, h`). A box with a value that is
+/// not a finite number, a negative corner or a width or height that is not positive is an
+/// error naming its line: such a box cannot be scored, and NaN fields would compare as hits.
 pub fn parse_bboxes(text: &str, path: &Path) -> Result<Vec<BBox>, NihError> {
     let row_err = |line: usize, message: String| NihError::Row {
         path: path.to_path_buf(),
@@ -296,14 +301,26 @@ pub fn parse_bboxes(text: &str, path: &Path) -> Result<Vec<BBox>, NihError> {
                 .parse::<f64>()
                 .map_err(|_| row_err(line, format!("`{}` is not a number", f[k])))
         };
-        out.push(BBox {
+        let b = BBox {
             image_id: f[0].trim().to_string(),
             label,
             x: num(2)?,
             y: num(3)?,
             w: num(4)?,
             h: num(5)?,
-        });
+            line,
+        };
+        let finite = [b.x, b.y, b.w, b.h].iter().all(|v| v.is_finite());
+        if !finite || b.x < 0.0 || b.y < 0.0 || b.w <= 0.0 || b.h <= 0.0 {
+            return Err(row_err(
+                line,
+                format!(
+                    "the box (x {}, y {}, w {}, h {}) is not a box: x and y must be finite and at least 0, w and h finite and positive",
+                    b.x, b.y, b.w, b.h
+                ),
+            ));
+        }
+        out.push(b);
     }
     Ok(out)
 }
@@ -432,5 +449,19 @@ mod tests {
         let b = parse_bboxes(text, &p()).unwrap();
         assert_eq!(LABELS[b[0].label], "Infiltration");
         assert_eq!((b[0].x, b[0].h), (1.0, 4.0));
+    }
+
+    #[test]
+    fn boxes_that_are_not_boxes_are_refused_by_line() {
+        let head = "Image Index,Finding Label,Bbox [x,y,w,h],,,\n00013118_008.png,Mass,1,2,3,4\n";
+        for bad in ["NaN,2,3,4", "1,2,-3,4", "1,2,3,0", "-1,2,3,4", "1,inf,3,4"] {
+            let text = format!("{head}00013118_008.png,Mass,{bad}\n");
+            let e = parse_bboxes(&text, &p()).unwrap_err().to_string();
+            assert!(
+                e.contains("line 3") && e.contains("is not a box"),
+                "{bad}: {e}"
+            );
+        }
+        assert_eq!(parse_bboxes(head, &p()).unwrap()[0].line, 2);
     }
 }

@@ -75,6 +75,35 @@ fn stem(p: &Path) -> String {
         .unwrap_or_else(|| "image".into())
 }
 
+/// The name each image's outputs start with: its stem when no other input shares it, else
+/// the stem and extension (`good_png`, `good_jpg`), and when even that is shared (one name
+/// in two folders) a number after it. Every input gets a name of its own.
+fn output_stems(images: &[PathBuf]) -> Vec<String> {
+    use std::collections::{HashMap, HashSet};
+    let mut per_stem: HashMap<String, usize> = HashMap::new();
+    for p in images {
+        *per_stem.entry(stem(p)).or_default() += 1;
+    }
+    let mut taken: HashSet<String> = HashSet::new();
+    let mut names = Vec::with_capacity(images.len());
+    for p in images {
+        let base = if per_stem[&stem(p)] == 1 {
+            stem(p)
+        } else {
+            let ext = p.extension().map(|e| e.to_string_lossy().into_owned());
+            format!("{}_{}", stem(p), ext.unwrap_or_default())
+        };
+        let mut name = base.clone();
+        let mut k = 2;
+        while !taken.insert(name.clone()) {
+            name = format!("{base}_{k}");
+            k += 1;
+        }
+        names.push(name);
+    }
+    names
+}
+
 pub fn explain(a: &ExplainArgs) -> Result<ExplainOutcome> {
     if let Choice::Top(0) = a.choice {
         bail!("--top must be at least 1");
@@ -87,9 +116,10 @@ pub fn explain(a: &ExplainArgs) -> Result<ExplainOutcome> {
     let mut explained = Vec::new();
     let mut failed = Vec::new();
     let bar = crate::progress::Progress::new(a.images.len() as u64, "explain");
-    for (i, path) in a.images.iter().enumerate() {
+    let names = output_stems(a.images);
+    for (i, (path, name)) in a.images.iter().zip(&names).enumerate() {
         bar.set(i as u64, a.images.len() as u64, &path.display().to_string());
-        match explain_one(&ex, path, &a.choice, a.out) {
+        match explain_one(&ex, path, name, &a.choice, a.out) {
             Ok(mut e) => explained.append(&mut e),
             Err(e) => failed.push((path.clone(), format!("{e:#}"))),
         }
@@ -112,7 +142,13 @@ pub fn explain(a: &ExplainArgs) -> Result<ExplainOutcome> {
     })
 }
 
-fn explain_one(ex: &Explainer, path: &Path, choice: &Choice, out: &Path) -> Result<Vec<Explained>> {
+fn explain_one(
+    ex: &Explainer,
+    path: &Path,
+    name: &str,
+    choice: &Choice,
+    out: &Path,
+) -> Result<Vec<Explained>> {
     let p = ex.prepare(path)?;
     let cams = ex.cams(&[&p.input])?;
     let (maps, probs) = (&cams.maps[0], &cams.probs[0]);
@@ -121,7 +157,7 @@ fn explain_one(ex: &Explainer, path: &Path, choice: &Choice, out: &Path) -> Resu
     for k in chosen(choice, &ex.meta.labels, probs)? {
         let label = &ex.meta.labels[k];
         let original = p.geometry.to_original(&maps[k]);
-        let name = format!("{}_{label}", stem(path));
+        let name = format!("{name}_{label}");
         let picture = out.join(format!("{name}.png"));
         let npy = out.join(format!("{name}_map.npy"));
         let title = format!("{label}: p = {:.3}", probs[k]);
@@ -147,6 +183,24 @@ fn explain_one(ex: &Explainer, path: &Path, choice: &Choice, out: &Path) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inputs_sharing_a_stem_get_names_of_their_own() {
+        let images: Vec<PathBuf> = [
+            "imgs/good.png",
+            "imgs/good.jpg",
+            "imgs/good.dcm",
+            "a/x.png",
+            "b/x.png",
+            "solo.png",
+        ]
+        .map(PathBuf::from)
+        .to_vec();
+        assert_eq!(
+            output_stems(&images),
+            ["good_png", "good_jpg", "good_dcm", "x_png", "x_png_2", "solo"]
+        );
+    }
 
     #[test]
     fn top_k_takes_the_most_probable_and_names_are_checked() {

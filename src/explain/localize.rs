@@ -49,6 +49,8 @@ struct Target {
     image: usize,
     class: usize,
     truth: Rect,
+    /// The box file's line.
+    line: usize,
 }
 
 /// Every box's outcome under each map source.
@@ -98,6 +100,7 @@ fn targets(image_ids: &[String], boxes: &[BBox], labels: &[String]) -> Targets {
             image,
             class,
             truth: Rect::from_xywh(b.x, b.y, b.w, b.h),
+            line: b.line,
         });
     }
     t
@@ -160,7 +163,8 @@ pub fn localize(a: &LocalizeArgs) -> Result<LocalizeOutcome> {
         })
         .collect::<Result<_>>()?;
 
-    let scored = score_all(&ex, &paths, targets, a)?;
+    let scored = score_all(&ex, &paths, targets, a)
+        .with_context(|| format!("scoring the boxes of {}", boxes_path.display()))?;
     let localization = summarise(
         a,
         &boxes_path,
@@ -213,7 +217,8 @@ fn score_image(
     targets: Vec<Target>,
     a: &LocalizeArgs,
 ) -> Result<Vec<Scored>> {
-    let w = p.geometry.original.0;
+    let (w, h) = p.geometry.original;
+    check_inside(&targets, w, h)?;
     let (iw, ih) = p.geometry.input;
     let th = a.threshold as f32;
     let centre = detect(&p.geometry.to_original(&centre_prior(iw, ih)), w, th);
@@ -240,6 +245,25 @@ fn score_image(
             }
         })
         .collect())
+}
+
+/// Boxes are in the image file's pixel coordinates: one reaching beyond the image (by more
+/// than half a pixel of rounding) is an error naming its line, never a silent miss. NIH's
+/// boxes are in the 1024-pixel space of its original files: images stored smaller need
+/// boxes scaled to them.
+fn check_inside(targets: &[Target], w: usize, h: usize) -> Result<()> {
+    let (wf, hf) = (w as f64 + 0.5, h as f64 + 0.5);
+    match targets.iter().find(|t| t.truth.x1 > wf || t.truth.y1 > hf) {
+        None => Ok(()),
+        Some(t) => bail!(
+            "line {}: the box ({}, {}) to ({}, {}) reaches beyond its {w}x{h} image (boxes are in the image file's pixels; NIH's are in its 1024-pixel originals)",
+            t.line,
+            t.truth.x0,
+            t.truth.y0,
+            t.truth.x1,
+            t.truth.y1
+        ),
+    }
 }
 
 /// Runs Grad-CAM over the boxed images in batches and scores every box under each source.

@@ -85,3 +85,43 @@ pub fn load_into(
         Ok(())
     })
 }
+
+/// The message of a panic raised by a tch call that libtorch failed in, on one line: the
+/// `Torch("...")` text without `unwrap`'s wrapper and without libtorch's C++ stack
+/// ("Exception raised from ..."), which tch's Debug output keeps with escaped newlines.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    let text = payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown panic");
+    let inner = text.find("Torch(\"").map_or(text, |i| &text[i + 7..]);
+    let cut = [
+        "\\nException raised from",
+        "\nException raised from",
+        "\\n",
+        "\n",
+    ]
+    .iter()
+    .filter_map(|m| inner.find(m))
+    .min()
+    .unwrap_or(inner.len());
+    inner[..cut].trim().trim_end_matches(['"', ')']).to_string()
+}
+
+#[cfg(test)]
+mod panic_tests {
+    #[test]
+    fn a_libtorch_panic_is_its_first_line() {
+        let text = String::from(
+            "called `Result::unwrap()` on an `Err` value: Torch(\"Kernel size can't be greater than actual input size\\nException raised from check_shape_forward at Convolution.cpp:770\\nframe #0: ...\")",
+        );
+        let payload: Box<dyn std::any::Any + Send> = Box::new(text);
+        assert_eq!(
+            super::panic_message(payload.as_ref()),
+            "Kernel size can't be greater than actual input size"
+        );
+        let plain: Box<dyn std::any::Any + Send> = Box::new("index out of range");
+        assert_eq!(super::panic_message(plain.as_ref()), "index out of range");
+    }
+}

@@ -17,6 +17,30 @@ pub enum Network {
     DenseNet121(Box<DenseNet121>),
 }
 
+/// Builds `arch` on the CPU and runs one `resolution`-pixel image through it, so a network
+/// libtorch cannot run is refused before a run is created, or an old one removed. A libtorch
+/// failure inside the pass comes back as its message.
+pub fn check_runs(arch: &Arch, num_classes: i64, resolution: i64) -> Result<(), String> {
+    let vs = nn::VarStore::new(tch::Device::Cpu);
+    let net = Network::build(&vs.root(), arch, num_classes, 0.0, HeadInit::PytorchDefault)
+        .map_err(|e| e.to_string())?;
+    let x = Tensor::f_zeros(
+        [1, 3, resolution, resolution],
+        (tch::Kind::Float, tch::Device::Cpu),
+    )
+    .map_err(|e| e.to_string())?;
+    let pass = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        tch::no_grad(|| net.forward_t(&x, false).size())
+    }));
+    match pass {
+        Ok(size) if size == [1, num_classes] => Ok(()),
+        Ok(size) => Err(format!(
+            "it gives outputs of shape {size:?}, not [1, {num_classes}]"
+        )),
+        Err(p) => Err(super::device::panic_message(p.as_ref())),
+    }
+}
+
 /// The classifier's variables are `classifier.*`; everything else is backbone.
 pub fn is_head_key(name: &str) -> bool {
     name.starts_with("classifier.")

@@ -102,6 +102,7 @@ pub fn decode_block(s: &str) -> Result<BlockArgs, SpecError> {
     };
     let (mut have_r, mut have_k, mut have_s, mut have_c, mut have_e) =
         (false, false, false, false, false);
+    let mut seen = std::collections::HashSet::new();
     for op in ops {
         if op == "noskip" {
             args.noskip = true;
@@ -122,9 +123,16 @@ pub fn decode_block(s: &str) -> Result<BlockArgs, SpecError> {
             .find(|c: char| c.is_ascii_digit())
             .ok_or_else(|| bad(format!("option `{op}` has no value")))?;
         let (key, value) = op.split_at(cut);
+        if !seen.insert(key) {
+            return Err(bad(format!(
+                "option `{key}` is given twice (the second, `{op}`, would silently win)"
+            )));
+        }
         let num = |v: &str| -> Result<f64, SpecError> {
             v.parse::<f64>()
-                .map_err(|_| bad(format!("option `{op}`: `{v}` is not a number")))
+                .ok()
+                .filter(|x| x.is_finite())
+                .ok_or_else(|| bad(format!("option `{op}`: `{v}` is not a finite number")))
         };
         let int = |v: &str| -> Result<i64, SpecError> {
             v.parse::<i64>()
@@ -176,6 +184,7 @@ pub fn decode_block(s: &str) -> Result<BlockArgs, SpecError> {
     if args.kernels.iter().any(|k| *k < 1 || k % 2 == 0) {
         return Err(bad("kernel sizes must be odd and positive".into()));
     }
+    check_ranges(&args).map_err(bad)?;
     if let Some(sc) = &args.scales {
         let mut distinct = sc.clone();
         distinct.sort();
@@ -188,6 +197,46 @@ pub fn decode_block(s: &str) -> Result<BlockArgs, SpecError> {
         }
     }
     Ok(args)
+}
+
+/// The ranges the network can be built with, checked when the block string is read: each
+/// message names the option (the caller names the block).
+fn check_ranges(a: &BlockArgs) -> Result<(), String> {
+    if a.exp_ratio <= 0.0 {
+        return Err(format!(
+            "e{} must be positive (the expansion ratio)",
+            a.exp_ratio
+        ));
+    }
+    if let Some(se) = a.se_ratio {
+        if !(0.0..=1.0).contains(&se) {
+            return Err(format!(
+                "se{se} must lie in [0, 1] (squeeze-excitation ratio)"
+            ));
+        }
+    }
+    if !(a.split_ratio > 0.0 && a.split_ratio < 1.0) {
+        return Err(format!(
+            "sr{} must lie strictly between 0 and 1 (the share of channels an `sp` block processes)",
+            a.split_ratio
+        ));
+    }
+    if a.shuffle_groups < 1 {
+        return Err(format!(
+            "sg{} must be at least 1 (shuffle groups)",
+            a.shuffle_groups
+        ));
+    }
+    if a.dw_group_factor < 1 {
+        return Err(format!(
+            "dwg{} must be at least 1 (channels per group)",
+            a.dw_group_factor
+        ));
+    }
+    if a.stride > 2 {
+        return Err(format!("s{} must be 1 or 2 (MUXNet's strides)", a.stride));
+    }
+    Ok(())
 }
 
 /// An architecture in the form of `../shared/fixtures/muxnet/*.arch.json`.
@@ -541,6 +590,32 @@ mod tests {
             "ir_r1_k3_s1_ex_c8",
         ] {
             assert!(decode_block(s).is_err(), "{s} should fail");
+        }
+    }
+
+    #[test]
+    fn out_of_range_and_repeated_options_are_refused_by_name() {
+        for (s, says) in [
+            (
+                "sp_r1_k3_s1_e4_c24_sr1.5",
+                "sr1.5 must lie strictly between 0 and 1",
+            ),
+            (
+                "sp_r1_k3_s1_e4_c24_sr0",
+                "sr0 must lie strictly between 0 and 1",
+            ),
+            ("ir_r1_k3_s1_e0_c24", "e0 must be positive"),
+            ("ir_r1_k3_s1_e4_c24_se1.5", "se1.5 must lie in [0, 1]"),
+            ("sp_r1_k3_s1_e4_c24_sg0", "sg0 must be at least 1"),
+            ("sp_r1_k3_s1_e4_c24_dwg0", "dwg0 must be at least 1"),
+            ("ir_r1_k3_s3_e4_c24", "s3 must be 1 or 2"),
+            ("ir_r1_k3_s1_e1e999_c24", "is not a finite number"),
+            ("ir_r1_k3_s1_e4_c24_s2", "option `s` is given twice"),
+            ("ir_r1_k3_s1_e4_c24_s1", "option `s` is given twice"),
+        ] {
+            let e = decode_block(s).unwrap_err().to_string();
+            assert!(e.starts_with(&format!("block string `{s}`:")), "{e}");
+            assert!(e.contains(says), "{s}: {e}");
         }
     }
 

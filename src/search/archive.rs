@@ -145,7 +145,86 @@ pub struct Archive {
     pub generations: Vec<Generation>,
 }
 
+/// `what` is a finite number in `range`, or an error naming it.
+fn in_range(what: &str, v: f64, range: std::ops::RangeInclusive<f64>) -> Result<(), String> {
+    if v.is_finite() && range.contains(&v) {
+        return Ok(());
+    }
+    Err(format!(
+        "{what} = {v} is outside [{}, {}]",
+        range.start(),
+        range.end()
+    ))
+}
+
 impl Archive {
+    /// The ranges types cannot say: AUROCs in [0, 1], finite non-negative violations,
+    /// seconds and hypervolumes, positive bounds, a score for every `ok` candidate. A
+    /// hand-edited value outside them would be ranked and plotted as if it were measured.
+    pub fn check(&self) -> Result<(), String> {
+        let b = &self.bounds;
+        for (what, v) in [
+            ("bounds.f1", b.f1),
+            ("bounds.params", b.params),
+            ("bounds.madds", b.madds),
+        ] {
+            in_range(what, v, f64::MIN_POSITIVE..=f64::MAX)?;
+        }
+        for c in &self.candidates {
+            let name = c.name();
+            if let Some(a) = c.val_auroc {
+                in_range(&format!("candidate {name}: val_auroc"), a, 0.0..=1.0)?;
+            }
+            if c.status == CandidateStatus::Ok && c.val_auroc.is_none() {
+                return Err(format!("candidate {name}: status ok without a val_auroc"));
+            }
+            in_range(
+                &format!("candidate {name}: violation"),
+                c.violation,
+                0.0..=f64::MAX,
+            )?;
+            in_range(
+                &format!("candidate {name}: seconds"),
+                c.seconds,
+                0.0..=f64::MAX,
+            )?;
+        }
+        for g in &self.generations {
+            let what = format!("generation {}: hypervolume", g.generation);
+            in_range(&what, g.hypervolume, 0.0..=1.0)?;
+            if let Some(t) = g.surrogate_tau {
+                in_range(
+                    &format!("generation {}: surrogate_tau", g.generation),
+                    t,
+                    -1.0..=1.0,
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A finished search whose every candidate broke the budget has no front: an error that
+    /// gives the smallest candidate's counts against the budget, so the budget or the space
+    /// can be changed.
+    pub fn require_feasible(&self) -> Result<(), String> {
+        if self.candidates.iter().any(|c| c.violation == 0.0) {
+            return Ok(());
+        }
+        let Some(small) = self.candidates.iter().min_by_key(|c| (c.madds, c.params)) else {
+            return Err("the search evaluated no candidate".into());
+        };
+        let budget = |v: Option<u64>| v.map_or("none".to_string(), |b| b.to_string());
+        Err(format!(
+            "no candidate meets the budget: the smallest, {}, has {} parameters (search.max_params: {}) and {} multiply-adds (search.max_madds: {}) at {} pixels; raise the budget or narrow search.space",
+            small.name(),
+            small.params,
+            budget(self.config.max_params),
+            small.madds,
+            budget(self.config.max_madds),
+            self.count_resolution
+        ))
+    }
+
     /// Normalised objectives of the scored, feasible candidates, with their indices.
     pub fn normalised(&self) -> (Vec<usize>, Vec<Vec<f64>>) {
         let b = self.bounds;
@@ -312,6 +391,10 @@ pub fn read_archive(path: &Path) -> Result<Archive, SearchDirError> {
     let a: Archive = serde_json::from_str(&text).map_err(|e| SearchDirError::Format {
         path: path.to_path_buf(),
         message: e.to_string(),
+    })?;
+    a.check().map_err(|message| SearchDirError::Format {
+        path: path.to_path_buf(),
+        message,
     })?;
     if a.format != ARCHIVE_FORMAT {
         return Err(SearchDirError::Format {

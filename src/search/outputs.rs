@@ -147,6 +147,11 @@ pub fn front_input(
     let reference = reference.or(default_ref).ok_or_else(|| {
         OutputError::Usage("--points needs --ref r1,r2[,r3] (one value per objective)".into())
     })?;
+    if let Some(v) = reference.iter().find(|v| !v.is_finite()) {
+        return Err(OutputError::Usage(format!(
+            "--ref {v}: every reference value must be a finite number (the hypervolume is measured up to it)"
+        )));
+    }
     let dims = pts.first().map_or(reference.len(), Vec::len);
     if reference.len() != dims {
         return Err(OutputError::Usage(format!(

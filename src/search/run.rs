@@ -138,6 +138,9 @@ pub fn run(a: &SearchArgs, stop: Arc<AtomicBool>) -> Result<SearchOutcome> {
     }
     let archive = engine.archive;
     let written = write_outputs(&dir, &archive)?;
+    if end == End::Finished {
+        archive.require_feasible().map_err(|m| anyhow!(m))?;
+    }
     Ok(SearchOutcome {
         dir: dir.clone(),
         archive,

@@ -173,23 +173,73 @@ fn create_run(
     cfg: &PipelineConfig,
     manifest_dir: &Path,
     cache: &Cache,
-) -> Result<RunDir> {
+) -> Result<(RunDir, crate::io::Lock)> {
     let name = args
         .run_name
         .clone()
         .unwrap_or_else(|| default_run_name(cfg));
     let run = RunDir::new(args.reports_dir.join(name));
     let root = run.root();
-    if root.exists() {
+    let lock = if root.exists() {
         if !args.overwrite {
+            if !run.checkpoint(Checkpoint::Last).is_file() {
+                bail!("{}", before_first_checkpoint(&run));
+            }
             bail!("{} already exists: choose another --run-name, resume it with --resume, or pass --overwrite", root.display());
         }
-        std::fs::remove_dir_all(root).with_context(|| format!("removing {}", root.display()))?;
-    }
-    std::fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
+        // The old run's lock first: refused while its holder lives (naming the pid), and
+        // held from here on, so nothing else trains in the folder while it is replaced.
+        let lock = run.lock()?;
+        clear_except(root, &run.lock_file())?;
+        lock
+    } else {
+        std::fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
+        run.lock()?
+    };
     crate::io::write_atomic(&run.config_file(), cfg.to_yaml().as_bytes())?;
     run.keep_splits(manifest_dir, &skipped_ids(cache))?;
-    Ok(run)
+    Ok((run, lock))
+}
+
+/// What to say of a run folder without `last.safetensors`: a run stopped (SIGKILL, a full
+/// disk, a power cut) before its first checkpoint has nothing to resume from.
+fn before_first_checkpoint(run: &RunDir) -> String {
+    let name = run
+        .root()
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    format!(
+        "{} was interrupted before its first checkpoint (it has no last.safetensors): start it again with `muxmed train --pipeline <pipeline> --run-name {name} --overwrite`",
+        run.root().display()
+    )
+}
+
+/// Appends one timestamped line to a run's train.log.
+fn append_log(run: &RunDir, line: &str) -> std::io::Result<()> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(run.log_file())?;
+    Log { file }.line(line);
+    Ok(())
+}
+
+/// Removes everything in `dir` but the file `keep`.
+fn clear_except(dir: &Path, keep: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let p = entry?.path();
+        if p == keep {
+            continue;
+        }
+        let removed = if p.is_dir() && !p.is_symlink() {
+            std::fs::remove_dir_all(&p)
+        } else {
+            std::fs::remove_file(&p)
+        };
+        removed.with_context(|| format!("removing {}", p.display()))?;
+    }
+    Ok(())
 }
 
 /// The images `prepare` skipped as unreadable.
@@ -261,7 +311,9 @@ fn target(args: &TrainArgs) -> Result<Result<Target, Opened>> {
     let lock = run.lock()?;
     let last = run.checkpoint(Checkpoint::Last);
     if !last.is_file() {
-        bail!("{} has no last.safetensors to resume from", dir.display());
+        let why = before_first_checkpoint(&run);
+        let _ = append_log(&run, &format!("resume refused: {why}"));
+        bail!("{why}");
     }
     // The state inside last.safetensors says where to go on.
     let state = CheckpointMeta::from_metadata(&weights::read_metadata(&last)?)
@@ -312,6 +364,16 @@ fn check_start(
         crate::config::Arch::Densenet121 => None,
         a => Some(ArchSpec::of(a)?),
     };
+    if !resuming {
+        let k = crate::data::dataset::manifest_labels(manifest_dir)?.len() as i64;
+        let r = i64::from(cfg.train.resolution);
+        crate::model::network::check_runs(&cfg.model.arch, k, r).map_err(|e| {
+            anyhow!(
+                "model.arch = {}: the network cannot run on {r}x{r} images (train.resolution): {e}",
+                cfg.model.arch
+            )
+        })?;
+    }
     let cache = Arc::new(Cache::open(manifest_dir, &cfg.augment).map_err(|e| anyhow!("{e}"))?);
     cache.check_sources()?;
     if !resuming {
@@ -407,9 +469,9 @@ impl Session {
         let (run, lock, resumed_state, mut guard) = match resume {
             Some((run, lock, state)) => (run, lock, Some(state), NewRunGuard(None)),
             None => {
-                let run = create_run(args, &cfg, &manifest_dir, &cache)?;
+                let (run, lock) = create_run(args, &cfg, &manifest_dir, &cache)?;
                 let guard = NewRunGuard(Some(run.root().to_path_buf()));
-                (run.clone(), run.lock()?, None, guard)
+                (run, lock, None, guard)
             }
         };
         let notice = resumed_state

@@ -242,3 +242,34 @@ fn torchvision_densenet121_imports_and_matches_its_golden_outputs() {
         crate::tolerance::assert_close(key, &ours[key], &want[key], crate::tolerance::DENSENET121);
     }
 }
+
+/// A libtorch failure inside a command (here a 0x0 input a convolution cannot take) is one
+/// line of error and exit status 1, never a panic's backtrace and status 101.
+#[test]
+fn a_libtorch_failure_is_one_line_of_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("empty.safetensors");
+    let header = br#"{"input":{"dtype":"F32","shape":[1,3,0,0],"data_offsets":[0,0]}}"#;
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header);
+    std::fs::write(&input, bytes).unwrap();
+    let weights = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/fixtures/muxnet/muxnet_m_c14_seed0.safetensors");
+    let o = crate::muxmed()
+        .args(["model", "forward", "--arch", "muxnet_m", "--weights"])
+        .arg(&weights)
+        .arg("--input")
+        .arg(&input)
+        .arg("--output")
+        .arg(dir.path().join("out.safetensors"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.starts_with("error: libtorch failed: "), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(
+        !err.contains("frame #") && !err.contains("panicked"),
+        "{err}"
+    );
+}

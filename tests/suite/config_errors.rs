@@ -330,3 +330,41 @@ fn head_dropout_defaults_follow_the_architecture() {
     let c = parse("model:\n  arch: densenet121\n  drop_rate: 0.3\n").unwrap();
     assert_eq!(c.model.drop(), 0.3);
 }
+
+/// A folder `./covid` beside `pipelines/covid.yaml` does not shadow the pipeline: a bare name
+/// means the pipeline first; a folder alone is named with the file that was looked for.
+#[test]
+fn a_folder_does_not_shadow_a_pipeline_of_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("pipelines")).unwrap();
+    std::fs::create_dir_all(dir.path().join("covid")).unwrap();
+    std::fs::create_dir_all(dir.path().join("other")).unwrap();
+    std::fs::write(dir.path().join("pipelines/covid.yaml"), "name: covid\n").unwrap();
+    let run = |name: &str| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_muxmed"));
+        c.current_dir(dir.path())
+            .args(["config", "--pipeline", name])
+            .output()
+            .unwrap()
+    };
+    let o = run("covid");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.contains("name: covid"), "{out}");
+    let o = run("other");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("is a folder") && err.contains("other.yaml"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_tab_in_the_indentation_is_named_at_its_own_line() {
+    let text = "name: x\ntrain:\n  epochs: 3\n\tbatch_size: 8\n";
+    let msg = parse(text).unwrap_err().to_string();
+    assert!(msg.contains("line 4: a tab in the indentation"), "{msg}");
+    // A tab inside a value or comment is not indentation.
+    parse("name: x # a\tcomment\n").unwrap();
+}

@@ -304,6 +304,45 @@ fn decode_command_writes_every_good_file_and_names_each_bad_one() {
 }
 
 #[test]
+fn decode_never_writes_over_an_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("t");
+    std::fs::create_dir(&t).unwrap();
+    // A DICOM named .png (its output would be scan.png) and a PNG whose output name is that
+    // of another input (other.dcm's output other.png).
+    let scan = t.join("scan.png");
+    std::fs::copy(fixture("cr_mono2_8bit_explicit.dcm"), &scan).unwrap();
+    let other = t.join("other.dcm");
+    std::fs::copy(fixture("cr_mono2_8bit_explicit.dcm"), &other).unwrap();
+    let other_png = t.join("other.png");
+    let img = image::GrayImage::from_fn(8, 8, |x, y| image::Luma([(x * 30 + y) as u8]));
+    img.save(&other_png).unwrap();
+    let before: Vec<Vec<u8>> = [&scan, &other, &other_png]
+        .iter()
+        .map(|p| std::fs::read(p).unwrap())
+        .collect();
+    let o = crate::muxmed()
+        .arg("decode")
+        .args([&scan, &other, &other_png])
+        .arg("--output")
+        .arg(&t)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    for (p, b) in [&scan, &other, &other_png].iter().zip(&before) {
+        assert_eq!(
+            &std::fs::read(p).unwrap(),
+            b,
+            "{} was overwritten",
+            p.display()
+        );
+    }
+    assert!(stderr.contains("would overwrite an input"), "{stderr}");
+    assert!(stderr.contains("scan.png"), "{stderr}");
+    assert!(!o.status.success(), "nothing could be decoded: {stderr}");
+}
+
+#[test]
 fn a_voi_lut_sequence_comes_before_the_window() {
     use dicom_core::value::DataSetSequence;
     use dicom_core::{DataElement, PrimitiveValue, VR};

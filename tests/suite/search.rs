@@ -148,6 +148,35 @@ fn without_times(rows: &[Evaluated]) -> Vec<Evaluated> {
         .collect()
 }
 
+/// A search no candidate of which meets the budget has no front: it is an error giving the
+/// smallest candidate's counts against the budget, never an empty success.
+#[test]
+fn a_budget_no_candidate_meets_is_an_error_with_the_smallest_count() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = SearchDir::new(tmp.path().join("tight"));
+    let cfg = SearchConfig {
+        max_madds: Some(1000),
+        generations: 1,
+        ..config()
+    };
+    let (end, calls, _) = run_with(&dir, None, &cfg);
+    assert_eq!((end, calls), (End::Finished, 0));
+    let a = dir.read_archive().unwrap();
+    let smallest = a.candidates.iter().map(|c| c.madds).min().unwrap();
+    let e = a.require_feasible().unwrap_err();
+    assert!(e.starts_with("no candidate meets the budget"), "{e}");
+    assert!(
+        e.contains(&format!(
+            "{smallest} multiply-adds (search.max_madds: 1000)"
+        )),
+        "{e}"
+    );
+    // With the default budget the same check passes.
+    let ok = SearchDir::new(tmp.path().join("ok"));
+    run(&ok, None);
+    ok.read_archive().unwrap().require_feasible().unwrap();
+}
+
 #[test]
 fn a_resumed_search_equals_an_uninterrupted_one() {
     let tmp = tempfile::tempdir().unwrap();
@@ -358,6 +387,18 @@ fn search_front_cli_prints_pymoo_numbers_for_a_points_csv() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("--ref"));
+    // A reference that is not a finite number would give a hypervolume of 0 or infinity.
+    for r in ["NaN,1", "1,inf"] {
+        let out = muxmed()
+            .args(["search", "front", "--points"])
+            .arg(&bad)
+            .args(["--ref", r])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{r}: {err}");
+        assert!(err.contains("must be a finite number"), "{r}: {err}");
+    }
 }
 
 #[test]
@@ -411,6 +452,40 @@ fn search_select_and_front_read_an_archive() {
     let chosen = std::fs::read_dir(dir.selected_dir()).unwrap().count();
     assert!((2..=3).contains(&chosen));
     assert!(text.contains("muxmed train --pipeline test --set model.arch="));
+
+    // A hand-edited AUROC outside [0, 1] is refused by name when the archive is read, by
+    // `search front` and `search select` alike.
+    let mut edited: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.archive()).unwrap()).unwrap();
+    let scored = edited["candidates"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|c| c["val_auroc"].is_f64())
+        .unwrap();
+    scored["val_auroc"] = serde_json::json!(1.7);
+    let id = scored["id"].as_u64().unwrap();
+    std::fs::write(dir.archive(), serde_json::to_string(&edited).unwrap()).unwrap();
+    for args in [
+        vec![
+            "search".into(),
+            "front".into(),
+            "--archive".into(),
+            dir.archive(),
+        ],
+        vec!["search".into(), "select".into(), dir.root().to_path_buf()],
+    ] {
+        let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+        let out = muxmed().args(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{err}");
+        assert!(
+            err.contains(&format!(
+                "candidate c{id:04}: val_auroc = 1.7 is outside [0, 1]"
+            )),
+            "{err}"
+        );
+    }
 }
 
 /// Every decoded candidate builds, runs a forward pass, and has the counted parameters.

@@ -65,6 +65,40 @@ fn synthetic_dataset_passes_the_manifest_audit_and_decodes() {
     assert!(rgba >= 1, "expected a few RGBA images");
 }
 
+/// A header-only metadata file gives a manifest without images: `manifest` refuses it and
+/// the good manifest already in the folder stays as it was.
+#[test]
+fn an_empty_split_is_an_error_and_replaces_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("synth");
+    write(&root, &opts(60, 3)).unwrap();
+    let d = DataConfig {
+        root: root.clone(),
+        allow_missing_images: true,
+        ..Default::default()
+    };
+    let out = dir.path().join("manifests/x");
+    build(&d, true).unwrap().write(&out).unwrap();
+    let before: Vec<(PathBuf, Vec<u8>)> = walk(&out)
+        .into_iter()
+        .map(|p| {
+            let b = std::fs::read(&p).unwrap();
+            (p, b)
+        })
+        .collect();
+    let meta = root.join("Data_Entry_2017_v2020.csv");
+    let text = std::fs::read_to_string(&meta).unwrap();
+    std::fs::write(&meta, format!("{}\n", text.lines().next().unwrap())).unwrap();
+    let e = match build(&d, true) {
+        Ok(mut m) => m.write(&out).unwrap_err().to_string(),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains("every split would be empty"), "{e}");
+    for (p, b) in &before {
+        assert_eq!(&std::fs::read(p).unwrap(), b, "{} changed", p.display());
+    }
+}
+
 #[test]
 fn label_prevalence_follows_the_real_file() {
     // Real prevalence computed here from the real metadata (not from the generator's table).
