@@ -324,6 +324,24 @@ fn images_prepare_skipped_are_left_out_of_the_run_and_named() {
         md.contains("2 image(s) of the manifest could not be read") && md.contains(&bad_train),
         "{md}"
     );
+    // `prepare` counts the images it kept, not the manifest's.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_muxmed"))
+        .current_dir(&w.root)
+        .args(["prepare", "--pipeline"])
+        .arg(&w.pipeline)
+        .args(["--set", skip[0]])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let all = load_split(&mdir, Split::Train).unwrap().len()
+        + load_split(&mdir, Split::Val).unwrap().len()
+        + load_split(&mdir, Split::Test).unwrap().len();
+    let kept = format!("({} images, 2 skipped as unreadable)", all - 2);
+    assert!(
+        o.status.success() && stdout.contains(&kept),
+        "{kept}\n{stdout}"
+    );
+    assert_eq!(stdout.matches("skipped: ").count(), 2, "{stdout}");
 }
 
 /// The transfer path end to end: the timm-style MUXNet-m ImageNet checkpoint (1000 classes,
@@ -692,6 +710,29 @@ fn evaluate_report_and_predict_a_trained_run() {
         false
     )
     .is_err());
+    // A folder holding a FIFO named like an image: the good file is scored, the FIFO is
+    // named as a failure (it would block a reader forever).
+    let folder = w.root.join("with_fifo");
+    std::fs::create_dir(&folder).unwrap();
+    std::fs::copy(&img, folder.join("good.png")).unwrap();
+    let fifo = folder.join("pipe.png");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    let r = predict_files(
+        ModelSource::Checkpoint(&out.run.root().join("best.safetensors")),
+        std::slice::from_ref(&folder),
+        &w.root.join("fifo.csv"),
+        Some("cpu"),
+        false,
+    )
+    .unwrap();
+    assert_eq!(r.written, 1);
+    assert_eq!(r.failed.len(), 1);
+    assert!(
+        r.failed[0].0 == fifo && r.failed[0].1.contains("FIFO"),
+        "{:?}",
+        r.failed
+    );
     let pl: Vec<f64> = std::fs::read_to_string(&pcsv)
         .unwrap()
         .lines()
@@ -765,6 +806,72 @@ fn evaluate_report_and_predict_a_trained_run() {
     ] {
         assert!(html.parent().unwrap().join(f).is_file(), "{f}");
     }
+}
+
+/// `export --out` a folder (existing, or a path ending in `/`) writes `<stem>.pt` and its spec
+/// inside and leaves no temp file; the checkpoint itself is refused as a target; `predict
+/// --model` names a missing module, a missing spec and a file that is no module, each on one
+/// line.
+fn export_targets_are_checked(w: &World, best: &Path, img: &Path) {
+    use muxmed::eval::export::export;
+    let existing = w.root.join("exported");
+    let e = export(best, &existing, Some("cpu")).unwrap();
+    assert_eq!(e.model, existing.join("best.pt"));
+    assert!(existing.join("best.json").is_file());
+    let fresh = w.root.join("fresh_dir/");
+    let e = export(
+        best,
+        Path::new(&format!("{}/", fresh.display())),
+        Some("cpu"),
+    )
+    .unwrap();
+    assert_eq!(e.model, fresh.join("best.pt"));
+    let leftovers: Vec<_> = [&w.root, &existing, &fresh]
+        .iter()
+        .flat_map(|d| std::fs::read_dir(d).unwrap().flatten())
+        .filter(|f| f.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    let before = std::fs::read(best).unwrap();
+    let err = export(best, best, Some("cpu")).unwrap_err().to_string();
+    assert!(err.contains("is the checkpoint being exported"), "{err}");
+    assert_eq!(std::fs::read(best).unwrap(), before);
+    let predict = |model: &Path| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_muxmed"))
+            .arg("predict")
+            .arg("--model")
+            .arg(model)
+            .arg(img)
+            .arg("--out")
+            .arg(w.root.join("never.csv"))
+            .output()
+            .unwrap();
+        assert!(!o.status.success());
+        String::from_utf8_lossy(&o.stderr).trim().to_string()
+    };
+    let err = predict(&w.root.join("absent.pt"));
+    assert!(err.contains("absent.pt: no exported module here"), "{err}");
+    let random = w.root.join("random.pt");
+    std::fs::write(
+        &random,
+        (0..4096u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let err = predict(&random);
+    assert!(
+        err.contains("not a TorchScript module written by `muxmed export`"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    std::fs::copy(existing.join("best.pt"), w.root.join("lonely.pt")).unwrap();
+    let err = predict(&w.root.join("lonely.pt"));
+    assert!(
+        err.contains("lonely.json: cannot read the export's spec (no such file)"),
+        "{err}"
+    );
+    assert!(!w.root.join("never.csv").exists());
 }
 
 /// `muxmed export` of the run's best checkpoint: model.json says how to feed it, the module
@@ -858,6 +965,8 @@ fn export_round_trip(w: &World, run: &RunDir, img: &Path, checkpoint_csv: &Path)
         .probs
         .iter()
         .all(|(_, p)| p.iter().all(|v| (0.0..=1.0).contains(v))));
+
+    export_targets_are_checked(w, &best, img);
 
     let input = w.root.join("x.safetensors");
     tch::Tensor::write_safetensors(&[("input", &x)], &input).unwrap();

@@ -197,22 +197,28 @@ fn prepare_cmd(args: &PipelineArgs) -> Result<ExitCode> {
         bar.set(done as u64, total as u64, "")
     })?;
     bar.finish();
+    let kept = r.images - r.skipped.len();
+    let skipped = match r.skipped.len() {
+        0 => String::new(),
+        n => format!(", {n} skipped as unreadable"),
+    };
     if r.reused {
         println!(
-            "cache at {} is complete and current ({} images)",
+            "cache at {} is complete and current ({kept} images{skipped})",
             r.dir.display(),
-            r.images
         );
     } else {
         if r.resumed_from > 0 {
             println!("resumed an interrupted prepare at image {}", r.resumed_from);
         }
         println!(
-            "prepared {} images into {} in {:.1} s",
-            r.images,
+            "prepared {kept} images{skipped} into {} in {:.1} s",
             r.dir.display(),
             started.elapsed().as_secs_f64()
         );
+    }
+    for w in &r.warnings {
+        eprintln!("warning: {w}");
     }
     for s in &r.skipped {
         println!("skipped: {s}");
@@ -264,6 +270,9 @@ fn decode_cmd(files: &[PathBuf], output: &std::path::Path) -> Result<ExitCode> {
             d.how,
             d.safetensors.display()
         );
+        if let Some(w) = &d.warning {
+            eprintln!("warning: {}: {w}", d.source.display());
+        }
     }
     report_failures(&o.failed);
     println!(

@@ -202,7 +202,8 @@ enum Command {
         /// A checkpoint written by `muxmed train` (e.g. reports/RUN/best.safetensors).
         #[arg(long)]
         checkpoint: PathBuf,
-        /// The module file (model.json is written beside it, same stem).
+        /// The module file (its spec is written beside it, same stem, .json), or a folder to
+        /// write `<checkpoint stem>.pt` into.
         #[arg(long)]
         out: PathBuf,
         /// Device to trace on (the module runs on the device it is loaded to).

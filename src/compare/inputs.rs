@@ -16,12 +16,21 @@ pub enum CompareError {
     Refused(String),
     #[error("{}: {message}", path.display())]
     Input { path: PathBuf, message: String },
+    /// A reader's error that already names its file.
+    #[error("{0}")]
+    Read(String),
 }
 
+/// An input's error, naming the file once: readers that name their file are passed through.
 fn input_err(path: &Path, message: impl std::fmt::Display) -> CompareError {
-    CompareError::Input {
-        path: path.to_path_buf(),
-        message: message.to_string(),
+    let message = message.to_string();
+    if message.contains(&path.display().to_string()) {
+        CompareError::Read(message)
+    } else {
+        CompareError::Input {
+            path: path.to_path_buf(),
+            message,
+        }
     }
 }
 

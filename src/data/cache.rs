@@ -15,7 +15,7 @@ use fast_image_resize as fir;
 use rayon::prelude::*;
 
 use super::dataset::{load_split, SplitData};
-use super::image::{decode_bytes, Gray};
+use super::image::{decode_with_origin, Gray};
 use super::Split;
 use crate::config::augment::CacheDtype;
 use crate::config::AugmentConfig;
@@ -53,6 +53,9 @@ pub struct Entry {
     /// True when the source could not be decoded and `skip_bad_images` was set.
     pub skipped: bool,
     pub error: Option<String>,
+    /// A doubt about the decoded values, e.g. likely 12-bit data in a 16-bit PNG without sBIT.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
 
 /// `index.json`: what the cache holds and what it was made from.
@@ -177,9 +180,11 @@ fn prepare_item(
         sha256: format!("{:x}", Sha256::digest(&bytes)),
         skipped: false,
         error: None,
+        warning: None,
     };
-    match decode_bytes(&bytes, path) {
-        Ok(g) => {
+    match decode_with_origin(&bytes, path) {
+        Ok((g, origin)) => {
+            entry.warning = origin.warning();
             let px = to_working(&g, a.working_size);
             let out = match a.cache_dtype {
                 CacheDtype::U8 => px.iter().map(|v| narrow_to_u8(*v)).collect(),
@@ -323,10 +328,28 @@ impl Cache {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct PrepareReport {
     pub dir: PathBuf,
+    /// Images in the manifest, the skipped ones included.
     pub images: usize,
+    /// Each skipped image with its error.
     pub skipped: Vec<String>,
+    /// Each image that decoded with a doubt, with the doubt.
+    pub warnings: Vec<String>,
     pub resumed_from: usize,
     pub reused: bool,
+}
+
+/// The skipped images with their errors, and the images that decoded with a doubt.
+fn notes(entries: &[Entry]) -> (Vec<String>, Vec<String>) {
+    let skipped = entries
+        .iter()
+        .filter(|e| e.skipped)
+        .map(|e| format!("{} ({})", e.image_id, e.error.as_deref().unwrap_or("")))
+        .collect();
+    let warnings = entries
+        .iter()
+        .filter_map(|e| Some(format!("{}: {}", e.source, e.warning.as_deref()?)))
+        .collect();
+    (skipped, warnings)
 }
 
 /// Builds (or resumes, or reuses) the cache for the manifests in `manifest_dir`.
@@ -351,19 +374,15 @@ pub fn prepare_in_chunks(
         .map_err(|e| CacheError::Invalid(e.to_string()))?;
     match Cache::open(manifest_dir, a) {
         Ok(c) if c.changed_sources().is_empty() => {
+            let (skipped, warnings) = notes(&c.index.entries);
             return Ok(PrepareReport {
                 dir,
                 images: c.index.entries.len(),
-                skipped: c
-                    .index
-                    .entries
-                    .iter()
-                    .filter(|e| e.skipped)
-                    .map(|e| e.image_id.clone())
-                    .collect(),
+                skipped,
+                warnings,
                 resumed_from: 0,
                 reused: true,
-            })
+            });
         }
         Ok(c) => {
             // A source changed since the cache was built: build it again from the files.
@@ -486,11 +505,7 @@ pub fn prepare_in_chunks(
         entries.extend(chunk);
         let _ = std::fs::remove_file(&ep);
     }
-    let skipped: Vec<String> = entries
-        .iter()
-        .filter(|e| e.skipped)
-        .map(|e| format!("{} ({})", e.image_id, e.error.clone().unwrap_or_default()))
-        .collect();
+    let (skipped, warnings) = notes(&entries);
     let index = Index {
         manifest_sha256,
         working_size: a.working_size,
@@ -512,6 +527,7 @@ pub fn prepare_in_chunks(
         dir,
         images: total,
         skipped,
+        warnings,
         resumed_from,
         reused: false,
     })

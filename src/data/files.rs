@@ -5,23 +5,39 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use super::dicom::Voi;
-use super::image::{decode_with_origin, Gray, Origin};
-use super::nih::{scan_images, NihError};
+use super::image::{decode_with_origin, is_image_file, Gray, Origin};
+use super::nih::{files_under, regular_file, NihError};
 
 /// Inputs that could not be used, with the reason.
 pub type Failures = Vec<(PathBuf, String)>;
 
 /// The image files named by `inputs` (folders are scanned for PNG, JPEG and DICOM files),
-/// each once; inputs that do not exist are failures.
+/// each once; inputs that do not exist, and image names in a folder that are no regular file
+/// (a FIFO, a dangling link), are failures, so the other files are still used.
 pub fn gather(inputs: &[PathBuf]) -> Result<(Vec<PathBuf>, Failures), NihError> {
     let (mut files, mut failed) = (Vec::new(), Vec::new());
     for p in inputs {
         if p.is_dir() {
-            let mut found: Vec<PathBuf> = scan_images(p)?.into_values().collect();
+            let mut found = Vec::new();
+            for e in files_under(p)? {
+                let f = e.path();
+                if !is_image_file(&f) {
+                    continue;
+                }
+                match regular_file(&f) {
+                    Ok(()) => found.push(f),
+                    Err(why) => failed.push((f, why)),
+                }
+            }
             found.sort();
             files.extend(found);
         } else if p.is_file() {
             files.push(p.clone());
+        } else if std::fs::symlink_metadata(p).is_ok() {
+            let why = regular_file(p)
+                .err()
+                .unwrap_or_else(|| "is not a file".into());
+            failed.push((p.clone(), why));
         } else {
             failed.push((p.clone(), "does not exist".to_string()));
         }
@@ -41,6 +57,8 @@ pub struct Decoded {
     pub height: u32,
     /// What kind of file it was and how its values became [0, 1].
     pub how: String,
+    /// A doubt about the decoded values (see [`Origin::warning`]).
+    pub warning: Option<String>,
 }
 
 /// What `muxmed decode` did.
@@ -129,6 +147,7 @@ fn decode_one(f: &Path, stem: &str, out: &Path) -> Result<Decoded, String> {
         width: g.width,
         height: g.height,
         how: describe(&origin),
+        warning: origin.warning(),
     })
 }
 
@@ -137,6 +156,7 @@ fn describe(origin: &Origin) -> String {
         Origin::Raster {
             bits,
             significant: Some(s),
+            ..
         } => format!("{bits}-bit image, {s} significant bits (sBIT)"),
         Origin::Raster { bits, .. } => format!("{bits}-bit image"),
         Origin::Dicom {

@@ -17,6 +17,16 @@ pub enum ImageError {
     },
     #[error("{}: cannot decode image (truncated or corrupt?): {message}", path.display())]
     Decode { path: PathBuf, message: String },
+    #[error(
+        "{}: the header declares {width}×{height} pixels, more than the decoder's memory limit of {limit_mib} MiB allows (a chest X-ray is at most about 4,300 pixels a side)",
+        path.display()
+    )]
+    TooLarge {
+        path: PathBuf,
+        width: u32,
+        height: u32,
+        limit_mib: u64,
+    },
     #[error(transparent)]
     Dicom(#[from] DicomError),
 }
@@ -44,13 +54,41 @@ pub struct Gray {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Origin {
     /// PNG or JPEG with this many bits per sample (16-bit PNGs: `significant` from sBIT).
-    Raster { bits: u8, significant: Option<u8> },
+    /// `dim_max`: the largest sample of a 16-bit file without sBIT when it is at most
+    /// [`TWELVE_BIT_MAX`], a sign of 12-bit (or fewer) data stored raw, which decodes nearly
+    /// black.
+    Raster {
+        bits: u8,
+        significant: Option<u8>,
+        dim_max: Option<u16>,
+    },
     /// A DICOM display image: bits stored, the VOI transform, frames in the object.
     Dicom {
         bits_stored: u16,
         voi: dicom::Voi,
         frames: u32,
     },
+}
+
+/// The largest value of 12-bit data: a 16-bit PNG without sBIT whose samples stay at or
+/// below it is most likely such data stored raw.
+pub const TWELVE_BIT_MAX: u16 = 4095;
+
+impl Origin {
+    /// What the user should know about how this file decoded, if anything.
+    pub fn warning(&self) -> Option<String> {
+        match self {
+            Origin::Raster {
+                dim_max: Some(m), ..
+            } => Some(format!(
+                "16-bit PNG without an sBIT chunk whose largest sample is {m} (at most {TWELVE_BIT_MAX}): \
+                 likely 12-bit data stored raw, which decodes nearly black (max {:.3}); \
+                 an sBIT chunk of 12 makes muxmed scale it to the full range",
+                f32::from(*m) / 65535.0
+            )),
+            _ => None,
+        }
+    }
 }
 
 /// Decodes bytes already read from `path` (the path is only used in messages). A file with
@@ -85,11 +123,7 @@ pub fn decode_with_origin(bytes: &[u8], path: &Path) -> Result<(Gray, Origin), I
     let img = if is_jpeg(bytes) {
         decode_jpeg(bytes).map_err(derr)?
     } else {
-        ImageReader::new(std::io::Cursor::new(bytes))
-            .with_guessed_format()
-            .map_err(|e| derr(e.to_string()))?
-            .decode()
-            .map_err(|e| derr(e.to_string()))?
+        decode_raster(bytes, path)?
     };
     let mut g = to_gray(img);
     let significant = if g.bits == 16 {
@@ -100,11 +134,47 @@ pub fn decode_with_origin(bytes: &[u8], path: &Path) -> Result<(Gray, Origin), I
     if let Some(s) = significant {
         honour_sbit(&mut g.data, s);
     }
+    let dim_max = if g.bits == 16 && significant.is_none() {
+        let max = g.data.iter().fold(0.0f32, |m, &v| m.max(v));
+        let raw = (max * 65535.0).round() as u16;
+        (raw <= TWELVE_BIT_MAX).then_some(raw)
+    } else {
+        None
+    };
     let origin = Origin::Raster {
         bits: g.bits,
         significant,
+        dim_max,
     };
     Ok((g, origin))
+}
+
+/// Decodes a PNG (or another format the image crate knows) under its default memory limit; a
+/// header declaring more pixels than the limit allows is refused with its size.
+fn decode_raster(bytes: &[u8], path: &Path) -> Result<DynamicImage, ImageError> {
+    let derr = |e: image::ImageError| ImageError::Decode {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    let reader = || {
+        ImageReader::new(std::io::Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(|e| derr(e.into()))
+    };
+    match reader()?.decode() {
+        Ok(img) => Ok(img),
+        Err(image::ImageError::Limits(_)) => {
+            let (width, height) = reader()?.into_dimensions().map_err(derr)?;
+            let limit = image::Limits::default().max_alloc.unwrap_or(0);
+            Err(ImageError::TooLarge {
+                path: path.to_path_buf(),
+                width,
+                height,
+                limit_mib: limit >> 20,
+            })
+        }
+        Err(e) => Err(derr(e)),
+    }
 }
 
 /// Whether the bytes start with JPEG's start-of-image marker.
@@ -397,5 +467,42 @@ mod tests {
     fn corrupt_bytes_name_the_file() {
         let e = decode_bytes(b"\x89PNG\r\n\x1a\nnot really", Path::new("bad.png")).unwrap_err();
         assert!(e.to_string().starts_with("bad.png: cannot decode"), "{e}");
+    }
+
+    /// A PNG chunk: length, type, data, CRC-32 over type and data.
+    fn chunk(kind: &[u8; 4], data: &[u8]) -> Vec<u8> {
+        let mut crc = flate2::Crc::new();
+        crc.update(kind);
+        crc.update(data);
+        let mut c = (data.len() as u32).to_be_bytes().to_vec();
+        c.extend_from_slice(kind);
+        c.extend_from_slice(data);
+        c.extend_from_slice(&crc.sum().to_be_bytes());
+        c
+    }
+
+    #[test]
+    fn a_png_declaring_too_many_pixels_is_refused_with_its_size_and_the_limit() {
+        // A 30000 × 30000 8-bit grey header (900 MB of pixels against the decoder's 512 MiB)
+        // with one tiny data chunk: refused from the header, before any pixel is allocated.
+        let mut ihdr = 30_000u32.to_be_bytes().to_vec();
+        ihdr.extend_from_slice(&30_000u32.to_be_bytes());
+        ihdr.extend_from_slice(&[8, 0, 0, 0, 0]);
+        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+        png.extend(chunk(b"IHDR", &ihdr));
+        png.extend(chunk(
+            b"IDAT",
+            &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
+        ));
+        png.extend(chunk(b"IEND", &[]));
+        let e = decode_bytes(&png, Path::new("bomb.png"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("bomb.png: the header declares 30000×30000 pixels")
+                && e.contains("memory limit of 512 MiB"),
+            "{e}"
+        );
+        assert!(!e.contains("truncated or corrupt"), "{e}");
     }
 }

@@ -346,6 +346,16 @@ pub fn files_under(dir: &Path) -> Result<Vec<std::fs::DirEntry>, NihError> {
     Ok(out)
 }
 
+/// Whether `p` is a regular file (or a link to one), and why not. A FIFO would block a reader
+/// forever and a dangling link fails later: only regular files count as images.
+pub fn regular_file(p: &Path) -> Result<(), String> {
+    match std::fs::metadata(p) {
+        Ok(m) if m.is_file() => Ok(()),
+        Ok(_) => Err("is not a regular file (a FIFO, socket or device?)".into()),
+        Err(e) => Err(format!("cannot be read ({e}); a dangling symbolic link?")),
+    }
+}
+
 /// Finds every PNG/JPEG/DICOM file under `dir` by one recursive scan (NIH's `images/`, the
 /// `images_001/images/...` layout, or flat), keyed by file name. A name found twice is an
 /// error naming both places.
@@ -356,22 +366,8 @@ pub fn scan_images(dir: &Path) -> Result<HashMap<String, PathBuf>, NihError> {
         if !super::image::is_image_file(&p) {
             continue;
         }
-        // A FIFO would block a reader forever, a dangling link fails later: only regular
-        // files (or links to them) count as images.
-        match std::fs::metadata(&p) {
-            Ok(m) if m.is_file() => {}
-            Ok(_) => {
-                return Err(NihError::File {
-                    path: p,
-                    message: "is not a regular file (a FIFO, socket or device?)".into(),
-                })
-            }
-            Err(e) => {
-                return Err(NihError::File {
-                    path: p,
-                    message: format!("cannot be read ({e}); a dangling symbolic link?"),
-                })
-            }
+        if let Err(message) = regular_file(&p) {
+            return Err(NihError::File { path: p, message });
         }
         let name = e.file_name().to_string_lossy().into_owned();
         if let Some(prev) = found.insert(name.clone(), p.clone()) {

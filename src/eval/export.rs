@@ -54,8 +54,41 @@ fn run_thresholds(
     Some((t, file.display().to_string()))
 }
 
+/// Where the module goes: `out`, or `out/<checkpoint stem>.pt` when `out` is a folder (or
+/// ends with a separator). Checked before anything is written: neither the module nor its
+/// spec may be the checkpoint itself or an existing folder.
+fn module_path(checkpoint: &Path, out: &Path) -> Result<PathBuf> {
+    let as_folder = out.is_dir() || out.as_os_str().to_string_lossy().ends_with('/');
+    let out = if as_folder {
+        let stem = checkpoint.file_stem().unwrap_or_default().to_string_lossy();
+        out.join(format!("{stem}.pt"))
+    } else {
+        out.to_path_buf()
+    };
+    let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    for target in [out.clone(), ExportManifest::path_for(&out)] {
+        if target.is_dir() {
+            anyhow::bail!(
+                "{} is a folder: give --out a file name or a folder to write into",
+                target.display()
+            );
+        }
+        if same(&target, checkpoint) {
+            anyhow::bail!(
+                "{} is the checkpoint being exported: choose another --out",
+                target.display()
+            );
+        }
+    }
+    Ok(out)
+}
+
 /// Traces the checkpoint's network and writes `out` and `model.json` beside it.
 pub fn export(checkpoint: &Path, out: &Path, device: Option<&str>) -> Result<Exported> {
+    let out = &module_path(checkpoint, out)?;
     let device = pick_device(device.unwrap_or("cpu"))?;
     let loaded = load_checkpoint(checkpoint, device)?;
     let net = loaded.folded(MemoryFormat::default());

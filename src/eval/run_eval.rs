@@ -247,9 +247,10 @@ fn ready(source: ModelSource, device: Device) -> Result<Ready> {
             })
         }
         ModelSource::Exported(path) => {
+            let module = Scripted::load(path, device)?;
             let m = ExportManifest::read(&ExportManifest::path_for(path))?;
             Ok(Ready {
-                model: Box::new(Scripted::load(path, device)?),
+                model: Box::new(module),
                 labels: m.labels,
                 working_size: m.working_size,
                 cache_dtype: m.cache_dtype,

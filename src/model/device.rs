@@ -95,6 +95,17 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .map(String::as_str)
         .or_else(|| payload.downcast_ref::<&str>().copied())
         .unwrap_or("unknown panic");
+    first_line(text)
+}
+
+/// A libtorch error on one line, without its C++ stack.
+pub fn torch_error_line(e: &tch::TchError) -> String {
+    first_line(&e.to_string())
+}
+
+/// The text of a libtorch message up to its first line break (escaped or not), without
+/// tch's `Torch("...")` wrapper.
+fn first_line(text: &str) -> String {
     let inner = text.find("Torch(\"").map_or(text, |i| &text[i + 7..]);
     let cut = [
         "\\nException raised from",

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tch::{CModule, Device, Kind, Tensor};
 
+use super::device::torch_error_line;
 use super::folded::FoldedNetwork;
 use crate::config::augment::Stage;
 use crate::config::Arch;
@@ -90,8 +91,23 @@ impl ExportManifest {
     }
 
     pub fn read(path: &Path) -> Result<Self, ExportError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ferr(path, e))?;
-        let m: Self = serde_json::from_str(&text).map_err(|e| ferr(path, e))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            let why = if e.kind() == std::io::ErrorKind::NotFound {
+                "no such file".to_string()
+            } else {
+                e.to_string()
+            };
+            ferr(
+                path,
+                format!("cannot read the export's spec ({why}): `muxmed export` writes it beside the module, with the module's stem and .json"),
+            )
+        })?;
+        let m: Self = serde_json::from_str(&text).map_err(|e| {
+            ferr(
+                path,
+                format!("not an export spec written by `muxmed export` ({e})"),
+            )
+        })?;
         if m.format != EXPORT_FORMAT {
             return Err(ferr(
                 path,
@@ -163,8 +179,14 @@ pub fn trace(
     let module = CModule::create_by_tracing("MuxmedClassifier", "forward", &[x], &mut forward)
         .map_err(|e| ExportError::Trace(e.to_string()))?;
     let tmp = out.with_extension("pt.tmp");
-    module.save(&tmp).map_err(|e| ferr(&tmp, e))?;
-    std::fs::rename(&tmp, out).map_err(|e| ferr(out, e))
+    let saved = module
+        .save(&tmp)
+        .map_err(|e| ferr(&tmp, torch_error_line(&e)))
+        .and_then(|()| std::fs::rename(&tmp, out).map_err(|e| ferr(out, e)));
+    if saved.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    saved
 }
 
 /// An exported module loaded for inference.
@@ -174,7 +196,21 @@ pub struct Scripted {
 
 impl Scripted {
     pub fn load(path: &Path, device: Device) -> Result<Self, ExportError> {
-        let mut module = CModule::load_on_device(path, device).map_err(|e| ferr(path, e))?;
+        if !path.is_file() {
+            return Err(ferr(
+                path,
+                "no exported module here: `muxmed export --checkpoint RUN/best.safetensors --out FILE.pt` writes one",
+            ));
+        }
+        let mut module = CModule::load_on_device(path, device).map_err(|e| {
+            ferr(
+                path,
+                format!(
+                    "not a TorchScript module written by `muxmed export` ({})",
+                    torch_error_line(&e)
+                ),
+            )
+        })?;
         module.set_eval();
         Ok(Scripted { module })
     }

@@ -263,6 +263,29 @@ fn inputs_on_different_images_are_refused_with_the_counts() {
         s(&out),
     ]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("--names gives 1 names for 2 inputs"));
+    // A value out of range is named by file and line, the file once.
+    let text = std::fs::read_to_string(&a).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    lines[2] = lines[2].replacen(",", ",1.7,", 1);
+    let cells = lines[2].split(',').count();
+    lines[2] = lines[2]
+        .split(',')
+        .take(cells - 1)
+        .collect::<Vec<_>>()
+        .join(",");
+    std::fs::write(&a, lines.join("\n") + "\n").unwrap();
+    let o = muxmed(&[
+        "compare",
+        s(&a),
+        s(&b),
+        "--labels",
+        s(&meta),
+        "--out",
+        s(&out),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("line 3"), "{err}");
+    assert_eq!(err.matches("a.csv").count(), 1, "{err}");
 }
 
 #[test]

@@ -229,6 +229,17 @@ fn first_of_u16_cache(
     sample: fn(u16, usize) -> u16,
     sbit: Option<u8>,
 ) -> muxmed::data::augment::Img {
+    u16_cache(sample, sbit).0
+}
+
+/// [`first_of_u16_cache`], with what `prepare` reported.
+fn u16_cache(
+    sample: fn(u16, usize) -> u16,
+    sbit: Option<u8>,
+) -> (
+    muxmed::data::augment::Img,
+    muxmed::data::cache::PrepareReport,
+) {
     let dir = tempfile::tempdir().unwrap();
     let d = real_subset(dir.path(), 4, |_, p| {
         let g = image::open(p).unwrap().to_luma8();
@@ -247,8 +258,53 @@ fn first_of_u16_cache(
         working_size: 1024,
         ..small_augment()
     };
-    prepare_in_chunks(&m, &a, 4, &|_, _| {}).unwrap();
-    Cache::open(&m, &a).unwrap().image(0)
+    let r = prepare_in_chunks(&m, &a, 4, &|_, _| {}).unwrap();
+    (Cache::open(&m, &a).unwrap().image(0), r)
+}
+
+#[test]
+fn raw_twelve_bit_pngs_without_sbit_are_warned_about_once_each() {
+    // 12-bit data stored raw (0..4095) with no sBIT chunk: decodes nearly black, so each of
+    // the 4 files gets one warning naming sBIT; with sBIT, or with full-range 16-bit data
+    // (grey * 257 reaches 65535), none.
+    let (img, r) = u16_cache(|v, i| v * 16 + (i % 16) as u16, None);
+    let max = img.data.iter().fold(0.0f32, |a, v| a.max(*v));
+    assert!(max <= 4095.0 / 65535.0 + 1e-6, "{max}");
+    assert_eq!(r.warnings.len(), 4, "{:?}", r.warnings);
+    for w in &r.warnings {
+        assert!(
+            w.contains(".png: ") && w.contains("sBIT") && w.contains("12-bit"),
+            "{w}"
+        );
+    }
+    assert!(u16_cache(|v, i| v * 16 + (i % 16) as u16, Some(12))
+        .1
+        .warnings
+        .is_empty());
+    assert!(u16_cache(|v, _| v * 257, None).1.warnings.is_empty());
+    // `decode` says it too, once, naming the file.
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("raw12.png");
+    let v: Vec<u16> = (0..64 * 64).map(|i| (i % 4000) as u16).collect();
+    std::fs::write(&f, crate::dicom::png16(&v, 64, 64, None)).unwrap();
+    let o = crate::muxmed()
+        .arg("decode")
+        .arg(&f)
+        .arg("--output")
+        .arg(dir.path().join("out"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    let warned: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("warning:"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{stderr}");
+    assert!(
+        warned[0].contains("raw12.png") && warned[0].contains("largest sample is 3999"),
+        "{stderr}"
+    );
 }
 
 /// Pixels whose value lies between two 8-bit steps.
