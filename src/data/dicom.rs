@@ -103,6 +103,84 @@ fn corrupt(path: &Path, message: impl ToString) -> DicomError {
     }
 }
 
+/// The longest file meta element value muxmed reads while measuring a group that lacks its
+/// length: meta values are UIDs and short names, so more means a corrupt file.
+const MAX_META_VALUE: u32 = 1 << 16;
+
+/// The file from `DICM` up to the end of its file meta group, read from `r` (positioned just
+/// after `DICM`), with the File Meta Information Group Length (0002,0000) inserted when the
+/// file lacks it (pydicom reads such files; dicom-rs needs the element). Elements of the
+/// group are Explicit VR Little Endian (PS3.10 7.1). The caller chains the rest of `r`.
+fn meta_prefix<R: std::io::Read>(r: &mut R) -> Result<Vec<u8>, String> {
+    let mut tag = [0u8; 4];
+    r.read_exact(&mut tag)
+        .map_err(|e| format!("file meta group: {e}"))?;
+    if tag == [2, 0, 0, 0] {
+        return Ok([b"DICM".as_slice(), &tag].concat());
+    }
+    let mut group = Vec::new();
+    while tag[..2] == [2, 0] {
+        let mut vr = [0u8; 2];
+        r.read_exact(&mut vr)
+            .map_err(|e| format!("file meta group ends inside an element header: {e}"))?;
+        let long = matches!(
+            &vr,
+            b"OB"
+                | b"OD"
+                | b"OF"
+                | b"OL"
+                | b"OV"
+                | b"OW"
+                | b"SQ"
+                | b"SV"
+                | b"UC"
+                | b"UN"
+                | b"UR"
+                | b"UT"
+                | b"UV"
+        );
+        let mut len = [0u8; 6];
+        let n = if long { 6 } else { 2 };
+        r.read_exact(&mut len[..n])
+            .map_err(|e| format!("file meta group ends inside an element header: {e}"))?;
+        let value_len = if long {
+            u32::from_le_bytes([len[2], len[3], len[4], len[5]])
+        } else {
+            u32::from(u16::from_le_bytes([len[0], len[1]]))
+        };
+        let element = u16::from_le_bytes([tag[2], tag[3]]);
+        if value_len > MAX_META_VALUE {
+            return Err(format!(
+                "file meta element (0002,{element:04X}) declares {value_len} bytes"
+            ));
+        }
+        let mut value = vec![0u8; value_len as usize];
+        r.read_exact(&mut value)
+            .map_err(|e| format!("file meta element (0002,{element:04X}) ends early: {e}"))?;
+        group.extend_from_slice(&tag);
+        group.extend_from_slice(&vr);
+        group.extend_from_slice(&len[..n]);
+        group.extend_from_slice(&value);
+        r.read_exact(&mut tag)
+            .map_err(|e| format!("the file ends after its file meta group: {e}"))?;
+    }
+    let mut out = b"DICM\x02\x00\x00\x00UL\x04\x00".to_vec();
+    out.extend_from_slice(&(group.len() as u32).to_le_bytes());
+    out.extend_from_slice(&group);
+    out.extend_from_slice(&tag);
+    Ok(out)
+}
+
+/// The file's bytes from `DICM` on, with its meta group's length element present.
+fn from_dicm<'a>(bytes: &'a [u8], path: &Path) -> Result<std::borrow::Cow<'a, [u8]>, DicomError> {
+    let mut rest = bytes.get(132..).unwrap_or_default();
+    let prefix = meta_prefix(&mut rest).map_err(|m| corrupt(path, m))?;
+    if prefix.len() == 8 {
+        return Ok(std::borrow::Cow::Borrowed(&bytes[128..]));
+    }
+    Ok(std::borrow::Cow::Owned([prefix.as_slice(), rest].concat()))
+}
+
 /// Checks the marker and the transfer syntax (from the file meta group) before the data set
 /// is parsed, so an unknown syntax is named instead of surfacing as a parse error.
 fn check_meta(bytes: &[u8], path: &Path) -> Result<(), DicomError> {
@@ -111,7 +189,8 @@ fn check_meta(bytes: &[u8], path: &Path) -> Result<(), DicomError> {
             path: path.to_path_buf(),
         });
     }
-    let meta = FileMetaTable::from_reader(&bytes[128..]).map_err(|e| corrupt(path, e))?;
+    let meta =
+        FileMetaTable::from_reader(&*from_dicm(bytes, path)?).map_err(|e| corrupt(path, e))?;
     let uid = meta
         .transfer_syntax()
         .trim_end_matches(['\0', ' '])
@@ -131,7 +210,7 @@ fn check_meta(bytes: &[u8], path: &Path) -> Result<(), DicomError> {
 fn parse(bytes: &[u8], path: &Path) -> Result<DefaultDicomObject, DicomError> {
     check_meta(bytes, path)?;
     OpenFileOptions::new()
-        .from_reader(&bytes[128..])
+        .from_reader(&*from_dicm(bytes, path)?)
         .map_err(|e| corrupt(path, error_chain(&e)))
 }
 
@@ -152,8 +231,9 @@ pub fn read_header(path: &Path) -> Result<DicomHeader, DicomError> {
             path: path.to_path_buf(),
         });
     }
-    // The reader is at `DICM`, where dicom-object's reader starts.
-    let rest = std::io::Cursor::new(b"DICM").chain(f);
+    // dicom-object's reader starts at `DICM`.
+    let prefix = meta_prefix(&mut f).map_err(|m| corrupt(path, m))?;
+    let rest = std::io::Cursor::new(prefix).chain(f);
     let obj = OpenFileOptions::new()
         .read_until(tags::PIXEL_DATA)
         .from_reader(rest)

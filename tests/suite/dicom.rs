@@ -79,6 +79,46 @@ fn lossless_fixtures_match_pydicom_display_and_modality_values() {
     }
 }
 
+/// A file meta group without its (0002,0000) group length (optional in practice; pydicom
+/// reads such files) decodes to pydicom's values, and its header is read, from memory and
+/// from the file; a meta element that runs past the end is named.
+#[test]
+fn a_meta_group_without_its_length_element_is_read() {
+    let (exp, _) = expected();
+    let dir = tempfile::tempdir().unwrap();
+    for stem in LOSSLESS {
+        let bytes = std::fs::read(fixture(&format!("{stem}.dcm"))).unwrap();
+        // The group length element: tag (0002,0000), VR UL, 2-byte length 4, the value.
+        assert_eq!(&bytes[132..140], b"\x02\x00\x00\x00UL\x04\x00", "{stem}");
+        let cut = [&bytes[..132], &bytes[144..]].concat();
+        let p = dir.path().join(format!("{stem}.dcm"));
+        std::fs::write(&p, &cut).unwrap();
+        let d = decode_with_modality(&cut, &p).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(raw(&d), exp[&format!("raw.{stem}")], "{stem}: raw");
+        assert!(max_abs_diff(&d.display, &exp[stem]) <= 1e-6, "{stem}");
+        let whole = fixture(&format!("{stem}.dcm"));
+        assert_eq!(
+            muxmed::data::dicom::read_header(&p).unwrap(),
+            muxmed::data::dicom::read_header(&whole).unwrap(),
+            "{stem}"
+        );
+    }
+    let bytes = std::fs::read(fixture("cr_mono2_8bit_explicit.dcm")).unwrap();
+    let mut cut = [&bytes[..132], &bytes[144..]].concat();
+    // The first meta element, File Meta Information Version (0002,0001) OB, given a 4-byte
+    // length of 16 MiB: named, not read past the end.
+    assert_eq!(&cut[132..138], b"\x02\x00\x01\x00OB");
+    cut[140..144].copy_from_slice(&(16u32 << 20).to_le_bytes());
+    cut.truncate(400);
+    let e = decode_with_modality(&cut, Path::new("x.dcm"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("x.dcm: truncated or corrupt DICOM: file meta element (0002,"),
+        "{e}"
+    );
+}
+
 #[test]
 fn jpeg_baseline_fixture_is_within_two_grey_levels() {
     let (exp, meta) = expected();
