@@ -294,6 +294,30 @@ pub fn csv_records(text: &str) -> Result<Vec<CsvRecord>, (usize, String)> {
     Ok(out)
 }
 
+/// Every key that occurs more than once, in order of its first line, with each of its lines,
+/// as "KEY (lines 2, 7)" parts; empty when every key is unique.
+pub fn repeated_keys<'a>(keyed: impl Iterator<Item = (&'a str, usize)>) -> Vec<String> {
+    let mut lines: Vec<(&str, Vec<usize>)> = Vec::new();
+    let mut at: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for (key, line) in keyed {
+        match at.get(key) {
+            Some(&i) => lines[i].1.push(line),
+            None => {
+                at.insert(key, lines.len());
+                lines.push((key, vec![line]));
+            }
+        }
+    }
+    lines
+        .into_iter()
+        .filter(|(_, l)| l.len() > 1)
+        .map(|(key, l)| {
+            let l: Vec<String> = l.iter().map(usize::to_string).collect();
+            format!("{key} (lines {})", l.join(", "))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -672,6 +672,26 @@ fn evaluate_report_and_predict_a_trained_run() {
     // Scoring the written predictions again reproduces the AUROCs.
     let mean = m["mean_auroc"].as_f64().unwrap();
     assert!((mean - r.evaluation.mean_auroc.unwrap()).abs() < 1e-12);
+    // `evaluate --predictions` never writes into a run's folder, by default (the CSV's own
+    // folder) or by --out: the run's val-thresholded metrics stay as they were.
+    let before = std::fs::read(&r.metrics_json).unwrap();
+    for out in [None, Some(out.run.root())] {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_muxmed"));
+        c.args(["evaluate", "--predictions"])
+            .arg(&r.predictions_csv)
+            .arg("--labels")
+            .arg(w.root.join("synth/Data_Entry_2017_v2020.csv"));
+        if let Some(o) = out {
+            c.arg("--out").arg(o);
+        }
+        let o = c.output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success() && err.contains("is a training run's folder"),
+            "{err}"
+        );
+    }
+    assert_eq!(std::fs::read(&r.metrics_json).unwrap(), before);
     // The run's own preprocessing: predicting one test image from its file gives the
     // evaluation's probabilities through the cache.
     let test = muxmed::data::dataset::load_split(&mdirs.join("tiny"), Split::Test).unwrap();
@@ -1522,6 +1542,17 @@ fn a_run_keeps_its_splits_and_every_evaluation_reports_exactly() {
         assert!(!text.contains("CheXNet"), "{k:?}");
         before.push(aurocs(&r.metrics_json));
     }
+    // One report folder per evaluation: the four reports are all still there, each saying
+    // which evaluation it shows.
+    let folders: Vec<PathBuf> = keys.iter().map(|k| run.report_dir(k)).collect();
+    assert_eq!(folders[0], run.root().join("report"));
+    assert_eq!(folders[3], run.root().join("report_val_last"));
+    for (k, f) in keys.iter().zip(&folders) {
+        let text = std::fs::read_to_string(f.join("report.html")).unwrap();
+        assert!(text.contains(&k.describe()), "{k:?}");
+    }
+    let distinct: std::collections::HashSet<&PathBuf> = folders.iter().collect();
+    assert_eq!(distinct.len(), keys.len());
 
     // Rebuild the manifest under the same name with another protocol, and prepare again.
     let cfg = config::load(&w.pipeline, &["data.protocol=random_patient".into()])

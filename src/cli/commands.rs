@@ -129,6 +129,13 @@ fn manifest_cmd(args: &PipelineArgs, out: Option<&Path>) -> Result<ExitCode> {
 /// `evaluate --predictions` (`evaluate --run` needs libtorch).
 fn evaluate_predictions(a: &EvalArgs) -> Result<ExitCode> {
     let job = a.job()?;
+    let dir = a.out.clone().unwrap_or_else(|| {
+        job.predictions
+            .parent()
+            .unwrap_or(Path::new("."))
+            .to_path_buf()
+    });
+    let path = crate::eval::predictions::metrics_file(&dir, a.split)?;
     let (_, ev) = job.run(&a.options())?;
     print!("{}", ev.table());
     if ev.per_label.len() < crate::labels::LABELS.len() {
@@ -142,13 +149,6 @@ fn evaluate_predictions(a: &EvalArgs) -> Result<ExitCode> {
         "{} predictions without labels, {} labelled images without predictions",
         ev.predictions_without_labels, ev.labelled_images_without_predictions
     );
-    let dir = a.out.clone().unwrap_or_else(|| {
-        job.predictions
-            .parent()
-            .unwrap_or(Path::new("."))
-            .to_path_buf()
-    });
-    let path = crate::eval::predictions::metrics_file(&dir, a.split);
     ev.write(&path)?;
     println!("wrote {}", path.display());
     Ok(ExitCode::SUCCESS)

@@ -212,7 +212,11 @@ impl Cache {
     /// Opens the cache if it is complete and was built from this manifest with these settings.
     pub fn open(manifest_dir: &Path, a: &AugmentConfig) -> Result<Cache, CacheError> {
         let dir = cache_dir(manifest_dir, a);
-        let hint = "run `muxmed prepare --pipeline NAME` to build it";
+        let name = manifest_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let hint = format!("run `muxmed prepare --pipeline {name}` to build it");
         if !dir.join(".complete").is_file() {
             return Err(CacheError::Invalid(format!(
                 "no complete prepared cache at {}: {hint}",
@@ -225,12 +229,21 @@ impl Cache {
                 .map_err(|e| io_err(&ip, e))?;
         let msha = crate::io::sha256_file(&manifest_dir.join("manifest.json"))
             .map_err(|e| io_err(manifest_dir, e))?;
-        if index.manifest_sha256 != msha
-            || index.working_size != a.working_size
-            || index.dtype != a.cache_dtype
-        {
+        if index.working_size != a.working_size || index.dtype != a.cache_dtype {
             return Err(CacheError::Invalid(format!(
-                "the prepared cache at {} was built from another manifest or with other settings: {hint}",
+                "the prepared cache at {} was built with other settings (working size {}, {:?}; the pipeline asks {}, {:?}): {hint}",
+                dir.display(),
+                index.working_size,
+                index.dtype,
+                a.working_size,
+                a.cache_dtype
+            )));
+        }
+        // A manifest rebuilt over the same files (another seed or split) needs no new cache:
+        // the pixels of an image do not depend on its split.
+        if index.manifest_sha256 != msha && !holds_the_images_of(&index, manifest_dir)? {
+            return Err(CacheError::Invalid(format!(
+                "the prepared cache at {} was built from a manifest with other images: {hint}",
                 dir.display()
             )));
         }
@@ -336,6 +349,26 @@ pub struct PrepareReport {
     pub warnings: Vec<String>,
     pub resumed_from: usize,
     pub reused: bool,
+}
+
+/// Whether the cache holds exactly the images (id and source file) of the manifest's splits.
+fn holds_the_images_of(index: &Index, manifest_dir: &Path) -> Result<bool, CacheError> {
+    let mut want: Vec<(String, String)> = Vec::with_capacity(index.entries.len());
+    for s in Split::ALL {
+        let d = load_split(manifest_dir, s)?;
+        for (id, p) in d.image_ids.into_iter().zip(d.paths) {
+            let Some(p) = p else { return Ok(false) };
+            want.push((id, p.display().to_string()));
+        }
+    }
+    let mut have: Vec<(String, String)> = index
+        .entries
+        .iter()
+        .map(|e| (e.image_id.clone(), e.source.clone()))
+        .collect();
+    want.sort_unstable();
+    have.sort_unstable();
+    Ok(want == have)
 }
 
 /// The skipped images with their errors, and the images that decoded with a doubt.

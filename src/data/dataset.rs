@@ -178,9 +178,10 @@ impl ManifestInfo {
     pub fn read(dir: &Path) -> Result<Self, ManifestError> {
         let p = dir.join("manifest.json");
         let text = std::fs::read_to_string(&p).map_err(|e| {
+            let name = dir.file_name().unwrap_or_default().to_string_lossy();
             merr(
                 &p,
-                format!("{e}; build the manifest first with `muxmed manifest --pipeline NAME`"),
+                format!("{e}; build the manifest first with `muxmed manifest --pipeline {name}`"),
             )
         })?;
         serde_json::from_str(&text).map_err(|e| merr(&p, e.to_string()))

@@ -17,6 +17,8 @@ use super::Split;
 use crate::config::{DataConfig, GenericDataConfig};
 
 struct Row {
+    /// The CSV line the row came from.
+    line: usize,
     path: String,
     image_id: String,
     patient: String,
@@ -182,7 +184,12 @@ fn columns(header: &[&str], g: &GenericDataConfig, csv: &Path) -> Result<Layout,
 }
 
 /// One data row (`f`, its trimmed fields) as a [`Row`]; `Err` is the message for its line.
-fn read_row(f: &[&str], layout: &Layout, g: &GenericDataConfig) -> Result<Row, String> {
+fn read_row(
+    line: usize,
+    f: &[&str],
+    layout: &Layout,
+    g: &GenericDataConfig,
+) -> Result<Row, String> {
     let mut labels = Vec::new();
     for l in f[layout.labels].split('|').filter(|l| !l.is_empty()) {
         let k = g.labels.iter().position(|x| x == l).ok_or_else(|| {
@@ -218,6 +225,7 @@ fn read_row(f: &[&str], layout: &Layout, g: &GenericDataConfig) -> Result<Row, S
         None => return Err("empty patient_id".into()),
     };
     Ok(Row {
+        line,
         image_id,
         path: path.display().to_string(),
         patient,
@@ -261,7 +269,7 @@ pub fn build(
                 ),
             ));
         }
-        rows.push(read_row(&f, &layout, g).map_err(|m| row_err(r.line, m))?);
+        rows.push(read_row(r.line, &f, &layout, g).map_err(|m| row_err(r.line, m))?);
     }
     let mut audit = Audit::default();
     if check_images {
@@ -286,15 +294,14 @@ pub fn build(
             rows.retain(|r| Path::new(&r.path).is_file());
         }
     }
-    let mut seen = HashMap::new();
-    for r in &rows {
-        if seen.insert(r.path.as_str(), ()).is_some() {
-            return Err(ManifestError::Audit(format!(
-                "{} is listed twice in {}",
-                r.path,
-                csv.display()
-            )));
-        }
+    let twice = crate::io::repeated_keys(rows.iter().map(|r| (r.path.as_str(), r.line)));
+    if !twice.is_empty() {
+        return Err(ManifestError::Audit(format!(
+            "{} file(s) are listed more than once in {}: {}",
+            twice.len(),
+            csv.display(),
+            twice.join("; ")
+        )));
     }
     let split: Vec<u8> = if rows.iter().all(|r| r.split.is_some()) {
         if d.test_fraction.is_some() {

@@ -422,18 +422,15 @@ pub fn build(d: &DataConfig, scan_images: bool) -> Result<Manifest, ManifestErro
     let mut records = nih::parse_metadata(&nih::read_text(&src.metadata)?, &src.metadata)?;
     let mut audit = Audit::default();
 
-    let mut seen = HashMap::new();
-    for r in &records {
-        if let Some(prev) = seen.insert(r.image_id.as_str(), r.line) {
-            return Err(ManifestError::Audit(format!(
-                "duplicate image id {} on lines {prev} and {} of {}",
-                r.image_id,
-                r.line,
-                src.metadata.display()
-            )));
-        }
+    let twice = crate::io::repeated_keys(records.iter().map(|r| (r.image_id.as_str(), r.line)));
+    if !twice.is_empty() {
+        return Err(ManifestError::Audit(format!(
+            "{} image id(s) occur more than once in {}: {}",
+            twice.len(),
+            src.metadata.display(),
+            twice.join("; ")
+        )));
     }
-    drop(seen);
     if d.protocol == SplitProtocol::Official {
         check_split_lists(&src, &records, &mut audit)?;
     }

@@ -610,8 +610,18 @@ impl Evaluation {
 }
 
 /// Where `evaluate --predictions` and `report --predictions` write the metrics of `split`.
-pub fn metrics_file(dir: &Path, split: Split) -> PathBuf {
-    dir.join(format!("metrics_{split}.json"))
+/// A run folder is refused: its `metrics_<split>.json` is the run's own evaluation (with
+/// thresholds chosen on val), which another file's numbers must not replace.
+pub fn metrics_file(dir: &Path, split: Split) -> Result<PathBuf, EvalError> {
+    if crate::run::RunDir::open(dir).is_ok() {
+        return Err(EvalError::Input {
+            path: dir.to_path_buf(),
+            message: format!(
+                "is a training run's folder: scoring a predictions CSV here would replace the run's own metrics_{split}.json; give --out another folder (`evaluate --run` re-scores the run itself)"
+            ),
+        });
+    }
+    Ok(dir.join(format!("metrics_{split}.json")))
 }
 
 /// `muxmed evaluate --predictions`: scores any model's predictions CSV against NIH labels.

@@ -233,29 +233,40 @@ pub fn mean_defined(values: &[Option<f64>]) -> Option<f64> {
     (!d.is_empty()).then(|| d.iter().sum::<f64>() / d.len() as f64)
 }
 
-/// Outputs that carry no ranking at all (a diverged or dead model): every label's scores
-/// spread over less than 1e-6, or every defined AUROC exactly 0.5. `s[i][k]`.
 /// Below this many positives, or negatives, a label's AUROC (and a model choice resting on
 /// it) is unreliable: each rank among so few images moves the AUROC by more than 1/n.
 pub const FEW_OF_A_CLASS: usize = 10;
 
+/// The spread of a label's log-odds across a split below which its probabilities count as
+/// constant: the odds move by less than 1% from the least to the most suspicious image, e.g.
+/// 0.7985 to 0.7992 (log-odds 1.3769 to 1.3813). Log-odds measure the spread next to the
+/// level: 1e-4 to 3e-4 for a rare label is a real ranking (a spread of ln 3).
+pub const CONSTANT_LOG_ODDS_SPREAD: f64 = 0.01;
+
+/// Outputs that carry no ranking (a diverged or dead model): every label's probabilities
+/// spread less than [`CONSTANT_LOG_ODDS_SPREAD`] in log-odds (exact constants included), or
+/// every defined AUROC exactly 0.5. `s[i][k]`.
 pub fn constant_outputs(s: &[Vec<f64>], aurocs: &[Option<f64>]) -> bool {
     let k = s.first().map_or(0, Vec::len);
+    let log_odds = |p: f64| {
+        let p = p.clamp(1e-12, 1.0 - 1e-12);
+        (p / (1.0 - p)).ln()
+    };
     let flat = (0..k).all(|j| {
         let (lo, hi) = s
             .iter()
-            .map(|r| r[j])
+            .map(|r| log_odds(r[j]))
             .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
                 (a.min(v), b.max(v))
             });
-        hi - lo < 1e-6
+        hi - lo < CONSTANT_LOG_ODDS_SPREAD
     });
     let defined: Vec<f64> = aurocs.iter().flatten().copied().collect();
     !s.is_empty() && (flat || (!defined.is_empty() && defined.iter().all(|a| *a == 0.5)))
 }
 
 /// What reports and commands say about constant outputs.
-pub const CONSTANT_OUTPUTS_WARNING: &str = "the model's outputs are constant (every label's probabilities spread less than 1e-6, or every AUROC is exactly 0.5): training probably diverged (try a lower train.lr); these AUROCs mean nothing";
+pub const CONSTANT_OUTPUTS_WARNING: &str = "the model's outputs are constant or nearly so (every label's probabilities vary by less than 1% in odds across the split, or every AUROC is exactly 0.5): training probably diverged (try a lower train.lr); these AUROCs mean nothing";
 
 /// Micro-averaged AUROC: every (image, label) pair pooled into one binary problem.
 /// `y[i][k]`, `s[i][k]` for image i and label k.
@@ -389,6 +400,15 @@ mod tests {
         // Varied scores that rank nothing: every AUROC exactly 0.5.
         assert!(constant_outputs(&varied, &[Some(0.5), None]));
         assert!(!constant_outputs(&[], &[]));
+        // Nearly constant, as a real best checkpoint gave: 0.7985 to 0.7992 on every image
+        // (log-odds 1.3769 to 1.3813, a spread of 0.0044).
+        let near: Vec<Vec<f64>> = (0..8)
+            .map(|i| vec![0.7985 + 0.0001 * i as f64; 2])
+            .collect();
+        assert!(constant_outputs(&near, &[Some(0.61), Some(0.55)]));
+        // A rare label's small but real spread, 1e-4 to 3e-4 (ln 3 in log-odds), ranks.
+        let rare: Vec<Vec<f64>> = (0..8).map(|i| vec![1e-4 + 2e-4 * i as f64 / 7.0]).collect();
+        assert!(!constant_outputs(&rare, &[Some(0.7)]));
     }
 
     fn b(v: &[u8]) -> Vec<bool> {

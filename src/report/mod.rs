@@ -378,9 +378,10 @@ pub fn report_predictions(
     if out.exists() && !out.is_dir() {
         anyhow::bail!("--out {} is a file, not a folder", out.display());
     }
+    let metrics = predictions::metrics_file(out, job.split)?;
     let (joined, ev) = job.run(opt)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    ev.write(&predictions::metrics_file(out, job.split))?;
+    ev.write(&metrics)?;
     let subtitle = format!("{} ({} images)", job.split, ev.n_images);
     let figs = figures(out, &joined, &ev, &subtitle, true)?;
     let hash = |p: &Path| crate::io::sha256_file(p).unwrap_or_else(|_| "unreadable".into());
@@ -475,8 +476,8 @@ fn eval_flags(key: &EvalKey) -> String {
 }
 
 /// `muxmed report --run reports/RUN [--split test] [--checkpoint C] [--tta]`: every figure,
-/// training curves, label prevalence per split, report.md and report.html in
-/// `reports/RUN/report/`. Returns the HTML path and a notice when the manifest changed.
+/// training curves, label prevalence per split, report.md and report.html in the key's
+/// report folder ([`RunDir::report_dir`]: `reports/RUN/report/` for the test split). Returns the HTML path and a notice when the manifest changed.
 pub fn report_run(
     run_dir: &Path,
     manifests_dir: &Path,
@@ -488,7 +489,7 @@ pub fn report_run(
     let (j, ev) = run_evaluation(&run, &key)?;
     let manifest = run.manifest()?;
     let info = run.info()?;
-    let out = run.report_dir();
+    let out = run.report_dir(&key);
     let subtitle = format!("{} split ({} images)", key.split, ev.n_images);
     let published = manifest.published_references_apply();
     let mut figs = figures(&out, &j, &ev, &subtitle, published)?;

@@ -124,8 +124,14 @@ impl RunDir {
         self.localization_dir(split)
             .join("localization_gallery.png")
     }
-    pub fn report_dir(&self) -> PathBuf {
-        self.root.join("report")
+    /// The report of one evaluation: `report/` for the test split's best checkpoint (the
+    /// default), `report_<key>/` for any other (`report_val/`, `report_test_ema_tta/`), so a
+    /// report of one evaluation never replaces another's.
+    pub fn report_dir(&self, key: &EvalKey) -> PathBuf {
+        match key.suffix().as_str() {
+            "test" => self.root.join("report"),
+            other => self.root.join(format!("report_{other}")),
+        }
     }
     /// Held (with the pid) while a process trains the run.
     pub fn lock_file(&self) -> PathBuf {

@@ -223,6 +223,50 @@ fn a_corrupt_image_stops_prepare_or_is_skipped_and_listed() {
     assert!(c.slot("00000100_000.png").is_none());
 }
 
+/// A manifest rebuilt over the same files with another seed keeps its cache (the pixels do
+/// not depend on the split); one over other files is refused, naming the pipeline to prepare.
+#[test]
+fn a_cache_outlives_a_reshuffled_manifest_but_not_other_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = real_subset(dir.path(), 24, |_, _| {});
+    let m = dir.path().join("m");
+    build(&d, true).unwrap().write(&m).unwrap();
+    let a = small_augment();
+    prepare_in_chunks(&m, &a, 8, &|_, _| {}).unwrap();
+    let val_before = load_split(&m, muxmed::data::Split::Val).unwrap().image_ids;
+    let reseeded = DataConfig {
+        protocol: muxmed::config::SplitProtocol::RandomPatient,
+        seed: 7,
+        ..d.clone()
+    };
+    build(&reseeded, true).unwrap().write(&m).unwrap();
+    let val_after = load_split(&m, muxmed::data::Split::Val).unwrap().image_ids;
+    assert_ne!(
+        val_before, val_after,
+        "the rebuild must move images between splits"
+    );
+    assert!(Cache::open(&m, &a).is_ok());
+    assert!(prepare_in_chunks(&m, &a, 8, &|_, _| {}).unwrap().reused);
+    // One image fewer: the cache no longer matches.
+    let first = load_split(&m, muxmed::data::Split::Train).unwrap().paths[0]
+        .clone()
+        .unwrap();
+    std::fs::remove_file(&first).unwrap();
+    let fewer = DataConfig {
+        allow_missing_images: true,
+        ..reseeded
+    };
+    build(&fewer, true).unwrap().write(&m).unwrap();
+    let e = Cache::open(&m, &a)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        e.contains("a manifest with other images") && e.contains("`muxmed prepare --pipeline m`"),
+        "{e}"
+    );
+}
+
 /// The first image of a u16 cache prepared from 4 real X-rays, each rewritten as a 16-bit grey
 /// PNG with `sbit`, its samples `sample(grey, i)` of the 8-bit grey value at pixel `i`.
 fn first_of_u16_cache(

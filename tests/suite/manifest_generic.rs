@@ -248,3 +248,29 @@ fn manifest_names_labels_the_val_split_cannot_score() {
         "{text}"
     );
 }
+
+/// A CSV that lists four files a second time under other patient ids: every one of the four
+/// is named with both of its lines, not only the first.
+#[test]
+fn every_file_listed_twice_is_named_with_its_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dataset(dir.path(), false, 12);
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let rows: Vec<&str> = text.lines().skip(1).collect();
+    let mut again = text.clone();
+    // Rows of files 1, 4, 6 and 9 (lines 3, 6, 8, 11) again as lines 14 to 17.
+    for i in [1, 4, 6, 9] {
+        let f: Vec<&str> = rows[i].split(',').collect();
+        again += &format!("{},{},Q{i}\n", f[0], f[1]);
+    }
+    std::fs::write(&csv, again).unwrap();
+    let e = build(&cfg(csv), true)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(e.contains("4 file(s) are listed more than once"), "{e}");
+    for (i, (first, second)) in [(1, (3, 14)), (4, (6, 15)), (6, (8, 16)), (9, (11, 17))] {
+        let want = format!("case{i:03}.png (lines {first}, {second})");
+        assert!(e.contains(&want), "{want}\n{e}");
+    }
+}
