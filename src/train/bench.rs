@@ -1,21 +1,23 @@
 //! `muxmed bench model`: inference and training-step throughput of an architecture on
 //! random inputs, with the product's own pieces: the folded inference model of
-//! `evaluate`/`predict`, and the training step of `muxmed train` (forward in training mode,
-//! BCE loss, backward, gradient-norm clipping, AdamW) with a per-phase time breakdown.
+//! `evaluate`/`predict`, and the training step of `muxmed train` itself ([`super::step`],
+//! under the `train:` defaults: forward in training mode, BCE, backward, clipping at 5, AdamW,
+//! no EMA) with a per-phase time breakdown lapped inside the step.
 //! Figures are medians of `iters` timed runs after one warm-up.
 
 use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Result;
-use tch::{nn, Device, Kind, Reduction, Tensor};
+use tch::{nn, Device, Kind, Tensor};
 
-use super::optim::Optimizer;
-use crate::config::{Arch, MemoryFormat, OptimizerKind};
+use super::loss::Loss;
+use super::step::{EpochPlan, Laps, Phase, Recipe};
+use crate::config::{Arch, MemoryFormat, TrainConfig};
 use crate::model::export::trace;
 use crate::model::folded::FoldedNetwork;
 use crate::model::muxnet::{HeadInit, MuxNet};
-use crate::model::network::{param_groups, Network};
+use crate::model::network::Network;
 
 /// Where a training step's time goes, in milliseconds (medians over the timed steps).
 #[derive(Debug, Clone, serde::Serialize)]
@@ -26,6 +28,7 @@ pub struct StepBreakdown {
     pub clip_ms: f64,
     pub optimizer_ms: f64,
     pub zero_grad_ms: f64,
+    pub ema_ms: f64,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -81,6 +84,58 @@ fn throughput(batch: i64, iters: usize, f: impl Fn() -> Tensor) -> f64 {
     median(v)
 }
 
+/// Milliseconds per [`Phase`] of one step, lapped by the step itself.
+struct PhaseTimer {
+    ms: [f64; Phase::ALL.len()],
+    at: Instant,
+}
+
+impl Laps for PhaseTimer {
+    fn lap(&mut self, phase: Phase) {
+        let i = Phase::ALL.iter().position(|p| *p == phase).unwrap_or(0);
+        self.ms[i] = self.at.elapsed().as_secs_f64() * 1e3;
+        self.at = Instant::now();
+    }
+}
+
+/// `iters` timed steps of muxmed's training recipe (the defaults of `train:`) after one
+/// warm-up: each step's per-phase milliseconds, and the images per second of each.
+fn time_steps(
+    vs: &nn::VarStore,
+    net: &Network,
+    x: &Tensor,
+    y: &Tensor,
+    iters: usize,
+) -> Result<(Vec<[f64; Phase::ALL.len()]>, Vec<f64>)> {
+    let t = TrainConfig::default();
+    let batch = x.size()[0] as usize;
+    let plan = EpochPlan::new(batch * (iters + 1), batch, 1);
+    let loss = Loss {
+        kind: t.loss,
+        focal_gamma: t.focal_gamma,
+        pos_weight: None,
+    };
+    let mut recipe = Recipe::new(&t, vs, loss, None, &plan);
+    let (mut phases, mut train) = (Vec::with_capacity(iters), Vec::with_capacity(iters));
+    for i in 0..=iters {
+        let start = Instant::now();
+        let mut timer = PhaseTimer {
+            ms: [0.0; Phase::ALL.len()],
+            at: start,
+        };
+        let failed = |e| anyhow::anyhow!("bench step {i}: {e:?}");
+        recipe
+            .accumulate(net, x, y, false, 1, &mut timer)
+            .map_err(failed)?;
+        recipe.apply(vs, i as u64, 0, &mut timer).map_err(failed)?;
+        if i > 0 {
+            train.push(batch as f64 / start.elapsed().as_secs_f64());
+            phases.push(timer.ms);
+        }
+    }
+    Ok((phases, train))
+}
+
 /// What `bench model` measures.
 pub struct BenchOptions<'a> {
     pub arch: &'a Arch,
@@ -118,37 +173,7 @@ pub fn bench(o: &BenchOptions) -> Result<BenchResult> {
     let infer = tch::no_grad(|| throughput(batch, iters, || folded.forward(&x)));
     let infer_unfolded = tch::no_grad(|| throughput(batch, iters, || net.forward_t(&x, false)));
 
-    let mut opt = Optimizer::new(OptimizerKind::Adamw, param_groups(&vs, 1.0, 1e-4));
-    let mut phases: Vec<[f64; 6]> = Vec::with_capacity(iters);
-    let mut train = Vec::with_capacity(iters);
-    for i in 0..=iters {
-        let mut ms = [0.0; 6];
-        let mut t = Instant::now();
-        let mut lap = |slot: usize, t: &mut Instant| {
-            ms[slot] = t.elapsed().as_secs_f64() * 1e3;
-            *t = Instant::now();
-        };
-        let start = Instant::now();
-        let logits = net.forward_train(&x, false);
-        let _ = logits.sum(Kind::Float).double_value(&[]);
-        lap(0, &mut t);
-        let loss =
-            logits.binary_cross_entropy_with_logits::<Tensor>(&y, None, None, Reduction::Mean);
-        let _ = loss.double_value(&[]);
-        lap(1, &mut t);
-        loss.backward();
-        lap(2, &mut t);
-        let _ = opt.clip_grad_norm(Some(5.0));
-        lap(3, &mut t);
-        opt.step(1e-4, 1.0);
-        lap(4, &mut t);
-        opt.zero_grad();
-        lap(5, &mut t);
-        if i > 0 {
-            train.push(batch as f64 / start.elapsed().as_secs_f64());
-            phases.push(ms);
-        }
-    }
+    let (phases, train) = time_steps(&vs, &net, &x, &y, iters)?;
     let phase = |k: usize| median(phases.iter().map(|p| p[k]).collect());
     let parts = match (&net, per_block) {
         (Network::MuxNet(m), true) => profile_blocks(m, &x, iters),
@@ -170,6 +195,7 @@ pub fn bench(o: &BenchOptions) -> Result<BenchResult> {
             clip_ms: phase(3),
             optimizer_ms: phase(4),
             zero_grad_ms: phase(5),
+            ema_ms: phase(6),
         },
         parts,
     })

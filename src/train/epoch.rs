@@ -1,4 +1,5 @@
-//! One pass over the train split: forward, loss, backward, accumulated optimiser steps, EMA.
+//! One pass over the train split: batches from the loader through the recipe's step
+//! ([`super::step`]), with events, mid-epoch checkpoints, stops and progress.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -7,6 +8,7 @@ use std::time::Instant;
 use tch::Tensor;
 
 use super::session::Session;
+use super::step::StepError;
 use super::TrainError;
 use crate::config::augment::Stage;
 use crate::data::loader::{start_epoch_at, Balance, LoaderOptions};
@@ -36,12 +38,16 @@ fn mix(a: u64, b: u64) -> i64 {
     ((z ^ (z >> 31)) >> 1) as i64
 }
 
-/// The number of batches in the accumulation group of batch `bi`: `accum`, except for a
-/// shorter last group at the end of the epoch. Each batch's loss is divided by it, so every
-/// optimiser step averages its own batches.
-pub fn accum_group_len(bi: usize, accum: usize, batches: usize) -> usize {
-    let start = bi / accum * accum;
-    (start + accum).min(batches) - start
+/// A step's non-finite value, with where it happened.
+fn non_finite(e: StepError, epoch: u32, bi: usize, opt_step: u64) -> TrainError {
+    let (what, v) = match e {
+        StepError::NonFiniteLoss(v) => ("the loss", v),
+        StepError::NonFiniteGradNorm(v) => ("the gradient norm", v),
+    };
+    TrainError::NonFinite(format!(
+        "{what} became {v} at epoch {} batch {bi} (step {opt_step})",
+        epoch + 1
+    ))
 }
 
 /// Runs the rest of epoch `state.epoch` from batch `state.batch_in_epoch`.
@@ -81,7 +87,7 @@ pub fn train_one_epoch(
     .map_err(TrainError::Data)?;
     let k = s.labels.len() as i64;
     let mut end = EpochEnd::Completed;
-    s.opt.zero_grad();
+    s.recipe.opt.zero_grad();
     for bi in first..plan.batches {
         let b = batches
             .next()
@@ -93,35 +99,21 @@ pub fn train_one_epoch(
         let y = Tensor::from_slice(&b.targets)
             .view([b.indices.len() as i64, k])
             .to_device(s.device);
-        let loss = s.loss.compute(&s.net.forward_train(&x, frozen), &y);
-        let lv = loss.double_value(&[]);
-        if !lv.is_finite() {
-            return Err(TrainError::NonFinite(format!(
-                "the loss became {lv} at epoch {} batch {bi} (step {})",
-                epoch + 1,
-                state.opt_step
-            )));
-        }
-        (&loss / accum_group_len(bi, plan.accum, plan.batches) as f64).backward();
+        let lv = s
+            .recipe
+            .accumulate(&s.net, &x, &y, frozen, plan.group_len(bi), &mut ())
+            .map_err(|e| non_finite(e, epoch, bi, state.opt_step))?;
         state.epoch_loss_sum += lv;
         state.epoch_batches += 1;
         state.epoch_images += b.indices.len();
-        let end_of_group = (bi + 1).is_multiple_of(plan.accum) || bi + 1 == plan.batches;
-        if end_of_group {
-            let lr = s.sched.lr(state.opt_step);
-            let gnorm = s.opt.clip_grad_norm(s.cfg.train.grad_clip_norm);
-            if !gnorm.is_finite() {
-                return Err(TrainError::NonFinite(format!(
-                    "the gradient norm became {gnorm} at epoch {} batch {bi} (step {})",
-                    epoch + 1,
-                    state.opt_step
-                )));
-            }
-            s.opt.step(lr, s.unfreeze.factor(state.opt_step));
-            s.opt.zero_grad();
+        if plan.ends_group(bi) {
+            let applied = s
+                .recipe
+                .apply(&s.vs, state.opt_step, state.ema_updates, &mut ())
+                .map_err(|e| non_finite(e, epoch, bi, state.opt_step))?;
+            let (lr, gnorm) = (applied.lr, applied.grad_norm);
             state.opt_step += 1;
-            if let Some(e) = &s.ema {
-                e.update(&s.vs, state.ema_updates);
+            if s.recipe.ema.is_some() {
                 state.ema_updates += 1;
             }
             if state.opt_step.is_multiple_of(s.cfg.train.log_every as u64) {
@@ -170,19 +162,4 @@ pub fn train_one_epoch(
     drop(batches);
     state.epoch_seconds += started.elapsed().as_secs_f64();
     Ok(end)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::accum_group_len;
-
-    #[test]
-    fn the_last_accumulation_group_is_weighted_by_its_real_size() {
-        // 7 batches, accum 3: groups of 3, 3 and 1.
-        let lens: Vec<usize> = (0..7).map(|b| accum_group_len(b, 3, 7)).collect();
-        assert_eq!(lens, vec![3, 3, 3, 3, 3, 3, 1]);
-        assert_eq!(accum_group_len(4, 1, 7), 1);
-        // 8 batches, accum 4: two full groups.
-        assert!((0..8).all(|b| accum_group_len(b, 4, 8) == 4));
-    }
 }

@@ -1,7 +1,8 @@
 //! `muxmed train`: the fine-tuning loop and the run directory it writes.
 //!
 //! [`train`] orchestrates; each part has its own module: [`session`] (opening a new or
-//! resumed run), [`epoch`] (one pass over the train split), [`validate`], [`best`] (the best
+//! resumed run), [`epoch`] (one pass over the train split), [`step`] (the recipe: one
+//! optimiser step, shared with `bench model` and the search's proxy), [`validate`], [`best`] (the best
 //! checkpoint rule and early stopping), [`ema`], [`loss`], [`optim`], [`schedule`] and
 //! [`checkpoint`] (writing the files).
 
@@ -23,6 +24,8 @@ pub mod loss;
 pub mod optim;
 #[cfg(feature = "torch")]
 pub mod session;
+#[cfg(feature = "torch")]
+pub mod step;
 #[cfg(feature = "torch")]
 pub mod validate;
 

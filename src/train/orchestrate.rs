@@ -129,9 +129,19 @@ fn run_epochs(s: &mut Session, state: &mut State, stop: &StopWhen, progress: boo
             break;
         }
         let (batch, workers) = (s.plan.batch, s.cfg.runtime.data_workers as usize);
-        let score = |net| validate(net, &s.val, &eval_stages, &s.loss, batch, workers, s.device);
+        let score = |net| {
+            validate(
+                net,
+                &s.val,
+                &eval_stages,
+                &s.recipe.loss,
+                batch,
+                workers,
+                s.device,
+            )
+        };
         let live = score(&s.net)?;
-        let ema = s.ema.as_ref().map(|e| score(&e.net)).transpose()?;
+        let ema = s.recipe.ema.as_ref().map(|e| score(&e.net)).transpose()?;
         if live.constant {
             let w = format!(
                 "epoch {}: {}",
@@ -170,7 +180,7 @@ fn run_epochs(s: &mut Session, state: &mut State, stop: &StopWhen, progress: boo
         ) {
             s.checkpoints.save_weights(Checkpoint::Best, &s.vs)?;
         }
-        if let Some(e) = &s.ema {
+        if let Some(e) = &s.recipe.ema {
             if BestCheckpoint(by).update(
                 &mut state.ema_best_score,
                 &mut state.ema_best_epoch,
@@ -181,7 +191,7 @@ fn run_epochs(s: &mut Session, state: &mut State, stop: &StopWhen, progress: boo
             }
         }
         // Patience follows the model meant to be kept: the EMA's when there is one.
-        let watched = if s.ema.is_some() {
+        let watched = if s.recipe.ema.is_some() {
             ema_score
         } else {
             live_score
@@ -218,8 +228,8 @@ fn epoch_row(
     ema: Option<&Validation>,
     frozen: bool,
 ) -> EpochRow {
-    let lr = s.sched.lr(state.opt_step.saturating_sub(1));
-    let warm = s.unfreeze.factor(state.opt_step.saturating_sub(1));
+    let lr = s.recipe.sched.lr(state.opt_step.saturating_sub(1));
+    let warm = s.recipe.unfreeze.factor(state.opt_step.saturating_sub(1));
     EpochRow {
         epoch: state.epoch + 1,
         train_loss: state.epoch_loss_sum / state.epoch_batches.max(1) as f64,

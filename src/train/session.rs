@@ -10,8 +10,7 @@ use tch::{nn, Device, Kind};
 use super::checkpoint::Checkpoints;
 use super::ema::Ema;
 use super::loss::Loss;
-use super::optim::Optimizer;
-use super::schedule::{UnfreezeWarmup, WarmupCosine};
+use super::step::{EpochPlan, Recipe};
 use super::{missing_data_message, TrainArgs, TrainError};
 use crate::config::PipelineConfig;
 use crate::data::cache::Cache;
@@ -19,41 +18,13 @@ use crate::data::dataset::{load_split, SplitData};
 use crate::data::loader::Source;
 use crate::model::device::{load_into, pick_device};
 use crate::model::muxnet::HeadInit;
-use crate::model::network::{param_groups, Network};
+use crate::model::network::Network;
 use crate::model::weights::{self, load_backbone, read_safetensors};
 use crate::model::ArchSpec;
 use crate::run::{Checkpoint, CheckpointMeta, RunDir, RunInfo, Split, State, WeightsInfo};
 
 /// Without `train.checkpoint_every_steps`, a mid-epoch checkpoint this often.
 const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(600);
-
-/// How the epoch is cut into batches and optimiser steps.
-#[derive(Debug, Clone, Copy)]
-pub struct EpochPlan {
-    pub batch: usize,
-    pub drop_last: bool,
-    pub batches: usize,
-    pub accum: usize,
-    pub steps: u64,
-}
-
-impl EpochPlan {
-    fn new(train_images: usize, batch: usize, accum: usize) -> Self {
-        let drop_last = train_images >= 2 * batch;
-        let batches = if drop_last {
-            train_images / batch
-        } else {
-            train_images.div_ceil(batch)
-        };
-        EpochPlan {
-            batch,
-            drop_last,
-            batches,
-            accum,
-            steps: batches.div_ceil(accum) as u64,
-        }
-    }
-}
 
 /// A split of the run with where its images come from.
 pub struct SplitSource {
@@ -79,11 +50,8 @@ pub struct Session {
     pub device: Device,
     pub vs: nn::VarStore,
     pub net: Network,
-    pub ema: Option<Ema>,
-    pub opt: Optimizer,
-    pub loss: Loss,
-    pub sched: WarmupCosine,
-    pub unfreeze: UnfreezeWarmup,
+    /// Optimiser, loss, schedules and EMA: the one training step ([`super::step`]).
+    pub recipe: Recipe,
     pub plan: EpochPlan,
     pub train: SplitSource,
     pub val: SplitSource,
@@ -436,22 +404,6 @@ fn build_model(
     Ok((net, info, ema))
 }
 
-/// The learning-rate schedule and the backbone's warmup after unfreezing, in steps.
-fn schedules(t: &crate::config::TrainConfig, plan: &EpochPlan) -> (WarmupCosine, UnfreezeWarmup) {
-    (
-        WarmupCosine {
-            base_lr: t.lr,
-            min_lr: t.min_lr,
-            warmup_steps: (t.warmup_epochs * plan.steps as f64).round() as u64,
-            total_steps: plan.steps * t.epochs as u64,
-        },
-        UnfreezeWarmup {
-            unfreeze_step: t.freeze_backbone_epochs as u64 * plan.steps,
-            warmup_steps: (t.unfreeze_warmup_epochs * plan.steps as f64).round() as u64,
-        },
-    )
-}
-
 impl Session {
     /// Opens a new run (`args.pipeline`) or an existing one (`args.resume`).
     pub fn open(args: &TrainArgs) -> Result<Opened> {
@@ -503,17 +455,13 @@ impl Session {
         let vs = nn::VarStore::new(device);
         let k = labels.len() as i64;
         let (net, weights, ema) = build_model(&cfg, &vs, k, weights_path.as_deref(), &mut log)?;
-        let opt = Optimizer::new(
-            cfg.train.optimizer,
-            param_groups(&vs, cfg.train.backbone_lr_factor, cfg.train.weight_decay),
-        );
         let plan = EpochPlan::new(
             train.data.len(),
             cfg.train.batch_size as usize,
             cfg.train.accum_steps as usize,
         );
-        let (sched, unfreeze) = schedules(&cfg.train, &plan);
         let loss = Loss::new(&cfg.train, &train.data, device);
+        let recipe = Recipe::new(&cfg.train, &vs, loss, ema, &plan);
         let checkpoints = Checkpoints::new(
             run.clone(),
             CheckpointMeta {
@@ -537,11 +485,7 @@ impl Session {
             device,
             vs,
             net,
-            ema,
-            opt,
-            loss,
-            sched,
-            unfreeze,
+            recipe,
             plan,
             train,
             val,
@@ -576,8 +520,8 @@ impl Session {
         let last = self.run.checkpoint(Checkpoint::Last);
         let t = read_safetensors(&last)?;
         load_into(&self.vs, &t, "")?;
-        self.opt.load_state(&t).map_err(anyhow::Error::msg)?;
-        if let Some(e) = &self.ema {
+        self.recipe.opt.load_state(&t).map_err(anyhow::Error::msg)?;
+        if let Some(e) = &self.recipe.ema {
             load_into(&e.vs, &t, "ema.")?;
         }
         self.log.line(&format!(
@@ -674,7 +618,7 @@ impl Session {
             .into());
         }
         self.checkpoints
-            .save_last(&self.vs, &self.opt, self.ema.as_ref(), state)?;
+            .save_last(&self.vs, &self.recipe.opt, self.recipe.ema.as_ref(), state)?;
         self.last_save = std::time::Instant::now();
         Ok(())
     }
@@ -694,7 +638,7 @@ impl Session {
                 .values()
                 .all(|t| t.isfinite().all().to_kind(Kind::Int64).int64_value(&[]) == 1)
         };
-        all(&self.vs) && self.ema.as_ref().is_none_or(|e| all(&e.vs))
+        all(&self.vs) && self.recipe.ema.as_ref().is_none_or(|e| all(&e.vs))
     }
 }
 
