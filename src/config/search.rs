@@ -64,7 +64,8 @@ pub struct ProxyConfig {
     /// Val images (whole patients, the same subset for every candidate); null = all.
     pub val_images: Option<usize>,
     pub batch_size: usize,
-    /// AdamW peak learning rate (cosine decay to zero over the proxy's steps).
+    /// Peak learning rate of the pipeline's `train:` recipe (its optimiser, warmup and
+    /// cosine schedule down to `train.min_lr`, loss, clipping and sampling) for the proxy.
     pub lr: f64,
     pub weight_decay: f64,
     pub drop_rate: f64,

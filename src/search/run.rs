@@ -99,10 +99,8 @@ pub fn run(a: &SearchArgs, stop: Arc<AtomicBool>) -> Result<SearchOutcome> {
     }
     let trainer = ProxyTrainer {
         data,
-        cfg: cfg.search.proxy.clone(),
         stop: stop.clone(),
         device,
-        memory_format: cfg.runtime.memory_format,
     };
     let bar = a
         .progress

@@ -5,14 +5,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use tch::Tensor;
+use tch::{nn, Device, Tensor};
 
-use super::session::Session;
-use super::step::StepError;
+use super::session::{Session, SplitSource};
+use super::step::{Applied, EpochPlan, Recipe, StepError};
 use super::TrainError;
 use crate::config::augment::Stage;
+use crate::config::{RuntimeConfig, TrainConfig};
 use crate::data::loader::{start_epoch_at, Balance, LoaderOptions};
 use crate::model::device::batch_tensor;
+use crate::model::network::Network;
 use crate::progress::TrainProgress;
 use crate::run::{Event, State};
 
@@ -50,7 +52,195 @@ fn non_finite(e: StepError, epoch: u32, bi: usize, opt_step: u64) -> TrainError 
     ))
 }
 
-/// Runs the rest of epoch `state.epoch` from batch `state.batch_in_epoch`.
+/// The parts of a training the loop steps (borrowed only during a step).
+pub struct Parts<'a> {
+    pub vs: &'a nn::VarStore,
+    pub net: &'a Network,
+    pub recipe: &'a mut Recipe,
+}
+
+/// An optimiser step just taken.
+#[derive(Debug, Clone, Copy)]
+pub struct Stepped {
+    pub epoch: u32,
+    /// The last batch of the step, within the epoch.
+    pub batch: usize,
+    /// The loss of that batch.
+    pub loss: f64,
+    pub applied: Applied,
+    pub frozen: bool,
+}
+
+/// What a training run does around the shared loop: `muxmed train` logs, checkpoints and
+/// shows progress; the search's proxy records its loss trace.
+pub trait Learner {
+    fn parts(&mut self) -> Parts<'_>;
+    /// After each optimiser step (`state` already counts it): whether to stop now.
+    fn stepped(&mut self, state: &State, step: &Stepped) -> Result<bool, TrainError>;
+    /// After each batch.
+    fn batch_done(&mut self, _state: &State, _batch: usize) {}
+}
+
+/// What one epoch trains on and how: the `train:` and `runtime:` settings, the epoch's plan,
+/// the split and its stages.
+pub struct EpochSetup<'a> {
+    pub train: &'a TrainConfig,
+    pub runtime: &'a RuntimeConfig,
+    pub plan: EpochPlan,
+    pub data: &'a SplitSource,
+    pub stages: &'a Arc<Vec<Stage>>,
+    pub device: Device,
+}
+
+/// Runs the rest of epoch `state.epoch` from batch `state.batch_in_epoch`: the loader's
+/// batches, each through the recipe's step, seeded per batch so a resumed run draws what an
+/// uninterrupted one draws. The time spent is added to `state.epoch_seconds`.
+pub fn run_epoch(
+    l: &mut dyn Learner,
+    e: &EpochSetup,
+    state: &mut State,
+) -> Result<EpochEnd, TrainError> {
+    let (t, plan, epoch) = (e.train, e.plan, state.epoch);
+    let frozen = epoch < t.freeze_backbone_epochs;
+    crate::model::network::set_backbone_trainable(l.parts().vs, !frozen);
+    let started = Instant::now();
+    let o = LoaderOptions {
+        batch_size: plan.batch,
+        shuffle: true,
+        class_balanced: t.class_balanced.then_some(Balance {
+            weighting: t.balance_weighting,
+            max_repeat: t.max_repeat,
+        }),
+        drop_last: plan.drop_last,
+        seed: t.seed,
+        epoch: epoch as u64,
+        workers: e.runtime.data_workers as usize,
+        prefetch: e.runtime.prefetch as usize,
+    };
+    let first = state.batch_in_epoch;
+    let mut batches = start_epoch_at(
+        e.data.data.clone(),
+        e.data.source.clone(),
+        e.stages.clone(),
+        o,
+        first,
+    )
+    .map_err(TrainError::Data)?;
+    let k = e.data.data.label_names.len() as i64;
+    let mut end = EpochEnd::Completed;
+    l.parts().recipe.opt.zero_grad();
+    for bi in first..plan.batches {
+        let b = batches
+            .next()
+            .ok_or_else(|| TrainError::Data("the loader ended early".into()))?
+            .map_err(TrainError::Data)?;
+        let global_batch = epoch as u64 * plan.batches as u64 + bi as u64;
+        tch::manual_seed(mix(t.seed, global_batch));
+        let x = batch_tensor(&b.images, b.shape, e.device);
+        let y = Tensor::from_slice(&b.targets)
+            .view([b.indices.len() as i64, k])
+            .to_device(e.device);
+        let p = l.parts();
+        let loss = p
+            .recipe
+            .accumulate(p.net, &x, &y, frozen, plan.group_len(bi), &mut ())
+            .map_err(|err| non_finite(err, epoch, bi, state.opt_step))?;
+        state.epoch_loss_sum += loss;
+        state.epoch_batches += 1;
+        state.epoch_images += b.indices.len();
+        if plan.ends_group(bi) {
+            let applied = p
+                .recipe
+                .apply(p.vs, state.opt_step, state.ema_updates, &mut ())
+                .map_err(|err| non_finite(err, epoch, bi, state.opt_step))?;
+            if p.recipe.ema.is_some() {
+                state.ema_updates += 1;
+            }
+            state.opt_step += 1;
+            state.batch_in_epoch = bi + 1;
+            let mut at = state.clone();
+            at.epoch_seconds += started.elapsed().as_secs_f64();
+            let step = Stepped {
+                epoch,
+                batch: bi,
+                loss,
+                applied,
+                frozen,
+            };
+            if l.stepped(&at, &step)? {
+                end = EpochEnd::Interrupted;
+                break;
+            }
+        }
+        let mut at = state.clone();
+        at.epoch_seconds += started.elapsed().as_secs_f64();
+        l.batch_done(&at, bi);
+    }
+    drop(batches);
+    state.epoch_seconds += started.elapsed().as_secs_f64();
+    Ok(end)
+}
+
+/// `muxmed train`'s side of the loop: events every `log_every` steps, mid-epoch checkpoints,
+/// stops, progress.
+struct RunLearner<'a> {
+    s: &'a mut Session,
+    stop: &'a StopWhen<'a>,
+    bar: Option<&'a TrainProgress>,
+}
+
+impl Learner for RunLearner<'_> {
+    fn parts(&mut self) -> Parts<'_> {
+        Parts {
+            vs: &self.s.vs,
+            net: &self.s.net,
+            recipe: &mut self.s.recipe,
+        }
+    }
+
+    fn stepped(&mut self, state: &State, step: &Stepped) -> Result<bool, TrainError> {
+        let s = &mut *self.s;
+        if state.opt_step.is_multiple_of(s.cfg.train.log_every as u64) {
+            s.run
+                .append_event(&Event {
+                    time: super::timestamp(),
+                    epoch: step.epoch + 1,
+                    step: state.opt_step,
+                    loss: step.loss,
+                    mean_loss: state.epoch_loss_sum / state.epoch_batches as f64,
+                    lr: step.applied.lr,
+                    grad_norm: step.applied.grad_norm,
+                    frozen: step.frozen,
+                })
+                .map_err(|e| TrainError::Io(e.to_string()))?;
+        }
+        if step.batch + 1 < s.plan.batches && s.checkpoint_due(state.opt_step) {
+            // Mid-epoch: the position and the time spent so far in this epoch.
+            s.save_last(state)
+                .map_err(|e| match e.downcast::<TrainError>() {
+                    Ok(t) => t,
+                    Err(e) => TrainError::Io(format!("{e:#}")),
+                })?;
+        }
+        let hit_limit = self.stop.after_steps.is_some_and(|n| state.opt_step >= n);
+        Ok(self.stop.signal.load(Ordering::SeqCst) || hit_limit)
+    }
+
+    fn batch_done(&mut self, state: &State, batch: usize) {
+        if let Some(bar) = self.bar {
+            bar.step(
+                state.epoch as u64 + 1,
+                self.s.cfg.train.epochs as u64,
+                (batch + 1) as u64,
+                self.s.plan.batches as u64,
+                state.epoch_loss_sum / state.epoch_batches.max(1) as f64,
+                state.epoch_images as f64 / state.epoch_seconds.max(1e-9),
+            );
+        }
+    }
+}
+
+/// Runs the rest of epoch `state.epoch` of a `muxmed train` session.
 pub fn train_one_epoch(
     s: &mut Session,
     state: &mut State,
@@ -58,108 +248,18 @@ pub fn train_one_epoch(
     stop: &StopWhen,
     bar: Option<&TrainProgress>,
 ) -> Result<EpochEnd, TrainError> {
-    let epoch = state.epoch;
-    let frozen = epoch < s.cfg.train.freeze_backbone_epochs;
-    crate::model::network::set_backbone_trainable(&s.vs, !frozen);
-    let started = Instant::now();
-    let plan = s.plan;
-    let o = LoaderOptions {
-        batch_size: plan.batch,
-        shuffle: true,
-        class_balanced: s.cfg.train.class_balanced.then_some(Balance {
-            weighting: s.cfg.train.balance_weighting,
-            max_repeat: s.cfg.train.max_repeat,
-        }),
-        drop_last: plan.drop_last,
-        seed: s.cfg.train.seed,
-        epoch: epoch as u64,
-        workers: s.cfg.runtime.data_workers as usize,
-        prefetch: s.cfg.runtime.prefetch as usize,
+    let (train, runtime) = (s.cfg.train.clone(), s.cfg.runtime.clone());
+    let data = SplitSource {
+        data: s.train.data.clone(),
+        source: s.train.source.clone(),
     };
-    let first = state.batch_in_epoch;
-    let mut batches = start_epoch_at(
-        s.train.data.clone(),
-        s.train.source.clone(),
-        stages.clone(),
-        o,
-        first,
-    )
-    .map_err(TrainError::Data)?;
-    let k = s.labels.len() as i64;
-    let mut end = EpochEnd::Completed;
-    s.recipe.opt.zero_grad();
-    for bi in first..plan.batches {
-        let b = batches
-            .next()
-            .ok_or_else(|| TrainError::Data("the loader ended early".into()))?
-            .map_err(TrainError::Data)?;
-        let global_batch = epoch as u64 * plan.batches as u64 + bi as u64;
-        tch::manual_seed(mix(s.cfg.train.seed, global_batch));
-        let x = batch_tensor(&b.images, b.shape, s.device);
-        let y = Tensor::from_slice(&b.targets)
-            .view([b.indices.len() as i64, k])
-            .to_device(s.device);
-        let lv = s
-            .recipe
-            .accumulate(&s.net, &x, &y, frozen, plan.group_len(bi), &mut ())
-            .map_err(|e| non_finite(e, epoch, bi, state.opt_step))?;
-        state.epoch_loss_sum += lv;
-        state.epoch_batches += 1;
-        state.epoch_images += b.indices.len();
-        if plan.ends_group(bi) {
-            let applied = s
-                .recipe
-                .apply(&s.vs, state.opt_step, state.ema_updates, &mut ())
-                .map_err(|e| non_finite(e, epoch, bi, state.opt_step))?;
-            let (lr, gnorm) = (applied.lr, applied.grad_norm);
-            state.opt_step += 1;
-            if s.recipe.ema.is_some() {
-                state.ema_updates += 1;
-            }
-            if state.opt_step.is_multiple_of(s.cfg.train.log_every as u64) {
-                s.run
-                    .append_event(&Event {
-                        time: super::timestamp(),
-                        epoch: epoch + 1,
-                        step: state.opt_step,
-                        loss: lv,
-                        mean_loss: state.epoch_loss_sum / state.epoch_batches as f64,
-                        lr,
-                        grad_norm: gnorm,
-                        frozen,
-                    })
-                    .map_err(|e| TrainError::Io(e.to_string()))?;
-            }
-            state.batch_in_epoch = bi + 1;
-            if bi + 1 < plan.batches && s.checkpoint_due(state.opt_step) {
-                // Mid-epoch: the position and the time spent so far in this epoch.
-                let mut at = state.clone();
-                at.epoch_seconds += started.elapsed().as_secs_f64();
-                s.save_last(&at)
-                    .map_err(|e| match e.downcast::<TrainError>() {
-                        Ok(t) => t,
-                        Err(e) => TrainError::Io(format!("{e:#}")),
-                    })?;
-            }
-            let hit_limit = stop.after_steps.is_some_and(|n| state.opt_step >= n);
-            if stop.signal.load(Ordering::SeqCst) || hit_limit {
-                end = EpochEnd::Interrupted;
-                break;
-            }
-        }
-        if let Some(bar) = bar {
-            let secs = state.epoch_seconds + started.elapsed().as_secs_f64();
-            bar.step(
-                epoch as u64 + 1,
-                s.cfg.train.epochs as u64,
-                (bi + 1) as u64,
-                plan.batches as u64,
-                state.epoch_loss_sum / state.epoch_batches.max(1) as f64,
-                state.epoch_images as f64 / secs.max(1e-9),
-            );
-        }
-    }
-    drop(batches);
-    state.epoch_seconds += started.elapsed().as_secs_f64();
-    Ok(end)
+    let setup = EpochSetup {
+        train: &train,
+        runtime: &runtime,
+        plan: s.plan,
+        data: &data,
+        stages,
+        device: s.device,
+    };
+    run_epoch(&mut RunLearner { s, stop, bar }, &setup, state)
 }

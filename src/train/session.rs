@@ -229,7 +229,12 @@ fn skipped_images(cache: &Cache) -> Vec<crate::run::SkippedImage> {
 
 /// The cache slots of a split's images, without those `prepare` skipped as unreadable; any
 /// other image missing from the cache is a named error.
-fn cached(cache: &Arc<Cache>, data: SplitData, split: Split) -> Result<SplitSource, TrainError> {
+/// A split's images in the cache, leaving out those `prepare` skipped.
+pub fn cached(
+    cache: &Arc<Cache>,
+    data: SplitData,
+    split: Split,
+) -> Result<SplitSource, TrainError> {
     let keep: Vec<bool> = data
         .image_ids
         .iter()
@@ -362,6 +367,30 @@ fn check_start(
     })
 }
 
+/// A new network of the pipeline's architecture (or `spec`, a MUXNet the search made) with
+/// its dropout and stochastic depth, in the pipeline's memory format: what every training
+/// (`train`, the search's proxy) starts from.
+pub fn fresh_network(
+    cfg: &PipelineConfig,
+    vs: &nn::VarStore,
+    k: i64,
+    spec: Option<&ArchSpec>,
+) -> Result<Network, crate::model::spec::SpecError> {
+    let mut net = match spec {
+        Some(s) => Network::muxnet(&vs.root(), s, k, cfg.model.drop(), HeadInit::PytorchDefault)?,
+        None => Network::build(
+            &vs.root(),
+            &cfg.model.arch,
+            k,
+            cfg.model.drop(),
+            HeadInit::PytorchDefault,
+        )?,
+    };
+    net.set_drop_path_rate(cfg.model.drop_path());
+    net.set_memory_format(vs, cfg.runtime.memory_format);
+    Ok(net)
+}
+
 /// The network (with stochastic depth and, for a new run, its starting weights) and the EMA.
 fn build_model(
     cfg: &PipelineConfig,
@@ -370,14 +399,7 @@ fn build_model(
     weights_path: Option<&Path>,
     log: &mut Log,
 ) -> Result<(Network, WeightsInfo, Option<Ema>)> {
-    let mut net = Network::build(
-        &vs.root(),
-        &cfg.model.arch,
-        k,
-        cfg.model.drop(),
-        HeadInit::PytorchDefault,
-    )?;
-    net.set_drop_path_rate(cfg.model.drop_path());
+    let net = fresh_network(cfg, vs, k, None)?;
     let mut info = WeightsInfo {
         from_scratch: cfg.model.from_scratch,
         path: None,
@@ -396,7 +418,6 @@ fn build_model(
         info.sha256 = Some(weights::sha256_file(w)?);
         info.replaced = r.replaced;
     }
-    net.set_memory_format(vs, cfg.runtime.memory_format);
     let ema = match cfg.train.ema_decay {
         Some(d) => Some(Ema::new(vs, &net, &cfg.model.arch, k, d)?),
         None => None,
