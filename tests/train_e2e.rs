@@ -899,8 +899,9 @@ fn export_targets_are_checked(w: &World, best: &Path, img: &Path) {
 /// traced with, `predict --model` gives `predict --checkpoint`'s probabilities, and
 /// `model forward --checkpoint` the same logits from the command line.
 fn export_round_trip(w: &World, run: &RunDir, img: &Path, checkpoint_csv: &Path) {
-    use muxmed::eval::run_eval::{load_checkpoint, predict_files, ModelSource};
+    use muxmed::eval::run_eval::{predict_files, ModelSource};
     use muxmed::model::export::ExportManifest;
+    use muxmed::run::checkpoint::load_checkpoint;
     use sha2::Digest;
     let best = run.root().join("best.safetensors");
     let pt = w.root.join("exported/model.pt");

@@ -214,7 +214,7 @@ impl TensorArgs {
         use crate::model::tools::JobNet;
         let net = match (&self.checkpoint, &self.arch, &self.weights) {
             (Some(c), _, _) => {
-                let l = crate::eval::run_eval::load_checkpoint(c, tch::Device::Cpu)?;
+                let l = crate::run::checkpoint::load_checkpoint(c, tch::Device::Cpu)?;
                 JobNet::Built {
                     arch: l.meta.arch,
                     vs: l.vs,

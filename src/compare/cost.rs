@@ -34,7 +34,7 @@ pub struct Candidate {
 impl Candidate {
     /// A trained checkpoint, at its own resolution.
     pub fn checkpoint(path: &Path) -> Result<Self> {
-        let loaded = crate::eval::run_eval::load_checkpoint(path, Device::Cpu)?;
+        let loaded = crate::run::checkpoint::load_checkpoint(path, Device::Cpu)?;
         Ok(Candidate {
             resolution: loaded.meta.resolution as i64,
             net: loaded.folded(MemoryFormat::default()),

@@ -6,12 +6,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use super::predictions::Evaluation;
-use super::run_eval::{load_checkpoint, VAL_THRESHOLDS};
+use super::run_eval::VAL_THRESHOLDS;
 use crate::model::device::pick_device;
 use crate::model::export::{
     flat_preprocessing, trace, ExportManifest, LabelThreshold, EXPORT_FORMAT,
 };
 use crate::model::layout::MemoryFormat;
+use crate::run::checkpoint::load_checkpoint;
 use crate::run::{EvalKey, RunDir, Split};
 
 /// What `export` wrote.

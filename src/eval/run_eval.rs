@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{anyhow, bail, Context, Result};
-use tch::{nn, Device};
+use anyhow::{anyhow, bail, Result};
+use tch::Device;
 
 use super::predictions::{
     evaluate, write_predictions, ChosenThresholds, EvalOptions, Evaluation, Joined, Thresholds,
@@ -15,48 +15,16 @@ use crate::data::cache::Cache;
 use crate::data::dataset::SplitData;
 use crate::data::files::{gather, Failures};
 use crate::data::loader::Source;
-use crate::model::device::{load_into, pick_device};
+use crate::model::device::pick_device;
 use crate::model::export::{ExportManifest, Scripted};
 use crate::model::folded::FoldedNetwork;
 use crate::model::inference::{predict_split, Classifier};
 use crate::model::layout::MemoryFormat;
-use crate::model::muxnet::HeadInit;
-use crate::model::network::Network;
-use crate::model::weights::{read_metadata, read_safetensors};
-use crate::run::{Checkpoint, CheckpointMeta, EvalKey, RunDir, Split};
+use crate::run::checkpoint::load_checkpoint;
+use crate::run::{Checkpoint, EvalKey, RunDir, Split};
 
 /// The `threshold_source` of an evaluation whose thresholds were chosen on the run's val split.
 pub const VAL_THRESHOLDS: &str = "chosen on this run's val split";
-
-/// A trained network with what is needed to feed it.
-pub struct LoadedCheckpoint {
-    pub vs: nn::VarStore,
-    pub net: Network,
-    pub meta: CheckpointMeta,
-}
-
-/// Builds the network described by a checkpoint's metadata and loads its weights
-/// (optimiser and EMA tensors in `last.safetensors` are ignored).
-pub fn load_checkpoint(path: &Path, device: Device) -> Result<LoadedCheckpoint> {
-    let meta = CheckpointMeta::from_metadata(&read_metadata(path)?)
-        .map_err(|m| anyhow!("{}: {m}", path.display()))?;
-    let vs = nn::VarStore::new(device);
-    let k = meta.labels.len() as i64;
-    let net = match &meta.arch_spec {
-        Some(spec) => Network::muxnet(&vs.root(), spec, k, 0.0, HeadInit::Reference)?,
-        None => Network::build(&vs.root(), &meta.arch, k, 0.0, HeadInit::Reference)?,
-    };
-    let t = read_safetensors(path)?;
-    load_into(&vs, &t, "").with_context(|| format!("loading {}", path.display()))?;
-    Ok(LoadedCheckpoint { vs, net, meta })
-}
-
-impl LoadedCheckpoint {
-    /// The inference model: BatchNorm folded, weights in memory format `f`.
-    pub fn folded(&self, f: MemoryFormat) -> FoldedNetwork {
-        FoldedNetwork::new(&self.net, f)
-    }
-}
 
 fn joined(split: &SplitData, probs: Vec<Vec<f64>>) -> Joined {
     let mut probs = probs.into_iter();

@@ -17,11 +17,11 @@ use crate::data::augment::{apply, image_rng, Img};
 use crate::data::geometry::Geometry;
 use crate::data::image::{decode_file, Gray};
 use crate::data::loader::working_image;
-use crate::eval::run_eval::load_checkpoint;
 use crate::model::device::batch_tensor;
 use crate::model::folded::FoldedNetwork;
 use crate::model::gradcam::{gradcam, min_max};
 use crate::model::layout::MemoryFormat;
+use crate::run::checkpoint::load_checkpoint;
 use crate::run::CheckpointMeta;
 
 /// A checkpoint ready to explain images.

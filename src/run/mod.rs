@@ -22,13 +22,15 @@
 //!   report/                figures, report.md, report.html
 //! ```
 
+pub mod checkpoint;
 mod files;
 mod types;
 
+pub use checkpoint::CheckpointMeta;
 pub use files::{RunDir, RunError};
 pub use types::{
-    CheckpointMeta, EpochRow, Event, FindingAccuracy, Localization, MapSource, Patience, RunInfo,
-    SkippedImage, SourceAccuracy, State, Status, WeightsInfo,
+    EpochRow, Event, FindingAccuracy, Localization, MapSource, Patience, RunInfo, SkippedImage,
+    SourceAccuracy, State, Status, WeightsInfo,
 };
 
 pub use crate::config::Arch;

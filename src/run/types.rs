@@ -1,13 +1,9 @@
 //! What the files of a run directory hold, as typed structs.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
 use super::{Arch, Checkpoint};
-use crate::config::augment::Stage;
 use crate::metrics::localization::Accuracy;
-use crate::model::ArchSpec;
 
 /// `run.json`: what a run is, written once when it starts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -175,50 +171,6 @@ pub struct Event {
     pub lr: f64,
     pub grad_norm: f64,
     pub frozen: bool,
-}
-
-/// Metadata inside every checkpoint, so `evaluate` and `predict` need no other file.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CheckpointMeta {
-    pub checkpoint: Checkpoint,
-    pub arch: Arch,
-    /// A MUXNet's spec travels inside the checkpoint (the arch JSON may be gone later).
-    pub arch_spec: Option<ArchSpec>,
-    pub labels: Vec<String>,
-    pub eval_stages: Vec<Stage>,
-    pub working_size: u32,
-    /// The cache's sample type, which predict and explain round file pixels to (absent in
-    /// checkpoints from before it was recorded: u8, the default then as now).
-    #[serde(default)]
-    pub cache_dtype: crate::config::augment::CacheDtype,
-    pub resolution: u32,
-    pub from_scratch: bool,
-    pub muxmed_version: String,
-    /// The training state (`last.safetensors` only).
-    pub state: Option<State>,
-}
-
-/// The safetensors metadata key that holds [`CheckpointMeta`] as JSON.
-pub const CHECKPOINT_META_KEY: &str = "muxmed_checkpoint";
-
-impl CheckpointMeta {
-    pub fn to_metadata(&self) -> BTreeMap<String, String> {
-        let mut m = BTreeMap::new();
-        // Serialising plain data with finite numbers cannot fail.
-        m.insert(
-            CHECKPOINT_META_KEY.to_string(),
-            serde_json::to_string(self).unwrap_or_default(),
-        );
-        m
-    }
-
-    /// Reads the metadata of a safetensors file; `Err` says what is wrong.
-    pub fn from_metadata(m: &BTreeMap<String, String>) -> Result<Self, String> {
-        let text = m.get(CHECKPOINT_META_KEY).ok_or_else(|| {
-            format!("no `{CHECKPOINT_META_KEY}` metadata: not a checkpoint written by muxmed train")
-        })?;
-        serde_json::from_str(text).map_err(|e| format!("`{CHECKPOINT_META_KEY}` metadata: {e}"))
-    }
 }
 
 /// A map the box benchmark scores: the model's Grad-CAM or one of two chance baselines.

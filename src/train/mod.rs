@@ -3,8 +3,8 @@
 //! [`train`] orchestrates; each part has its own module: [`session`] (opening a new or
 //! resumed run), [`epoch`] (one pass over the train split), [`step`] (the recipe: one
 //! optimiser step, shared with `bench model` and the search's proxy), [`validate`], [`best`] (the best
-//! checkpoint rule and early stopping), [`ema`], [`loss`], [`optim`], [`schedule`] and
-//! [`checkpoint`] (writing the files).
+//! checkpoint rule and early stopping), [`ema`], [`loss`], [`optim`], and [`schedule`]; checkpoints
+//! are [`crate::run::checkpoint`]'s.
 
 pub mod schedule;
 
@@ -12,8 +12,6 @@ pub mod schedule;
 pub mod bench;
 #[cfg(feature = "torch")]
 pub mod best;
-#[cfg(feature = "torch")]
-pub mod checkpoint;
 #[cfg(feature = "torch")]
 pub mod ema;
 #[cfg(feature = "torch")]

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use anyhow::{anyhow, bail, Context, Result};
 use tch::{nn, Device, Kind};
 
-use super::checkpoint::Checkpoints;
 use super::ema::Ema;
 use super::loss::Loss;
 use super::step::{EpochPlan, Recipe};
@@ -16,11 +15,12 @@ use crate::config::PipelineConfig;
 use crate::data::cache::Cache;
 use crate::data::dataset::{load_split, SplitData};
 use crate::data::loader::Source;
-use crate::model::device::{load_into, pick_device};
+use crate::model::device::pick_device;
 use crate::model::muxnet::HeadInit;
 use crate::model::network::Network;
-use crate::model::weights::{self, load_backbone, read_safetensors};
+use crate::model::weights::{self, load_backbone};
 use crate::model::ArchSpec;
+use crate::run::checkpoint::{restore_for_resume, resume_state, Checkpoints};
 use crate::run::{Checkpoint, CheckpointMeta, RunDir, RunInfo, Split, State, WeightsInfo};
 
 /// Without `train.checkpoint_every_steps`, a mid-epoch checkpoint this often.
@@ -289,10 +289,7 @@ fn target(args: &TrainArgs) -> Result<Result<Target, Opened>> {
         bail!("{why}");
     }
     // The state inside last.safetensors says where to go on.
-    let state = CheckpointMeta::from_metadata(&weights::read_metadata(&last)?)
-        .map_err(|m| anyhow!("{}: {m}", last.display()))?
-        .state
-        .ok_or_else(|| anyhow!("{} has no training state", last.display()))?;
+    let state = resume_state(&run)?;
     if state.status.is_done() {
         let labels = run.manifest()?.labels;
         return Ok(Err(Opened::AlreadyDone(run, state, labels)));
@@ -538,13 +535,9 @@ impl Session {
 
     /// Loads weights, optimiser state and EMA from last.safetensors.
     fn restore(&mut self, mut state: State) -> Result<State> {
-        let last = self.run.checkpoint(Checkpoint::Last);
-        let t = read_safetensors(&last)?;
-        load_into(&self.vs, &t, "")?;
+        let ema = self.recipe.ema.as_ref().map(|e| &e.vs);
+        let t = restore_for_resume(&self.run, &self.vs, ema)?;
         self.recipe.opt.load_state(&t).map_err(anyhow::Error::msg)?;
-        if let Some(e) = &self.recipe.ema {
-            load_into(&e.vs, &t, "ema.")?;
-        }
         self.log.line(&format!(
             "resumed at epoch {} batch {} (step {})",
             state.epoch + 1,
@@ -638,8 +631,12 @@ impl Session {
             ))
             .into());
         }
-        self.checkpoints
-            .save_last(&self.vs, &self.recipe.opt, self.recipe.ema.as_ref(), state)?;
+        self.checkpoints.save_last(
+            &self.vs,
+            self.recipe.opt.state_tensors(),
+            self.recipe.ema.as_ref().map(|e| &e.vs),
+            state,
+        )?;
         self.last_save = std::time::Instant::now();
         Ok(())
     }
