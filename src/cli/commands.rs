@@ -105,7 +105,7 @@ fn manifest_cmd(args: &PipelineArgs, out: Option<&Path>) -> Result<ExitCode> {
     let cfg = &p.config;
     let out = out
         .map(Path::to_path_buf)
-        .unwrap_or_else(|| Path::new(MANIFESTS_DIR).join(&cfg.name));
+        .unwrap_or_else(|| manifest_dir(cfg));
     let started = std::time::Instant::now();
     let mut m = crate::data::manifest::build(&cfg.data, true)
         .with_context(|| format!("building the manifest for pipeline `{}`", cfg.name))?;
@@ -178,13 +178,18 @@ fn report_cmd(a: &EvalArgs) -> Result<ExitCode> {
 }
 
 fn manifest_dir(cfg: &crate::config::PipelineConfig) -> PathBuf {
-    Path::new(MANIFESTS_DIR).join(&cfg.name)
+    crate::data::manifest_dir::ManifestDir::of(Path::new(MANIFESTS_DIR), &cfg.name)
+        .root()
+        .to_path_buf()
 }
 
 fn prepare_cmd(args: &PipelineArgs) -> Result<ExitCode> {
     let p = load_pipeline(args)?;
     let dir = manifest_dir(&p.config);
-    if !dir.join("manifest.json").is_file() {
+    if !crate::data::manifest_dir::ManifestDir::new(&dir)
+        .manifest_json()
+        .is_file()
+    {
         anyhow::bail!(
             "no manifest at {}: run `muxmed manifest --pipeline {}` first",
             dir.display(),

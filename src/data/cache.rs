@@ -16,6 +16,7 @@ use rayon::prelude::*;
 
 use super::dataset::{load_split, SplitData};
 use super::image::{decode_with_origin, Gray};
+use super::manifest_dir::ManifestDir;
 use super::Split;
 use crate::config::augment::CacheDtype;
 use crate::config::AugmentConfig;
@@ -70,11 +71,7 @@ pub struct Index {
 
 /// The folder of a cache for a manifest folder and augment settings.
 pub fn cache_dir(manifest_dir: &Path, a: &AugmentConfig) -> PathBuf {
-    let d = match a.cache_dtype {
-        CacheDtype::U8 => "u8",
-        CacheDtype::U16 => "u16",
-    };
-    manifest_dir.join(format!("cache_{}_{d}", a.working_size))
+    ManifestDir::new(manifest_dir).cache(a).root().to_path_buf()
 }
 
 const CHUNK: usize = 256;
@@ -211,23 +208,24 @@ pub struct Cache {
 impl Cache {
     /// Opens the cache if it is complete and was built from this manifest with these settings.
     pub fn open(manifest_dir: &Path, a: &AugmentConfig) -> Result<Cache, CacheError> {
-        let dir = cache_dir(manifest_dir, a);
+        let cdir = ManifestDir::new(manifest_dir).cache(a);
+        let dir = cdir.root();
         let name = manifest_dir
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let hint = format!("run `muxmed prepare --pipeline {name}` to build it");
-        if !dir.join(".complete").is_file() {
+        if !cdir.complete_marker().is_file() {
             return Err(CacheError::Invalid(format!(
                 "no complete prepared cache at {}: {hint}",
                 dir.display()
             )));
         }
-        let ip = dir.join("index.json");
+        let ip = cdir.index_json();
         let index: Index =
             serde_json::from_str(&std::fs::read_to_string(&ip).map_err(|e| io_err(&ip, e))?)
                 .map_err(|e| io_err(&ip, e))?;
-        let msha = crate::io::sha256_file(&manifest_dir.join("manifest.json"))
+        let msha = crate::io::sha256_file(&ManifestDir::new(manifest_dir).manifest_json())
             .map_err(|e| io_err(manifest_dir, e))?;
         if index.working_size != a.working_size || index.dtype != a.cache_dtype {
             return Err(CacheError::Invalid(format!(
@@ -247,7 +245,7 @@ impl Cache {
                 dir.display()
             )));
         }
-        let bp = dir.join("images.bin");
+        let bp = cdir.images_bin();
         let f = File::open(&bp).map_err(|e| io_err(&bp, e))?;
         // Safety of the mapping: the file is only ever written inside `.partial` folders
         // before it is renamed here, so nothing writes to it while it is mapped.
@@ -401,8 +399,9 @@ pub fn prepare_in_chunks(
     chunk: usize,
     progress: &dyn Fn(usize, usize),
 ) -> Result<PrepareReport, CacheError> {
-    let dir = cache_dir(manifest_dir, a);
-    let lock_path = dir.with_extension("lock");
+    let cdir = ManifestDir::new(manifest_dir).cache(a);
+    let dir = cdir.root().to_path_buf();
+    let lock_path = cdir.lock_file();
     let _lock = crate::io::Lock::acquire(&lock_path, "this cache is being prepared")
         .map_err(|e| CacheError::Invalid(e.to_string()))?;
     match Cache::open(manifest_dir, a) {
@@ -424,7 +423,7 @@ pub fn prepare_in_chunks(
         }
         Err(_) => {}
     }
-    let manifest_sha256 = crate::io::sha256_file(&manifest_dir.join("manifest.json"))
+    let manifest_sha256 = crate::io::sha256_file(&ManifestDir::new(manifest_dir).manifest_json())
         .map_err(|e| io_err(manifest_dir, e))?;
     let splits: Vec<(Split, SplitData)> = Split::ALL
         .into_iter()
@@ -442,12 +441,8 @@ pub fn prepare_in_chunks(
         }
     }
     let total = items.len();
-    let partial = dir.with_file_name(format!(
-        "{}.partial",
-        dir.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    ));
+    let pdir = cdir.partial();
+    let partial = pdir.root().to_path_buf();
     let chunk = chunk.max(1);
     let want = Progress {
         chunk,
@@ -457,7 +452,7 @@ pub fn prepare_in_chunks(
         total,
         done_chunks: 0,
     };
-    let pp = partial.join("progress.json");
+    let pp = pdir.progress_json();
     let mut done_chunks = std::fs::read_to_string(&pp)
         .ok()
         .and_then(|t| serde_json::from_str::<Progress>(&t).ok())
@@ -480,7 +475,7 @@ pub fn prepare_in_chunks(
         CacheDtype::U16 => 2,
     };
     let slot_bytes = (a.working_size as usize).pow(2) * sample;
-    let bp = partial.join("images.bin");
+    let bp = pdir.images_bin();
     let bin = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -509,7 +504,7 @@ pub fn prepare_in_chunks(
             entries.push(entry);
         }
         bin.sync_data().map_err(|e| io_err(&bp, e))?;
-        let ep = partial.join(format!("entries_{done_chunks:06}.json"));
+        let ep = pdir.chunk_entries(done_chunks);
         crate::io::write_atomic(
             &ep,
             serde_json::to_string(&entries)
@@ -531,7 +526,7 @@ pub fn prepare_in_chunks(
     }
     let mut entries = Vec::with_capacity(total);
     for c in 0..n_chunks {
-        let ep = partial.join(format!("entries_{c:06}.json"));
+        let ep = pdir.chunk_entries(c);
         let chunk: Vec<Entry> =
             serde_json::from_str(&std::fs::read_to_string(&ep).map_err(|e| io_err(&ep, e))?)
                 .map_err(|e| io_err(&ep, e))?;
@@ -545,15 +540,14 @@ pub fn prepare_in_chunks(
         dtype: a.cache_dtype,
         entries,
     };
-    let ip = partial.join("index.json");
+    let ip = pdir.index_json();
     crate::io::write_atomic(
         &ip,
         serde_json::to_string(&index).unwrap_or_default().as_bytes(),
     )
     .map_err(|e| io_err(&ip, e))?;
     let _ = std::fs::remove_file(&pp);
-    crate::io::write_atomic(&partial.join(".complete"), b"ok\n")
-        .map_err(|e| io_err(&partial, e))?;
+    crate::io::write_atomic(&pdir.complete_marker(), b"ok\n").map_err(|e| io_err(&partial, e))?;
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::rename(&partial, &dir).map_err(|e| io_err(&dir, e))?;
     Ok(PrepareReport {

@@ -176,7 +176,7 @@ impl ManifestInfo {
 
     /// Reads `<dir>/manifest.json`.
     pub fn read(dir: &Path) -> Result<Self, ManifestError> {
-        let p = dir.join("manifest.json");
+        let p = super::manifest_dir::ManifestDir::new(dir).manifest_json();
         let text = std::fs::read_to_string(&p).map_err(|e| {
             let name = dir.file_name().unwrap_or_default().to_string_lossy();
             merr(
@@ -198,9 +198,9 @@ pub fn load_split(dir: &Path, split: Split) -> Result<SplitData, ManifestError> 
     load_split_file(&split_path(dir, split), &manifest_labels(dir)?)
 }
 
-/// Where a manifest folder keeps a split.
+/// Where a manifest folder (or a run's `splits/`) keeps a split.
 pub fn split_path(dir: &Path, split: Split) -> PathBuf {
-    dir.join(format!("{split}.parquet"))
+    super::manifest_dir::split_file(dir, split)
 }
 
 /// Reads one split's parquet file; `label_names` are the label columns, in model order.

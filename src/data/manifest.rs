@@ -10,6 +10,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
 use super::dataset::{ManifestInfo, SourceFile, SplitCount};
+use super::manifest_dir::ManifestDir;
 use super::nih::{self, NihError, Record};
 use super::{Split, LABELS};
 use crate::config::{DataConfig, SplitProtocol};
@@ -841,10 +842,9 @@ impl Manifest {
         if link {
             // Into the symlink's target, file by file; manifest.json (what caches and runs
             // check) last.
-            let mut names: Vec<String> = Split::ALL.map(|s| format!("{s}.parquet")).to_vec();
-            names.extend(["summary.csv".to_string(), "manifest.json".to_string()]);
-            for n in names {
-                std::fs::rename(tmp.join(&n), out.join(&n)).map_err(|e| werr(e.to_string()))?;
+            let (from, to) = (ManifestDir::new(&tmp), ManifestDir::new(out));
+            for (a, b) in from.manifest_files().into_iter().zip(to.manifest_files()) {
+                std::fs::rename(a, b).map_err(|e| werr(e.to_string()))?;
             }
             let _ = std::fs::remove_dir_all(&tmp);
             return Ok(());
@@ -876,14 +876,15 @@ impl Manifest {
             path: dir.to_path_buf(),
             message,
         };
+        let files = ManifestDir::new(dir);
         for (s, df) in self.frames.iter_mut() {
-            let f = std::fs::File::create(dir.join(format!("{s}.parquet")))
-                .map_err(|e| werr(e.to_string()))?;
+            let split = Split::parse(s).ok_or_else(|| werr(format!("no split `{s}`")))?;
+            let f = std::fs::File::create(files.split(split)).map_err(|e| werr(e.to_string()))?;
             ParquetWriter::new(f).finish(df)?;
         }
-        let f = std::fs::File::create(dir.join("summary.csv")).map_err(|e| werr(e.to_string()))?;
+        let f = std::fs::File::create(files.summary_csv()).map_err(|e| werr(e.to_string()))?;
         CsvWriter::new(f).finish(&mut self.summary)?;
         let text = serde_json::to_string_pretty(&self.info).map_err(|e| werr(e.to_string()))?;
-        std::fs::write(dir.join("manifest.json"), text + "\n").map_err(|e| werr(e.to_string()))
+        std::fs::write(files.manifest_json(), text + "\n").map_err(|e| werr(e.to_string()))
     }
 }

@@ -12,6 +12,7 @@ pub mod geometry;
 pub mod image;
 pub mod loader;
 pub mod manifest;
+pub mod manifest_dir;
 pub mod nih;
 pub mod synth;
 pub mod tools;

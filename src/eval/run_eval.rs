@@ -115,7 +115,9 @@ pub fn evaluate_run(
     }
     let loaded = load_checkpoint(&ck_path, device)?;
     let folded = loaded.folded(cfg.runtime.memory_format);
-    let mdir = manifests_dir.join(&cfg.name);
+    let mdir = crate::data::manifest_dir::ManifestDir::of(manifests_dir, &cfg.name)
+        .root()
+        .to_path_buf();
     let notice = run.manifest_notice(&mdir);
     let mut pipelines = vec![cfg.augment.eval.clone()];
     if key.tta {

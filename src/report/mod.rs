@@ -485,7 +485,9 @@ pub fn report_run(
 ) -> Result<(PathBuf, Option<String>)> {
     let run = RunDir::open(run_dir)?;
     let cfg = run.config()?;
-    let notice = run.manifest_notice(&manifests_dir.join(&cfg.name));
+    let notice = run.manifest_notice(
+        crate::data::manifest_dir::ManifestDir::of(manifests_dir, &cfg.name).root(),
+    );
     let (j, ev) = run_evaluation(&run, &key)?;
     let manifest = run.manifest()?;
     let info = run.info()?;

@@ -73,7 +73,9 @@ fn open_archive(a: &SearchArgs, dir: &SearchDir, labels: &[String]) -> Result<Ar
 pub fn run(a: &SearchArgs, stop: Arc<AtomicBool>) -> Result<SearchOutcome> {
     let started = std::time::Instant::now();
     let cfg = &a.pipeline.config;
-    let manifest_dir = a.manifests_dir.join(&cfg.name);
+    let manifest_dir = crate::data::manifest_dir::ManifestDir::of(&a.manifests_dir, &cfg.name)
+        .root()
+        .to_path_buf();
     let labels = manifest_labels(&manifest_dir).map_err(|e| {
         anyhow!(
             "{e}\n{}",

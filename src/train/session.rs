@@ -316,7 +316,11 @@ fn check_start(
     manifest_dir: &Path,
     resuming: bool,
 ) -> Result<Checked> {
-    if !resuming && !manifest_dir.join("manifest.json").is_file() {
+    if !resuming
+        && !crate::data::manifest_dir::ManifestDir::new(manifest_dir)
+            .manifest_json()
+            .is_file()
+    {
         let src = args
             .pipeline
             .as_ref()
@@ -429,7 +433,10 @@ impl Session {
             Ok(t) => t,
             Err(done) => return Ok(done),
         };
-        let manifest_dir = args.manifests_dir.join(&cfg.name);
+        let manifest_dir =
+            crate::data::manifest_dir::ManifestDir::of(&args.manifests_dir, &cfg.name)
+                .root()
+                .to_path_buf();
         let Checked {
             device,
             weights: weights_path,
