@@ -9,6 +9,7 @@ use super::types::{EpochRow, Event, Localization, RunInfo, State};
 use super::{Checkpoint, EvalKey, Split};
 use crate::config::{self, PipelineConfig};
 use crate::data::dataset::{self, ManifestInfo, SplitData};
+use crate::data::manifest_dir::ManifestDir;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -189,13 +190,14 @@ impl RunDir {
         manifest_dir: &Path,
         drop: &std::collections::HashSet<String>,
     ) -> Result<(), RunError> {
-        let from = manifest_dir.join("manifest.json");
+        let from = ManifestDir::new(manifest_dir).manifest_json();
         let bytes = std::fs::read(&from).map_err(io(&from))?;
         crate::io::write_atomic(&self.manifest_json(), &bytes)
             .map_err(io(&self.manifest_json()))?;
         for s in Split::ALL {
             let to = self.split_file(s);
-            dataset::copy_split_without(&dataset::split_path(manifest_dir, s), &to, drop)?;
+            let split = ManifestDir::new(manifest_dir).split(s);
+            dataset::copy_split_without(&split, &to, drop)?;
         }
         Ok(())
     }
@@ -204,11 +206,12 @@ impl RunDir {
     /// other settings, or gone); `None` when it is the same.
     pub fn manifest_notice(&self, manifest_dir: &Path) -> Option<String> {
         let recorded = self.info().ok()?.manifest_sha256;
-        let now = crate::io::sha256_file(&manifest_dir.join("manifest.json")).ok();
+        let manifest = ManifestDir::new(manifest_dir).manifest_json();
+        let now = crate::io::sha256_file(&manifest).ok();
         (now.as_deref() != Some(recorded.as_str())).then(|| {
             format!(
                 "note: {} has changed since this run started; the run's own splits in {} are used",
-                manifest_dir.join("manifest.json").display(),
+                manifest.display(),
                 self.splits_dir().display()
             )
         })
