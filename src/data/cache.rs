@@ -208,12 +208,10 @@ pub struct Cache {
 impl Cache {
     /// Opens the cache if it is complete and was built from this manifest with these settings.
     pub fn open(manifest_dir: &Path, a: &AugmentConfig) -> Result<Cache, CacheError> {
-        let cdir = ManifestDir::new(manifest_dir).cache(a);
+        let mdir = ManifestDir::new(manifest_dir);
+        let cdir = mdir.cache(a);
         let dir = cdir.root();
-        let name = manifest_dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = mdir.name();
         let hint = format!("run `muxmed prepare --pipeline {name}` to build it");
         if !cdir.complete_marker().is_file() {
             return Err(CacheError::Invalid(format!(

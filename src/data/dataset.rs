@@ -176,9 +176,10 @@ impl ManifestInfo {
 
     /// Reads `<dir>/manifest.json`.
     pub fn read(dir: &Path) -> Result<Self, ManifestError> {
-        let p = super::manifest_dir::ManifestDir::new(dir).manifest_json();
+        let mdir = super::manifest_dir::ManifestDir::new(dir);
+        let p = mdir.manifest_json();
         let text = std::fs::read_to_string(&p).map_err(|e| {
-            let name = dir.file_name().unwrap_or_default().to_string_lossy();
+            let name = mdir.name();
             merr(
                 &p,
                 format!("{e}; build the manifest first with `muxmed manifest --pipeline {name}`"),

@@ -69,6 +69,8 @@ pub struct Stepped {
     pub loss: f64,
     pub applied: Applied,
     pub frozen: bool,
+    /// Seconds spent in this pass of the epoch so far (`state.epoch_seconds` excludes them).
+    pub seconds: f64,
 }
 
 /// What a training run does around the shared loop: `muxmed train` logs, checkpoints and
@@ -77,8 +79,8 @@ pub trait Learner {
     fn parts(&mut self) -> Parts<'_>;
     /// After each optimiser step (`state` already counts it): whether to stop now.
     fn stepped(&mut self, state: &State, step: &Stepped) -> Result<bool, TrainError>;
-    /// After each batch.
-    fn batch_done(&mut self, _state: &State, _batch: usize) {}
+    /// After each batch, `seconds` into this pass of the epoch.
+    fn batch_done(&mut self, _state: &State, _batch: usize, _seconds: f64) {}
 }
 
 /// What one epoch trains on and how: the `train:` and `runtime:` settings, the epoch's plan,
@@ -158,23 +160,20 @@ pub fn run_epoch(
             }
             state.opt_step += 1;
             state.batch_in_epoch = bi + 1;
-            let mut at = state.clone();
-            at.epoch_seconds += started.elapsed().as_secs_f64();
             let step = Stepped {
                 epoch,
                 batch: bi,
                 loss,
                 applied,
                 frozen,
+                seconds: started.elapsed().as_secs_f64(),
             };
-            if l.stepped(&at, &step)? {
+            if l.stepped(state, &step)? {
                 end = EpochEnd::Interrupted;
                 break;
             }
         }
-        let mut at = state.clone();
-        at.epoch_seconds += started.elapsed().as_secs_f64();
-        l.batch_done(&at, bi);
+        l.batch_done(state, bi, started.elapsed().as_secs_f64());
     }
     drop(batches);
     state.epoch_seconds += started.elapsed().as_secs_f64();
@@ -216,7 +215,9 @@ impl Learner for RunLearner<'_> {
         }
         if step.batch + 1 < s.plan.batches && s.checkpoint_due(state.opt_step) {
             // Mid-epoch: the position and the time spent so far in this epoch.
-            s.save_last(state)
+            let mut at = state.clone();
+            at.epoch_seconds += step.seconds;
+            s.save_last(&at)
                 .map_err(|e| match e.downcast::<TrainError>() {
                     Ok(t) => t,
                     Err(e) => TrainError::Io(format!("{e:#}")),
@@ -226,15 +227,16 @@ impl Learner for RunLearner<'_> {
         Ok(self.stop.signal.load(Ordering::SeqCst) || hit_limit)
     }
 
-    fn batch_done(&mut self, state: &State, batch: usize) {
+    fn batch_done(&mut self, state: &State, batch: usize, seconds: f64) {
         if let Some(bar) = self.bar {
+            let secs = state.epoch_seconds + seconds;
             bar.step(
                 state.epoch as u64 + 1,
                 self.s.cfg.train.epochs as u64,
                 (batch + 1) as u64,
                 self.s.plan.batches as u64,
                 state.epoch_loss_sum / state.epoch_batches.max(1) as f64,
-                state.epoch_images as f64 / state.epoch_seconds.max(1e-9),
+                state.epoch_images as f64 / secs.max(1e-9),
             );
         }
     }
