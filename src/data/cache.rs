@@ -24,7 +24,7 @@ use crate::config::AugmentConfig;
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
     #[error(transparent)]
-    Manifest(#[from] super::manifest::ManifestError),
+    Manifest(#[from] super::manifest_dir::ManifestError),
     #[error(transparent)]
     Image(#[from] super::image::ImageError),
     #[error("{}: {message}", path.display())]

@@ -1,12 +1,11 @@
 //! A split of a written manifest (or of a run's own copy of it), as the loader and evaluation
-//! need it, and the typed view of `manifest.json`.
+//! need it.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
 
-use super::manifest::ManifestError;
+use super::manifest_dir::{ManifestError, ManifestInfo};
 use super::Split;
 
 #[derive(Debug, Clone)]
@@ -116,77 +115,7 @@ pub fn thin_val_warning(val: &SplitData) -> Option<String> {
 }
 
 fn merr(path: &Path, message: String) -> ManifestError {
-    ManifestError::Input {
-        path: path.to_path_buf(),
-        message,
-    }
-}
-
-/// One file a manifest was built from.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct SourceFile {
-    pub path: String,
-    pub sha256: String,
-}
-
-/// Images and patients of one split.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct SplitCount {
-    pub images: u64,
-    pub patients: u64,
-}
-
-/// `manifest.json`: what a manifest folder holds and how it was made. The manifest module
-/// writes it; caches, runs and reports read it.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct ManifestInfo {
-    pub tool: String,
-    pub tool_version: String,
-    /// The files it was built from, by role (`metadata`, `test_list`, `generic_csv`, ...).
-    pub sources: BTreeMap<String, SourceFile>,
-    /// `official`, `random_patient`, `split_file`, `generic_split_column` or
-    /// `generic_random_patient`.
-    pub protocol: String,
-    pub val_fraction: f64,
-    /// `data.test_fraction` as configured (None: the default, or a given test split).
-    #[serde(default)]
-    pub test_fraction: Option<f64>,
-    pub seed: u64,
-    pub filters: crate::config::FilterConfig,
-    /// Label columns, in model order.
-    pub labels: Vec<String>,
-    pub splits: BTreeMap<Split, SplitCount>,
-    pub audit: super::manifest::Audit,
-    /// Made by `muxmed synth` (reports then show no published numbers).
-    #[serde(default)]
-    pub synthetic: bool,
-}
-
-impl ManifestInfo {
-    /// Whether published ChestX-Ray14 numbers (CheXNet's, the official-split means) may be
-    /// shown beside this manifest's: real NIH data (built from NIH's metadata, not a generic
-    /// CSV whose labels happen to share NIH's names, not synthetic) split by the official
-    /// lists or by patient at random as those papers did.
-    pub fn published_references_apply(&self) -> bool {
-        !self.synthetic
-            && self.sources.contains_key("metadata")
-            && !self.sources.contains_key("generic_csv")
-            && matches!(self.protocol.as_str(), "official" | "random_patient")
-    }
-
-    /// Reads `<dir>/manifest.json`.
-    pub fn read(dir: &Path) -> Result<Self, ManifestError> {
-        let mdir = super::manifest_dir::ManifestDir::new(dir);
-        let p = mdir.manifest_json();
-        let text = std::fs::read_to_string(&p).map_err(|e| {
-            let name = mdir.name();
-            merr(
-                &p,
-                format!("{e}; build the manifest first with `muxmed manifest --pipeline {name}`"),
-            )
-        })?;
-        serde_json::from_str(&text).map_err(|e| merr(&p, e.to_string()))
-    }
+    ManifestError::input(path, message)
 }
 
 /// The label order recorded in `manifest.json`.

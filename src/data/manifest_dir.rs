@@ -11,12 +11,42 @@
 //!                                   entries_<chunk>.json
 //!   cache_<size>_<dtype>.lock       held (with the pid) while one is prepared
 //! ```
+//!
+//! `manifest.json` is typed here ([`ManifestInfo`], with its [`Audit`]), beside the error every
+//! manifest reader and writer returns.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use polars::prelude::PolarsError;
+
+use super::nih::NihError;
 use crate::config::augment::CacheDtype;
 use crate::config::AugmentConfig;
 use crate::labels::Split;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error(transparent)]
+    Nih(#[from] NihError),
+    #[error("audit failed: {0}")]
+    Audit(String),
+    #[error("{}: {message}", path.display())]
+    Input { path: PathBuf, message: String },
+    #[error("writing {}: {message}", path.display())]
+    Write { path: PathBuf, message: String },
+    #[error("polars: {0}")]
+    Polars(#[from] PolarsError),
+}
+
+impl ManifestError {
+    pub fn input(path: &Path, message: impl Into<String>) -> Self {
+        ManifestError::Input {
+            path: path.to_path_buf(),
+            message: message.into(),
+        }
+    }
+}
 
 /// A manifest folder.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,5 +158,111 @@ impl CacheDir {
     /// The index entries of one written chunk (in a `.partial` folder).
     pub fn chunk_entries(&self, chunk: usize) -> PathBuf {
         self.root.join(format!("entries_{chunk:06}.json"))
+    }
+}
+
+/// What the audit found (written into manifest.json).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Audit {
+    pub images: usize,
+    pub patients: usize,
+    pub ages_outside_0_120: Vec<String>,
+    pub missing_images: usize,
+    pub missing_examples: Vec<String>,
+    pub dropped_missing: bool,
+    pub shared_patients_between_splits: usize,
+    /// Names in test_list.txt or train_val_list.txt that the metadata does not have.
+    pub list_names_not_in_metadata: usize,
+    pub list_names_not_in_metadata_examples: Vec<String>,
+    /// Images each filter dropped (`views`, `min_age`, `max_age`, `missing_images`,
+    /// `one_per_patient`), in the order they ran; only filters that dropped something.
+    #[serde(default)]
+    pub dropped: Vec<(String, usize)>,
+}
+
+impl Audit {
+    pub fn note_dropped(&mut self, filter: &str, n: usize) {
+        if n > 0 {
+            self.dropped.push((filter.to_string(), n));
+        }
+    }
+}
+
+/// One file a manifest was built from.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SourceFile {
+    pub path: String,
+    pub sha256: String,
+}
+
+impl SourceFile {
+    /// `path` with its SHA-256.
+    pub fn of(path: &Path) -> Result<Self, ManifestError> {
+        Ok(SourceFile {
+            path: path.display().to_string(),
+            sha256: crate::io::sha256_file(path)
+                .map_err(|e| ManifestError::input(path, e.to_string()))?,
+        })
+    }
+}
+
+/// Images and patients of one split.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SplitCount {
+    pub images: u64,
+    pub patients: u64,
+}
+
+/// `manifest.json`: what a manifest folder holds and how it was made. The manifest module
+/// writes it; caches, runs and reports read it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ManifestInfo {
+    pub tool: String,
+    pub tool_version: String,
+    /// The files it was built from, by role (`metadata`, `test_list`, `generic_csv`, ...).
+    pub sources: BTreeMap<String, SourceFile>,
+    /// `official`, `random_patient`, `split_file`, `generic_split_column` or
+    /// `generic_random_patient`.
+    pub protocol: String,
+    pub val_fraction: f64,
+    /// `data.test_fraction` as configured (None: the default, or a given test split).
+    #[serde(default)]
+    pub test_fraction: Option<f64>,
+    pub seed: u64,
+    pub filters: crate::config::FilterConfig,
+    /// Label columns, in model order.
+    pub labels: Vec<String>,
+    pub splits: BTreeMap<Split, SplitCount>,
+    pub audit: Audit,
+    /// Made by `muxmed synth` (reports then show no published numbers).
+    #[serde(default)]
+    pub synthetic: bool,
+}
+
+impl ManifestInfo {
+    /// Whether published ChestX-Ray14 numbers (CheXNet's, the official-split means) may be
+    /// shown beside this manifest's: real NIH data (built from NIH's metadata, not a generic
+    /// CSV whose labels happen to share NIH's names, not synthetic) split by the official
+    /// lists or by patient at random as those papers did.
+    pub fn published_references_apply(&self) -> bool {
+        !self.synthetic
+            && self.sources.contains_key("metadata")
+            && !self.sources.contains_key("generic_csv")
+            && matches!(self.protocol.as_str(), "official" | "random_patient")
+    }
+
+    /// Reads `<dir>/manifest.json`.
+    pub fn read(dir: &Path) -> Result<Self, ManifestError> {
+        let mdir = ManifestDir::new(dir);
+        let p = mdir.manifest_json();
+        let text = std::fs::read_to_string(&p).map_err(|e| {
+            let name = mdir.name();
+            ManifestError::input(
+                &p,
+                format!("{e}; build the manifest first with `muxmed manifest --pipeline {name}`"),
+            )
+        })?;
+        serde_json::from_str(&text).map_err(|e| ManifestError::input(&p, e.to_string()))
     }
 }

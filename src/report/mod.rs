@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use crate::config::PipelineConfig;
-use crate::data::dataset::ManifestInfo;
+use crate::data::manifest_dir::ManifestInfo;
 use crate::eval::predictions::{self, EvalOptions, Evaluation, Joined, PredictionsJob};
 use crate::metrics::{pr_curve, roc_curve};
 use crate::run::{Checkpoint, EpochRow, EvalKey, Localization, MapSource, RunDir, RunInfo, Split};

@@ -8,8 +8,9 @@ use serde::{de::DeserializeOwned, Serialize};
 use super::types::{EpochRow, Event, Localization, RunInfo, State};
 use super::{Checkpoint, EvalKey, Split};
 use crate::config::{self, PipelineConfig};
-use crate::data::dataset::{self, ManifestInfo, SplitData};
+use crate::data::dataset::{self, SplitData};
 use crate::data::manifest_dir::ManifestDir;
+use crate::data::manifest_dir::ManifestInfo;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -25,7 +26,7 @@ pub enum RunError {
     #[error(transparent)]
     Config(#[from] config::ConfigError),
     #[error(transparent)]
-    Manifest(#[from] crate::data::manifest::ManifestError),
+    Manifest(#[from] crate::data::manifest_dir::ManifestError),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {

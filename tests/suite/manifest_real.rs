@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use muxmed::config::{DataConfig, SplitProtocol};
-use muxmed::data::manifest::{build, ManifestError};
 use muxmed::data::LABELS;
+use muxmed::data::{manifest::build, manifest_dir::ManifestError};
 use polars::prelude::*;
 
 fn nih() -> PathBuf {

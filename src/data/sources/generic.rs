@@ -3,18 +3,17 @@
 //! `dicom_folder`, rows name DICOM files by SOP Instance UID or by path in the folder, and
 //! patient ids may come from the files' headers.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
-use rand::SeedableRng;
 
-use super::manifest::{
-    assemble, random_patient_split, source_entry, Audit, Manifest, ManifestError,
-};
-use super::nih::{csv_rows, files_under, read_text, NihError};
-use super::Split;
+use super::Table;
 use crate::config::{DataConfig, GenericDataConfig};
+use crate::data::manifest_dir::{Audit, ManifestError, SourceFile};
+use crate::data::nih::{csv_rows, files_under, read_text, NihError};
+use crate::data::split::{self, Entry, Given, Plan};
+use crate::data::Split;
 
 struct Row {
     /// The CSV line the row came from.
@@ -23,7 +22,7 @@ struct Row {
     image_id: String,
     patient: String,
     labels: Vec<usize>,
-    split: Option<u8>,
+    split: Option<Split>,
 }
 
 /// How a CSV row names its image file.
@@ -55,7 +54,7 @@ impl Locate {
                     base.join(p)
                 };
                 let patient = if *dicom && path.is_file() {
-                    super::dicom::read_header(&path)
+                    crate::data::dicom::read_header(&path)
                         .map_err(|e| e.to_string())?
                         .patient_id
                 } else {
@@ -100,10 +99,10 @@ fn dicom_uids(folder: &Path) -> Result<HashMap<String, (PathBuf, Option<String>)
     files.sort();
     let mut out: HashMap<String, (PathBuf, Option<String>)> = HashMap::new();
     for p in files {
-        let h = match super::dicom::read_header(&p) {
+        let h = match crate::data::dicom::read_header(&p) {
             Ok(h) => h,
             // Other files (a README, a DICOMDIR-less listing) are not part of the dataset.
-            Err(super::dicom::DicomError::NotDicom { .. }) => continue,
+            Err(crate::data::dicom::DicomError::NotDicom { .. }) => continue,
             Err(e) => return Err(ManifestError::Audit(e.to_string())),
         };
         let Some(uid) = h.sop_instance_uid else {
@@ -203,7 +202,6 @@ fn read_row(
     let split = match layout.split {
         Some(k) => Some(
             Split::parse(f[k])
-                .map(|s| s as u8)
                 .ok_or_else(|| format!("split `{}` is not train, val or test", f[k]))?,
         ),
         None => None,
@@ -234,13 +232,12 @@ fn read_row(
     })
 }
 
-pub fn build(
-    d: &DataConfig,
+/// The CSV's data rows, each checked against the header's width.
+fn read_rows(
     g: &GenericDataConfig,
-    check_images: bool,
-) -> Result<Manifest, ManifestError> {
+    layout_of: impl FnOnce(&[&str]) -> Result<Layout, ManifestError>,
+) -> Result<(Vec<Row>, Layout), ManifestError> {
     let csv = &g.csv;
-    let text = read_text(csv)?;
     let row_err = |line: usize, message: String| {
         ManifestError::Nih(NihError::Row {
             path: csv.clone(),
@@ -248,30 +245,39 @@ pub fn build(
             message,
         })
     };
-    let records = csv_rows(&text, csv)?;
+    let records = csv_rows(&read_text(csv)?, csv)?;
     let mut lines = records.iter();
     let header: Vec<&str> = lines
         .next()
         .map(|r| r.fields.iter().map(|h| h.trim()).collect())
         .unwrap_or_default();
-    let layout = columns(&header, g, csv)?;
+    let layout = layout_of(&header)?;
     let mut rows = Vec::new();
     for r in lines {
         let f: Vec<&str> = r.fields.iter().map(|x| x.trim()).collect();
         if f.len() != layout.width {
-            return Err(row_err(
-                r.line,
-                format!(
-                    "expected {} fields, found {}: `{}`",
-                    layout.width,
-                    f.len(),
-                    r.fields.join(",")
-                ),
-            ));
+            let message = format!(
+                "expected {} fields, found {}: `{}`",
+                layout.width,
+                f.len(),
+                r.fields.join(",")
+            );
+            return Err(row_err(r.line, message));
         }
         rows.push(read_row(r.line, &f, &layout, g).map_err(|m| row_err(r.line, m))?);
     }
-    let mut audit = Audit::default();
+    Ok((rows, layout))
+}
+
+/// Rows whose file does not exist: an error, or with `allow_missing_images` dropped and
+/// counted. A file listed twice is an error.
+fn check_files(
+    d: &DataConfig,
+    csv: &Path,
+    rows: &mut Vec<Row>,
+    check_images: bool,
+    audit: &mut Audit,
+) -> Result<(), ManifestError> {
     if check_images {
         let missing: Vec<String> = rows
             .iter()
@@ -303,76 +309,95 @@ pub fn build(
             twice.join("; ")
         )));
     }
-    let split: Vec<u8> = if rows.iter().all(|r| r.split.is_some()) {
-        if d.test_fraction.is_some() {
-            return Err(ManifestError::Input {
-                path: csv.to_path_buf(),
-                message: "every row has a split, so data.test_fraction cannot apply: remove it, or drop the split column to split patients at random".into(),
-            });
-        }
-        rows.iter().map(|r| r.split.unwrap_or(0)).collect()
-    } else {
-        let patients: BTreeSet<String> = rows.iter().map(|r| r.patient.clone()).collect();
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(d.seed);
-        let test = d
-            .test_fraction
-            .unwrap_or(super::manifest::DEFAULT_TEST_FRACTION);
-        let m = random_patient_split(patients, d.val_fraction, test, &mut rng);
-        rows.iter().map(|r| m[&r.patient]).collect()
-    };
-    let mut patient_split: HashMap<&str, u8> = HashMap::new();
-    let mut shared = BTreeSet::new();
-    for (r, s) in rows.iter().zip(&split) {
-        if let Some(prev) = patient_split.insert(&r.patient, *s) {
-            if prev != *s {
-                shared.insert(r.patient.clone());
-            }
-        }
-    }
-    if !shared.is_empty() {
-        return Err(ManifestError::Audit(format!(
-            "{} patients appear in more than one split of {} (e.g. {:?}); refusing to write a leaking manifest",
-            shared.len(),
-            csv.display(),
-            shared.iter().take(5).collect::<Vec<_>>()
-        )));
-    }
-    audit.images = rows.len();
-    audit.patients = patient_split.len();
+    Ok(())
+}
 
+/// Each row's split: the split column when every row has one, else patients at random.
+fn assign_splits(d: &DataConfig, csv: &Path, rows: &[Row]) -> Result<Vec<Split>, ManifestError> {
+    let given = rows.iter().all(|r| r.split.is_some());
+    if given && d.test_fraction.is_some() {
+        return Err(ManifestError::input(
+            csv,
+            "every row has a split, so data.test_fraction cannot apply: remove it, or drop the split column to split patients at random",
+        ));
+    }
+    let entries: Vec<Entry<&str>> = rows
+        .iter()
+        .map(|r| Entry {
+            image_id: &r.image_id,
+            line: r.line,
+            patient: r.patient.as_str(),
+            labels: &r.labels,
+            given: r.split.map(Given::In),
+        })
+        .collect();
+    let plan = if given {
+        Plan::Given {
+            source: csv,
+            why: "has no split",
+            n_labels: 0,
+        }
+    } else {
+        Plan::Random
+    };
+    split::assign(d, &entries, plan)
+}
+
+/// The manifest table, in path order.
+fn frame(rows: &[Row], split: &[Split], labels: &[String]) -> Result<DataFrame, ManifestError> {
     let mut order: Vec<usize> = (0..rows.len()).collect();
     order.sort_by(|a, b| rows[*a].path.cmp(&rows[*b].path));
-    let strs =
-        |f: &dyn Fn(&Row) -> String| order.iter().map(|&i| f(&rows[i])).collect::<Vec<String>>();
+    let strs = |f: &dyn Fn(usize) -> String| order.iter().map(|&i| f(i)).collect::<Vec<String>>();
+    let u32s = |f: &dyn Fn(&Row) -> u32| order.iter().map(|&i| f(&rows[i])).collect::<Vec<u32>>();
     let mut cols = vec![
-        Column::new("image_id".into(), strs(&|r| r.image_id.clone())),
-        Column::new("path".into(), strs(&|r| r.path.clone())),
-        Column::new("patient_id".into(), strs(&|r| r.patient.clone())),
+        Column::new("image_id".into(), strs(&|i| rows[i].image_id.clone())),
+        Column::new("path".into(), strs(&|i| rows[i].path.clone())),
+        Column::new("patient_id".into(), strs(&|i| rows[i].patient.clone())),
     ];
-    for (k, l) in g.labels.iter().enumerate() {
-        let v: Vec<u32> = order
-            .iter()
-            .map(|&i| rows[i].labels.contains(&k) as u32)
-            .collect();
-        cols.push(Column::new(l.as_str().into(), v));
+    for (k, l) in labels.iter().enumerate() {
+        cols.push(Column::new(
+            l.as_str().into(),
+            u32s(&|r| r.labels.contains(&k) as u32),
+        ));
     }
-    let nf: Vec<u32> = order
-        .iter()
-        .map(|&i| rows[i].labels.is_empty() as u32)
-        .collect();
-    cols.push(Column::new("no_finding".into(), nf));
-    let sp: Vec<String> = order
-        .iter()
-        .map(|&i| Split::ALL[split[i] as usize].to_string())
-        .collect();
-    cols.push(Column::new("split".into(), sp));
-    let all = DataFrame::new_infer_height(cols)?;
-    let mut sources = std::collections::BTreeMap::new();
-    sources.insert("generic_csv".to_string(), source_entry(csv)?);
-    let protocol = if layout.split.is_some() {
-        "generic_split_column"
-    } else {
-        "generic_random_patient"
-    };
-    assemble(all, &g.labels, sources, protocol, d, audit)
+    cols.push(Column::new(
+        "no_finding".into(),
+        u32s(&|r| r.labels.is_empty() as u32),
+    ));
+    cols.push(Column::new("split".into(), strs(&|i| split[i].to_string())));
+    Ok(DataFrame::new_infer_height(cols)?)
+}
+
+/// Reads `data.generic.csv` into the manifest table (splits assigned and audited).
+pub fn read(
+    d: &DataConfig,
+    g: &GenericDataConfig,
+    check_images: bool,
+) -> Result<Table, ManifestError> {
+    let csv = &g.csv;
+    let (mut rows, layout) = read_rows(g, |header| columns(header, g, csv))?;
+    let mut audit = Audit::default();
+    check_files(d, csv, &mut rows, check_images, &mut audit)?;
+    let split = assign_splits(d, csv, &rows)?;
+    let from = csv.display().to_string();
+    split::check_no_shared_patients(
+        rows.iter().map(|r| r.patient.clone()),
+        &split,
+        &from,
+        &mut audit,
+    )?;
+    let mut sources = BTreeMap::new();
+    sources.insert("generic_csv".to_string(), SourceFile::of(csv)?);
+    Ok(Table {
+        all: frame(&rows, &split, &g.labels)?,
+        labels: g.labels.clone(),
+        sources,
+        protocol: if layout.split.is_some() {
+            "generic_split_column"
+        } else {
+            "generic_random_patient"
+        },
+        audit,
+        synthetic: false,
+    })
 }
