@@ -7,8 +7,11 @@
 //! full key path, and suggests the closest valid key for a misspelt one.
 
 pub mod augment;
+pub mod check;
 mod locate;
 pub mod search;
+
+use check::{invalid, Invalid};
 
 pub use augment::AugmentConfig;
 pub use search::SearchConfig;
@@ -18,8 +21,6 @@ pub use locate::KeyLines;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-
-use crate::labels::LABELS;
 
 /// The whole pipeline: where the data is, which model, how to train, what to run on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -783,248 +784,22 @@ fn apply_override(root: &mut Value, arg: &str) -> Result<String, ConfigError> {
 
 impl PipelineConfig {
     /// Checks values serde cannot: ranges and cross-key rules. Errors carry the key path.
-    pub fn validate(&self) -> Result<(), (String, String)> {
-        let err = |k: &str, m: String| Err((k.to_string(), m));
+    pub fn validate(&self) -> Result<(), Invalid> {
         self.search.check()?;
-        let d = &self.data;
         if self.name.trim().is_empty()
             || self.name.contains(['/', '\\'])
             || self.name.starts_with('.')
         {
-            return err(
+            return invalid(
                 "name",
                 format!("`{}` is not usable as a folder name", self.name),
             );
         }
-        if !(d.val_fraction > 0.0 && d.val_fraction < 1.0) {
-            return err(
-                "data.val_fraction",
-                format!(
-                    "must be between 0 and 1 (exclusive), got {}",
-                    d.val_fraction
-                ),
-            );
-        }
-        if let Some(t) = d.test_fraction {
-            if d.generic.is_none() && d.protocol != SplitProtocol::RandomPatient {
-                return err(
-                    "data.test_fraction",
-                    format!("protocol `{}` takes its test split from its files: test_fraction applies to `random_patient` (and a generic CSV without a split column) only", serde_json::to_value(d.protocol).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()),
-                );
-            }
-            if !(t > 0.0 && t + d.val_fraction < 1.0) {
-                return err(
-                    "data.test_fraction",
-                    format!("must be above 0 and leave patients for training: test_fraction {t} + val_fraction {} must be below 1", d.val_fraction),
-                );
-            }
-        }
-        if d.protocol == SplitProtocol::SplitFile && d.split_file.is_none() {
-            return err(
-                "data.split_file",
-                "protocol `split_file` needs data.split_file (a CSV of image id and split)".into(),
-            );
-        }
-        if let Some(g) = &d.generic {
-            if g.labels.is_empty() {
-                return err("data.generic.labels", "give at least one label name".into());
-            }
-            let mut seen = std::collections::BTreeSet::new();
-            for (i, l) in g.labels.iter().enumerate() {
-                if l.trim().is_empty() || l.contains('|') || !seen.insert(l) {
-                    return err(
-                        &format!("data.generic.labels[{i}]"),
-                        format!("`{l}` is empty, contains `|` or repeats an earlier label"),
-                    );
-                }
-            }
-        }
-        for (i, v) in d.filters.views.iter().enumerate() {
-            if v != "PA" && v != "AP" {
-                return err(
-                    &format!("data.filters.views[{i}]"),
-                    format!("unknown view `{v}`: expected PA or AP"),
-                );
-            }
-        }
-        if let (Some(lo), Some(hi)) = (d.filters.min_age, d.filters.max_age) {
-            if lo > hi {
-                return err(
-                    "data.filters.min_age",
-                    format!("min_age {lo} is above max_age {hi}"),
-                );
-            }
-        }
-        for (i, l) in d.filters.labels.iter().enumerate() {
-            if !LABELS.contains(&l.as_str()) {
-                let known: Vec<String> = LABELS.iter().map(|s| s.to_string()).collect();
-                let hint = closest(l, &known)
-                    .map(|s| format!(" (did you mean `{s}`?)"))
-                    .unwrap_or_default();
-                return err(
-                    &format!("data.filters.labels[{i}]"),
-                    format!(
-                        "unknown label `{l}`{hint}; the labels are {}",
-                        LABELS.join(", ")
-                    ),
-                );
-            }
-        }
-        let m = &self.model;
-        if !(0.0..1.0).contains(&m.drop()) {
-            return err(
-                "model.drop_rate",
-                format!("must be in [0, 1), got {}", m.drop()),
-            );
-        }
-        if let Some(r) = m.drop_path_rate {
-            if !(0.0..1.0).contains(&r) {
-                return err(
-                    "model.drop_path_rate",
-                    format!("must be in [0, 1), got {r}"),
-                );
-            }
-        }
-        if !m.from_scratch && m.weights.is_none() {
-            return err(
-                "model.weights",
-                "no weights given: set model.weights to an imported safetensors file, or model.from_scratch: true".into(),
-            );
-        }
-        let t = &self.train;
-        if t.resolution < 32 || !t.resolution.is_multiple_of(32) {
-            return err(
-                "train.resolution",
-                format!(
-                    "must be a multiple of 32 and at least 32 (MUXNet's output stride), got {}",
-                    t.resolution
-                ),
-            );
-        }
-        if t.epochs == 0 {
-            return err("train.epochs", "must be at least 1".into());
-        }
-        if t.batch_size == 0 {
-            return err("train.batch_size", "must be at least 1".into());
-        }
-        for (k, v) in [
-            ("train.lr", t.lr),
-            ("train.backbone_lr_factor", t.backbone_lr_factor),
-        ] {
-            if !(v.is_finite() && v > 0.0) {
-                return err(k, format!("must be a positive number, got {v}"));
-            }
-        }
-        for (k, v) in [
-            ("train.weight_decay", t.weight_decay),
-            ("train.warmup_epochs", t.warmup_epochs),
-            ("train.unfreeze_warmup_epochs", t.unfreeze_warmup_epochs),
-            ("train.min_lr", t.min_lr),
-        ] {
-            if !(v.is_finite() && v >= 0.0) {
-                return err(k, format!("must be zero or positive, got {v}"));
-            }
-        }
-        if t.min_lr > t.lr {
-            return err(
-                "train.min_lr",
-                format!("min_lr {} is above lr {}", t.min_lr, t.lr),
-            );
-        }
-        if t.accum_steps == 0 {
-            return err("train.accum_steps", "must be at least 1".into());
-        }
-        if t.checkpoint_every_steps == Some(0) {
-            return err(
-                "train.checkpoint_every_steps",
-                "must be at least 1 (or unset: every 10 minutes)".into(),
-            );
-        }
-        if t.log_every == 0 {
-            return err("train.log_every", "must be at least 1".into());
-        }
-        if !(t.focal_gamma.is_finite() && t.focal_gamma >= 0.0) {
-            return err(
-                "train.focal_gamma",
-                format!("must be zero or positive, got {}", t.focal_gamma),
-            );
-        }
-        if let Some(d) = t.ema_decay {
-            if !(0.0..1.0).contains(&d) {
-                return err("train.ema_decay", format!("must be in [0, 1), got {d}"));
-            }
-        }
-        if t.freeze_backbone_epochs >= t.epochs && t.freeze_backbone_epochs > 0 {
-            return err(
-                "train.freeze_backbone_epochs",
-                format!(
-                    "{} frozen epochs leave none of the {} epochs to fine-tune the backbone",
-                    t.freeze_backbone_epochs, t.epochs
-                ),
-            );
-        }
-        if let Some(m) = t.max_repeat {
-            if !(m >= 1.0 && m.is_finite()) {
-                return err(
-                    "train.max_repeat",
-                    format!("must be at least 1 (an epoch draws as many images as the split has), got {m}"),
-                );
-            }
-        }
-        if t.pos_weight && t.class_balanced {
-            return err(
-                "train.pos_weight",
-                "pos_weight and class_balanced both correct the label imbalance (one by weighting positives in the loss, the other by drawing rare images more often): together they correct it twice. Use one of them".into(),
-            );
-        }
-        if let Some(c) = t.grad_clip_norm {
-            if !(c.is_finite() && c > 0.0) {
-                return err("train.grad_clip_norm", format!("must be positive, got {c}"));
-            }
-        }
-        let a = &self.augment;
-        if a.working_size < 32 {
-            return err(
-                "augment.working_size",
-                format!("must be at least 32, got {}", a.working_size),
-            );
-        }
-        let want = (3, t.resolution, t.resolution);
-        let tta_names: Vec<String> = (0..a.tta.len()).map(|i| format!("tta[{i}]")).collect();
-        let mut lists: Vec<(&str, &Vec<augment::Stage>)> =
-            vec![("train", &a.train), ("eval", &a.eval)];
-        lists.extend(tta_names.iter().map(String::as_str).zip(&a.tta));
-        for (name, stages) in lists {
-            if name != "train" {
-                if let Some(i) = stages.iter().position(augment::Stage::is_random) {
-                    return err(
-                        &format!("augment.{name}[{i}]"),
-                        format!(
-                            "`{}` is random: evaluation and TTA pipelines must be deterministic so that a score can be reproduced (use resize/center_crop, or fixed flips in TTA)",
-                            stages[i].name()
-                        ),
-                    );
-                }
-            }
-            match augment::output_shape(stages, a.working_size) {
-                Err((i, m)) => return err(&format!("augment.{name}[{i}]"), m),
-                Ok(shape) if shape != want => {
-                    return err(
-                        &format!("augment.{name}"),
-                        format!(
-                            "the stages end with {}x{}x{} (channels x height x width) but the model takes 3x{}x{} (train.resolution); end with a crop/resize to the resolution and to_rgb",
-                            shape.0, shape.1, shape.2, t.resolution, t.resolution
-                        ),
-                    )
-                }
-                Ok(_) => {}
-            }
-        }
-        parse_device(&self.runtime.device).map_err(|m| ("runtime.device".to_string(), m))?;
-        if self.runtime.data_workers == 0 {
-            return err("runtime.data_workers", "must be at least 1".into());
-        }
-        Ok(())
+        self.data.check()?;
+        self.model.check()?;
+        self.train.check()?;
+        self.augment.check(self.train.resolution)?;
+        self.runtime.check()
     }
 
     /// The config as YAML, for a run directory's `config.resolved.yaml`.

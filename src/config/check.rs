@@ -1,0 +1,293 @@
+//! Each section's `check()`: the rules a parsed config must meet beyond its types, each
+//! failure naming the key (`train.lr`) and why. [`PipelineConfig::validate`] calls them.
+
+use super::augment::{self, AugmentConfig};
+use super::{
+    closest, parse_device, DataConfig, ModelConfig, RuntimeConfig, SplitProtocol, TrainConfig,
+};
+use crate::labels::LABELS;
+
+/// A rule a config breaks: the key, and why.
+pub type Invalid = (String, String);
+
+/// The failure for `key`.
+pub(super) fn invalid(key: &str, why: String) -> Result<(), Invalid> {
+    Err((key.to_string(), why))
+}
+
+impl DataConfig {
+    /// Split fractions, the protocol's files, generic labels, filters.
+    pub fn check(&self) -> Result<(), Invalid> {
+        let d = self;
+        if !(d.val_fraction > 0.0 && d.val_fraction < 1.0) {
+            return invalid(
+                "data.val_fraction",
+                format!(
+                    "must be between 0 and 1 (exclusive), got {}",
+                    d.val_fraction
+                ),
+            );
+        }
+        if let Some(t) = d.test_fraction {
+            if d.generic.is_none() && d.protocol != SplitProtocol::RandomPatient {
+                return invalid(
+                "data.test_fraction",
+                format!("protocol `{}` takes its test split from its files: test_fraction applies to `random_patient` (and a generic CSV without a split column) only", serde_json::to_value(d.protocol).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()),
+            );
+            }
+            if !(t > 0.0 && t + d.val_fraction < 1.0) {
+                return invalid(
+                "data.test_fraction",
+                format!("must be above 0 and leave patients for training: test_fraction {t} + val_fraction {} must be below 1", d.val_fraction),
+            );
+            }
+        }
+        if d.protocol == SplitProtocol::SplitFile && d.split_file.is_none() {
+            return invalid(
+                "data.split_file",
+                "protocol `split_file` needs data.split_file (a CSV of image id and split)".into(),
+            );
+        }
+        if let Some(g) = &d.generic {
+            if g.labels.is_empty() {
+                return invalid("data.generic.labels", "give at least one label name".into());
+            }
+            let mut seen = std::collections::BTreeSet::new();
+            for (i, l) in g.labels.iter().enumerate() {
+                if l.trim().is_empty() || l.contains('|') || !seen.insert(l) {
+                    return invalid(
+                        &format!("data.generic.labels[{i}]"),
+                        format!("`{l}` is empty, contains `|` or repeats an earlier label"),
+                    );
+                }
+            }
+        }
+        self.check_filters()
+    }
+
+    /// `data.filters`: known views and labels, an age range that is not empty.
+    fn check_filters(&self) -> Result<(), Invalid> {
+        let d = self;
+        for (i, v) in d.filters.views.iter().enumerate() {
+            if v != "PA" && v != "AP" {
+                return invalid(
+                    &format!("data.filters.views[{i}]"),
+                    format!("unknown view `{v}`: expected PA or AP"),
+                );
+            }
+        }
+        if let (Some(lo), Some(hi)) = (d.filters.min_age, d.filters.max_age) {
+            if lo > hi {
+                return invalid(
+                    "data.filters.min_age",
+                    format!("min_age {lo} is above max_age {hi}"),
+                );
+            }
+        }
+        for (i, l) in d.filters.labels.iter().enumerate() {
+            if !LABELS.contains(&l.as_str()) {
+                let known: Vec<String> = LABELS.iter().map(|s| s.to_string()).collect();
+                let hint = closest(l, &known)
+                    .map(|s| format!(" (did you mean `{s}`?)"))
+                    .unwrap_or_default();
+                return invalid(
+                    &format!("data.filters.labels[{i}]"),
+                    format!(
+                        "unknown label `{l}`{hint}; the labels are {}",
+                        LABELS.join(", ")
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ModelConfig {
+    /// Dropout rates; weights given unless training from scratch.
+    pub fn check(&self) -> Result<(), Invalid> {
+        let m = self;
+        if !(0.0..1.0).contains(&m.drop()) {
+            return invalid(
+                "model.drop_rate",
+                format!("must be in [0, 1), got {}", m.drop()),
+            );
+        }
+        if let Some(r) = m.drop_path_rate {
+            if !(0.0..1.0).contains(&r) {
+                return invalid(
+                    "model.drop_path_rate",
+                    format!("must be in [0, 1), got {r}"),
+                );
+            }
+        }
+        if !m.from_scratch && m.weights.is_none() {
+            return invalid(
+            "model.weights",
+            "no weights given: set model.weights to an imported safetensors file, or model.from_scratch: true".into(),
+        );
+        }
+        Ok(())
+    }
+}
+
+impl TrainConfig {
+    /// Resolution, epochs, batch, learning rates and the schedule.
+    pub fn check(&self) -> Result<(), Invalid> {
+        let t = self;
+        if t.resolution < 32 || !t.resolution.is_multiple_of(32) {
+            return invalid(
+                "train.resolution",
+                format!(
+                    "must be a multiple of 32 and at least 32 (MUXNet's output stride), got {}",
+                    t.resolution
+                ),
+            );
+        }
+        if t.epochs == 0 {
+            return invalid("train.epochs", "must be at least 1".into());
+        }
+        if t.batch_size == 0 {
+            return invalid("train.batch_size", "must be at least 1".into());
+        }
+        for (k, v) in [
+            ("train.lr", t.lr),
+            ("train.backbone_lr_factor", t.backbone_lr_factor),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return invalid(k, format!("must be a positive number, got {v}"));
+            }
+        }
+        for (k, v) in [
+            ("train.weight_decay", t.weight_decay),
+            ("train.warmup_epochs", t.warmup_epochs),
+            ("train.unfreeze_warmup_epochs", t.unfreeze_warmup_epochs),
+            ("train.min_lr", t.min_lr),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return invalid(k, format!("must be zero or positive, got {v}"));
+            }
+        }
+        if t.min_lr > t.lr {
+            return invalid(
+                "train.min_lr",
+                format!("min_lr {} is above lr {}", t.min_lr, t.lr),
+            );
+        }
+        if t.accum_steps == 0 {
+            return invalid("train.accum_steps", "must be at least 1".into());
+        }
+        self.check_steps()
+    }
+
+    /// Checkpoints, logging, loss, EMA, freezing, sampling and clipping.
+    fn check_steps(&self) -> Result<(), Invalid> {
+        let t = self;
+        if t.checkpoint_every_steps == Some(0) {
+            return invalid(
+                "train.checkpoint_every_steps",
+                "must be at least 1 (or unset: every 10 minutes)".into(),
+            );
+        }
+        if t.log_every == 0 {
+            return invalid("train.log_every", "must be at least 1".into());
+        }
+        if !(t.focal_gamma.is_finite() && t.focal_gamma >= 0.0) {
+            return invalid(
+                "train.focal_gamma",
+                format!("must be zero or positive, got {}", t.focal_gamma),
+            );
+        }
+        if let Some(d) = t.ema_decay {
+            if !(0.0..1.0).contains(&d) {
+                return invalid("train.ema_decay", format!("must be in [0, 1), got {d}"));
+            }
+        }
+        if t.freeze_backbone_epochs >= t.epochs && t.freeze_backbone_epochs > 0 {
+            return invalid(
+                "train.freeze_backbone_epochs",
+                format!(
+                    "{} frozen epochs leave none of the {} epochs to fine-tune the backbone",
+                    t.freeze_backbone_epochs, t.epochs
+                ),
+            );
+        }
+        if let Some(m) = t.max_repeat {
+            if !(m >= 1.0 && m.is_finite()) {
+                return invalid(
+                "train.max_repeat",
+                format!("must be at least 1 (an epoch draws as many images as the split has), got {m}"),
+            );
+            }
+        }
+        if t.pos_weight && t.class_balanced {
+            return invalid(
+            "train.pos_weight",
+            "pos_weight and class_balanced both correct the label imbalance (one by weighting positives in the loss, the other by drawing rare images more often): together they correct it twice. Use one of them".into(),
+        );
+        }
+        if let Some(c) = t.grad_clip_norm {
+            if !(c.is_finite() && c > 0.0) {
+                return invalid("train.grad_clip_norm", format!("must be positive, got {c}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl AugmentConfig {
+    /// The working size, and every stage list: deterministic outside training, ending at
+    /// 3 × `resolution` × `resolution`.
+    pub fn check(&self, resolution: u32) -> Result<(), Invalid> {
+        let a = self;
+        if a.working_size < 32 {
+            return invalid(
+                "augment.working_size",
+                format!("must be at least 32, got {}", a.working_size),
+            );
+        }
+        let want = (3, resolution, resolution);
+        let tta_names: Vec<String> = (0..a.tta.len()).map(|i| format!("tta[{i}]")).collect();
+        let mut lists: Vec<(&str, &Vec<augment::Stage>)> =
+            vec![("train", &a.train), ("eval", &a.eval)];
+        lists.extend(tta_names.iter().map(String::as_str).zip(&a.tta));
+        for (name, stages) in lists {
+            if name != "train" {
+                if let Some(i) = stages.iter().position(augment::Stage::is_random) {
+                    return invalid(
+                    &format!("augment.{name}[{i}]"),
+                    format!(
+                        "`{}` is random: evaluation and TTA pipelines must be deterministic so that a score can be reproduced (use resize/center_crop, or fixed flips in TTA)",
+                        stages[i].name()
+                    ),
+                );
+                }
+            }
+            match augment::output_shape(stages, a.working_size) {
+            Err((i, m)) => return invalid(&format!("augment.{name}[{i}]"), m),
+            Ok(shape) if shape != want => {
+                return invalid(
+                    &format!("augment.{name}"),
+                    format!(
+                        "the stages end with {}x{}x{} (channels x height x width) but the model takes 3x{}x{} (train.resolution); end with a crop/resize to the resolution and to_rgb",
+                        shape.0, shape.1, shape.2, resolution, resolution
+                    ),
+                )
+            }
+            Ok(_) => {}
+        }
+        }
+        Ok(())
+    }
+}
+
+impl RuntimeConfig {
+    /// A device that parses; at least one data worker.
+    pub fn check(&self) -> Result<(), Invalid> {
+        parse_device(&self.device).map_err(|m| ("runtime.device".to_string(), m))?;
+        if self.data_workers == 0 {
+            return invalid("runtime.data_workers", "must be at least 1".into());
+        }
+        Ok(())
+    }
+}
