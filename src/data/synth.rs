@@ -268,31 +268,14 @@ fn in_lung_x(lung: f32, x0: f32, x1: f32) -> (f32, f32) {
     (x0.max(lung - 0.14), x1.min(lung + 0.14))
 }
 
-/// Draws one synthetic radiograph (values in [0, 1]) and returns where each drawn lesion is.
-pub fn render(r: &SynthRecord, size: u32, seed: u64) -> (Vec<f32>, Vec<Lesion>) {
-    let s = size as usize;
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (r.patient as u64) << 20 ^ r.follow_up as u64);
-    let sev = |rng: &mut ChaCha8Rng| -> f32 {
-        // Some findings are nearly invisible: severity from a skewed distribution.
-        let u: f32 = rng.random();
-        0.08 + 0.92 * u.powf(0.7)
-    };
-    let has = |name: &str| {
-        LABELS
-            .iter()
-            .position(|l| *l == name)
-            .is_some_and(|k| r.labels.contains(&k))
-    };
-    let mut c = Canvas {
-        s,
-        px: vec![0.0; s * s],
-    };
-    // Exposure differences and the noise level, drawn first so an image's exposure does not
-    // depend on which findings it has.
-    let gain = rng.random_range(0.85..1.15f32);
-    let offset = rng.random_range(0.05..0.15f32);
-    let noise = rng.random_range(0.015..0.04f32);
-    let emph = if has("Emphysema") { sev(&mut rng) } else { 0.0 };
+/// The anatomy every image has (body, lungs, ribs, mediastinum, heart, diaphragm), with
+/// emphysema's hyperinflation and an enlarged heart in Cardiomegaly (whose box it returns).
+fn draw_chest(
+    c: &mut Canvas,
+    rng: &mut ChaCha8Rng,
+    emph: f32,
+    cardiomegaly: bool,
+) -> Option<Lesion> {
     // Body and soft tissue.
     c.ellipse(0.5, 0.55, 0.42, 0.55, 0.55, 0.05);
     // Lungs: dark fields with a bit of per-patient shape jitter.
@@ -308,22 +291,17 @@ pub fn render(r: &SynthRecord, size: u32, seed: u64) -> (Vec<f32>, Vec<Lesion>) 
     // Mediastinum and spine.
     c.ellipse(0.5, 0.45, 0.06, 0.4, 0.35, 0.15);
     // Heart shadow on the patient's left (image right); enlarged in Cardiomegaly.
-    let cardio = if has("Cardiomegaly") {
-        sev(&mut rng)
-    } else {
-        0.0
-    };
+    let cardio = if cardiomegaly { severity(rng) } else { 0.0 };
     let hr = 0.12 * (1.0 + 0.45 * cardio) + rng.random_range(-0.01..0.01);
     c.ellipse(0.56, 0.62, hr * 1.1, hr * 0.85, 0.32, 0.1);
-    let mut lesions = Vec::new();
-    if cardio > 0.0 {
+    let heart = (cardio > 0.0).then(|| {
         let k = LABELS
             .iter()
             .position(|l| *l == "Cardiomegaly")
             .unwrap_or(1);
         let (rx, ry) = (hr * 1.1, hr * 0.85);
-        lesions.push(Lesion::new(k, 0.56 - rx, 0.62 - ry, 0.56 + rx, 0.62 + ry));
-    }
+        Lesion::new(k, 0.56 - rx, 0.62 - ry, 0.56 + rx, 0.62 + ry)
+    });
     // Diaphragm domes (lower and flatter with emphysema).
     let dy = 0.7 + 0.025 * emph;
     c.map(|x, y, v| {
@@ -333,120 +311,187 @@ pub fn render(r: &SynthRecord, size: u32, seed: u64) -> (Vec<f32>, Vec<Lesion>) 
                 * (1.0 - 0.6 * emph);
         v + 0.22 / (1.0 + ((dome - y) / 0.015).exp())
     });
-    let side = |rng: &mut ChaCha8Rng| if rng.random_bool(0.5) { 0.32f32 } else { 0.68 };
+    heart
+}
+
+/// Atelectasis, effusion, infiltration, mass, nodule or pneumonia at severity `a` in the lung at `lung`, centred near `cx`; returns its box.
+fn draw_opacity(
+    c: &mut Canvas,
+    rng: &mut ChaCha8Rng,
+    (k, name): (usize, &str),
+    a: f32,
+    (lung, cx): (f32, f32),
+) -> Option<Lesion> {
+    let mut out = None;
+    match name {
+        "Atelectasis" => {
+            let y0 = rng.random_range(0.5..0.62);
+            // The band's weight exp(-(dy/0.012)^2) is below 2% beyond |dy| = 0.024.
+            let (x0, x1) = in_lung_x(lung, cx - 0.14, cx + 0.14);
+            out = Some(Lesion::new(k, x0, y0 - 0.024, x1, y0 + 0.024));
+            c.map(|x, y, v| {
+                v + 0.25
+                    * a
+                    * (-((y - y0) / 0.012).powi(2)).exp()
+                    * in_lung(x, y, 0.0)
+                    * (1.0 - ((x - cx) / 0.14).abs()).max(0.0)
+            });
+        }
+        "Effusion" => {
+            // Fluid below a meniscus rising laterally, down to the costophrenic angle.
+            let level = 0.69 - 0.08 * a;
+            c.map(|x, y, v| {
+                let lateral = (x - cx) * if cx < 0.5 { -1.0 } else { 1.0 };
+                let men = level - 0.05 * lateral.max(0.0) / 0.14;
+                let inside = (1.0 - ((x - cx) / 0.16).abs()).clamp(0.0, 1.0);
+                let above_floor = 1.0 / (1.0 + ((y - 0.8) / 0.01).exp());
+                v + 0.25 * a * inside * above_floor / (1.0 + ((men - y) / 0.01).exp())
+            });
+            let top = level - 0.05 * 0.16 / 0.14;
+            out = Some(Lesion::new(k, cx - 0.16, top, cx + 0.16, 0.8));
+        }
+        "Infiltration" => {
+            let mut e = [f32::MAX, f32::MAX, f32::MIN, f32::MIN];
+            for _ in 0..rng.random_range(3..7) {
+                let (bx, by) = (
+                    cx + rng.random_range(-0.08..0.08),
+                    rng.random_range(0.3..0.6),
+                );
+                let (rx, ry) = (rng.random_range(0.02..0.05), rng.random_range(0.02..0.05));
+                c.ellipse(bx, by, rx, ry, 0.14 * a, 0.4);
+                e = [
+                    e[0].min(bx - rx),
+                    e[1].min(by - ry),
+                    e[2].max(bx + rx),
+                    e[3].max(by + ry),
+                ];
+            }
+            out = Some(Lesion::new(k, e[0], e[1], e[2], e[3]));
+        }
+        "Mass" => {
+            let r0 = 0.045 + 0.03 * a;
+            let cy = rng.random_range(0.3..0.55);
+            c.ellipse(cx, cy, r0, r0, 0.3 * a + 0.05, 0.15);
+            out = Some(Lesion::new(k, cx - r0, cy - r0, cx + r0, cy + r0));
+        }
+        "Nodule" => {
+            let r0 = 0.018 + 0.012 * a;
+            let cy = rng.random_range(0.28..0.6);
+            c.ellipse(cx, cy, r0, r0, 0.3 * a + 0.05, 0.2);
+            out = Some(Lesion::new(k, cx - r0, cy - r0, cx + r0, cy + r0));
+        }
+        "Pneumonia" => {
+            let cy = rng.random_range(0.45..0.6);
+            c.ellipse(cx, cy, 0.09, 0.1, 0.22 * a, 0.5);
+            out = Some(Lesion::new(k, cx - 0.09, cy - 0.1, cx + 0.09, cy + 0.1));
+        }
+        _ => {}
+    }
+    out
+}
+
+/// Pneumothorax, consolidation, edema, fibrosis, pleural thickening or hernia (boxes for pneumothorax only, as drawn).
+fn draw_other(
+    c: &mut Canvas,
+    rng: &mut ChaCha8Rng,
+    (k, name): (usize, &str),
+    a: f32,
+    (lung, cx): (f32, f32),
+) -> Option<Lesion> {
+    let mut out = None;
+    match name {
+        "Pneumothorax" => {
+            // A dark rim without lung texture at the apex.
+            let y1 = 0.22 + 0.12 * a;
+            c.map(|x, y, v| {
+                let near = (1.0 - ((x - cx) / 0.14).abs()).clamp(0.0, 1.0);
+                if y < y1 && near > 0.0 && in_lung(x, y, 0.0) > 0.3 {
+                    v - 0.2 * a * near
+                } else {
+                    v
+                }
+            });
+            // The lung field's apex is at y = 0.45 - 0.25.
+            let (x0, x1) = in_lung_x(lung, cx - 0.14, cx + 0.14);
+            out = Some(Lesion::new(k, x0, 0.2, x1, y1));
+        }
+        "Consolidation" => c.ellipse(cx, rng.random_range(0.52..0.64), 0.08, 0.06, 0.3 * a, 0.12),
+        "Edema" => {
+            c.ellipse(0.38, 0.45, 0.08, 0.12, 0.18 * a, 0.6);
+            c.ellipse(0.62, 0.45, 0.08, 0.12, 0.18 * a, 0.6);
+        }
+        "Fibrosis" => {
+            let f = rng.random_range(28.0..40.0f32);
+            c.map(|x, y, v| {
+                let t = ((x * f).sin() * (y * f * 1.3).cos()).abs().powi(4);
+                v + 0.16 * a * t * in_lung(x, y, 0.0) * ((y - 0.4) / 0.2).clamp(0.0, 1.0)
+            });
+        }
+        "Pleural_Thickening" => {
+            let edge = if cx < 0.5 { 0.19 } else { 0.81 };
+            c.map(|x, y, v| {
+                v + 0.3
+                    * a
+                    * (-((x - edge) / 0.015).powi(2)).exp()
+                    * (y > 0.2 && y < 0.65) as u8 as f32
+            });
+        }
+        "Hernia" => {
+            c.ellipse(0.47, 0.66, 0.06, 0.045, 0.25 * a + 0.05, 0.15);
+            c.ellipse(0.47, 0.65, 0.02, 0.015, -0.15 * a, 0.3);
+        }
+        _ => {}
+    }
+    out
+}
+
+/// A finding's severity: from a skewed distribution, so some are nearly invisible.
+fn severity(rng: &mut ChaCha8Rng) -> f32 {
+    let u: f32 = rng.random();
+    0.08 + 0.92 * u.powf(0.7)
+}
+
+/// Draws one synthetic radiograph (values in [0, 1]) and returns where each drawn lesion is.
+pub fn render(r: &SynthRecord, size: u32, seed: u64) -> (Vec<f32>, Vec<Lesion>) {
+    let s = size as usize;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (r.patient as u64) << 20 ^ r.follow_up as u64);
+    let has = |name: &str| {
+        LABELS
+            .iter()
+            .position(|l| *l == name)
+            .is_some_and(|k| r.labels.contains(&k))
+    };
+    let mut c = Canvas {
+        s,
+        px: vec![0.0; s * s],
+    };
+    // Exposure differences and the noise level, drawn first so an image's exposure does not
+    // depend on which findings it has.
+    let gain = rng.random_range(0.85..1.15f32);
+    let offset = rng.random_range(0.05..0.15f32);
+    let noise = rng.random_range(0.015..0.04f32);
+    let emph = if has("Emphysema") {
+        severity(&mut rng)
+    } else {
+        0.0
+    };
+    let mut lesions: Vec<Lesion> = draw_chest(&mut c, &mut rng, emph, has("Cardiomegaly"))
+        .into_iter()
+        .collect();
     for (k, name) in LABELS.iter().enumerate() {
         if !r.labels.contains(&k) || *name == "Cardiomegaly" || *name == "Emphysema" {
             continue;
         }
-        let a = sev(&mut rng);
-        let lung = side(&mut rng);
+        let a = severity(&mut rng);
+        let lung = if rng.random_bool(0.5) { 0.32f32 } else { 0.68 };
         let cx = lung + rng.random_range(-0.05..0.05);
-        match *name {
-            "Atelectasis" => {
-                let y0 = rng.random_range(0.5..0.62);
-                // The band's weight exp(-(dy/0.012)^2) is below 2% beyond |dy| = 0.024.
-                let (x0, x1) = in_lung_x(lung, cx - 0.14, cx + 0.14);
-                lesions.push(Lesion::new(k, x0, y0 - 0.024, x1, y0 + 0.024));
-                c.map(|x, y, v| {
-                    v + 0.25
-                        * a
-                        * (-((y - y0) / 0.012).powi(2)).exp()
-                        * in_lung(x, y, 0.0)
-                        * (1.0 - ((x - cx) / 0.14).abs()).max(0.0)
-                });
+        let draw = match *name {
+            "Atelectasis" | "Effusion" | "Infiltration" | "Mass" | "Nodule" | "Pneumonia" => {
+                draw_opacity
             }
-            "Effusion" => {
-                // Fluid below a meniscus rising laterally, down to the costophrenic angle.
-                let level = 0.69 - 0.08 * a;
-                c.map(|x, y, v| {
-                    let lateral = (x - cx) * if cx < 0.5 { -1.0 } else { 1.0 };
-                    let men = level - 0.05 * lateral.max(0.0) / 0.14;
-                    let inside = (1.0 - ((x - cx) / 0.16).abs()).clamp(0.0, 1.0);
-                    let above_floor = 1.0 / (1.0 + ((y - 0.8) / 0.01).exp());
-                    v + 0.25 * a * inside * above_floor / (1.0 + ((men - y) / 0.01).exp())
-                });
-                let top = level - 0.05 * 0.16 / 0.14;
-                lesions.push(Lesion::new(k, cx - 0.16, top, cx + 0.16, 0.8));
-            }
-            "Infiltration" => {
-                let mut e = [f32::MAX, f32::MAX, f32::MIN, f32::MIN];
-                for _ in 0..rng.random_range(3..7) {
-                    let (bx, by) = (
-                        cx + rng.random_range(-0.08..0.08),
-                        rng.random_range(0.3..0.6),
-                    );
-                    let (rx, ry) = (rng.random_range(0.02..0.05), rng.random_range(0.02..0.05));
-                    c.ellipse(bx, by, rx, ry, 0.14 * a, 0.4);
-                    e = [
-                        e[0].min(bx - rx),
-                        e[1].min(by - ry),
-                        e[2].max(bx + rx),
-                        e[3].max(by + ry),
-                    ];
-                }
-                lesions.push(Lesion::new(k, e[0], e[1], e[2], e[3]));
-            }
-            "Mass" => {
-                let r0 = 0.045 + 0.03 * a;
-                let cy = rng.random_range(0.3..0.55);
-                c.ellipse(cx, cy, r0, r0, 0.3 * a + 0.05, 0.15);
-                lesions.push(Lesion::new(k, cx - r0, cy - r0, cx + r0, cy + r0));
-            }
-            "Nodule" => {
-                let r0 = 0.018 + 0.012 * a;
-                let cy = rng.random_range(0.28..0.6);
-                c.ellipse(cx, cy, r0, r0, 0.3 * a + 0.05, 0.2);
-                lesions.push(Lesion::new(k, cx - r0, cy - r0, cx + r0, cy + r0));
-            }
-            "Pneumonia" => {
-                let cy = rng.random_range(0.45..0.6);
-                c.ellipse(cx, cy, 0.09, 0.1, 0.22 * a, 0.5);
-                lesions.push(Lesion::new(k, cx - 0.09, cy - 0.1, cx + 0.09, cy + 0.1));
-            }
-            "Pneumothorax" => {
-                // A dark rim without lung texture at the apex.
-                let y1 = 0.22 + 0.12 * a;
-                c.map(|x, y, v| {
-                    let near = (1.0 - ((x - cx) / 0.14).abs()).clamp(0.0, 1.0);
-                    if y < y1 && near > 0.0 && in_lung(x, y, 0.0) > 0.3 {
-                        v - 0.2 * a * near
-                    } else {
-                        v
-                    }
-                });
-                // The lung field's apex is at y = 0.45 - 0.25.
-                let (x0, x1) = in_lung_x(lung, cx - 0.14, cx + 0.14);
-                lesions.push(Lesion::new(k, x0, 0.2, x1, y1));
-            }
-            "Consolidation" => {
-                c.ellipse(cx, rng.random_range(0.52..0.64), 0.08, 0.06, 0.3 * a, 0.12)
-            }
-            "Edema" => {
-                c.ellipse(0.38, 0.45, 0.08, 0.12, 0.18 * a, 0.6);
-                c.ellipse(0.62, 0.45, 0.08, 0.12, 0.18 * a, 0.6);
-            }
-            "Fibrosis" => {
-                let f = rng.random_range(28.0..40.0f32);
-                c.map(|x, y, v| {
-                    let t = ((x * f).sin() * (y * f * 1.3).cos()).abs().powi(4);
-                    v + 0.16 * a * t * in_lung(x, y, 0.0) * ((y - 0.4) / 0.2).clamp(0.0, 1.0)
-                });
-            }
-            "Pleural_Thickening" => {
-                let edge = if cx < 0.5 { 0.19 } else { 0.81 };
-                c.map(|x, y, v| {
-                    v + 0.3
-                        * a
-                        * (-((x - edge) / 0.015).powi(2)).exp()
-                        * (y > 0.2 && y < 0.65) as u8 as f32
-                });
-            }
-            "Hernia" => {
-                c.ellipse(0.47, 0.66, 0.06, 0.045, 0.25 * a + 0.05, 0.15);
-                c.ellipse(0.47, 0.65, 0.02, 0.015, -0.15 * a, 0.3);
-            }
-            _ => {}
-        }
+            _ => draw_other,
+        };
+        lesions.extend(draw(&mut c, &mut rng, (k, name), a, (lung, cx)));
     }
     let mut out = c.px;
     for v in out.iter_mut() {
