@@ -14,9 +14,9 @@ use std::path::{Path, PathBuf};
 use fast_image_resize as fir;
 use rayon::prelude::*;
 
-use super::dataset::{load_split, SplitData};
+use super::dataset::load_split;
 use super::image::{decode_with_origin, Gray};
-use super::manifest_dir::ManifestDir;
+use super::manifest_dir::{CacheDir, ManifestDir};
 use super::Split;
 use crate::config::augment::CacheDtype;
 use crate::config::AugmentConfig;
@@ -390,45 +390,36 @@ pub fn prepare(
     prepare_in_chunks(manifest_dir, a, CHUNK, progress)
 }
 
-/// [`prepare`] with a chosen chunk size (images written between two progress saves).
-pub fn prepare_in_chunks(
-    manifest_dir: &Path,
-    a: &AugmentConfig,
-    chunk: usize,
-    progress: &dyn Fn(usize, usize),
-) -> Result<PrepareReport, CacheError> {
-    let cdir = ManifestDir::new(manifest_dir).cache(a);
-    let dir = cdir.root().to_path_buf();
-    let lock_path = cdir.lock_file();
-    let _lock = crate::io::Lock::acquire(&lock_path, "this cache is being prepared")
-        .map_err(|e| CacheError::Invalid(e.to_string()))?;
+/// The cache already built for these settings, when its sources are unchanged; a stale one
+/// is removed (it is derived from the manifest, and built again from the files).
+fn reuse(manifest_dir: &Path, a: &AugmentConfig) -> Result<Option<PrepareReport>, CacheError> {
+    let dir = ManifestDir::new(manifest_dir).cache(a).root().to_path_buf();
     match Cache::open(manifest_dir, a) {
         Ok(c) if c.changed_sources().is_empty() => {
             let (skipped, warnings) = notes(&c.index.entries);
-            return Ok(PrepareReport {
+            Ok(Some(PrepareReport {
                 dir,
                 images: c.index.entries.len(),
                 skipped,
                 warnings,
                 resumed_from: 0,
                 reused: true,
-            });
+            }))
         }
         Ok(c) => {
-            // A source changed since the cache was built: build it again from the files.
             drop(c);
             std::fs::remove_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
+            Ok(None)
         }
-        Err(_) => {}
+        Err(_) => Ok(None),
     }
-    let manifest_sha256 = crate::io::sha256_file(&ManifestDir::new(manifest_dir).manifest_json())
-        .map_err(|e| io_err(manifest_dir, e))?;
-    let splits: Vec<(Split, SplitData)> = Split::ALL
-        .into_iter()
-        .map(|s| Ok((s, load_split(manifest_dir, s)?)))
-        .collect::<Result<_, CacheError>>()?;
-    let mut items: Vec<(String, String, PathBuf)> = Vec::new();
-    for (split, s) in &splits {
+}
+
+/// Every image of the manifest's splits, in split order: (image id, split, file).
+fn manifest_items(manifest_dir: &Path) -> Result<Vec<(String, String, PathBuf)>, CacheError> {
+    let mut items = Vec::new();
+    for split in Split::ALL {
+        let s = load_split(manifest_dir, split)?;
         for (id, p) in s.image_ids.iter().zip(&s.paths) {
             let p = p.clone().ok_or_else(|| {
                 CacheError::Invalid(format!(
@@ -438,20 +429,13 @@ pub fn prepare_in_chunks(
             items.push((id.clone(), split.to_string(), p));
         }
     }
-    let total = items.len();
-    let pdir = cdir.partial();
-    let partial = pdir.root().to_path_buf();
-    let chunk = chunk.max(1);
-    let want = Progress {
-        chunk,
-        manifest_sha256: manifest_sha256.clone(),
-        working_size: a.working_size,
-        dtype: a.cache_dtype,
-        total,
-        done_chunks: 0,
-    };
-    let pp = pdir.progress_json();
-    let mut done_chunks = std::fs::read_to_string(&pp)
+    Ok(items)
+}
+
+/// The chunks a `.partial` folder already holds for exactly these settings (0, with the
+/// folder emptied, when it holds none or was made for other settings).
+fn resume_point(pdir: &CacheDir, want: &Progress) -> Result<usize, CacheError> {
+    let done = std::fs::read_to_string(pdir.progress_json())
         .ok()
         .and_then(|t| serde_json::from_str::<Progress>(&t).ok())
         .filter(|p| {
@@ -463,10 +447,124 @@ pub fn prepare_in_chunks(
         })
         .map(|p| p.done_chunks)
         .unwrap_or(0);
-    if done_chunks == 0 {
-        let _ = std::fs::remove_dir_all(&partial);
-        std::fs::create_dir_all(&partial).map_err(|e| io_err(&partial, e))?;
+    if done == 0 {
+        let partial = pdir.root();
+        let _ = std::fs::remove_dir_all(partial);
+        std::fs::create_dir_all(partial).map_err(|e| io_err(partial, e))?;
     }
+    Ok(done)
+}
+
+/// A cache being written into its `.partial` folder.
+struct Build<'a> {
+    pdir: CacheDir,
+    bin: File,
+    slot_bytes: usize,
+    want: Progress,
+    a: &'a AugmentConfig,
+}
+
+impl Build<'_> {
+    /// Decodes and writes chunk `c` of `items` (its pixels into `images.bin`, synced, then
+    /// its entries), then records it in `progress.json`.
+    fn write_chunk(
+        &self,
+        items: &[(String, String, PathBuf)],
+        c: usize,
+    ) -> Result<usize, CacheError> {
+        let (chunk, total) = (self.want.chunk, self.want.total);
+        let lo = c * chunk;
+        let hi = (lo + chunk).min(total);
+        let results: Vec<Result<Prepared, CacheError>> = items[lo..hi]
+            .par_iter()
+            .map(|(id, split, path)| prepare_item(id, split, path, self.a))
+            .collect();
+        let bp = self.pdir.images_bin();
+        let mut entries = Vec::with_capacity(hi - lo);
+        for (k, r) in results.into_iter().enumerate() {
+            let (entry, px) = r?;
+            if let Some(px) = px {
+                self.bin
+                    .write_all_at(&px, ((lo + k) * self.slot_bytes) as u64)
+                    .map_err(|e| io_err(&bp, e))?;
+            }
+            entries.push(entry);
+        }
+        self.bin.sync_data().map_err(|e| io_err(&bp, e))?;
+        let ep = self.pdir.chunk_entries(c);
+        let text = serde_json::to_string(&entries).unwrap_or_default();
+        crate::io::write_atomic(&ep, text.as_bytes()).map_err(|e| io_err(&ep, e))?;
+        let p = Progress {
+            done_chunks: c + 1,
+            ..self.want.clone()
+        };
+        let pp = self.pdir.progress_json();
+        let text = serde_json::to_string(&p).unwrap_or_default();
+        crate::io::write_atomic(&pp, text.as_bytes()).map_err(|e| io_err(&pp, e))?;
+        Ok(hi)
+    }
+
+    /// Gathers the chunks' entries into `index.json`, marks the folder complete and renames
+    /// it over `dir`; returns the entries.
+    fn finish(self, n_chunks: usize, dir: &Path) -> Result<Vec<Entry>, CacheError> {
+        let mut entries = Vec::with_capacity(self.want.total);
+        for c in 0..n_chunks {
+            let ep = self.pdir.chunk_entries(c);
+            let text = std::fs::read_to_string(&ep).map_err(|e| io_err(&ep, e))?;
+            let chunk: Vec<Entry> = serde_json::from_str(&text).map_err(|e| io_err(&ep, e))?;
+            entries.extend(chunk);
+        }
+        let index = Index {
+            manifest_sha256: self.want.manifest_sha256.clone(),
+            working_size: self.a.working_size,
+            dtype: self.a.cache_dtype,
+            entries,
+        };
+        let ip = self.pdir.index_json();
+        let text = serde_json::to_string(&index).unwrap_or_default();
+        crate::io::write_atomic(&ip, text.as_bytes()).map_err(|e| io_err(&ip, e))?;
+        // The index is written: the per-chunk files and the progress are no longer needed.
+        for c in 0..n_chunks {
+            let _ = std::fs::remove_file(self.pdir.chunk_entries(c));
+        }
+        let _ = std::fs::remove_file(self.pdir.progress_json());
+        let partial = self.pdir.root();
+        crate::io::write_atomic(&self.pdir.complete_marker(), b"ok\n")
+            .map_err(|e| io_err(partial, e))?;
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::rename(partial, dir).map_err(|e| io_err(dir, e))?;
+        Ok(index.entries)
+    }
+}
+
+/// [`prepare`] with a chosen chunk size (images written between two progress saves).
+pub fn prepare_in_chunks(
+    manifest_dir: &Path,
+    a: &AugmentConfig,
+    chunk: usize,
+    progress: &dyn Fn(usize, usize),
+) -> Result<PrepareReport, CacheError> {
+    let cdir = ManifestDir::new(manifest_dir).cache(a);
+    let _lock = crate::io::Lock::acquire(&cdir.lock_file(), "this cache is being prepared")
+        .map_err(|e| CacheError::Invalid(e.to_string()))?;
+    if let Some(report) = reuse(manifest_dir, a)? {
+        return Ok(report);
+    }
+    let manifest_sha256 = crate::io::sha256_file(&ManifestDir::new(manifest_dir).manifest_json())
+        .map_err(|e| io_err(manifest_dir, e))?;
+    let items = manifest_items(manifest_dir)?;
+    let total = items.len();
+    let chunk = chunk.max(1);
+    let want = Progress {
+        chunk,
+        manifest_sha256,
+        working_size: a.working_size,
+        dtype: a.cache_dtype,
+        total,
+        done_chunks: 0,
+    };
+    let pdir = cdir.partial();
+    let mut done_chunks = resume_point(&pdir, &want)?;
     let resumed_from = (done_chunks * chunk).min(total);
     let sample = match a.cache_dtype {
         CacheDtype::U8 => 1usize,
@@ -483,73 +581,24 @@ pub fn prepare_in_chunks(
         .map_err(|e| io_err(&bp, e))?;
     bin.set_len((total * slot_bytes) as u64)
         .map_err(|e| io_err(&bp, e))?;
+    let build = Build {
+        pdir,
+        bin,
+        slot_bytes,
+        want,
+        a,
+    };
     let n_chunks = total.div_ceil(chunk);
     progress(resumed_from, total);
     while done_chunks < n_chunks {
-        let lo = done_chunks * chunk;
-        let hi = (lo + chunk).min(total);
-        let results: Vec<Result<Prepared, CacheError>> = items[lo..hi]
-            .par_iter()
-            .map(|(id, split, path)| prepare_item(id, split, path, a))
-            .collect();
-        let mut entries = Vec::with_capacity(hi - lo);
-        for (k, r) in results.into_iter().enumerate() {
-            let (entry, px) = r?;
-            if let Some(px) = px {
-                bin.write_all_at(&px, ((lo + k) * slot_bytes) as u64)
-                    .map_err(|e| io_err(&bp, e))?;
-            }
-            entries.push(entry);
-        }
-        bin.sync_data().map_err(|e| io_err(&bp, e))?;
-        let ep = pdir.chunk_entries(done_chunks);
-        crate::io::write_atomic(
-            &ep,
-            serde_json::to_string(&entries)
-                .unwrap_or_default()
-                .as_bytes(),
-        )
-        .map_err(|e| io_err(&ep, e))?;
+        let hi = build.write_chunk(&items, done_chunks)?;
         done_chunks += 1;
-        let p = Progress {
-            done_chunks,
-            ..want.clone()
-        };
-        crate::io::write_atomic(
-            &pp,
-            serde_json::to_string(&p).unwrap_or_default().as_bytes(),
-        )
-        .map_err(|e| io_err(&pp, e))?;
         progress(hi, total);
     }
-    let mut entries = Vec::with_capacity(total);
-    for c in 0..n_chunks {
-        let ep = pdir.chunk_entries(c);
-        let chunk: Vec<Entry> =
-            serde_json::from_str(&std::fs::read_to_string(&ep).map_err(|e| io_err(&ep, e))?)
-                .map_err(|e| io_err(&ep, e))?;
-        entries.extend(chunk);
-        let _ = std::fs::remove_file(&ep);
-    }
+    let entries = build.finish(n_chunks, cdir.root())?;
     let (skipped, warnings) = notes(&entries);
-    let index = Index {
-        manifest_sha256,
-        working_size: a.working_size,
-        dtype: a.cache_dtype,
-        entries,
-    };
-    let ip = pdir.index_json();
-    crate::io::write_atomic(
-        &ip,
-        serde_json::to_string(&index).unwrap_or_default().as_bytes(),
-    )
-    .map_err(|e| io_err(&ip, e))?;
-    let _ = std::fs::remove_file(&pp);
-    crate::io::write_atomic(&pdir.complete_marker(), b"ok\n").map_err(|e| io_err(&partial, e))?;
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::rename(&partial, &dir).map_err(|e| io_err(&dir, e))?;
     Ok(PrepareReport {
-        dir,
+        dir: cdir.root().to_path_buf(),
         images: total,
         skipped,
         warnings,
