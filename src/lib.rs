@@ -2,7 +2,7 @@
 //!
 //! The modules follow the data's path: `config` → `data` → `model` → `run` → `train` → `eval` →
 //! `report` → `explain` → `compare` → `search`, then `cli` (the command line of both
-//! binaries), over a ground of shared helpers (`labels`, `io`, `progress`, `metrics`). Imports
+//! binaries), over a ground of shared helpers (`labels`, `io`, `progress`, `metrics`, `plot`, `process`). Imports
 //! only flow that way.
 
 pub mod cli;
@@ -17,6 +17,8 @@ pub mod io;
 pub mod labels;
 pub mod metrics;
 pub mod model;
+pub mod plot;
+pub mod process;
 pub mod progress;
 pub mod report;
 pub mod run;

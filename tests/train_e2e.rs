@@ -8,8 +8,9 @@ use std::sync::Arc;
 
 use muxmed::config;
 use muxmed::data::synth::{write, SynthOptions};
+use muxmed::labels::Split;
 use muxmed::model::weights::read_safetensors;
-use muxmed::run::{Checkpoint, EvalKey, RunDir, Split, Status};
+use muxmed::run::{Checkpoint, EvalKey, RunDir, Status};
 use muxmed::train::loss::pos_weights;
 use muxmed::train::{train, TrainArgs};
 
@@ -908,7 +909,7 @@ fn export_round_trip(w: &World, run: &RunDir, img: &Path, checkpoint_csv: &Path)
     let e = muxmed::eval::export::export(&best, &pt, Some("cpu")).unwrap();
     assert_eq!(e.manifest, w.root.join("exported/model.json"));
     let m = ExportManifest::read(&e.manifest).unwrap();
-    assert_eq!(m.labels, muxmed::data::LABELS.map(String::from));
+    assert_eq!(m.labels, muxmed::labels::LABELS.map(String::from));
     assert_eq!((m.resolution, m.working_size), (64, 64));
     let sha = format!("{:x}", sha2::Sha256::digest(std::fs::read(&best).unwrap()));
     assert_eq!(m.checkpoint_sha256, sha);

@@ -419,8 +419,8 @@ fn search_select(search: &Path, count: usize, eps: f64) -> Result<ExitCode> {
             crate::search::archive::candidate_name(p.id),
             p.why,
             p.val_auroc,
-            crate::compare::stats::human(p.params as f64, ""),
-            crate::compare::stats::human(p.madds as f64, ""),
+            crate::plot::human(p.params as f64, ""),
+            crate::plot::human(p.madds as f64, ""),
             p.arch.display(),
             p.command
         );

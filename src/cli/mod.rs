@@ -22,7 +22,8 @@ pub use handoff::SOURCE_ID;
 
 use crate::config::Arch;
 use crate::eval::predictions::{EvalOptions, PredictionsJob};
-use crate::run::{Checkpoint, EvalKey, Split};
+use crate::labels::Split;
+use crate::run::{Checkpoint, EvalKey};
 
 /// Where the commands find and put manifests (a folder per pipeline), from the working folder.
 const MANIFESTS_DIR: &str = "data_manifests";

@@ -69,17 +69,6 @@ impl Candidate {
     }
 }
 
-/// `VmRSS` and `VmHWM` of this process in MB, from /proc/self/status.
-fn rss_and_peak_mb() -> Option<(f64, f64)> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let field = |name: &str| -> Option<f64> {
-        let line = status.lines().find(|l| l.starts_with(name))?;
-        let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kb / 1024.0)
-    };
-    Some((field("VmRSS:")?, field("VmHWM:")?))
-}
-
 /// Resets the kernel's peak-RSS mark of this process to its current RSS (Linux ≥ 4.0).
 fn reset_peak() -> bool {
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
@@ -88,10 +77,10 @@ fn reset_peak() -> bool {
 /// Growth of resident memory during one batch-32 pass, and the process peak during it.
 fn memory(c: &Candidate) -> (Option<f64>, Option<f64>) {
     let x = c.input(32);
-    let before = rss_and_peak_mb();
+    let before = crate::process::rss_and_peak_mb();
     let reset = reset_peak();
     c.pass(&x);
-    match (before, rss_and_peak_mb()) {
+    match (before, crate::process::rss_and_peak_mb()) {
         (Some((rss, _)), Some((_, peak))) if reset => (Some((peak - rss).max(0.0)), Some(peak)),
         (_, Some((_, peak))) => (None, Some(peak)),
         _ => (None, None),

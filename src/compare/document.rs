@@ -4,10 +4,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use super::stats::{human, signed, Comparison, InputSummary, Pair};
+use super::stats::{signed, Comparison, InputSummary, Pair};
 use super::{HTML_FILE, MD_FILE};
 use crate::metrics::paired::AucTest;
-use crate::report::plots::Figure;
+use crate::plot::human;
+use crate::plot::Figure;
 use crate::report::{esc, few_of_a_class, html_figures, html_head, md_figures};
 
 /// A table: header and rows of cells, written as Markdown or HTML.

@@ -5,10 +5,12 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
+use crate::config::Arch;
 use crate::data::nih;
 use crate::eval::predictions::{read_predictions, read_run_predictions};
+use crate::labels::Split;
 use crate::metrics::bootstrap::PatientIndex;
-use crate::run::{Arch, Checkpoint, EvalKey, RunDir, Split};
+use crate::run::{Checkpoint, EvalKey, RunDir};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CompareError {

@@ -6,8 +6,8 @@
 #[cfg(feature = "torch")]
 pub mod cost;
 pub mod document;
+pub mod figures;
 pub mod inputs;
-pub mod plots;
 pub mod stats;
 
 use std::path::PathBuf;
@@ -15,7 +15,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 
 use crate::config::Arch;
-use crate::run::{RunDir, Split};
+use crate::labels::Split;
+use crate::run::RunDir;
 use inputs::{align, Scored, Source};
 use stats::{Comparison, StatsOptions};
 
@@ -217,7 +218,7 @@ pub fn run(job: &CompareJob) -> Result<CompareOutcome> {
     crate::io::write_atomic(&job.out.join(JSON_FILE), json.as_bytes())
         .with_context(|| format!("writing {}", job.out.join(JSON_FILE).display()))?;
     let warnings = warnings(&c, notes);
-    let figs = plots::figures(&job.out, &aligned, &c)?;
+    let figs = figures::figures(&job.out, &aligned, &c)?;
     let html = document::write(&job.out, &c, &warnings, &figs)?;
     Ok(CompareOutcome {
         comparison: c,

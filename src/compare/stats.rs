@@ -8,6 +8,7 @@ use super::inputs::{Aligned, Source};
 use crate::eval::predictions::BootstrapSettings;
 use crate::metrics::paired::{holm, paired_bootstrap, AucTest};
 use crate::metrics::{auroc, bootstrap_auroc, mean_defined};
+use crate::plot::human;
 
 /// `compare.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -343,19 +344,6 @@ impl Comparison {
                 format!("{} vs {}: {}", inp.name, first.name, parts.join(", "))
             })
             .collect()
-    }
-}
-
-/// 2091210 → "2.09M", 215500000 → "0.22G".
-pub fn human(v: f64, unit: &str) -> String {
-    if v >= 1e8 {
-        format!("{:.2}G{unit}", v / 1e9)
-    } else if v >= 1e5 {
-        format!("{:.2}M{unit}", v / 1e6)
-    } else if v >= 1e3 {
-        format!("{:.1}k{unit}", v / 1e3)
-    } else {
-        format!("{v:.0}{unit}")
     }
 }
 

@@ -141,59 +141,13 @@ fn apply_one(stage: &Stage, img: Img, rng: &mut ChaCha8Rng) -> Img {
             crop(&img, top, left, s, s)
         }
         Stage::RandomResizedCrop { size, scale, ratio } => {
-            let (h, w) = (img.h as f64, img.w as f64);
-            let area = h * w;
-            let mut chosen = None;
-            for _ in 0..10 {
-                let target = area * rng.random_range(scale[0]..=scale[1]);
-                let log_r = rng.random_range(ratio[0].ln()..=ratio[1].ln());
-                let ar = log_r.exp();
-                let cw = (target * ar).sqrt().round();
-                let ch = (target / ar).sqrt().round();
-                if cw > 0.0 && ch > 0.0 && cw <= w && ch <= h {
-                    let top = rng.random_range(0..=(h - ch) as usize);
-                    let left = rng.random_range(0..=(w - cw) as usize);
-                    chosen = Some((top, left, ch as usize, cw as usize));
-                    break;
-                }
-            }
-            let (top, left, ch, cw) = chosen.unwrap_or_else(|| {
-                let s = img.h.min(img.w);
-                ((img.h - s) / 2, (img.w - s) / 2, s, s)
-            });
-            let s = *size as usize;
-            resize(&crop(&img, top, left, ch, cw), s, s, Filter::Bilinear)
+            random_resized_crop(img, *size as usize, scale, ratio, rng)
         }
         Stage::RandomAffine {
             degrees,
             translate,
             scale,
-        } => {
-            let angle = rng.random_range(-degrees..=*degrees).to_radians() as f32;
-            let tx = (rng.random_range(-translate..=*translate) * img.w as f64) as f32;
-            let ty = (rng.random_range(-translate..=*translate) * img.h as f64) as f32;
-            let sc = rng.random_range(scale[0]..=scale[1]) as f32;
-            let (cy, cx) = (img.h as f32 / 2.0, img.w as f32 / 2.0);
-            let (ca, sb) = (angle.cos() / sc, angle.sin() / sc);
-            let mut data = vec![0f32; img.data.len()];
-            for c in 0..img.c {
-                for y in 0..img.h {
-                    // Inverse map of the output pixel centres: the source position is
-                    // linear in x, so it is stepped along the row.
-                    let oy = y as f32 + 0.5 - cy - ty;
-                    let ox0 = 0.5 - cx - tx;
-                    let mut sx = ca * ox0 + sb * oy + cx;
-                    let mut sy = -sb * ox0 + ca * oy + cy;
-                    let start = (c * img.h + y) * img.w;
-                    for out in data[start..start + img.w].iter_mut() {
-                        *out = img.sample(c, sy, sx);
-                        sx += ca;
-                        sy -= sb;
-                    }
-                }
-            }
-            Img { data, ..img }
-        }
+        } => random_affine(img, *degrees, *translate, scale, rng),
         Stage::HorizontalFlip { p } => {
             if rng.random_bool(*p) {
                 let mut out = img.clone();
@@ -213,24 +167,7 @@ fn apply_one(stage: &Stage, img: Img, rng: &mut ChaCha8Rng) -> Img {
             brightness,
             contrast,
             gamma,
-        } => {
-            let b = rng.random_range(1.0 - brightness..=1.0 + brightness) as f32;
-            let k = rng.random_range(1.0 - contrast..=1.0 + contrast) as f32;
-            let g = rng.random_range(gamma[0]..=gamma[1]) as f32;
-            let mut img = img;
-            let mean = img.data.iter().sum::<f32>() / img.data.len().max(1) as f32;
-            // x^g through a 4096-entry table with linear interpolation (error below 1e-4,
-            // far under the 8-bit step of the source images).
-            const N: usize = 4096;
-            let table: Vec<f32> = (0..=N).map(|i| (i as f32 / N as f32).powf(g)).collect();
-            for v in img.data.iter_mut() {
-                let x = ((*v * b - mean * b) * k + mean * b).clamp(0.0, 1.0) * N as f32;
-                let i = (x as usize).min(N - 1);
-                let f = x - i as f32;
-                *v = table[i] + (table[i + 1] - table[i]) * f;
-            }
-            img
-        }
+        } => color_jitter(img, *brightness, *contrast, gamma, rng),
         Stage::GaussianNoise { std, p } => {
             if rng.random_bool(*p) {
                 let mut img = img;
@@ -256,6 +193,100 @@ fn apply_one(stage: &Stage, img: Img, rng: &mut ChaCha8Rng) -> Img {
         Stage::Normalize { mean, std } => normalize(img, mean, std),
         Stage::NormalizeImagenet => normalize(img, &IMAGENET_MEAN, &IMAGENET_STD),
     }
+}
+
+/// torchvision's RandomResizedCrop: up to ten draws of an area fraction in `scale` and a
+/// log-uniform aspect ratio in `ratio` that fit the image, else the central square; the crop
+/// is resized to `size` (bilinear).
+fn random_resized_crop(
+    img: Img,
+    size: usize,
+    scale: &[f64; 2],
+    ratio: &[f64; 2],
+    rng: &mut ChaCha8Rng,
+) -> Img {
+    let (h, w) = (img.h as f64, img.w as f64);
+    let area = h * w;
+    let mut chosen = None;
+    for _ in 0..10 {
+        let target = area * rng.random_range(scale[0]..=scale[1]);
+        let log_r = rng.random_range(ratio[0].ln()..=ratio[1].ln());
+        let ar = log_r.exp();
+        let cw = (target * ar).sqrt().round();
+        let ch = (target / ar).sqrt().round();
+        if cw > 0.0 && ch > 0.0 && cw <= w && ch <= h {
+            let top = rng.random_range(0..=(h - ch) as usize);
+            let left = rng.random_range(0..=(w - cw) as usize);
+            chosen = Some((top, left, ch as usize, cw as usize));
+            break;
+        }
+    }
+    let (top, left, ch, cw) = chosen.unwrap_or_else(|| {
+        let s = img.h.min(img.w);
+        ((img.h - s) / 2, (img.w - s) / 2, s, s)
+    });
+    resize(&crop(&img, top, left, ch, cw), size, size, Filter::Bilinear)
+}
+
+/// A rotation by up to `degrees`, a shift by up to `translate` of the size and a zoom in
+/// `scale`, about the centre, bilinear, zero outside.
+fn random_affine(
+    img: Img,
+    degrees: f64,
+    translate: f64,
+    scale: &[f64; 2],
+    rng: &mut ChaCha8Rng,
+) -> Img {
+    let angle = rng.random_range(-degrees..=degrees).to_radians() as f32;
+    let tx = (rng.random_range(-translate..=translate) * img.w as f64) as f32;
+    let ty = (rng.random_range(-translate..=translate) * img.h as f64) as f32;
+    let sc = rng.random_range(scale[0]..=scale[1]) as f32;
+    let (cy, cx) = (img.h as f32 / 2.0, img.w as f32 / 2.0);
+    let (ca, sb) = (angle.cos() / sc, angle.sin() / sc);
+    let mut data = vec![0f32; img.data.len()];
+    for c in 0..img.c {
+        for y in 0..img.h {
+            // Inverse map of the output pixel centres: the source position is
+            // linear in x, so it is stepped along the row.
+            let oy = y as f32 + 0.5 - cy - ty;
+            let ox0 = 0.5 - cx - tx;
+            let mut sx = ca * ox0 + sb * oy + cx;
+            let mut sy = -sb * ox0 + ca * oy + cy;
+            let start = (c * img.h + y) * img.w;
+            for out in data[start..start + img.w].iter_mut() {
+                *out = img.sample(c, sy, sx);
+                sx += ca;
+                sy -= sb;
+            }
+        }
+    }
+    Img { data, ..img }
+}
+
+/// Brightness and contrast factors about the mean, then a gamma, each drawn from its range.
+fn color_jitter(
+    img: Img,
+    brightness: f64,
+    contrast: f64,
+    gamma: &[f64; 2],
+    rng: &mut ChaCha8Rng,
+) -> Img {
+    let b = rng.random_range(1.0 - brightness..=1.0 + brightness) as f32;
+    let k = rng.random_range(1.0 - contrast..=1.0 + contrast) as f32;
+    let g = rng.random_range(gamma[0]..=gamma[1]) as f32;
+    let mut img = img;
+    let mean = img.data.iter().sum::<f32>() / img.data.len().max(1) as f32;
+    // x^g through a 4096-entry table with linear interpolation (error below 1e-4,
+    // far under the 8-bit step of the source images).
+    const N: usize = 4096;
+    let table: Vec<f32> = (0..=N).map(|i| (i as f32 / N as f32).powf(g)).collect();
+    for v in img.data.iter_mut() {
+        let x = ((*v * b - mean * b) * k + mean * b).clamp(0.0, 1.0) * N as f32;
+        let i = (x as usize).min(N - 1);
+        let f = x - i as f32;
+        *v = table[i] + (table[i + 1] - table[i]) * f;
+    }
+    img
 }
 
 fn normalize(mut img: Img, mean: &[f64], std: &[f64]) -> Img {

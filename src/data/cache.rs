@@ -17,9 +17,9 @@ use rayon::prelude::*;
 use super::dataset::load_split;
 use super::image::{decode_with_origin, Gray};
 use super::manifest_dir::{CacheDir, ManifestDir};
-use super::Split;
 use crate::config::augment::CacheDtype;
 use crate::config::AugmentConfig;
+use crate::labels::Split;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use polars::prelude::*;
 
 use super::manifest_dir::{ManifestError, ManifestInfo};
-use super::Split;
+use crate::labels::Split;
 
 #[derive(Debug, Clone)]
 pub struct SplitData {

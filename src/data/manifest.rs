@@ -9,8 +9,8 @@ use polars::prelude::*;
 
 use super::manifest_dir::{ManifestDir, ManifestError, ManifestInfo, SplitCount};
 use super::sources::{self, Table};
-use super::Split;
 use crate::config::DataConfig;
+use crate::labels::Split;
 
 /// A built manifest, before writing.
 pub struct Manifest {

@@ -266,3 +266,32 @@ impl ManifestInfo {
         serde_json::from_str(&text).map_err(|e| ManifestError::input(&p, e.to_string()))
     }
 }
+
+/// What a user sees whose data or manifest folder is not there: where ChestX-Ray14 comes
+/// from and where to put it, or the commands that build the manifest.
+pub fn missing_data_message(
+    cfg: &crate::config::PipelineConfig,
+    source: &Path,
+    manifest_dir: &Path,
+) -> String {
+    let root = &cfg.data.root;
+    if cfg.data.generic.is_none() && !root.is_dir() {
+        format!(
+            "ChestX-Ray14 is not at {root} (data.root in {src}).\n\
+             - Download it from https://nihcc.app.box.com/v/ChestXray-NIHCC (images_001..012, Data_Entry_2017_v2020.csv, train_val_list.txt, test_list.txt).\n\
+             - Put it at {root}, or point the pipeline at it: --set data.root=/path/to/nih\n\
+             - Then: muxmed manifest --pipeline {name} --set data.root=... and muxmed prepare --pipeline {name} --set data.root=...\n\
+             To see the whole job on the built-in synthetic dataset instead, run `make demo`.",
+            root = root.display(),
+            src = source.display(),
+            name = cfg.name
+        )
+    } else {
+        format!(
+            "no manifest at {}: run `muxmed manifest --pipeline {}` then `muxmed prepare --pipeline {}` (with the same --set options)",
+            manifest_dir.display(),
+            cfg.name,
+            cfg.name
+        )
+    }
+}

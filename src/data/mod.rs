@@ -1,7 +1,5 @@
 //! Everything between the NIH files on disk and a batch of tensors.
 
-pub use crate::labels::{Split, LABELS, NO_FINDING};
-
 pub mod augment;
 pub mod cache;
 pub mod dataset;

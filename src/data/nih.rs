@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use super::{LABELS, NO_FINDING};
+use crate::labels::{LABELS, NO_FINDING};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NihError {

@@ -13,8 +13,8 @@ use rand::SeedableRng;
 
 use super::manifest_dir::{Audit, ManifestError};
 use super::nih::{csv_rows, read_text, NihError};
-use super::Split;
 use crate::config::DataConfig;
+use crate::labels::Split;
 
 /// The test fraction of a random patient split when `data.test_fraction` is unset.
 pub const DEFAULT_TEST_FRACTION: f64 = 0.2;

@@ -17,7 +17,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use super::nih::METADATA_HEADER;
-use super::LABELS;
+use crate::labels::LABELS;
 
 /// Label prevalence over all 112,120 images of the real metadata (2020 release).
 pub const REAL_PREVALENCE: [f64; 14] = [

@@ -49,7 +49,7 @@ pub fn preview(
     out: &Path,
 ) -> Result<PathBuf> {
     let a = &cfg.augment;
-    let split = load_split(manifest_dir, super::Split::Train)?;
+    let split = load_split(manifest_dir, crate::labels::Split::Train)?;
     if split.is_empty() {
         bail!("the train split of {} is empty", manifest_dir.display());
     }
@@ -113,7 +113,7 @@ pub fn preview(
 /// Mean and standard deviation of the train images in the prepared cache (working size).
 pub fn stats(cfg: &PipelineConfig, manifest_dir: &Path) -> Result<(f64, f64, usize)> {
     let cache = Cache::open(manifest_dir, &cfg.augment)?;
-    let split = load_split(manifest_dir, super::Split::Train)?;
+    let split = load_split(manifest_dir, crate::labels::Split::Train)?;
     let slots: Vec<usize> = split
         .image_ids
         .iter()
@@ -205,7 +205,7 @@ pub fn bench(
     };
     prepare(&mdir, &a, &|_, _| {})?;
     let cache = Arc::new(Cache::open(&mdir, &a)?);
-    let split = Arc::new(load_split(&mdir, super::Split::Train)?);
+    let split = Arc::new(load_split(&mdir, crate::labels::Split::Train)?);
     let slots: Vec<usize> = split
         .image_ids
         .iter()

@@ -7,13 +7,14 @@ use anyhow::{Context, Result};
 
 use super::predictions::Evaluation;
 use super::run_eval::VAL_THRESHOLDS;
+use crate::labels::Split;
 use crate::model::device::pick_device;
 use crate::model::export::{
     flat_preprocessing, trace, ExportManifest, LabelThreshold, EXPORT_FORMAT,
 };
 use crate::model::layout::MemoryFormat;
 use crate::run::checkpoint::load_checkpoint;
-use crate::run::{EvalKey, RunDir, Split};
+use crate::run::{EvalKey, RunDir};
 
 /// What `export` wrote.
 #[derive(Debug)]

@@ -2,7 +2,6 @@
 //! patient, thresholds, calibration) from a run or from any model's predictions file.
 
 /// The metric functions live at ground level (training validates with them too).
-pub use crate::metrics;
 #[cfg(feature = "torch")]
 pub mod export;
 pub mod predictions;

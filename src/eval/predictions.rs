@@ -5,15 +5,15 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use super::metrics::{
-    bootstrap_auroc, calibration, mean_defined, micro_auroc, operating_point, CalibrationBin,
-    Curve, OperatingPoint,
-};
 use crate::data::nih::{self, NihError, Record};
 use crate::io::CsvLine;
 use crate::labels::Split;
 use crate::labels::LABELS;
 use crate::metrics::bootstrap::PatientIndex;
+use crate::metrics::{
+    bootstrap_auroc, calibration, mean_defined, micro_auroc, operating_point, CalibrationBin,
+    Curve, OperatingPoint,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {

@@ -15,13 +15,14 @@ use crate::data::cache::Cache;
 use crate::data::dataset::SplitData;
 use crate::data::files::{gather, Failures};
 use crate::data::loader::Source;
+use crate::labels::Split;
 use crate::model::device::pick_device;
 use crate::model::export::{ExportManifest, Scripted};
 use crate::model::folded::FoldedNetwork;
 use crate::model::inference::{predict_split, Classifier};
 use crate::model::layout::MemoryFormat;
 use crate::run::checkpoint::load_checkpoint;
-use crate::run::{Checkpoint, EvalKey, RunDir, Split};
+use crate::run::{Checkpoint, EvalKey, RunDir};
 
 /// The `threshold_source` of an evaluation whose thresholds were chosen on the run's val split.
 pub const VAL_THRESHOLDS: &str = "chosen on this run's val split";

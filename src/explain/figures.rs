@@ -10,7 +10,7 @@ use plotters::prelude::*;
 
 use crate::data::image::Gray;
 use crate::metrics::localization::Rect;
-use crate::report::plots::{e2s, ensure_font, render, Figure};
+use crate::plot::{e2s, ensure_font, render, Figure};
 use crate::run::{Localization, MapSource};
 
 /// Ground truth in green, detections in orange.
@@ -265,7 +265,7 @@ pub fn accuracy_chart(dir: &Path, l: &Localization) -> Result<Figure> {
         title.clone(),
         size,
         |root: &DrawingArea<_, Shift>| -> Result<(), String> {
-            let area = crate::report::plots::canvas(root, &title, 22)?;
+            let area = crate::plot::canvas(root, &title, 22)?;
             for (cell, (name, accs)) in area.split_evenly((rows, cols)).iter().zip(&panels) {
                 let n = accs[0].as_ref().map_or(0, |a| a.boxes);
                 let point = MapSource::ALL

@@ -13,14 +13,13 @@ use rayon::prelude::*;
 use super::figures::{accuracy_chart, gallery, Case};
 use super::{centre_prior, prepare, random_map, Explainer, Prepared};
 use crate::data::nih::{parse_bboxes, read_text, BBox};
+use crate::labels::Split;
 use crate::labels::LABELS;
 use crate::metrics::localization::{
     detect, score, Accuracy, BoxOutcome, Detections, Rect, IOBB_THRESHOLDS, IOU_THRESHOLDS,
 };
 use crate::model::device::pick_device;
-use crate::run::{
-    Checkpoint, FindingAccuracy, Localization, MapSource, RunDir, SourceAccuracy, Split,
-};
+use crate::run::{Checkpoint, FindingAccuracy, Localization, MapSource, RunDir, SourceAccuracy};
 
 pub struct LocalizeArgs<'a> {
     pub run: &'a Path,

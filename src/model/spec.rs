@@ -66,6 +66,120 @@ pub struct BlockArgs {
     pub scales: Option<Vec<i64>>,
 }
 
+/// The block type a block string starts with (`ds`, `dsa`, `ir`, `sp`).
+fn block_type(name: &str) -> Result<BlockType, String> {
+    Ok(match name {
+        "ds" => BlockType::Ds { pw_act: false },
+        "dsa" => BlockType::Ds { pw_act: true },
+        "ir" => BlockType::Ir,
+        "sp" => BlockType::Sp,
+        other => {
+            return Err(format!(
+                "unknown block type `{other}` (expected ds, dsa, ir or sp)"
+            ))
+        }
+    })
+}
+
+/// An activation option (`nre`, `nr6`, `nhs`, `nsw`), without its `n`.
+fn activation(a: &str, op: &str) -> Result<Act, String> {
+    Ok(match a {
+        "re" => Act::Relu,
+        "r6" => Act::Relu6,
+        "hs" => Act::HardSwish,
+        "sw" => Act::Swish,
+        _ => return Err(format!("unknown activation option `{op}`")),
+    })
+}
+
+impl BlockArgs {
+    /// A block of `block_type` before its options: the reference MuxInvertedResidual's
+    /// defaults.
+    fn defaults(block_type: BlockType) -> Self {
+        BlockArgs {
+            block_type,
+            repeats: 0,
+            kernels: vec![],
+            stride: 0,
+            exp_ratio: 1.0,
+            out_chs: 0,
+            se_ratio: None,
+            act: None,
+            noskip: matches!(block_type, BlockType::Ds { pw_act: true }),
+            split_ratio: 0.75,
+            shuffle_groups: 2,
+            dw_group_factor: 1,
+            scales: None,
+        }
+    }
+
+    /// Sets the option `key` (the letters before the value) to `value`, as written in `op`.
+    fn set(&mut self, key: &str, value: &str, op: &str) -> Result<(), String> {
+        let num = |v: &str| -> Result<f64, String> {
+            v.parse::<f64>()
+                .ok()
+                .filter(|x| x.is_finite())
+                .ok_or_else(|| format!("option `{op}`: `{v}` is not a finite number"))
+        };
+        let int = |v: &str| -> Result<i64, String> {
+            v.parse::<i64>()
+                .map_err(|_| format!("option `{op}`: `{v}` is not an integer"))
+        };
+        let list = |v: &str| -> Result<Vec<i64>, String> { v.split('.').map(int).collect() };
+        match key {
+            "r" => {
+                self.repeats = int(value)?
+                    .try_into()
+                    .map_err(|_| "r must be positive".to_string())?
+            }
+            "k" => self.kernels = list(value)?,
+            "s" => self.stride = int(value)?,
+            "e" => self.exp_ratio = num(value)?,
+            "c" => self.out_chs = int(value)?,
+            "se" => self.se_ratio = Some(num(value)?),
+            "sr" => self.split_ratio = num(value)?,
+            "sg" => self.shuffle_groups = int(value)?,
+            "dwg" => self.dw_group_factor = int(value)?,
+            "sc" => self.scales = Some(list(value)?),
+            _ => return Err(format!("unknown option `{key}` in `{op}`")),
+        }
+        Ok(())
+    }
+
+    /// What a decoded block must have: r, k, s and c (and e for ir/sp), positive; odd
+    /// kernels; buildable ranges; at least two distinct MUXConv scales with one kernel or one
+    /// per scale.
+    fn check(&self, seen: &std::collections::HashSet<&str>) -> Result<(), String> {
+        for what in ["r", "k", "s", "c"] {
+            if !seen.contains(what) {
+                return Err(format!("missing option `{what}`"));
+            }
+        }
+        if matches!(self.block_type, BlockType::Ir | BlockType::Sp) && !seen.contains("e") {
+            return Err("missing option `e` (expansion ratio)".into());
+        }
+        if self.repeats == 0 || self.stride < 1 || self.out_chs < 1 {
+            return Err("r, s and c must be positive".into());
+        }
+        if self.kernels.iter().any(|k| *k < 1 || k % 2 == 0) {
+            return Err("kernel sizes must be odd and positive".into());
+        }
+        check_ranges(self)?;
+        if let Some(sc) = &self.scales {
+            let mut distinct = sc.clone();
+            distinct.sort();
+            distinct.dedup();
+            if distinct.len() < 2 {
+                return Err("MUXConv needs at least two distinct scales".into());
+            }
+            if self.kernels.len() != 1 && self.kernels.len() != sc.len() {
+                return Err("give one kernel, or one kernel per scale".into());
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Decodes one block string, e.g. `sp_r2_k3_s1_e4_c24_se0.75_sr0.5_sg2_sc0.1_nre`.
 pub fn decode_block(s: &str) -> Result<BlockArgs, SpecError> {
     let bad = |message: String| SpecError::Block {
@@ -73,35 +187,7 @@ pub fn decode_block(s: &str) -> Result<BlockArgs, SpecError> {
         message,
     };
     let mut ops = s.split('_');
-    let block_type = match ops.next().unwrap_or("") {
-        "ds" => BlockType::Ds { pw_act: false },
-        "dsa" => BlockType::Ds { pw_act: true },
-        "ir" => BlockType::Ir,
-        "sp" => BlockType::Sp,
-        other => {
-            return Err(bad(format!(
-                "unknown block type `{other}` (expected ds, dsa, ir or sp)"
-            )))
-        }
-    };
-    let mut args = BlockArgs {
-        block_type,
-        repeats: 0,
-        kernels: vec![],
-        stride: 0,
-        exp_ratio: 1.0,
-        out_chs: 0,
-        se_ratio: None,
-        act: None,
-        noskip: matches!(block_type, BlockType::Ds { pw_act: true }),
-        // The reference MuxInvertedResidual's defaults.
-        split_ratio: 0.75,
-        shuffle_groups: 2,
-        dw_group_factor: 1,
-        scales: None,
-    };
-    let (mut have_r, mut have_k, mut have_s, mut have_c, mut have_e) =
-        (false, false, false, false, false);
+    let mut args = BlockArgs::defaults(block_type(ops.next().unwrap_or("")).map_err(bad)?);
     let mut seen = std::collections::HashSet::new();
     for op in ops {
         if op == "noskip" {
@@ -109,13 +195,7 @@ pub fn decode_block(s: &str) -> Result<BlockArgs, SpecError> {
             continue;
         }
         if let Some(a) = op.strip_prefix('n') {
-            args.act = Some(match a {
-                "re" => Act::Relu,
-                "r6" => Act::Relu6,
-                "hs" => Act::HardSwish,
-                "sw" => Act::Swish,
-                _ => return Err(bad(format!("unknown activation option `{op}`"))),
-            });
+            args.act = Some(activation(a, op).map_err(bad)?);
             continue;
         }
         // The key is everything before the first digit (as the reference's regex split).
@@ -128,74 +208,9 @@ pub fn decode_block(s: &str) -> Result<BlockArgs, SpecError> {
                 "option `{key}` is given twice (the second, `{op}`, would silently win)"
             )));
         }
-        let num = |v: &str| -> Result<f64, SpecError> {
-            v.parse::<f64>()
-                .ok()
-                .filter(|x| x.is_finite())
-                .ok_or_else(|| bad(format!("option `{op}`: `{v}` is not a finite number")))
-        };
-        let int = |v: &str| -> Result<i64, SpecError> {
-            v.parse::<i64>()
-                .map_err(|_| bad(format!("option `{op}`: `{v}` is not an integer")))
-        };
-        let list = |v: &str| -> Result<Vec<i64>, SpecError> { v.split('.').map(int).collect() };
-        match key {
-            "r" => {
-                args.repeats = int(value)?
-                    .try_into()
-                    .map_err(|_| bad("r must be positive".into()))?;
-                have_r = true;
-            }
-            "k" => {
-                args.kernels = list(value)?;
-                have_k = true;
-            }
-            "s" => {
-                args.stride = int(value)?;
-                have_s = true;
-            }
-            "e" => {
-                args.exp_ratio = num(value)?;
-                have_e = true;
-            }
-            "c" => {
-                args.out_chs = int(value)?;
-                have_c = true;
-            }
-            "se" => args.se_ratio = Some(num(value)?),
-            "sr" => args.split_ratio = num(value)?,
-            "sg" => args.shuffle_groups = int(value)?,
-            "dwg" => args.dw_group_factor = int(value)?,
-            "sc" => args.scales = Some(list(value)?),
-            _ => return Err(bad(format!("unknown option `{key}` in `{op}`"))),
-        }
+        args.set(key, value, op).map_err(bad)?;
     }
-    for (have, what) in [(have_r, "r"), (have_k, "k"), (have_s, "s"), (have_c, "c")] {
-        if !have {
-            return Err(bad(format!("missing option `{what}`")));
-        }
-    }
-    if matches!(args.block_type, BlockType::Ir | BlockType::Sp) && !have_e {
-        return Err(bad("missing option `e` (expansion ratio)".into()));
-    }
-    if args.repeats == 0 || args.stride < 1 || args.out_chs < 1 {
-        return Err(bad("r, s and c must be positive".into()));
-    }
-    if args.kernels.iter().any(|k| *k < 1 || k % 2 == 0) {
-        return Err(bad("kernel sizes must be odd and positive".into()));
-    }
-    check_ranges(&args).map_err(bad)?;
-    if let Some(sc) = &args.scales {
-        let mut distinct = sc.clone();
-        distinct.sort();
-        distinct.dedup();
-        if distinct.len() < 2 {
-            return Err(bad("MUXConv needs at least two distinct scales".into()));
-        }
-        if args.kernels.len() != 1 && args.kernels.len() != sc.len() {
-            return Err(bad("give one kernel, or one kernel per scale".into()));
-        }
-    }
+    args.check(&seen).map_err(bad)?;
     Ok(args)
 }
 

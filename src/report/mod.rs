@@ -1,7 +1,7 @@
 //! Reports a reader can trust: figures (PNG + SVG), `report.md` and a self-contained
 //! `report.html` with the images embedded, with where every number comes from.
 
-pub mod plots;
+pub mod figures;
 pub mod references;
 
 use std::path::{Path, PathBuf};
@@ -11,9 +11,11 @@ use anyhow::{Context, Result};
 use crate::config::PipelineConfig;
 use crate::data::manifest_dir::ManifestInfo;
 use crate::eval::predictions::{self, EvalOptions, Evaluation, Joined, PredictionsJob};
+use crate::labels::Split;
 use crate::metrics::{pr_curve, roc_curve};
-use crate::run::{Checkpoint, EpochRow, EvalKey, Localization, MapSource, RunDir, RunInfo, Split};
-use plots::{Figure, LabelCurves};
+use crate::plot::Figure;
+use crate::run::{Checkpoint, EpochRow, EvalKey, Localization, MapSource, RunDir, RunInfo};
+use figures::LabelCurves;
 
 /// What a report is about, shown at its top.
 #[derive(Debug, Clone)]
@@ -71,11 +73,11 @@ pub fn figures(
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let curves = label_curves(j, ev);
     let mut figs = vec![
-        plots::roc_grid(dir, &curves, subtitle)?,
-        plots::auroc_chart(dir, &curves, subtitle, published)?,
-        plots::pr_grid(dir, &curves, subtitle)?,
-        plots::reliability_grid(dir, &curves, subtitle)?,
-        plots::prevalence_chart(
+        figures::roc_grid(dir, &curves, subtitle)?,
+        figures::auroc_chart(dir, &curves, subtitle, published)?,
+        figures::pr_grid(dir, &curves, subtitle)?,
+        figures::reliability_grid(dir, &curves, subtitle)?,
+        figures::prevalence_chart(
             dir,
             &curves.iter().map(|c| c.label.clone()).collect::<Vec<_>>(),
             &[(
@@ -86,7 +88,7 @@ pub fn figures(
         )?,
     ];
     for c in &curves {
-        figs.push(plots::roc_single(dir, c, subtitle)?);
+        figs.push(figures::roc_single(dir, c, subtitle)?);
     }
     Ok(figs)
 }
@@ -135,7 +137,7 @@ fn table_rows(ev: &Evaluation) -> Vec<Vec<String>> {
     ev.per_label
         .iter()
         .map(|m| {
-            let chex = crate::data::LABELS
+            let chex = crate::labels::LABELS
                 .iter()
                 .position(|l| *l == m.label)
                 .map(|k| format!("{:.3}", references::CHEXNET[k]))
@@ -497,7 +499,7 @@ pub fn report_run(
     let mut figs = figures(&out, &j, &ev, &subtitle, published)?;
     let history = run.state().map(|s| s.history).unwrap_or_default();
     if !history.is_empty() {
-        figs.insert(1, plots::training_curves(&out, &history, &run.name())?);
+        figs.insert(1, figures::training_curves(&out, &history, &run.name())?);
     }
     // Label prevalence per split, from the run's own splits.
     let mut sets = Vec::new();
@@ -507,7 +509,7 @@ pub fn report_run(
         }
     }
     if let Some(pos) = figs.iter().position(|f| f.name == "prevalence") {
-        figs[pos] = plots::prevalence_chart(&out, &j.labels, &sets, "per split")?;
+        figs[pos] = figures::prevalence_chart(&out, &j.labels, &sets, "per split")?;
     }
     let ctx = ReportContext {
         title: format!("muxmed report: {}", run.name()),

@@ -7,8 +7,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Arch, Checkpoint, State};
+use super::{Checkpoint, State};
 use crate::config::augment::Stage;
+use crate::config::Arch;
 use crate::model::ArchSpec;
 
 /// Metadata inside every checkpoint, so `evaluate` and `predict` need no other file.

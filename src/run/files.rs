@@ -6,11 +6,12 @@ use std::path::{Path, PathBuf};
 use serde::{de::DeserializeOwned, Serialize};
 
 use super::types::{EpochRow, Event, Localization, RunInfo, State};
-use super::{Checkpoint, EvalKey, Split};
+use super::{Checkpoint, EvalKey};
 use crate::config::{self, PipelineConfig};
 use crate::data::dataset::{self, SplitData};
 use crate::data::manifest_dir::ManifestDir;
 use crate::data::manifest_dir::ManifestInfo;
+use crate::labels::Split;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {

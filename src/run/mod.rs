@@ -33,8 +33,7 @@ pub use types::{
     SourceAccuracy, State, Status, WeightsInfo,
 };
 
-pub use crate::config::Arch;
-pub use crate::labels::Split;
+use crate::labels::Split;
 
 /// Which weights of a run.
 #[derive(

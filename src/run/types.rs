@@ -2,7 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Arch, Checkpoint};
+use super::Checkpoint;
+use crate::config::Arch;
 use crate::metrics::localization::Accuracy;
 
 /// `run.json`: what a run is, written once when it starts.
@@ -214,7 +215,7 @@ pub struct FindingAccuracy {
 /// `localization_<split>.json`: the ChestX-ray8 box benchmark of one split (`muxmed localize`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Localization {
-    pub split: super::Split,
+    pub split: crate::labels::Split,
     pub checkpoint: Checkpoint,
     /// The box file and its sha256.
     pub boxes_file: String,

@@ -528,7 +528,7 @@ impl<'a, E: Evaluator> Engine<'a, E> {
             violation,
             seed,
             seconds: started.elapsed().as_secs_f64(),
-            finished_at: crate::train::timestamp(),
+            finished_at: crate::process::timestamp(),
         };
         let mut spec = c.spec.clone();
         spec.name = Some(format!("search_{}", row.name()));

@@ -8,10 +8,13 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::archive::{Archive, SearchDir, FRONT_CHART, HYPERVOLUME_CHART};
 use super::space::phenotype_key;
-use crate::compare::stats::human;
 use crate::model::count::{count, count_densenet121};
 use crate::model::spec::ArchSpec;
-use crate::report::plots::{canvas, e2s, render, Figure, PlotError};
+use crate::plot::human;
+use crate::plot::{
+    canvas, e2s, legend, madds_chart, marker_radius, render, DrawResult, Figure, MaddsChart,
+    PlotError,
+};
 
 const FRONT: RGBColor = RGBColor(31, 119, 180);
 const REFERENCE: RGBColor = RGBColor(214, 39, 40);
@@ -85,7 +88,7 @@ pub fn front_chart(dir: &SearchDir, a: &Archive) -> Result<Figure, PlotError> {
     let y_hi = (ys.iter().copied().fold(0.5f64, f64::max) + 0.02).min(1.0);
     let x_hi = x_hi.max(a.config.max_madds.map_or(0.0, |b| b as f64 * 1.5));
     let max_params = scored.iter().map(|p| p.2).fold(1.0f64, f64::max);
-    let radius = move |params: f64| (3.0 + 14.0 * (params / max_params).sqrt()) as i32;
+    let radius = move |params: f64| marker_radius(params, max_params, 3.0, 14.0);
     render!(
         dir.root(),
         FRONT_CHART,
@@ -93,20 +96,8 @@ pub fn front_chart(dir: &SearchDir, a: &Archive) -> Result<Figure, PlotError> {
         (1200, 760),
         |root: &DrawingArea<_, Shift>| {
             let root = canvas(root, &title, 19)?;
-            let mut chart = ChartBuilder::on(&root)
-                .margin(15)
-                .x_label_area_size(45)
-                .y_label_area_size(60)
-                .build_cartesian_2d((x_lo..x_hi).log_scale(), y_lo..y_hi)
-                .map_err(e2s)?;
-            chart
-                .configure_mesh()
-                .x_desc("multiply-adds per image (log scale)")
-                .y_desc("val mean AUROC (proxy)")
-                .x_label_formatter(&|v| human(*v, ""))
-                .label_style(("sans-serif", 14))
-                .draw()
-                .map_err(e2s)?;
+            let mut chart =
+                madds_chart(&root, (x_lo, x_hi), (y_lo, y_hi), "val mean AUROC (proxy)")?;
             chart
                 .draw_series(
                     scored
@@ -132,78 +123,88 @@ pub fn front_chart(dir: &SearchDir, a: &Archive) -> Result<Figure, PlotError> {
                 .map_err(e2s)?
                 .label("non-dominated in (AUROC, params, MAdds); marker area ∝ parameters")
                 .legend(|(x, y)| Circle::new((x + 8, y), 6, FRONT.filled()));
-            let span = y_hi - y_lo;
-            for (i, r) in refs.iter().enumerate() {
-                let (y_text, label) = match r.auroc {
-                    Some(y) => {
-                        chart
-                            .draw_series([Cross::new((r.madds, y), 9, REFERENCE.stroke_width(3))])
-                            .map_err(e2s)?;
-                        (y, format!("{} (trained here)", r.name))
-                    }
-                    None => {
-                        // Each line stops just below its own label, and later labels sit
-                        // lower, so no line runs through another reference's label.
-                        let y = y_hi - span * (0.04 + 0.06 * i as f64);
-                        chart
-                            .draw_series(DashedLineSeries::new(
-                                [(r.madds, y_lo), (r.madds, y - 0.025 * span)],
-                                6,
-                                4,
-                                REFERENCE.mix(0.6).stroke_width(2),
-                            ))
-                            .map_err(e2s)?;
-                        (
-                            y,
-                            format!(
-                                "{} {}, {} params",
-                                r.name,
-                                human(r.madds, ""),
-                                human(r.params, "")
-                            ),
-                        )
-                    }
-                };
-                // A label starts at its line's top; near the right edge it ends there instead.
-                let at = (r.madds.ln() - x_lo.ln()) / (x_hi.ln() - x_lo.ln());
-                let (anchor, dx) = if at < 0.7 {
-                    (HPos::Left, -4)
-                } else {
-                    (HPos::Right, 4)
-                };
-                let style = ("sans-serif", 14)
-                    .into_font()
-                    .color(&REFERENCE)
-                    .pos(Pos::new(anchor, VPos::Center));
-                chart
-                    .draw_series([
-                        EmptyElement::at((r.madds, y_text)) + Text::new(label, (dx, 0), style)
-                    ])
-                    .map_err(e2s)?;
-            }
+            draw_references(&mut chart, &refs, (x_lo, x_hi), (y_lo, y_hi))?;
             if let Some(b) = a.config.max_madds {
-                let b = b as f64;
-                chart
-                    .draw_series(LineSeries::new(
-                        [(b, y_lo), (b, y_hi)],
-                        BLACK.mix(0.5).stroke_width(2),
-                    ))
-                    .map_err(e2s)?
-                    .label(format!("multiply-add budget {}", human(b, "")))
-                    .legend(|(x, y)| {
-                        PathElement::new([(x, y), (x + 16, y)], BLACK.mix(0.5).stroke_width(2))
-                    });
+                draw_budget(&mut chart, b as f64, (y_lo, y_hi))?;
             }
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::LowerRight)
-                .background_style(WHITE.mix(0.9))
-                .border_style(BLACK.mix(0.3))
-                .label_font(("sans-serif", 14))
-                .draw()
-                .map_err(e2s)
+            legend(&mut chart, SeriesLabelPosition::LowerRight, 14, 0.9)
         }
     )
+}
+
+/// The reference architectures: a cross at the AUROC of those trained here, else a dashed
+/// line at their multiply-adds with a label, staggered so no line crosses another's label.
+fn draw_references<DB: DrawingBackend>(
+    chart: &mut MaddsChart<'_, DB>,
+    refs: &[Reference],
+    (x_lo, x_hi): (f64, f64),
+    (y_lo, y_hi): (f64, f64),
+) -> DrawResult {
+    let span = y_hi - y_lo;
+    for (i, r) in refs.iter().enumerate() {
+        let (y_text, label) = match r.auroc {
+            Some(y) => {
+                chart
+                    .draw_series([Cross::new((r.madds, y), 9, REFERENCE.stroke_width(3))])
+                    .map_err(e2s)?;
+                (y, format!("{} (trained here)", r.name))
+            }
+            None => {
+                // Each line stops just below its own label, and later labels sit
+                // lower, so no line runs through another reference's label.
+                let y = y_hi - span * (0.04 + 0.06 * i as f64);
+                chart
+                    .draw_series(DashedLineSeries::new(
+                        [(r.madds, y_lo), (r.madds, y - 0.025 * span)],
+                        6,
+                        4,
+                        REFERENCE.mix(0.6).stroke_width(2),
+                    ))
+                    .map_err(e2s)?;
+                (
+                    y,
+                    format!(
+                        "{} {}, {} params",
+                        r.name,
+                        human(r.madds, ""),
+                        human(r.params, "")
+                    ),
+                )
+            }
+        };
+        // A label starts at its line's top; near the right edge it ends there instead.
+        let at = (r.madds.ln() - x_lo.ln()) / (x_hi.ln() - x_lo.ln());
+        let (anchor, dx) = if at < 0.7 {
+            (HPos::Left, -4)
+        } else {
+            (HPos::Right, 4)
+        };
+        let style = ("sans-serif", 14)
+            .into_font()
+            .color(&REFERENCE)
+            .pos(Pos::new(anchor, VPos::Center));
+        chart
+            .draw_series([EmptyElement::at((r.madds, y_text)) + Text::new(label, (dx, 0), style)])
+            .map_err(e2s)?;
+    }
+    Ok(())
+}
+
+/// The search's multiply-add budget as a vertical line.
+fn draw_budget<DB: DrawingBackend>(
+    chart: &mut MaddsChart<'_, DB>,
+    b: f64,
+    (y_lo, y_hi): (f64, f64),
+) -> DrawResult {
+    chart
+        .draw_series(LineSeries::new(
+            [(b, y_lo), (b, y_hi)],
+            BLACK.mix(0.5).stroke_width(2),
+        ))
+        .map_err(e2s)?
+        .label(format!("multiply-add budget {}", human(b, "")))
+        .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], BLACK.mix(0.5).stroke_width(2)));
+    Ok(())
 }
 
 pub fn hypervolume_chart(dir: &SearchDir, a: &Archive) -> Result<Figure, PlotError> {

@@ -9,8 +9,8 @@ use serde::Serialize;
 use super::archive::{candidate_name, Archive, Evaluated, SearchDir};
 use super::pareto::{crowding_all, hypervolume, non_dominated_ranks};
 use super::select::high_tradeoff;
-use crate::compare::stats::human;
 use crate::io::{csv_records, write_atomic};
+use crate::plot::human;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {
@@ -21,7 +21,7 @@ pub enum OutputError {
     #[error(transparent)]
     Dir(#[from] super::archive::SearchDirError),
     #[error(transparent)]
-    Plot(#[from] crate::report::plots::PlotError),
+    Plot(#[from] crate::plot::PlotError),
     #[error("writing {}: {source}", path.display())]
     Write {
         path: PathBuf,

@@ -22,7 +22,7 @@ use crate::config::augment::Stage;
 use crate::config::PipelineConfig;
 use crate::data::cache::Cache;
 use crate::data::dataset::{load_split, SplitData};
-use crate::data::Split;
+use crate::labels::Split;
 use crate::model::network::Network;
 use crate::model::ArchSpec;
 use crate::run::State;

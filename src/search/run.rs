@@ -79,7 +79,7 @@ pub fn run(a: &SearchArgs, stop: Arc<AtomicBool>) -> Result<SearchOutcome> {
     let labels = manifest_labels(&manifest_dir).map_err(|e| {
         anyhow!(
             "{e}\n{}",
-            crate::train::missing_data_message(cfg, &a.pipeline.source, &manifest_dir)
+            crate::data::manifest_dir::missing_data_message(cfg, &a.pipeline.source, &manifest_dir)
         )
     })?;
     let dir = SearchDir::new(&a.dir);

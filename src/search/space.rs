@@ -12,7 +12,7 @@
 use rand::Rng;
 
 use crate::config::search::SpaceConfig;
-use crate::model::spec::{decode_block, split_channels, Act, ArchSpec, BlockType};
+use crate::model::spec::{decode_block, split_channels, Act, ArchSpec, BlockArgs, BlockType};
 
 /// Genes before the per-stage groups.
 const GLOBAL_GENES: usize = 3;
@@ -242,6 +242,34 @@ impl Space {
         Ok(())
     }
 
+    /// The genes of one sp block slot: kernel, expansion and MUXConv scales.
+    fn encode_sp(&self, sp: &BlockArgs, g: &mut [usize]) -> Result<(), SpaceError> {
+        let c = &self.cfg;
+        let find = |what: String, i: Option<usize>| i.ok_or(SpaceError::NotEncodable(what));
+        g[0] = find(
+            format!("sp kernel {:?}", sp.kernels),
+            match sp.kernels.as_slice() {
+                [k] => c.sp_kernels.iter().position(|x| x == k),
+                _ => None,
+            },
+        )?;
+        g[1] = find(
+            format!("sp expansion {}", sp.exp_ratio),
+            c.sp_expansions.iter().position(|e| *e == sp.exp_ratio),
+        )?;
+        let sc = sp.scales.as_ref().map_or("none".to_string(), |v| {
+            v.iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join(".")
+        });
+        g[2] = find(
+            format!("scales {sc}"),
+            c.sp_scales.iter().position(|x| *x == sc),
+        )?;
+        Ok(())
+    }
+
     /// The genome of an architecture, when the space holds it (MUXNet-m and -l with the
     /// default space): the inverse of [`Space::decode`].
     pub fn encode(&self, spec: &ArchSpec) -> Result<Vec<usize>, SpaceError> {
@@ -324,27 +352,7 @@ impl Space {
                 if sr != Some(sp.split_ratio) || sp.se_ratio.unwrap_or(0.0) != se {
                     return Err(no("split and SE ratios differ between blocks".into()));
                 }
-                g[o] = find(
-                    &format!("sp kernel {:?}", sp.kernels),
-                    match sp.kernels.as_slice() {
-                        [k] => c.sp_kernels.iter().position(|x| x == k),
-                        _ => None,
-                    },
-                )?;
-                g[o + 1] = find(
-                    &format!("sp expansion {}", sp.exp_ratio),
-                    c.sp_expansions.iter().position(|e| *e == sp.exp_ratio),
-                )?;
-                let sc = sp.scales.as_ref().map_or("none".to_string(), |v| {
-                    v.iter()
-                        .map(|x| x.to_string())
-                        .collect::<Vec<_>>()
-                        .join(".")
-                });
-                g[o + 2] = find(
-                    &format!("scales {sc}"),
-                    c.sp_scales.iter().position(|x| *x == sc),
-                )?;
+                self.encode_sp(sp, &mut g[o..o + SLOT_GENES])?;
             }
         }
         let sr = sr.ok_or_else(|| no("no sp blocks".into()))?;

@@ -202,7 +202,7 @@ impl Learner for RunLearner<'_> {
         if state.opt_step.is_multiple_of(s.cfg.train.log_every as u64) {
             s.run
                 .append_event(&Event {
-                    time: super::timestamp(),
+                    time: crate::process::timestamp(),
                     epoch: step.epoch + 1,
                     step: state.opt_step,
                     loss: step.loss,

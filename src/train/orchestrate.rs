@@ -10,7 +10,8 @@ use super::best::{selection_score, BestCheckpoint, EarlyStopping};
 use super::epoch::{train_one_epoch, EpochEnd, StopWhen};
 use super::session::{Opened, Session};
 use super::validate::{validate, Validation};
-use crate::run::{Checkpoint, EpochRow, RunDir, Split, State, Status};
+use crate::labels::Split;
+use crate::run::{Checkpoint, EpochRow, RunDir, State, Status};
 
 /// How `train` is asked to run.
 #[derive(Debug, Clone, Default)]
@@ -71,7 +72,7 @@ impl TrainOutcome {
             state,
             labels,
             best_per_label,
-            peak_rss_mb: peak_rss_mb(),
+            peak_rss_mb: crate::process::peak_rss_mb(),
             already_done,
             notice: None,
             warnings: vec![],
@@ -242,7 +243,7 @@ fn epoch_row(
         lr_backbone: lr * s.cfg.train.backbone_lr_factor * warm,
         images_per_s: state.epoch_images as f64 / state.epoch_seconds.max(1e-9),
         epoch_time_s: state.epoch_seconds,
-        peak_rss_mb: peak_rss_mb(),
+        peak_rss_mb: crate::process::peak_rss_mb(),
         frozen,
     }
 }
@@ -261,16 +262,4 @@ fn fail_non_finite(s: &mut Session, state: &mut State, what: &str) -> anyhow::Er
         "no checkpoint was written before it".to_string()
     };
     anyhow::anyhow!("{what}: training stopped; {good} (try a lower train.lr)")
-}
-
-pub(super) fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(0.0)
 }

@@ -10,18 +10,20 @@ use tch::{nn, Device, Kind};
 use super::ema::Ema;
 use super::loss::Loss;
 use super::step::{EpochPlan, Recipe};
-use super::{missing_data_message, TrainArgs, TrainError};
+use super::{TrainArgs, TrainError};
 use crate::config::PipelineConfig;
 use crate::data::cache::Cache;
 use crate::data::dataset::{load_split, SplitData};
 use crate::data::loader::Source;
+use crate::data::manifest_dir::missing_data_message;
+use crate::labels::Split;
 use crate::model::device::pick_device;
 use crate::model::muxnet::HeadInit;
 use crate::model::network::Network;
 use crate::model::weights::{self, load_backbone};
 use crate::model::ArchSpec;
 use crate::run::checkpoint::{restore_for_resume, resume_state, Checkpoints};
-use crate::run::{Checkpoint, CheckpointMeta, RunDir, RunInfo, Split, State, WeightsInfo};
+use crate::run::{Checkpoint, CheckpointMeta, RunDir, RunInfo, State, WeightsInfo};
 
 /// Without `train.checkpoint_every_steps`, a mid-epoch checkpoint this often.
 const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(600);
@@ -39,7 +41,7 @@ pub struct Log {
 
 impl Log {
     pub fn line(&mut self, s: &str) {
-        let _ = writeln!(self.file, "{} {s}", super::timestamp());
+        let _ = writeln!(self.file, "{} {s}", crate::process::timestamp());
     }
 }
 
@@ -582,7 +584,7 @@ impl Session {
         let test_images = self.run.split(Split::Test).map(|s| s.len()).unwrap_or(0);
         let info = RunInfo {
             muxmed_version: env!("CARGO_PKG_VERSION").into(),
-            started: super::timestamp(),
+            started: crate::process::timestamp(),
             arch: self.cfg.model.arch.clone(),
             labels: self.labels.clone(),
             params,
@@ -668,7 +670,7 @@ impl Session {
 }
 
 fn default_run_name(cfg: &PipelineConfig) -> String {
-    let (y, mo, d, h, mi, s) = super::now_utc();
+    let (y, mo, d, h, mi, s) = crate::process::now_utc();
     format!(
         "{y:04}{mo:02}{d:02}-{h:02}{mi:02}{s:02}-{}-{}",
         cfg.model.arch.short_name(),

@@ -233,14 +233,18 @@ fn a_cache_outlives_a_reshuffled_manifest_but_not_other_images() {
     build(&d, true).unwrap().write(&m).unwrap();
     let a = small_augment();
     prepare_in_chunks(&m, &a, 8, &|_, _| {}).unwrap();
-    let val_before = load_split(&m, muxmed::data::Split::Val).unwrap().image_ids;
+    let val_before = load_split(&m, muxmed::labels::Split::Val)
+        .unwrap()
+        .image_ids;
     let reseeded = DataConfig {
         protocol: muxmed::config::SplitProtocol::RandomPatient,
         seed: 7,
         ..d.clone()
     };
     build(&reseeded, true).unwrap().write(&m).unwrap();
-    let val_after = load_split(&m, muxmed::data::Split::Val).unwrap().image_ids;
+    let val_after = load_split(&m, muxmed::labels::Split::Val)
+        .unwrap()
+        .image_ids;
     assert_ne!(
         val_before, val_after,
         "the rebuild must move images between splits"
@@ -248,7 +252,7 @@ fn a_cache_outlives_a_reshuffled_manifest_but_not_other_images() {
     assert!(Cache::open(&m, &a).is_ok());
     assert!(prepare_in_chunks(&m, &a, 8, &|_, _| {}).unwrap().reused);
     // One image fewer: the cache no longer matches.
-    let first = load_split(&m, muxmed::data::Split::Train).unwrap().paths[0]
+    let first = load_split(&m, muxmed::labels::Split::Train).unwrap().paths[0]
         .clone()
         .unwrap();
     std::fs::remove_file(&first).unwrap();
@@ -390,7 +394,7 @@ fn same_seed_gives_identical_batches_with_1_and_4_workers() {
     let a = small_augment();
     prepare_in_chunks(&m, &a, 16, &|_, _| {}).unwrap();
     let cache = Arc::new(Cache::open(&m, &a).unwrap());
-    let split = Arc::new(load_split(&m, muxmed::data::Split::Train).unwrap());
+    let split = Arc::new(load_split(&m, muxmed::labels::Split::Train).unwrap());
     let slots: Vec<usize> = split
         .image_ids
         .iter()
@@ -536,7 +540,7 @@ fn repeats_of_an_image_in_a_class_balanced_epoch_are_augmented_differently() {
     let a = small_augment();
     prepare_in_chunks(&m, &a, 16, &|_, _| {}).unwrap();
     let cache = Arc::new(Cache::open(&m, &a).unwrap());
-    let split = Arc::new(load_split(&m, muxmed::data::Split::Train).unwrap());
+    let split = Arc::new(load_split(&m, muxmed::labels::Split::Train).unwrap());
     let slots: Vec<usize> = split
         .image_ids
         .iter()
@@ -726,8 +730,8 @@ fn file_and_cache_give_the_same_working_image_for_both_dtypes() {
         };
         prepare_in_chunks(&m, &a, 4, &|_, _| {}).unwrap();
         let cache = Cache::open(&m, &a).unwrap();
-        let split = load_split(&m, muxmed::data::Split::Train)
-            .or_else(|_| load_split(&m, muxmed::data::Split::Test))
+        let split = load_split(&m, muxmed::labels::Split::Train)
+            .or_else(|_| load_split(&m, muxmed::labels::Split::Test))
             .unwrap();
         for (id, path) in split.image_ids.iter().zip(&split.paths) {
             let from_cache = cache.image(cache.slot(id).unwrap());

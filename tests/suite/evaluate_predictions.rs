@@ -184,7 +184,7 @@ fn all_labels_csv(
     header_extra: &str,
     value: impl Fn(usize, usize) -> String,
 ) -> String {
-    let labels = muxmed::data::LABELS;
+    let labels = muxmed::labels::LABELS;
     let mut csv = format!("image_id{header_extra},{}\n", labels.join(","));
     for (i, id) in ids.iter().enumerate() {
         let extra = if header_extra.is_empty() {

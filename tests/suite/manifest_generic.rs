@@ -98,7 +98,7 @@ fn without_split_column_patients_are_split_by_seed() {
     let dir = tempfile::tempdir().unwrap();
     let m = build(&cfg(dataset(dir.path(), false, 40)), true).unwrap();
     assert_eq!(m.info.protocol, "generic_random_patient");
-    let p = |s: &str| m.info.splits[&muxmed::data::Split::parse(s).unwrap()].patients;
+    let p = |s: &str| m.info.splits[&muxmed::labels::Split::parse(s).unwrap()].patients;
     assert_eq!((p("train"), p("val"), p("test")), (14, 2, 4));
 }
 
@@ -180,7 +180,7 @@ fn split_fractions_move_the_random_patient_split() {
         let m = build(&c, true).unwrap();
         assert_eq!(m.info.val_fraction, val);
         assert_eq!(m.info.test_fraction, test);
-        let p = |s: &str| m.info.splits[&muxmed::data::Split::parse(s).unwrap()].patients;
+        let p = |s: &str| m.info.splits[&muxmed::labels::Split::parse(s).unwrap()].patients;
         (p("train"), p("val"), p("test"))
     };
     assert_eq!(counts(0.1, None), (14, 2, 4));

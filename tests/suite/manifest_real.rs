@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use muxmed::config::{DataConfig, SplitProtocol};
-use muxmed::data::LABELS;
 use muxmed::data::{manifest::build, manifest_dir::ManifestError};
+use muxmed::labels::LABELS;
 use polars::prelude::*;
 
 fn nih() -> PathBuf {
@@ -20,7 +20,7 @@ fn cfg() -> DataConfig {
 
 /// (images, patients) of a split of a built manifest.
 fn counts(m: &muxmed::data::manifest::Manifest, split: &str) -> (u64, u64) {
-    let c = m.info.splits[&muxmed::data::Split::parse(split).unwrap()];
+    let c = m.info.splits[&muxmed::labels::Split::parse(split).unwrap()];
     (c.images, c.patients)
 }
 

@@ -1,7 +1,7 @@
 //! Metrics against scikit-learn's answers (`../shared/fixtures/metrics/auroc_cases.json`,
 //! agreement 1e-12) and the bootstrap's behaviour.
 
-use muxmed::eval::metrics::{auroc, average_precision, bootstrap_auroc, mean_defined, micro_auroc};
+use muxmed::metrics::{auroc, average_precision, bootstrap_auroc, mean_defined, micro_auroc};
 
 fn close(a: Option<f64>, b: &serde_json::Value, what: &str) {
     match (a, b.as_f64()) {

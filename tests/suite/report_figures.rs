@@ -44,7 +44,7 @@ fn report_renders_every_figure() {
         ("reliability_grid".into(), (1600, 1500)),
         ("auroc_chart".into(), (1200, 60 * (14 + 2) + 220)),
     ];
-    for l in muxmed::data::LABELS {
+    for l in muxmed::labels::LABELS {
         expected.push((format!("roc_{l}"), (700, 700)));
     }
     let html = std::fs::read_to_string(out_dir.join("report.html")).unwrap();

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use muxmed::config::DataConfig;
 use muxmed::data::manifest::build;
 use muxmed::data::synth::{metadata, write, SynthOptions};
-use muxmed::data::LABELS;
+use muxmed::labels::LABELS;
 use polars::prelude::ChunkAgg;
 
 fn opts(images: usize, seed: u64) -> SynthOptions {

@@ -13,7 +13,7 @@ use crate::config::{DataConfig, GenericDataConfig};
 use crate::data::manifest_dir::{Audit, ManifestError, SourceFile};
 use crate::data::nih::{csv_rows, files_under, read_text, NihError};
 use crate::data::split::{self, Entry, Given, Plan};
-use crate::data::Split;
+use crate::labels::Split;
 
 struct Row {
     /// The CSV line the row came from.

@@ -12,7 +12,7 @@ use crate::config::{DataConfig, SplitProtocol};
 use crate::data::manifest_dir::{Audit, ManifestError, SourceFile};
 use crate::data::nih::{self, Record};
 use crate::data::split::{self, Entry, Given, Plan};
-use crate::data::{Split, LABELS};
+use crate::labels::{Split, LABELS};
 
 /// The files a manifest was built from, resolved from `data.root` and the optional keys.
 #[derive(Debug, Clone)]

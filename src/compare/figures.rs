@@ -7,11 +7,12 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use super::inputs::Aligned;
-use super::stats::{human, Comparison, Pair};
+use super::stats::{Comparison, Pair};
 use crate::metrics::paired::AucTest;
 use crate::metrics::roc_curve;
-use crate::report::plots::{
-    canvas, e2s, legend, render, unit_chart, DrawResult, Figure, PlotError,
+use crate::plot::{
+    canvas, diagonal, e2s, human, legend, madds_chart, marker_radius, render, unit_chart,
+    DrawResult, Figure, MaddsChart, PlotError,
 };
 use crate::report::references;
 
@@ -322,6 +323,79 @@ fn published_points(c: &Comparison) -> (Vec<PublishedPoint>, Option<String>) {
     }
 }
 
+/// Each input with multiply-adds and a mean AUROC: its marker (area ∝ parameters), its 95%
+/// interval and its name to the right.
+fn draw_inputs<DB: DrawingBackend>(
+    chart: &mut MaddsChart<'_, DB>,
+    c: &Comparison,
+    pts: &[(usize, f64, f64, f64)],
+    radius: &dyn Fn(f64) -> i32,
+) -> DrawResult {
+    for &(i, x, y, params) in pts {
+        let inp = &c.inputs[i];
+        let col = colour(i);
+        if let Some(ci) = inp.mean_auroc_ci {
+            chart
+                .draw_series([ErrorBar::new_vertical(
+                    x,
+                    ci[0],
+                    y,
+                    ci[1],
+                    col.stroke_width(2),
+                    10,
+                )])
+                .map_err(e2s)?;
+        }
+        chart
+            .draw_series([Circle::new((x, y), radius(params), col.mix(0.55).filled())])
+            .map_err(e2s)?
+            .label(format!(
+                "{}: {} params, {} MAdds at {}²",
+                inp.name,
+                human(params, ""),
+                human(x, ""),
+                inp.resolution.unwrap_or(0)
+            ))
+            .legend(move |(x, y)| Circle::new((x + 8, y), 6, col.filled()));
+        // The name sits to the right of the marker, not on it.
+        let r = radius(params);
+        chart
+            .draw_series([EmptyElement::at((x, y))
+                + Text::new(
+                    inp.name.clone(),
+                    (r + 6, -8),
+                    ("sans-serif", 15).into_font(),
+                )])
+            .map_err(e2s)?;
+    }
+    Ok(())
+}
+
+/// The published points that share the inputs' split protocol.
+fn draw_published<DB: DrawingBackend>(
+    chart: &mut MaddsChart<'_, DB>,
+    published: &[PublishedPoint],
+    radius: &dyn Fn(f64) -> i32,
+) -> DrawResult {
+    for p in published {
+        chart
+            .draw_series([Cross::new(
+                (p.madds, p.mean),
+                radius(p.params) / 2 + 4,
+                RED.stroke_width(2),
+            )])
+            .map_err(e2s)?
+            .label(format!(
+                "published: {} ({}, mean {:.3})",
+                p.label,
+                human(p.params, " params"),
+                p.mean
+            ))
+            .legend(|(x, y)| Cross::new((x + 8, y), 6, RED.stroke_width(2)));
+    }
+    Ok(())
+}
+
 /// Needs at least one input with multiply-adds and a mean AUROC.
 fn cost_chart(dir: &Path, c: &Comparison) -> Result<Figure, PlotError> {
     let title = format!("Mean AUROC against multiply-adds ({} split)", c.split);
@@ -352,7 +426,7 @@ fn cost_chart(dir: &Path, c: &Comparison) -> Result<Figure, PlotError> {
         .map(|p| p.3)
         .chain(published.iter().map(|p| p.params))
         .fold(1.0f64, f64::max);
-    let radius = |params: f64| (5.0 + 20.0 * (params / max_params).sqrt()) as i32;
+    let radius = |params: f64| marker_radius(params, max_params, 5.0, 20.0);
     let x_lo = xs.iter().copied().fold(f64::INFINITY, f64::min).max(1.0) / 2.5;
     let x_hi = xs.iter().copied().fold(1.0f64, f64::max) * 2.5;
     let y_lo = floor_05(ys.iter().copied().fold(1.0f64, f64::min)).max(0.0);
@@ -367,73 +441,9 @@ fn cost_chart(dir: &Path, c: &Comparison) -> Result<Figure, PlotError> {
         |root: &DrawingArea<_, Shift>| {
             let root = canvas(root, &title, 22)?;
             let (upper, lower) = root.split_vertically(root.dim_in_pixel().1 - 40);
-            let mut chart = ChartBuilder::on(&upper)
-                .margin(15)
-                .x_label_area_size(45)
-                .y_label_area_size(60)
-                .build_cartesian_2d((x_lo..x_hi).log_scale(), y_lo..y_hi)
-                .map_err(e2s)?;
-            chart
-                .configure_mesh()
-                .x_desc("multiply-adds per image (log scale)")
-                .y_desc("mean AUROC")
-                .x_label_formatter(&|v| human(*v, ""))
-                .label_style(("sans-serif", 14))
-                .draw()
-                .map_err(e2s)?;
-            for &(i, x, y, params) in &pts {
-                let inp = &c.inputs[i];
-                let col = colour(i);
-                if let Some(ci) = inp.mean_auroc_ci {
-                    chart
-                        .draw_series([ErrorBar::new_vertical(
-                            x,
-                            ci[0],
-                            y,
-                            ci[1],
-                            col.stroke_width(2),
-                            10,
-                        )])
-                        .map_err(e2s)?;
-                }
-                chart
-                    .draw_series([Circle::new((x, y), radius(params), col.mix(0.55).filled())])
-                    .map_err(e2s)?
-                    .label(format!(
-                        "{}: {} params, {} MAdds at {}²",
-                        inp.name,
-                        human(params, ""),
-                        human(x, ""),
-                        inp.resolution.unwrap_or(0)
-                    ))
-                    .legend(move |(x, y)| Circle::new((x + 8, y), 6, col.filled()));
-                // The name sits to the right of the marker, not on it.
-                let r = radius(params);
-                chart
-                    .draw_series([EmptyElement::at((x, y))
-                        + Text::new(
-                            inp.name.clone(),
-                            (r + 6, -8),
-                            ("sans-serif", 15).into_font(),
-                        )])
-                    .map_err(e2s)?;
-            }
-            for p in &published {
-                chart
-                    .draw_series([Cross::new(
-                        (p.madds, p.mean),
-                        radius(p.params) / 2 + 4,
-                        RED.stroke_width(2),
-                    )])
-                    .map_err(e2s)?
-                    .label(format!(
-                        "published: {} ({}, mean {:.3})",
-                        p.label,
-                        human(p.params, " params"),
-                        p.mean
-                    ))
-                    .legend(|(x, y)| Cross::new((x + 8, y), 6, RED.stroke_width(2)));
-            }
+            let mut chart = madds_chart(&upper, (x_lo, x_hi), (y_lo, y_hi), "mean AUROC")?;
+            draw_inputs(&mut chart, c, &pts, &radius)?;
+            draw_published(&mut chart, &published, &radius)?;
             legend(&mut chart, SeriesLabelPosition::LowerRight, 13, 0.9)?;
             let note = match &wang {
                 Some(w) => format!("Marker area ∝ parameters; bars: 95% patient-bootstrap CI. {w} (cost not plotted)."),
@@ -485,12 +495,7 @@ fn roc_panel<DB: DrawingBackend>(
         "true positive rate",
         false,
     )?;
-    chart
-        .draw_series(LineSeries::new(
-            vec![(0.0, 0.0), (1.0, 1.0)],
-            BLACK.mix(0.3),
-        ))
-        .map_err(e2s)?;
+    diagonal(&mut chart)?;
     let y: Vec<bool> = al.y.iter().map(|r| r[k]).collect();
     for (i, inp) in c.inputs.iter().enumerate() {
         let s: Vec<f64> = al.scores[i].iter().map(|r| r[k]).collect();

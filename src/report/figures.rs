@@ -1,126 +1,21 @@
-//! Figures drawn with plotters, each written as PNG and SVG. Text uses DejaVu Sans embedded
-//! in the binary (ab_glyph), so no system font is needed.
+//! The figures of a run's report: ROC, precision-recall and reliability grids, per-label
+//! AUROC beside the published values, label prevalence and the training curves. Drawn with
+//! the kit in [`crate::plot`].
 
-use std::path::{Path, PathBuf};
-use std::sync::Once;
+use std::path::Path;
 
 use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use super::references;
-use crate::eval::metrics::{CalibrationBin, PrCurve, Roc};
 use crate::labels::LABELS;
+use crate::metrics::{CalibrationBin, PrCurve, Roc};
+use crate::plot::{
+    canvas, diagonal, e2s, legend, render, unit_chart, DrawResult, Figure, PlotError,
+};
 
-static FONT: Once = Once::new();
 const DARK_GREEN: RGBColor = RGBColor(0, 130, 0);
-
-pub(crate) fn ensure_font() {
-    FONT.call_once(|| {
-        // The bytes are a valid TrueType font shipped inside the dejavu crate.
-        let _ = plotters::style::register_font(
-            "sans-serif",
-            FontStyle::Normal,
-            dejavu::sans::regular(),
-        );
-        let _ = plotters::style::register_font("sans-serif", FontStyle::Bold, dejavu::sans::bold());
-    });
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum PlotError {
-    #[error("drawing {name}: {message}")]
-    Draw { name: String, message: String },
-    #[error("writing {}: {source}", path.display())]
-    Write {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-}
-
-/// A figure written to disk.
-#[derive(Debug, Clone)]
-pub struct Figure {
-    pub name: String,
-    pub title: String,
-    pub png: PathBuf,
-    pub svg: PathBuf,
-    pub size: (u32, u32),
-}
-
-pub(crate) type DrawResult = Result<(), String>;
-
-/// Renders `draw` once into a PNG buffer and once into an SVG string.
-macro_rules! render {
-    ($dir:expr, $name:expr, $title:expr, $size:expr, $draw:expr) => {{
-        $crate::report::plots::ensure_font();
-        let (w, h): (u32, u32) = $size;
-        let name: &str = $name;
-        let derr = |message: String| $crate::report::plots::PlotError::Draw {
-            name: name.to_string(),
-            message,
-        };
-        let mut rgb = vec![0u8; (w * h * 3) as usize];
-        {
-            let root =
-                plotters::prelude::BitMapBackend::with_buffer(&mut rgb, (w, h)).into_drawing_area();
-            $draw(&root).map_err(derr)?;
-            root.present().map_err(|e| derr(e.to_string()))?;
-        }
-        let mut svg = String::new();
-        {
-            let root =
-                plotters::prelude::SVGBackend::with_string(&mut svg, (w, h)).into_drawing_area();
-            $draw(&root).map_err(derr)?;
-            root.present().map_err(|e| derr(e.to_string()))?;
-        }
-        let png_path = $dir.join(format!("{name}.png"));
-        let svg_path = $dir.join(format!("{name}.svg"));
-        let mut png = Vec::new();
-        image::ImageEncoder::write_image(
-            image::codecs::png::PngEncoder::new(&mut png),
-            &rgb,
-            w,
-            h,
-            image::ExtendedColorType::Rgb8,
-        )
-        .map_err(|e| derr(e.to_string()))?;
-        let write = |p: &std::path::Path, b: &[u8]| {
-            $crate::io::write_atomic(p, b).map_err(|source| {
-                $crate::report::plots::PlotError::Write {
-                    path: p.to_path_buf(),
-                    source,
-                }
-            })
-        };
-        write(&png_path, &png)?;
-        write(&svg_path, svg.as_bytes())?;
-        Ok::<$crate::report::plots::Figure, $crate::report::plots::PlotError>(
-            $crate::report::plots::Figure {
-                name: name.to_string(),
-                title: $title.to_string(),
-                png: png_path,
-                svg: svg_path,
-                size: (w, h),
-            },
-        )
-    }};
-}
-pub(crate) use render;
-
-/// Fills `root` white and puts `title` in bold `size` pt on top; returns the area below it.
-pub(crate) fn canvas<DB: DrawingBackend>(
-    root: &DrawingArea<DB, Shift>,
-    title: &str,
-    size: u32,
-) -> Result<DrawingArea<DB, Shift>, String> {
-    root.fill(&WHITE).map_err(e2s)?;
-    root.titled(
-        title,
-        ("sans-serif", size).into_font().style(FontStyle::Bold),
-    )
-    .map_err(e2s)
-}
 
 /// What the per-label figures need.
 #[derive(Debug, Clone)]
@@ -136,68 +31,12 @@ pub struct LabelCurves {
     pub reliability: Vec<CalibrationBin>,
 }
 
-pub(crate) fn e2s<E: std::fmt::Display>(e: E) -> String {
-    e.to_string()
-}
-
 fn auroc_text(c: &LabelCurves) -> String {
     match (c.auroc, c.ci) {
         (Some(a), Some(ci)) => format!("AUROC {a:.3} [{:.3}, {:.3}]", ci[0], ci[1]),
         (Some(a), None) => format!("AUROC {a:.3}"),
         _ => "AUROC undefined (one class)".into(),
     }
-}
-
-/// Draws the series labels of `chart` in a framed, translucent box.
-pub(crate) fn legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
-    chart: &mut ChartContext<'a, DB, CT>,
-    position: SeriesLabelPosition,
-    font_size: u32,
-    opacity: f64,
-) -> DrawResult {
-    chart
-        .configure_series_labels()
-        .position(position)
-        .label_font(("sans-serif", font_size))
-        .background_style(WHITE.mix(opacity))
-        .border_style(BLACK.mix(0.4))
-        .draw()
-        .map_err(e2s)
-}
-
-/// A unit-square chart (both axes 0..1) with a caption and axis titles, as every per-label
-/// panel draws.
-pub(crate) fn unit_chart<'a, DB: DrawingBackend>(
-    area: &'a DrawingArea<DB, Shift>,
-    caption: &str,
-    x_desc: &str,
-    y_desc: &str,
-    big: bool,
-) -> Result<ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>, String> {
-    let (title_size, label_size) = if big { (22, 16) } else { (15, 11) };
-    let mut chart = ChartBuilder::on(area)
-        .caption(
-            caption,
-            ("sans-serif", title_size)
-                .into_font()
-                .style(FontStyle::Bold),
-        )
-        .margin(6)
-        .x_label_area_size(if big { 40 } else { 28 })
-        .y_label_area_size(if big { 50 } else { 34 })
-        .build_cartesian_2d(0f64..1f64, 0f64..1f64)
-        .map_err(e2s)?;
-    chart
-        .configure_mesh()
-        .x_desc(x_desc)
-        .y_desc(y_desc)
-        .x_labels(6)
-        .y_labels(6)
-        .label_style(("sans-serif", label_size))
-        .light_line_style(WHITE.mix(0.0))
-        .draw()
-        .map_err(e2s)?;
-    Ok(chart)
 }
 
 fn roc_panel<DB: DrawingBackend>(
@@ -213,12 +52,7 @@ fn roc_panel<DB: DrawingBackend>(
         "true positive rate",
         big,
     )?;
-    chart
-        .draw_series(LineSeries::new(
-            vec![(0.0, 0.0), (1.0, 1.0)],
-            BLACK.mix(0.3),
-        ))
-        .map_err(e2s)?;
+    diagonal(&mut chart)?;
     if let Some(roc) = &c.roc {
         let pts: Vec<(f64, f64)> = roc
             .fpr
@@ -338,12 +172,7 @@ pub fn reliability_grid(
                 "observed frequency",
                 false,
             )?;
-            chart
-                .draw_series(LineSeries::new(
-                    vec![(0.0, 0.0), (1.0, 1.0)],
-                    BLACK.mix(0.3),
-                ))
-                .map_err(e2s)?;
+            diagonal(&mut chart)?;
             let pts: Vec<(f64, f64)> = c
                 .reliability
                 .iter()
@@ -455,56 +284,72 @@ pub fn auroc_chart(
                 legend(&mut chart, SeriesLabelPosition::LowerLeft, 14, 0.9)?;
                 return Ok(());
             }
-            chart
-                .draw_series(curves.iter().enumerate().filter_map(|(i, c)| {
-                    Some(Cross::new(
-                        (published(&c.label, &references::CHEXNET)?, y_of(i) + 0.22),
-                        6,
-                        RED.stroke_width(2),
-                    ))
-                }))
-                .map_err(e2s)?
-                .label(format!("CheXNet 2017 ({})", references::CHEXNET_SPLIT))
-                .legend(|(x, y)| Cross::new((x + 8, y), 6, RED.stroke_width(2)));
-            chart
-                .draw_series(curves.iter().enumerate().filter_map(|(i, c)| {
-                    Some(TriangleMarker::new(
-                        (published(&c.label, &references::WANG2017)?, y_of(i) - 0.22),
-                        6,
-                        BLACK.mix(0.6).filled(),
-                    ))
-                }))
-                .map_err(e2s)?
-                .label("Wang et al. 2017 (as quoted by CheXNet; its own split)")
-                .legend(|(x, y)| TriangleMarker::new((x + 8, y), 6, BLACK.mix(0.6).filled()));
+            draw_published(&mut chart, curves, &y_of, &published)?;
             legend(&mut chart, SeriesLabelPosition::LowerLeft, 14, 0.9)?;
-            let refs: Vec<String> = references::OFFICIAL_SPLIT_MEANS
-                .iter()
-                .map(|r| format!("{:.3} {}", r.mean, r.source()))
-                .collect();
-            lower
-                .draw_text(
-                    &format!(
-                        "Official-split mean AUROC references (NIH test list): {}",
-                        refs[..3].join("; ")
-                    ),
-                    &("sans-serif", 13).into_text_style(&lower),
-                    (10, 8),
-                )
-                .map_err(e2s)?;
-            lower
-                .draw_text(
-                    &format!(
-                        "{}. Random-split and official-split AUROCs are not comparable.",
-                        refs[3..].join("; ")
-                    ),
-                    &("sans-serif", 13).into_text_style(&lower),
-                    (10, 30),
-                )
-                .map_err(e2s)?;
-            Ok(())
+            official_means_note(&lower)
         }
     )
+}
+
+/// CheXNet's and Wang et al.'s per-label AUROCs beside each label's row.
+fn draw_published<DB: DrawingBackend>(
+    chart: &mut ChartContext<'_, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+    curves: &[LabelCurves],
+    y_of: &dyn Fn(usize) -> f64,
+    published: &dyn Fn(&str, &[f64; 14]) -> Option<f64>,
+) -> DrawResult {
+    chart
+        .draw_series(curves.iter().enumerate().filter_map(|(i, c)| {
+            Some(Cross::new(
+                (published(&c.label, &references::CHEXNET)?, y_of(i) + 0.22),
+                6,
+                RED.stroke_width(2),
+            ))
+        }))
+        .map_err(e2s)?
+        .label(format!("CheXNet 2017 ({})", references::CHEXNET_SPLIT))
+        .legend(|(x, y)| Cross::new((x + 8, y), 6, RED.stroke_width(2)));
+    chart
+        .draw_series(curves.iter().enumerate().filter_map(|(i, c)| {
+            Some(TriangleMarker::new(
+                (published(&c.label, &references::WANG2017)?, y_of(i) - 0.22),
+                6,
+                BLACK.mix(0.6).filled(),
+            ))
+        }))
+        .map_err(e2s)?
+        .label("Wang et al. 2017 (as quoted by CheXNet; its own split)")
+        .legend(|(x, y)| TriangleMarker::new((x + 8, y), 6, BLACK.mix(0.6).filled()));
+    Ok(())
+}
+
+/// The official-split mean AUROCs of the literature, in two lines under the chart.
+fn official_means_note<DB: DrawingBackend>(lower: &DrawingArea<DB, Shift>) -> DrawResult {
+    let refs: Vec<String> = references::OFFICIAL_SPLIT_MEANS
+        .iter()
+        .map(|r| format!("{:.3} {}", r.mean, r.source()))
+        .collect();
+    lower
+        .draw_text(
+            &format!(
+                "Official-split mean AUROC references (NIH test list): {}",
+                refs[..3].join("; ")
+            ),
+            &("sans-serif", 13).into_text_style(lower),
+            (10, 8),
+        )
+        .map_err(e2s)?;
+    lower
+        .draw_text(
+            &format!(
+                "{}. Random-split and official-split AUROCs are not comparable.",
+                refs[3..].join("; ")
+            ),
+            &("sans-serif", 13).into_text_style(lower),
+            (10, 30),
+        )
+        .map_err(e2s)?;
+    Ok(())
 }
 
 /// Label prevalence per split (or per scored set).
