@@ -33,7 +33,7 @@ test: setup test-fast
 AVX2 := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2
 test-avx2: setup
 	$(AVX2) $(CARGO) test --test suite -- model_parity:: gradcam:: dicom:: model_weights:: cli_model:: model_layout:: tolerance::
-	$(AVX2) $(CARGO) test --test train_e2e -- evaluate_report_and_predict_a_trained_run
+	$(AVX2) $(CARGO) test --test e2e -- evaluate::evaluate_report_and_predict_a_trained_run
 
 lint: setup
 	$(CARGO) fmt --check

@@ -135,7 +135,7 @@ fn evaluate_predictions(a: &EvalArgs) -> Result<ExitCode> {
             .unwrap_or(Path::new("."))
             .to_path_buf()
     });
-    let path = crate::eval::predictions::metrics_file(&dir, a.split)?;
+    let path = crate::eval::scoring::metrics_file(&dir, a.split)?;
     let (_, ev) = job.run(&a.options())?;
     print!("{}", ev.table());
     if ev.per_label.len() < crate::labels::LABELS.len() {
@@ -243,7 +243,7 @@ fn augment_cmd(cmd: &AugmentCmd) -> Result<ExitCode> {
             let out = out.clone().unwrap_or_else(|| {
                 Path::new(REPORTS_DIR).join(format!("augment_preview_{}.png", p.config.name))
             });
-            let path = crate::data::tools::preview(
+            let path = crate::data::commands::preview(
                 &p.config,
                 &manifest_dir(&p.config),
                 *images,
@@ -254,7 +254,7 @@ fn augment_cmd(cmd: &AugmentCmd) -> Result<ExitCode> {
         }
         AugmentCmd::Stats(pipeline) => {
             let p = load_pipeline(pipeline)?;
-            let (m, s, n) = crate::data::tools::stats(&p.config, &manifest_dir(&p.config))?;
+            let (m, s, n) = crate::data::commands::stats(&p.config, &manifest_dir(&p.config))?;
             println!("train images: {n}; pixel mean {m:.4}, std {s:.4}");
             println!("before to_rgb:  - normalize: {{mean: [{m:.4}], std: [{s:.4}]}}");
             println!("after to_rgb:   - normalize: {{mean: [{m:.4}, {m:.4}, {m:.4}], std: [{s:.4}, {s:.4}, {s:.4}]}}");
@@ -353,7 +353,7 @@ fn bench_data(
 ) -> Result<ExitCode> {
     let p = load_pipeline(pipeline)?;
     let w = workers.unwrap_or(p.config.runtime.data_workers as usize);
-    let r = crate::data::tools::bench(
+    let r = crate::data::commands::bench(
         images,
         &p.config.augment.train,
         p.config.augment.working_size,

@@ -21,7 +21,8 @@ use clap::{Args, Parser, Subcommand};
 pub use handoff::SOURCE_ID;
 
 use crate::config::Arch;
-use crate::eval::predictions::{EvalOptions, PredictionsJob};
+use crate::eval::job::PredictionsJob;
+use crate::eval::scoring::EvalOptions;
 use crate::labels::Split;
 use crate::run::{Checkpoint, EvalKey};
 

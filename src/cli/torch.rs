@@ -210,8 +210,8 @@ fn evaluate_run_cmd(run: &Path, a: &EvalArgs) -> Result<ExitCode> {
 }
 
 impl TensorArgs {
-    fn job(&self) -> Result<crate::model::tools::TensorJob<'_>> {
-        use crate::model::tools::JobNet;
+    fn job(&self) -> Result<crate::model::commands::TensorJob<'_>> {
+        use crate::model::commands::JobNet;
         let net = match (&self.checkpoint, &self.arch, &self.weights) {
             (Some(c), _, _) => {
                 let l = crate::run::checkpoint::load_checkpoint(c, tch::Device::Cpu)?;
@@ -228,7 +228,7 @@ impl TensorArgs {
             },
             _ => anyhow::bail!("give --checkpoint, or --arch with --weights"),
         };
-        Ok(crate::model::tools::TensorJob {
+        Ok(crate::model::commands::TensorJob {
             net,
             input: &self.input,
             output: &self.output,
@@ -317,7 +317,7 @@ fn explain_cmd(
 }
 
 fn model_cmd(cmd: &ModelCmd) -> Result<ExitCode> {
-    use crate::model::tools;
+    use crate::model::commands as model_commands;
     match cmd {
         ModelCmd::Info {
             arch,
@@ -325,7 +325,7 @@ fn model_cmd(cmd: &ModelCmd) -> Result<ExitCode> {
             resolution,
             json,
         } => {
-            let i = tools::info(arch, *num_classes, *resolution)?;
+            let i = model_commands::info(arch, *num_classes, *resolution)?;
             if *json {
                 println!("{}", serde_json::to_string_pretty(&i)?);
             } else {
@@ -346,14 +346,16 @@ fn model_cmd(cmd: &ModelCmd) -> Result<ExitCode> {
             train_mode,
             stages,
         } => {
-            tools::forward(job.job()?, *train_mode, *stages)?;
+            model_commands::forward(job.job()?, *train_mode, *stages)?;
             println!("wrote {}", job.output.display());
         }
         ModelCmd::Gradcam { job } => {
-            tools::gradcam(job.job()?)?;
+            model_commands::gradcam(job.job()?)?;
             println!("wrote {}", job.output.display());
         }
-        ModelCmd::Import { src, arch, out } => println!("{}", tools::import(src, arch, out)?),
+        ModelCmd::Import { src, arch, out } => {
+            println!("{}", model_commands::import(src, arch, out)?)
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -9,7 +9,7 @@ use super::{HTML_FILE, MD_FILE};
 use crate::metrics::paired::AucTest;
 use crate::plot::human;
 use crate::plot::Figure;
-use crate::report::{esc, few_of_a_class, html_figures, html_head, md_figures};
+use crate::report::document::{esc, few_of_a_class, html_figures, html_head, md_figures};
 
 /// A table: header and rows of cells, written as Markdown or HTML.
 struct Table {

@@ -523,7 +523,7 @@ fn roc_panel<DB: DrawingBackend>(
 mod tests {
     use super::*;
     use crate::compare::stats::{InputKind, InputSummary};
-    use crate::eval::predictions::BootstrapSettings;
+    use crate::eval::scoring::BootstrapSettings;
 
     fn comparison(protocol: Option<&str>, synthetic: bool) -> Comparison {
         let input = |name: &str| InputSummary {

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::inputs::{Aligned, Source};
-use crate::eval::predictions::BootstrapSettings;
+use crate::eval::scoring::BootstrapSettings;
 use crate::metrics::paired::{holm, paired_bootstrap, AucTest};
 use crate::metrics::{auroc, bootstrap_auroc, mean_defined};
 use crate::plot::human;

@@ -2,6 +2,7 @@
 
 pub mod augment;
 pub mod cache;
+pub mod commands;
 pub mod dataset;
 pub mod dicom;
 pub mod files;
@@ -14,4 +15,3 @@ pub mod nih;
 pub mod sources;
 pub mod split;
 pub mod synth;
-pub mod tools;

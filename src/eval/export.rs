@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use super::predictions::Evaluation;
 use super::run_eval::VAL_THRESHOLDS;
+use super::scoring::Evaluation;
 use crate::labels::Split;
 use crate::model::device::pick_device;
 use crate::model::export::{

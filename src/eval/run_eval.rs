@@ -7,9 +7,9 @@ use std::sync::Arc;
 use anyhow::{anyhow, bail, Result};
 use tch::Device;
 
-use super::predictions::{
-    evaluate, write_predictions, ChosenThresholds, EvalOptions, Evaluation, Joined, Thresholds,
-};
+use super::join::Joined;
+use super::predictions::write_predictions;
+use super::scoring::{evaluate, ChosenThresholds, EvalOptions, Evaluation, Thresholds};
 use crate::config::augment::Stage;
 use crate::data::cache::Cache;
 use crate::data::dataset::SplitData;
@@ -29,7 +29,7 @@ pub const VAL_THRESHOLDS: &str = "chosen on this run's val split";
 
 fn joined(split: &SplitData, probs: Vec<Vec<f64>>) -> Joined {
     let mut probs = probs.into_iter();
-    super::predictions::join_split(split, |_, _| probs.next())
+    super::join::join_split(split, |_, _| probs.next())
 }
 
 /// The outputs of `evaluate --run`.

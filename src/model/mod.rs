@@ -7,6 +7,8 @@ pub mod spec;
 #[cfg(feature = "torch")]
 pub mod blocks;
 #[cfg(feature = "torch")]
+pub mod commands;
+#[cfg(feature = "torch")]
 pub mod densenet;
 #[cfg(feature = "torch")]
 pub mod device;
@@ -26,8 +28,6 @@ pub mod layout;
 pub mod muxnet;
 #[cfg(feature = "torch")]
 pub mod network;
-#[cfg(feature = "torch")]
-pub mod tools;
 #[cfg(feature = "torch")]
 pub mod weights;
 

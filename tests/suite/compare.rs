@@ -2,7 +2,7 @@
 //! hand-made predictions, and the cost of MUXNet-m against DenseNet-121.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use muxmed::compare::stats::Comparison;
 
@@ -13,10 +13,7 @@ fn nih(p: &str) -> PathBuf {
 }
 
 fn muxmed(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_muxmed"))
-        .args(args)
-        .output()
-        .unwrap()
+    crate::muxmed().args(args).output().unwrap()
 }
 
 fn ok(out: &Output) {

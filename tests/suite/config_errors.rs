@@ -341,7 +341,7 @@ fn a_folder_does_not_shadow_a_pipeline_of_its_name() {
     std::fs::create_dir_all(dir.path().join("other")).unwrap();
     std::fs::write(dir.path().join("pipelines/covid.yaml"), "name: covid\n").unwrap();
     let run = |name: &str| {
-        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_muxmed"));
+        let mut c = crate::muxmed();
         c.current_dir(dir.path())
             .args(["config", "--pipeline", name])
             .output()

@@ -1,7 +1,6 @@
 //! `muxmed evaluate --predictions` on a published model's real predictions.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 fn nih(p: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -9,9 +8,7 @@ fn nih(p: &str) -> PathBuf {
         .join(p)
 }
 
-fn muxmed() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_muxmed"))
-}
+use crate::muxmed;
 
 #[test]
 fn reproduces_the_published_per_disease_aurocs() {
@@ -308,7 +305,8 @@ fn constant_outputs_are_flagged_in_evaluate_and_report() {
 #[test]
 fn patients_are_their_exact_id_strings() {
     use muxmed::data::dataset::SplitData;
-    use muxmed::eval::predictions::{evaluate, join_split, EvalOptions};
+    use muxmed::eval::join::join_split;
+    use muxmed::eval::scoring::{evaluate, EvalOptions};
     for (a, b) in [("00123", "123"), ("patient579599", "patient762382")] {
         let patients = [a, b, "x", "y", a, b];
         let split = SplitData {

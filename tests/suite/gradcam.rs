@@ -28,7 +28,7 @@ fn muxnet_m_gradcam_matches_the_reference_maps() {
     let dir = tempfile::tempdir().unwrap();
     let input = fixtures().join("gradcam/muxnet_m_c14_seed0_gradcam.safetensors");
     let out = dir.path().join("cam.safetensors");
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_muxmed"))
+    let o = crate::muxmed()
         .args([
             "model",
             "gradcam",

@@ -1,9 +1,11 @@
 //! The integration tests, linked into one binary: each test file used to be its own binary of
 //! 400-650 MB (polars and libtorch linked into every one), which filled the disk of a clean
-//! CI build. `train_e2e` stays a binary of its own: its exact-resume tests need libtorch's
+//! CI build. `e2e` stays a binary of its own: its exact-resume tests need libtorch's
 //! process-global random generator to themselves.
 
 mod bench_model;
+#[path = "../common/bin.rs"]
+mod bin;
 mod cli_model;
 mod cli_output;
 mod compare;
@@ -28,9 +30,4 @@ mod synth_data;
 #[allow(dead_code)]
 mod tolerance;
 
-/// The `muxmed` binary, run from the crate's folder as a user of the README runs it.
-pub fn muxmed() -> std::process::Command {
-    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_muxmed"));
-    c.current_dir(env!("CARGO_MANIFEST_DIR"));
-    c
-}
+pub use bin::muxmed;

@@ -2,7 +2,6 @@
 //! expected size, and the HTML embeds them.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 fn nih(p: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -24,7 +23,7 @@ fn report_renders_every_figure() {
     let p = dir.path().join("preds.csv");
     std::fs::write(&p, preds).unwrap();
     let out_dir = dir.path().join("report");
-    let out = Command::new(env!("CARGO_BIN_EXE_muxmed"))
+    let out = crate::muxmed()
         .args(["report", "--bootstrap", "50", "--predictions"])
         .arg(&p)
         .arg("--labels")

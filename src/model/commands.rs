@@ -1,4 +1,5 @@
-//! What the `muxmed model ...` and `muxmed bench model` commands do, as library calls.
+//! What the `muxmed model import`, `model forward`, `model gradcam` and `model info` commands do,
+//! as library calls (`bench model` is `train::bench`: it times the training step).
 
 use std::collections::BTreeMap;
 use std::path::Path;

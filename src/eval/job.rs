@@ -1,0 +1,69 @@
+//! `muxmed evaluate --predictions`: one job from a predictions file and its labels to the
+//! evaluation and its files.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use super::join::{join, Joined};
+use super::predictions::{read_predictions, EvalError, Predictions};
+use super::scoring::{evaluate, thresholds_from, EvalOptions, Evaluation};
+use crate::data::nih::{self};
+use crate::labels::Split;
+use crate::labels::LABELS;
+
+/// `muxmed evaluate --predictions`: scores any model's predictions CSV against NIH labels.
+pub struct PredictionsJob<'a> {
+    pub predictions: &'a Path,
+    pub labels: &'a Path,
+    pub split_list: Option<&'a Path>,
+    pub split: Split,
+    pub thresholds_from: Option<&'a Path>,
+    /// Score a file that has columns for only some of the 14 labels (the macro mean is then
+    /// over those labels only); without it, missing label columns are an error.
+    pub labels_subset: bool,
+}
+
+impl PredictionsJob<'_> {
+    /// The labels of [`LABELS`] the predictions have no column for.
+    pub fn missing_labels(&self, p: &Predictions) -> Vec<String> {
+        LABELS
+            .iter()
+            .filter(|l| !p.labels.iter().any(|x| x == *l))
+            .map(|l| l.to_string())
+            .collect()
+    }
+
+    /// Reads, joins and evaluates; returns the joined data and the evaluation.
+    pub fn run(&self, opt: &EvalOptions) -> Result<(Joined, Evaluation), EvalError> {
+        let mut opt = opt.clone();
+        if !(0.0..=1.0).contains(&opt.sensitivity_target) {
+            return Err(EvalError::Input {
+                path: self.predictions.to_path_buf(),
+                message: "--sensitivity must be between 0 and 1".into(),
+            });
+        }
+        if let Some(t) = self.thresholds_from {
+            opt.thresholds = Some((thresholds_from(t)?, format!("chosen in {}", t.display())));
+        }
+        let preds = read_predictions(self.predictions)?;
+        let missing = self.missing_labels(&preds);
+        if !missing.is_empty() && !self.labels_subset {
+            return Err(EvalError::Input {
+                path: self.predictions.to_path_buf(),
+                message: format!(
+                    "no column for {} of the 14 labels ({}): the mean AUROC would not be comparable; pass --labels-subset to score only the labels present",
+                    missing.len(),
+                    missing.join(", ")
+                ),
+            });
+        }
+        let records = nih::parse_metadata(&nih::read_text(self.labels)?, self.labels)?;
+        let list: Option<HashSet<String>> = match self.split_list {
+            Some(p) => Some(nih::read_list(p)?.into_iter().collect()),
+            None => None,
+        };
+        let joined = join(&preds, &records, list.as_ref())?;
+        let ev = evaluate(&joined, self.split.as_str(), &opt);
+        Ok((joined, ev))
+    }
+}

@@ -1,0 +1,90 @@
+//! `muxmed compare` of two trained runs.
+
+use muxmed::labels::Split;
+use muxmed::run::{Checkpoint, RunDir};
+
+use super::support::{key, World};
+
+/// `compare` on two trained runs: their own evaluations, checkpoint costs, and a refusal
+/// when one was not evaluated.
+pub fn compare_two_runs(w: &World, a: &RunDir, b: &RunDir) {
+    use muxmed::compare::{inputs::Source, stats::StatsOptions, CompareJob};
+    let k = key(Split::Test, Checkpoint::Best, false);
+    let job = CompareJob {
+        sources: vec![
+            Source::Run {
+                dir: a.root().to_path_buf(),
+                key: k,
+            },
+            Source::Run {
+                dir: b.root().to_path_buf(),
+                key: k,
+            },
+        ],
+        names: None,
+        split: Split::Test,
+        out: w.root.join("cmp"),
+        stats: StatsOptions {
+            test: muxmed::metrics::paired::AucTest::Clustered,
+            resamples: 50,
+            seed: 0,
+        },
+        measure_cost: true,
+    };
+    let e = muxmed::compare::run(&job).err().unwrap().to_string();
+    assert!(
+        e.contains("muxmed evaluate --run") && e.contains("--split test"),
+        "{e}"
+    );
+    let opt = muxmed::eval::scoring::EvalOptions {
+        resamples: 20,
+        ..Default::default()
+    };
+    let mdirs = w.root.join("data_manifests");
+    let evals: Vec<_> = [a, b]
+        .iter()
+        .map(|r| {
+            muxmed::eval::run_eval::evaluate_run(r.root(), &mdirs, k, &opt, Some("cpu")).unwrap()
+        })
+        .collect();
+    let o = muxmed::compare::run(&job).unwrap();
+    let c = &o.comparison;
+    assert_eq!(c.inputs[0].name, "es");
+    assert_eq!(c.inputs[0].protocol.as_deref(), Some("official"));
+    for (inp, ev) in c.inputs.iter().zip(&evals) {
+        // The same AUROCs as the run's own evaluation.
+        let ours: Vec<Option<f64>> = inp.per_label.iter().map(|l| l.auroc).collect();
+        let theirs: Vec<Option<f64>> = ev.evaluation.per_label.iter().map(|l| l.auroc).collect();
+        assert_eq!(ours, theirs);
+        assert_eq!(inp.n_images, ev.evaluation.n_images);
+        let cost = inp.cost.as_ref().unwrap();
+        assert!(cost.batch_1.images_per_s > 0.0 && cost.batch_32.images_per_s > 0.0);
+        assert_eq!(inp.params, Some(a.info().unwrap().params as u64));
+    }
+    let p = &c.pairs[0];
+    for l in &p.per_label {
+        match (l.auroc_a, l.auroc_b) {
+            (Some(x), Some(y)) => assert_eq!(l.delta, Some(x - y)),
+            _ => assert_eq!((l.delta, l.p), (None, None)),
+        }
+    }
+    assert!(o.html.is_file());
+    assert!(!o.warnings.iter().any(|w| w.contains("older than")));
+    // Weights written after the evaluation: the comparison says its predictions are stale.
+    let best = b.checkpoint(Checkpoint::Best);
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
+    std::fs::File::options()
+        .append(true)
+        .open(&best)
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
+    let o = muxmed::compare::run(&job).unwrap();
+    assert!(
+        o.warnings
+            .iter()
+            .any(|w| w.contains("older than best.safetensors") && w.contains("`tta`")),
+        "{:?}",
+        o.warnings
+    );
+}
