@@ -314,7 +314,8 @@ fn draw_chest(
     heart
 }
 
-/// Atelectasis, effusion, infiltration, mass, nodule or pneumonia at severity `a` in the lung at `lung`, centred near `cx`; returns its box.
+/// Atelectasis, effusion, infiltration, mass, nodule or pneumonia at severity `a` in the lung
+/// at `lung`, centred near `cx`; returns its box.
 fn draw_opacity(
     c: &mut Canvas,
     rng: &mut ChaCha8Rng,
@@ -390,7 +391,8 @@ fn draw_opacity(
     out
 }
 
-/// Pneumothorax, consolidation, edema, fibrosis, pleural thickening or hernia (boxes for pneumothorax only, as drawn).
+/// Pneumothorax, consolidation, edema, fibrosis, pleural thickening or hernia (a box for
+/// pneumothorax only, as before).
 fn draw_other(
     c: &mut Canvas,
     rng: &mut ChaCha8Rng,
