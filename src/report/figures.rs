@@ -76,6 +76,22 @@ fn roc_panel<DB: DrawingBackend>(
 }
 
 /// One panel per label in a 4x4 grid (empty cells left blank).
+/// Rows and columns of a grid of `n` panels: four columns at most, fewer when there are
+/// fewer labels, so two labels get two wide panels instead of a mostly empty row of four.
+fn grid_shape(n: usize) -> (usize, usize) {
+    let cols = n.clamp(1, 4);
+    (n.div_ceil(cols).max(1), cols)
+}
+
+/// The pixel size of a grid of `n` panels: 400 px columns (at least 900 px in all, for the
+/// title), panels 0.9 as tall as wide, 60 px for the title; 1600 × 1500 for 14 labels.
+fn grid_size(n: usize) -> (u32, u32) {
+    let (rows, cols) = grid_shape(n);
+    let width = (400 * cols as u32).max(900);
+    let panel = width / cols as u32;
+    (width, rows as u32 * panel * 9 / 10 + 60)
+}
+
 fn grid<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     curves: &[LabelCurves],
@@ -83,8 +99,7 @@ fn grid<DB: DrawingBackend>(
     panel: &dyn Fn(&DrawingArea<DB, Shift>, &LabelCurves) -> DrawResult,
 ) -> DrawResult {
     let root = canvas(root, title, 26)?;
-    let cols = 4;
-    let rows = curves.len().div_ceil(cols).max(1);
+    let (rows, cols) = grid_shape(curves.len());
     let cells = root.split_evenly((rows, cols));
     for (cell, c) in cells.iter().zip(curves) {
         panel(cell, c)?;
@@ -98,7 +113,7 @@ pub fn roc_grid(dir: &Path, curves: &[LabelCurves], subtitle: &str) -> Result<Fi
         dir,
         "roc_grid",
         title,
-        (1600, 1500),
+        grid_size(curves.len()),
         |root: &DrawingArea<_, Shift>| grid(root, curves, &title, &|a, c| roc_panel(a, c, false))
     )
 }
@@ -117,14 +132,12 @@ pub fn roc_single(dir: &Path, c: &LabelCurves, subtitle: &str) -> Result<Figure,
 
 pub fn pr_grid(dir: &Path, curves: &[LabelCurves], subtitle: &str) -> Result<Figure, PlotError> {
     let title = format!("Precision-recall curves, {subtitle}");
-    render!(dir, "pr_grid", title, (1600, 1500), |root: &DrawingArea<
-        _,
-        Shift,
-    >| grid(
-        root,
-        curves,
-        &title,
-        &|area, c| {
+    render!(
+        dir,
+        "pr_grid",
+        title,
+        grid_size(curves.len()),
+        |root: &DrawingArea<_, Shift>| grid(root, curves, &title, &|area, c| {
             let mut chart = unit_chart(area, &c.label, "recall", "precision", false)?;
             chart
                 .draw_series(LineSeries::new(
@@ -149,8 +162,8 @@ pub fn pr_grid(dir: &Path, curves: &[LabelCurves], subtitle: &str) -> Result<Fig
                 legend(&mut chart, SeriesLabelPosition::UpperRight, 11, 0.85)?;
             }
             Ok(())
-        }
-    ))
+        })
+    )
 }
 
 pub fn reliability_grid(
@@ -163,7 +176,7 @@ pub fn reliability_grid(
         dir,
         "reliability_grid",
         title,
-        (1600, 1500),
+        grid_size(curves.len()),
         |root: &DrawingArea<_, Shift>| grid(root, curves, &title, &|area, c| {
             let mut chart = unit_chart(
                 area,
@@ -516,4 +529,21 @@ pub fn training_curves(
             Ok(())
         }
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{grid_shape, grid_size};
+
+    /// 14 labels keep today's 4 × 4 grid of 400 px panels (1600 × 1500); 2 labels get one
+    /// row of two 450 px panels, not a row of four 400 px cells with two left empty.
+    #[test]
+    fn grids_are_sized_for_the_label_count() {
+        assert_eq!(grid_shape(14), (4, 4));
+        assert_eq!(grid_size(14), (1600, 1500));
+        assert_eq!(grid_shape(2), (1, 2));
+        assert_eq!(grid_size(2), (900, 465));
+        assert_eq!(grid_shape(5), (2, 4));
+        assert_eq!(grid_shape(1), (1, 1));
+    }
 }
