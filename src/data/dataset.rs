@@ -78,11 +78,11 @@ pub fn copy_split_without(
     to: &Path,
     drop: &std::collections::HashSet<String>,
 ) -> Result<usize, ManifestError> {
-    let f = std::fs::File::open(from).map_err(|e| merr(from, e.to_string()))?;
+    let f = std::fs::File::open(from).map_err(|e| ManifestError::input(from, e.to_string()))?;
     let df = ParquetReader::new(f).finish()?;
     let ids = df
         .column("image_id")
-        .map_err(|_| merr(from, "no column `image_id`".into()))?
+        .map_err(|_| ManifestError::input(from, "no column `image_id`"))?
         .cast(&DataType::String)?;
     let keep: BooleanChunked = ids
         .str()?
@@ -92,12 +92,12 @@ pub fn copy_split_without(
     let mut kept = df.filter(&keep)?;
     let dropped = df.height() - kept.height();
     if let Some(dir) = to.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| merr(dir, e.to_string()))?;
+        std::fs::create_dir_all(dir).map_err(|e| ManifestError::input(dir, e.to_string()))?;
     }
     let tmp = to.with_extension("parquet.tmp");
-    let out = std::fs::File::create(&tmp).map_err(|e| merr(&tmp, e.to_string()))?;
+    let out = std::fs::File::create(&tmp).map_err(|e| ManifestError::input(&tmp, e.to_string()))?;
     ParquetWriter::new(out).finish(&mut kept)?;
-    std::fs::rename(&tmp, to).map_err(|e| merr(to, e.to_string()))?;
+    std::fs::rename(&tmp, to).map_err(|e| ManifestError::input(to, e.to_string()))?;
     Ok(dropped)
 }
 
@@ -112,10 +112,6 @@ pub fn thin_val_warning(val: &SplitData) -> Option<String> {
             thin.join(", ")
         )
     })
-}
-
-fn merr(path: &Path, message: String) -> ManifestError {
-    ManifestError::input(path, message)
 }
 
 /// The label order recorded in `manifest.json`.
@@ -135,12 +131,12 @@ pub fn split_path(dir: &Path, split: Split) -> PathBuf {
 
 /// Reads one split's parquet file; `label_names` are the label columns, in model order.
 pub fn load_split_file(p: &Path, label_names: &[String]) -> Result<SplitData, ManifestError> {
-    let f = std::fs::File::open(p).map_err(|e| merr(p, e.to_string()))?;
+    let f = std::fs::File::open(p).map_err(|e| ManifestError::input(p, e.to_string()))?;
     let df = ParquetReader::new(f).finish()?;
     let strs = |name: &str| -> Result<Vec<Option<String>>, ManifestError> {
         let c = df
             .column(name)
-            .map_err(|_| merr(p, format!("no column `{name}`")))?;
+            .map_err(|_| ManifestError::input(p, format!("no column `{name}`")))?;
         let c = c.cast(&DataType::String)?;
         Ok(c.str()?.iter().map(|v| v.map(String::from)).collect())
     };
@@ -160,7 +156,7 @@ pub fn load_split_file(p: &Path, label_names: &[String]) -> Result<SplitData, Ma
     for l in label_names {
         let c = df
             .column(l)
-            .map_err(|_| merr(p, format!("no label column `{l}`")))?;
+            .map_err(|_| ManifestError::input(p, format!("no label column `{l}`")))?;
         let c = c.cast(&DataType::Float32)?;
         for (i, v) in c.f32()?.iter().enumerate() {
             labels[i].push(v.unwrap_or(0.0));

@@ -210,7 +210,7 @@ fn read_split_file(path: &Path) -> Result<HashMap<String, Split>, ManifestError>
 pub fn check_no_shared_patients<K: Ord + Clone + Hash + Debug>(
     patients: impl Iterator<Item = K>,
     split: &[Split],
-    source: &str,
+    source: &Path,
     audit: &mut Audit,
 ) -> Result<(), ManifestError> {
     let mut patient_split: HashMap<K, Split> = HashMap::new();
@@ -225,8 +225,9 @@ pub fn check_no_shared_patients<K: Ord + Clone + Hash + Debug>(
     audit.shared_patients_between_splits = shared.len();
     if !shared.is_empty() {
         return Err(ManifestError::Audit(format!(
-            "{} patients appear in more than one split of {source} (e.g. {:?}); refusing to write a leaking manifest",
+            "{} patients appear in more than one split of {} (e.g. {:?}); refusing to write a leaking manifest",
             shared.len(),
+            source.display(),
             shared.iter().take(5).collect::<Vec<_>>()
         )));
     }

@@ -233,10 +233,7 @@ fn read_row(
 }
 
 /// The CSV's data rows, each checked against the header's width.
-fn read_rows(
-    g: &GenericDataConfig,
-    layout_of: impl FnOnce(&[&str]) -> Result<Layout, ManifestError>,
-) -> Result<(Vec<Row>, Layout), ManifestError> {
+fn read_rows(g: &GenericDataConfig) -> Result<(Vec<Row>, Layout), ManifestError> {
     let csv = &g.csv;
     let row_err = |line: usize, message: String| {
         ManifestError::Nih(NihError::Row {
@@ -251,7 +248,7 @@ fn read_rows(
         .next()
         .map(|r| r.fields.iter().map(|h| h.trim()).collect())
         .unwrap_or_default();
-    let layout = layout_of(&header)?;
+    let layout = columns(&header, g, csv)?;
     let mut rows = Vec::new();
     for r in lines {
         let f: Vec<&str> = r.fields.iter().map(|x| x.trim()).collect();
@@ -375,15 +372,14 @@ pub fn read(
     check_images: bool,
 ) -> Result<Table, ManifestError> {
     let csv = &g.csv;
-    let (mut rows, layout) = read_rows(g, |header| columns(header, g, csv))?;
+    let (mut rows, layout) = read_rows(g)?;
     let mut audit = Audit::default();
     check_files(d, csv, &mut rows, check_images, &mut audit)?;
     let split = assign_splits(d, csv, &rows)?;
-    let from = csv.display().to_string();
     split::check_no_shared_patients(
         rows.iter().map(|r| r.patient.clone()),
         &split,
-        &from,
+        csv,
         &mut audit,
     )?;
     let mut sources = BTreeMap::new();

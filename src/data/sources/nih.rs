@@ -69,19 +69,38 @@ impl Sources {
     }
 }
 
+/// NIH's two split lists, `test_list.txt` and `train_val_list.txt`, read once.
+struct SplitLists {
+    test: BTreeSet<String>,
+    train_val: BTreeSet<String>,
+}
+
+impl SplitLists {
+    /// Both lists, when both files were found (None otherwise).
+    fn read(src: &Sources) -> Result<Option<Self>, ManifestError> {
+        let (Some(t), Some(tv)) = (&src.test_list, &src.train_val_list) else {
+            return Ok(None);
+        };
+        Ok(Some(SplitLists {
+            test: nih::read_list(t)?.into_iter().collect(),
+            train_val: nih::read_list(tv)?.into_iter().collect(),
+        }))
+    }
+}
+
 /// NIH's two split lists must not share an image; names they list that the metadata does
 /// not have are counted in the audit.
 fn check_split_lists(
     src: &Sources,
+    lists: &SplitLists,
     records: &[Record],
     audit: &mut Audit,
 ) -> Result<(), ManifestError> {
     let (Some(t), Some(tv)) = (&src.test_list, &src.train_val_list) else {
         return Ok(());
     };
-    let test: BTreeSet<String> = nih::read_list(t)?.into_iter().collect();
-    let train_val: BTreeSet<String> = nih::read_list(tv)?.into_iter().collect();
-    let both: Vec<&String> = test.intersection(&train_val).collect();
+    let (test, train_val) = (&lists.test, &lists.train_val);
+    let both: Vec<&String> = test.intersection(train_val).collect();
     if !both.is_empty() {
         return Err(ManifestError::Audit(format!(
             "{} image(s) are in both {} and {} (first: {}): an image belongs to one split",
@@ -99,7 +118,7 @@ fn check_split_lists(
         records.iter().map(|r| r.image_id.as_str()).collect();
     let unknown: Vec<&String> = test
         .iter()
-        .chain(&train_val)
+        .chain(train_val)
         .filter(|n| !known.contains(n.as_str()))
         .collect();
     audit.list_names_not_in_metadata = unknown.len();
@@ -196,31 +215,30 @@ fn keep_first_per_patient(
     paths.retain(|_| *k.next().unwrap_or(&false));
 }
 
+/// Why the official protocol cannot split: the split list it lacks.
+fn missing_list(d: &DataConfig, src: &Sources) -> ManifestError {
+    let n = if src.test_list.is_none() {
+        "test_list.txt"
+    } else {
+        "train_val_list.txt"
+    };
+    ManifestError::input(
+        &d.root.join(n),
+        format!(
+            "the official protocol needs {n} (set data.{})",
+            n.trim_end_matches(".txt")
+        ),
+    )
+}
+
 /// The given split of each record under the official protocol: test if `test_list.txt` names
 /// it, the train/val pool if `train_val_list.txt` does, none otherwise.
-fn official_given(
-    d: &DataConfig,
-    src: &Sources,
-    records: &[Record],
-) -> Result<Vec<Option<Given>>, ManifestError> {
-    let need = |p: &Option<PathBuf>, n: &str| {
-        p.clone().ok_or_else(|| {
-            ManifestError::input(
-                &d.root.join(n),
-                format!(
-                    "the official protocol needs {n} (set data.{})",
-                    n.trim_end_matches(".txt")
-                ),
-            )
-        })
-    };
-    let test: BTreeSet<String> = nih::read_list(&need(&src.test_list, "test_list.txt")?)?
-        .into_iter()
-        .collect();
-    let tv: BTreeSet<String> = nih::read_list(&need(&src.train_val_list, "train_val_list.txt")?)?
-        .into_iter()
-        .collect();
-    Ok(records
+fn official_given(lists: &SplitLists, records: &[Record]) -> Vec<Option<Given>> {
+    let SplitLists {
+        test,
+        train_val: tv,
+    } = lists;
+    records
         .iter()
         .map(|r| {
             if test.contains(&r.image_id) {
@@ -231,17 +249,20 @@ fn official_given(
                 None
             }
         })
-        .collect())
+        .collect()
 }
 
 /// Each record's split under `data.protocol`.
 fn assign_splits(
     d: &DataConfig,
     src: &Sources,
+    lists: Option<&SplitLists>,
     records: &[Record],
 ) -> Result<Vec<Split>, ManifestError> {
     let given = match d.protocol {
-        SplitProtocol::Official => official_given(d, src, records)?,
+        SplitProtocol::Official => {
+            official_given(lists.ok_or_else(|| missing_list(d, src))?, records)
+        }
         _ => vec![None; records.len()],
     };
     let entries: Vec<Entry<u32>> = records
@@ -276,13 +297,8 @@ fn assign_splits(
     split::assign(d, &entries, plan)
 }
 
-/// The metadata's records, checked: no image twice, the split lists disjoint (official
-/// protocol), ages outside 0..120 flagged in the audit.
-fn read_records(
-    d: &DataConfig,
-    src: &Sources,
-    audit: &mut Audit,
-) -> Result<Vec<Record>, ManifestError> {
+/// The metadata's records, checked: no image twice; ages outside 0..120 flagged in the audit.
+fn read_records(src: &Sources, audit: &mut Audit) -> Result<Vec<Record>, ManifestError> {
     let records = nih::parse_metadata(&nih::read_text(&src.metadata)?, &src.metadata)?;
     let twice = crate::io::repeated_keys(records.iter().map(|r| (r.image_id.as_str(), r.line)));
     if !twice.is_empty() {
@@ -292,9 +308,6 @@ fn read_records(
             src.metadata.display(),
             twice.join("; ")
         )));
-    }
-    if d.protocol == SplitProtocol::Official {
-        check_split_lists(src, &records, audit)?;
     }
     audit.ages_outside_0_120 = records
         .iter()
@@ -308,7 +321,15 @@ fn read_records(
 pub fn read(d: &DataConfig, scan_images: bool) -> Result<Table, ManifestError> {
     let src = Sources::resolve(d)?;
     let mut audit = Audit::default();
-    let mut records = read_records(d, &src, &mut audit)?;
+    let mut records = read_records(&src, &mut audit)?;
+    // The official protocol's split lists, read once: checked here, applied after the filters.
+    let lists = match d.protocol {
+        SplitProtocol::Official => SplitLists::read(&src)?,
+        _ => None,
+    };
+    if let Some(lists) = &lists {
+        check_split_lists(&src, lists, &records, &mut audit)?;
+    }
     // Filters (all off by default), each counting what it drops; one image per patient comes
     // last, after images missing on disk are dropped, so a patient whose first image is
     // missing (or AP under `views: [PA]`) still contributes the first image it has.
@@ -321,12 +342,11 @@ pub fn read(d: &DataConfig, scan_images: bool) -> Result<Table, ManifestError> {
     }
     // Splits are assigned to the images that remain after the filters and the missing-image
     // drop, so the validation carve sees exactly the images the manifest will hold.
-    let split = assign_splits(d, &src, &records)?;
-    let from = src.metadata.display().to_string();
+    let split = assign_splits(d, &src, lists.as_ref(), &records)?;
     split::check_no_shared_patients(
         records.iter().map(|r| r.patient_id),
         &split,
-        &from,
+        &src.metadata,
         &mut audit,
     )?;
     let label_idx: Vec<usize> = if d.filters.labels.is_empty() {
