@@ -496,9 +496,8 @@ fn roc_panel<DB: DrawingBackend>(
         false,
     )?;
     diagonal(&mut chart)?;
-    let y: Vec<bool> = al.y.iter().map(|r| r[k]).collect();
     for (i, inp) in c.inputs.iter().enumerate() {
-        let s: Vec<f64> = al.scores[i].iter().map(|r| r[k]).collect();
+        let (y, s, _) = crate::metrics::known_column(&al.y, &al.scores[i], k);
         let Some(roc) = roc_curve(&y, &s) else {
             continue;
         };

@@ -103,7 +103,8 @@ pub struct Scored {
     pub labels: Vec<String>,
     pub image_ids: Vec<String>,
     pub patients: Vec<String>,
-    pub y: Vec<Vec<bool>>,
+    /// None where the label is missing for the image.
+    pub y: Vec<Vec<Option<bool>>>,
     pub s: Vec<Vec<f64>>,
 }
 
@@ -183,7 +184,7 @@ fn read_run(mut s: Scored, dir: &Path, key: EvalKey) -> Result<Scored, CompareEr
             Some(pr) => {
                 s.image_ids.push(id.clone());
                 s.patients.push(p.clone());
-                s.y.push(l.iter().map(|v| *v > 0.5).collect());
+                s.y.push(l.iter().map(|v| crate::metrics::truth_of(*v)).collect());
                 s.s.push(pr.clone());
             }
             None => missing += 1,
@@ -240,7 +241,12 @@ fn read_external(
         if let Some(r) = by_id.get(id.as_str()) {
             s.image_ids.push(id.clone());
             s.patients.push(r.patient_id.to_string());
-            s.y.push(label_idx.iter().map(|k| r.labels.contains(k)).collect());
+            s.y.push(
+                label_idx
+                    .iter()
+                    .map(|k| Some(r.labels.contains(k)))
+                    .collect(),
+            );
             s.s.push(probs.clone());
         }
     }
@@ -265,7 +271,8 @@ pub struct Aligned {
     /// Patient index (0..) of each image, for the bootstrap.
     pub groups: Vec<usize>,
     pub n_patients: usize,
-    pub y: Vec<Vec<bool>>,
+    /// None where the label is missing for the image.
+    pub y: Vec<Vec<Option<bool>>>,
     /// scores[m][i][k]: model m, image i, label k of `labels`.
     pub scores: Vec<Vec<Vec<f64>>>,
 }
@@ -338,7 +345,7 @@ pub fn align(inputs: Vec<Scored>) -> Result<Aligned, CompareError> {
         ));
     }
     let image_ids = first.image_ids.clone();
-    let mut y: Option<Vec<Vec<bool>>> = None;
+    let mut y: Option<Vec<Vec<Option<bool>>>> = None;
     let mut scores = Vec::new();
     for inp in &inputs {
         let pos: HashMap<&String, usize> = inp
@@ -351,13 +358,13 @@ pub fn align(inputs: Vec<Scored>) -> Result<Aligned, CompareError> {
             .iter()
             .filter_map(|l| inp.labels.iter().position(|x| x == l))
             .collect();
-        let pick = |row: usize| -> (Vec<bool>, Vec<f64>) {
+        let pick = |row: usize| -> (Vec<Option<bool>>, Vec<f64>) {
             (
                 cols.iter().map(|&c| inp.y[row][c]).collect(),
                 cols.iter().map(|&c| inp.s[row][c]).collect(),
             )
         };
-        let (yi, si): (Vec<Vec<bool>>, Vec<Vec<f64>>) =
+        let (yi, si): (Vec<Vec<Option<bool>>>, Vec<Vec<f64>>) =
             image_ids.iter().map(|id| pick(pos[id])).unzip();
         if let Some(y0) = &y {
             let differ = y0.iter().zip(&yi).filter(|(a, b)| a != b).count();
@@ -409,7 +416,7 @@ mod tests {
             y: ids
                 .iter()
                 .enumerate()
-                .map(|(i, _)| vec![i % 2 == 0, i % 3 == 0])
+                .map(|(i, _)| vec![Some(i % 2 == 0), Some(i % 3 == 0)])
                 .collect(),
             s: ids
                 .iter()
@@ -460,7 +467,7 @@ mod tests {
     fn different_truth_on_the_same_images_is_refused() {
         let a = scored("a", &["01_1", "02_1"], "official");
         let mut b = scored("b", &["01_1", "02_1"], "official");
-        b.y[1][0] = !b.y[1][0];
+        b.y[1][0] = b.y[1][0].map(|v| !v);
         let e = align(vec![a, b]).unwrap_err().to_string();
         assert!(e.contains("labels of 1 images differ"), "{e}");
     }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::inputs::{Aligned, Source};
 use crate::eval::scoring::BootstrapSettings;
 use crate::metrics::paired::{holm, paired_bootstrap, AucTest};
-use crate::metrics::{auroc, bootstrap_auroc, mean_defined};
+use crate::metrics::{auroc, bootstrap_auroc, known_column, mean_defined};
 use crate::plot::human;
 
 /// `compare.json`.
@@ -143,10 +143,6 @@ pub struct StatsOptions {
     pub test: AucTest,
 }
 
-fn column(m: &[Vec<f64>], k: usize) -> Vec<f64> {
-    m.iter().map(|r| r[k]).collect()
-}
-
 fn input_summary(al: &Aligned, m: usize, opt: StatsOptions) -> InputSummary {
     let inp = &al.inputs[m];
     let s = &al.scores[m];
@@ -156,11 +152,11 @@ fn input_summary(al: &Aligned, m: usize, opt: StatsOptions) -> InputSummary {
         .iter()
         .enumerate()
         .map(|(k, l)| {
-            let y: Vec<bool> = al.y.iter().map(|r| r[k]).collect();
+            let (y, sk, _) = known_column(&al.y, s, k);
             InputLabel {
                 label: l.clone(),
                 positives: y.iter().filter(|v| **v).count(),
-                auroc: auroc(&y, &column(s, k)),
+                auroc: auroc(&y, &sk),
                 auroc_ci: ci.per_label[k],
             }
         })
@@ -198,8 +194,10 @@ fn pair(al: &Aligned, a: usize, b: usize, opt: StatsOptions) -> Pair {
         .iter()
         .enumerate()
         .map(|(k, l)| {
-            let y: Vec<bool> = al.y.iter().map(|r| r[k]).collect();
-            let d = opt.test.run(&y, &column(sa, k), &column(sb, k), &al.groups);
+            let (y, a, rows) = known_column(&al.y, sa, k);
+            let b: Vec<f64> = rows.iter().map(|&i| sb[i][k]).collect();
+            let groups: Vec<usize> = rows.iter().map(|&i| al.groups[i]).collect();
+            let d = opt.test.run(&y, &a, &b, &groups);
             PairLabel {
                 label: l.clone(),
                 auroc_a: d.map(|d| d.auc_a),

@@ -15,7 +15,8 @@ pub struct SplitData {
     /// Resolved file paths (None where the manifest was built without scanning images).
     pub paths: Vec<Option<PathBuf>>,
     pub patients: Vec<String>,
-    /// labels[i][k] in {0, 1}.
+    /// labels[i][k]: 1 positive, 0 negative, NaN missing (not annotated by the image's
+    /// dataset, or uncertain under `data.uncertain: ignore`).
     pub labels: Vec<Vec<f32>>,
 }
 
@@ -46,7 +47,7 @@ impl SplitData {
         (0..self.label_names.len())
             .filter_map(|k| {
                 let pos = self.labels.iter().filter(|l| l[k] > 0.5).count();
-                let neg = self.len() - pos;
+                let neg = self.labels.iter().filter(|l| l[k] <= 0.5).count();
                 (pos < min || neg < min).then(|| {
                     let what = if pos == 0 || neg == 0 {
                         ": one class only, AUROC undefined"
@@ -62,11 +63,14 @@ impl SplitData {
             .collect()
     }
 
-    /// Positive fraction of every label.
+    /// Positive fraction of every label, among the images whose label is known.
     pub fn prevalence(&self) -> Vec<f64> {
-        let n = self.len().max(1) as f64;
         (0..self.label_names.len())
-            .map(|k| self.labels.iter().filter(|l| l[k] > 0.5).count() as f64 / n)
+            .map(|k| {
+                let known = self.labels.iter().filter(|l| !l[k].is_nan()).count();
+                let pos = self.labels.iter().filter(|l| l[k] > 0.5).count();
+                pos as f64 / known.max(1) as f64
+            })
             .collect()
     }
 }
@@ -159,7 +163,7 @@ pub fn load_split_file(p: &Path, label_names: &[String]) -> Result<SplitData, Ma
             .map_err(|_| ManifestError::input(p, format!("no label column `{l}`")))?;
         let c = c.cast(&DataType::Float32)?;
         for (i, v) in c.f32()?.iter().enumerate() {
-            labels[i].push(v.unwrap_or(0.0));
+            labels[i].push(v.unwrap_or(f32::NAN));
         }
     }
     Ok(SplitData {

@@ -11,7 +11,8 @@ use crate::metrics::bootstrap::PatientIndex;
 
 /// Labels and patients of the scored images, aligned with the predictions.
 pub struct Joined {
-    pub y: Vec<Vec<bool>>,
+    /// `y[i][k]`: None where image i's label k is missing (left out of label k's metrics).
+    pub y: Vec<Vec<Option<bool>>>,
     pub s: Vec<Vec<f64>>,
     /// Each image's patient as a dense index (see [`PatientIndex`]), the bootstrap's groups.
     pub patients: Vec<usize>,
@@ -46,7 +47,7 @@ pub fn join_split(
     for (i, ((id, p), l)) in rows.enumerate() {
         match probs_of(i, id) {
             Some(pr) => {
-                j.y.push(l.iter().map(|v| *v > 0.5).collect());
+                j.y.push(l.iter().map(|v| crate::metrics::truth_of(*v)).collect());
                 j.s.push(pr);
                 j.patients.push(index.index(p.as_str()));
             }
@@ -88,7 +89,12 @@ pub fn join(
     for (id, probs) in p.image_ids.iter().zip(&p.probs) {
         match by_id.get(id.as_str()) {
             Some(r) => {
-                j.y.push(label_idx.iter().map(|k| r.labels.contains(k)).collect());
+                j.y.push(
+                    label_idx
+                        .iter()
+                        .map(|k| Some(r.labels.contains(k)))
+                        .collect(),
+                );
                 j.s.push(probs.clone());
                 j.patients.push(index.index(r.patient_id));
                 matched += 1;

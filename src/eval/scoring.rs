@@ -9,8 +9,8 @@ use super::join::Joined;
 use super::predictions::EvalError;
 use crate::labels::Split;
 use crate::metrics::{
-    bootstrap_auroc, calibration, mean_defined, micro_auroc, operating_point, CalibrationBin,
-    Curve, OperatingPoint,
+    bootstrap_auroc, calibration, known_column, mean_defined, micro_auroc, operating_point,
+    CalibrationBin, Curve, OperatingPoint,
 };
 
 /// Thresholds chosen on another split (normally val), per label.
@@ -91,8 +91,7 @@ pub fn evaluate(j: &Joined, split: &str, opt: &EvalOptions) -> Evaluation {
     let ci = bootstrap_auroc(&j.y, &j.s, &j.patients, opt.resamples, opt.seed, 0.95);
     let mut per_label = Vec::new();
     for (k, label) in j.labels.iter().enumerate() {
-        let y: Vec<bool> = j.y.iter().map(|r| r[k]).collect();
-        let s: Vec<f64> = j.s.iter().map(|r| r[k]).collect();
+        let (y, s, _) = known_column(&j.y, &j.s, k);
         let curve = Curve::new(&y, &s);
         let chosen = match &opt.thresholds {
             Some((t, _)) => t.get(label).cloned().unwrap_or(ChosenThresholds {

@@ -12,7 +12,7 @@
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 
-use super::{mean_defined, percentile};
+use super::{mean_defined, percentile, Truth};
 
 /// Percentile bootstrap intervals of a per-label statistic (an AUROC, or a difference of two)
 /// and of its macro mean.
@@ -137,17 +137,26 @@ pub(crate) struct LabelColumn {
 }
 
 impl LabelColumn {
-    /// Column `j` of `y[i][k]`, `s[i][k]`; `groups[i]` is image i's patient index.
-    pub(crate) fn new(y: &[Vec<bool>], s: &[Vec<f64>], groups: &[usize], j: usize) -> Self {
+    /// Column `j` of `y[i][k]`, `s[i][k]`; `groups[i]` is image i's patient index. Images
+    /// whose label `j` is missing are left out (their patient's other images still count).
+    pub(crate) fn new<T: Truth>(y: &[Vec<T>], s: &[Vec<f64>], groups: &[usize], j: usize) -> Self {
         // (score, image) pairs sort faster than indices into the scores; the order inside a
         // tie does not change any sum below.
-        let mut order: Vec<(f64, u32)> = s.iter().zip(0..).map(|(r, i)| (r[j], i)).collect();
+        let mut order: Vec<(f64, u32)> = s
+            .iter()
+            .zip(0..)
+            .filter(|&(_, i)| y[i as usize][j].known().is_some())
+            .map(|(r, i)| (r[j], i))
+            .collect();
         order.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
         let patient: Vec<u32> = order
             .iter()
             .map(|&(_, i)| groups[i as usize] as u32)
             .collect();
-        let positive: Vec<bool> = order.iter().map(|&(_, i)| y[i as usize][j]).collect();
+        let positive: Vec<bool> = order
+            .iter()
+            .map(|&(_, i)| y[i as usize][j].known() == Some(true))
+            .collect();
         let mut steps = Vec::with_capacity(order.len());
         let mut start = 0;
         while start < order.len() {
@@ -286,8 +295,8 @@ pub(crate) fn resampled_intervals(
 
 /// 95% (or `level`) confidence intervals by resampling **patients** with replacement (all
 /// images of a drawn patient come along), seeded. `groups[i]` is image i's patient index.
-pub fn bootstrap_auroc(
-    y: &[Vec<bool>],
+pub fn bootstrap_auroc<T: Truth>(
+    y: &[Vec<T>],
     s: &[Vec<f64>],
     groups: &[usize],
     resamples: usize,

@@ -187,13 +187,17 @@ pub fn average_precision(y: &[bool], s: &[f64]) -> Option<f64> {
     curve(y, s)?.average_precision()
 }
 
-/// AUROC of each of `k` labels: `labels[i][j]` in {0, 1} (positive above 0.5) against
-/// `probs[i][j]`; None where a label is undefined (one class only).
+/// AUROC of each of `k` labels: `labels[i][j]` 1 or 0 (positive above 0.5, NaN missing:
+/// left out of label j) against `probs[i][j]`; None where a label is undefined (one class
+/// only).
 pub fn label_aurocs(k: usize, labels: &[Vec<f32>], probs: &[Vec<f64>]) -> Vec<Option<f64>> {
+    let y: Vec<Vec<Option<bool>>> = labels
+        .iter()
+        .map(|l| l.iter().map(|v| truth_of(*v)).collect())
+        .collect();
     (0..k)
         .map(|j| {
-            let y: Vec<bool> = labels.iter().map(|l| l[j] > 0.5).collect();
-            let s: Vec<f64> = probs.iter().map(|p| p[j]).collect();
+            let (y, s, _) = known_column(&y, probs, j);
             auroc(&y, &s)
         })
         .collect()
@@ -268,11 +272,61 @@ pub fn constant_outputs(s: &[Vec<f64>], aurocs: &[Option<f64>]) -> bool {
 /// What reports and commands say about constant outputs.
 pub const CONSTANT_OUTPUTS_WARNING: &str = "the model's outputs are constant or nearly so (every label's probabilities vary by less than 1% in odds across the split, or every AUROC is exactly 0.5): training probably diverged (try a lower train.lr); these AUROCs mean nothing";
 
-/// Micro-averaged AUROC: every (image, label) pair pooled into one binary problem.
-/// `y[i][k]`, `s[i][k]` for image i and label k.
-pub fn micro_auroc(y: &[Vec<bool>], s: &[Vec<f64>]) -> Option<f64> {
-    let yf: Vec<bool> = y.iter().flatten().copied().collect();
-    let sf: Vec<f64> = s.iter().flatten().copied().collect();
+/// One image's truth for one label, as the metrics read it: `bool` where every label is
+/// known, `Option<bool>` where some are missing (a concept the image's dataset does not
+/// annotate, or an uncertain label under `data.uncertain: ignore`). A missing label leaves
+/// the image out of that label's metrics only.
+pub trait Truth: Copy + Send + Sync {
+    fn known(self) -> Option<bool>;
+}
+
+impl Truth for bool {
+    fn known(self) -> Option<bool> {
+        Some(self)
+    }
+}
+
+impl Truth for Option<bool> {
+    fn known(self) -> Option<bool> {
+        self
+    }
+}
+
+/// Column `k` of the images whose label `k` is known: their truth, their scores and their
+/// row indices (to pick their patients).
+pub fn known_column<T: Truth>(
+    y: &[Vec<T>],
+    s: &[Vec<f64>],
+    k: usize,
+) -> (Vec<bool>, Vec<f64>, Vec<usize>) {
+    let mut out = (Vec::new(), Vec::new(), Vec::new());
+    for (i, (yr, sr)) in y.iter().zip(s).enumerate() {
+        if let Some(v) = yr[k].known() {
+            out.0.push(v);
+            out.1.push(sr[k]);
+            out.2.push(i);
+        }
+    }
+    out
+}
+
+/// A manifest label value as a truth: 1 positive, 0 negative, NaN missing.
+pub fn truth_of(v: f32) -> Option<bool> {
+    (!v.is_nan()).then_some(v > 0.5)
+}
+
+/// Micro-averaged AUROC: every (image, label) pair whose label is known pooled into one
+/// binary problem. `y[i][k]`, `s[i][k]` for image i and label k.
+pub fn micro_auroc<T: Truth>(y: &[Vec<T>], s: &[Vec<f64>]) -> Option<f64> {
+    let (mut yf, mut sf) = (Vec::new(), Vec::new());
+    for (yr, sr) in y.iter().zip(s) {
+        for (t, v) in yr.iter().zip(sr) {
+            if let Some(t) = t.known() {
+                yf.push(t);
+                sf.push(*v);
+            }
+        }
+    }
     auroc(&yf, &sf)
 }
 

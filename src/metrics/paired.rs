@@ -3,6 +3,7 @@
 //! bootstrap of the AUROC difference, and Holm's step-down adjustment.
 
 use super::bootstrap::{resampled_intervals, BootstrapCi, LabelColumn};
+use super::Truth;
 
 /// Which variance the paired AUROC test uses.
 #[derive(
@@ -314,8 +315,8 @@ pub fn holm(p: &[Option<f64>]) -> Vec<Option<f64>> {
 /// the interval keeps the correlation between the two models. Both means run over the same
 /// labels (those defined on the resample), so the mean of the differences is the difference
 /// of the macro means. `y[i][k]`, `a[i][k]`, `b[i][k]`; `groups[i]` is image i's patient.
-pub fn paired_bootstrap(
-    y: &[Vec<bool>],
+pub fn paired_bootstrap<T: Truth>(
+    y: &[Vec<T>],
     a: &[Vec<f64>],
     b: &[Vec<f64>],
     groups: &[usize],

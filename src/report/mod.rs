@@ -45,8 +45,7 @@ pub fn label_curves(j: &Joined, ev: &Evaluation) -> Vec<LabelCurves> {
         .iter()
         .enumerate()
         .map(|(k, m)| {
-            let y: Vec<bool> = j.y.iter().map(|r| r[k]).collect();
-            let s: Vec<f64> = j.s.iter().map(|r| r[k]).collect();
+            let (y, s, _) = crate::metrics::known_column(&j.y, &j.s, k);
             LabelCurves {
                 label: m.label.clone(),
                 auroc: m.auroc,
