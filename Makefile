@@ -7,7 +7,7 @@ BIN := target/release/muxmed
 # A cold `cargo build --release` measured on a 2-core AMD EPYC (see README).
 FIRST_BUILD := about 12 minutes (22 CPU-minutes)
 
-.PHONY: setup build test test-fast test-avx2 lint ci demo search-demo bench clean-libtorch
+.PHONY: setup build test test-fast test-avx2 lint ci demo search-demo bench clean-libtorch test-real
 
 # Installs the pinned CPU libtorch into the user cache (once) and points .libtorch at it.
 setup:
@@ -61,3 +61,12 @@ bench: build
 
 clean-libtorch:
 	rm -rf "$(LIBTORCH_PREFIX)" .libtorch
+
+# The readers on the complete real label files (CheXpert 223,414 rows, VinBigData 67,914,
+# RSNA 30,227), extracted from a torchxrayvision snapshot (`fetch github:mlmed/torchxrayvision`)
+# into the user cache, never into the repository.
+TXV_SNAPSHOT ?= /work/.mirror/mlmed+torchxrayvision/repo
+REAL_LABELS ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/muxmed/real-labels
+test-real:
+	@bash scripts/real-labels.sh "$(TXV_SNAPSHOT)" "$(REAL_LABELS)"
+	MUXMED_REAL_LABELS="$(REAL_LABELS)" $(CARGO) test --release --no-default-features --test suite manifest_formats -- --ignored

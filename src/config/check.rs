@@ -5,7 +5,7 @@ use super::augment::{self, AugmentConfig};
 use super::{
     closest, parse_device, DataConfig, ModelConfig, RuntimeConfig, SplitProtocol, TrainConfig,
 };
-use crate::labels::LABELS;
+use crate::labels::{vocabulary, Dataset, LABELS};
 
 /// A rule a config breaks: the key, and why.
 pub type Invalid = (String, String);
@@ -62,7 +62,80 @@ impl DataConfig {
                 }
             }
         }
+        self.check_source()?;
         self.check_filters()
+    }
+
+    /// Each dataset's own options are refused for a source that cannot honour them.
+    fn check_source(&self) -> Result<(), Invalid> {
+        let d = self;
+        let ds = d.dataset();
+        if ds == Dataset::Generic && d.generic.is_none() {
+            return invalid(
+                "data.generic",
+                "data.source: generic needs data.generic (csv and labels)".into(),
+            );
+        }
+        if ds != Dataset::Generic && d.generic.is_some() {
+            return invalid(
+                "data.source",
+                format!("data.generic is given but data.source is `{ds}`: remove one"),
+            );
+        }
+        let only = |key: &str, set: bool, for_: &[Dataset]| -> Result<(), Invalid> {
+            if set && !for_.contains(&ds) {
+                let names: Vec<&str> = for_.iter().map(|d| d.key()).collect();
+                return invalid(
+                    key,
+                    format!(
+                        "applies to data.source {} only; `{ds}` has no such labels",
+                        names.join(", ")
+                    ),
+                );
+            }
+            Ok(())
+        };
+        let chexpert_like = [Dataset::Chexpert, Dataset::MimicCxr];
+        only("data.uncertain", d.uncertain.is_some(), &chexpert_like)?;
+        only(
+            "data.uncertain_per_label",
+            !d.uncertain_per_label.is_empty(),
+            &chexpert_like,
+        )?;
+        only("data.blank", d.blank.is_some(), &chexpert_like)?;
+        only("data.readers", d.readers.is_some(), &[Dataset::VindrCxr])?;
+        only("data.labeler", d.labeler.is_some(), &[Dataset::MimicCxr])?;
+        for c in d.uncertain_per_label.keys() {
+            if !vocabulary::annotates(ds, c) {
+                return invalid(
+                    &format!("data.uncertain_per_label.{c}"),
+                    format!("`{c}` is not a concept `{ds}` annotates"),
+                );
+            }
+        }
+        if d.protocol == SplitProtocol::Official
+            && matches!(ds, Dataset::VindrCxr | Dataset::RsnaPneumonia)
+        {
+            return invalid(
+                "data.protocol",
+                format!("`{ds}` ships no labelled official test split: use random_patient or split_file"),
+            );
+        }
+        // Views, ages and one image per patient need columns the source has.
+        let f = &d.filters;
+        let no_meta = [Dataset::Generic, Dataset::VindrCxr, Dataset::RsnaPneumonia];
+        if no_meta.contains(&ds)
+            && (!f.views.is_empty()
+                || f.min_age.is_some()
+                || f.max_age.is_some()
+                || f.one_per_patient)
+        {
+            return invalid(
+                "data.filters",
+                format!("`{ds}`'s label file gives no view or age (and, for vindr_cxr and rsna_pneumonia, one image per patient): views, min_age, max_age and one_per_patient cannot apply"),
+            );
+        }
+        Ok(())
     }
 
     /// `data.filters`: known views and labels, an age range that is not empty.
@@ -84,9 +157,16 @@ impl DataConfig {
                 );
             }
         }
+        let known: Vec<String> = match (&d.generic, d.dataset()) {
+            (Some(g), _) => g.labels.clone(),
+            (None, Dataset::Nih) => LABELS.iter().map(|s| s.to_string()).collect(),
+            (None, ds) => vocabulary::concepts_of(ds)
+                .iter()
+                .map(|m| m.concept.clone())
+                .collect(),
+        };
         for (i, l) in d.filters.labels.iter().enumerate() {
-            if !LABELS.contains(&l.as_str()) {
-                let known: Vec<String> = LABELS.iter().map(|s| s.to_string()).collect();
+            if !known.contains(l) {
                 let hint = closest(l, &known)
                     .map(|s| format!(" (did you mean `{s}`?)"))
                     .unwrap_or_default();
@@ -94,7 +174,7 @@ impl DataConfig {
                     &format!("data.filters.labels[{i}]"),
                     format!(
                         "unknown label `{l}`{hint}; the labels are {}",
-                        LABELS.join(", ")
+                        known.join(", ")
                     ),
                 );
             }

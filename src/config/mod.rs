@@ -20,7 +20,10 @@ pub use locate::KeyLines;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+use crate::labels::Dataset;
 
 /// The whole pipeline: where the data is, which model, how to train, what to run on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -40,7 +43,11 @@ pub struct PipelineConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DataConfig {
-    /// Folder of the NIH ChestX-Ray14 download (metadata CSV, split lists, image folders).
+    /// Which dataset's files `root` holds: `nih`, `chexpert`, `mimic_cxr`, `padchest`,
+    /// `vindr_cxr`, `rsna_pneumonia` or `generic`. Unset: `generic` when `data.generic` is
+    /// given, else `nih`.
+    pub source: Option<Dataset>,
+    /// Folder of the dataset as it ships (NIH: metadata CSV, split lists, image folders).
     pub root: PathBuf,
     /// Metadata CSV; when unset, the standard names are looked for inside `root`.
     pub metadata: Option<PathBuf>,
@@ -67,6 +74,71 @@ pub struct DataConfig {
     /// optional split. When set, the NIH keys above (except seed, val_fraction and
     /// allow_missing_images) are not used.
     pub generic: Option<GenericDataConfig>,
+    /// CheXpert and MIMIC-CXR: what an uncertain (-1) label becomes: `ones`, `zeros` or
+    /// `ignore` (missing: out of the loss and the metrics). Unset: `ignore`.
+    pub uncertain: Option<UncertainPolicy>,
+    /// Per-concept overrides of `uncertain`, e.g. `{Atelectasis: ones, Edema: ones}`.
+    pub uncertain_per_label: BTreeMap<String, UncertainPolicy>,
+    /// CheXpert and MIMIC-CXR: what a blank label (not mentioned in the report) is:
+    /// `negative` or `missing`. Unset: `negative`.
+    pub blank: Option<BlankPolicy>,
+    /// VinDr-CXR: a finding is positive when `majority` (2 of the 3 readers) or `any`
+    /// reader marks it. Unset: `majority`.
+    pub readers: Option<ReaderPolicy>,
+    /// MIMIC-CXR-JPG: the label file, `chexpert` or `negbio`. Unset: `chexpert`.
+    pub labeler: Option<MimicLabeler>,
+}
+
+impl DataConfig {
+    /// The dataset `root` holds.
+    pub fn dataset(&self) -> Dataset {
+        self.source.unwrap_or(if self.generic.is_some() {
+            Dataset::Generic
+        } else {
+            Dataset::Nih
+        })
+    }
+
+    /// What an uncertain label of `concept` becomes.
+    pub fn uncertain_for(&self, concept: &str) -> UncertainPolicy {
+        self.uncertain_per_label
+            .get(concept)
+            .copied()
+            .unwrap_or(self.uncertain.unwrap_or(UncertainPolicy::Ignore))
+    }
+}
+
+/// What an uncertain label becomes (Irvin et al. 2019's U-Ones, U-Zeros, U-Ignore).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UncertainPolicy {
+    Ones,
+    Zeros,
+    Ignore,
+}
+
+/// What a blank (unmentioned) label is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BlankPolicy {
+    Negative,
+    Missing,
+}
+
+/// How VinDr-CXR's three readers make one label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReaderPolicy {
+    Majority,
+    Any,
+}
+
+/// MIMIC-CXR-JPG's label files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MimicLabeler {
+    Chexpert,
+    Negbio,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -405,6 +477,12 @@ impl Default for DataConfig {
             allow_missing_images: false,
             filters: FilterConfig::default(),
             generic: None,
+            source: None,
+            uncertain: None,
+            uncertain_per_label: BTreeMap::new(),
+            blank: None,
+            readers: None,
+            labeler: None,
         }
     }
 }

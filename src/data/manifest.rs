@@ -22,11 +22,7 @@ pub struct Manifest {
 
 /// Builds the manifest (does not write it): from NIH's files, or from `data.generic`.
 pub fn build(d: &DataConfig, scan_images: bool) -> Result<Manifest, ManifestError> {
-    let table = match &d.generic {
-        Some(g) => sources::generic::read(d, g, scan_images)?,
-        None => sources::nih::read(d, scan_images)?,
-    };
-    assemble(table, d)
+    assemble(sources::read(d, scan_images)?, d)
 }
 
 /// Splits the full table into train/val/test (a polars mask filter), counts positives per
@@ -41,6 +37,7 @@ fn assemble(table: Table, d: &DataConfig) -> Result<Manifest, ManifestError> {
         protocol,
         audit,
         synthetic,
+        dataset,
     } = table;
     let label_names: Vec<&str> = labels
         .iter()
@@ -105,6 +102,7 @@ fn assemble(table: Table, d: &DataConfig) -> Result<Manifest, ManifestError> {
         splits,
         audit,
         synthetic,
+        dataset,
     };
     Ok(Manifest {
         frames,

@@ -179,6 +179,10 @@ pub struct Audit {
     /// `one_per_patient`), in the order they ran; only filters that dropped something.
     #[serde(default)]
     pub dropped: Vec<(String, usize)>,
+    /// Label strings the vocabulary does not map (PadChest's other findings and
+    /// misspellings, VinDr's unknown classes), with how often each occurs.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unmapped_labels: BTreeMap<String, usize>,
 }
 
 impl Audit {
@@ -238,6 +242,10 @@ pub struct ManifestInfo {
     /// Made by `muxmed synth` (reports then show no published numbers).
     #[serde(default)]
     pub synthetic: bool,
+    /// The dataset read, for every source but NIH's files and a generic CSV (which
+    /// manifests before it did not name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset: Option<crate::labels::Dataset>,
 }
 
 impl ManifestInfo {

@@ -16,6 +16,7 @@ mod dicom;
 mod evaluate_predictions;
 mod front_end;
 mod gradcam;
+mod manifest_formats;
 mod manifest_generic;
 mod manifest_real;
 mod metrics_fixtures;

@@ -395,5 +395,6 @@ pub fn read(
         },
         audit,
         synthetic: false,
+        dataset: None,
     })
 }

@@ -8,8 +8,14 @@ use polars::prelude::DataFrame;
 
 use crate::data::manifest_dir::{Audit, SourceFile};
 
+pub mod chexpert;
 pub mod generic;
+pub mod mimic;
 pub mod nih;
+pub mod padchest;
+pub mod rows;
+pub mod rsna;
+pub mod vindr;
 
 /// What a source hands to the manifest: one row per image (a `split` column included), the
 /// label columns in model order, the files read and what the audit found.
@@ -23,4 +29,32 @@ pub struct Table {
     pub audit: Audit,
     /// Made by `muxmed synth`.
     pub synthetic: bool,
+    /// The dataset read (None: NIH's files or a generic CSV, as manifests before it said).
+    pub dataset: Option<crate::labels::Dataset>,
+}
+
+/// Reads `data.source`'s files into the manifest table.
+pub fn read(
+    d: &crate::config::DataConfig,
+    scan_images: bool,
+) -> Result<Table, crate::data::manifest_dir::ManifestError> {
+    use crate::labels::Dataset;
+    let read = match d.dataset() {
+        Dataset::Nih => return nih::read(d, scan_images),
+        Dataset::Generic => match &d.generic {
+            Some(g) => return generic::read(d, g, scan_images),
+            None => {
+                return Err(crate::data::manifest_dir::ManifestError::input(
+                    &d.root,
+                    "data.source: generic needs data.generic",
+                ))
+            }
+        },
+        Dataset::Chexpert => chexpert::read(d)?,
+        Dataset::MimicCxr => mimic::read(d)?,
+        Dataset::Padchest => padchest::read(d)?,
+        Dataset::VindrCxr => vindr::read(d)?,
+        Dataset::RsnaPneumonia => rsna::read(d)?,
+    };
+    rows::finish(d, read, scan_images)
 }

@@ -1,4 +1,5 @@
-//! Ground-level names every module shares: the 14 ChestX-Ray14 findings and the data splits.
+//! Ground-level names every module shares: the 14 ChestX-Ray14 findings, the data splits,
+//! and the datasets with their label vocabulary ([`vocabulary`]).
 
 /// The 14 ChestX-Ray14 findings in the order published models use (CheXNet, Wang et al. 2017).
 pub const LABELS: [&str; 14] = [
@@ -71,3 +72,6 @@ impl std::str::FromStr for Split {
         Split::parse(s).ok_or_else(|| format!("unknown split `{s}`: expected train, val or test"))
     }
 }
+
+pub mod vocabulary;
+pub use vocabulary::Dataset;

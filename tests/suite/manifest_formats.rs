@@ -1,0 +1,352 @@
+//! The dataset readers on real label files: the first 1,500 rows of CheXpert's, VinBigData's
+//! and RSNA's files in `../shared/data/formats/` (always), and the complete files (223,414,
+//! 67,914 and 30,227 rows) when `make test-real` has put them in `MUXMED_REAL_LABELS`
+//! (extracted from the torchxrayvision snapshot; never part of the repository). MIMIC-CXR
+//! and PadChest, whose files are credentialed, are read from files written here from the
+//! documented format.
+//!
+//! Every expected count comes from Python's csv module, not from muxmed, e.g. for CheXpert:
+//! `r = list(csv.DictReader(open(f)))`; images `len(r)`; patients
+//! `len({x['Path'].split('/')[2] for x in r})`; per label `Counter(x[l] for x in r)` over
+//! `1.0`, `0.0`, `-1.0`, `''`; views by `(Frontal/Lateral, AP/PA)`. VinDr: per image the set
+//! of `rad_id`s and, per class, the readers marking it; majority = more than half. RSNA:
+//! distinct `patientId`s and their `Target`.
+
+use std::path::{Path, PathBuf};
+
+use muxmed::config::{BlankPolicy, DataConfig, ReaderPolicy, SplitProtocol, UncertainPolicy};
+use muxmed::data::sources::{self, Table};
+use muxmed::labels::Dataset;
+use polars::prelude::*;
+
+fn formats(sub: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/data/formats")
+        .join(sub)
+}
+
+/// A dataset root holding `name` as a link to `file`.
+fn root_with(file: &Path, name: &str) -> tempfile::TempDir {
+    let t = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(std::fs::canonicalize(file).unwrap(), t.path().join(name)).unwrap();
+    t
+}
+
+fn cfg(source: Dataset, root: &Path) -> DataConfig {
+    DataConfig {
+        source: Some(source),
+        root: root.to_path_buf(),
+        protocol: SplitProtocol::RandomPatient,
+        ..Default::default()
+    }
+}
+
+/// (positives, negatives, null) of a label column.
+fn column_counts(t: &Table, label: &str) -> [usize; 3] {
+    let c = t
+        .all
+        .column(label)
+        .unwrap()
+        .cast(&DataType::Float32)
+        .unwrap();
+    let mut out = [0; 3];
+    for v in c.f32().unwrap().iter() {
+        match v {
+            Some(x) if x > 0.5 => out[0] += 1,
+            Some(_) => out[1] += 1,
+            None => out[2] += 1,
+        }
+    }
+    out
+}
+
+/// Images whose `uncertain` column names `label`.
+fn uncertain_count(t: &Table, label: &str) -> usize {
+    let c = t.all.column("uncertain").unwrap().str().unwrap().clone();
+    c.iter()
+        .filter(|v| v.is_some_and(|s| s.split('|').any(|x| x == label)))
+        .count()
+}
+
+fn strs(t: &Table, col: &str) -> Vec<Option<String>> {
+    let c = t.all.column(col).unwrap().str().unwrap().clone();
+    c.iter().map(|v| v.map(String::from)).collect()
+}
+
+/// CheXpert counts: images, patients, AP, PA, lateral, then per label [positive, negative,
+/// uncertain, blank] for Atelectasis, Pleural Effusion (concept Effusion), Edema, Fracture.
+fn check_chexpert(file: &Path, want: (usize, usize, usize, usize, usize), labels: [[usize; 4]; 4]) {
+    let root = root_with(file, "train.csv");
+    let mut d = cfg(Dataset::Chexpert, root.path());
+    d.uncertain = Some(UncertainPolicy::Ignore);
+    d.blank = Some(BlankPolicy::Missing);
+    let t = sources::read(&d, false).unwrap();
+    let patients = t.all.column("patient_id").unwrap().n_unique().unwrap();
+    let views = strs(&t, "view");
+    let n_view = |v: &str| views.iter().filter(|x| x.as_deref() == Some(v)).count();
+    assert_eq!(
+        (
+            t.all.height(),
+            patients,
+            n_view("AP"),
+            n_view("PA"),
+            n_view("LATERAL")
+        ),
+        want
+    );
+    for (concept, w) in ["Atelectasis", "Effusion", "Edema", "Fracture"]
+        .iter()
+        .zip(labels)
+    {
+        let [pos, neg, null] = column_counts(&t, concept);
+        let unc = uncertain_count(&t, concept);
+        assert_eq!([pos, neg, unc, null - unc], w, "{concept}");
+    }
+    // U-Ones for Atelectasis, U-Zeros for the rest, blanks negative (Irvin et al. 2019).
+    d.uncertain = Some(UncertainPolicy::Zeros);
+    d.uncertain_per_label
+        .insert("Atelectasis".into(), UncertainPolicy::Ones);
+    d.blank = None;
+    let t = sources::read(&d, false).unwrap();
+    let [pos, neg, null] = column_counts(&t, "Atelectasis");
+    assert_eq!(
+        [pos, neg, null],
+        [labels[0][0] + labels[0][2], labels[0][1] + labels[0][3], 0]
+    );
+    let [pos, neg, _] = column_counts(&t, "Edema");
+    assert_eq!(
+        [pos, neg],
+        [labels[2][0], labels[2][1] + labels[2][2] + labels[2][3]]
+    );
+    assert_eq!(
+        t.labels.len(),
+        13,
+        "CheXpert's 14 observations but No Finding"
+    );
+}
+
+#[test]
+fn chexpert_reader_counts_the_first_1500_real_rows() {
+    check_chexpert(
+        &formats("chexpert/train_first1500.csv"),
+        (1500, 347, 873, 312, 315),
+        [
+            [198, 15, 200, 1087],
+            [562, 289, 72, 577],
+            [299, 143, 64, 994],
+            [65, 16, 5, 1414],
+        ],
+    );
+}
+
+/// The real file wherever `make test-real` put it.
+fn real(name: &str) -> PathBuf {
+    let dir =
+        std::env::var("MUXMED_REAL_LABELS").expect("MUXMED_REAL_LABELS: run `make test-real`");
+    let p = Path::new(&dir).join(name);
+    assert!(
+        p.is_file(),
+        "{} is missing: run `make test-real`",
+        p.display()
+    );
+    p
+}
+
+#[test]
+#[ignore = "needs the complete label files: make test-real"]
+fn chexpert_reader_counts_the_full_real_train_csv() {
+    check_chexpert(
+        &real("chexpert_train.csv"),
+        (223_414, 64_540, 161_590, 29_420, 32_387),
+        [
+            [33_376, 1_328, 33_739, 154_971],
+            [86_187, 35_396, 11_628, 90_203],
+            [52_246, 20_726, 12_984, 137_458],
+            [9_040, 2_512, 642, 211_220],
+        ],
+    );
+}
+
+/// VinDr: images, then (majority, any) positives of Pleural effusion, Cardiomegaly and
+/// Pulmonary fibrosis.
+fn check_vindr(file: &Path, images: usize, want: [(usize, usize); 3]) {
+    let root = root_with(file, "train.csv");
+    let mut d = cfg(Dataset::VindrCxr, root.path());
+    let mut got = Vec::new();
+    for policy in [ReaderPolicy::Majority, ReaderPolicy::Any] {
+        d.readers = Some(policy);
+        let t = sources::read(&d, false).unwrap();
+        assert_eq!(t.all.height(), images);
+        got.push(["Effusion", "Cardiomegaly", "Fibrosis"].map(|c| column_counts(&t, c)[0]));
+    }
+    let pairs: Vec<(usize, usize)> = (0..3).map(|k| (got[0][k], got[1][k])).collect();
+    assert_eq!(pairs, want);
+}
+
+#[test]
+fn vindr_reader_counts_the_first_1500_real_rows() {
+    check_vindr(
+        &formats("vindr_cxr/train_first1500.csv"),
+        1405,
+        [(47, 55), (120, 130), (90, 101)],
+    );
+}
+
+#[test]
+#[ignore = "needs the complete label files: make test-real"]
+fn vindr_reader_counts_the_full_real_file() {
+    check_vindr(
+        &real("vinbigdata-train.csv"),
+        15_000,
+        [(634, 1032), (1817, 2300), (1017, 1617)],
+    );
+}
+
+fn check_rsna(file: &Path, images: usize, positive: usize) {
+    let root = root_with(file, "stage_2_train_labels.csv");
+    let t = sources::read(&cfg(Dataset::RsnaPneumonia, root.path()), false).unwrap();
+    assert_eq!(t.labels, ["Pneumonia"]);
+    assert_eq!(
+        (t.all.height(), column_counts(&t, "Pneumonia")[0]),
+        (images, positive)
+    );
+}
+
+#[test]
+fn rsna_reader_counts_the_first_1500_real_rows() {
+    check_rsna(
+        &formats("rsna_pneumonia/stage_2_train_labels_first1500.csv"),
+        1243,
+        399,
+    );
+}
+
+#[test]
+#[ignore = "needs the complete label files: make test-real"]
+fn rsna_reader_counts_the_full_real_file() {
+    check_rsna(&real("stage_2_train_labels.csv"), 26_684, 6_012);
+}
+
+/// A CheXpert file with a column renamed names the file, the column, the format and the
+/// columns it found.
+#[test]
+fn a_label_file_of_the_wrong_format_names_the_missing_column() {
+    let t = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(formats("chexpert/train_first1500.csv")).unwrap();
+    std::fs::write(
+        t.path().join("train.csv"),
+        text.replacen("Frontal/Lateral", "View", 1),
+    )
+    .unwrap();
+    let e = sources::read(&cfg(Dataset::Chexpert, t.path()), false)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("train.csv") && e.contains("`Frontal/Lateral`") && e.contains("chexpert"),
+        "{e}"
+    );
+    assert!(e.contains("Path, Sex, Age, View, AP/PA"), "{e}");
+}
+
+/// MIMIC-CXR-JPG from the documented format: per-study labels shared by the study's
+/// images, the official split, the path rule and a study without labels left out.
+#[test]
+fn mimic_reader_follows_the_documented_format() {
+    let t = tempfile::tempdir().unwrap();
+    let r = t.path();
+    std::fs::write(r.join("mimic-cxr-2.0.0-metadata.csv"), "dicom_id,subject_id,study_id,PerformedProcedureStepDescription,ViewPosition,Rows,Columns,StudyDate,StudyTime,ProcedureCodeSequence_CodeMeaning,ViewCodeSequence_CodeMeaning,PatientOrientationCodeSequence_CodeMeaning\nd1,10000032,50414267,CHEST (PA AND LAT),PA,3056,2544,21800506,213014.531,CHEST (PA AND LAT),postero-anterior,Erect\nd2,10000032,50414267,CHEST (PA AND LAT),LATERAL,3056,2544,21800506,213014.531,CHEST (PA AND LAT),lateral,Erect\nd3,10000764,57375967,CHEST (PORTABLE AP),AP,2705,2539,21321015,144950.0,CHEST (PORTABLE AP),antero-posterior,Erect\nd4,10000898,59000000,CHEST,,2705,2539,21321015,144950.0,CHEST,,\n").unwrap();
+    let obs = "Atelectasis,Cardiomegaly,Consolidation,Edema,Enlarged Cardiomediastinum,Fracture,Lung Lesion,Lung Opacity,No Finding,Pleural Effusion,Pleural Other,Pneumonia,Pneumothorax,Support Devices";
+    std::fs::write(r.join("mimic-cxr-2.0.0-chexpert.csv"), format!("subject_id,study_id,{obs}\n10000032,50414267,,,,,,,,,1.0,,,,,\n10000764,57375967,-1.0,,1.0,,,,,1.0,,0.0,,-1.0,,\n")).unwrap();
+    std::fs::write(r.join("mimic-cxr-2.0.0-split.csv"), "dicom_id,study_id,subject_id,split\nd1,50414267,10000032,train\nd2,50414267,10000032,train\nd3,57375967,10000764,test\nd4,59000000,10000898,validate\n").unwrap();
+    let mut d = cfg(Dataset::MimicCxr, r);
+    d.protocol = SplitProtocol::Official;
+    d.uncertain = Some(UncertainPolicy::Ignore);
+    let tab = sources::read(&d, false).unwrap();
+    assert_eq!(
+        strs(&tab, "image_id"),
+        [Some("d1".into()), Some("d2".into()), Some("d3".into())]
+    );
+    assert_eq!(
+        strs(&tab, "split"),
+        [
+            Some("train".into()),
+            Some("train".into()),
+            Some("test".into())
+        ]
+    );
+    assert_eq!(strs(&tab, "view")[1].as_deref(), Some("LATERAL"));
+    let path = strs(&tab, "path")[2].clone().unwrap();
+    assert!(
+        path.ends_with("files/p10/p10000764/s57375967/d3.jpg"),
+        "{path}"
+    );
+    // d3's study: Atelectasis uncertain (ignored: missing), Consolidation 1, Lung Opacity
+    // 1, Pleural Effusion (Effusion) 0, Pneumonia uncertain; blanks negative.
+    let col = |c: &str| column_counts(&tab, c);
+    assert_eq!(col("Atelectasis"), [0, 2, 1]);
+    assert_eq!(col("Consolidation"), [1, 2, 0]);
+    assert_eq!(col("Effusion"), [0, 3, 0]);
+    assert_eq!(col("Pneumonia"), [0, 2, 1]);
+    // Study 2's Lung Opacity is 1; study 1's only 1.0 is under No Finding, not a concept.
+    assert_eq!(col("Lung Opacity"), [1, 2, 0]);
+    assert_eq!(uncertain_count(&tab, "Pneumonia"), 1);
+    assert!(tab
+        .audit
+        .dropped
+        .contains(&("studies_without_labels".into(), 1)));
+}
+
+/// PadChest from the documented format: columns by name among others, the Python-list
+/// labels with stray spaces and empty strings, an unknown term counted, physician rows as
+/// test, a test patient's report-model rows left out, ages from study date and birth year.
+#[test]
+fn padchest_reader_follows_the_documented_format() {
+    let t = tempfile::tempdir().unwrap();
+    let head = "ImageID,ImageDir,StudyDate_DICOM,StudyID,PatientID,PatientBirth,PatientSex_DICOM,ViewPosition_DICOM,Projection,MethodProjection,Labels,Localizations,LabelsLocalizationsBySentence,labelCUIS,LocalizationsCUIS,MethodLabel";
+    let rows = [
+        "a.png,0,20140101,s1,p1,1950,M,POSTEROANTERIOR,PA,Manual review,\"['pleural effusion', 'cardiomegaly']\",[],[],[],[],Physician",
+        "b.png,0,20150101,s2,p1,1950,M,,L,Manual review,\"['normal']\",[],[],[],[],RNN_model",
+        "c.png,1,20100615,s3,p2,1980,F,,AP_horizontal,Manual review,\"[' atelectasis ', '', 'cardiomegally']\",[],[],[],[],RNN_model",
+        "d.png,1,20100615,s4,p3,1990,F,,PA,Manual review,\"[]\",[],[],[],[],RNN_model",
+        "e.png,2,20120101,s5,p4,1960,F,,PA,Manual review,\"['hiatal hernia']\",[],[],[],[],RNN_model",
+    ];
+    std::fs::write(
+        t.path()
+            .join("PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv"),
+        format!("{head}\n{}\n", rows.join("\n")),
+    )
+    .unwrap();
+    let mut d = cfg(Dataset::Padchest, t.path());
+    d.protocol = SplitProtocol::Official;
+    d.val_fraction = 0.5;
+    let tab = sources::read(&d, false).unwrap();
+    assert_eq!(
+        strs(&tab, "image_id"),
+        [
+            Some("a.png".into()),
+            Some("c.png".into()),
+            Some("e.png".into())
+        ]
+    );
+    assert_eq!(strs(&tab, "split")[0].as_deref(), Some("test"));
+    assert_eq!(column_counts(&tab, "Effusion"), [1, 2, 0]);
+    assert_eq!(column_counts(&tab, "Atelectasis"), [1, 2, 0]);
+    assert_eq!(column_counts(&tab, "Hernia"), [1, 2, 0]);
+    assert_eq!(tab.audit.unmapped_labels.get("cardiomegally"), Some(&1));
+    assert!(tab.audit.dropped.contains(&("empty_labels".into(), 1)));
+    assert!(tab
+        .audit
+        .dropped
+        .contains(&("report_model_rows_of_physician_patients".into(), 1)));
+    let ages: Vec<Option<f64>> = tab
+        .all
+        .column("age")
+        .unwrap()
+        .f64()
+        .unwrap()
+        .iter()
+        .collect();
+    assert_eq!(ages, [Some(64.0), Some(30.0), Some(52.0)]);
+    assert!(strs(&tab, "path")[1].clone().unwrap().ends_with("1/c.png"));
+}
