@@ -58,6 +58,7 @@ bench: build
 	bash benches/run_model_bench.sh
 	bash benches/run_data_bench.sh
 	$(BIN) bench manifest --set data.root=../shared/data/nih
+	@bash scripts/bench-chexpert-manifest.sh "$(BIN)" "$(REAL_LABELS)"
 
 clean-libtorch:
 	rm -rf "$(LIBTORCH_PREFIX)" .libtorch

@@ -50,6 +50,9 @@ fn assemble(table: Table, d: &DataConfig) -> Result<Manifest, ManifestError> {
     let mut rows_label = Vec::new();
     let mut rows_split = Vec::new();
     let mut rows_pos = Vec::new();
+    let mut rows_neg = Vec::new();
+    let mut rows_unc = Vec::new();
+    let mut rows_miss = Vec::new();
     let mut rows_n = Vec::new();
     let mut rows_prev = Vec::new();
     for split in Split::ALL {
@@ -66,17 +69,20 @@ fn assemble(table: Table, d: &DataConfig) -> Result<Manifest, ManifestError> {
         );
         if n > 0 {
             for l in &label_names {
-                let pos = df
-                    .column(l)?
-                    .cast(&DataType::UInt64)?
-                    .u64()?
-                    .sum()
-                    .unwrap_or(0);
+                let c = count_label(&df, l)?;
                 rows_label.push(l.to_string());
                 rows_split.push(s.to_string());
-                rows_pos.push(pos);
+                rows_pos.push(c.positives);
+                rows_neg.push(c.negatives);
+                rows_unc.push(c.uncertain);
+                rows_miss.push(c.missing);
                 rows_n.push(n);
-                rows_prev.push(pos as f64 / n as f64);
+                let known = c.positives + c.negatives;
+                rows_prev.push(if known == 0 {
+                    f64::NAN
+                } else {
+                    c.positives as f64 / known as f64
+                });
             }
         }
         frames.insert(s, df);
@@ -85,6 +91,9 @@ fn assemble(table: Table, d: &DataConfig) -> Result<Manifest, ManifestError> {
         Column::new("label".into(), rows_label),
         Column::new("split".into(), rows_split),
         Column::new("positives".into(), rows_pos),
+        Column::new("negatives".into(), rows_neg),
+        Column::new("uncertain".into(), rows_unc),
+        Column::new("missing".into(), rows_miss),
         Column::new("images".into(), rows_n),
         Column::new("prevalence".into(), rows_prev),
     ])?;
@@ -111,6 +120,49 @@ fn assemble(table: Table, d: &DataConfig) -> Result<Manifest, ManifestError> {
     })
 }
 
+/// One label's counts in one split. `uncertain` counts the images whose files said
+/// uncertain, whatever `data.uncertain` made of them (a one, a zero or missing);
+/// `missing` counts the other unknown labels (not annotated by the dataset, or blank under
+/// `data.blank: missing`). Prevalence is positives over known labels.
+struct LabelCount {
+    positives: u64,
+    negatives: u64,
+    uncertain: u64,
+    missing: u64,
+}
+
+fn count_label(df: &DataFrame, label: &str) -> Result<LabelCount, ManifestError> {
+    let col = df.column(label)?.cast(&DataType::Float64)?;
+    let values = col.f64()?;
+    let (mut positives, mut negatives, mut unknown) = (0u64, 0u64, 0u64);
+    for v in values.iter() {
+        match v {
+            Some(x) if x.is_nan() => unknown += 1,
+            Some(x) if x > 0.5 => positives += 1,
+            Some(_) => negatives += 1,
+            None => unknown += 1,
+        }
+    }
+    let mut uncertain = 0u64;
+    let mut uncertain_unknown = 0u64;
+    if let Ok(unc) = df.column("uncertain") {
+        for (u, v) in unc.str()?.iter().zip(values.iter()) {
+            if u.is_some_and(|u| u.split('|').any(|c| c == label)) {
+                uncertain += 1;
+                if v.is_none_or(f64::is_nan) {
+                    uncertain_unknown += 1;
+                }
+            }
+        }
+    }
+    Ok(LabelCount {
+        positives,
+        negatives,
+        uncertain,
+        missing: unknown - uncertain_unknown,
+    })
+}
+
 /// Times [`build`] (image scan excluded) `runs` times: (rows, median s, min s).
 pub fn bench_build(d: &DataConfig, runs: usize) -> Result<(usize, f64, f64), ManifestError> {
     let mut times = Vec::new();
@@ -130,6 +182,7 @@ impl Manifest {
     /// flagged images.
     pub fn summary(&self) -> Result<String, ManifestError> {
         let mut out = self.prevalence_table()?;
+        out += &self.counts_table()?;
         for (s, df) in Split::ALL
             .iter()
             .filter_map(|s| Some((s, self.frames.get(s.as_str())?)))
@@ -166,7 +219,42 @@ impl Manifest {
         Ok(out)
     }
 
-    /// Positives as a percentage of images, per label (rows) and split (columns).
+    /// Positives, negatives, uncertain and missing labels per label, all splits together.
+    pub fn counts_table(&self) -> Result<String, ManifestError> {
+        let label = self.summary.column("label")?.str()?.clone();
+        let cols = ["positives", "negatives", "uncertain", "missing"];
+        let mut values = Vec::new();
+        for c in cols {
+            values.push(self.summary.column(c)?.u64()?.clone());
+        }
+        let mut rows: Vec<(String, [u64; 4])> = Vec::new();
+        for i in 0..self.summary.height() {
+            let Some(l) = label.get(i) else { continue };
+            let idx = match rows.iter().position(|(name, _)| name == l) {
+                Some(k) => k,
+                None => {
+                    rows.push((l.to_string(), [0; 4]));
+                    rows.len() - 1
+                }
+            };
+            for (k, v) in values.iter().enumerate() {
+                rows[idx].1[k] += v.get(i).unwrap_or(0);
+            }
+        }
+        let mut out = format!(
+            "{:<20} {:>9} {:>9} {:>9} {:>9}\n",
+            "labels (all splits)", cols[0], cols[1], cols[2], cols[3]
+        );
+        for (l, c) in rows {
+            out += &format!(
+                "{:<20} {:>9} {:>9} {:>9} {:>9}\n",
+                l, c[0], c[1], c[2], c[3]
+            );
+        }
+        Ok(out)
+    }
+
+    /// Positives as a percentage of known labels, per label (rows) and split (columns).
     pub fn prevalence_table(&self) -> Result<String, ManifestError> {
         let label = self.summary.column("label")?.str()?.clone();
         let split = self.summary.column("split")?.str()?.clone();
@@ -192,7 +280,8 @@ impl Manifest {
         );
         for (l, cells) in rows {
             let c = |v: Option<f64>| {
-                v.map(|p| format!("{:.2}%", 100.0 * p))
+                v.filter(|p| p.is_finite())
+                    .map(|p| format!("{:.2}%", 100.0 * p))
                     .unwrap_or("-".into())
             };
             out += &format!(

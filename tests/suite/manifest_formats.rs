@@ -15,6 +15,7 @@
 use std::path::{Path, PathBuf};
 
 use muxmed::config::{BlankPolicy, DataConfig, ReaderPolicy, SplitProtocol, UncertainPolicy};
+use muxmed::data::manifest;
 use muxmed::data::sources::{self, Table};
 use muxmed::labels::Dataset;
 use polars::prelude::*;
@@ -68,6 +69,24 @@ fn uncertain_count(t: &Table, label: &str) -> usize {
         .count()
 }
 
+/// [positives, negatives, uncertain, missing] of `label` in the manifest's summary, summed
+/// over the splits.
+fn summary_counts(m: &manifest::Manifest, label: &str) -> [usize; 4] {
+    let labels = m.summary.column("label").unwrap().str().unwrap().clone();
+    let mut out = [0; 4];
+    for (k, col) in ["positives", "negatives", "uncertain", "missing"]
+        .iter()
+        .enumerate()
+    {
+        let v = m.summary.column(col).unwrap().u64().unwrap().clone();
+        out[k] = (0..m.summary.height())
+            .filter(|&i| labels.get(i) == Some(label))
+            .map(|i| v.get(i).unwrap() as usize)
+            .sum();
+    }
+    out
+}
+
 fn strs(t: &Table, col: &str) -> Vec<Option<String>> {
     let c = t.all.column(col).unwrap().str().unwrap().clone();
     c.iter().map(|v| v.map(String::from)).collect()
@@ -81,6 +100,7 @@ fn check_chexpert(file: &Path, want: (usize, usize, usize, usize, usize), labels
     d.uncertain = Some(UncertainPolicy::Ignore);
     d.blank = Some(BlankPolicy::Missing);
     let t = sources::read(&d, false).unwrap();
+    let m = manifest::build(&d, false).unwrap();
     let patients = t.all.column("patient_id").unwrap().n_unique().unwrap();
     let views = strs(&t, "view");
     let n_view = |v: &str| views.iter().filter(|x| x.as_deref() == Some(v)).count();
@@ -101,6 +121,7 @@ fn check_chexpert(file: &Path, want: (usize, usize, usize, usize, usize), labels
         let [pos, neg, null] = column_counts(&t, concept);
         let unc = uncertain_count(&t, concept);
         assert_eq!([pos, neg, unc, null - unc], w, "{concept}");
+        assert_eq!(summary_counts(&m, concept), w, "summary.csv, {concept}");
     }
     // U-Ones for Atelectasis, U-Zeros for the rest, blanks negative (Irvin et al. 2019).
     d.uncertain = Some(UncertainPolicy::Zeros);
