@@ -27,7 +27,8 @@ pub(super) fn run(cmd: &Command) -> Option<Result<ExitCode>> {
             size,
             seed,
             overwrite,
-        } => synth_cmd(out, *images, *patients, *size, *seed, *overwrite),
+            format,
+        } => synth_cmd(out, *images, *patients, *size, *seed, *overwrite, *format),
         Command::Augment(a) => augment_cmd(a),
         Command::Report(a) => report_cmd(a),
         Command::Evaluate(a) if a.run.is_none() => evaluate_predictions(a),
@@ -311,7 +312,7 @@ fn all_failed(ok: usize, failed: usize) -> ExitCode {
     }
 }
 
-/// `synth`: a synthetic dataset in NIH's format.
+/// `synth`: a synthetic dataset in NIH's format or another dataset's.
 fn synth_cmd(
     out: &Path,
     images: usize,
@@ -319,6 +320,7 @@ fn synth_cmd(
     size: u32,
     seed: u64,
     overwrite: bool,
+    format: crate::data::synth_formats::SynthFormat,
 ) -> Result<ExitCode> {
     let started = std::time::Instant::now();
     let o = crate::data::synth::SynthOptions {
@@ -329,10 +331,10 @@ fn synth_cmd(
         test_fraction: 0.2,
         overwrite,
     };
-    crate::data::synth::write(out, &o)
+    crate::data::synth_formats::write(out, &o, format)
         .map(|r| {
             println!(
-                "wrote {} synthetic images of {} patients to {} in {:.1} s",
+                "wrote {} synthetic images ({format:?} format) of {} patients to {} in {:.1} s",
                 r.len(),
                 r.iter().map(|x| x.patient).max().unwrap_or(0),
                 out.display(),

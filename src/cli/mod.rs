@@ -175,6 +175,10 @@ enum Command {
         /// Write into a non-empty folder that is not a muxmed synthetic dataset.
         #[arg(long)]
         overwrite: bool,
+        /// The file format: nih, or chexpert (train.csv + valid.csv and JPEGs, drawn by
+        /// another scanner, for external validation).
+        #[arg(long, value_enum, default_value = "nih")]
+        format: crate::data::synth_formats::SynthFormat,
     },
     /// Probabilities for new PNG, JPEG or DICOM files with a run's preprocessing.
     Predict {

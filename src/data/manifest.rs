@@ -241,13 +241,14 @@ impl Manifest {
                 rows[idx].1[k] += v.get(i).unwrap_or(0);
             }
         }
+        let w = rows.iter().map(|(l, _)| l.len()).max().unwrap_or(0).max(20);
         let mut out = format!(
-            "{:<20} {:>9} {:>9} {:>9} {:>9}\n",
+            "{:<w$} {:>9} {:>9} {:>9} {:>9}\n",
             "labels (all splits)", cols[0], cols[1], cols[2], cols[3]
         );
         for (l, c) in rows {
             out += &format!(
-                "{:<20} {:>9} {:>9} {:>9} {:>9}\n",
+                "{:<w$} {:>9} {:>9} {:>9} {:>9}\n",
                 l, c[0], c[1], c[2], c[3]
             );
         }
@@ -274,8 +275,9 @@ impl Manifest {
                 }
             }
         }
+        let w = rows.iter().map(|(l, _)| l.len()).max().unwrap_or(0).max(20);
         let mut out = format!(
-            "{:<20} {:>8} {:>8} {:>8}\n",
+            "{:<w$} {:>8} {:>8} {:>8}\n",
             "prevalence", "train", "val", "test"
         );
         for (l, cells) in rows {
@@ -285,7 +287,7 @@ impl Manifest {
                     .unwrap_or("-".into())
             };
             out += &format!(
-                "{:<20} {:>8} {:>8} {:>8}\n",
+                "{:<w$} {:>8} {:>8} {:>8}\n",
                 l,
                 c(cells[0]),
                 c(cells[1]),

@@ -15,3 +15,4 @@ pub mod nih;
 pub mod sources;
 pub mod split;
 pub mod synth;
+pub mod synth_formats;

@@ -453,8 +453,41 @@ fn severity(rng: &mut ChaCha8Rng) -> f32 {
     0.08 + 0.92 * u.powf(0.7)
 }
 
-/// Draws one synthetic radiograph (values in [0, 1]) and returns where each drawn lesion is.
+/// An imaging site's look: exposure gain and offset, noise level (each drawn per image from
+/// its range) and field of view (the chest's share of the image side: below 1 the chest is
+/// smaller, with more of the surroundings in the picture).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scanner {
+    pub gain: (f32, f32),
+    pub offset: (f32, f32),
+    pub noise: (f32, f32),
+    pub field_of_view: f32,
+}
+
+impl Scanner {
+    /// The NIH-format set's look.
+    pub const NIH: Scanner = Scanner {
+        gain: (0.85, 1.15),
+        offset: (0.05, 0.15),
+        noise: (0.015, 0.04),
+        field_of_view: 1.0,
+    };
+}
+
+/// Draws one synthetic radiograph (values in [0, 1]) with NIH's look and returns where each
+/// drawn lesion is.
 pub fn render(r: &SynthRecord, size: u32, seed: u64) -> (Vec<f32>, Vec<Lesion>) {
+    render_with(r, size, seed, &Scanner::NIH)
+}
+
+/// [`render`] with another site's look. Lesion extents stay in the drawn chest's
+/// coordinates, mapped through the field of view.
+pub fn render_with(
+    r: &SynthRecord,
+    size: u32,
+    seed: u64,
+    scanner: &Scanner,
+) -> (Vec<f32>, Vec<Lesion>) {
     let s = size as usize;
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (r.patient as u64) << 20 ^ r.follow_up as u64);
     let has = |name: &str| {
@@ -469,9 +502,9 @@ pub fn render(r: &SynthRecord, size: u32, seed: u64) -> (Vec<f32>, Vec<Lesion>) 
     };
     // Exposure differences and the noise level, drawn first so an image's exposure does not
     // depend on which findings it has.
-    let gain = rng.random_range(0.85..1.15f32);
-    let offset = rng.random_range(0.05..0.15f32);
-    let noise = rng.random_range(0.015..0.04f32);
+    let gain = rng.random_range(scanner.gain.0..scanner.gain.1);
+    let offset = rng.random_range(scanner.offset.0..scanner.offset.1);
+    let noise = rng.random_range(scanner.noise.0..scanner.noise.1);
     let emph = if has("Emphysema") {
         severity(&mut rng)
     } else {
@@ -496,6 +529,12 @@ pub fn render(r: &SynthRecord, size: u32, seed: u64) -> (Vec<f32>, Vec<Lesion>) 
         lesions.extend(draw(&mut c, &mut rng, (k, name), a, (lung, cx)));
     }
     let mut out = c.px;
+    if scanner.field_of_view != 1.0 {
+        out = zoom_out(&out, s, scanner.field_of_view);
+        for l in lesions.iter_mut() {
+            l.extent = l.extent.map(|v| 0.5 + (v - 0.5) * scanner.field_of_view);
+        }
+    }
     for v in out.iter_mut() {
         let u1: f32 = rng.random_range(f32::EPSILON..1.0);
         let u2: f32 = rng.random();
@@ -505,12 +544,25 @@ pub fn render(r: &SynthRecord, size: u32, seed: u64) -> (Vec<f32>, Vec<Lesion>) 
     (out, lesions)
 }
 
-/// Writes the whole dataset into `out`; returns the records.
-pub fn write(out: &Path, o: &SynthOptions) -> Result<Vec<SynthRecord>, SynthError> {
-    let io = |p: &Path, e: &dyn std::fmt::Display| SynthError::Io {
-        path: p.to_path_buf(),
-        message: e.to_string(),
-    };
+/// The drawn chest shrunk about the centre to `fov` of the side (nearest sample); the border
+/// it uncovers is empty (0) before exposure and noise.
+fn zoom_out(px: &[f32], s: usize, fov: f32) -> Vec<f32> {
+    let mut out = vec![0.0; s * s];
+    for y in 0..s {
+        for x in 0..s {
+            let src = |v: usize| ((v as f32 + 0.5) / s as f32 - 0.5) / fov + 0.5;
+            let (u, w) = (src(x), src(y));
+            if (0.0..1.0).contains(&u) && (0.0..1.0).contains(&w) {
+                out[y * s + x] = px[(w * s as f32) as usize * s + (u * s as f32) as usize];
+            }
+        }
+    }
+    out
+}
+
+/// Checks the options and `out` (empty, or an earlier synthetic set), creates it and draws
+/// the metadata.
+pub fn start(out: &Path, o: &SynthOptions) -> Result<Vec<SynthRecord>, SynthError> {
     if o.size < 32 {
         return Err(SynthError::Args("--size must be at least 32".into()));
     }
@@ -519,7 +571,20 @@ pub fn write(out: &Path, o: &SynthOptions) -> Result<Vec<SynthRecord>, SynthErro
         return Err(SynthError::NotSynthetic(out.to_path_buf()));
     }
     let records = metadata(o)?;
-    std::fs::create_dir_all(out).map_err(|e| io(out, &e))?;
+    std::fs::create_dir_all(out).map_err(|e| SynthError::Io {
+        path: out.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    Ok(records)
+}
+
+/// Writes the whole dataset into `out`; returns the records.
+pub fn write(out: &Path, o: &SynthOptions) -> Result<Vec<SynthRecord>, SynthError> {
+    let io = |p: &Path, e: &dyn std::fmt::Display| SynthError::Io {
+        path: p.to_path_buf(),
+        message: e.to_string(),
+    };
+    let records = start(out, o)?;
     // Metadata CSV rows are in image-id order, like the file's own order within a patient.
     let mut csv = format!("{METADATA_HEADER}\n");
     for r in &records {

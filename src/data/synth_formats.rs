@@ -1,0 +1,189 @@
+//! `muxmed synth --format`: the synthetic chest films of [`super::synth`] written in another
+//! dataset's file format, drawn by another "scanner" (exposure, noise, field of view), so a
+//! model trained on the NIH-format set loses some AUROC on them, as real models do between
+//! hospitals. Findings are NIH's 14; each is written under the dataset's own name for the
+//! same concept (`src/labels/vocabulary.csv`), and a finding the dataset does not annotate
+//! is simply not written, as in the real files.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+
+use super::synth::{render_with, start, Scanner, SynthError, SynthOptions, SynthRecord};
+use crate::labels::vocabulary::{self, Dataset};
+use crate::labels::LABELS;
+
+/// The file formats `muxmed synth` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum SynthFormat {
+    Nih,
+    Chexpert,
+}
+
+/// CheXpert's 14 observation columns, in the file's order.
+pub const CHEXPERT_OBSERVATIONS: [&str; 14] = [
+    "No Finding",
+    "Enlarged Cardiomediastinum",
+    "Cardiomegaly",
+    "Lung Opacity",
+    "Lung Lesion",
+    "Edema",
+    "Consolidation",
+    "Pneumonia",
+    "Atelectasis",
+    "Pneumothorax",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Fracture",
+    "Support Devices",
+];
+
+/// A darker, noisier site with a wider field of view than the NIH-format set.
+const CHEXPERT_SCANNER: Scanner = Scanner {
+    gain: (0.65, 0.95),
+    offset: (0.15, 0.28),
+    noise: (0.035, 0.07),
+    field_of_view: 0.85,
+};
+
+/// Writes the set in `format` into `out`; returns the records (NIH's findings).
+pub fn write(
+    out: &Path,
+    o: &SynthOptions,
+    format: SynthFormat,
+) -> Result<Vec<SynthRecord>, SynthError> {
+    match format {
+        SynthFormat::Nih => super::synth::write(out, o),
+        SynthFormat::Chexpert => write_chexpert(out, o),
+    }
+}
+
+fn io(p: &Path, e: &dyn std::fmt::Display) -> SynthError {
+    SynthError::Io {
+        path: p.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+/// Each NIH finding's column in `dataset`'s file (by concept), where the dataset has one.
+fn columns_of(dataset: Dataset) -> BTreeMap<usize, String> {
+    LABELS
+        .iter()
+        .enumerate()
+        .filter_map(|(k, nih)| {
+            let m = vocabulary::concepts_of(dataset)
+                .into_iter()
+                .find(|m| m.concept == *nih)?;
+            Some((k, m.name.clone()))
+        })
+        .collect()
+}
+
+/// CheXpert-v1.0-small's layout: `train.csv` (the NIH set's train/val patients) and
+/// `valid.csv` (its test patients), JPEGs at `CheXpert-v1.0-small/{train,valid}/
+/// patientNNNNN/studyN/view1_frontal.jpg`. In train.csv a positive is written `-1.0`
+/// (uncertain) one time in six and an absent finding blank (not mentioned) two times in
+/// three, else `0.0`; valid.csv, like the real one, has only 1.0 and 0.0.
+fn write_chexpert(out: &Path, o: &SynthOptions) -> Result<Vec<SynthRecord>, SynthError> {
+    let records = start(out, o)?;
+    marker(out, "CheXpert")?;
+    let cols = columns_of(Dataset::Chexpert);
+    let mut rng = ChaCha8Rng::seed_from_u64(o.seed ^ 0xC4E);
+    let header = format!(
+        "Path,Sex,Age,Frontal/Lateral,AP/PA,{}\n",
+        CHEXPERT_OBSERVATIONS.join(",")
+    );
+    let (mut train, mut valid) = (header.clone(), header);
+    let mut paths = Vec::with_capacity(records.len());
+    for r in &records {
+        let part = if r.test { "valid" } else { "train" };
+        let rel = format!(
+            "CheXpert-v1.0-small/{part}/patient{:05}/study{}/view1_frontal.jpg",
+            r.patient,
+            r.follow_up + 1
+        );
+        let mut line = format!(
+            "{rel},{},{},Frontal,{}",
+            if r.male { "Male" } else { "Female" },
+            r.age,
+            if r.pa { "PA" } else { "AP" }
+        );
+        for obs in CHEXPERT_OBSERVATIONS {
+            let positive = if obs == "No Finding" {
+                r.labels.is_empty()
+            } else {
+                cols.iter()
+                    .any(|(k, name)| name == obs && r.labels.contains(k))
+            };
+            let code = match (r.test, positive) {
+                (true, true) => "1.0",
+                (true, false) => "0.0",
+                (false, true) if rng.random_bool(1.0 / 6.0) => "-1.0",
+                (false, true) => "1.0",
+                (false, false) if rng.random_bool(2.0 / 3.0) => "",
+                (false, false) => "0.0",
+            };
+            line += ",";
+            line += code;
+        }
+        line += "\n";
+        if r.test {
+            valid += &line;
+        } else {
+            train += &line;
+        }
+        paths.push(out.join(rel));
+    }
+    for (name, text) in [("train.csv", &train), ("valid.csv", &valid)] {
+        let p = out.join(name);
+        crate::io::write_atomic(&p, text.as_bytes()).map_err(|e| io(&p, &e))?;
+    }
+    draw_all(&records, &paths, o, &CHEXPERT_SCANNER, Encoding::Jpeg)?;
+    Ok(records)
+}
+
+fn marker(out: &Path, dataset: &str) -> Result<(), SynthError> {
+    let p = out.join("SYNTHETIC.txt");
+    let text = format!(
+        "Made by `muxmed synth`: synthetic images and labels in {dataset}'s file format, drawn by another scanner than the NIH-format set. Numbers measured on them say nothing about real chest X-rays.\n"
+    );
+    crate::io::write_atomic(&p, text.as_bytes()).map_err(|e| io(&p, &e))
+}
+
+#[derive(Clone, Copy)]
+enum Encoding {
+    Jpeg,
+}
+
+/// Draws and writes every image (in parallel), creating its folder.
+fn draw_all(
+    records: &[SynthRecord],
+    paths: &[std::path::PathBuf],
+    o: &SynthOptions,
+    scanner: &Scanner,
+    enc: Encoding,
+) -> Result<(), SynthError> {
+    records.par_iter().zip(paths).try_for_each(|(r, p)| {
+        if let Some(dir) = p.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| io(dir, &e))?;
+        }
+        let (px, _) = render_with(r, o.size, o.seed, scanner);
+        let bytes = match enc {
+            Encoding::Jpeg => encode_jpeg(&px, o.size),
+        }
+        .map_err(|e| io(p, &e))?;
+        crate::io::write_atomic(p, &bytes).map_err(|e| io(p, &e))
+    })
+}
+
+fn encode_jpeg(px: &[f32], size: u32) -> image::ImageResult<Vec<u8>> {
+    let px: Vec<u8> = px.iter().map(|v| (v * 255.0).round() as u8).collect();
+    let mut out = Vec::new();
+    let enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 92);
+    image::ImageEncoder::write_image(enc, &px, size, size, image::ExtendedColorType::L8)?;
+    Ok(out)
+}
