@@ -382,6 +382,14 @@ struct EvalArgs {
     /// With --run: device (default: the run's runtime.device).
     #[arg(long)]
     device: Option<String>,
+    /// With --run: external validation on another pipeline's data (pipelines/NAME.yaml or a
+    /// path; its manifest must be built). Scores its test split (--all-splits: every split)
+    /// with the run's preprocessing, by shared concept, into RUN/external/<name>/.
+    #[arg(long, requires = "run", value_name = "PIPELINE")]
+    on: Option<String>,
+    /// With --on: score every split of the other pipeline, not only its test split.
+    #[arg(long, requires = "on")]
+    all_splits: bool,
     /// CSV with `Image Index` (or `image_id`) and one probability column per label
     /// (`Effusion` or `prob_Effusion`).
     #[arg(long, requires = "labels")]

@@ -190,6 +190,9 @@ fn bench_model(b: &BenchModelArgs) -> Result<ExitCode> {
 
 /// `evaluate --run`: a run's checkpoint on one of its splits.
 fn evaluate_run_cmd(run: &Path, a: &EvalArgs) -> Result<ExitCode> {
+    if let Some(on) = &a.on {
+        return evaluate_external_cmd(run, on, a);
+    }
     let r = crate::eval::run_eval::evaluate_run(
         run,
         Path::new(MANIFESTS_DIR),
@@ -205,6 +208,59 @@ fn evaluate_run_cmd(run: &Path, a: &EvalArgs) -> Result<ExitCode> {
         "wrote {} and {}",
         r.predictions_csv.display(),
         r.metrics_json.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `evaluate --run R --on PIPELINE`: external validation.
+fn evaluate_external_cmd(run: &Path, on: &str, a: &EvalArgs) -> Result<ExitCode> {
+    let path = crate::config::resolve_pipeline_path(on, Path::new("pipelines"))?;
+    let other = crate::config::load(&path, &[])?.config;
+    let key = crate::run::ExternalKey {
+        eval: a.key(),
+        all: a.all_splits,
+    };
+    let bar = crate::progress::Progress::new(0, "prepare (external)");
+    let r = crate::eval::external::evaluate_external(
+        run,
+        Path::new(MANIFESTS_DIR),
+        &other,
+        key,
+        &a.options(),
+        a.device.as_deref(),
+        &|done, total| bar.set(done as u64, total as u64, ""),
+    )?;
+    bar.finish();
+    let i = &r.info;
+    println!(
+        "external validation on `{}` ({} data, {} split{}): {} images, {} patients",
+        i.pipeline,
+        i.dataset,
+        i.scored_split,
+        if i.scored_split == "all" { "s" } else { "" },
+        i.images,
+        i.patients
+    );
+    if !i.not_in_other.is_empty() {
+        println!(
+            "not scored, not labelled by `{}`: {}",
+            i.pipeline,
+            i.not_in_other.join(", ")
+        );
+    }
+    if !i.not_in_run.is_empty() {
+        println!(
+            "not scored, the run has no output for: {}",
+            i.not_in_run.join(", ")
+        );
+    }
+    print!("{}", r.shift.table());
+    println!("{}", r.shift.line(&i.pipeline));
+    println!(
+        "wrote {}, {} and {}",
+        r.predictions_csv.display(),
+        r.metrics_json.display(),
+        r.shift_json.display()
     );
     Ok(ExitCode::SUCCESS)
 }

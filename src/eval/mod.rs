@@ -4,9 +4,12 @@
 
 #[cfg(feature = "torch")]
 pub mod export;
+#[cfg(feature = "torch")]
+pub mod external;
 pub mod job;
 pub mod join;
 pub mod predictions;
 #[cfg(feature = "torch")]
 pub mod run_eval;
 pub mod scoring;
+pub mod shift;

@@ -27,7 +27,7 @@ use crate::run::{Checkpoint, EvalKey, RunDir};
 /// The `threshold_source` of an evaluation whose thresholds were chosen on the run's val split.
 pub const VAL_THRESHOLDS: &str = "chosen on this run's val split";
 
-fn joined(split: &SplitData, probs: Vec<Vec<f64>>) -> Joined {
+pub(super) fn joined(split: &SplitData, probs: Vec<Vec<f64>>) -> Joined {
     let mut probs = probs.into_iter();
     super::join::join_split(split, |_, _| probs.next())
 }
@@ -42,17 +42,17 @@ pub struct RunEvaluation {
 }
 
 /// Probabilities for a run's split averaged over its eval pipelines (and TTA pipelines).
-struct Scorer<'a> {
-    net: &'a FoldedNetwork,
-    cache: Arc<Cache>,
-    pipelines: Vec<Vec<Stage>>,
-    batch: usize,
-    workers: usize,
-    device: Device,
+pub(super) struct Scorer<'a> {
+    pub net: &'a FoldedNetwork,
+    pub cache: Arc<Cache>,
+    pub pipelines: Vec<Vec<Stage>>,
+    pub batch: usize,
+    pub workers: usize,
+    pub device: Device,
 }
 
 impl Scorer<'_> {
-    fn predict(&self, split: &Arc<SplitData>, name: Split) -> Result<Vec<Vec<f64>>> {
+    pub fn predict(&self, split: &Arc<SplitData>, name: Split) -> Result<Vec<Vec<f64>>> {
         let slots: Vec<usize> = split
             .image_ids
             .iter()
@@ -89,16 +89,16 @@ impl Scorer<'_> {
     }
 }
 
-/// Evaluates a run's checkpoint on one of the run's own splits; for the test split,
-/// operating thresholds are chosen on the run's val split first. With `key.tta`,
-/// predictions are averaged over `eval` and every `augment.tta` pipeline.
-pub fn evaluate_run(
-    run_dir: &Path,
-    manifests_dir: &Path,
-    key: EvalKey,
-    opt: &EvalOptions,
-    device: Option<&str>,
-) -> Result<RunEvaluation> {
+/// A run's config, its checkpoint folded for inference, and the device.
+pub(super) struct Opened {
+    pub run: RunDir,
+    pub cfg: crate::config::PipelineConfig,
+    pub folded: FoldedNetwork,
+    pub labels: Vec<String>,
+    pub device: Device,
+}
+
+pub(super) fn open_run(run_dir: &Path, key: &EvalKey, device: Option<&str>) -> Result<Opened> {
     let run = RunDir::open(run_dir)?;
     let cfg = run.config()?;
     let device = pick_device(device.unwrap_or(&cfg.runtime.device))?;
@@ -116,46 +116,103 @@ pub fn evaluate_run(
     }
     let loaded = load_checkpoint(&ck_path, device)?;
     let folded = loaded.folded(cfg.runtime.memory_format);
-    let mdir = crate::data::manifest_dir::ManifestDir::of(manifests_dir, &cfg.name)
-        .root()
-        .to_path_buf();
-    let notice = run.manifest_notice(&mdir);
-    let mut pipelines = vec![cfg.augment.eval.clone()];
-    if key.tta {
-        if cfg.augment.tta.is_empty() {
-            bail!("--tta: the run's config has no augment.tta pipelines");
-        }
-        pipelines.extend(cfg.augment.tta.iter().cloned());
-    }
-    let cache = Arc::new(Cache::open(&mdir, &cfg.augment).map_err(|e| anyhow!("{e}"))?);
-    cache.check_sources()?;
-    let scorer = Scorer {
-        net: &folded,
-        cache,
-        pipelines,
-        batch: cfg.train.batch_size as usize,
-        workers: cfg.runtime.data_workers as usize,
+    Ok(Opened {
+        run,
+        cfg,
+        folded,
+        labels: loaded.meta.labels,
         device,
-    };
-    let mut opt = opt.clone();
-    if key.split != Split::Val && opt.thresholds.is_none() {
-        let val = Arc::new(run.split(Split::Val)?);
-        let vj = joined(&val, scorer.predict(&val, Split::Val)?);
-        let ve = evaluate(
-            &vj,
-            Split::Val.as_str(),
-            &EvalOptions {
-                resamples: 0,
-                ..opt.clone()
-            },
-        );
-        let t: Thresholds = ve
-            .per_label
-            .iter()
-            .map(|m| (m.label.clone(), m.chosen.clone()))
-            .collect::<std::collections::BTreeMap<String, ChosenThresholds>>();
-        opt.thresholds = Some((t, VAL_THRESHOLDS.into()));
+    })
+}
+
+impl Opened {
+    /// The eval pipeline, and with `tta` every `augment.tta` pipeline after it.
+    pub fn pipelines(&self, tta: bool) -> Result<Vec<Vec<Stage>>> {
+        let mut pipelines = vec![self.cfg.augment.eval.clone()];
+        if tta {
+            if self.cfg.augment.tta.is_empty() {
+                bail!("--tta: the run's config has no augment.tta pipelines");
+            }
+            pipelines.extend(self.cfg.augment.tta.iter().cloned());
+        }
+        Ok(pipelines)
     }
+
+    /// A scorer over the prepared cache of the manifest folder `mdir`.
+    pub fn scorer(&self, mdir: &Path, tta: bool) -> Result<Scorer<'_>> {
+        let cache = Arc::new(Cache::open(mdir, &self.cfg.augment).map_err(|e| anyhow!("{e}"))?);
+        cache.check_sources()?;
+        Ok(Scorer {
+            net: &self.folded,
+            cache,
+            pipelines: self.pipelines(tta)?,
+            batch: self.cfg.train.batch_size as usize,
+            workers: self.cfg.runtime.data_workers as usize,
+            device: self.device,
+        })
+    }
+}
+
+/// `opt` with operating thresholds chosen on the run's val split (scored by `scorer`,
+/// which reads the run's own cache), unless `opt` already has thresholds.
+pub(super) fn with_val_thresholds(
+    run: &RunDir,
+    scorer: &Scorer,
+    opt: &EvalOptions,
+) -> Result<EvalOptions> {
+    let mut opt = opt.clone();
+    if opt.thresholds.is_some() {
+        return Ok(opt);
+    }
+    let val = Arc::new(run.split(Split::Val)?);
+    let vj = joined(&val, scorer.predict(&val, Split::Val)?);
+    let ve = evaluate(
+        &vj,
+        Split::Val.as_str(),
+        &EvalOptions {
+            resamples: 0,
+            ..opt.clone()
+        },
+    );
+    let t: Thresholds = ve
+        .per_label
+        .iter()
+        .map(|m| (m.label.clone(), m.chosen.clone()))
+        .collect::<std::collections::BTreeMap<String, ChosenThresholds>>();
+    opt.thresholds = Some((t, VAL_THRESHOLDS.into()));
+    Ok(opt)
+}
+
+/// The manifest folder a run was trained from.
+pub(super) fn run_manifest_dir(
+    manifests_dir: &Path,
+    cfg: &crate::config::PipelineConfig,
+) -> PathBuf {
+    crate::data::manifest_dir::ManifestDir::of(manifests_dir, &cfg.name)
+        .root()
+        .to_path_buf()
+}
+
+/// Evaluates a run's checkpoint on one of the run's own splits; for the test split,
+/// operating thresholds are chosen on the run's val split first. With `key.tta`,
+/// predictions are averaged over `eval` and every `augment.tta` pipeline.
+pub fn evaluate_run(
+    run_dir: &Path,
+    manifests_dir: &Path,
+    key: EvalKey,
+    opt: &EvalOptions,
+    device: Option<&str>,
+) -> Result<RunEvaluation> {
+    let o = open_run(run_dir, &key, device)?;
+    let run = &o.run;
+    let mdir = run_manifest_dir(manifests_dir, &o.cfg);
+    let notice = run.manifest_notice(&mdir);
+    let scorer = o.scorer(&mdir, key.tta)?;
+    let opt = if key.split != Split::Val {
+        with_val_thresholds(run, &scorer, opt)?
+    } else {
+        opt.clone()
+    };
     let split = Arc::new(run.split(key.split)?);
     let probs = scorer.predict(&split, key.split)?;
     let predictions_csv = run.predictions(&key);

@@ -248,10 +248,61 @@ pub(crate) fn percentile_interval(
     Some([percentile(&v, a), percentile(&v, 1.0 - a)])
 }
 
+/// `k` per-label statistics on each of `resamples` patient resamples (seeded), resample
+/// by resample: `stat(j, chunk)` gives label j's value on each resample of the chunk (None
+/// where undefined); labels are scored in parallel.
+pub(crate) fn resampled_values(
+    groups: &[usize],
+    k: usize,
+    resamples: usize,
+    seed: u64,
+    stat: impl Fn(usize, &WeightChunk) -> Vec<Option<f64>> + Sync,
+) -> Vec<Vec<Option<f64>>> {
+    let mut resampler = PatientResampler::new(groups, seed);
+    let mut chunk = resampler.chunk();
+    let mut out = Vec::with_capacity(resamples);
+    let mut done = 0;
+    while done < resamples {
+        let n = LANES.min(resamples - done);
+        resampler.draw_chunk(n, &mut chunk);
+        let by_label: Vec<Vec<Option<f64>>> =
+            (0..k).into_par_iter().map(|j| stat(j, &chunk)).collect();
+        for r in 0..n {
+            out.push(by_label.iter().map(|l| l[r]).collect());
+        }
+        done += n;
+    }
+    out
+}
+
+/// Percentile intervals of per-label values given resample by resample (`values[r][j]`),
+/// and of their mean over the labels defined on each resample.
+pub(crate) fn intervals_of(values: &[Vec<Option<f64>>], k: usize, level: f64) -> BootstrapCi {
+    let resamples = values.len();
+    let mut per: Vec<Vec<f64>> = vec![Vec::with_capacity(resamples); k];
+    let mut means = Vec::with_capacity(resamples);
+    for vals in values {
+        for (j, v) in vals.iter().enumerate() {
+            if let Some(v) = v {
+                per[j].push(*v);
+            }
+        }
+        if let Some(m) = mean_defined(vals) {
+            means.push(m);
+        }
+    }
+    BootstrapCi {
+        per_label: per
+            .into_iter()
+            .map(|v| percentile_interval(v, resamples, level))
+            .collect(),
+        mean: percentile_interval(means, resamples, level),
+        resamples,
+    }
+}
+
 /// Percentile intervals of `k` per-label statistics over `resamples` patient resamples
-/// (seeded), and of their mean over the labels defined on each resample. `stat(j, chunk)`
-/// gives label j's value on each resample of the chunk (None where undefined); labels are
-/// scored in parallel.
+/// (seeded), and of their mean over the labels defined on each resample.
 pub(crate) fn resampled_intervals(
     groups: &[usize],
     k: usize,
@@ -260,28 +311,48 @@ pub(crate) fn resampled_intervals(
     level: f64,
     stat: impl Fn(usize, &WeightChunk) -> Vec<Option<f64>> + Sync,
 ) -> BootstrapCi {
-    let mut resampler = PatientResampler::new(groups, seed);
-    let mut chunk = resampler.chunk();
+    intervals_of(
+        &resampled_values(groups, k, resamples, seed, stat),
+        k,
+        level,
+    )
+}
+
+/// Per-label AUROCs on each patient resample (`out[r][j]`), seeded.
+pub fn resampled_aurocs<T: Truth>(
+    y: &[Vec<T>],
+    s: &[Vec<f64>],
+    groups: &[usize],
+    resamples: usize,
+    seed: u64,
+) -> Vec<Vec<Option<f64>>> {
+    let k = y.first().map_or(0, |r| r.len());
+    let cols: Vec<LabelColumn> = (0..k).map(|j| LabelColumn::new(y, s, groups, j)).collect();
+    resampled_values(groups, k, resamples, seed, |j, c| cols[j].aurocs(c))
+}
+
+/// Intervals of `b - a` per label (and of the difference of the two macro means), where `a`
+/// and `b` are [`resampled_aurocs`] of two independent samples (two datasets, each resampled
+/// by its own patients): resample r of one is paired with resample r of the other, which is
+/// a draw of the difference because the two samples are resampled independently.
+pub fn independent_difference(
+    a: &[Vec<Option<f64>>],
+    b: &[Vec<Option<f64>>],
+    level: f64,
+) -> BootstrapCi {
+    let k = a.first().or(b.first()).map_or(0, Vec::len);
+    let resamples = a.len().min(b.len());
     let mut per: Vec<Vec<f64>> = vec![Vec::with_capacity(resamples); k];
     let mut means = Vec::with_capacity(resamples);
-    let mut done = 0;
-    while done < resamples {
-        let n = LANES.min(resamples - done);
-        resampler.draw_chunk(n, &mut chunk);
-        let by_label: Vec<Vec<Option<f64>>> =
-            (0..k).into_par_iter().map(|j| stat(j, &chunk)).collect();
-        for r in 0..n {
-            let vals: Vec<Option<f64>> = by_label.iter().map(|l| l[r]).collect();
-            for (j, v) in vals.iter().enumerate() {
-                if let Some(v) = v {
-                    per[j].push(*v);
-                }
-            }
-            if let Some(m) = mean_defined(&vals) {
-                means.push(m);
+    for (ra, rb) in a.iter().zip(b) {
+        for j in 0..k {
+            if let (Some(x), Some(y)) = (ra[j], rb[j]) {
+                per[j].push(y - x);
             }
         }
-        done += n;
+        if let (Some(x), Some(y)) = (mean_defined(ra), mean_defined(rb)) {
+            means.push(y - x);
+        }
     }
     BootstrapCi {
         per_label: per

@@ -1,6 +1,7 @@
 //! Reports a reader can trust: figures (PNG + SVG), `report.md` and a self-contained
 //! `report.html` with the images embedded, with where every number comes from.
 pub mod document;
+mod external;
 pub mod figures;
 mod localization;
 mod provenance;
@@ -405,6 +406,7 @@ pub fn report_run(
         published,
         sections: localization_section(&run, key.split, &out)?
             .into_iter()
+            .chain(external::external_section(&run, &key, &out)?)
             .collect(),
     };
     let (_, html) = write_documents(&out, &ctx, &ev, &figs)?;

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{de::DeserializeOwned, Serialize};
 
-use super::types::{EpochRow, Event, Localization, RunInfo, State};
+use super::types::{EpochRow, Event, ExternalInfo, Localization, RunInfo, State};
 use super::{Checkpoint, EvalKey};
 use crate::config::{self, PipelineConfig};
 use crate::data::dataset::{self, SplitData};
@@ -34,6 +34,78 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
     move |source| RunError::Io {
         path: path.to_path_buf(),
         source,
+    }
+}
+
+/// `external/<pipeline>/` of a run: the run's model scored on another pipeline's data
+/// (`muxmed evaluate --run R --on PIPELINE`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalDir {
+    root: PathBuf,
+}
+
+impl ExternalDir {
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    /// `predictions_test.csv`, `predictions_all_ema.csv`, ...
+    pub fn predictions(&self, k: &ExternalKey) -> PathBuf {
+        self.root.join(format!("predictions_{}.csv", k.suffix()))
+    }
+    pub fn metrics(&self, k: &ExternalKey) -> PathBuf {
+        self.root.join(format!("metrics_{}.json", k.suffix()))
+    }
+    /// What was scored and what was not: [`super::types::ExternalInfo`].
+    pub fn info(&self, k: &ExternalKey) -> PathBuf {
+        self.root.join(format!("external_{}.json", k.suffix()))
+    }
+    /// Internal against external AUROC per shared concept (`eval::shift::Shift`).
+    pub fn shift(&self, k: &ExternalKey) -> PathBuf {
+        self.root.join(format!("shift_{}.json", k.suffix()))
+    }
+    pub fn read_info(&self, k: &ExternalKey) -> Result<ExternalInfo, RunError> {
+        read_json(&self.info(k))
+    }
+    pub fn write_info(&self, k: &ExternalKey, info: &ExternalInfo) -> Result<(), RunError> {
+        std::fs::create_dir_all(&self.root).map_err(io(&self.root))?;
+        write_json(&self.info(k), info)
+    }
+    /// The pipelines evaluated on, with their folders (for the report).
+    pub fn list(run: &RunDir) -> Vec<(String, ExternalDir)> {
+        let Ok(rd) = std::fs::read_dir(run.root.join("external")) else {
+            return Vec::new();
+        };
+        let mut out: Vec<(String, ExternalDir)> = rd
+            .filter_map(|e| {
+                let e = e.ok()?;
+                let name = e.file_name().to_str()?.to_string();
+                e.path()
+                    .is_dir()
+                    .then(|| (name, run.external(&e.file_name().to_string_lossy())))
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+}
+
+/// Which external evaluation: the checkpoint and TTA of an [`EvalKey`] (its split is the
+/// other pipeline's), or every split of the other pipeline with `all`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExternalKey {
+    pub eval: EvalKey,
+    pub all: bool,
+}
+
+impl ExternalKey {
+    pub fn suffix(&self) -> String {
+        let s = self.eval.suffix();
+        if self.all {
+            let split = self.eval.split.to_string();
+            format!("all{}", &s[split.len()..])
+        } else {
+            s
+        }
     }
 }
 
@@ -134,6 +206,12 @@ impl RunDir {
         match key.suffix().as_str() {
             "test" => self.root.join("report"),
             other => self.root.join(format!("report_{other}")),
+        }
+    }
+    /// One external evaluation's folder: `external/<pipeline>/`.
+    pub fn external(&self, pipeline: &str) -> ExternalDir {
+        ExternalDir {
+            root: self.root.join("external").join(pipeline),
         }
     }
     /// Held (with the pid) while a process trains the run.

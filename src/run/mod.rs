@@ -27,10 +27,10 @@ mod files;
 mod types;
 
 pub use checkpoint::CheckpointMeta;
-pub use files::{RunDir, RunError};
+pub use files::{ExternalDir, ExternalKey, RunDir, RunError};
 pub use types::{
-    EpochRow, Event, FindingAccuracy, Localization, MapSource, Patience, RunInfo, SkippedImage,
-    SourceAccuracy, State, Status, WeightsInfo,
+    EpochRow, Event, ExternalInfo, FindingAccuracy, Localization, MapSource, Patience, RunInfo,
+    SkippedImage, SourceAccuracy, State, Status, WeightsInfo,
 };
 
 use crate::labels::Split;

@@ -241,3 +241,28 @@ impl Localization {
         self.sources.iter().find(|a| a.source == s)
     }
 }
+
+/// `external/<pipeline>/external_<key>.json`: what an external evaluation scored. The
+/// model's labels are concepts; only the concepts both the run and the other pipeline's
+/// manifest know are scored, the others are listed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExternalInfo {
+    pub muxmed_version: String,
+    /// The other pipeline's name (its manifest folder) and the dataset its data came from.
+    pub pipeline: String,
+    pub dataset: String,
+    /// `test`, or `all` (every split of the other pipeline's manifest).
+    pub scored_split: String,
+    pub images: usize,
+    pub patients: usize,
+    pub checkpoint: Checkpoint,
+    pub tta: bool,
+    /// Concepts scored (model order).
+    pub scored: Vec<String>,
+    /// The run's concepts the other data does not label.
+    pub not_in_other: Vec<String>,
+    /// The other data's concepts the run has no output for.
+    pub not_in_run: Vec<String>,
+    /// The other manifest's `manifest.json` sha256 when scored.
+    pub manifest_sha256: String,
+}

@@ -285,6 +285,7 @@ fn evaluate_report_and_predict_a_trained_run() {
     )
     .is_err());
     localize_and_explain(&w, &out.run);
+    super::external::external_validation(&w, &out.run);
     // The report renders from the run directory alone (plus the manifest).
     let (html, notice) = muxmed::report::report_run(
         out.run.root(),

@@ -14,6 +14,7 @@ mod dicom;
 mod evaluate;
 mod explain;
 mod export;
+mod external;
 mod resume;
 mod search;
 mod support;

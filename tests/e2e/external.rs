@@ -1,0 +1,178 @@
+//! `evaluate --run R --on PIPELINE`: a run trained on the NIH-format synthetic set scored on
+//! a CheXpert-format one (`synth --format chexpert`, another scanner).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use muxmed::labels::Split;
+use muxmed::run::{Checkpoint, ExternalKey, RunDir};
+
+use super::support::{key, World};
+
+/// AUROC by counting pairs (Mann-Whitney, ties one half), written here from its definition.
+fn pairs_auroc(pos: &[f64], neg: &[f64]) -> Option<f64> {
+    if pos.is_empty() || neg.is_empty() {
+        return None;
+    }
+    let mut wins = 0.0;
+    for p in pos {
+        for n in neg {
+            wins += if p > n {
+                1.0
+            } else if p == n {
+                0.5
+            } else {
+                0.0
+            };
+        }
+    }
+    Some(wins / (pos.len() * neg.len()) as f64)
+}
+
+/// valid.csv's rows (the test split) as image id (`valid/patient...jpg`) → column → cell.
+fn valid_cells(root: &Path) -> HashMap<String, HashMap<String, String>> {
+    let text = std::fs::read_to_string(root.join("valid.csv")).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<String> = lines.next().unwrap().split(',').map(String::from).collect();
+    lines
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            let id = f[0].split_once('/').unwrap().1.to_string();
+            let row = header
+                .iter()
+                .zip(&f)
+                .map(|(h, v)| (h.clone(), v.to_string()))
+                .collect();
+            (id, row)
+        })
+        .collect()
+}
+
+pub fn external_validation(w: &World, run: &RunDir) {
+    use muxmed::data::synth::SynthOptions;
+    use muxmed::data::synth_formats::{write, SynthFormat};
+    let cx = w.root.join("cx");
+    let o = SynthOptions {
+        images: 200,
+        patients: None,
+        size: 64,
+        seed: 9,
+        test_fraction: 0.4,
+        overwrite: false,
+    };
+    write(&cx, &o, SynthFormat::Chexpert).unwrap();
+    let yaml = format!(
+        "name: cx\ndata:\n  source: chexpert\n  root: {}\n  protocol: official\n",
+        cx.display()
+    );
+    let p = w.root.join("cx.yaml");
+    std::fs::write(&p, yaml).unwrap();
+    let other = muxmed::config::load(&p, &[]).unwrap().config;
+    let mdirs = w.root.join("data_manifests");
+    muxmed::data::manifest::build(&other.data, true)
+        .unwrap()
+        .write(&mdirs.join("cx"))
+        .unwrap();
+    let k = ExternalKey {
+        eval: key(Split::Test, Checkpoint::Best, false),
+        all: false,
+    };
+    let opt = muxmed::eval::scoring::EvalOptions {
+        resamples: 200,
+        ..Default::default()
+    };
+    let r = muxmed::eval::external::evaluate_external(
+        run.root(),
+        &mdirs,
+        &other,
+        k,
+        &opt,
+        Some("cpu"),
+        &|_, _| {},
+    )
+    .unwrap();
+    // NIH's 14 ∩ CheXpert's 13 observations, by concept (vocabulary.csv), in the run's order.
+    let shared = [
+        "Atelectasis",
+        "Cardiomegaly",
+        "Effusion",
+        "Pneumonia",
+        "Pneumothorax",
+        "Consolidation",
+        "Edema",
+    ];
+    assert_eq!(r.info.scored, shared);
+    assert_eq!(r.info.not_in_other.len(), 7, "{:?}", r.info.not_in_other);
+    assert!(r.info.not_in_run.contains(&"Lung Opacity".to_string()));
+    let ext = run.external("cx");
+    for f in [
+        ext.predictions(&k),
+        ext.metrics(&k),
+        ext.info(&k),
+        ext.shift(&k),
+    ] {
+        assert!(f.is_file(), "{}", f.display());
+    }
+    assert!(ext.root().ends_with("external/cx"));
+    // External AUROC from the written predictions and valid.csv's own cells.
+    let cells = valid_cells(&cx);
+    assert_eq!(r.info.images, cells.len());
+    let pred = std::fs::read_to_string(ext.predictions(&k)).unwrap();
+    let mut lines = pred.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), cells.len());
+    for c in &r.shift.per_concept {
+        let col = header.iter().position(|h| *h == c.concept).unwrap();
+        let name = if c.concept == "Effusion" {
+            "Pleural Effusion"
+        } else {
+            c.concept.as_str()
+        };
+        let (mut pos, mut neg) = (Vec::new(), Vec::new());
+        for row in &rows {
+            let p: f64 = row[col].parse().unwrap();
+            match cells[row[0]][name].as_str() {
+                "1.0" => pos.push(p),
+                "0.0" => neg.push(p),
+                other => panic!("valid.csv cell {other}"),
+            }
+        }
+        let want = pairs_auroc(&pos, &neg);
+        match (want, c.external_auroc) {
+            (Some(a), Some(b)) => assert!((a - b).abs() < 1e-12, "{}: {a} {b}", c.concept),
+            (a, b) => assert_eq!(a, b, "{}", c.concept),
+        }
+        assert_eq!(c.external_positives, pos.len());
+        if let (Some(d), Some(i), Some(e)) = (c.difference, c.internal_auroc, c.external_auroc) {
+            assert!((d - (e - i)).abs() < 1e-12);
+        }
+    }
+    // The internal side is the run's own test evaluation.
+    let internal: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.metrics(&k.eval)).unwrap()).unwrap();
+    for c in &r.shift.per_concept {
+        let m = internal["per_label"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["label"] == c.concept.as_str())
+            .unwrap();
+        assert_eq!(m["auroc"].as_f64(), c.internal_auroc, "{}", c.concept);
+    }
+    // The run's own pipeline is not an external one.
+    let own = muxmed::config::load(&w.pipeline, &[]).unwrap().config;
+    let e = muxmed::eval::external::evaluate_external(
+        run.root(),
+        &mdirs,
+        &own,
+        k,
+        &opt,
+        Some("cpu"),
+        &|_, _| {},
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(e.contains("is the run's own"), "{e}");
+}
