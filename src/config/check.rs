@@ -15,6 +15,18 @@ pub(super) fn invalid(key: &str, why: String) -> Result<(), Invalid> {
     Err((key.to_string(), why))
 }
 
+/// The concepts a single-source config gives, in its order.
+pub fn entry_concepts(d: &DataConfig) -> Vec<String> {
+    match (&d.generic, d.dataset()) {
+        (Some(g), _) => g.labels.clone(),
+        (None, Dataset::Nih) => LABELS.iter().map(|l| l.to_string()).collect(),
+        (None, ds) => vocabulary::concepts_of(ds)
+            .into_iter()
+            .map(|m| m.concept.clone())
+            .collect(),
+    }
+}
+
 impl DataConfig {
     /// Split fractions, the protocol's files, generic labels, filters.
     pub fn check(&self) -> Result<(), Invalid> {
@@ -62,8 +74,82 @@ impl DataConfig {
                 }
             }
         }
+        if !self.sources.is_empty() {
+            return self.check_sources();
+        }
         self.check_source()?;
         self.check_filters()
+    }
+
+    /// `data.sources`: each entry checked as a single-source config of its own, the keys
+    /// it replaces left unset, filters checked against the union of the entries' concepts.
+    fn check_sources(&self) -> Result<(), Invalid> {
+        let d = self;
+        let replaced = [
+            ("data.source", d.source.is_some()),
+            ("data.generic", d.generic.is_some()),
+            ("data.metadata", d.metadata.is_some()),
+            ("data.uncertain", d.uncertain.is_some()),
+            (
+                "data.uncertain_per_label",
+                !d.uncertain_per_label.is_empty(),
+            ),
+            ("data.blank", d.blank.is_some()),
+            ("data.readers", d.readers.is_some()),
+            ("data.labeler", d.labeler.is_some()),
+        ];
+        if let Some((key, _)) = replaced.iter().find(|(_, set)| *set) {
+            return invalid(
+                key,
+                "is set per entry when data.sources is given: move it into the entries".into(),
+            );
+        }
+        let mut union: Vec<String> = Vec::new();
+        for (i, e) in d.sources.iter().enumerate() {
+            let at = |k: &str, why: String| invalid(&format!("data.sources[{i}].{k}"), why);
+            if e.source.is_none() {
+                return at("source", "each entry needs its source (nih, chexpert, mimic_cxr, padchest, vindr_cxr, rsna_pneumonia or generic)".into());
+            }
+            if e.root.as_os_str().is_empty() && e.generic.is_none() {
+                return at("root", "each entry needs the folder of its dataset".into());
+            }
+            if d.sources[..i].iter().any(|o| o.name() == e.name()) {
+                return at(
+                    "name",
+                    format!(
+                        "`{}` names an earlier entry too; give each entry its own name",
+                        e.name()
+                    ),
+                );
+            }
+            if let Some(w) = e.weight {
+                if !(w.is_finite() && w > 0.0) {
+                    return at("weight", format!("{w} is not a positive number"));
+                }
+            }
+            let mut c = d.for_entry(e);
+            c.filters.labels.clear();
+            c.check().map_err(|(k, why)| {
+                (k.replacen("data.", &format!("data.sources[{i}]."), 1), why)
+            })?;
+            for l in entry_concepts(&c) {
+                if !union.contains(&l) {
+                    union.push(l);
+                }
+            }
+        }
+        for (i, l) in d.filters.labels.iter().enumerate() {
+            if !union.contains(l) {
+                return invalid(
+                    &format!("data.filters.labels[{i}]"),
+                    format!(
+                        "unknown label `{l}`; the sources' concepts are {}",
+                        union.join(", ")
+                    ),
+                );
+            }
+        }
+        Ok(())
     }
 
     /// Each dataset's own options are refused for a source that cannot honour them.

@@ -87,6 +87,81 @@ pub struct DataConfig {
     pub readers: Option<ReaderPolicy>,
     /// MIMIC-CXR-JPG: the label file, `chexpert` or `negbio`. Unset: `chexpert`.
     pub labeler: Option<MimicLabeler>,
+    /// Several datasets in one manifest (training on a mix): each entry names its source and
+    /// root and may set its own protocol and label policies; everything else (seed,
+    /// fractions, filters, allow_missing_images) is this section's. When set, `source`,
+    /// `root`, `generic` and the label policies above are not used and must stay unset.
+    pub sources: Vec<SourceEntry>,
+}
+
+/// One dataset of `data.sources`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SourceEntry {
+    pub source: Option<Dataset>,
+    pub root: PathBuf,
+    /// What its images' `dataset` column and namespaced patient ids say (`nih:123`).
+    /// Unset: the source's key. Names are unique; two generic CSVs need one each.
+    pub name: Option<String>,
+    /// Relative draw weight of each of its images in training: an image of an entry with
+    /// weight 2 is drawn twice as often as one with weight 1 (epochs then draw with
+    /// replacement, as class-balanced sampling does, and multiply with it). Unset: 1.
+    pub weight: Option<f64>,
+    /// Unset: the section's `protocol`.
+    pub protocol: Option<SplitProtocol>,
+    pub metadata: Option<PathBuf>,
+    pub generic: Option<GenericDataConfig>,
+    pub uncertain: Option<UncertainPolicy>,
+    pub uncertain_per_label: BTreeMap<String, UncertainPolicy>,
+    pub blank: Option<BlankPolicy>,
+    pub readers: Option<ReaderPolicy>,
+    pub labeler: Option<MimicLabeler>,
+}
+
+impl DataConfig {
+    /// The single-source config entry `e` reads with: this section's shared keys, the
+    /// entry's own source, root, protocol and policies.
+    pub fn for_entry(&self, e: &SourceEntry) -> DataConfig {
+        DataConfig {
+            source: e.source,
+            root: e.root.clone(),
+            metadata: e.metadata.clone(),
+            train_val_list: None,
+            test_list: None,
+            bbox_list: None,
+            images: None,
+            protocol: e.protocol.unwrap_or(self.protocol),
+            generic: e.generic.clone(),
+            uncertain: e.uncertain,
+            uncertain_per_label: e.uncertain_per_label.clone(),
+            blank: e.blank,
+            readers: e.readers,
+            labeler: e.labeler,
+            sources: Vec::new(),
+            ..self.clone()
+        }
+    }
+
+    /// Each `data.sources` entry's name with its sampling weight, when any weight is set
+    /// (empty otherwise: every image drawn alike).
+    pub fn source_weights(&self) -> Vec<(String, f64)> {
+        if self.sources.iter().all(|e| e.weight.is_none()) {
+            return Vec::new();
+        }
+        self.sources
+            .iter()
+            .map(|e| (e.name(), e.weight.unwrap_or(1.0)))
+            .collect()
+    }
+}
+
+impl SourceEntry {
+    /// The name its images are tagged with: `name`, else the source's key.
+    pub fn name(&self) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| self.source.unwrap_or_default().key().to_string())
+    }
 }
 
 impl DataConfig {
@@ -483,6 +558,7 @@ impl Default for DataConfig {
             blank: None,
             readers: None,
             labeler: None,
+            sources: Vec::new(),
         }
     }
 }

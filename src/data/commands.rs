@@ -219,6 +219,7 @@ pub fn bench(
             batch_size: batch,
             shuffle: true,
             class_balanced: None,
+            source_weights: Vec::new(),
             drop_last: false,
             seed: 0,
             epoch: epoch as u64,

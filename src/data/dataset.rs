@@ -15,6 +15,9 @@ pub struct SplitData {
     /// Resolved file paths (None where the manifest was built without scanning images).
     pub paths: Vec<Option<PathBuf>>,
     pub patients: Vec<String>,
+    /// Each image's dataset key (`nih`, `chexpert`, …; empty where the manifest has no
+    /// `dataset` column): in a multi-source run it says which source an image came from.
+    pub datasets: Vec<String>,
     /// labels[i][k]: 1 positive, 0 negative, NaN missing (not annotated by the image's
     /// dataset, or uncertain under `data.uncertain: ignore`).
     pub labels: Vec<Vec<f32>>,
@@ -36,6 +39,7 @@ impl SplitData {
             image_ids: rows.iter().map(|&i| self.image_ids[i].clone()).collect(),
             paths: rows.iter().map(|&i| self.paths[i].clone()).collect(),
             patients: rows.iter().map(|&i| self.patients[i].clone()).collect(),
+            datasets: rows.iter().map(|&i| self.datasets[i].clone()).collect(),
             labels: rows.iter().map(|&i| self.labels[i].clone()).collect(),
         }
     }
@@ -156,6 +160,14 @@ pub fn load_split_file(p: &Path, label_names: &[String]) -> Result<SplitData, Ma
         .into_iter()
         .map(Option::unwrap_or_default)
         .collect();
+    let datasets = if df.column("dataset").is_ok() {
+        strs("dataset")?
+            .into_iter()
+            .map(Option::unwrap_or_default)
+            .collect()
+    } else {
+        vec![String::new(); image_ids.len()]
+    };
     let mut labels = vec![Vec::with_capacity(label_names.len()); image_ids.len()];
     for l in label_names {
         let c = df
@@ -171,6 +183,7 @@ pub fn load_split_file(p: &Path, label_names: &[String]) -> Result<SplitData, Ma
         image_ids,
         paths,
         patients,
+        datasets,
         labels,
     })
 }

@@ -47,6 +47,9 @@ pub struct LoaderOptions {
     /// Draw images with replacement by the frequency of their rarest label (see
     /// [`draw_probabilities`]) instead of a permutation.
     pub class_balanced: Option<Balance>,
+    /// `data.sources` weights by dataset name: an image's draw probability is multiplied by
+    /// its dataset's weight (empty: none given).
+    pub source_weights: Vec<(String, f64)>,
     pub drop_last: bool,
     pub seed: u64,
     pub epoch: u64,
@@ -119,14 +122,42 @@ pub fn draw_probabilities(labels: &[Vec<f32>], b: Balance) -> Vec<f64> {
     p
 }
 
-/// The order of items for one epoch: a seeded permutation, class-balanced draws, or 0..n.
+/// Each image's probability in one draw under class balance and the sources' weights
+/// (None: neither is asked for, so an epoch is a permutation).
+pub fn weighted_draws(split: &SplitData, o: &LoaderOptions) -> Option<Vec<f64>> {
+    let n = split.len();
+    if o.class_balanced.is_none() && o.source_weights.is_empty() {
+        return None;
+    }
+    let mut p = match o.class_balanced {
+        Some(b) => draw_probabilities(&split.labels, b),
+        None => vec![1.0 / n.max(1) as f64; n],
+    };
+    if !o.source_weights.is_empty() {
+        let weight = |d: &str| {
+            o.source_weights
+                .iter()
+                .find(|(name, _)| name == d)
+                .map_or(1.0, |(_, w)| *w)
+        };
+        for (p, d) in p.iter_mut().zip(&split.datasets) {
+            *p *= weight(d);
+        }
+        let total: f64 = p.iter().sum();
+        p.iter_mut().for_each(|v| *v /= total);
+    }
+    Some(p)
+}
+
+/// The order of items for one epoch: a seeded permutation, weighted draws with replacement
+/// ([`weighted_draws`]), or 0..n.
 pub fn epoch_order(split: &SplitData, o: &LoaderOptions) -> Vec<usize> {
     let n = split.len();
     let mut rng = image_rng(o.seed, o.epoch, u64::MAX);
-    if let Some(balance) = o.class_balanced {
+    if let Some(draws) = weighted_draws(split, o) {
         let mut cum = Vec::with_capacity(n);
         let mut acc = 0.0;
-        for p in draw_probabilities(&split.labels, balance) {
+        for p in draws {
             acc += p;
             cum.push(acc);
         }

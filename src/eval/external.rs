@@ -41,6 +41,7 @@ fn other_data(dir: &Path, all: bool, run_labels: &[String]) -> Result<SplitData>
         image_ids: Vec::new(),
         paths: Vec::new(),
         patients: Vec::new(),
+        datasets: Vec::new(),
         labels: Vec::new(),
     };
     let index: Vec<Option<usize>> = run_labels
@@ -53,6 +54,7 @@ fn other_data(dir: &Path, all: bool, run_labels: &[String]) -> Result<SplitData>
         out.image_ids.extend(d.image_ids);
         out.paths.extend(d.paths);
         out.patients.extend(d.patients);
+        out.datasets.extend(d.datasets);
         out.labels.extend(d.labels.iter().map(|row| {
             index
                 .iter()
@@ -171,13 +173,7 @@ pub fn evaluate_external(
     std::fs::create_dir_all(ext.root())
         .with_context(|| format!("creating {}", ext.root().display()))?;
     let predictions_csv = ext.predictions(&key);
-    write_predictions(
-        &predictions_csv,
-        &data.image_ids,
-        &data.patients,
-        &data.label_names,
-        &probs,
-    )?;
+    write_predictions(&predictions_csv, &data, &probs)?;
     let (sub, sub_probs) = columns(&data, &probs, &scored);
     let name = format!("external {}", other.name);
     let evaluation = evaluate(&joined(&sub, sub_probs), &name, &opt);

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use crate::data::dataset::SplitData;
 use crate::data::nih::{self, NihError};
 use crate::io::CsvLine;
 use crate::labels::LABELS;
@@ -30,8 +31,8 @@ pub struct Predictions {
 }
 
 /// Columns a predictions file may carry besides the image id and the labels (muxmed's own
-/// `predictions_<split>.csv` has `patient_id`).
-const KNOWN_EXTRA_COLUMNS: [&str; 3] = ["patient_id", "Patient ID", "path"];
+/// `predictions_<split>.csv` has `patient_id` and, from a manifest naming datasets, `dataset`).
+const KNOWN_EXTRA_COLUMNS: [&str; 4] = ["patient_id", "Patient ID", "path", "dataset"];
 
 /// Reads a CSV file with a header through the one CSV reader; `Err` names the file and line.
 fn for_each_line(
@@ -238,26 +239,28 @@ fn write_csv(
     crate::io::write_atomic(path, &bytes).map_err(|e| werr(e.to_string()))
 }
 
-/// Writes a run's `predictions_<key>.csv`: image_id, patient_id, one lossless probability
-/// column per label.
+/// Writes a run's `predictions_<key>.csv`: image_id, patient_id, dataset (only where the
+/// manifest names one: every image keeps its source), one lossless probability column per
+/// label of `split`.
 pub fn write_predictions(
     path: &Path,
-    image_ids: &[String],
-    patients: &[String],
-    labels: &[String],
+    split: &SplitData,
     probs: &[Vec<f64>],
 ) -> Result<(), EvalError> {
+    let with_dataset = split.datasets.iter().any(|d| !d.is_empty());
     let mut header = vec!["image_id".to_string(), "patient_id".to_string()];
-    header.extend(labels.iter().cloned());
-    let rows = image_ids
-        .iter()
-        .zip(patients)
-        .zip(probs)
-        .map(|((id, p), pr)| {
-            let mut r = vec![id.clone(), p.clone()];
-            r.extend(pr.iter().map(|v| lossless(*v)));
-            r
-        });
+    if with_dataset {
+        header.push("dataset".to_string());
+    }
+    header.extend(split.label_names.iter().cloned());
+    let rows = (0..split.len()).zip(probs).map(|(i, pr)| {
+        let mut r = vec![split.image_ids[i].clone(), split.patients[i].clone()];
+        if with_dataset {
+            r.push(split.datasets[i].clone());
+        }
+        r.extend(pr.iter().map(|v| lossless(*v)));
+        r
+    });
     write_csv(path, header, rows)
 }
 

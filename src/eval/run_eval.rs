@@ -216,13 +216,7 @@ pub fn evaluate_run(
     let split = Arc::new(run.split(key.split)?);
     let probs = scorer.predict(&split, key.split)?;
     let predictions_csv = run.predictions(&key);
-    write_predictions(
-        &predictions_csv,
-        &split.image_ids,
-        &split.patients,
-        &split.label_names,
-        &probs,
-    )?;
+    write_predictions(&predictions_csv, &split, &probs)?;
     let ev = evaluate(&joined(&split, probs), key.split.as_str(), &opt);
     let metrics_json = run.metrics(&key);
     ev.write(&metrics_json)?;
@@ -348,6 +342,7 @@ pub fn predict_files(
         image_ids: files.iter().map(|f| f.display().to_string()).collect(),
         paths: files.iter().cloned().map(Some).collect(),
         patients: vec![String::new(); files.len()],
+        datasets: vec![String::new(); files.len()],
         labels: vec![vec![0.0; labels.len()]; files.len()],
     });
     let p = predict_split(

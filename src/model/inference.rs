@@ -67,6 +67,7 @@ pub fn predict_split(
         batch_size,
         shuffle: false,
         class_balanced: None,
+        source_weights: Vec::new(),
         drop_last: false,
         seed: 0,
         epoch: 0,

@@ -262,6 +262,7 @@ impl ProxyTrainer {
             train: &cfg.train,
             runtime: &cfg.runtime,
             plan,
+            source_weights: cfg.data.source_weights(),
             data: &self.data.train,
             stages: &train_stages,
             device: self.device,

@@ -241,6 +241,7 @@ fn pos_weight_is_negatives_over_positives() {
         image_ids: vec!["1".into(), "2".into(), "3".into(), "4".into()],
         paths: vec![None; 4],
         patients: vec!["p".into(); 4],
+        datasets: vec![String::new(); 4],
         labels: vec![
             vec![1.0, 0.0, 0.0],
             vec![0.0, 0.0, 0.0],

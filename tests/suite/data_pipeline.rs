@@ -405,6 +405,7 @@ fn same_seed_gives_identical_batches_with_1_and_4_workers() {
             batch_size: 4,
             shuffle: true,
             class_balanced: None,
+            source_weights: Vec::new(),
             drop_last: false,
             seed: 9,
             epoch,
@@ -452,6 +453,62 @@ fn jpeg_decodes_like_its_png_source() {
     assert!(mean_abs < 0.02, "{mean_abs}");
 }
 
+/// `data.sources` weights: 30 images of `a` with weight 3 and 70 of `b` with weight 1 give
+/// `a` a share of 90 / (90 + 70) = 0.5625 of every draw, alone and, with class balance,
+/// multiplied into its probabilities (by hand: with one label positive on the first 10 of
+/// `a` under 1/frequency weighting, each image's balanced weight is 1/10 or 1/90).
+#[test]
+fn source_weights_scale_each_datasets_share_of_draws() {
+    use muxmed::data::dataset::SplitData;
+    use muxmed::data::loader::weighted_draws;
+    let n = 100;
+    let split = SplitData {
+        label_names: vec!["L".into()],
+        image_ids: (0..n).map(|i| i.to_string()).collect(),
+        paths: vec![None; n],
+        patients: (0..n).map(|i| i.to_string()).collect(),
+        datasets: (0..n)
+            .map(|i| if i < 30 { "a" } else { "b" }.to_string())
+            .collect(),
+        labels: (0..n)
+            .map(|i| vec![if i < 10 { 1.0 } else { 0.0 }])
+            .collect(),
+    };
+    let mut o = LoaderOptions {
+        batch_size: 10,
+        shuffle: true,
+        class_balanced: None,
+        source_weights: Vec::new(),
+        drop_last: false,
+        seed: 1,
+        epoch: 0,
+        workers: 1,
+        prefetch: 1,
+    };
+    assert!(weighted_draws(&split, &o).is_none(), "a plain permutation");
+    o.source_weights = vec![("a".into(), 3.0), ("b".into(), 1.0)];
+    let p = weighted_draws(&split, &o).unwrap();
+    let share_a: f64 = p[..30].iter().sum();
+    assert!((share_a - 90.0 / 160.0).abs() < 1e-12, "{share_a}");
+    assert!((p[0] - 3.0 / 160.0).abs() < 1e-15 && (p[99] - 1.0 / 160.0).abs() < 1e-15);
+    o.class_balanced = Some(Balance {
+        weighting: BalanceWeighting::Inverse,
+        max_repeat: None,
+    });
+    // Balanced weights 1/10 (10 images) and 1/90 (90), times 3 for a's 30 and 1 for b's 70.
+    let w = |i: usize| (if i < 10 { 0.1 } else { 1.0 / 90.0 }) * if i < 30 { 3.0 } else { 1.0 };
+    let total: f64 = (0..n).map(w).sum();
+    let p = weighted_draws(&split, &o).unwrap();
+    for i in [0, 15, 50] {
+        assert!(
+            (p[i] - w(i) / total).abs() < 1e-12,
+            "{i}: {} vs {}",
+            p[i],
+            w(i) / total
+        );
+    }
+}
+
 #[test]
 fn class_balanced_sampling_favours_rare_labels() {
     use muxmed::data::dataset::SplitData;
@@ -463,6 +520,7 @@ fn class_balanced_sampling_favours_rare_labels() {
         image_ids: (0..n).map(|i| i.to_string()).collect(),
         paths: vec![None; n],
         patients: (0..n).map(|i| i.to_string()).collect(),
+        datasets: vec![String::new(); n],
         labels: (0..n)
             .map(|i| vec![if i < 10 { 1.0 } else { 0.0 }])
             .collect(),
@@ -474,6 +532,7 @@ fn class_balanced_sampling_favours_rare_labels() {
             weighting: BalanceWeighting::Inverse,
             max_repeat: None,
         }),
+        source_weights: Vec::new(),
         drop_last: false,
         seed: 1,
         epoch: 0,
@@ -489,6 +548,7 @@ fn class_balanced_sampling_favours_rare_labels() {
         &split,
         &LoaderOptions {
             class_balanced: None,
+            source_weights: Vec::new(),
             ..o
         },
     );
@@ -553,6 +613,7 @@ fn repeats_of_an_image_in_a_class_balanced_epoch_are_augmented_differently() {
             weighting: BalanceWeighting::Inverse,
             max_repeat: None,
         }),
+        source_weights: Vec::new(),
         drop_last: false,
         seed: 3,
         epoch: 0,

@@ -314,6 +314,7 @@ fn patients_are_their_exact_id_strings() {
             image_ids: (0..6).map(|i| format!("im{i}.png")).collect(),
             paths: vec![None; 6],
             patients: patients.iter().map(|p| p.to_string()).collect(),
+            datasets: vec![String::new(); 6],
             labels: [1.0, 0.0, 1.0, 0.0, 0.0, 1.0]
                 .iter()
                 .map(|v| vec![*v])

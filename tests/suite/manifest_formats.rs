@@ -435,3 +435,151 @@ fn chexpert_reader_reads_the_synthetic_chexpert_set() {
         assert_eq!((img.width(), img.height()), (48, 48));
     }
 }
+
+/// Cells of `column` in a CSV written by `synth` (plain commas, no quoting), counted here
+/// as [`1.0`, `0.0`, `-1.0`, blank].
+fn csv_cells(file: &Path, column: &str) -> [usize; 4] {
+    let text = std::fs::read_to_string(file).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let col = header.iter().position(|h| *h == column).unwrap();
+    let mut out = [0; 4];
+    for l in lines {
+        let k = match l.split(',').nth(col).unwrap() {
+            "1.0" => 0,
+            "0.0" => 1,
+            "-1.0" => 2,
+            _ => 3,
+        };
+        out[k] += 1;
+    }
+    out
+}
+
+/// `data.sources` stacks an NIH-format and a CheXpert-format synthetic set: patients are
+/// namespaced, every image keeps its dataset, labels are the union of concepts, and a
+/// concept one source does not annotate is missing (not negative) for its images. Expected
+/// counts come from the written files (NIH's `Finding Labels` strings, CheXpert's cells).
+#[test]
+fn several_sources_stack_into_one_manifest() {
+    use muxmed::config::SourceEntry;
+    use muxmed::data::synth::SynthOptions;
+    use muxmed::data::synth_formats::{self, SynthFormat};
+    let o = |images, seed| SynthOptions {
+        images,
+        patients: None,
+        size: 32,
+        seed,
+        test_fraction: 0.2,
+        overwrite: false,
+    };
+    let (nih, chx) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    synth_formats::write(nih.path(), &o(90, 1), SynthFormat::Nih).unwrap();
+    synth_formats::write(chx.path(), &o(60, 2), SynthFormat::Chexpert).unwrap();
+    let entry = |source, root: &Path| SourceEntry {
+        source: Some(source),
+        root: root.to_path_buf(),
+        ..Default::default()
+    };
+    let mut d = DataConfig {
+        protocol: SplitProtocol::Official,
+        sources: vec![entry(Dataset::Nih, nih.path()), {
+            let mut e = entry(Dataset::Chexpert, chx.path());
+            e.uncertain = Some(UncertainPolicy::Ignore);
+            e.blank = Some(BlankPolicy::Missing);
+            e
+        }],
+        ..Default::default()
+    };
+    d.check().unwrap();
+    let m = manifest::build(&d, true).unwrap();
+    assert_eq!(m.info.audit.images, 150);
+    assert_eq!(m.info.protocol, "multi_source");
+    let mut datasets = std::collections::BTreeMap::new();
+    for f in m.frames.values() {
+        let ds = f.column("dataset").unwrap().str().unwrap().clone();
+        let pats = f.column("patient_id").unwrap().str().unwrap().clone();
+        for (d, p) in ds.iter().zip(pats.iter()) {
+            let (d, p) = (d.unwrap(), p.unwrap());
+            assert!(p.starts_with(&format!("{d}:")), "{p} is namespaced by {d}");
+            *datasets.entry(d.to_string()).or_insert(0) += 1;
+        }
+    }
+    assert_eq!(
+        datasets,
+        [("chexpert".into(), 60), ("nih".into(), 90)].into()
+    );
+    // NIH's 14 labels first, then CheXpert's concepts NIH does not have.
+    assert_eq!(
+        m.info.labels[..14],
+        muxmed::labels::LABELS.map(String::from)
+    );
+    for l in ["Lung Opacity", "Support Devices", "Fracture"] {
+        assert!(m.info.labels.iter().any(|x| x == l), "{l} in the union");
+    }
+    // Infiltration: NIH only, so missing for all 60 CheXpert images.
+    let nih_csv = std::fs::read_to_string(nih.path().join("Data_Entry_2017_v2020.csv")).unwrap();
+    let has = |l: &str| {
+        nih_csv
+            .lines()
+            .skip(1)
+            .filter(|r| r.split(',').nth(1).unwrap().split('|').any(|x| x == l))
+            .count()
+    };
+    let inf = has("Infiltration");
+    assert_eq!(summary_counts(&m, "Infiltration"), [inf, 90 - inf, 0, 60]);
+    // Effusion: NIH's positives and CheXpert's "Pleural Effusion" cells together.
+    let mut c = csv_cells(&chx.path().join("train.csv"), "Pleural Effusion");
+    let v = csv_cells(&chx.path().join("valid.csv"), "Pleural Effusion");
+    for k in 0..4 {
+        c[k] += v[k];
+    }
+    let eff = has("Effusion");
+    assert_eq!(
+        summary_counts(&m, "Effusion"),
+        [eff + c[0], 90 - eff + c[1], c[2], c[3]]
+    );
+    // Fracture: CheXpert only; NIH's 90 images are missing on top of CheXpert's blanks.
+    let mut f = csv_cells(&chx.path().join("train.csv"), "Fracture");
+    let v = csv_cells(&chx.path().join("valid.csv"), "Fracture");
+    for k in 0..4 {
+        f[k] += v[k];
+    }
+    assert_eq!(
+        summary_counts(&m, "Fracture"),
+        [f[0], f[1], f[2], f[3] + 90]
+    );
+
+    // One dataset listed twice shares its patients across entries: a leakage error.
+    d.sources = vec![
+        entry(Dataset::Nih, nih.path()),
+        entry(Dataset::Nih, nih.path()),
+    ];
+    let e = manifest::build(&d, false).err().unwrap().to_string();
+    assert!(
+        e.contains("leakage") && e.contains("data.sources[1]"),
+        "{e}"
+    );
+    // Names tag the images; a name used twice and a weight that is not positive are
+    // refused, naming the entry's key.
+    let mut named = entry(Dataset::Nih, nih.path());
+    named.name = Some("hospital_a".into());
+    d.sources = vec![named.clone()];
+    let m = manifest::build(&d, false).unwrap();
+    let pats = m.frames["test"]
+        .column("patient_id")
+        .unwrap()
+        .str()
+        .unwrap()
+        .clone();
+    assert!(pats.iter().all(|p| p.unwrap().starts_with("hospital_a:")));
+    d.sources = vec![named.clone(), named.clone()];
+    assert_eq!(d.check().unwrap_err().0, "data.sources[1].name");
+    named.weight = Some(0.0);
+    d.sources = vec![named];
+    assert_eq!(d.check().unwrap_err().0, "data.sources[0].weight");
+    // A per-entry key given at the top is refused, naming it.
+    d.source = Some(Dataset::Chexpert);
+    let (key, _) = d.check().unwrap_err();
+    assert_eq!(key, "data.source");
+}

@@ -11,6 +11,7 @@ use crate::data::manifest_dir::{Audit, SourceFile};
 pub mod chexpert;
 pub mod generic;
 pub mod mimic;
+pub mod multi;
 pub mod nih;
 pub mod padchest;
 pub mod rows;
@@ -39,6 +40,9 @@ pub fn read(
     scan_images: bool,
 ) -> Result<Table, crate::data::manifest_dir::ManifestError> {
     use crate::labels::Dataset;
+    if !d.sources.is_empty() {
+        return multi::read(d, scan_images);
+    }
     let read = match d.dataset() {
         Dataset::Nih => return nih::read(d, scan_images),
         Dataset::Generic => match &d.generic {
