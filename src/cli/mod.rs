@@ -175,8 +175,9 @@ enum Command {
         /// Write into a non-empty folder that is not a muxmed synthetic dataset.
         #[arg(long)]
         overwrite: bool,
-        /// The file format: nih, or chexpert (train.csv + valid.csv and JPEGs, drawn by
-        /// another scanner, for external validation).
+        /// The file format: nih, chexpert (train.csv + valid.csv and JPEGs) or mimic_cxr
+        /// (the metadata, chexpert and split CSVs and JPEGs under files/), the last two drawn
+        /// by scanners of their own, for external validation.
         #[arg(long, value_enum, default_value = "nih")]
         format: crate::data::synth_formats::SynthFormat,
     },

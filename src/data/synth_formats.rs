@@ -22,6 +22,7 @@ use crate::labels::LABELS;
 pub enum SynthFormat {
     Nih,
     Chexpert,
+    MimicCxr,
 }
 
 /// CheXpert's 14 observation columns, in the file's order.
@@ -50,6 +51,15 @@ const CHEXPERT_SCANNER: Scanner = Scanner {
     field_of_view: 0.85,
 };
 
+/// The MIMIC-CXR-format set's look: brighter and flatter than NIH's, a little noisier,
+/// the lungs a little larger in the frame.
+const MIMIC_SCANNER: Scanner = Scanner {
+    gain: (0.7, 0.9),
+    offset: (0.2, 0.32),
+    noise: (0.03, 0.055),
+    field_of_view: 1.1,
+};
+
 /// Writes the set in `format` into `out`; returns the records (NIH's findings).
 pub fn write(
     out: &Path,
@@ -59,6 +69,7 @@ pub fn write(
     match format {
         SynthFormat::Nih => super::synth::write(out, o),
         SynthFormat::Chexpert => write_chexpert(out, o),
+        SynthFormat::MimicCxr => write_mimic(out, o),
     }
 }
 
@@ -113,22 +124,8 @@ fn write_chexpert(out: &Path, o: &SynthOptions) -> Result<Vec<SynthRecord>, Synt
             if r.pa { "PA" } else { "AP" }
         );
         for obs in CHEXPERT_OBSERVATIONS {
-            let positive = if obs == "No Finding" {
-                r.labels.is_empty()
-            } else {
-                cols.iter()
-                    .any(|(k, name)| name == obs && r.labels.contains(k))
-            };
-            let code = match (r.test, positive) {
-                (true, true) => "1.0",
-                (true, false) => "0.0",
-                (false, true) if rng.random_bool(1.0 / 6.0) => "-1.0",
-                (false, true) => "1.0",
-                (false, false) if rng.random_bool(2.0 / 3.0) => "",
-                (false, false) => "0.0",
-            };
             line += ",";
-            line += code;
+            line += chexpert_cell(&mut rng, r.test, observed(r, &cols, obs));
         }
         line += "\n";
         if r.test {
@@ -143,6 +140,83 @@ fn write_chexpert(out: &Path, o: &SynthOptions) -> Result<Vec<SynthRecord>, Synt
         crate::io::write_atomic(&p, text.as_bytes()).map_err(|e| io(&p, &e))?;
     }
     draw_all(&records, &paths, o, &CHEXPERT_SCANNER, Encoding::Jpeg)?;
+    Ok(records)
+}
+
+/// A CheXpert-coded cell (as CheXpert's and MIMIC's label files write them) for a finding
+/// that is `positive`: on a labelled (test) image 1.0 or 0.0; elsewhere a positive is
+/// uncertain (-1.0) one time in six and an absent finding blank two times in three.
+fn chexpert_cell(rng: &mut ChaCha8Rng, labelled: bool, positive: bool) -> &'static str {
+    match (labelled, positive) {
+        (true, true) => "1.0",
+        (true, false) => "0.0",
+        (false, true) if rng.random_bool(1.0 / 6.0) => "-1.0",
+        (false, true) => "1.0",
+        (false, false) if rng.random_bool(2.0 / 3.0) => "",
+        (false, false) => "0.0",
+    }
+}
+
+/// Whether CheXpert observation `obs` is present in record `r` (No Finding: no finding).
+fn observed(r: &SynthRecord, cols: &BTreeMap<usize, String>, obs: &str) -> bool {
+    if obs == "No Finding" {
+        r.labels.is_empty()
+    } else {
+        cols.iter()
+            .any(|(k, name)| name == obs && r.labels.contains(k))
+    }
+}
+
+/// MIMIC-CXR-JPG 2.x's layout: `mimic-cxr-2.0.0-metadata.csv`, `-chexpert.csv` (labels per
+/// study, CheXpert's coding: the test studies 1.0/0.0, the rest with -1.0 and blanks as in
+/// [`chexpert_cell`]) and `-split.csv` (the NIH set's test patients `test`, one train/val
+/// patient in ten `validate`, the rest `train`), JPEGs at
+/// `files/p<first two digits>/p<subject_id>/s<study_id>/<dicom_id>.jpg`. Each synthetic
+/// image is a study of its own; subject_id is 10,000,000 + the patient.
+fn write_mimic(out: &Path, o: &SynthOptions) -> Result<Vec<SynthRecord>, SynthError> {
+    let records = start(out, o)?;
+    marker(out, "MIMIC-CXR-JPG")?;
+    let cols = columns_of(Dataset::MimicCxr);
+    let mut rng = ChaCha8Rng::seed_from_u64(o.seed ^ 0x313C);
+    let mut meta = String::from("dicom_id,subject_id,study_id,PerformedProcedureStepDescription,ViewPosition,Rows,Columns,StudyDate,StudyTime,ProcedureCodeSequence_CodeMeaning,ViewCodeSequence_CodeMeaning,PatientOrientationCodeSequence_CodeMeaning\n");
+    let mut labels = format!("subject_id,study_id,{}\n", CHEXPERT_OBSERVATIONS.join(","));
+    let mut split = String::from("dicom_id,study_id,subject_id,split\n");
+    let mut paths = Vec::with_capacity(records.len());
+    for r in &records {
+        let subject = 10_000_000 + r.patient;
+        let study = 50_000_000 + r.patient * 100 + r.follow_up;
+        let dicom = format!("{:08x}-{:08x}", subject, study.wrapping_mul(2_654_435_761));
+        let view = if r.pa { "PA" } else { "AP" };
+        meta += &format!(
+            "{dicom},{subject},{study},CHEST ({view}),{view},{s},{s},2150{:02}{:02},101010.000,CHEST ({view}),postero-anterior,Erect\n",
+            1 + r.follow_up % 12,
+            1 + r.patient % 28,
+            s = o.size
+        );
+        labels += &format!("{subject},{study}");
+        for obs in CHEXPERT_OBSERVATIONS {
+            labels += ",";
+            labels += chexpert_cell(&mut rng, r.test, observed(r, &cols, obs));
+        }
+        labels += "\n";
+        let part = match (r.test, r.patient % 10) {
+            (true, _) => "test",
+            (false, 0) => "validate",
+            _ => "train",
+        };
+        split += &format!("{dicom},{study},{subject},{part}\n");
+        let sub = subject.to_string();
+        paths.push(out.join(format!("files/p{}/p{sub}/s{study}/{dicom}.jpg", &sub[..2])));
+    }
+    for (name, text) in [
+        ("mimic-cxr-2.0.0-metadata.csv", &meta),
+        ("mimic-cxr-2.0.0-chexpert.csv", &labels),
+        ("mimic-cxr-2.0.0-split.csv", &split),
+    ] {
+        let p = out.join(name);
+        crate::io::write_atomic(&p, text.as_bytes()).map_err(|e| io(&p, &e))?;
+    }
+    draw_all(&records, &paths, o, &MIMIC_SCANNER, Encoding::Jpeg)?;
     Ok(records)
 }
 

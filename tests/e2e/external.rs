@@ -176,3 +176,147 @@ pub fn external_validation(w: &World, run: &RunDir) {
     .to_string();
     assert!(e.contains("is the run's own"), "{e}");
 }
+
+/// A MIMIC-format set's test images as dicom_id → observation → cell, from its own split,
+/// metadata and label CSVs (labels are per study).
+fn mimic_test_cells(root: &Path) -> HashMap<String, HashMap<String, String>> {
+    let read = |name: &str| -> (Vec<String>, Vec<Vec<String>>) {
+        let text = std::fs::read_to_string(root.join(name)).unwrap();
+        let mut lines = text.lines();
+        let header = lines.next().unwrap().split(',').map(String::from).collect();
+        let rows = lines
+            .map(|l| l.split(',').map(String::from).collect())
+            .collect();
+        (header, rows)
+    };
+    let (_, split) = read("mimic-cxr-2.0.0-split.csv");
+    let (lh, labels) = read("mimic-cxr-2.0.0-chexpert.csv");
+    let by_study: HashMap<&str, &Vec<String>> = labels.iter().map(|r| (r[1].as_str(), r)).collect();
+    split
+        .iter()
+        .filter(|r| r[3] == "test")
+        .map(|r| {
+            let cells = by_study[r[1].as_str()];
+            let row = lh.iter().cloned().zip(cells.iter().cloned()).collect();
+            (r[0].clone(), row)
+        })
+        .collect()
+}
+
+/// Issue 29's end-to-end path: a run trained on an NIH-format and a CheXpert-format set
+/// together (`data.sources`), then scored on a third, MIMIC-CXR-format set drawn by a third
+/// scanner. The external AUROCs are recounted from the MIMIC files' own cells.
+#[test]
+fn train_on_two_sources_then_validate_on_a_third() {
+    use muxmed::data::synth::SynthOptions;
+    use muxmed::data::synth_formats::{write, SynthFormat};
+    let _torch = super::support::torch_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let o = |images, seed, test_fraction| SynthOptions {
+        images,
+        patients: None,
+        size: 64,
+        seed,
+        test_fraction,
+        overwrite: false,
+    };
+    write(&root.join("nih"), &o(160, 1, 0.2), SynthFormat::Nih).unwrap();
+    write(&root.join("cx"), &o(160, 2, 0.2), SynthFormat::Chexpert).unwrap();
+    write(&root.join("mimic"), &o(160, 3, 0.5), SynthFormat::MimicCxr).unwrap();
+    let arch = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/archs/muxnet_demo.json");
+    let shared =
+        "[Atelectasis, Cardiomegaly, Effusion, Pneumonia, Pneumothorax, Consolidation, Edema]";
+    let yaml = format!(
+        "name: mix\ndata:\n  protocol: official\n  val_fraction: 0.25\n  filters:\n    labels: {shared}\n  sources:\n    - source: nih\n      root: {}\n    - source: chexpert\n      root: {}\n      uncertain: zeros\n      weight: 2\naugment:\n  working_size: 64\n  train:\n    - to_rgb\n    - normalize_imagenet\n  eval:\n    - to_rgb\n    - normalize_imagenet\nmodel:\n  arch: {}\n  weights: null\n  from_scratch: true\ntrain:\n  resolution: 64\n  epochs: 1\n  batch_size: 16\nruntime:\n  device: cpu\n  data_workers: 2\n",
+        root.join("nih").display(),
+        root.join("cx").display(),
+        arch.display()
+    );
+    let pipeline = root.join("mix.yaml");
+    std::fs::write(&pipeline, yaml).unwrap();
+    let loaded = muxmed::config::load(&pipeline, &[]).unwrap();
+    let mdirs = root.join("data_manifests");
+    let mut m = muxmed::data::manifest::build(&loaded.config.data, true).unwrap();
+    m.write(&mdirs.join("mix")).unwrap();
+    muxmed::data::cache::prepare(&mdirs.join("mix"), &loaded.config.augment, &|_, _| {}).unwrap();
+    let args = muxmed::train::TrainArgs {
+        pipeline: Some(loaded),
+        run_name: Some("mix".into()),
+        reports_dir: root.join("reports"),
+        manifests_dir: mdirs.clone(),
+        ..Default::default()
+    };
+    let out = muxmed::train::train(&args, super::support::no_stop()).unwrap();
+    assert_eq!(out.state.status, muxmed::run::Status::Finished);
+    // Both sources are in the run's splits, each image tagged with its dataset.
+    let train = out.run.split(Split::Train).unwrap();
+    for d in ["nih", "chexpert"] {
+        assert!(train.datasets.iter().any(|x| x == d), "{d} in train");
+    }
+    let yaml = format!(
+        "name: mimic\ndata:\n  source: mimic_cxr\n  root: {}\n  protocol: official\n",
+        root.join("mimic").display()
+    );
+    std::fs::write(root.join("mimic.yaml"), yaml).unwrap();
+    let other = muxmed::config::load(&root.join("mimic.yaml"), &[])
+        .unwrap()
+        .config;
+    muxmed::data::manifest::build(&other.data, true)
+        .unwrap()
+        .write(&mdirs.join("mimic"))
+        .unwrap();
+    let k = ExternalKey {
+        eval: key(Split::Test, Checkpoint::Best, false),
+        all: false,
+    };
+    let opt = muxmed::eval::scoring::EvalOptions {
+        resamples: 100,
+        ..Default::default()
+    };
+    let r = muxmed::eval::external::evaluate_external(
+        out.run.root(),
+        &mdirs,
+        &other,
+        k,
+        &opt,
+        Some("cpu"),
+        &|_, _| {},
+    )
+    .unwrap();
+    assert_eq!(r.info.scored.len(), 7, "{:?}", r.info.scored);
+    let cells = mimic_test_cells(&root.join("mimic"));
+    assert_eq!(r.info.images, cells.len());
+    let pred = std::fs::read_to_string(out.run.external("mimic").predictions(&k)).unwrap();
+    let mut lines = pred.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    assert_eq!(header[2], "dataset");
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    let mut defined = 0;
+    for c in &r.shift.per_concept {
+        let col = header.iter().position(|h| *h == c.concept).unwrap();
+        let name = if c.concept == "Effusion" {
+            "Pleural Effusion"
+        } else {
+            c.concept.as_str()
+        };
+        let (mut pos, mut neg) = (Vec::new(), Vec::new());
+        for row in &rows {
+            assert_eq!(row[2], "mimic_cxr");
+            let p: f64 = row[col].parse().unwrap();
+            match cells[row[0]][name].as_str() {
+                "1.0" => pos.push(p),
+                "0.0" => neg.push(p),
+                other => panic!("test cell {other}"),
+            }
+        }
+        match (pairs_auroc(&pos, &neg), c.external_auroc) {
+            (Some(a), Some(b)) => {
+                defined += 1;
+                assert!((a - b).abs() < 1e-12, "{}: {a} {b}", c.concept)
+            }
+            (a, b) => assert_eq!(a, b, "{}", c.concept),
+        }
+    }
+    assert!(defined >= 3, "{defined} concepts with both classes");
+}
