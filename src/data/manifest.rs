@@ -112,12 +112,24 @@ fn assemble(table: Table, d: &DataConfig) -> Result<Manifest, ManifestError> {
         audit,
         synthetic,
         dataset,
+        datasets: dataset_counts(&all)?,
     };
     Ok(Manifest {
         frames,
         info,
         summary,
     })
+}
+
+/// Images per value of the `dataset` column (empty without one: NIH's own reader).
+fn dataset_counts(all: &DataFrame) -> Result<BTreeMap<String, usize>, ManifestError> {
+    let mut out = BTreeMap::new();
+    if let Ok(c) = all.column("dataset") {
+        for v in c.cast(&DataType::String)?.str()?.iter().flatten() {
+            *out.entry(v.to_string()).or_insert(0) += 1;
+        }
+    }
+    Ok(out)
 }
 
 /// One label's counts in one split. `uncertain` counts the images whose files said

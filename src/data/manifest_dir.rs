@@ -246,9 +246,58 @@ pub struct ManifestInfo {
     /// manifests before it did not name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dataset: Option<crate::labels::Dataset>,
+    /// Images kept per dataset name (the `dataset` column: the source's key, or a
+    /// `data.sources` entry's name); manifests before it: empty.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub datasets: BTreeMap<String, usize>,
 }
 
 impl ManifestInfo {
+    /// Images the label files listed: those kept plus those each filter dropped.
+    pub fn listed_images(&self) -> usize {
+        self.audit.images + self.audit.dropped.iter().map(|(_, n)| n).sum::<usize>()
+    }
+
+    /// What the data is, for a report: each dataset's title and citation (synthetic sets
+    /// say so), with the images kept and their share of those listed, e.g. "NIH Clinical
+    /// Center ChestX-ray14 (Wang et al., CVPR 2017): 1,617 of 112,120 listed images (1.4%)".
+    pub fn data_credit(&self) -> String {
+        use crate::labels::Dataset;
+        let title = |name: &str| -> String {
+            let ds = Dataset::parse(name).or(self.dataset);
+            let t = match ds {
+                Some(d) if d != Dataset::Generic => format!("{} ({})", d.title(), d.citation()),
+                Some(_) | None if self.sources.contains_key("generic_csv") => {
+                    Dataset::Generic.title().to_string()
+                }
+                _ => name.to_string(),
+            };
+            if self.synthetic {
+                format!("synthetic images made by `muxmed synth` in the format of {t}")
+            } else {
+                t
+            }
+        };
+        let kept: usize = self.splits.values().map(|s| s.images as usize).sum();
+        let names: Vec<String> = if self.datasets.is_empty() {
+            let own = self.dataset.map_or("nih", |d| d.key());
+            vec![title(own)]
+        } else {
+            self.datasets
+                .iter()
+                .map(|(n, k)| format!("{} ({} images)", title(n), thousands(*k)))
+                .collect()
+        };
+        let listed = self.listed_images().max(kept);
+        format!(
+            "{}: {} of {} listed images ({:.1}%)",
+            names.join("; "),
+            thousands(kept),
+            thousands(listed),
+            100.0 * kept as f64 / listed.max(1) as f64
+        )
+    }
+
     /// Whether published ChestX-Ray14 numbers (CheXNet's, the official-split means) may be
     /// shown beside this manifest's: real NIH data (built from NIH's metadata, not a generic
     /// CSV whose labels happen to share NIH's names, not synthetic) split by the official
@@ -302,4 +351,17 @@ pub fn missing_data_message(
             cfg.name
         )
     }
+}
+
+/// `n` with thousands separators (112,120).
+fn thousands(n: usize) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }

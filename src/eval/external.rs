@@ -108,6 +108,21 @@ fn internal_joined(
     }))
 }
 
+/// Refuses an "external" set built from a file the run's own manifest was built from (the
+/// same label file, by SHA-256): its images may be among those the run trained on.
+fn not_trained_on(own: &ManifestInfo, other: &ManifestInfo, name: &str) -> Result<()> {
+    for f in other.sources.values() {
+        if let Some(g) = own.sources.values().find(|g| g.sha256 == f.sha256) {
+            bail!(
+                "pipeline `{name}` is not external to this run: its {} is the run's own {} (same SHA-256), so its images may be among those the run trained on",
+                f.path,
+                g.path
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Scores the run at `run_dir` on the manifest of pipeline `other` and writes
 /// `external/<other.name>/` in the run.
 pub fn evaluate_external(
@@ -135,6 +150,7 @@ pub fn evaluate_external(
         );
     }
     let minfo = ManifestInfo::read(odir.root())?;
+    not_trained_on(&o.run.manifest()?, &minfo, &other.name)?;
     let other_labels = minfo.labels.clone();
     let scored: Vec<usize> = (0..o.labels.len())
         .filter(|&k| other_labels.contains(&o.labels[k]))

@@ -78,6 +78,19 @@ impl Dataset {
         }
     }
 
+    /// Where the dataset was published, for a report's credit line.
+    pub fn citation(self) -> &'static str {
+        match self {
+            Dataset::Nih => "Wang et al., CVPR 2017",
+            Dataset::Chexpert => "Irvin et al., AAAI 2019",
+            Dataset::MimicCxr => "Johnson et al., Scientific Data 2019",
+            Dataset::Padchest => "Bustos et al., Medical Image Analysis 2020",
+            Dataset::VindrCxr => "Nguyen et al., Scientific Data 2022",
+            Dataset::RsnaPneumonia => "Shih et al., Radiology: AI 2019",
+            Dataset::Generic => "",
+        }
+    }
+
     pub fn parse(s: &str) -> Option<Dataset> {
         Dataset::ALL.into_iter().find(|d| d.key() == s)
     }

@@ -38,6 +38,10 @@ pub struct ReportContext {
     pub published: bool,
     /// Sections after the figures (e.g. the box benchmark).
     pub sections: Vec<Section>,
+    /// The data credited at the foot ([`ManifestInfo::data_credit`] for a run).
+    ///
+    /// [`ManifestInfo::data_credit`]: crate::data::manifest_dir::ManifestInfo::data_credit
+    pub data: String,
 }
 
 /// Curves of every label of a joined evaluation, for the figures.
@@ -217,6 +221,7 @@ pub fn write_documents(
     for sec in &ctx.sections {
         md += &sec.md;
     }
+    md += &format!("\nData: {}.\n", ctx.data);
 
     // HTML.
     let mut html = html_head(&ctx.title, "");
@@ -257,8 +262,9 @@ pub fn write_documents(
         html += &sec.html;
     }
     html += &format!(
-        "<p class=\"small\">Made by muxmed {}. Data: NIH Clinical Center ChestX-ray14 (Wang et al., CVPR 2017).</p></body></html>\n",
-        env!("CARGO_PKG_VERSION")
+        "<p class=\"small\">Made by muxmed {}. Data: {}.</p></body></html>\n",
+        env!("CARGO_PKG_VERSION"),
+        esc(&ctx.data)
     );
     let md_path = dir.join("report.md");
     let html_path = dir.join("report.html");
@@ -320,6 +326,10 @@ pub fn report_predictions(
         )]).collect(),
         published: true,
         sections: vec![],
+        data: format!(
+            "NIH Clinical Center ChestX-ray14 (Wang et al., CVPR 2017), labels from {}",
+            job.labels.display()
+        ),
     };
     let (_, html) = write_documents(out, &ctx, &ev, &figs)?;
     Ok((ev, html))
@@ -408,6 +418,7 @@ pub fn report_run(
             .into_iter()
             .chain(external::external_section(&run, &key, &out)?)
             .collect(),
+        data: manifest.data_credit(),
     };
     let (_, html) = write_documents(&out, &ctx, &ev, &figs)?;
     Ok((html, notice))

@@ -61,6 +61,7 @@ pub(super) fn run_facts(
             ),
         ),
     ];
+    facts.push(("dataset".into(), manifest.data_credit()));
     for (k, v) in &manifest.sources {
         facts.push((
             format!("source: {k}"),

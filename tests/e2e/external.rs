@@ -319,4 +319,44 @@ fn train_on_two_sources_then_validate_on_a_third() {
         }
     }
     assert!(defined >= 3, "{defined} concepts with both classes");
+    // A set the run trained on is not external: refused, naming the shared file.
+    let yaml = format!(
+        "name: cxown\ndata:\n  source: chexpert\n  root: {}\n  protocol: official\n",
+        root.join("cx").display()
+    );
+    std::fs::write(root.join("cxown.yaml"), yaml).unwrap();
+    let own = muxmed::config::load(&root.join("cxown.yaml"), &[])
+        .unwrap()
+        .config;
+    muxmed::data::manifest::build(&own.data, true)
+        .unwrap()
+        .write(&mdirs.join("cxown"))
+        .unwrap();
+    let e = muxmed::eval::external::evaluate_external(
+        out.run.root(),
+        &mdirs,
+        &own,
+        k,
+        &opt,
+        Some("cpu"),
+        &|_, _| {},
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(e.contains("not external") && e.contains("train.csv"), "{e}");
+    // The report names both datasets with their image counts and share.
+    let (html, _) = muxmed::report::report_run(
+        out.run.root(),
+        &mdirs,
+        key(Split::Test, Checkpoint::Best, false),
+    )
+    .unwrap();
+    let html = std::fs::read_to_string(html).unwrap();
+    assert!(
+        html.contains("format of Stanford CheXpert (Irvin et al., AAAI 2019) (160 images)")
+            && html.contains("NIH Clinical Center ChestX-ray14 (Wang et al., CVPR 2017) (160 images): 320 of 320 listed images (100.0%)"),
+        "{}",
+        html.lines().filter(|l| l.contains("Data:")).collect::<Vec<_>>().join("\n")
+    );
 }
