@@ -279,9 +279,11 @@ impl ManifestInfo {
             }
         };
         let kept: usize = self.splits.values().map(|s| s.images as usize).sum();
-        let names: Vec<String> = if self.datasets.is_empty() {
+        let names: Vec<String> = if self.datasets.len() <= 1 {
             let own = self.dataset.map_or("nih", |d| d.key());
-            vec![title(own)]
+            vec![title(
+                self.datasets.keys().next().map_or(own, String::as_str),
+            )]
         } else {
             self.datasets
                 .iter()
