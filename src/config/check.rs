@@ -168,6 +168,15 @@ impl DataConfig {
                 format!("data.generic is given but data.source is `{ds}`: remove one"),
             );
         }
+        if !matches!(ds, Dataset::Nih | Dataset::Generic) && d.root == DataConfig::default().root {
+            return invalid(
+                "data.root",
+                format!(
+                    "is NIH's default folder ({}); set it to the folder of the `{ds}` files",
+                    d.root.display()
+                ),
+            );
+        }
         let only = |key: &str, set: bool, for_: &[Dataset]| -> Result<(), Invalid> {
             if set && !for_.contains(&ds) {
                 let names: Vec<&str> = for_.iter().map(|d| d.key()).collect();

@@ -578,6 +578,13 @@ fn several_sources_stack_into_one_manifest() {
     named.weight = Some(0.0);
     d.sources = vec![named];
     assert_eq!(d.check().unwrap_err().0, "data.sources[0].weight");
+    // A dataset other than NIH's left at NIH's default folder is refused, naming data.root.
+    let bare = DataConfig {
+        source: Some(Dataset::Chexpert),
+        ..Default::default()
+    };
+    let (key, why) = bare.check().unwrap_err();
+    assert_eq!(key, "data.root", "{why}");
     // A per-entry key given at the top is refused, naming it.
     d.source = Some(Dataset::Chexpert);
     let (key, _) = d.check().unwrap_err();
