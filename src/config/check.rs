@@ -138,18 +138,7 @@ impl DataConfig {
                 }
             }
         }
-        for (i, l) in d.filters.labels.iter().enumerate() {
-            if !union.contains(l) {
-                return invalid(
-                    &format!("data.filters.labels[{i}]"),
-                    format!(
-                        "unknown label `{l}`; the sources' concepts are {}",
-                        union.join(", ")
-                    ),
-                );
-            }
-        }
-        Ok(())
+        check_filter_labels(&d.filters.labels, &union)
     }
 
     /// Each dataset's own options are refused for a source that cannot honour them.
@@ -252,30 +241,28 @@ impl DataConfig {
                 );
             }
         }
-        let known: Vec<String> = match (&d.generic, d.dataset()) {
-            (Some(g), _) => g.labels.clone(),
-            (None, Dataset::Nih) => LABELS.iter().map(|s| s.to_string()).collect(),
-            (None, ds) => vocabulary::concepts_of(ds)
-                .iter()
-                .map(|m| m.concept.clone())
-                .collect(),
-        };
-        for (i, l) in d.filters.labels.iter().enumerate() {
-            if !known.contains(l) {
-                let hint = closest(l, &known)
-                    .map(|s| format!(" (did you mean `{s}`?)"))
-                    .unwrap_or_default();
-                return invalid(
-                    &format!("data.filters.labels[{i}]"),
-                    format!(
-                        "unknown label `{l}`{hint}; the labels are {}",
-                        known.join(", ")
-                    ),
-                );
-            }
-        }
-        Ok(())
+        check_filter_labels(&d.filters.labels, &entry_concepts(d))
     }
+}
+
+/// Each of `data.filters.labels` must be one of `known`; an unknown one is named, with the
+/// closest known label as a hint.
+fn check_filter_labels(labels: &[String], known: &[String]) -> Result<(), Invalid> {
+    for (i, l) in labels.iter().enumerate() {
+        if !known.iter().any(|k| k == l) {
+            let hint = closest(l, known)
+                .map(|s| format!(" (did you mean `{s}`?)"))
+                .unwrap_or_default();
+            return invalid(
+                &format!("data.filters.labels[{i}]"),
+                format!(
+                    "unknown label `{l}`{hint}; the labels are {}",
+                    known.join(", ")
+                ),
+            );
+        }
+    }
+    Ok(())
 }
 
 impl ModelConfig {

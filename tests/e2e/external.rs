@@ -7,6 +7,10 @@ use std::path::Path;
 use muxmed::labels::Split;
 use muxmed::run::{Checkpoint, ExternalKey, RunDir};
 
+use muxmed::config::PipelineConfig;
+use muxmed::eval::external::{evaluate_external, ExternalEvaluation};
+use muxmed::eval::scoring::EvalOptions;
+
 use super::support::{key, World};
 
 /// AUROC by counting pairs (Mann-Whitney, ties one half), written here from its definition.
@@ -48,6 +52,30 @@ fn valid_cells(root: &Path) -> HashMap<String, HashMap<String, String>> {
         .collect()
 }
 
+/// Writes pipeline `name` (data section `data`) under `root`, builds its manifest into
+/// `mdirs/name` and returns its config.
+fn other_pipeline(root: &Path, mdirs: &Path, name: &str, data: &str) -> PipelineConfig {
+    let p = root.join(format!("{name}.yaml"));
+    std::fs::write(&p, format!("name: {name}\ndata:\n{data}")).unwrap();
+    let other = muxmed::config::load(&p, &[]).unwrap().config;
+    muxmed::data::manifest::build(&other.data, true)
+        .unwrap()
+        .write(&mdirs.join(name))
+        .unwrap();
+    other
+}
+
+/// `evaluate --run RUN --on OTHER` on the CPU, without progress.
+fn score_on(
+    run: &RunDir,
+    mdirs: &Path,
+    other: &PipelineConfig,
+    k: ExternalKey,
+    opt: &EvalOptions,
+) -> anyhow::Result<ExternalEvaluation> {
+    evaluate_external(run.root(), mdirs, other, k, opt, Some("cpu"), &|_, _| {})
+}
+
 pub fn external_validation(w: &World, run: &RunDir) {
     use muxmed::data::synth::SynthOptions;
     use muxmed::data::synth_formats::{write, SynthFormat};
@@ -61,36 +89,21 @@ pub fn external_validation(w: &World, run: &RunDir) {
         overwrite: false,
     };
     write(&cx, &o, SynthFormat::Chexpert).unwrap();
-    let yaml = format!(
-        "name: cx\ndata:\n  source: chexpert\n  root: {}\n  protocol: official\n",
+    let mdirs = w.root.join("data_manifests");
+    let data = format!(
+        "  source: chexpert\n  root: {}\n  protocol: official\n",
         cx.display()
     );
-    let p = w.root.join("cx.yaml");
-    std::fs::write(&p, yaml).unwrap();
-    let other = muxmed::config::load(&p, &[]).unwrap().config;
-    let mdirs = w.root.join("data_manifests");
-    muxmed::data::manifest::build(&other.data, true)
-        .unwrap()
-        .write(&mdirs.join("cx"))
-        .unwrap();
+    let other = other_pipeline(&w.root, &mdirs, "cx", &data);
     let k = ExternalKey {
         eval: key(Split::Test, Checkpoint::Best, false),
         all: false,
     };
-    let opt = muxmed::eval::scoring::EvalOptions {
+    let opt = EvalOptions {
         resamples: 200,
         ..Default::default()
     };
-    let r = muxmed::eval::external::evaluate_external(
-        run.root(),
-        &mdirs,
-        &other,
-        k,
-        &opt,
-        Some("cpu"),
-        &|_, _| {},
-    )
-    .unwrap();
+    let r = score_on(run, &mdirs, &other, k, &opt).unwrap();
     // NIH's 14 ∩ CheXpert's 13 observations, by concept (vocabulary.csv), in the run's order.
     let shared = [
         "Atelectasis",
@@ -162,18 +175,10 @@ pub fn external_validation(w: &World, run: &RunDir) {
     }
     // The run's own pipeline is not an external one.
     let own = muxmed::config::load(&w.pipeline, &[]).unwrap().config;
-    let e = muxmed::eval::external::evaluate_external(
-        run.root(),
-        &mdirs,
-        &own,
-        k,
-        &opt,
-        Some("cpu"),
-        &|_, _| {},
-    )
-    .err()
-    .unwrap()
-    .to_string();
+    let e = score_on(run, &mdirs, &own, k, &opt)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("is the run's own"), "{e}");
 }
 
@@ -254,36 +259,20 @@ fn train_on_two_sources_then_validate_on_a_third() {
     for d in ["nih", "chexpert"] {
         assert!(train.datasets.iter().any(|x| x == d), "{d} in train");
     }
-    let yaml = format!(
-        "name: mimic\ndata:\n  source: mimic_cxr\n  root: {}\n  protocol: official\n",
+    let data = format!(
+        "  source: mimic_cxr\n  root: {}\n  protocol: official\n",
         root.join("mimic").display()
     );
-    std::fs::write(root.join("mimic.yaml"), yaml).unwrap();
-    let other = muxmed::config::load(&root.join("mimic.yaml"), &[])
-        .unwrap()
-        .config;
-    muxmed::data::manifest::build(&other.data, true)
-        .unwrap()
-        .write(&mdirs.join("mimic"))
-        .unwrap();
+    let other = other_pipeline(root, &mdirs, "mimic", &data);
     let k = ExternalKey {
         eval: key(Split::Test, Checkpoint::Best, false),
         all: false,
     };
-    let opt = muxmed::eval::scoring::EvalOptions {
+    let opt = EvalOptions {
         resamples: 100,
         ..Default::default()
     };
-    let r = muxmed::eval::external::evaluate_external(
-        out.run.root(),
-        &mdirs,
-        &other,
-        k,
-        &opt,
-        Some("cpu"),
-        &|_, _| {},
-    )
-    .unwrap();
+    let r = score_on(&out.run, &mdirs, &other, k, &opt).unwrap();
     assert_eq!(r.info.scored.len(), 7, "{:?}", r.info.scored);
     let cells = mimic_test_cells(&root.join("mimic"));
     assert_eq!(r.info.images, cells.len());
@@ -320,30 +309,15 @@ fn train_on_two_sources_then_validate_on_a_third() {
     }
     assert!(defined >= 3, "{defined} concepts with both classes");
     // A set the run trained on is not external: refused, naming the shared file.
-    let yaml = format!(
-        "name: cxown\ndata:\n  source: chexpert\n  root: {}\n  protocol: official\n",
+    let data = format!(
+        "  source: chexpert\n  root: {}\n  protocol: official\n",
         root.join("cx").display()
     );
-    std::fs::write(root.join("cxown.yaml"), yaml).unwrap();
-    let own = muxmed::config::load(&root.join("cxown.yaml"), &[])
+    let own = other_pipeline(root, &mdirs, "cxown", &data);
+    let e = score_on(&out.run, &mdirs, &own, k, &opt)
+        .err()
         .unwrap()
-        .config;
-    muxmed::data::manifest::build(&own.data, true)
-        .unwrap()
-        .write(&mdirs.join("cxown"))
-        .unwrap();
-    let e = muxmed::eval::external::evaluate_external(
-        out.run.root(),
-        &mdirs,
-        &own,
-        k,
-        &opt,
-        Some("cpu"),
-        &|_, _| {},
-    )
-    .err()
-    .unwrap()
-    .to_string();
+        .to_string();
     assert!(e.contains("not external") && e.contains("train.csv"), "{e}");
     // The report names both datasets with their image counts and share.
     let (html, _) = muxmed::report::report_run(
