@@ -334,8 +334,9 @@ fn synth_cmd(
     crate::data::synth_formats::write(out, &o, format)
         .map(|r| {
             println!(
-                "wrote {} synthetic images ({format:?} format) of {} patients to {} in {:.1} s",
+                "wrote {} synthetic images ({} format) of {} patients to {} in {:.1} s",
                 r.len(),
+                format.dataset().key(),
                 r.iter().map(|x| x.patient).max().unwrap_or(0),
                 out.display(),
                 started.elapsed().as_secs_f64()

@@ -175,8 +175,10 @@ enum Command {
         /// Write into a non-empty folder that is not a muxmed synthetic dataset.
         #[arg(long)]
         overwrite: bool,
-        /// The file format: nih, chexpert (train.csv + valid.csv and JPEGs) or mimic_cxr
-        /// (the metadata, chexpert and split CSVs and JPEGs under files/), the last two drawn
+        /// The file format: nih; chexpert (train.csv + valid.csv, JPEGs); mimic_cxr (the
+        /// metadata, chexpert and split CSVs, JPEGs under files/); padchest (the labels CSV,
+        /// 16-bit PNGs); vindr_cxr (train.csv with three readers' boxes, DICOM); or
+        /// rsna_pneumonia (stage_2_train_labels.csv with boxes, DICOM). All but nih are drawn
         /// by scanners of their own, for external validation.
         #[arg(long, value_enum, default_value = "nih")]
         format: crate::data::synth_formats::SynthFormat,

@@ -583,6 +583,105 @@ pub fn rewrite_identity(
     crate::io::write_atomic(dst, &out).map_err(|e| corrupt(dst, e))
 }
 
+/// A grey image to write as DICOM (explicit VR little endian, uncompressed).
+pub struct GreyDicom<'a> {
+    pub width: u32,
+    pub height: u32,
+    /// Stored values, row-major; below 2^`bits_stored`.
+    pub values: &'a [u16],
+    /// 8 (one byte per pixel) or up to 16 (two bytes).
+    pub bits_stored: u16,
+    /// MONOCHROME1: the smallest value is white (the values are written as given).
+    pub monochrome1: bool,
+    pub patient_id: &'a str,
+    pub sop_instance_uid: &'a str,
+    /// (0018,5101) View Position, e.g. `PA`.
+    pub view: Option<&'a str>,
+}
+
+/// Digital X-Ray Image Storage - For Presentation (PS3.4 B.5).
+const DX_FOR_PRESENTATION: &str = "1.2.840.10008.5.1.4.1.1.1.1";
+const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
+
+/// A DX object holding `g` as a Part 10 file's bytes (PS3.3 A.26: the image pixel module's
+/// attributes and the identifiers a reader needs; no window, so a viewer shows the stored
+/// bit range).
+pub fn encode_grey(g: &GreyDicom, path: &Path) -> Result<Vec<u8>, DicomError> {
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
+    let n = g.width as usize * g.height as usize;
+    if g.values.len() != n || !(8..=16).contains(&g.bits_stored) {
+        return Err(DicomError::Unsupported {
+            path: path.to_path_buf(),
+            what: format!(
+                "{} values for {}x{} at {} bits",
+                g.values.len(),
+                g.width,
+                g.height,
+                g.bits_stored
+            ),
+        });
+    }
+    let eight = g.bits_stored == 8;
+    let pixels: Vec<u8> = if eight {
+        g.values.iter().map(|&v| v.min(255) as u8).collect()
+    } else {
+        g.values.iter().flat_map(|v| v.to_le_bytes()).collect()
+    };
+    let us = |v: u16| PrimitiveValue::from(v);
+    let photometric = if g.monochrome1 {
+        "MONOCHROME1"
+    } else {
+        "MONOCHROME2"
+    };
+    let mut obj = InMemDicomObject::from_element_iter([
+        DataElement::new(
+            tags::SOP_CLASS_UID,
+            VR::UI,
+            PrimitiveValue::from(DX_FOR_PRESENTATION),
+        ),
+        DataElement::new(
+            tags::SOP_INSTANCE_UID,
+            VR::UI,
+            PrimitiveValue::from(g.sop_instance_uid),
+        ),
+        DataElement::new(tags::MODALITY, VR::CS, PrimitiveValue::from("DX")),
+        DataElement::new(tags::PATIENT_ID, VR::LO, PrimitiveValue::from(g.patient_id)),
+        DataElement::new(tags::SAMPLES_PER_PIXEL, VR::US, us(1)),
+        DataElement::new(
+            tags::PHOTOMETRIC_INTERPRETATION,
+            VR::CS,
+            PrimitiveValue::from(photometric),
+        ),
+        DataElement::new(tags::ROWS, VR::US, us(g.height as u16)),
+        DataElement::new(tags::COLUMNS, VR::US, us(g.width as u16)),
+        DataElement::new(tags::BITS_ALLOCATED, VR::US, us(if eight { 8 } else { 16 })),
+        DataElement::new(tags::BITS_STORED, VR::US, us(g.bits_stored)),
+        DataElement::new(tags::HIGH_BIT, VR::US, us(g.bits_stored - 1)),
+        DataElement::new(tags::PIXEL_REPRESENTATION, VR::US, us(0)),
+        DataElement::new(
+            tags::PIXEL_DATA,
+            if eight { VR::OB } else { VR::OW },
+            PrimitiveValue::from(pixels),
+        ),
+    ]);
+    if let Some(v) = g.view {
+        obj.put(DataElement::new(
+            tags::VIEW_POSITION,
+            VR::CS,
+            PrimitiveValue::from(v),
+        ));
+    }
+    let meta = FileMetaTableBuilder::new()
+        .transfer_syntax(EXPLICIT_VR_LE)
+        .media_storage_sop_class_uid(DX_FOR_PRESENTATION)
+        .media_storage_sop_instance_uid(g.sop_instance_uid);
+    let file = obj.with_meta(meta).map_err(|e| corrupt(path, e))?;
+    let mut out = Vec::new();
+    file.write_all(&mut out).map_err(|e| corrupt(path, e))?;
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -590,3 +590,111 @@ fn several_sources_stack_into_one_manifest() {
     let (key, _) = d.check().unwrap_err();
     assert_eq!(key, "data.source");
 }
+
+fn synth_into(format: muxmed::data::synth_formats::SynthFormat) -> tempfile::TempDir {
+    let t = tempfile::tempdir().unwrap();
+    let o = muxmed::data::synth::SynthOptions {
+        images: 150,
+        patients: None,
+        size: 48,
+        seed: 5,
+        test_fraction: 0.25,
+        overwrite: false,
+    };
+    muxmed::data::synth_formats::write(t.path(), &o, format).unwrap();
+    t
+}
+
+/// Every path of the manifest decodes (PNG 16-bit or DICOM, MONOCHROME1 included) at the
+/// written size.
+fn all_decode(m: &manifest::Manifest, side: u32) {
+    for f in m.frames.values() {
+        let paths = f.column("path").unwrap().str().unwrap().clone();
+        for p in paths.iter() {
+            let g = muxmed::data::image::decode_file(Path::new(p.unwrap())).unwrap();
+            assert_eq!((g.width, g.height), (side, side), "{}", p.unwrap());
+        }
+    }
+}
+
+/// `synth --format padchest` through the PadChest reader: the physician-labelled rows are the
+/// test split, and Effusion's positives are the rows whose `Labels` cell holds
+/// `'pleural effusion'`, counted here on the raw text.
+#[test]
+fn padchest_reader_reads_the_synthetic_padchest_set() {
+    use muxmed::data::synth_formats::SynthFormat;
+    let t = synth_into(SynthFormat::Padchest);
+    let text = std::fs::read_to_string(
+        t.path()
+            .join("PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv"),
+    )
+    .unwrap();
+    let rows: Vec<&str> = text.lines().skip(1).collect();
+    let effusion = rows
+        .iter()
+        .filter(|l| l.contains("'pleural effusion'"))
+        .count();
+    let physician = rows.iter().filter(|l| l.contains(",Physician,")).count();
+    let mut d = cfg(Dataset::Padchest, t.path());
+    d.protocol = SplitProtocol::Official;
+    let m = manifest::build(&d, true).unwrap();
+    assert_eq!(m.info.audit.images, rows.len());
+    assert_eq!(m.frames["test"].height(), physician);
+    let s = summary_counts(&m, "Effusion");
+    assert_eq!((s[0], s[0] + s[1]), (effusion, rows.len()));
+    all_decode(&m, 48);
+}
+
+/// `synth --format vindr_cxr` through the VinDr reader under both reader policies, against
+/// a count made here of the readers marking `Pleural effusion` per image.
+#[test]
+fn vindr_reader_reads_the_synthetic_vindr_set() {
+    use muxmed::data::synth_formats::SynthFormat;
+    use std::collections::{BTreeMap, BTreeSet};
+    let t = synth_into(SynthFormat::VindrCxr);
+    let text = std::fs::read_to_string(t.path().join("train.csv")).unwrap();
+    let mut readers: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    let mut marks: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for l in text.lines().skip(1) {
+        let f: Vec<&str> = l.split(',').collect();
+        readers.entry(f[0]).or_default().insert(f[3]);
+        if f[1] == "Pleural effusion" {
+            marks.entry(f[0]).or_default().insert(f[3]);
+        }
+    }
+    assert!(readers.values().all(|r| r.len() == 3));
+    let majority = marks.values().filter(|m| m.len() >= 2).count();
+    let mut d = cfg(Dataset::VindrCxr, t.path());
+    for (policy, want) in [
+        (ReaderPolicy::Majority, majority),
+        (ReaderPolicy::Any, marks.len()),
+    ] {
+        d.readers = Some(policy);
+        let m = manifest::build(&d, true).unwrap();
+        assert_eq!(m.info.audit.images, readers.len());
+        assert_eq!(summary_counts(&m, "Effusion")[0], want, "{policy:?}");
+    }
+    assert!(marks.len() > majority, "readers disagree somewhere");
+    all_decode(&manifest::build(&d, true).unwrap(), 48);
+}
+
+/// `synth --format rsna_pneumonia` through the RSNA reader: one image per patientId, and
+/// Pneumonia's positives are the ids with Target 1, counted here.
+#[test]
+fn rsna_reader_reads_the_synthetic_rsna_set() {
+    use muxmed::data::synth_formats::SynthFormat;
+    use std::collections::BTreeMap;
+    let t = synth_into(SynthFormat::RsnaPneumonia);
+    let text = std::fs::read_to_string(t.path().join("stage_2_train_labels.csv")).unwrap();
+    let mut target: BTreeMap<&str, &str> = BTreeMap::new();
+    for l in text.lines().skip(1) {
+        let f: Vec<&str> = l.split(',').collect();
+        target.insert(f[0], f[5]);
+    }
+    let positive = target.values().filter(|t| **t == "1").count();
+    let m = manifest::build(&cfg(Dataset::RsnaPneumonia, t.path()), true).unwrap();
+    assert_eq!(m.info.audit.images, target.len());
+    assert_eq!(summary_counts(&m, "Pneumonia")[0], positive);
+    assert!(positive > 10, "{positive} positives");
+    all_decode(&m, 48);
+}

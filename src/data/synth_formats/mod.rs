@@ -12,7 +12,10 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
-use super::synth::{render_with, start, Scanner, SynthError, SynthOptions, SynthRecord};
+mod kaggle;
+mod padchest;
+
+use super::synth::{render_with, start, Lesion, Scanner, SynthError, SynthOptions, SynthRecord};
 use crate::labels::vocabulary::{self, Dataset};
 use crate::labels::LABELS;
 
@@ -23,6 +26,23 @@ pub enum SynthFormat {
     Nih,
     Chexpert,
     MimicCxr,
+    Padchest,
+    VindrCxr,
+    RsnaPneumonia,
+}
+
+impl SynthFormat {
+    /// The dataset whose files this format writes.
+    pub fn dataset(self) -> Dataset {
+        match self {
+            SynthFormat::Nih => Dataset::Nih,
+            SynthFormat::Chexpert => Dataset::Chexpert,
+            SynthFormat::MimicCxr => Dataset::MimicCxr,
+            SynthFormat::Padchest => Dataset::Padchest,
+            SynthFormat::VindrCxr => Dataset::VindrCxr,
+            SynthFormat::RsnaPneumonia => Dataset::RsnaPneumonia,
+        }
+    }
 }
 
 /// CheXpert's 14 observation columns, in the file's order.
@@ -70,10 +90,13 @@ pub fn write(
         SynthFormat::Nih => super::synth::write(out, o),
         SynthFormat::Chexpert => write_chexpert(out, o),
         SynthFormat::MimicCxr => write_mimic(out, o),
+        SynthFormat::Padchest => padchest::write(out, o),
+        SynthFormat::VindrCxr => kaggle::write_vindr(out, o),
+        SynthFormat::RsnaPneumonia => kaggle::write_rsna(out, o),
     }
 }
 
-fn io(p: &Path, e: &dyn std::fmt::Display) -> SynthError {
+pub(super) fn io(p: &Path, e: &dyn std::fmt::Display) -> SynthError {
     SynthError::Io {
         path: p.to_path_buf(),
         message: e.to_string(),
@@ -81,7 +104,7 @@ fn io(p: &Path, e: &dyn std::fmt::Display) -> SynthError {
 }
 
 /// Each NIH finding's column in `dataset`'s file (by concept), where the dataset has one.
-fn columns_of(dataset: Dataset) -> BTreeMap<usize, String> {
+pub(super) fn columns_of(dataset: Dataset) -> BTreeMap<usize, String> {
     LABELS
         .iter()
         .enumerate()
@@ -139,7 +162,7 @@ fn write_chexpert(out: &Path, o: &SynthOptions) -> Result<Vec<SynthRecord>, Synt
         let p = out.join(name);
         crate::io::write_atomic(&p, text.as_bytes()).map_err(|e| io(&p, &e))?;
     }
-    draw_all(&records, &paths, o, &CHEXPERT_SCANNER, Encoding::Jpeg)?;
+    draw_all(&records, &paths, o, &CHEXPERT_SCANNER, jpeg)?;
     Ok(records)
 }
 
@@ -216,11 +239,11 @@ fn write_mimic(out: &Path, o: &SynthOptions) -> Result<Vec<SynthRecord>, SynthEr
         let p = out.join(name);
         crate::io::write_atomic(&p, text.as_bytes()).map_err(|e| io(&p, &e))?;
     }
-    draw_all(&records, &paths, o, &MIMIC_SCANNER, Encoding::Jpeg)?;
+    draw_all(&records, &paths, o, &MIMIC_SCANNER, jpeg)?;
     Ok(records)
 }
 
-fn marker(out: &Path, dataset: &str) -> Result<(), SynthError> {
+pub(super) fn marker(out: &Path, dataset: &str) -> Result<(), SynthError> {
     let p = out.join("SYNTHETIC.txt");
     let text = format!(
         "Made by `muxmed synth`: synthetic images and labels in {dataset}'s file format, drawn by another scanner than the NIH-format set. Numbers measured on them say nothing about real chest X-rays.\n"
@@ -228,36 +251,44 @@ fn marker(out: &Path, dataset: &str) -> Result<(), SynthError> {
     crate::io::write_atomic(&p, text.as_bytes()).map_err(|e| io(&p, &e))
 }
 
-#[derive(Clone, Copy)]
-enum Encoding {
-    Jpeg,
-}
-
-/// Draws and writes every image (in parallel), creating its folder.
-fn draw_all(
+/// Draws every image (in parallel) with `scanner`'s look, encodes it with `encode` and
+/// writes it, creating its folder; returns each image's lesions.
+pub(super) fn draw_all<E>(
     records: &[SynthRecord],
     paths: &[std::path::PathBuf],
     o: &SynthOptions,
     scanner: &Scanner,
-    enc: Encoding,
-) -> Result<(), SynthError> {
-    records.par_iter().zip(paths).try_for_each(|(r, p)| {
-        if let Some(dir) = p.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| io(dir, &e))?;
-        }
-        let (px, _) = render_with(r, o.size, o.seed, scanner);
-        let bytes = match enc {
-            Encoding::Jpeg => encode_jpeg(&px, o.size),
-        }
-        .map_err(|e| io(p, &e))?;
-        crate::io::write_atomic(p, &bytes).map_err(|e| io(p, &e))
-    })
+    encode: E,
+) -> Result<Vec<Vec<Lesion>>, SynthError>
+where
+    E: Fn(&SynthRecord, &[f32], u32, &Path) -> Result<Vec<u8>, SynthError> + Sync,
+{
+    records
+        .par_iter()
+        .zip(paths)
+        .map(|(r, p)| {
+            if let Some(dir) = p.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| io(dir, &e))?;
+            }
+            let (px, lesions) = render_with(r, o.size, o.seed, scanner);
+            let bytes = encode(r, &px, o.size, p)?;
+            crate::io::write_atomic(p, &bytes).map_err(|e| io(p, &e))?;
+            Ok(lesions)
+        })
+        .collect()
 }
 
-fn encode_jpeg(px: &[f32], size: u32) -> image::ImageResult<Vec<u8>> {
+/// A `size`² 8-bit grey JPEG (quality 92).
+pub(super) fn jpeg(
+    _: &SynthRecord,
+    px: &[f32],
+    size: u32,
+    p: &Path,
+) -> Result<Vec<u8>, SynthError> {
     let px: Vec<u8> = px.iter().map(|v| (v * 255.0).round() as u8).collect();
     let mut out = Vec::new();
     let enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 92);
-    image::ImageEncoder::write_image(enc, &px, size, size, image::ExtendedColorType::L8)?;
+    image::ImageEncoder::write_image(enc, &px, size, size, image::ExtendedColorType::L8)
+        .map_err(|e| io(p, &e))?;
     Ok(out)
 }
