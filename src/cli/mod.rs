@@ -249,9 +249,14 @@ enum Command {
         split: Split,
         #[arg(long, value_enum, default_value = "best")]
         checkpoint: Checkpoint,
-        /// Box list (default: the BBox_List_2017.csv the run's manifest was built from).
+        /// Box file (default: the one the scored manifest was built from: NIH's
+        /// BBox_List_2017.csv, VinDr-CXR's train.csv or RSNA's stage_2_train_labels.csv).
         #[arg(long)]
         boxes: Option<PathBuf>,
+        /// External localization: score another pipeline's split (pipelines/NAME.yaml or a
+        /// path; its manifest must be built) with its boxes, into RUN/external/<name>/.
+        #[arg(long, value_name = "PIPELINE")]
+        on: Option<String>,
         /// Map value at which pixels become detections.
         #[arg(long, default_value_t = 0.5)]
         threshold: f64,

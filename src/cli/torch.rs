@@ -51,19 +51,23 @@ pub(super) fn run(cmd: &Command) -> Result<ExitCode> {
             split,
             checkpoint,
             boxes,
+            on,
             threshold,
             seed,
             device,
-        } => crate::explain::localize::localize(&crate::explain::localize::LocalizeArgs {
-            run,
-            split: *split,
-            checkpoint: *checkpoint,
-            boxes: boxes.as_deref(),
-            threshold: *threshold,
-            seed: *seed,
-            device: device.as_deref(),
-        })
-        .map(|o| print_localization(&o)),
+        } => localize_cmd(
+            on.as_deref(),
+            crate::explain::localize::LocalizeArgs {
+                run,
+                split: *split,
+                checkpoint: *checkpoint,
+                boxes: boxes.as_deref(),
+                on: None,
+                threshold: *threshold,
+                seed: *seed,
+                device: device.as_deref(),
+            },
+        ),
         Command::Train {
             pipeline,
             run_name,
@@ -210,6 +214,28 @@ fn evaluate_run_cmd(run: &Path, a: &EvalArgs) -> Result<ExitCode> {
         r.metrics_json.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// `localize`, on the run's own split or (`--on`) another pipeline's.
+fn localize_cmd(on: Option<&str>, a: crate::explain::localize::LocalizeArgs) -> Result<ExitCode> {
+    let other = on
+        .map(|p| -> Result<_> {
+            let path = crate::config::resolve_pipeline_path(p, Path::new("pipelines"))?;
+            let name = crate::config::load(&path, &[])?.config.name;
+            let dir = crate::data::manifest_dir::ManifestDir::of(Path::new(MANIFESTS_DIR), &name);
+            Ok((name, dir.root().to_path_buf()))
+        })
+        .transpose()?;
+    let a = crate::explain::localize::LocalizeArgs {
+        on: other
+            .as_ref()
+            .map(|(name, dir)| crate::explain::localize::OtherPipeline {
+                name,
+                manifest_dir: dir,
+            }),
+        ..a
+    };
+    crate::explain::localize::localize(&a).map(|o| print_localization(&o))
 }
 
 /// `evaluate --run R --on PIPELINE`: external validation.

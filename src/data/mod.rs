@@ -1,6 +1,7 @@
 //! Everything between the NIH files on disk and a batch of tensors.
 
 pub mod augment;
+pub mod boxes;
 pub mod cache;
 pub mod commands;
 pub mod dataset;

@@ -310,19 +310,23 @@ pub fn parse_bboxes(text: &str, path: &Path) -> Result<Vec<BBox>, NihError> {
             h: num(5)?,
             line,
         };
-        let finite = [b.x, b.y, b.w, b.h].iter().all(|v| v.is_finite());
-        if !finite || b.x < 0.0 || b.y < 0.0 || b.w <= 0.0 || b.h <= 0.0 {
-            return Err(row_err(
-                line,
-                format!(
-                    "the box (x {}, y {}, w {}, h {}) is not a box: x and y must be finite and at least 0, w and h finite and positive",
-                    b.x, b.y, b.w, b.h
-                ),
-            ));
-        }
+        check_box(b.x, b.y, b.w, b.h).map_err(|m| row_err(line, m))?;
         out.push(b);
     }
     Ok(out)
+}
+
+/// A box that is not a box (a value that is not a finite number, a negative corner, a
+/// width or height that is not positive) cannot be scored, and NaN fields would compare as
+/// hits: the message says why.
+pub fn check_box(x: f64, y: f64, w: f64, h: f64) -> Result<(), String> {
+    let finite = [x, y, w, h].iter().all(|v| v.is_finite());
+    if !finite || x < 0.0 || y < 0.0 || w <= 0.0 || h <= 0.0 {
+        return Err(format!(
+            "the box (x {x}, y {y}, w {w}, h {h}) is not a box: x and y must be finite and at least 0, w and h finite and positive"
+        ));
+    }
+    Ok(())
 }
 
 /// Every entry under `dir` that is not a directory, by one recursive scan (symbolic links

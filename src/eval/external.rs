@@ -110,7 +110,7 @@ fn internal_joined(
 
 /// Refuses an "external" set built from a file the run's own manifest was built from (the
 /// same label file, by SHA-256): its images may be among those the run trained on.
-fn not_trained_on(own: &ManifestInfo, other: &ManifestInfo, name: &str) -> Result<()> {
+pub(crate) fn not_trained_on(own: &ManifestInfo, other: &ManifestInfo, name: &str) -> Result<()> {
     for f in other.sources.values() {
         if let Some(g) = own.sources.values().find(|g| g.sha256 == f.sha256) {
             bail!(

@@ -258,10 +258,16 @@ pub fn accuracy_chart(dir: &Path, l: &Localization) -> Result<Figure> {
         RGBColor(150, 150, 150),
         RGBColor(214, 39, 40),
     ];
-    let title = format!("Localization on the {} split: accuracy at T(IoBB)", l.split);
+    let title = match &l.on {
+        None => format!("Localization on the {} split: accuracy at T(IoBB)", l.split),
+        Some(p) => format!(
+            "Localization on `{p}`'s {} split: accuracy at T(IoBB)",
+            l.split
+        ),
+    };
     let fig = render!(
         dir,
-        crate::run::RunDir::LOCALIZATION_CHART,
+        crate::run::LocalizationFiles::CHART,
         title.clone(),
         size,
         |root: &DrawingArea<_, Shift>| -> Result<(), String> {

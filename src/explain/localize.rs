@@ -12,25 +12,36 @@ use rayon::prelude::*;
 
 use super::figures::{accuracy_chart, gallery, Case};
 use super::{centre_prior, prepare, random_map, Explainer, Prepared};
-use crate::data::nih::{parse_bboxes, read_text, BBox};
+use crate::data::boxes::{self, BoxFormat, GroundBox};
+use crate::data::manifest_dir::ManifestInfo;
 use crate::labels::Split;
-use crate::labels::LABELS;
 use crate::metrics::localization::{
     detect, score, Accuracy, BoxOutcome, Detections, Rect, IOBB_THRESHOLDS, IOU_THRESHOLDS,
 };
 use crate::model::device::pick_device;
-use crate::run::{Checkpoint, FindingAccuracy, Localization, MapSource, RunDir, SourceAccuracy};
+use crate::run::{
+    Checkpoint, FindingAccuracy, Localization, LocalizationFiles, MapSource, RunDir, SourceAccuracy,
+};
 
 pub struct LocalizeArgs<'a> {
     pub run: &'a Path,
     pub split: Split,
     pub checkpoint: Checkpoint,
-    /// The box list; default: the one the run's manifest was built from.
+    /// The box list; default: the one the scored manifest was built from.
     pub boxes: Option<&'a Path>,
+    /// Score another pipeline's split instead of the run's own (external localization).
+    pub on: Option<OtherPipeline<'a>>,
     /// Maps are thresholded at this value into detections.
     pub threshold: f64,
     pub seed: u64,
     pub device: Option<&'a str>,
+}
+
+/// Another pipeline's manifest (`localize --on`): its name and folder.
+#[derive(Clone, Copy)]
+pub struct OtherPipeline<'a> {
+    pub name: &'a str,
+    pub manifest_dir: &'a Path,
 }
 
 /// What `localize` wrote.
@@ -69,7 +80,7 @@ struct Targets {
     without_class: usize,
 }
 
-fn targets(image_ids: &[String], boxes: &[BBox], labels: &[String]) -> Targets {
+fn targets(image_ids: &[String], boxes: &[GroundBox], labels: &[String]) -> Targets {
     let row_of: HashMap<&str, usize> = image_ids
         .iter()
         .enumerate()
@@ -87,7 +98,7 @@ fn targets(image_ids: &[String], boxes: &[BBox], labels: &[String]) -> Targets {
             t.outside += 1;
             continue;
         };
-        let Some(class) = labels.iter().position(|l| l == LABELS[b.label]) else {
+        let Some(class) = labels.iter().position(|l| *l == b.concept) else {
             t.without_class += 1;
             continue;
         };
@@ -105,20 +116,65 @@ fn targets(image_ids: &[String], boxes: &[BBox], labels: &[String]) -> Targets {
     t
 }
 
-/// The box file: `--boxes`, or the one the run's manifest was built from (with the sha256
-/// recorded then).
-fn box_file(run: &RunDir, given: Option<&Path>) -> Result<(PathBuf, Option<String>)> {
+/// The box file and its format: `--boxes` (in the format of the manifest's dataset, NIH's
+/// box list for a dataset without one), or the one the manifest was built from, with the
+/// sha256 recorded then.
+fn box_file(
+    m: &ManifestInfo,
+    manifest: &Path,
+    given: Option<&Path>,
+) -> Result<(PathBuf, BoxFormat, Option<String>)> {
     if let Some(p) = given {
-        return Ok((p.to_path_buf(), None));
+        let format = m
+            .dataset
+            .and_then(BoxFormat::of)
+            .unwrap_or(BoxFormat::NihBboxList);
+        return Ok((p.to_path_buf(), format, None));
     }
-    let m = run.manifest()?;
-    match m.sources.get("bbox_list") {
-        Some(s) => Ok((PathBuf::from(&s.path), Some(s.sha256.clone()))),
+    match boxes::of_manifest(m)? {
+        Some(b) => Ok((b.path, b.format, Some(b.sha256))),
         None => bail!(
-            "the run's manifest ({}) was built without a box list (BBox_List_2017.csv); pass --boxes FILE",
-            run.manifest_json().display()
+            "the manifest {} was built without a box file (NIH's BBox_List_2017.csv, VinDr-CXR's train.csv or RSNA's stage_2_train_labels.csv); pass --boxes FILE",
+            manifest.display()
         ),
     }
+}
+
+/// The split scored, the manifest it comes from and where the benchmark goes: the run's
+/// own, or another pipeline's (after checking the run was not trained on its label files).
+fn scored_split(
+    run: &RunDir,
+    a: &LocalizeArgs,
+) -> Result<(
+    crate::data::dataset::SplitData,
+    ManifestInfo,
+    PathBuf,
+    LocalizationFiles,
+)> {
+    let Some(o) = a.on else {
+        return Ok((
+            run.split(a.split)?,
+            run.manifest()?,
+            run.manifest_json(),
+            run.localization_files(a.split),
+        ));
+    };
+    let dir = crate::data::manifest_dir::ManifestDir::new(o.manifest_dir);
+    if !dir.manifest_json().is_file() {
+        bail!(
+            "no manifest for pipeline `{}` at {}: run `muxmed manifest --pipeline <its yaml>` first",
+            o.name,
+            o.manifest_dir.display()
+        );
+    }
+    let m = ManifestInfo::read(o.manifest_dir)?;
+    crate::eval::external::not_trained_on(&run.manifest()?, &m, o.name)?;
+    let split = crate::data::dataset::load_split_file(
+        &crate::data::dataset::split_path(o.manifest_dir, a.split),
+        &m.labels,
+    )?;
+    let files = run.external(o.name).localization_files(a.split);
+    Ok((split, m, dir.manifest_json(), files))
 }
 
 pub fn localize(a: &LocalizeArgs) -> Result<LocalizeOutcome> {
@@ -126,9 +182,9 @@ pub fn localize(a: &LocalizeArgs) -> Result<LocalizeOutcome> {
         bail!("--threshold must be in [0, 1], got {}", a.threshold);
     }
     let run = RunDir::open(a.run)?;
-    let split = run.split(a.split)?;
-    let (boxes_path, recorded_sha) = box_file(&run, a.boxes)?;
-    let boxes: Vec<BBox> = parse_bboxes(&read_text(&boxes_path)?, &boxes_path)?;
+    let (split, manifest, manifest_json, files) = scored_split(&run, a)?;
+    let (boxes_path, format, recorded_sha) = box_file(&manifest, &manifest_json, a.boxes)?;
+    let boxes: Vec<GroundBox> = boxes::read(format, &boxes_path)?;
     let ex = Explainer::load(
         &run.checkpoint(a.checkpoint),
         pick_device(a.device.unwrap_or("auto"))?,
@@ -173,11 +229,11 @@ pub fn localize(a: &LocalizeArgs) -> Result<LocalizeOutcome> {
         &scored,
         labels,
     )?;
-    run.write_localization(&localization)?;
-    let dir = run.localization_dir(a.split);
+    files.write(&localization)?;
+    let dir = files.dir();
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let chart = accuracy_chart(&dir, &localization)?;
-    let gallery_png = run.localization_gallery(a.split);
+    let gallery_png = files.gallery();
     draw_gallery(
         &ex,
         &paths,
@@ -198,8 +254,8 @@ pub fn localize(a: &LocalizeArgs) -> Result<LocalizeOutcome> {
         });
     Ok(LocalizeOutcome {
         notice,
-        json: run.localization_json(a.split),
-        csv: run.localization_csv(a.split),
+        json: files.json(),
+        csv: files.csv(),
         figures: vec![chart.png, chart.svg, gallery_png],
         localization,
     })
@@ -339,6 +395,7 @@ fn summarise(
         .collect();
     Ok(Localization {
         split: a.split,
+        on: a.on.map(|o| o.name.to_string()),
         checkpoint: a.checkpoint,
         boxes_file: boxes_path.display().to_string(),
         boxes_sha256: crate::io::sha256_file(boxes_path)

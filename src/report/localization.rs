@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 
 use super::document::{base64, esc, Section};
 use crate::labels::Split;
-use crate::run::{Localization, MapSource, RunDir};
+use crate::run::{ExternalDir, Localization, LocalizationFiles, MapSource, RunDir};
 
 /// The localization table's rows: all findings, then each finding, each with one row per
 /// map source (finding, boxes, source, pointing, IoBB > 0.1/0.25/0.5, IoU > 0.1/0.3/0.5).
@@ -52,19 +52,30 @@ fn localization_rows(l: &Localization) -> Vec<Vec<String>> {
     rows
 }
 
-/// The box benchmark's section when `muxmed localize` has run on `split`: a table of the
-/// model against both baselines per finding and its two figures (copied into `out`).
+/// The box benchmark's section when `muxmed localize` has written `files`: a table of the
+/// model against both baselines per finding and its two figures (copied into `out`, their
+/// names after `prefix`).
 pub(super) fn localization_section(
-    run: &RunDir,
-    split: Split,
+    files: &LocalizationFiles,
     out: &Path,
+    prefix: &str,
 ) -> Result<Option<Section>> {
-    let Some(l) = run.localization(split)? else {
+    let Some(l) = files.read()? else {
         return Ok(None);
     };
+    let (title, whose) = match &l.on {
+        None => (
+            "Localization (box benchmark)".to_string(),
+            format!("the {} split", l.split),
+        ),
+        Some(p) => (
+            format!("Localization on `{p}` (external box benchmark)"),
+            format!("`{p}`'s {} split", l.split),
+        ),
+    };
     let head = format!(
-        "Grad-CAM of the {} checkpoint. {} boxes on {} images of the {} split ({} boxes on other images ignored), from {}. Maps thresholded at {} into 8-connected detections; a box is found when a detection passes the threshold. Centre prior: a Gaussian on the image centre; random: uniform noise on the feature-map grid (seed {}), upsampled like Grad-CAM.",
-        l.checkpoint.as_str(), l.boxes, l.images, l.split, l.boxes_outside_split, l.boxes_file, l.map_threshold, l.seed
+        "Grad-CAM of the {} checkpoint. {} boxes on {} images of {whose} ({} boxes on other images ignored), from {}. Maps thresholded at {} into 8-connected detections; a box is found when a detection passes the threshold. Centre prior: a Gaussian on the image centre; random: uniform noise on the feature-map grid (seed {}), upsampled like Grad-CAM.",
+        l.checkpoint.as_str(), l.boxes, l.images, l.boxes_outside_split, l.boxes_file, l.map_threshold, l.seed
     );
     let headers = [
         "finding",
@@ -80,12 +91,13 @@ pub(super) fn localization_section(
     ];
     let rows = localization_rows(&l);
     let mut md = format!(
-        "\n## Localization (box benchmark)\n\n{head}\n\n| {} |\n|{}\n",
+        "\n## {title}\n\n{head}\n\n| {} |\n|{}\n",
         headers.join(" | "),
         "---|".repeat(headers.len())
     );
     let mut html = format!(
-        "<h2>Localization (box benchmark)</h2>\n<p>{}</p>\n<table><tr>",
+        "<h2>{}</h2>\n<p>{}</p>\n<table><tr>",
+        esc(&title),
         esc(&head)
     );
     for h in headers {
@@ -114,17 +126,17 @@ pub(super) fn localization_section(
     html += "</table>\n";
     for (src, alt) in [
         (
-            run.localization_chart_png(split),
+            files.chart_png(),
             "Accuracy at T(IoBB) per finding, with the baselines",
         ),
-        (run.localization_gallery(split), "Best and worst cases"),
+        (files.gallery(), "Best and worst cases"),
     ] {
         let Ok(png) = std::fs::read(&src) else {
             continue;
         };
         let name = src
             .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
+            .map(|n| format!("{prefix}{}", n.to_string_lossy()))
             .unwrap_or_default();
         let copy = out.join(&name);
         crate::io::write_atomic(&copy, &png)
@@ -138,4 +150,20 @@ pub(super) fn localization_section(
         );
     }
     Ok(Some(Section { md, html }))
+}
+
+/// The box benchmarks on other pipelines' `split` (`muxmed localize --on`), one section
+/// each.
+pub(super) fn external_localization_sections(
+    run: &RunDir,
+    split: Split,
+    out: &Path,
+) -> Result<Vec<Section>> {
+    ExternalDir::list(run)
+        .iter()
+        .filter_map(|(name, dir)| {
+            localization_section(&dir.localization_files(split), out, &format!("{name}_"))
+                .transpose()
+        })
+        .collect()
 }

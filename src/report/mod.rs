@@ -8,7 +8,7 @@ mod provenance;
 pub mod references;
 
 use document::{esc, few_of_a_class, fmt, fmt_ci, html_figures, html_head, md_figures, Section};
-use localization::localization_section;
+use localization::{external_localization_sections, localization_section};
 use provenance::{eval_flags, run_facts, run_warnings, skipped_warning};
 
 use std::path::{Path, PathBuf};
@@ -414,9 +414,10 @@ pub fn report_run(
             .chain(run_warnings(&cfg, &manifest, &key, notice.as_deref()))
             .collect(),
         published,
-        sections: localization_section(&run, key.split, &out)?
+        sections: localization_section(&run.localization_files(key.split), &out, "")?
             .into_iter()
             .chain(external::external_section(&run, &key, &out)?)
+            .chain(external_localization_sections(&run, key.split, &out)?)
             .collect(),
         data: manifest.data_credit(),
     };

@@ -63,6 +63,13 @@ impl ExternalDir {
     pub fn shift(&self, k: &ExternalKey) -> PathBuf {
         self.root.join(format!("shift_{}.json", k.suffix()))
     }
+    /// The box benchmark on the other pipeline's `split` (`muxmed localize --on`).
+    pub fn localization_files(&self, split: Split) -> LocalizationFiles {
+        LocalizationFiles {
+            root: self.root.clone(),
+            split,
+        }
+    }
     pub fn read_info(&self, k: &ExternalKey) -> Result<ExternalInfo, RunError> {
         read_json(&self.info(k))
     }
@@ -86,6 +93,77 @@ impl ExternalDir {
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
+    }
+}
+
+/// The files of one box benchmark (`muxmed localize`): in the run for its own split, in
+/// `external/<pipeline>/` for another pipeline's (`localize --on`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalizationFiles {
+    root: PathBuf,
+    split: Split,
+}
+
+impl LocalizationFiles {
+    /// Accuracy per T(IoBB), as `<name>.png` and `<name>.svg` in [`Self::dir`].
+    pub const CHART: &'static str = "localization_accuracy";
+    pub fn json(&self) -> PathBuf {
+        self.root.join(format!("localization_{}.json", self.split))
+    }
+    pub fn csv(&self) -> PathBuf {
+        self.root.join(format!("localization_{}.csv", self.split))
+    }
+    /// The benchmark's figures.
+    pub fn dir(&self) -> PathBuf {
+        self.root.join(format!("localization_{}", self.split))
+    }
+    pub fn chart_png(&self) -> PathBuf {
+        self.dir().join(format!("{}.png", Self::CHART))
+    }
+    /// The best and worst cases.
+    pub fn gallery(&self) -> PathBuf {
+        self.dir().join("localization_gallery.png")
+    }
+    /// The benchmark, when `muxmed localize` has written it.
+    pub fn read(&self) -> Result<Option<Localization>, RunError> {
+        let p = self.json();
+        if !p.is_file() {
+            return Ok(None);
+        }
+        read_json(&p).map(Some)
+    }
+
+    /// Writes `localization_<split>.json` and its long-format `.csv` (source, finding,
+    /// metric, threshold, boxes, accuracy).
+    pub fn write(&self, l: &Localization) -> Result<(), RunError> {
+        std::fs::create_dir_all(&self.root).map_err(io(&self.root))?;
+        write_json(&self.json(), l)?;
+        let mut csv = String::from("source,finding,metric,threshold,boxes,accuracy\n");
+        for s in &l.sources {
+            let rows = std::iter::once(("all", &s.overall)).chain(
+                s.per_finding
+                    .iter()
+                    .map(|f| (f.finding.as_str(), &f.accuracy)),
+            );
+            for (finding, a) in rows {
+                let mut line = |metric: &str, t: String, v: f64| {
+                    csv += &format!(
+                        "{},{finding},{metric},{t},{},{v}\n",
+                        s.source.as_str(),
+                        a.boxes
+                    );
+                };
+                for (t, v) in l.iobb_thresholds.iter().zip(&a.iobb) {
+                    line("iobb", t.to_string(), *v);
+                }
+                for (t, v) in l.iou_thresholds.iter().zip(&a.iou) {
+                    line("iou", t.to_string(), *v);
+                }
+                line("pointing", String::new(), a.pointing);
+            }
+        }
+        let p = self.csv();
+        crate::io::write_atomic(&p, csv.as_bytes()).map_err(io(&p))
     }
 }
 
@@ -178,26 +256,12 @@ impl RunDir {
     pub fn metrics(&self, k: &EvalKey) -> PathBuf {
         self.root.join(format!("metrics_{}.json", k.suffix()))
     }
-    pub fn localization_json(&self, split: Split) -> PathBuf {
-        self.root.join(format!("localization_{split}.json"))
-    }
-    pub fn localization_csv(&self, split: Split) -> PathBuf {
-        self.root.join(format!("localization_{split}.csv"))
-    }
-    /// The benchmark's figures.
-    pub fn localization_dir(&self, split: Split) -> PathBuf {
-        self.root.join(format!("localization_{split}"))
-    }
-    /// Accuracy per T(IoBB), as `<name>.png` and `<name>.svg` in [`Self::localization_dir`].
-    pub const LOCALIZATION_CHART: &'static str = "localization_accuracy";
-    pub fn localization_chart_png(&self, split: Split) -> PathBuf {
-        self.localization_dir(split)
-            .join(format!("{}.png", Self::LOCALIZATION_CHART))
-    }
-    /// The best and worst cases.
-    pub fn localization_gallery(&self, split: Split) -> PathBuf {
-        self.localization_dir(split)
-            .join("localization_gallery.png")
+    /// The box benchmark of the run's own `split` (`muxmed localize`).
+    pub fn localization_files(&self, split: Split) -> LocalizationFiles {
+        LocalizationFiles {
+            root: self.root.clone(),
+            split,
+        }
     }
     /// The report of one evaluation: `report/` for the test split's best checkpoint (the
     /// default), `report_<key>/` for any other (`report_val/`, `report_test_ema_tta/`), so a
@@ -295,47 +359,6 @@ impl RunDir {
                 self.splits_dir().display()
             )
         })
-    }
-
-    /// The box benchmark of `split`, when `muxmed localize` has written it.
-    pub fn localization(&self, split: Split) -> Result<Option<Localization>, RunError> {
-        let p = self.localization_json(split);
-        if !p.is_file() {
-            return Ok(None);
-        }
-        read_json(&p).map(Some)
-    }
-
-    /// Writes `localization_<split>.json` and its long-format `.csv` (source, finding,
-    /// metric, threshold, boxes, accuracy).
-    pub fn write_localization(&self, l: &Localization) -> Result<(), RunError> {
-        write_json(&self.localization_json(l.split), l)?;
-        let mut csv = String::from("source,finding,metric,threshold,boxes,accuracy\n");
-        for s in &l.sources {
-            let rows = std::iter::once(("all", &s.overall)).chain(
-                s.per_finding
-                    .iter()
-                    .map(|f| (f.finding.as_str(), &f.accuracy)),
-            );
-            for (finding, a) in rows {
-                let mut line = |metric: &str, t: String, v: f64| {
-                    csv += &format!(
-                        "{},{finding},{metric},{t},{},{v}\n",
-                        s.source.as_str(),
-                        a.boxes
-                    );
-                };
-                for (t, v) in l.iobb_thresholds.iter().zip(&a.iobb) {
-                    line("iobb", t.to_string(), *v);
-                }
-                for (t, v) in l.iou_thresholds.iter().zip(&a.iou) {
-                    line("iou", t.to_string(), *v);
-                }
-                line("pointing", String::new(), a.pointing);
-            }
-        }
-        let p = self.localization_csv(l.split);
-        crate::io::write_atomic(&p, csv.as_bytes()).map_err(io(&p))
     }
 
     /// Writes `metrics.csv`: one row per epoch, one column per value (empty where undefined).

@@ -27,7 +27,7 @@ mod files;
 mod types;
 
 pub use checkpoint::CheckpointMeta;
-pub use files::{ExternalDir, ExternalKey, RunDir, RunError};
+pub use files::{ExternalDir, ExternalKey, LocalizationFiles, RunDir, RunError};
 pub use types::{
     EpochRow, Event, ExternalInfo, FindingAccuracy, Localization, MapSource, Patience, RunInfo,
     SkippedImage, SourceAccuracy, State, Status, WeightsInfo,

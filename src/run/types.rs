@@ -216,6 +216,9 @@ pub struct FindingAccuracy {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Localization {
     pub split: crate::labels::Split,
+    /// The pipeline whose data was scored (`localize --on`); None: the run's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on: Option<String>,
     pub checkpoint: Checkpoint,
     /// The box file and its sha256.
     pub boxes_file: String,

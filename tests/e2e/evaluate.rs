@@ -86,6 +86,7 @@ fn images_prepare_skipped_are_left_out_of_the_run_and_named() {
         split: Split::Test,
         checkpoint: Checkpoint::Best,
         boxes: Some(&boxes),
+        on: None,
         threshold: 0.5,
         seed: 0,
         device: Some("cpu"),
@@ -286,6 +287,7 @@ fn evaluate_report_and_predict_a_trained_run() {
     .is_err());
     localize_and_explain(&w, &out.run);
     super::external::external_validation(&w, &out.run);
+    super::external::external_localization(&w, &out.run);
     // The report renders from the run directory alone (plus the manifest).
     let (html, notice) = muxmed::report::report_run(
         out.run.root(),
@@ -297,6 +299,10 @@ fn evaluate_report_and_predict_a_trained_run() {
     let text = std::fs::read_to_string(&html).unwrap();
     assert!(text.contains("synthetic data") && text.contains("trained from scratch"));
     assert!(text.contains("Localization (box benchmark)") && text.contains("centre prior"));
+    assert!(
+        text.contains("Localization on `rsna-ext` (external box benchmark)")
+            && text.contains("Localization on `vindr-ext` (external box benchmark)")
+    );
     for f in [
         "localization_accuracy.png",
         "roc_grid.png",

@@ -334,3 +334,97 @@ fn train_on_two_sources_then_validate_on_a_third() {
         html.lines().filter(|l| l.contains("Data:")).collect::<Vec<_>>().join("\n")
     );
 }
+
+/// `localize --on`: the run's Grad-CAM scored on the boxes of an RSNA-format and a
+/// VinDr-format synthetic set (DICOM images, boxes in their own files). Every expected count
+/// comes from the written label files and the other manifest's test split, counted here:
+/// RSNA's boxes are its `Target` 1 rows; VinDr's are every reader's box, and those whose
+/// class is not one of the run's concepts (vocabulary: `Nodule/Mass`, `Lung Opacity`, ...)
+/// are counted as without class.
+pub fn external_localization(w: &World, run: &RunDir) {
+    use muxmed::data::synth::SynthOptions;
+    use muxmed::data::synth_formats::{write, SynthFormat};
+    use muxmed::explain::localize::{localize, LocalizeArgs, OtherPipeline};
+    let mdirs = w.root.join("data_manifests");
+    let run_labels = run.manifest().unwrap().labels;
+    for (name, format, file) in [
+        (
+            "rsna-ext",
+            SynthFormat::RsnaPneumonia,
+            "stage_2_train_labels.csv",
+        ),
+        ("vindr-ext", SynthFormat::VindrCxr, "train.csv"),
+    ] {
+        let root = w.root.join(name);
+        let o = SynthOptions {
+            images: 120,
+            patients: None,
+            size: 64,
+            seed: 21,
+            test_fraction: 0.5,
+            overwrite: false,
+        };
+        write(&root, &o, format).unwrap();
+        let data = format!(
+            "  source: {}\n  root: {}\n  protocol: random_patient\n  test_fraction: 0.5\n",
+            format.dataset().key(),
+            root.display()
+        );
+        other_pipeline(&w.root, &mdirs, name, &data);
+        let test: std::collections::HashSet<String> = muxmed::data::dataset::load_split_file(
+            &muxmed::data::dataset::split_path(&mdirs.join(name), Split::Test),
+            &[],
+        )
+        .unwrap()
+        .image_ids
+        .into_iter()
+        .collect();
+        let text = std::fs::read_to_string(root.join(file)).unwrap();
+        let (mut boxes, mut without, mut outside) = (0, 0, 0);
+        for l in text.lines().skip(1) {
+            let f: Vec<&str> = l.split(',').collect();
+            let concept = match format {
+                SynthFormat::RsnaPneumonia if f[5] == "1" => "Pneumonia",
+                SynthFormat::VindrCxr if f[1] != "No finding" => match f[1] {
+                    "Pleural effusion" => "Effusion",
+                    "Pleural thickening" => "Pleural_Thickening",
+                    "Pulmonary fibrosis" => "Fibrosis",
+                    other => other,
+                },
+                _ => continue,
+            };
+            if !test.contains(f[0]) {
+                outside += 1;
+            } else if run_labels.iter().any(|l| l == concept) {
+                boxes += 1;
+            } else {
+                without += 1;
+            }
+        }
+        assert!(boxes > 0, "{name}: no box on a test image");
+        let dir = mdirs.join(name);
+        let l = localize(&LocalizeArgs {
+            run: run.root(),
+            split: Split::Test,
+            checkpoint: Checkpoint::Best,
+            boxes: None,
+            on: Some(OtherPipeline {
+                name,
+                manifest_dir: &dir,
+            }),
+            threshold: 0.5,
+            seed: 0,
+            device: Some("cpu"),
+        })
+        .unwrap();
+        let got = &l.localization;
+        assert_eq!(
+            (got.boxes, got.boxes_without_class, got.boxes_outside_split),
+            (boxes, without, outside),
+            "{name}"
+        );
+        assert_eq!(got.on.as_deref(), Some(name));
+        assert!(l.json.starts_with(run.external(name).root()));
+        assert!(l.notice.is_none());
+    }
+}

@@ -698,3 +698,36 @@ fn rsna_reader_reads_the_synthetic_rsna_set() {
     assert!(positive > 10, "{positive} positives");
     all_decode(&m, 48);
 }
+
+/// The box readers on the real first 1,500 rows. Expected values from Python's csv module:
+/// VinDr `b = [x for x in r if x['class_name'] != 'No finding']`: 799 boxes, 58 of them
+/// `Pleural effusion`, summed area `sum((x_max - x_min) * (y_max - y_min))` 174,418,429;
+/// RSNA `[x for x in r if x['Target'] == '1']`: 656 boxes, summed `width * height`
+/// 61,217,744; its first box 264, 152, 213 x 379.
+#[test]
+fn box_readers_read_the_real_vindr_and_rsna_rows() {
+    use muxmed::data::boxes::{read, BoxFormat};
+    let area = |b: &[muxmed::data::boxes::GroundBox]| b.iter().map(|b| b.w * b.h).sum::<f64>();
+    let v = read(BoxFormat::Vindr, &formats("vindr_cxr/train_first1500.csv")).unwrap();
+    assert_eq!(v.len(), 799);
+    assert_eq!(v.iter().filter(|b| b.concept == "Effusion").count(), 58);
+    assert_eq!(area(&v), 174_418_429.0);
+    let r = read(
+        BoxFormat::Rsna,
+        &formats("rsna_pneumonia/stage_2_train_labels_first1500.csv"),
+    )
+    .unwrap();
+    assert_eq!(r.len(), 656);
+    assert!(r.iter().all(|b| b.concept == "Pneumonia"));
+    assert_eq!(area(&r), 61_217_744.0);
+    assert_eq!(
+        (r[0].image_id.as_str(), r[0].x, r[0].y, r[0].w, r[0].h),
+        (
+            "00436515-870c-4b36-a041-de91049b9ab4",
+            264.0,
+            152.0,
+            213.0,
+            379.0
+        )
+    );
+}

@@ -96,6 +96,15 @@ impl<'a> Header<'a> {
         self.names.iter().position(|h| h == name)
     }
 
+    /// [`Self::col`] of each name, in order; the first missing one is the error.
+    pub fn cols<const N: usize>(&self, names: [&str; N]) -> Result<[usize; N], ManifestError> {
+        let mut out = [0; N];
+        for (o, n) in out.iter_mut().zip(names) {
+            *o = self.col(n)?;
+        }
+        Ok(out)
+    }
+
     pub fn col(&self, name: &str) -> Result<usize, ManifestError> {
         self.find(name).ok_or_else(|| {
             ManifestError::input(

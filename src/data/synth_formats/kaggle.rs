@@ -60,10 +60,24 @@ fn lesion_of(lesions: &[Lesion], k: usize) -> [f32; 4] {
         .map_or([0.25, 0.25, 0.75, 0.75], |l| l.extent)
 }
 
-/// A box in pixels of a `size`² image, each edge moved by up to 2% of the side.
+/// A box in pixels of a `size`² image, each edge moved by up to 2% of the side, at least
+/// one pixel wide and high.
 fn pixels(extent: [f32; 4], size: u32, rng: &mut ChaCha8Rng) -> [f32; 4] {
     let s = size as f32;
-    extent.map(|v| ((v + rng.random_range(-0.02..0.02)).clamp(0.0, 1.0) * s).round())
+    let [x0, y0, x1, y1] =
+        extent.map(|v| ((v + rng.random_range(-0.02..0.02)).clamp(0.0, 1.0) * s).round());
+    let span = |a: f32, b: f32| {
+        let (a, b) = (a.min(b), a.max(b));
+        if b - a >= 1.0 {
+            (a, b)
+        } else if a + 1.0 <= s {
+            (a, a + 1.0)
+        } else {
+            (s - 1.0, s)
+        }
+    };
+    let ((x0, x1), (y0, y1)) = (span(x0, x1), span(y0, y1));
+    [x0, y0, x1, y1]
 }
 
 /// VinDr-CXR: `train.csv` (`image_id, class_name, class_id, rad_id, x_min, y_min, x_max,
