@@ -523,7 +523,15 @@ impl CompareArgs {
         let sources = self
             .inputs
             .iter()
-            .map(|p| Source::classify(p, key, self.labels.as_deref(), self.split_list.as_deref()))
+            .map(|p| {
+                Source::classify(
+                    p,
+                    key,
+                    self.labels.as_deref(),
+                    self.split_list.as_deref(),
+                    std::path::Path::new(MANIFESTS_DIR),
+                )
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let mut job = CompareJob {
             sources,

@@ -41,6 +41,15 @@ fn input_err(path: &Path, message: impl std::fmt::Display) -> CompareError {
 pub enum Source {
     /// A run directory, with the evaluation (split, checkpoint, TTA) to read.
     Run { dir: PathBuf, key: EvalKey },
+    /// A run's external evaluation (`RUN/external/<pipeline>/`, from `evaluate --on`): its
+    /// predictions on the other pipeline's test split, with that manifest's truth (in
+    /// `manifests`), on the concepts it scored.
+    External {
+        run: PathBuf,
+        pipeline: String,
+        key: EvalKey,
+        manifests: PathBuf,
+    },
     /// Any model's predictions CSV (as `evaluate --predictions` reads it), with the metadata
     /// that labels it, an optional split list, and optionally the architecture it ran (for
     /// the cost figures).
@@ -53,13 +62,33 @@ pub enum Source {
 }
 
 impl Source {
-    /// A folder is a run; a file is a predictions CSV (needing `metadata`).
+    /// A folder `RUN/external/<pipeline>` is an external evaluation (its truth from the
+    /// manifest in `manifests`); any other folder is a run; a file is a predictions CSV
+    /// (needing `metadata`).
     pub fn classify(
         path: &Path,
         key: EvalKey,
         metadata: Option<&Path>,
         split_list: Option<&Path>,
+        manifests: &Path,
     ) -> Result<Source, CompareError> {
+        let parent = path
+            .parent()
+            .filter(|p| p.file_name() == Some("external".as_ref()));
+        if let (true, Some(run), Some(name)) = (path.is_dir(), parent, path.file_name()) {
+            if key.split != Split::Test {
+                return Err(input_err(
+                    path,
+                    format!("an external evaluation is scored on its pipeline's test split, not the {} split: compare with --split test", key.split),
+                ));
+            }
+            return Ok(Source::External {
+                run: run.parent().unwrap_or(Path::new(".")).to_path_buf(),
+                pipeline: name.to_string_lossy().into_owned(),
+                key,
+                manifests: manifests.to_path_buf(),
+            });
+        }
         if path.is_dir() {
             Ok(Source::Run {
                 dir: path.to_path_buf(),
@@ -98,6 +127,8 @@ pub struct Scored {
     pub protocol: Option<String>,
     /// Made by `muxmed synth`.
     pub synthetic: bool,
+    /// The other pipeline of an external evaluation (its data, not the run's own).
+    pub on: Option<String>,
     /// Things the report should say about this input (e.g. stale predictions).
     pub notes: Vec<String>,
     pub labels: Vec<String>,
@@ -116,6 +147,7 @@ impl Scored {
             split,
             protocol: None,
             synthetic: false,
+            on: None,
             notes: vec![],
             labels: vec![],
             image_ids: vec![],
@@ -125,6 +157,12 @@ impl Scored {
         };
         match &source {
             Source::Run { dir, key } => read_run(empty, dir, *key),
+            Source::External {
+                run,
+                pipeline,
+                key,
+                manifests,
+            } => read_external_evaluation(empty, run, pipeline, *key, manifests),
             Source::Predictions {
                 csv,
                 metadata,
@@ -164,15 +202,7 @@ fn read_run(mut s: Scored, dir: &Path, key: EvalKey) -> Result<Scored, CompareEr
             ),
         ));
     }
-    if is_older(&path, &run.checkpoint(key.checkpoint)) {
-        s.notes.push(format!(
-            "`{}`: {} is older than {}: the run trained on after this evaluation; run `muxmed evaluate --run {}` again for the current weights",
-            s.name,
-            path.display(),
-            key.checkpoint.file_name(),
-            dir.display()
-        ));
-    }
+    stale_note(&mut s, &path, &run, key.checkpoint);
     let preds = read_run_predictions(&path, &data.label_names).map_err(|e| input_err(&path, e))?;
     s.split = key.split;
     s.protocol = Some(manifest.protocol.clone());
@@ -200,6 +230,104 @@ fn read_run(mut s: Scored, dir: &Path, key: EvalKey) -> Result<Scored, CompareEr
         ));
     }
     Ok(s)
+}
+
+/// A run's external evaluation on `pipeline`'s test split: its predictions, and the truth
+/// and patients of that pipeline's manifest, which must be the one evaluated on (same
+/// sha256), on the concepts the evaluation scored.
+fn read_external_evaluation(
+    mut s: Scored,
+    run_dir: &Path,
+    pipeline: &str,
+    key: EvalKey,
+    manifests: &Path,
+) -> Result<Scored, CompareError> {
+    let run = RunDir::open(run_dir).map_err(|e| input_err(run_dir, e))?;
+    let ext = run.external(pipeline);
+    let k = crate::run::ExternalKey {
+        eval: EvalKey {
+            split: Split::Test,
+            ..key
+        },
+        all: false,
+    };
+    let info = ext.read_info(&k).map_err(|_| {
+        input_err(
+            ext.root(),
+            format!(
+                "no external evaluation of the {}: run `muxmed evaluate --run {} --on {pipeline}` first",
+                k.eval.describe(),
+                run_dir.display()
+            ),
+        )
+    })?;
+    let mdir = crate::data::manifest_dir::ManifestDir::of(manifests, &info.pipeline);
+    let mjson = mdir.manifest_json();
+    let sha = crate::io::sha256_file(&mjson).map_err(|e| input_err(&mjson, e))?;
+    if sha != info.manifest_sha256 {
+        return Err(input_err(
+            &mjson,
+            format!(
+                "has changed since `{}` was evaluated on it: run `muxmed evaluate --run {} --on {pipeline}` again",
+                s.name,
+                run_dir.display()
+            ),
+        ));
+    }
+    let minfo = crate::data::manifest_dir::ManifestInfo::read(mdir.root())
+        .map_err(|e| input_err(&mjson, e))?;
+    let split = crate::data::dataset::split_path(mdir.root(), Split::Test);
+    let data = crate::data::dataset::load_split_file(&split, &info.scored)
+        .map_err(|e| input_err(&split, e))?;
+    let path = ext.predictions(&k);
+    let preds = read_run_predictions(&path, &info.scored).map_err(|e| input_err(&path, e))?;
+    stale_note(&mut s, &path, &run, key.checkpoint);
+    s.split = Split::Test;
+    s.protocol = Some(minfo.protocol.clone());
+    s.on = Some(pipeline.to_string());
+    s.synthetic = minfo.synthetic;
+    s.labels = info.scored.clone();
+    s.notes.push(format!(
+        "`{}`: external evaluation of {} on `{pipeline}` ({} data, its test split)",
+        s.name,
+        run_dir.display(),
+        info.dataset
+    ));
+    // Images the evaluation left out (unreadable when its cache was prepared) are absent
+    // from the predictions, as from every other input scored on them.
+    for ((id, p), l) in data.image_ids.iter().zip(&data.patients).zip(&data.labels) {
+        if let Some(pr) = preds.get(id) {
+            s.image_ids.push(id.clone());
+            s.patients.push(p.clone());
+            s.y.push(l.iter().map(|v| crate::metrics::truth_of(*v)).collect());
+            s.s.push(pr.clone());
+        }
+    }
+    if s.image_ids.len() != info.images {
+        return Err(input_err(
+            &path,
+            format!(
+                "{} of its {} images are in `{pipeline}`'s test split now: evaluate again",
+                s.image_ids.len(),
+                info.images
+            ),
+        ));
+    }
+    Ok(s)
+}
+
+/// A note when `predictions` were written before the run's `checkpoint`: the run trained on
+/// after that evaluation.
+fn stale_note(s: &mut Scored, predictions: &Path, run: &RunDir, checkpoint: Checkpoint) {
+    if is_older(predictions, &run.checkpoint(checkpoint)) {
+        s.notes.push(format!(
+            "`{}`: {} is older than {}: the run trained on after this evaluation; evaluate {} again for the current weights",
+            s.name,
+            predictions.display(),
+            checkpoint.file_name(),
+            run.root().display()
+        ));
+    }
 }
 
 /// Whether file `a` was last written before file `b` (false when either time is unknown).
@@ -287,6 +415,19 @@ pub fn align(inputs: Vec<Scored>) -> Result<Aligned, CompareError> {
     }
     let first = &inputs[0];
     for o in &inputs[1..] {
+        if o.on != first.on {
+            let data = |x: &Scored| match &x.on {
+                Some(p) => format!("pipeline `{p}`'s data (an external evaluation)"),
+                None => "its own run's data".to_string(),
+            };
+            return Err(CompareError::Refused(format!(
+                "`{}` is scored on {} and `{}` on {}: compare models on the same data",
+                first.name,
+                data(first),
+                o.name,
+                data(o)
+            )));
+        }
         if o.split != first.split {
             return Err(CompareError::Refused(format!(
                 "`{}` is scored on the {} split and `{}` on the {} split: compare models on the same split",

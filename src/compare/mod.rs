@@ -49,6 +49,13 @@ fn default_name(s: &Source) -> String {
     let p = match s {
         Source::Run { dir, .. } => dir.as_path(),
         Source::Predictions { csv, .. } => csv.as_path(),
+        Source::External { run, pipeline, .. } => {
+            let r = run.file_name().map(|n| n.to_string_lossy().into_owned());
+            return format!(
+                "{}@{pipeline}",
+                r.unwrap_or_else(|| run.display().to_string())
+            );
+        }
     };
     p.file_stem()
         .map(|n| n.to_string_lossy().into_owned())
@@ -78,7 +85,7 @@ pub fn input_names(job: &CompareJob) -> Result<Vec<String>> {
 /// records them; an external predictions file has them when its architecture is given.
 fn model_facts(s: &Source) -> Result<Option<(Arch, i64, u64, u64)>> {
     match s {
-        Source::Run { dir, .. } => {
+        Source::Run { dir, .. } | Source::External { run: dir, .. } => {
             let run = RunDir::open(dir)?;
             let info = run.info()?;
             let res = run.config()?.train.resolution as i64;
@@ -111,9 +118,9 @@ fn measure(sources: &[Source], names: &[String]) -> Result<Vec<Option<stats::Cos
     let mut slot = Vec::new();
     for (s, name) in sources.iter().zip(names) {
         let c = match s {
-            Source::Run { dir, key } => Some(cost::Candidate::checkpoint(
-                &RunDir::open(dir)?.checkpoint(key.checkpoint),
-            )),
+            Source::Run { dir, key } | Source::External { run: dir, key, .. } => Some(
+                cost::Candidate::checkpoint(&RunDir::open(dir)?.checkpoint(key.checkpoint)),
+            ),
             Source::Predictions {
                 arch: Some((arch, res)),
                 ..
@@ -272,7 +279,9 @@ pub fn attach_archs(
         })?;
         match &mut sources[i] {
             Source::Predictions { arch: a, .. } => *a = Some((arch.clone(), *res)),
-            Source::Run { .. } => bail!("--arch `{name}`: a run records its own architecture"),
+            Source::Run { .. } | Source::External { .. } => {
+                bail!("--arch `{name}`: a run records its own architecture")
+            }
         }
     }
     Ok(())

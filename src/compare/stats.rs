@@ -34,6 +34,8 @@ pub struct Comparison {
 pub enum InputKind {
     Run,
     Predictions,
+    /// A run's external evaluation (`RUN/external/<pipeline>`).
+    External,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -165,6 +167,10 @@ fn input_summary(al: &Aligned, m: usize, opt: StatsOptions) -> InputSummary {
     let (source, kind) = match &inp.source {
         Source::Run { dir, .. } => (dir.display().to_string(), InputKind::Run),
         Source::Predictions { csv, .. } => (csv.display().to_string(), InputKind::Predictions),
+        Source::External { run, pipeline, .. } => (
+            run.join("external").join(pipeline).display().to_string(),
+            InputKind::External,
+        ),
     };
     InputSummary {
         name: inp.name.clone(),

@@ -88,3 +88,116 @@ pub fn compare_two_runs(w: &World, a: &RunDir, b: &RunDir) {
         o.warnings
     );
 }
+
+/// `compare` of two runs' external evaluations on one CheXpert-format pipeline
+/// (`RUN/external/<pipeline>` inputs): the images are valid.csv's, the labels the scored
+/// concepts, and each input's AUROC is recounted from its predictions file and valid.csv's
+/// cells. A run's own evaluation beside an external one is refused (other images).
+pub fn compare_external_evaluations(w: &World, a: &RunDir, b: &RunDir) {
+    use super::external::{other_pipeline, pairs_auroc, score_on, valid_cells};
+    use muxmed::compare::{inputs::Source, stats::StatsOptions, CompareJob};
+    use muxmed::data::synth::SynthOptions;
+    use muxmed::data::synth_formats::{write, SynthFormat};
+    let cx = w.root.join("cmp-cx");
+    let o = SynthOptions {
+        images: 120,
+        patients: None,
+        size: 64,
+        seed: 4,
+        test_fraction: 0.5,
+        overwrite: false,
+    };
+    write(&cx, &o, SynthFormat::Chexpert).unwrap();
+    let mdirs = w.root.join("data_manifests");
+    let data = format!(
+        "  source: chexpert\n  root: {}\n  protocol: official\n",
+        cx.display()
+    );
+    let other = other_pipeline(&w.root, &mdirs, "cmp-cx", &data);
+    let k = key(Split::Test, Checkpoint::Best, false);
+    let ek = muxmed::run::ExternalKey {
+        eval: k,
+        all: false,
+    };
+    let opt = muxmed::eval::scoring::EvalOptions {
+        resamples: 20,
+        ..Default::default()
+    };
+    for r in [a, b] {
+        score_on(r, &mdirs, &other, ek, &opt).unwrap();
+    }
+    let ext = |r: &RunDir| {
+        Source::classify(&r.root().join("external/cmp-cx"), k, None, None, &mdirs).unwrap()
+    };
+    let mut job = CompareJob {
+        sources: vec![ext(a), ext(b)],
+        names: None,
+        split: Split::Test,
+        out: w.root.join("cmp-ext"),
+        stats: StatsOptions {
+            test: muxmed::metrics::paired::AucTest::Clustered,
+            resamples: 50,
+            seed: 0,
+        },
+        measure_cost: false,
+    };
+    let c = muxmed::compare::run(&job).unwrap().comparison;
+    let cells = valid_cells(&cx);
+    assert_eq!(c.n_images, cells.len());
+    assert_eq!(
+        c.inputs[0].name,
+        format!("{}@cmp-cx", a.root().file_name().unwrap().to_string_lossy())
+    );
+    assert_eq!(
+        c.inputs[0].kind,
+        muxmed::compare::stats::InputKind::External
+    );
+    assert!(c.labels.contains(&"Effusion".to_string()) && !c.labels.contains(&"Mass".to_string()));
+    for (inp, r) in c.inputs.iter().zip([a, b]) {
+        let pred = std::fs::read_to_string(r.external("cmp-cx").predictions(&ek)).unwrap();
+        let mut lines = pred.lines();
+        let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+        let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+        for l in &inp.per_label {
+            let col = header.iter().position(|h| *h == l.label).unwrap();
+            let name = if l.label == "Effusion" {
+                "Pleural Effusion"
+            } else {
+                l.label.as_str()
+            };
+            let (mut pos, mut neg) = (Vec::new(), Vec::new());
+            for row in &rows {
+                let p: f64 = row[col].parse().unwrap();
+                match cells[row[0]][name].as_str() {
+                    "1.0" => pos.push(p),
+                    _ => neg.push(p),
+                }
+            }
+            match (pairs_auroc(&pos, &neg), l.auroc) {
+                (Some(x), Some(y)) => assert!((x - y).abs() < 1e-12, "{}: {x} {y}", l.label),
+                (x, y) => assert_eq!(x, y, "{}", l.label),
+            }
+        }
+    }
+    job.sources[1] = Source::Run {
+        dir: b.root().to_path_buf(),
+        key: k,
+    };
+    let e = muxmed::compare::run(&job).err().unwrap().to_string();
+    assert!(
+        e.contains("on pipeline `cmp-cx`'s data (an external evaluation)")
+            && e.contains("compare models on the same data"),
+        "{e}"
+    );
+    let e = Source::classify(
+        &a.root().join("external/cmp-cx"),
+        key(Split::Val, Checkpoint::Best, false),
+        None,
+        None,
+        &mdirs,
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(e.contains("compare with --split test"), "{e}");
+}

@@ -14,7 +14,7 @@ use muxmed::eval::scoring::EvalOptions;
 use super::support::{key, World};
 
 /// AUROC by counting pairs (Mann-Whitney, ties one half), written here from its definition.
-fn pairs_auroc(pos: &[f64], neg: &[f64]) -> Option<f64> {
+pub(super) fn pairs_auroc(pos: &[f64], neg: &[f64]) -> Option<f64> {
     if pos.is_empty() || neg.is_empty() {
         return None;
     }
@@ -34,7 +34,7 @@ fn pairs_auroc(pos: &[f64], neg: &[f64]) -> Option<f64> {
 }
 
 /// valid.csv's rows (the test split) as image id (`valid/patient...jpg`) → column → cell.
-fn valid_cells(root: &Path) -> HashMap<String, HashMap<String, String>> {
+pub(super) fn valid_cells(root: &Path) -> HashMap<String, HashMap<String, String>> {
     let text = std::fs::read_to_string(root.join("valid.csv")).unwrap();
     let mut lines = text.lines();
     let header: Vec<String> = lines.next().unwrap().split(',').map(String::from).collect();
@@ -54,7 +54,7 @@ fn valid_cells(root: &Path) -> HashMap<String, HashMap<String, String>> {
 
 /// Writes pipeline `name` (data section `data`) under `root`, builds its manifest into
 /// `mdirs/name` and returns its config.
-fn other_pipeline(root: &Path, mdirs: &Path, name: &str, data: &str) -> PipelineConfig {
+pub(super) fn other_pipeline(root: &Path, mdirs: &Path, name: &str, data: &str) -> PipelineConfig {
     let p = root.join(format!("{name}.yaml"));
     std::fs::write(&p, format!("name: {name}\ndata:\n{data}")).unwrap();
     let other = muxmed::config::load(&p, &[]).unwrap().config;
@@ -66,7 +66,7 @@ fn other_pipeline(root: &Path, mdirs: &Path, name: &str, data: &str) -> Pipeline
 }
 
 /// `evaluate --run RUN --on OTHER` on the CPU, without progress.
-fn score_on(
+pub(super) fn score_on(
     run: &RunDir,
     mdirs: &Path,
     other: &PipelineConfig,

@@ -355,6 +355,7 @@ fn early_stopping_and_tta() {
     );
     assert!(!out.run.root().join("metrics_test.json").exists());
     compare_two_runs(&w, &es, &out.run);
+    super::compare::compare_external_evaluations(&w, &es, &out.run);
 }
 
 #[test]
