@@ -550,6 +550,7 @@ mod tests {
             split: Split::Test,
             protocol: Some(protocol.into()),
             synthetic: false,
+            on: None,
             notes: vec![],
             labels: vec!["Effusion".into(), "Mass".into()],
             image_ids: ids.iter().map(|s| s.to_string()).collect(),
