@@ -207,7 +207,7 @@ impl DataConfig {
         }
         // Views, ages and one image per patient need columns the source has.
         let f = &d.filters;
-        let no_meta = [Dataset::Generic, Dataset::VindrCxr, Dataset::RsnaPneumonia];
+        let no_meta = [Dataset::VindrCxr, Dataset::RsnaPneumonia];
         if no_meta.contains(&ds)
             && (!f.views.is_empty()
                 || f.min_age.is_some()
@@ -216,7 +216,7 @@ impl DataConfig {
         {
             return invalid(
                 "data.filters",
-                format!("`{ds}`'s label file gives no view or age (and, for vindr_cxr and rsna_pneumonia, one image per patient): views, min_age, max_age and one_per_patient cannot apply"),
+                format!("`{ds}`'s label file gives no view or age, and each image is its own patient: views, min_age, max_age and one_per_patient cannot apply"),
             );
         }
         Ok(())

@@ -220,7 +220,8 @@ pub enum MimicLabeler {
 #[serde(deny_unknown_fields)]
 pub struct GenericDataConfig {
     /// CSV with columns `path`, `labels` (`|`-separated; empty for none), `patient_id` and
-    /// optionally `split` (train, val or test). Relative paths are relative to the CSV.
+    /// optionally `split` (train, val or test), `view`, `sex` and `age`, which
+    /// `data.filters` reads. Relative paths are relative to the CSV.
     pub csv: PathBuf,
     /// The label names, in the order the model's outputs use.
     pub labels: Vec<String>,

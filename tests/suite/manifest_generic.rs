@@ -274,3 +274,56 @@ fn every_file_listed_twice_is_named_with_its_lines() {
         assert!(e.contains(&want), "{want}\n{e}");
     }
 }
+
+/// A generic CSV's optional view, sex and age columns: kept in the manifest, read by
+/// `data.filters` (views, age range, one image per patient), and a filter whose column is
+/// absent is an error naming it. Expected counts by hand from the rows written here: row i
+/// has view PA for even i, age 20 + 5i, patient i / 2.
+#[test]
+fn generic_view_sex_and_age_columns_feed_the_filters() {
+    let dir = tempfile::tempdir().unwrap();
+    let imgs = dir.path().join("imgs");
+    std::fs::create_dir_all(&imgs).unwrap();
+    let mut csv = String::from("path,labels,patient_id,view,sex,age\n");
+    for (i, src) in real_images().iter().take(12).enumerate() {
+        let name = format!("c{i:02}.png");
+        std::fs::copy(src, imgs.join(&name)).unwrap();
+        let view = if i % 2 == 0 { "PA" } else { "AP" };
+        let sex = if i % 3 == 0 { "Female" } else { "M" };
+        csv += &format!(
+            "imgs/{name},Nodule,P{},{view},{sex},{}\n",
+            i / 2,
+            20 + 5 * i
+        );
+    }
+    let p = dir.path().join("labels.csv");
+    std::fs::write(&p, &csv).unwrap();
+    let all = build(&cfg(p.clone()), true).unwrap();
+    let df = muxmed::data::sources::read(&cfg(p.clone()), false)
+        .unwrap()
+        .all;
+    let sexes: Vec<Option<&str>> = df.column("sex").unwrap().str().unwrap().iter().collect();
+    assert_eq!(sexes.iter().filter(|s| **s == Some("F")).count(), 4);
+    assert_eq!(all.info.audit.images, 12);
+    let mut d = cfg(p.clone());
+    d.filters.views = vec!["PA".into()];
+    d.filters.min_age = Some(30);
+    // PA rows: i = 0, 2, ..., 10, ages 20, 30, ..., 70; age >= 30 drops i = 0.
+    assert_eq!(build(&d, true).unwrap().info.audit.images, 5);
+    let mut d = cfg(p.clone());
+    d.filters.one_per_patient = true;
+    d.filters.max_age = Some(60);
+    // Ages 20..=60 are i = 0..=8 (patients 0..=4), one image each.
+    assert_eq!(build(&d, true).unwrap().info.audit.images, 5);
+    std::fs::write(&p, csv.replace(",age\n", ",years\n")).unwrap();
+    let mut d = cfg(p.clone());
+    d.filters.min_age = Some(30);
+    let e = build(&d, true).err().unwrap().to_string();
+    assert!(
+        e.contains("labels.csv") && e.contains("data.filters.min_age needs the `age` column"),
+        "{e}"
+    );
+    std::fs::write(&p, csv.replacen(",Female,", ",X,", 1)).unwrap();
+    let e = build(&cfg(p), true).err().unwrap().to_string();
+    assert!(e.contains("line 2") && e.contains("sex `X`"), "{e}");
+}

@@ -23,6 +23,22 @@ struct Row {
     patient: String,
     labels: Vec<usize>,
     split: Option<Split>,
+    /// The optional `view`, `sex` (`M`/`F`) and `age` columns.
+    view: Option<String>,
+    sex: Option<String>,
+    age: Option<f64>,
+}
+
+impl super::rows::Filterable for Row {
+    fn view(&self) -> Option<&str> {
+        self.view.as_deref()
+    }
+    fn age(&self) -> Option<f64> {
+        self.age
+    }
+    fn patient(&self) -> &str {
+        &self.patient
+    }
 }
 
 /// How a CSV row names its image file.
@@ -126,11 +142,18 @@ struct Layout {
     labels: usize,
     patient: Option<usize>,
     split: Option<usize>,
+    view: Option<usize>,
+    sex: Option<usize>,
+    age: Option<usize>,
     width: usize,
 }
 
-/// The [`Layout`] the CSV's header describes.
-fn columns(header: &[&str], g: &GenericDataConfig, csv: &Path) -> Result<Layout, ManifestError> {
+/// The [`Layout`] the CSV's header describes; a filter of `d` needs the column it reads.
+fn columns(header: &[&str], d: &DataConfig, csv: &Path) -> Result<Layout, ManifestError> {
+    let g = d
+        .generic
+        .as_ref()
+        .ok_or_else(|| ManifestError::input(csv, "no data.generic"))?;
     let idx = |name: &str| header.iter().position(|h| *h == name);
     let header_err = |message: String| {
         ManifestError::Nih(NihError::Row {
@@ -173,11 +196,26 @@ fn columns(header: &[&str], g: &GenericDataConfig, csv: &Path) -> Result<Layout,
             (locate, idx("patient_id"))
         }
     };
+    let f = &d.filters;
+    for (key, set, column) in [
+        ("data.filters.views", !f.views.is_empty(), "view"),
+        ("data.filters.min_age", f.min_age.is_some(), "age"),
+        ("data.filters.max_age", f.max_age.is_some(), "age"),
+    ] {
+        if set && idx(column).is_none() {
+            return Err(header_err(format!(
+                "{key} needs the `{column}` column, which the header lacks; found `{found}`"
+            )));
+        }
+    }
     Ok(Layout {
         locate,
         labels: il,
         patient,
         split: idx("split"),
+        view: idx("view"),
+        sex: idx("sex"),
+        age: idx("age"),
         width: header.len(),
     })
 }
@@ -207,6 +245,20 @@ fn read_row(
         None => None,
     };
     let (path, image_id, header_patient) = layout.locate.find(f)?;
+    let cell = |k: Option<usize>| k.map(|k| f[k]).filter(|v| !v.is_empty());
+    let sex = match cell(layout.sex) {
+        None => None,
+        Some("M" | "m" | "Male" | "male") => Some("M".to_string()),
+        Some("F" | "f" | "Female" | "female") => Some("F".to_string()),
+        Some(v) => return Err(format!("sex `{v}` is not M, F, Male or Female (or empty)")),
+    };
+    let age = match cell(layout.age) {
+        None => None,
+        Some(v) => match v.parse::<f64>() {
+            Ok(a) if (0.0..=130.0).contains(&a) => Some(a),
+            _ => return Err(format!("age `{v}` is not a number of years from 0 to 130")),
+        },
+    };
     let patient = match layout.patient.map(|k| f[k]).filter(|p| !p.is_empty()) {
         Some(p) => p.to_string(),
         None if g.dicom_folder.is_some() => match header_patient {
@@ -229,11 +281,14 @@ fn read_row(
         patient,
         labels,
         split,
+        view: cell(layout.view).map(String::from),
+        sex,
+        age,
     })
 }
 
 /// The CSV's data rows, each checked against the header's width.
-fn read_rows(g: &GenericDataConfig) -> Result<(Vec<Row>, Layout), ManifestError> {
+fn read_rows(d: &DataConfig, g: &GenericDataConfig) -> Result<(Vec<Row>, Layout), ManifestError> {
     let csv = &g.csv;
     let row_err = |line: usize, message: String| {
         ManifestError::Nih(NihError::Row {
@@ -248,7 +303,7 @@ fn read_rows(g: &GenericDataConfig) -> Result<(Vec<Row>, Layout), ManifestError>
         .next()
         .map(|r| r.fields.iter().map(|h| h.trim()).collect())
         .unwrap_or_default();
-    let layout = columns(&header, g, csv)?;
+    let layout = columns(&header, d, csv)?;
     let mut rows = Vec::new();
     for r in lines {
         let f: Vec<&str> = r.fields.iter().map(|x| x.trim()).collect();
@@ -346,10 +401,25 @@ fn frame(rows: &[Row], split: &[Split], labels: &[String]) -> Result<DataFrame, 
     order.sort_by(|a, b| rows[*a].path.cmp(&rows[*b].path));
     let strs = |f: &dyn Fn(usize) -> String| order.iter().map(|&i| f(i)).collect::<Vec<String>>();
     let u32s = |f: &dyn Fn(&Row) -> u32| order.iter().map(|&i| f(&rows[i])).collect::<Vec<u32>>();
+    let opt = |f: &dyn Fn(&Row) -> Option<String>| {
+        order
+            .iter()
+            .map(|&i| f(&rows[i]))
+            .collect::<Vec<Option<String>>>()
+    };
     let mut cols = vec![
         Column::new("image_id".into(), strs(&|i| rows[i].image_id.clone())),
         Column::new("path".into(), strs(&|i| rows[i].path.clone())),
         Column::new("patient_id".into(), strs(&|i| rows[i].patient.clone())),
+        Column::new("view".into(), opt(&|r| r.view.clone())),
+        Column::new("sex".into(), opt(&|r| r.sex.clone())),
+        Column::new(
+            "age".into(),
+            order
+                .iter()
+                .map(|&i| rows[i].age)
+                .collect::<Vec<Option<f64>>>(),
+        ),
     ];
     for (k, l) in labels.iter().enumerate() {
         cols.push(Column::new(
@@ -372,9 +442,11 @@ pub fn read(
     check_images: bool,
 ) -> Result<Table, ManifestError> {
     let csv = &g.csv;
-    let (mut rows, layout) = read_rows(g)?;
+    let (mut rows, layout) = read_rows(d, g)?;
     let mut audit = Audit::default();
+    super::rows::apply_filters(d, &mut rows, &mut audit);
     check_files(d, csv, &mut rows, check_images, &mut audit)?;
+    super::rows::one_per_patient(d, &mut rows, &mut audit);
     let split = assign_splits(d, csv, &rows)?;
     split::check_no_shared_patients(
         rows.iter().map(|r| r.patient.clone()),

@@ -186,22 +186,41 @@ pub fn chosen_concepts(d: &DataConfig, dataset: Dataset) -> Vec<String> {
         .collect()
 }
 
+/// What `data.filters` reads of a row: its view, age and patient.
+pub trait Filterable {
+    fn view(&self) -> Option<&str>;
+    fn age(&self) -> Option<f64>;
+    fn patient(&self) -> &str;
+}
+
+impl Filterable for SourceRow {
+    fn view(&self) -> Option<&str> {
+        self.view.as_deref()
+    }
+    fn age(&self) -> Option<f64> {
+        self.age
+    }
+    fn patient(&self) -> &str {
+        &self.patient
+    }
+}
+
 /// `data.filters`' views and ages.
-fn apply_filters(d: &DataConfig, rows: &mut Vec<SourceRow>, audit: &mut Audit) {
+pub fn apply_filters<R: Filterable>(d: &DataConfig, rows: &mut Vec<R>, audit: &mut Audit) {
     let f = &d.filters;
     if !f.views.is_empty() {
         let before = rows.len();
-        rows.retain(|r| r.view.as_ref().is_some_and(|v| f.views.contains(v)));
+        rows.retain(|r| r.view().is_some_and(|v| f.views.iter().any(|x| x == v)));
         audit.note_dropped("views", before - rows.len());
     }
     if let Some(lo) = f.min_age {
         let before = rows.len();
-        rows.retain(|r| r.age.is_some_and(|a| a >= lo as f64));
+        rows.retain(|r| r.age().is_some_and(|a| a >= lo as f64));
         audit.note_dropped("min_age", before - rows.len());
     }
     if let Some(hi) = f.max_age {
         let before = rows.len();
-        rows.retain(|r| r.age.is_some_and(|a| a <= hi as f64));
+        rows.retain(|r| r.age().is_some_and(|a| a <= hi as f64));
         audit.note_dropped("max_age", before - rows.len());
     }
 }
@@ -253,13 +272,13 @@ fn check_files(
 }
 
 /// `data.filters.one_per_patient`: each patient keeps its first image (file order).
-fn one_per_patient(d: &DataConfig, rows: &mut Vec<SourceRow>, audit: &mut Audit) {
+pub fn one_per_patient<R: Filterable>(d: &DataConfig, rows: &mut Vec<R>, audit: &mut Audit) {
     if !d.filters.one_per_patient {
         return;
     }
     let mut seen = BTreeSet::new();
     let before = rows.len();
-    rows.retain(|r| seen.insert(r.patient.clone()));
+    rows.retain(|r| seen.insert(r.patient().to_string()));
     audit.note_dropped("one_per_patient", before - rows.len());
 }
 
