@@ -469,8 +469,10 @@ impl EvalArgs {
 
 #[derive(Args)]
 struct CompareArgs {
-    /// Run directories (reports/RUN, after `evaluate --run`) or predictions CSVs (with
-    /// --labels), at least two; the first is the reference the ratios are taken against.
+    /// Run directories (reports/RUN, after `evaluate --run`), runs' external evaluations
+    /// (reports/RUN/external/PIPELINE, after `evaluate --run --on`) or predictions CSVs
+    /// (with --labels), at least two; the first is the reference the ratios are taken
+    /// against.
     #[arg(required = true, num_args = 2..)]
     inputs: Vec<PathBuf>,
     /// The split every input is scored on.
