@@ -412,6 +412,18 @@ fn summarise(
     })
 }
 
+/// An image id short enough for a gallery caption: a long one (RSNA's and VinDr's hashes)
+/// keeps its first 8 and last 6 characters.
+fn short_id(id: &str) -> String {
+    let c: Vec<char> = id.chars().collect();
+    if c.len() <= 24 {
+        return id.to_string();
+    }
+    let head: String = c[..8].iter().collect();
+    let tail: String = c[c.len() - 6..].iter().collect();
+    format!("{head}…{tail}")
+}
+
 /// The model's four best and four worst boxes, drawn: ranked by IoU (IoBB rewards any small
 /// detection inside a box, so it would call a speck a best case), then pointing, then IoBB.
 #[allow(clippy::too_many_arguments)]
@@ -466,7 +478,7 @@ fn draw_gallery(
                 detections: &o.detections,
                 caption: format!(
                     "{} · {}\nIoBB {:.2} · IoU {:.2} · pointing {}",
-                    ids[images[s.target.image]],
+                    short_id(&ids[images[s.target.image]]),
                     labels[s.target.class],
                     o.iobb,
                     o.iou,

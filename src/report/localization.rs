@@ -74,8 +74,8 @@ pub(super) fn localization_section(
         ),
     };
     let head = format!(
-        "Grad-CAM of the {} checkpoint. {} boxes on {} images of {whose} ({} boxes on other images ignored), from {}. Maps thresholded at {} into 8-connected detections; a box is found when a detection passes the threshold. Centre prior: a Gaussian on the image centre; random: uniform noise on the feature-map grid (seed {}), upsampled like Grad-CAM.",
-        l.checkpoint.as_str(), l.boxes, l.images, l.boxes_outside_split, l.boxes_file, l.map_threshold, l.seed
+        "Grad-CAM of the {} checkpoint. {} boxes on {} images of {whose} ({} boxes on other images and {} of findings the run has no output for ignored), from {}. Maps thresholded at {} into 8-connected detections; a box is found when a detection passes the threshold. Centre prior: a Gaussian on the image centre; random: uniform noise on the feature-map grid (seed {}), upsampled like Grad-CAM.",
+        l.checkpoint.as_str(), l.boxes, l.images, l.boxes_outside_split, l.boxes_without_class, l.boxes_file, l.map_threshold, l.seed
     );
     let headers = [
         "finding",

@@ -94,7 +94,7 @@ pub fn write_vindr(out: &Path, o: &SynthOptions) -> Result<Vec<SynthRecord>, Syn
         .map(|r| {
             format!(
                 "{:016x}{:016x}",
-                r.patient as u64 * 0x9E37_79B9_7F4A_7C15,
+                (r.patient as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
                 r.follow_up
             )
         })

@@ -102,7 +102,7 @@ pub fn write(out: &Path, o: &SynthOptions) -> Result<Vec<SynthRecord>, SynthErro
             "21684011136696401228{:010}{:03}_{:06x}.png",
             r.patient,
             r.follow_up,
-            (r.patient * 7919 + r.follow_up) % 0xFFFFFF
+            (r.patient.wrapping_mul(7919).wrapping_add(r.follow_up)) % 0xFFFFFF
         );
         let dir = (r.patient % 4).to_string();
         let year = 2009 + (r.follow_up + r.patient) % 9;
