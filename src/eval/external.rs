@@ -134,6 +134,12 @@ pub fn evaluate_external(
     device: Option<&str>,
     progress: &dyn Fn(usize, usize),
 ) -> Result<ExternalEvaluation> {
+    if key.eval.split != Split::Test {
+        bail!(
+            "--split {} with --on: an external evaluation scores the other pipeline's test split (every split with --all-splits), set beside the run's own test split",
+            key.eval.split
+        );
+    }
     let o = open_run(run_dir, &key.eval, device)?;
     let odir = ManifestDir::of(manifests_dir, &other.name);
     if !odir.manifest_json().is_file() {

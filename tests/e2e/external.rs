@@ -173,6 +173,16 @@ pub fn external_validation(w: &World, run: &RunDir) {
             .unwrap();
         assert_eq!(m["auroc"].as_f64(), c.internal_auroc, "{}", c.concept);
     }
+    // Only the other pipeline's test split (or all of it) is scored: --split val is refused.
+    let val = ExternalKey {
+        eval: key(Split::Val, Checkpoint::Best, false),
+        all: false,
+    };
+    let e = score_on(run, &mdirs, &other, val, &opt)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("--split val with --on"), "{e}");
     // The run's own pipeline is not an external one.
     let own = muxmed::config::load(&w.pipeline, &[]).unwrap().config;
     let e = score_on(run, &mdirs, &own, k, &opt)
