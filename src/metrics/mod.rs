@@ -6,6 +6,7 @@
 pub mod bootstrap;
 pub mod localization;
 pub mod paired;
+pub mod subgroups;
 
 pub use bootstrap::{bootstrap_auroc, BootstrapCi};
 

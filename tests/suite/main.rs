@@ -26,6 +26,7 @@ mod model_parity;
 mod model_weights;
 mod report_figures;
 mod search;
+mod subgroups;
 mod synth_data;
 #[path = "../common/tolerance.rs"]
 #[allow(dead_code)]
