@@ -65,6 +65,13 @@ pub struct SubgroupOptions {
     pub level: f64,
 }
 
+/// One group's rows: truth, scores and (global) patient indices.
+struct Subset {
+    y: Vec<Vec<Option<bool>>>,
+    s: Vec<Vec<f64>>,
+    patients: Vec<usize>,
+}
+
 /// Scores every group of `g` on `y` (None: label missing), `s` and `patients` (each image's
 /// dense patient index).
 pub fn score_groups(
@@ -79,25 +86,26 @@ pub fn score_groups(
     let rows: Vec<Vec<usize>> = (0..g.names.len())
         .map(|grp| (0..y.len()).filter(|&i| g.member[i] == Some(grp)).collect())
         .collect();
-    let pick = |r: &[usize]| -> (Vec<Vec<Option<bool>>>, Vec<Vec<f64>>, Vec<usize>) {
-        (
-            r.iter().map(|&i| y[i].clone()).collect(),
-            r.iter().map(|&i| s[i].clone()).collect(),
-            r.iter().map(|&i| patients[i]).collect(),
-        )
-    };
-    let subsets: Vec<_> = rows.iter().map(|r| pick(r)).collect();
+    let subsets: Vec<Subset> = rows
+        .iter()
+        .map(|r| Subset {
+            y: r.iter().map(|&i| y[i].clone()).collect(),
+            s: r.iter().map(|&i| s[i].clone()).collect(),
+            patients: r.iter().map(|&i| patients[i]).collect(),
+        })
+        .collect();
     // One column per (group, label), patients indexed globally so one resample's weights
     // apply to every group.
     let cols: Vec<LabelColumn> = subsets
         .iter()
-        .flat_map(|(ys, ss, ps)| (0..k).map(move |j| LabelColumn::new(ys, ss, ps, j)))
+        .flat_map(|u| (0..k).map(move |j| LabelColumn::new(&u.y, &u.s, &u.patients, j)))
         .collect();
     let draws = resampled_values(patients, cols.len(), o.resamples, o.seed, |c, chunk| {
         cols[c].aurocs(chunk)
     });
     let mut groups = Vec::with_capacity(g.names.len());
-    for (grp, (ys, ss, ps)) in subsets.iter().enumerate() {
+    for (grp, u) in subsets.iter().enumerate() {
+        let (ys, ss) = (&u.y, &u.s);
         let per_label = (0..k)
             .map(|j| {
                 let (yk, sk, _) = super::known_column(ys, ss, j);
@@ -122,7 +130,7 @@ pub fn score_groups(
                 }
             })
             .collect();
-        let mut distinct = ps.clone();
+        let mut distinct = u.patients.clone();
         distinct.sort_unstable();
         distinct.dedup();
         groups.push(GroupResult {
