@@ -208,10 +208,14 @@ fn evaluate_run_cmd(run: &Path, a: &EvalArgs) -> Result<ExitCode> {
         println!("{n}");
     }
     print!("{}", r.evaluation.table());
+    for line in r.subgroups.summary() {
+        println!("{line}");
+    }
     println!(
-        "wrote {} and {}",
+        "wrote {}, {} and {}",
         r.predictions_csv.display(),
-        r.metrics_json.display()
+        r.metrics_json.display(),
+        r.subgroups_json.display()
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -8,12 +8,14 @@
 
 pub mod augment;
 pub mod check;
+pub mod eval;
 mod locate;
 pub mod search;
 
 use check::{invalid, Invalid};
 
 pub use augment::AugmentConfig;
+pub use eval::{EvalConfig, SubgroupConfig};
 pub use search::SearchConfig;
 
 pub use locate::KeyLines;
@@ -38,6 +40,8 @@ pub struct PipelineConfig {
     pub runtime: RuntimeConfig,
     /// `muxmed search`: the architecture search (unused by the other commands).
     pub search: SearchConfig,
+    /// What `evaluate --run` reports beyond the per-label metrics (subgroups).
+    pub eval: EvalConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -532,6 +536,7 @@ impl Default for PipelineConfig {
             train: TrainConfig::default(),
             runtime: RuntimeConfig::default(),
             search: SearchConfig::default(),
+            eval: EvalConfig::default(),
         }
     }
 }
@@ -941,6 +946,7 @@ impl PipelineConfig {
     /// Checks values serde cannot: ranges and cross-key rules. Errors carry the key path.
     pub fn validate(&self) -> Result<(), Invalid> {
         self.search.check()?;
+        self.eval.check()?;
         if self.name.trim().is_empty()
             || self.name.contains(['/', '\\'])
             || self.name.starts_with('.')

@@ -187,3 +187,47 @@ pub fn load_split_file(p: &Path, label_names: &[String]) -> Result<SplitData, Ma
         labels,
     })
 }
+
+/// The attributes subgroups are made of, per row of a split file: None where the row has
+/// no value, and each column None where the manifest has no such column.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SplitAttributes {
+    pub image_ids: Vec<String>,
+    pub sex: Option<Vec<Option<String>>>,
+    pub age: Option<Vec<Option<f64>>>,
+    pub view: Option<Vec<Option<String>>>,
+    pub dataset: Option<Vec<Option<String>>>,
+}
+
+/// Reads the `sex`, `age`, `view` and `dataset` columns of one split's parquet file.
+pub fn load_split_attributes(p: &Path) -> Result<SplitAttributes, ManifestError> {
+    let f = std::fs::File::open(p).map_err(|e| ManifestError::input(p, e.to_string()))?;
+    let df = ParquetReader::new(f).finish()?;
+    let strs = |name: &str| -> Result<Option<Vec<Option<String>>>, ManifestError> {
+        let Ok(c) = df.column(name) else {
+            return Ok(None);
+        };
+        let c = c.cast(&DataType::String)?;
+        let v: Vec<Option<String>> = c
+            .str()?
+            .iter()
+            .map(|v| v.map(str::trim).filter(|v| !v.is_empty()).map(String::from))
+            .collect();
+        Ok(Some(v))
+    };
+    let age = match df.column("age") {
+        Ok(c) => Some(c.cast(&DataType::Float64)?.f64()?.iter().collect()),
+        Err(_) => None,
+    };
+    Ok(SplitAttributes {
+        image_ids: strs("image_id")?
+            .ok_or_else(|| ManifestError::input(p, "no column `image_id`"))?
+            .into_iter()
+            .map(Option::unwrap_or_default)
+            .collect(),
+        sex: strs("sex")?,
+        age,
+        view: strs("view")?,
+        dataset: strs("dataset")?,
+    })
+}

@@ -13,3 +13,4 @@ pub mod predictions;
 pub mod run_eval;
 pub mod scoring;
 pub mod shift;
+pub mod subgroups;

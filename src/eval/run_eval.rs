@@ -37,6 +37,8 @@ pub struct RunEvaluation {
     pub evaluation: Evaluation,
     pub predictions_csv: PathBuf,
     pub metrics_json: PathBuf,
+    pub subgroups: super::subgroups::Subgroups,
+    pub subgroups_json: PathBuf,
     /// Set when the manifest folder changed since the run started.
     pub notice: Option<String>,
 }
@@ -217,6 +219,18 @@ pub fn evaluate_run(
     let probs = scorer.predict(&split, key.split)?;
     let predictions_csv = run.predictions(&key);
     write_predictions(&predictions_csv, &split, &probs)?;
+    let attrs = crate::data::dataset::load_split_attributes(&run.split_file(key.split))?;
+    let sub = super::subgroups::subgroups(
+        &attrs,
+        &split,
+        &probs,
+        key.split.as_str(),
+        &o.cfg.eval.subgroups,
+        opt.resamples,
+        opt.seed,
+    );
+    let subgroups_json = run.subgroups(&key);
+    sub.write(&subgroups_json)?;
     let ev = evaluate(&joined(&split, probs), key.split.as_str(), &opt);
     let metrics_json = run.metrics(&key);
     ev.write(&metrics_json)?;
@@ -224,6 +238,8 @@ pub fn evaluate_run(
         evaluation: ev,
         predictions_csv,
         metrics_json,
+        subgroups: sub,
+        subgroups_json,
         notice,
     })
 }

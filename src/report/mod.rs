@@ -6,6 +6,7 @@ pub mod figures;
 mod localization;
 mod provenance;
 pub mod references;
+mod subgroups;
 
 use document::{esc, few_of_a_class, fmt, fmt_ci, html_figures, html_head, md_figures, Section};
 use localization::{external_localization_sections, localization_section};
@@ -416,6 +417,7 @@ pub fn report_run(
         published,
         sections: localization_section(&run.localization_files(key.split), &out, "")?
             .into_iter()
+            .chain(subgroups::subgroups_section(&run, &key, &out)?)
             .chain(external::external_section(&run, &key, &out)?)
             .chain(external_localization_sections(&run, key.split, &out)?)
             .collect(),

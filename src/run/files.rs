@@ -256,6 +256,10 @@ impl RunDir {
     pub fn metrics(&self, k: &EvalKey) -> PathBuf {
         self.root.join(format!("metrics_{}.json", k.suffix()))
     }
+    /// Per-label AUROC within subgroups (`eval::subgroups::Subgroups`).
+    pub fn subgroups(&self, k: &EvalKey) -> PathBuf {
+        self.root.join(format!("subgroups_{}.json", k.suffix()))
+    }
     /// The box benchmark of the run's own `split` (`muxmed localize`).
     pub fn localization_files(&self, split: Split) -> LocalizationFiles {
         LocalizationFiles {

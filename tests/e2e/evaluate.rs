@@ -126,7 +126,15 @@ fn evaluate_report_and_predict_a_trained_run() {
     use muxmed::eval::run_eval::{evaluate_run, predict_files, ModelSource};
     use muxmed::eval::scoring::EvalOptions;
     let w = world(160, "");
-    let out = train(&args(&w, "ev", &["train.epochs=2"]), no_stop()).unwrap();
+    let out = train(
+        &args(
+            &w,
+            "ev",
+            &["train.epochs=2", "eval.subgroups.min_positives=1"],
+        ),
+        no_stop(),
+    )
+    .unwrap();
     let mdirs = w.root.join("data_manifests");
     let opt = EvalOptions {
         resamples: 50,
@@ -150,6 +158,7 @@ fn evaluate_report_and_predict_a_trained_run() {
     assert_eq!(m["threshold_source"], "chosen on this run's val split");
     let csv = std::fs::read_to_string(&r.predictions_csv).unwrap();
     assert!(csv.starts_with("image_id,patient_id,Atelectasis,Cardiomegaly"));
+    subgroups_match_the_written_files(&w, &r);
     assert_eq!(csv.lines().count(), r.evaluation.n_images + 1);
     // Scoring the written predictions again reproduces the AUROCs.
     let mean = m["mean_auroc"].as_f64().unwrap();
@@ -299,6 +308,7 @@ fn evaluate_report_and_predict_a_trained_run() {
     let text = std::fs::read_to_string(&html).unwrap();
     assert!(text.contains("synthetic data") && text.contains("trained from scratch"));
     assert!(text.contains("Localization (box benchmark)") && text.contains("centre prior"));
+    assert!(text.contains("<h2>Subgroups</h2>") && text.contains("AUROC by sex"));
     assert!(
         text.contains("Localization on `rsna-ext` (external box benchmark)")
             && text.contains("Localization on `vindr-ext` (external box benchmark)")
@@ -435,4 +445,75 @@ fn a_run_keeps_its_splits_and_every_evaluation_reports_exactly() {
         .unwrap()
         .to_string();
     assert!(e.contains("is not in the prepared cache"), "{e}");
+}
+
+/// `subgroups_test.json` against the written files: every group AUROC reported is recounted
+/// by pair counting from predictions_test.csv and the synthetic metadata's `Patient Gender`,
+/// `View Position` and `Finding Labels`; groups are the values present; image counts add up.
+fn subgroups_match_the_written_files(
+    w: &super::support::World,
+    r: &muxmed::eval::run_eval::RunEvaluation,
+) {
+    use muxmed::eval::subgroups::Attribute;
+    use std::collections::HashMap;
+    let meta = std::fs::read_to_string(w.root.join("synth/Data_Entry_2017_v2020.csv")).unwrap();
+    let by_id: HashMap<&str, Vec<&str>> = meta
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[0], f)
+        })
+        .collect();
+    let pred = std::fs::read_to_string(&r.predictions_csv).unwrap();
+    let mut lines = pred.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    let s = &r.subgroups;
+    assert!(r.subgroups_json.ends_with("subgroups_test.json"));
+    assert_eq!(
+        &muxmed::eval::subgroups::Subgroups::read(&r.subgroups_json).unwrap(),
+        s
+    );
+    assert_eq!(s.min_positives, 1, "the run's eval.subgroups");
+    let mut checked = 0;
+    for (attr, col) in [(Attribute::Sex, 5), (Attribute::View, 6)] {
+        let a = s.attribute(attr).unwrap();
+        let total: usize = a.result.groups.iter().map(|g| g.images).sum();
+        assert_eq!(total + a.unknown, rows.len());
+        for g in &a.result.groups {
+            for (k, l) in g.per_label.iter().enumerate() {
+                let Some(auroc) = l.auroc else { continue };
+                let label = &s.labels[k];
+                let c = header.iter().position(|h| h == label).unwrap();
+                let (mut pos, mut neg) = (Vec::new(), Vec::new());
+                for row in &rows {
+                    let m = &by_id[row[0]];
+                    if m[col] != g.group {
+                        continue;
+                    }
+                    let p: f64 = row[c].parse().unwrap();
+                    if m[1].split('|').any(|x| x == label) {
+                        pos.push(p);
+                    } else {
+                        neg.push(p);
+                    }
+                }
+                assert_eq!((l.positives, l.negatives), (pos.len(), neg.len()));
+                let want = super::external::pairs_auroc(&pos, &neg).unwrap();
+                assert!(
+                    (auroc - want).abs() < 1e-12,
+                    "{label} {}: {auroc} {want}",
+                    g.group
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(
+        checked > 5,
+        "{checked} group AUROCs checked: {:?}",
+        s.summary()
+    );
+    assert!(s.skipped.iter().any(|k| k.attribute == Attribute::Dataset));
 }
