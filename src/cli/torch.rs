@@ -286,11 +286,15 @@ fn evaluate_external_cmd(run: &Path, on: &str, a: &EvalArgs) -> Result<ExitCode>
     }
     print!("{}", r.shift.table());
     println!("{}", r.shift.line(&i.pipeline));
+    for line in r.subgroups.summary() {
+        println!("{line}");
+    }
     println!(
-        "wrote {}, {} and {}",
+        "wrote {}, {}, {} and {}",
         r.predictions_csv.display(),
         r.metrics_json.display(),
-        r.shift_json.display()
+        r.shift_json.display(),
+        r.subgroups_json.display()
     );
     Ok(ExitCode::SUCCESS)
 }

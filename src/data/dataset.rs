@@ -231,3 +231,43 @@ pub fn load_split_attributes(p: &Path) -> Result<SplitAttributes, ManifestError>
         dataset: strs("dataset")?,
     })
 }
+
+/// `acc` followed by `more` (`n` rows so far, `m` more): a column one part lacks is None
+/// for its rows.
+fn append<T: Clone>(
+    acc: &mut Option<Vec<Option<T>>>,
+    more: Option<Vec<Option<T>>>,
+    first: bool,
+    n: usize,
+    m: usize,
+) {
+    match (acc.as_mut(), more) {
+        (Some(v), Some(w)) => v.extend(w),
+        (Some(v), None) => v.extend(std::iter::repeat_n(None, m)),
+        (None, Some(w)) if first => *acc = Some(w),
+        (None, Some(w)) => {
+            let mut v = vec![None; n];
+            v.extend(w);
+            *acc = Some(v);
+        }
+        (None, None) => {}
+    }
+}
+
+/// [`load_split_attributes`] of each of `splits` of the manifest folder `dir`, one after
+/// the other.
+pub fn load_attributes_of(dir: &Path, splits: &[Split]) -> Result<SplitAttributes, ManifestError> {
+    let mut out = SplitAttributes::default();
+    for (i, s) in splits.iter().enumerate() {
+        let a = load_split_attributes(&split_path(dir, *s))?;
+        let n = out.image_ids.len();
+        out.image_ids.extend(a.image_ids);
+        let m = out.image_ids.len() - n;
+        let first = i == 0;
+        append(&mut out.sex, a.sex, first, n, m);
+        append(&mut out.age, a.age, first, n, m);
+        append(&mut out.view, a.view, first, n, m);
+        append(&mut out.dataset, a.dataset, first, n, m);
+    }
+    Ok(out)
+}

@@ -29,6 +29,9 @@ pub struct ExternalEvaluation {
     pub info: ExternalInfo,
     pub predictions_csv: PathBuf,
     pub metrics_json: PathBuf,
+    /// Per-label AUROC within subgroups of the other data (`subgroups_<key>.json`).
+    pub subgroups: super::subgroups::Subgroups,
+    pub subgroups_json: PathBuf,
 }
 
 /// The other manifest's splits (`test`, or all three) read with its own labels, then laid
@@ -198,7 +201,7 @@ pub fn evaluate_external(
     write_predictions(&predictions_csv, &data, &probs)?;
     let (sub, sub_probs) = columns(&data, &probs, &scored);
     let name = format!("external {}", other.name);
-    let evaluation = evaluate(&joined(&sub, sub_probs), &name, &opt);
+    let evaluation = evaluate(&joined(&sub, sub_probs.clone()), &name, &opt);
     let metrics_json = ext.metrics(&key);
     evaluation.write(&metrics_json)?;
     let info = ExternalInfo {
@@ -232,13 +235,26 @@ pub fn evaluate_external(
         manifest_sha256: crate::io::sha256_file(&odir.manifest_json())?,
     };
     let internal = internal_joined(&o.run, manifests_dir, &key, &sub.label_names, &opt, device)?;
-    let external = joined(&sub, columns(&data, &probs, &scored).1);
+    let external = joined(&sub, sub_probs.clone());
     let shift = super::shift::shift(&internal, &external, opt.resamples, opt.seed);
     let shift_json = ext.shift(&key);
     shift
         .write(&shift_json)
         .with_context(|| format!("writing {}", shift_json.display()))?;
     ext.write_info(&key, &info)?;
+    let splits: &[Split] = if key.all { &Split::ALL } else { &[Split::Test] };
+    let attrs = crate::data::dataset::load_attributes_of(odir.root(), splits)?;
+    let subgroups = super::subgroups::subgroups(
+        &attrs,
+        &sub,
+        &sub_probs,
+        &format!("external {}", other.name),
+        &o.cfg.eval.subgroups,
+        opt.resamples,
+        opt.seed,
+    );
+    let subgroups_json = ext.subgroups(&key);
+    subgroups.write(&subgroups_json)?;
     Ok(ExternalEvaluation {
         evaluation,
         shift,
@@ -246,5 +262,7 @@ pub fn evaluate_external(
         info,
         predictions_csv,
         metrics_json,
+        subgroups,
+        subgroups_json,
     })
 }

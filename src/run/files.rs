@@ -59,6 +59,10 @@ impl ExternalDir {
     pub fn info(&self, k: &ExternalKey) -> PathBuf {
         self.root.join(format!("external_{}.json", k.suffix()))
     }
+    /// Per-label AUROC within subgroups of the other data (`eval::subgroups::Subgroups`).
+    pub fn subgroups(&self, k: &ExternalKey) -> PathBuf {
+        self.root.join(format!("subgroups_{}.json", k.suffix()))
+    }
     /// Internal against external AUROC per shared concept (`eval::shift::Shift`).
     pub fn shift(&self, k: &ExternalKey) -> PathBuf {
         self.root.join(format!("shift_{}.json", k.suffix()))

@@ -127,6 +127,30 @@ pub fn external_validation(w: &World, run: &RunDir) {
         assert!(f.is_file(), "{}", f.display());
     }
     assert!(ext.root().ends_with("external/cx"));
+    // Subgroups of the other data: CheXpert's Sex (Male/Female as M/F) and AP/PA columns,
+    // over the scored concepts; group sizes recounted from valid.csv.
+    assert!(ext.subgroups(&k).is_file());
+    assert_eq!(r.subgroups.labels, shared);
+    let cells_for_sex = valid_cells(&cx);
+    for (attr, col, map) in [
+        (
+            muxmed::eval::subgroups::Attribute::Sex,
+            "Sex",
+            [("F", "Female"), ("M", "Male")],
+        ),
+        (
+            muxmed::eval::subgroups::Attribute::View,
+            "AP/PA",
+            [("AP", "AP"), ("PA", "PA")],
+        ),
+    ] {
+        let a = r.subgroups.attribute(attr).unwrap();
+        for g in &a.result.groups {
+            let cell = map.iter().find(|m| m.0 == g.group).unwrap().1;
+            let n = cells_for_sex.values().filter(|c| c[col] == cell).count();
+            assert_eq!(g.images, n, "{col} {}", g.group);
+        }
+    }
     // External AUROC from the written predictions and valid.csv's own cells.
     let cells = valid_cells(&cx);
     assert_eq!(r.info.images, cells.len());

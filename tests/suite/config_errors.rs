@@ -94,7 +94,10 @@ fn subgroup_settings_are_checked() {
     let err = parse("eval:\n  subgroups:\n    age_bands: [40, 20]\n").unwrap_err();
     let msg = err.to_string();
     assert_eq!(err.key(), Some("eval.subgroups.age_bands"), "{msg}");
-    assert!(msg.contains("line 3") && msg.contains("increasing"), "{msg}");
+    assert!(
+        msg.contains("line 3") && msg.contains("increasing"),
+        "{msg}"
+    );
     let err = parse("eval:\n  subgroups:\n    min_positive: 5\n").unwrap_err();
     assert!(err.to_string().contains("min_positive"), "{err}");
     let err = parse("eval:\n  subgroups:\n    min_positives: 0\n").unwrap_err();
