@@ -137,8 +137,12 @@ fn evaluate_predictions(a: &EvalArgs) -> Result<ExitCode> {
             .to_path_buf()
     });
     let path = crate::eval::scoring::metrics_file(&dir, a.split)?;
-    let (_, ev) = job.run(&a.options())?;
+    let (joined, ev) = job.run(&a.options())?;
     print!("{}", ev.table());
+    let sub = job.subgroups(&joined, &a.options())?;
+    for line in sub.summary() {
+        println!("{line}");
+    }
     if ev.per_label.len() < crate::labels::LABELS.len() {
         println!(
             "--labels-subset: {} of {} labels scored; the mean AUROC is over these labels only",
@@ -151,7 +155,9 @@ fn evaluate_predictions(a: &EvalArgs) -> Result<ExitCode> {
         ev.predictions_without_labels, ev.labelled_images_without_predictions
     );
     ev.write(&path)?;
-    println!("wrote {}", path.display());
+    let sub_path = crate::eval::scoring::subgroups_file(&dir, a.split);
+    sub.write(&sub_path)?;
+    println!("wrote {} and {}", path.display(), sub_path.display());
     Ok(ExitCode::SUCCESS)
 }
 

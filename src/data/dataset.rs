@@ -199,6 +199,33 @@ pub struct SplitAttributes {
     pub dataset: Option<Vec<Option<String>>>,
 }
 
+impl SplitAttributes {
+    /// The attributes of `ids`, in that order (None for an id not held here).
+    pub fn aligned_to(&self, ids: &[String]) -> SplitAttributes {
+        let row: std::collections::HashMap<&str, usize> = self
+            .image_ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (id.as_str(), i))
+            .collect();
+        let at: Vec<Option<usize>> = ids.iter().map(|id| row.get(id.as_str()).copied()).collect();
+        fn pick<T: Clone>(
+            col: &Option<Vec<Option<T>>>,
+            at: &[Option<usize>],
+        ) -> Option<Vec<Option<T>>> {
+            col.as_ref()
+                .map(|c| at.iter().map(|i| i.and_then(|i| c[i].clone())).collect())
+        }
+        SplitAttributes {
+            image_ids: ids.to_vec(),
+            sex: pick(&self.sex, &at),
+            age: pick(&self.age, &at),
+            view: pick(&self.view, &at),
+            dataset: pick(&self.dataset, &at),
+        }
+    }
+}
+
 /// Reads the `sex`, `age`, `view` and `dataset` columns of one split's parquet file.
 pub fn load_split_attributes(p: &Path) -> Result<SplitAttributes, ManifestError> {
     let f = std::fs::File::open(p).map_err(|e| ManifestError::input(p, e.to_string()))?;

@@ -66,4 +66,39 @@ impl PredictionsJob<'_> {
         let ev = evaluate(&joined, self.split.as_str(), &opt);
         Ok((joined, ev))
     }
+
+    /// Per-label AUROC within sex, age band and view (the metadata's `Patient Gender`,
+    /// `Patient Age` and `View Position`) of `j`'s rows, with the default settings.
+    pub fn subgroups(
+        &self,
+        j: &Joined,
+        opt: &EvalOptions,
+    ) -> Result<super::subgroups::Subgroups, EvalError> {
+        let records = nih::parse_metadata(&nih::read_text(self.labels)?, self.labels)?;
+        let by_id: std::collections::HashMap<&str, &nih::Record> =
+            records.iter().map(|r| (r.image_id.as_str(), r)).collect();
+        let rec: Vec<Option<&&nih::Record>> = j
+            .image_ids
+            .iter()
+            .map(|id| by_id.get(id.as_str()))
+            .collect();
+        let text = |f: &dyn Fn(&nih::Record) -> &str| -> Option<Vec<Option<String>>> {
+            Some(rec.iter().map(|r| r.map(|r| f(r).to_string())).collect())
+        };
+        let attrs = crate::data::dataset::SplitAttributes {
+            image_ids: j.image_ids.clone(),
+            sex: text(&|r| r.sex.as_str()),
+            age: Some(rec.iter().map(|r| r.map(|r| r.age as f64)).collect()),
+            view: text(&|r| r.view.as_str()),
+            dataset: None,
+        };
+        Ok(super::subgroups::score(
+            &attrs,
+            j,
+            self.split.as_str(),
+            &crate::config::SubgroupConfig::default(),
+            opt.resamples,
+            opt.seed,
+        ))
+    }
 }

@@ -16,6 +16,8 @@ pub struct Joined {
     pub s: Vec<Vec<f64>>,
     /// Each image's patient as a dense index (see [`PatientIndex`]), the bootstrap's groups.
     pub patients: Vec<usize>,
+    /// Each row's image id.
+    pub image_ids: Vec<String>,
     /// Distinct patients.
     pub n_patients: usize,
     pub labels: Vec<String>,
@@ -33,6 +35,7 @@ pub fn join_split(
         y: vec![],
         s: vec![],
         patients: vec![],
+        image_ids: vec![],
         n_patients: 0,
         labels: split.label_names.clone(),
         predictions_without_labels: 0,
@@ -50,6 +53,7 @@ pub fn join_split(
                 j.y.push(l.iter().map(|v| crate::metrics::truth_of(*v)).collect());
                 j.s.push(pr);
                 j.patients.push(index.index(p.as_str()));
+                j.image_ids.push(id.clone());
             }
             None => j.labelled_without_predictions += 1,
         }
@@ -78,6 +82,7 @@ pub fn join(
         y: vec![],
         s: vec![],
         patients: vec![],
+        image_ids: vec![],
         n_patients: 0,
         labels: p.labels.clone(),
         predictions_without_labels: 0,
@@ -97,6 +102,7 @@ pub fn join(
                 );
                 j.s.push(probs.clone());
                 j.patients.push(index.index(r.patient_id));
+                j.image_ids.push(id.clone());
                 matched += 1;
             }
             None => j.predictions_without_labels += 1,

@@ -239,6 +239,11 @@ impl Evaluation {
 /// Where `evaluate --predictions` and `report --predictions` write the metrics of `split`.
 /// A run folder is refused: its `metrics_<split>.json` is the run's own evaluation (with
 /// thresholds chosen on val), which another file's numbers must not replace.
+/// `subgroups_<split>.json` beside [`metrics_file`]'s file in `dir`.
+pub fn subgroups_file(dir: &Path, split: Split) -> PathBuf {
+    dir.join(format!("subgroups_{split}.json"))
+}
+
 pub fn metrics_file(dir: &Path, split: Split) -> Result<PathBuf, EvalError> {
     if crate::run::RunDir::open(dir).is_ok() {
         return Err(EvalError::Input {

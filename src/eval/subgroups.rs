@@ -8,9 +8,9 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use super::join::Joined;
 use crate::config::SubgroupConfig;
 use crate::data::dataset::{SplitAttributes, SplitData};
-use crate::metrics::bootstrap::PatientIndex;
 use crate::metrics::subgroups::{score_groups, AttributeResult, Grouping, SubgroupOptions};
 
 /// What subgroups are made of.
@@ -214,28 +214,26 @@ pub fn subgroups(
     resamples: usize,
     seed: u64,
 ) -> Subgroups {
-    let row_of: std::collections::HashMap<&str, usize> = attrs
-        .image_ids
-        .iter()
-        .enumerate()
-        .map(|(i, id)| (id.as_str(), i))
-        .collect();
-    let rows: Vec<Option<usize>> = data
-        .image_ids
-        .iter()
-        .map(|id| row_of.get(id.as_str()).copied())
-        .collect();
-    let y: Vec<Vec<Option<bool>>> = data
-        .labels
-        .iter()
-        .map(|l| l.iter().map(|v| crate::metrics::truth_of(*v)).collect())
-        .collect();
-    let mut index = PatientIndex::default();
-    let patients: Vec<usize> = data
-        .patients
-        .iter()
-        .map(|p| index.index(p.as_str()))
-        .collect();
+    let j = super::join::join_split(data, |i, _| probs.get(i).cloned());
+    score(
+        &attrs.aligned_to(&j.image_ids),
+        &j,
+        split,
+        cfg,
+        resamples,
+        seed,
+    )
+}
+
+/// Scores every attribute of `j`'s rows; `attrs` holds their values row by row.
+pub fn score(
+    attrs: &SplitAttributes,
+    j: &Joined,
+    split: &str,
+    cfg: &SubgroupConfig,
+    resamples: usize,
+    seed: u64,
+) -> Subgroups {
     let o = SubgroupOptions {
         min_positives: cfg.min_positives,
         resamples,
@@ -244,8 +242,8 @@ pub fn subgroups(
     };
     let mut out = Subgroups {
         split: split.to_string(),
-        images: data.len(),
-        labels: data.label_names.clone(),
+        images: j.y.len(),
+        labels: j.labels.clone(),
         min_positives: cfg.min_positives,
         resamples,
         seed,
@@ -262,9 +260,7 @@ pub fn subgroups(
                 })
             }
             Err(why) => out.skipped.push(SkippedAttribute { attribute: a, why }),
-            Ok((names, by_row)) => {
-                let member: Vec<Option<usize>> =
-                    rows.iter().map(|r| r.and_then(|r| by_row[r])).collect();
+            Ok((names, member)) => {
                 let g = Grouping {
                     names: &names,
                     member: &member,
@@ -272,7 +268,7 @@ pub fn subgroups(
                 out.attributes.push(AttributeSubgroups {
                     attribute: a,
                     unknown: member.iter().filter(|m| m.is_none()).count(),
-                    result: score_groups(&y, probs, &patients, &data.label_names, &g, &o),
+                    result: score_groups(&j.y, &j.s, &j.patients, &j.labels, &g, &o),
                 });
             }
         }

@@ -6,7 +6,7 @@ pub mod figures;
 mod localization;
 mod provenance;
 pub mod references;
-mod subgroups;
+pub mod subgroups;
 
 use document::{esc, few_of_a_class, fmt, fmt_ci, html_figures, html_head, md_figures, Section};
 use localization::{external_localization_sections, localization_section};

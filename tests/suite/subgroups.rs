@@ -171,3 +171,60 @@ fn every_group_is_scored_on_the_same_resample() {
     assert_eq!(r.groups[0].per_label[0].ci, r.groups[1].per_label[0].ci);
     assert!(r.groups[0].per_label[0].ci.unwrap()[1] > r.groups[0].per_label[0].ci.unwrap()[0]);
 }
+
+/// The published DenseNet-121 predictions (reproduce-chexnet, 22,433 images of its own test
+/// fold) by view through `evaluate --predictions`'s subgroups. Expected from scikit-learn:
+/// `d = preds.merge(metadata)`; per `View Position` v, `roc_auc_score('Cardiomegaly' in
+/// labels.split('|'), prob_Cardiomegaly)` over `d[d.view == v]`: AP 8,847 images (246
+/// positive) 0.8516423217946864, PA 13,586 (336) 0.9403402964959569.
+#[test]
+fn published_predictions_by_view_match_scikit_learn() {
+    use muxmed::eval::job::PredictionsJob;
+    use muxmed::eval::subgroups::Attribute;
+    let nih = |p: &str| {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/data/nih")
+            .join(p)
+    };
+    let preds = nih("reference_predictions/zech_densenet121/preds.csv");
+    let meta = nih("Data_Entry_2017_v2020.csv.gz");
+    let job = PredictionsJob {
+        predictions: &preds,
+        labels: &meta,
+        split_list: None,
+        split: muxmed::labels::Split::Test,
+        thresholds_from: None,
+        labels_subset: false,
+    };
+    let opt = muxmed::eval::scoring::EvalOptions {
+        resamples: 100,
+        ..Default::default()
+    };
+    let (j, _) = job.run(&opt).unwrap();
+    let s = job.subgroups(&j, &opt).unwrap();
+    let v = s.attribute(Attribute::View).unwrap();
+    let k = s.labels.iter().position(|l| l == "Cardiomegaly").unwrap();
+    let got: Vec<(&str, usize, usize, f64)> = v
+        .result
+        .groups
+        .iter()
+        .map(|g| {
+            let l = &g.per_label[k];
+            (g.group.as_str(), g.images, l.positives, l.auroc.unwrap())
+        })
+        .collect();
+    let want = [
+        ("AP", 8847, 246, 0.851_642_321_794_686_4),
+        ("PA", 13586, 336, 0.940_340_296_495_956_9),
+    ];
+    for (g, w) in got.iter().zip(want) {
+        assert_eq!((g.0, g.1, g.2), (w.0, w.1, w.2));
+        assert!((g.3 - w.3).abs() < 1e-12, "{}: {} vs {}", g.0, g.3, w.3);
+    }
+    // Cardiomegaly's view gap (0.0887) has an interval above 0.05: the AP/PA sentence.
+    let note = muxmed::report::subgroups::view_shortcut_note(&s).unwrap();
+    assert!(
+        note.contains("Cardiomegaly") && note.contains("bed-bound"),
+        "{note}"
+    );
+}
