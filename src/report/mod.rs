@@ -287,6 +287,8 @@ pub fn report_predictions(
     let (joined, ev) = job.run(opt)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     ev.write(&metrics)?;
+    let sub = job.subgroups(&joined, opt)?;
+    sub.write(&crate::eval::scoring::subgroups_file(out, job.split))?;
     let subtitle = format!("{} ({} images)", job.split, ev.n_images);
     let figs = figures(out, &joined, &ev, &subtitle, true)?;
     let hash = |p: &Path| crate::io::sha256_file(p).unwrap_or_else(|_| "unreadable".into());
@@ -326,7 +328,7 @@ pub fn report_predictions(
             job.split_list.map(|p| p.display().to_string()).unwrap_or_else(|| "not given".into())
         )]).collect(),
         published: true,
-        sections: vec![],
+        sections: vec![subgroups::section(&sub, out, job.split.as_str())?],
         data: format!(
             "NIH Clinical Center ChestX-ray14 (Wang et al., CVPR 2017), labels from {}",
             job.labels.display()

@@ -208,11 +208,10 @@ fn attribute_section(
     a: &AttributeSubgroups,
     s: &Subgroups,
     out: &Path,
-    key: &EvalKey,
+    suffix: &str,
 ) -> Result<Section> {
     let name = format!(
-        "subgroups_{}_{}",
-        key.suffix(),
+        "subgroups_{suffix}_{}",
         serde_json::to_value(a.attribute)?
             .as_str()
             .unwrap_or("attribute")
@@ -279,7 +278,11 @@ pub(super) fn subgroups_section(
     if !p.is_file() {
         return Ok(None);
     }
-    let s = Subgroups::read(&p)?;
+    section(&Subgroups::read(&p)?, out, &key.suffix()).map(Some)
+}
+
+/// The section of `s`, its figures written into `out` named after `suffix`.
+pub(super) fn section(s: &Subgroups, out: &Path, suffix: &str) -> Result<Section> {
     let mut head = format!(
         "Per-label AUROC within groups of the {} split ({} images), with 95% intervals from {} patient resamples; every group is scored on the same resamples, and the largest gap (highest minus lowest group) has its interval from them too. A gap is never negative, so neither is its interval: one whose lower end is near 0 is no evidence of a difference. A group with fewer than {} positives or negatives of a label is \"too few\" for it and takes no part in its gap.",
         s.split, s.images, s.resamples, s.min_positives
@@ -287,7 +290,7 @@ pub(super) fn subgroups_section(
     for k in &s.skipped {
         head += &format!(" Not by {}: {}.", k.attribute.title(), k.why);
     }
-    if let Some(n) = view_shortcut_note(&s) {
+    if let Some(n) = view_shortcut_note(s) {
         head += &format!(" {n}");
     }
     let mut sec = Section {
@@ -295,9 +298,9 @@ pub(super) fn subgroups_section(
         html: format!("<h2>Subgroups</h2>\n<p>{}</p>\n", esc(&head)),
     };
     for a in &s.attributes {
-        let one = attribute_section(a, &s, out, key)?;
+        let one = attribute_section(a, s, out, suffix)?;
         sec.md += &one.md;
         sec.html += &one.html;
     }
-    Ok(Some(sec))
+    Ok(sec)
 }

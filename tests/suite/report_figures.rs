@@ -67,10 +67,14 @@ fn report_renders_every_figure() {
         assert!(svg.contains("<text"), "{name}.svg has no text");
     }
     assert!(out_dir.join("prevalence.png").is_file());
+    // The figures above, the prevalence chart and a forest plot per attribute the metadata
+    // gives (sex, age band, view).
     assert_eq!(
         html.matches("data:image/png;base64,").count(),
-        expected.len() + 1
+        expected.len() + 1 + 3
     );
+    assert!(html.contains("<h2>Subgroups</h2>") && html.contains("AUROC by view"));
+    assert!(out_dir.join("subgroups_test.json").is_file());
     assert!(html.contains("Warning") && html.contains("random patient split"));
     let md = std::fs::read_to_string(out_dir.join("report.md")).unwrap();
     assert!(md.contains("| Hernia |") && md.contains("roc_grid.png"));
