@@ -405,6 +405,39 @@ pub struct Aligned {
     pub scores: Vec<Vec<Vec<f64>>>,
 }
 
+/// Refuses two inputs scored on different data (a run's own against an external
+/// evaluation, or two pipelines), on different splits, or under different protocols.
+fn same_population(first: &Scored, o: &Scored) -> Result<(), CompareError> {
+    if o.on != first.on {
+        let data = |x: &Scored| match &x.on {
+            Some(p) => format!("pipeline `{p}`'s data (an external evaluation)"),
+            None => "its own run's data".to_string(),
+        };
+        return Err(CompareError::Refused(format!(
+            "`{}` is scored on {} and `{}` on {}: compare models on the same data",
+            first.name,
+            data(first),
+            o.name,
+            data(o)
+        )));
+    }
+    if o.split != first.split {
+        return Err(CompareError::Refused(format!(
+            "`{}` is scored on the {} split and `{}` on the {} split: compare models on the same split",
+            first.name, first.split, o.name, o.split
+        )));
+    }
+    if let (Some(a), Some(b)) = (&first.protocol, &o.protocol) {
+        if a != b {
+            return Err(CompareError::Refused(format!(
+                "`{}` uses the {a} split protocol and `{}` the {b} protocol: their {} images are not the same population",
+                first.name, o.name, first.split
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Puts every input on the first input's images and labels; refuses inputs from different
 /// splits or protocols, with different image sets, or whose truth differs on an image.
 pub fn align(inputs: Vec<Scored>) -> Result<Aligned, CompareError> {
@@ -415,33 +448,7 @@ pub fn align(inputs: Vec<Scored>) -> Result<Aligned, CompareError> {
     }
     let first = &inputs[0];
     for o in &inputs[1..] {
-        if o.on != first.on {
-            let data = |x: &Scored| match &x.on {
-                Some(p) => format!("pipeline `{p}`'s data (an external evaluation)"),
-                None => "its own run's data".to_string(),
-            };
-            return Err(CompareError::Refused(format!(
-                "`{}` is scored on {} and `{}` on {}: compare models on the same data",
-                first.name,
-                data(first),
-                o.name,
-                data(o)
-            )));
-        }
-        if o.split != first.split {
-            return Err(CompareError::Refused(format!(
-                "`{}` is scored on the {} split and `{}` on the {} split: compare models on the same split",
-                first.name, first.split, o.name, o.split
-            )));
-        }
-        if let (Some(a), Some(b)) = (&first.protocol, &o.protocol) {
-            if a != b {
-                return Err(CompareError::Refused(format!(
-                    "`{}` uses the {a} split protocol and `{}` the {b} protocol: their {} images are not the same population",
-                    first.name, o.name, first.split
-                )));
-            }
-        }
+        same_population(first, o)?;
         let ids_a: HashSet<&String> = first.image_ids.iter().collect();
         let ids_b: HashSet<&String> = o.image_ids.iter().collect();
         let only_a = ids_a.difference(&ids_b).count();
