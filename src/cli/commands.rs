@@ -137,9 +137,12 @@ fn evaluate_predictions(a: &EvalArgs) -> Result<ExitCode> {
             .to_path_buf()
     });
     let path = crate::eval::scoring::metrics_file(&dir, a.split)?;
-    let (joined, ev) = job.run(&a.options())?;
+    let crate::eval::job::PredictionsEvaluation {
+        evaluation: ev,
+        subgroups: sub,
+        ..
+    } = job.run(&a.options())?;
     print!("{}", ev.table());
-    let sub = job.subgroups(&joined, &a.options())?;
     for line in sub.summary() {
         println!("{line}");
     }

@@ -11,6 +11,13 @@ use crate::data::nih::{self};
 use crate::labels::Split;
 use crate::labels::LABELS;
 
+/// What [`PredictionsJob::run`] gives.
+pub struct PredictionsEvaluation {
+    pub joined: Joined,
+    pub evaluation: Evaluation,
+    pub subgroups: super::subgroups::Subgroups,
+}
+
 /// `muxmed evaluate --predictions`: scores any model's predictions CSV against NIH labels.
 pub struct PredictionsJob<'a> {
     pub predictions: &'a Path,
@@ -33,8 +40,9 @@ impl PredictionsJob<'_> {
             .collect()
     }
 
-    /// Reads, joins and evaluates; returns the joined data and the evaluation.
-    pub fn run(&self, opt: &EvalOptions) -> Result<(Joined, Evaluation), EvalError> {
+    /// Reads, joins and evaluates; returns the joined data, the evaluation and the
+    /// subgroups (the metadata read once for all three).
+    pub fn run(&self, opt: &EvalOptions) -> Result<PredictionsEvaluation, EvalError> {
         let mut opt = opt.clone();
         if !(0.0..=1.0).contains(&opt.sensitivity_target) {
             return Err(EvalError::Input {
@@ -63,18 +71,23 @@ impl PredictionsJob<'_> {
             None => None,
         };
         let joined = join(&preds, &records, list.as_ref())?;
-        let ev = evaluate(&joined, self.split.as_str(), &opt);
-        Ok((joined, ev))
+        let evaluation = evaluate(&joined, self.split.as_str(), &opt);
+        let subgroups = self.subgroups(&records, &joined, &opt);
+        Ok(PredictionsEvaluation {
+            joined,
+            evaluation,
+            subgroups,
+        })
     }
 
     /// Per-label AUROC within sex, age band and view (the metadata's `Patient Gender`,
     /// `Patient Age` and `View Position`) of `j`'s rows, with the default settings.
-    pub fn subgroups(
+    fn subgroups(
         &self,
+        records: &[nih::Record],
         j: &Joined,
         opt: &EvalOptions,
-    ) -> Result<super::subgroups::Subgroups, EvalError> {
-        let records = nih::parse_metadata(&nih::read_text(self.labels)?, self.labels)?;
+    ) -> super::subgroups::Subgroups {
         let by_id: std::collections::HashMap<&str, &nih::Record> =
             records.iter().map(|r| (r.image_id.as_str(), r)).collect();
         let rec: Vec<Option<&&nih::Record>> = j
@@ -92,13 +105,13 @@ impl PredictionsJob<'_> {
             view: text(&|r| r.view.as_str()),
             dataset: None,
         };
-        Ok(super::subgroups::score(
+        super::subgroups::score(
             &attrs,
             j,
             self.split.as_str(),
             &crate::config::SubgroupConfig::default(),
             opt.resamples,
             opt.seed,
-        ))
+        )
     }
 }

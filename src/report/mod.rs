@@ -284,10 +284,13 @@ pub fn report_predictions(
         anyhow::bail!("--out {} is a file, not a folder", out.display());
     }
     let metrics = crate::eval::scoring::metrics_file(out, job.split)?;
-    let (joined, ev) = job.run(opt)?;
+    let crate::eval::job::PredictionsEvaluation {
+        joined,
+        evaluation: ev,
+        subgroups: sub,
+    } = job.run(opt)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     ev.write(&metrics)?;
-    let sub = job.subgroups(&joined, opt)?;
     sub.write(&crate::eval::scoring::subgroups_file(out, job.split))?;
     let subtitle = format!("{} ({} images)", job.split, ev.n_images);
     let figs = figures(out, &joined, &ev, &subtitle, true)?;

@@ -200,8 +200,7 @@ fn published_predictions_by_view_match_scikit_learn() {
         resamples: 100,
         ..Default::default()
     };
-    let (j, _) = job.run(&opt).unwrap();
-    let s = job.subgroups(&j, &opt).unwrap();
+    let s = job.run(&opt).unwrap().subgroups;
     let v = s.attribute(Attribute::View).unwrap();
     let k = s.labels.iter().position(|l| l == "Cardiomegaly").unwrap();
     let got: Vec<(&str, usize, usize, f64)> = v
