@@ -11,6 +11,23 @@ use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
+/// One colour per series (a compared model, a subgroup), in order: colour-blind-safe
+/// Okabe–Ito hues.
+const PALETTE: [RGBColor; 7] = [
+    RGBColor(0, 114, 178),
+    RGBColor(213, 94, 0),
+    RGBColor(0, 158, 115),
+    RGBColor(204, 121, 167),
+    RGBColor(230, 159, 0),
+    RGBColor(86, 180, 233),
+    RGBColor(0, 0, 0),
+];
+
+/// Series `i`'s colour of [`PALETTE`] (cycling).
+pub(crate) fn colour(i: usize) -> RGBColor {
+    PALETTE[i % PALETTE.len()]
+}
+
 static FONT: Once = Once::new();
 
 pub(crate) fn ensure_font() {

@@ -9,44 +9,7 @@ use super::{HTML_FILE, MD_FILE};
 use crate::metrics::paired::AucTest;
 use crate::plot::human;
 use crate::plot::Figure;
-use crate::report::document::{esc, few_of_a_class, html_figures, html_head, md_figures};
-
-/// A table: header and rows of cells, written as Markdown or HTML.
-struct Table {
-    header: Vec<String>,
-    rows: Vec<Vec<String>>,
-}
-
-impl Table {
-    fn markdown(&self) -> String {
-        let mut s = format!(
-            "| {} |\n|{}\n",
-            self.header.join(" | "),
-            "---|".repeat(self.header.len())
-        );
-        for r in &self.rows {
-            s += &format!("| {} |\n", r.join(" | ").replace('\n', " "));
-        }
-        s
-    }
-
-    fn html(&self) -> String {
-        let mut s = String::from("<table><tr>");
-        for h in &self.header {
-            s += &format!("<th>{}</th>", esc(h));
-        }
-        s += "</tr>";
-        for r in &self.rows {
-            s += "<tr>";
-            for (i, c) in r.iter().enumerate() {
-                let class = if i > 0 { " class=\"num\"" } else { "" };
-                s += &format!("<td{class}>{}</td>", esc(c));
-            }
-            s += "</tr>";
-        }
-        s + "</table>\n"
-    }
-}
+use crate::report::document::{esc, few_of_a_class, html_figures, html_head, md_figures, Table};
 
 fn f3(v: Option<f64>) -> String {
     v.map(|x| format!("{x:.3}")).unwrap_or_else(|| "n/a".into())

@@ -11,28 +11,13 @@ use super::stats::{Comparison, Pair};
 use crate::metrics::paired::AucTest;
 use crate::metrics::roc_curve;
 use crate::plot::{
-    canvas, diagonal, e2s, human, legend, madds_chart, marker_radius, render, unit_chart,
+    canvas, colour, diagonal, e2s, human, legend, madds_chart, marker_radius, render, unit_chart,
     DrawResult, Figure, MaddsChart, PlotError,
 };
 use crate::report::references;
 
-/// One colour per model, in input order (colour-blind-safe Okabe–Ito hues).
-const PALETTE: [RGBColor; 7] = [
-    RGBColor(0, 114, 178),
-    RGBColor(213, 94, 0),
-    RGBColor(0, 158, 115),
-    RGBColor(204, 121, 167),
-    RGBColor(230, 159, 0),
-    RGBColor(86, 180, 233),
-    RGBColor(0, 0, 0),
-];
-
 /// A value with its 95% interval, either possibly undefined.
 type Estimate = (Option<f64>, Option<[f64; 2]>);
-
-fn colour(i: usize) -> RGBColor {
-    PALETTE[i % PALETTE.len()]
-}
 
 /// Every figure, written into `dir`.
 pub fn figures(dir: &Path, al: &Aligned, c: &Comparison) -> Result<Vec<Figure>, PlotError> {

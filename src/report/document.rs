@@ -13,6 +13,44 @@ pub struct Section {
     pub html: String,
 }
 
+/// A table: header and rows of cells, written as Markdown or HTML (every column but the
+/// first right-aligned as a number).
+pub(crate) struct Table {
+    pub header: Vec<String>,
+    pub rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    pub fn markdown(&self) -> String {
+        let mut s = format!(
+            "| {} |\n|{}\n",
+            self.header.join(" | "),
+            "---|".repeat(self.header.len())
+        );
+        for r in &self.rows {
+            s += &format!("| {} |\n", r.join(" | ").replace('\n', " "));
+        }
+        s
+    }
+
+    pub fn html(&self) -> String {
+        let mut s = String::from("<table><tr>");
+        for h in &self.header {
+            s += &format!("<th>{}</th>", esc(h));
+        }
+        s += "</tr>";
+        for r in &self.rows {
+            s += "<tr>";
+            for (i, c) in r.iter().enumerate() {
+                let class = if i > 0 { " class=\"num\"" } else { "" };
+                s += &format!("<td{class}>{}</td>", esc(c));
+            }
+            s += "</tr>";
+        }
+        s + "</table>\n"
+    }
+}
+
 pub(crate) fn base64(bytes: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);

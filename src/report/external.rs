@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use plotters::coord::Shift as Area;
 use plotters::prelude::*;
 
-use super::document::{base64, esc, Section};
+use super::document::{base64, esc, Section, Table};
 use crate::eval::shift::Shift;
 use crate::plot::{canvas, e2s, legend, render, Figure, PlotError};
 use crate::run::{EvalKey, ExternalDir, ExternalInfo, ExternalKey, RunDir};
@@ -158,31 +158,17 @@ fn one(info: &ExternalInfo, s: &Shift, fig: &Figure, png: &[u8]) -> Section {
         "external AUROC (95% CI)",
         "difference (95% CI)",
     ];
-    let mut md = format!(
-        "\n### {}\n\n{head}\n\n| {} |\n|{}\n",
-        info.pipeline,
-        headers.join(" | "),
-        "---|".repeat(headers.len())
-    );
+    let table = Table {
+        header: headers.iter().map(|h| h.to_string()).collect(),
+        rows: rows(s).into_iter().map(Vec::from).collect(),
+    };
+    let mut md = format!("\n### {}\n\n{head}\n\n{}", info.pipeline, table.markdown());
     let mut html = format!(
-        "<h3>{}</h3>\n<p>{}</p>\n<table><tr>",
+        "<h3>{}</h3>\n<p>{}</p>\n{}",
         esc(&info.pipeline),
-        esc(&head)
+        esc(&head),
+        table.html()
     );
-    for h in headers {
-        html += &format!("<th>{}</th>", esc(h));
-    }
-    html += "</tr>";
-    for r in rows(s) {
-        md += &format!("| {} |\n", r.join(" | "));
-        html += "<tr>";
-        for (i, c) in r.iter().enumerate() {
-            let class = if i > 0 { " class=\"num\"" } else { "" };
-            html += &format!("<td{class}>{}</td>", esc(c));
-        }
-        html += "</tr>";
-    }
-    html += "</table>\n";
     let file = format!("{}.png", fig.name);
     md += &format!("\n![{}]({file})\n", fig.title);
     html += &format!(

@@ -8,24 +8,15 @@ use anyhow::{Context, Result};
 use plotters::coord::Shift as Area;
 use plotters::prelude::*;
 
-use super::document::{base64, esc, Section};
+use super::document::{base64, esc, Section, Table};
 use crate::eval::subgroups::{Attribute, AttributeSubgroups, Subgroups};
 use crate::metrics::subgroups::GroupLabel;
-use crate::plot::{canvas, e2s, render, Figure, PlotError};
+use crate::plot::{canvas, colour, e2s, render, Figure, PlotError};
 use crate::run::{EvalKey, RunDir};
 
 /// A view gap whose interval starts above this is called large, and the report names the
 /// AP/PA shortcut.
 pub const LARGE_VIEW_GAP: f64 = 0.05;
-
-const COLOURS: [RGBColor; 6] = [
-    RGBColor(31, 119, 180),
-    RGBColor(214, 39, 40),
-    RGBColor(44, 160, 44),
-    RGBColor(148, 103, 189),
-    RGBColor(255, 127, 14),
-    RGBColor(23, 190, 207),
-];
 
 /// Rows of the forest plot: (label index, group index), top to bottom; a label no group
 /// has an AUROC for is left out (the table lists it).
@@ -105,7 +96,7 @@ pub fn forest_plot(
                 }))
                 .map_err(e2s)?;
             for (g, grp) in groups.iter().enumerate() {
-                let c = COLOURS[g % COLOURS.len()];
+                let c = colour(g);
                 let mine = rows.iter().enumerate().filter(|(_, r)| r.1 == g);
                 chart
                     .draw_series(mine.clone().filter_map(|(i, &(k, _))| {
@@ -231,30 +222,17 @@ fn attribute_section(
     } else {
         String::new()
     };
-    let mut md = format!(
-        "\n### {title}\n\n{unknown}\n\n| {} |\n|{}\n",
-        headers.join(" | "),
-        "---|".repeat(headers.len())
-    );
+    let table = Table {
+        header: headers,
+        rows,
+    };
+    let mut md = format!("\n### {title}\n\n{unknown}\n\n{}", table.markdown());
     let mut html = format!(
-        "<h3>{}</h3>\n<p>{}</p>\n<table><tr>",
+        "<h3>{}</h3>\n<p>{}</p>\n{}",
         esc(&title),
-        esc(unknown.trim())
+        esc(unknown.trim()),
+        table.html()
     );
-    for h in &headers {
-        html += &format!("<th>{}</th>", esc(h));
-    }
-    html += "</tr>";
-    for r in &rows {
-        md += &format!("| {} |\n", r.join(" | "));
-        html += "<tr>";
-        for (i, c) in r.iter().enumerate() {
-            let class = if i > 0 { " class=\"num\"" } else { "" };
-            html += &format!("<td{class}>{}</td>", esc(c));
-        }
-        html += "</tr>";
-    }
-    html += "</table>\n";
     if let Some(fig) = fig {
         let png =
             std::fs::read(&fig.png).with_context(|| format!("reading {}", fig.png.display()))?;
