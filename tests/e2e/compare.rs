@@ -94,26 +94,10 @@ pub fn compare_two_runs(w: &World, a: &RunDir, b: &RunDir) {
 /// concepts, and each input's AUROC is recounted from its predictions file and valid.csv's
 /// cells. A run's own evaluation beside an external one is refused (other images).
 pub fn compare_external_evaluations(w: &World, a: &RunDir, b: &RunDir) {
-    use super::external::{other_pipeline, pairs_auroc, score_on, valid_cells};
+    use super::external::{chexpert_pipeline, recount_auroc, score_on, valid_cells};
     use muxmed::compare::{inputs::Source, stats::StatsOptions, CompareJob};
-    use muxmed::data::synth::SynthOptions;
-    use muxmed::data::synth_formats::{write, SynthFormat};
-    let cx = w.root.join("cmp-cx");
-    let o = SynthOptions {
-        images: 120,
-        patients: None,
-        size: 64,
-        seed: 4,
-        test_fraction: 0.5,
-        overwrite: false,
-    };
-    write(&cx, &o, SynthFormat::Chexpert).unwrap();
+    let (cx, other) = chexpert_pipeline(w, "cmp-cx", 120, 4, 0.5);
     let mdirs = w.root.join("data_manifests");
-    let data = format!(
-        "  source: chexpert\n  root: {}\n  protocol: official\n",
-        cx.display()
-    );
-    let other = other_pipeline(&w.root, &mdirs, "cmp-cx", &data);
     let k = key(Split::Test, Checkpoint::Best, false);
     let ek = muxmed::run::ExternalKey {
         eval: k,
@@ -154,26 +138,9 @@ pub fn compare_external_evaluations(w: &World, a: &RunDir, b: &RunDir) {
     );
     assert!(c.labels.contains(&"Effusion".to_string()) && !c.labels.contains(&"Mass".to_string()));
     for (inp, r) in c.inputs.iter().zip([a, b]) {
-        let pred = std::fs::read_to_string(r.external("cmp-cx").predictions(&ek)).unwrap();
-        let mut lines = pred.lines();
-        let header: Vec<&str> = lines.next().unwrap().split(',').collect();
-        let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
         for l in &inp.per_label {
-            let col = header.iter().position(|h| *h == l.label).unwrap();
-            let name = if l.label == "Effusion" {
-                "Pleural Effusion"
-            } else {
-                l.label.as_str()
-            };
-            let (mut pos, mut neg) = (Vec::new(), Vec::new());
-            for row in &rows {
-                let p: f64 = row[col].parse().unwrap();
-                match cells[row[0]][name].as_str() {
-                    "1.0" => pos.push(p),
-                    _ => neg.push(p),
-                }
-            }
-            match (pairs_auroc(&pos, &neg), l.auroc) {
+            let pred = r.external("cmp-cx").predictions(&ek);
+            match (recount_auroc(&pred, &cells, &l.label).0, l.auroc) {
                 (Some(x), Some(y)) => assert!((x - y).abs() < 1e-12, "{}: {x} {y}", l.label),
                 (x, y) => assert_eq!(x, y, "{}", l.label),
             }

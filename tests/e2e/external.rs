@@ -76,25 +76,68 @@ pub(super) fn score_on(
     evaluate_external(run.root(), mdirs, other, k, opt, Some("cpu"), &|_, _| {})
 }
 
-pub fn external_validation(w: &World, run: &RunDir) {
+/// A CheXpert-format synthetic set of `images` at `w.root/name` (seed, share of test
+/// patients), its pipeline `name` written and its manifest built; the set's root and config.
+pub(super) fn chexpert_pipeline(
+    w: &World,
+    name: &str,
+    images: usize,
+    seed: u64,
+    test_fraction: f64,
+) -> (std::path::PathBuf, PipelineConfig) {
     use muxmed::data::synth::SynthOptions;
     use muxmed::data::synth_formats::{write, SynthFormat};
-    let cx = w.root.join("cx");
+    let cx = w.root.join(name);
     let o = SynthOptions {
-        images: 200,
+        images,
         patients: None,
         size: 64,
-        seed: 9,
-        test_fraction: 0.4,
+        seed,
+        test_fraction,
         overwrite: false,
     };
     write(&cx, &o, SynthFormat::Chexpert).unwrap();
-    let mdirs = w.root.join("data_manifests");
     let data = format!(
         "  source: chexpert\n  root: {}\n  protocol: official\n",
         cx.display()
     );
-    let other = other_pipeline(&w.root, &mdirs, "cx", &data);
+    let other = other_pipeline(&w.root, &w.root.join("data_manifests"), name, &data);
+    (cx, other)
+}
+
+/// `concept`'s AUROC recounted by pair counting from the predictions file `pred` against
+/// CheXpert-coded `cells` (image id → observation → `1.0` or `0.0`; anything else fails the
+/// test), with its positives. Effusion is CheXpert's `Pleural Effusion` (vocabulary.csv).
+pub(super) fn recount_auroc(
+    pred: &Path,
+    cells: &HashMap<String, HashMap<String, String>>,
+    concept: &str,
+) -> (Option<f64>, usize) {
+    let text = std::fs::read_to_string(pred).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let col = header.iter().position(|h| *h == concept).unwrap();
+    let name = if concept == "Effusion" {
+        "Pleural Effusion"
+    } else {
+        concept
+    };
+    let (mut pos, mut neg) = (Vec::new(), Vec::new());
+    for l in lines {
+        let row: Vec<&str> = l.split(',').collect();
+        let p: f64 = row[col].parse().unwrap();
+        match cells[row[0]][name].as_str() {
+            "1.0" => pos.push(p),
+            "0.0" => neg.push(p),
+            other => panic!("{}: cell {other} of {name}", row[0]),
+        }
+    }
+    (pairs_auroc(&pos, &neg), pos.len())
+}
+
+pub fn external_validation(w: &World, run: &RunDir) {
+    let (cx, other) = chexpert_pipeline(w, "cx", 200, 9, 0.4);
+    let mdirs = w.root.join("data_manifests");
     let k = ExternalKey {
         eval: key(Split::Test, Checkpoint::Best, false),
         all: false,
@@ -155,32 +198,14 @@ pub fn external_validation(w: &World, run: &RunDir) {
     let cells = valid_cells(&cx);
     assert_eq!(r.info.images, cells.len());
     let pred = std::fs::read_to_string(ext.predictions(&k)).unwrap();
-    let mut lines = pred.lines();
-    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
-    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
-    assert_eq!(rows.len(), cells.len());
+    assert_eq!(pred.lines().count() - 1, cells.len());
     for c in &r.shift.per_concept {
-        let col = header.iter().position(|h| *h == c.concept).unwrap();
-        let name = if c.concept == "Effusion" {
-            "Pleural Effusion"
-        } else {
-            c.concept.as_str()
-        };
-        let (mut pos, mut neg) = (Vec::new(), Vec::new());
-        for row in &rows {
-            let p: f64 = row[col].parse().unwrap();
-            match cells[row[0]][name].as_str() {
-                "1.0" => pos.push(p),
-                "0.0" => neg.push(p),
-                other => panic!("valid.csv cell {other}"),
-            }
-        }
-        let want = pairs_auroc(&pos, &neg);
+        let (want, positives) = recount_auroc(&ext.predictions(&k), &cells, &c.concept);
         match (want, c.external_auroc) {
             (Some(a), Some(b)) => assert!((a - b).abs() < 1e-12, "{}: {a} {b}", c.concept),
             (a, b) => assert_eq!(a, b, "{}", c.concept),
         }
-        assert_eq!(c.external_positives, pos.len());
+        assert_eq!(c.external_positives, positives);
         if let (Some(d), Some(i), Some(e)) = (c.difference, c.internal_auroc, c.external_auroc) {
             assert!((d - (e - i)).abs() < 1e-12);
         }
@@ -310,30 +335,17 @@ fn train_on_two_sources_then_validate_on_a_third() {
     assert_eq!(r.info.scored.len(), 7, "{:?}", r.info.scored);
     let cells = mimic_test_cells(&root.join("mimic"));
     assert_eq!(r.info.images, cells.len());
-    let pred = std::fs::read_to_string(out.run.external("mimic").predictions(&k)).unwrap();
+    let pred_csv = out.run.external("mimic").predictions(&k);
+    let pred = std::fs::read_to_string(&pred_csv).unwrap();
     let mut lines = pred.lines();
-    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
-    assert_eq!(header[2], "dataset");
-    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    assert_eq!(lines.next().unwrap().split(',').nth(2), Some("dataset"));
+    assert!(lines.all(|l| l.split(',').nth(2) == Some("mimic_cxr")));
     let mut defined = 0;
     for c in &r.shift.per_concept {
-        let col = header.iter().position(|h| *h == c.concept).unwrap();
-        let name = if c.concept == "Effusion" {
-            "Pleural Effusion"
-        } else {
-            c.concept.as_str()
-        };
-        let (mut pos, mut neg) = (Vec::new(), Vec::new());
-        for row in &rows {
-            assert_eq!(row[2], "mimic_cxr");
-            let p: f64 = row[col].parse().unwrap();
-            match cells[row[0]][name].as_str() {
-                "1.0" => pos.push(p),
-                "0.0" => neg.push(p),
-                other => panic!("test cell {other}"),
-            }
-        }
-        match (pairs_auroc(&pos, &neg), c.external_auroc) {
+        match (
+            recount_auroc(&pred_csv, &cells, &c.concept).0,
+            c.external_auroc,
+        ) {
             (Some(a), Some(b)) => {
                 defined += 1;
                 assert!((a - b).abs() < 1e-12, "{}: {a} {b}", c.concept)
