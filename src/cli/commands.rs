@@ -129,7 +129,8 @@ fn manifest_cmd(args: &PipelineArgs, out: Option<&Path>) -> Result<ExitCode> {
 
 /// `evaluate --predictions` (`evaluate --run` needs libtorch).
 fn evaluate_predictions(a: &EvalArgs) -> Result<ExitCode> {
-    let job = a.job()?;
+    let truth = a.predictions_truth_file()?;
+    let job = a.job(truth.as_deref())?;
     let dir = a.out.clone().unwrap_or_else(|| {
         job.predictions
             .parent()
@@ -140,6 +141,7 @@ fn evaluate_predictions(a: &EvalArgs) -> Result<ExitCode> {
     let crate::eval::job::PredictionsEvaluation {
         evaluation: ev,
         subgroups: sub,
+        adjudicated,
         ..
     } = job.run(&a.options())?;
     print!("{}", ev.table());
@@ -161,7 +163,28 @@ fn evaluate_predictions(a: &EvalArgs) -> Result<ExitCode> {
     let sub_path = crate::eval::scoring::subgroups_file(&dir, a.split);
     sub.write(&sub_path)?;
     println!("wrote {} and {}", path.display(), sub_path.display());
+    if let Some(adj) = adjudicated {
+        let p = crate::eval::scoring::adjudicated_file(&dir, a.split);
+        print_adjudicated(&adj, &p)?;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints `--truth google2019`'s scores and writes them to `path`.
+pub(super) fn print_adjudicated(
+    adj: &crate::eval::adjudicated::Adjudicated,
+    path: &Path,
+) -> Result<()> {
+    println!(
+        "adjudicated labels (Google 2019, `{}` set): {} images, {} patients ({} of the scored images are in Google's other set)",
+        adj.set, adj.n_images, adj.n_patients, adj.in_other_set
+    );
+    for line in adj.summary() {
+        println!("  {line}");
+    }
+    adj.write(path)?;
+    println!("wrote {}", path.display());
+    Ok(())
 }
 
 fn report_cmd(a: &EvalArgs) -> Result<ExitCode> {
@@ -178,7 +201,9 @@ fn report_cmd(a: &EvalArgs) -> Result<ExitCode> {
                 .out
                 .as_deref()
                 .ok_or_else(|| anyhow::anyhow!("--predictions needs --out DIR for the report"))?;
-            let (ev, html) = crate::report::report_predictions(&a.job()?, out, &a.options())?;
+            let truth = a.predictions_truth_file()?;
+            let (ev, html) =
+                crate::report::report_predictions(&a.job(truth.as_deref())?, out, &a.options())?;
             print!("{}", ev.table());
             html
         }

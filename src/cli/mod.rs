@@ -13,7 +13,7 @@ mod handoff;
 #[cfg(feature = "torch")]
 mod torch;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
@@ -429,6 +429,16 @@ struct EvalArgs {
     /// mean AUROC is then over those labels only, and the output says so).
     #[arg(long)]
     labels_subset: bool,
+    /// `google2019`: also score on Google's radiologist-adjudicated labels (Majkowska et al.,
+    /// Radiology 2019; Pneumothorax, Nodule or mass, Airspace opacity; Fracture has no
+    /// output) on the images Google's file puts in the `Set Id` equal to --split, beside
+    /// NIH's labels of the same images.
+    #[arg(long, value_enum, default_value = "nih", conflicts_with = "on")]
+    truth: crate::eval::adjudicated::Truth,
+    /// With --truth google2019: Google's file (default:
+    /// google2019_nih-chest-xray-labels.csv[.gz] in the run's data.root, or beside --labels).
+    #[arg(long)]
+    truth_file: Option<PathBuf>,
 }
 
 impl EvalArgs {
@@ -449,8 +459,27 @@ impl EvalArgs {
         }
     }
 
-    /// The --predictions job, or an error saying which flags are needed.
-    fn job(&self) -> anyhow::Result<PredictionsJob<'_>> {
+    /// With --predictions and --truth google2019: Google's file, by default beside --labels.
+    fn predictions_truth_file(&self) -> anyhow::Result<Option<PathBuf>> {
+        let labels = self.labels.as_deref().unwrap_or(Path::new("."));
+        self.truth_file_in(labels.parent().unwrap_or(Path::new(".")))
+    }
+
+    /// With --truth google2019: Google's file for the data in `root`.
+    fn truth_file_in(&self, root: &std::path::Path) -> anyhow::Result<Option<PathBuf>> {
+        use crate::eval::adjudicated::{truth_file, Truth};
+        if self.truth_file.is_some() && self.truth == Truth::Nih {
+            anyhow::bail!("--truth-file is only read with --truth google2019");
+        }
+        match self.truth {
+            Truth::Nih => Ok(None),
+            Truth::Google2019 => Ok(Some(truth_file(self.truth_file.as_deref(), root)?)),
+        }
+    }
+
+    /// The --predictions job, or an error saying which flags are needed; `truth_file` is
+    /// from [`EvalArgs::predictions_truth_file`].
+    fn job<'a>(&'a self, truth_file: Option<&'a Path>) -> anyhow::Result<PredictionsJob<'a>> {
         match (&self.predictions, &self.labels) {
             (Some(p), Some(l)) => Ok(PredictionsJob {
                 predictions: p,
@@ -459,6 +488,7 @@ impl EvalArgs {
                 split: self.split,
                 thresholds_from: self.thresholds_from.as_deref(),
                 labels_subset: self.labels_subset,
+                truth_file,
             }),
             _ => Err(anyhow::anyhow!(
                 "give --run reports/RUN, or --predictions P.csv with --labels METADATA.csv"

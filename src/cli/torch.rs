@@ -197,6 +197,13 @@ fn evaluate_run_cmd(run: &Path, a: &EvalArgs) -> Result<ExitCode> {
     if let Some(on) = &a.on {
         return evaluate_external_cmd(run, on, a);
     }
+    // Read before the model runs: a missing or bad file, or synthetic data, fails fast.
+    let dir = crate::run::RunDir::open(run)?;
+    let cfg = dir.config()?;
+    let truth = match a.truth_file_in(&cfg.data.root)? {
+        Some(f) => Some((crate::data::google2019::read(&f)?, f)),
+        None => None,
+    };
     let r = crate::eval::run_eval::evaluate_run(
         run,
         Path::new(MANIFESTS_DIR),
@@ -217,6 +224,17 @@ fn evaluate_run_cmd(run: &Path, a: &EvalArgs) -> Result<ExitCode> {
         r.metrics_json.display(),
         r.subgroups_json.display()
     );
+    if let Some((google, file)) = truth {
+        let adj = crate::eval::adjudicated::adjudicate(
+            &r.joined,
+            &google,
+            &file,
+            a.split,
+            cfg.eval.subgroups.min_positives,
+            (a.bootstrap, a.seed),
+        )?;
+        super::commands::print_adjudicated(&adj, &dir.adjudicated(&a.key()))?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

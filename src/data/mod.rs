@@ -8,6 +8,7 @@ pub mod dataset;
 pub mod dicom;
 pub mod files;
 pub mod geometry;
+pub mod google2019;
 pub mod image;
 pub mod loader;
 pub mod manifest;

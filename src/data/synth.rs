@@ -560,6 +560,15 @@ fn zoom_out(px: &[f32], s: usize, fov: f32) -> Vec<f32> {
     out
 }
 
+/// The file that marks a folder as a synthetic dataset.
+pub const MARKER: &str = "SYNTHETIC.txt";
+
+/// Whether `dir` holds a dataset `muxmed synth` made (its image names copy NIH's, its
+/// images and labels are not NIH's).
+pub fn is_synthetic(dir: &Path) -> bool {
+    dir.join(MARKER).is_file()
+}
+
 /// Checks the options and `out` (empty, or an earlier synthetic set), creates it and draws
 /// the metadata.
 pub fn start(out: &Path, o: &SynthOptions) -> Result<Vec<SynthRecord>, SynthError> {
@@ -567,7 +576,7 @@ pub fn start(out: &Path, o: &SynthOptions) -> Result<Vec<SynthRecord>, SynthErro
         return Err(SynthError::Args("--size must be at least 32".into()));
     }
     let non_empty = std::fs::read_dir(out).is_ok_and(|mut d| d.next().is_some());
-    if non_empty && !out.join("SYNTHETIC.txt").is_file() && !o.overwrite {
+    if non_empty && !is_synthetic(out) && !o.overwrite {
         return Err(SynthError::NotSynthetic(out.to_path_buf()));
     }
     let records = metadata(o)?;
@@ -611,7 +620,7 @@ pub fn write(out: &Path, o: &SynthOptions) -> Result<Vec<SynthRecord>, SynthErro
             r.spacing
         );
     }
-    let marker = out.join("SYNTHETIC.txt");
+    let marker = out.join(MARKER);
     crate::io::write_atomic(
         &marker,
         b"Made by `muxmed synth`: synthetic images and labels in NIH's file format. Numbers measured on them say nothing about real chest X-rays. Boxes are the drawn lesions' extents.\n",

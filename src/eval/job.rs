@@ -16,6 +16,8 @@ pub struct PredictionsEvaluation {
     pub joined: Joined,
     pub evaluation: Evaluation,
     pub subgroups: super::subgroups::Subgroups,
+    /// With [`PredictionsJob::truth_file`]: the scores on Google's adjudicated labels.
+    pub adjudicated: Option<super::adjudicated::Adjudicated>,
 }
 
 /// `muxmed evaluate --predictions`: scores any model's predictions CSV against NIH labels.
@@ -28,6 +30,9 @@ pub struct PredictionsJob<'a> {
     /// Score a file that has columns for only some of the 14 labels (the macro mean is then
     /// over those labels only); without it, missing label columns are an error.
     pub labels_subset: bool,
+    /// Also score on Google's adjudicated labels from this file (`--truth google2019`), on
+    /// the images of its `Set Id` equal to `split`.
+    pub truth_file: Option<&'a Path>,
 }
 
 impl PredictionsJob<'_> {
@@ -73,10 +78,22 @@ impl PredictionsJob<'_> {
         let joined = join(&preds, &records, list.as_ref())?;
         let evaluation = evaluate(&joined, self.split.as_str(), &opt);
         let subgroups = self.subgroups(&records, &joined, &opt);
+        let adjudicated = match self.truth_file {
+            Some(f) => Some(super::adjudicated::adjudicate(
+                &joined,
+                &crate::data::google2019::read(f)?,
+                f,
+                self.split,
+                crate::config::SubgroupConfig::default().min_positives,
+                (opt.resamples, opt.seed),
+            )?),
+            None => None,
+        };
         Ok(PredictionsEvaluation {
             joined,
             evaluation,
             subgroups,
+            adjudicated,
         })
     }
 

@@ -2,6 +2,7 @@
 //! patient, thresholds, calibration) from a run or from any model's predictions file. The
 //! metric functions themselves are `crate::metrics` (training validates with them too).
 
+pub mod adjudicated;
 #[cfg(feature = "torch")]
 pub mod export;
 #[cfg(feature = "torch")]

@@ -34,6 +34,8 @@ pub(super) fn joined(split: &SplitData, probs: Vec<Vec<f64>>) -> Joined {
 
 /// The outputs of `evaluate --run`.
 pub struct RunEvaluation {
+    /// The scored split's predictions with its labels.
+    pub joined: Joined,
     pub evaluation: Evaluation,
     pub predictions_csv: PathBuf,
     pub metrics_json: PathBuf,
@@ -231,10 +233,12 @@ pub fn evaluate_run(
     );
     let subgroups_json = run.subgroups(&key);
     sub.write(&subgroups_json)?;
-    let ev = evaluate(&joined(&split, probs), key.split.as_str(), &opt);
+    let j = joined(&split, probs);
+    let ev = evaluate(&j, key.split.as_str(), &opt);
     let metrics_json = run.metrics(&key);
     ev.write(&metrics_json)?;
     Ok(RunEvaluation {
+        joined: j,
         evaluation: ev,
         predictions_csv,
         metrics_json,

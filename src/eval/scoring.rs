@@ -244,6 +244,11 @@ pub fn subgroups_file(dir: &Path, split: Split) -> PathBuf {
     dir.join(format!("subgroups_{split}.json"))
 }
 
+/// `truth_google2019_<split>.json` beside [`metrics_file`]'s file in `dir`.
+pub fn adjudicated_file(dir: &Path, split: Split) -> PathBuf {
+    dir.join(format!("truth_google2019_{split}.json"))
+}
+
 pub fn metrics_file(dir: &Path, split: Split) -> Result<PathBuf, EvalError> {
     if crate::run::RunDir::open(dir).is_ok() {
         return Err(EvalError::Input {

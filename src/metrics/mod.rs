@@ -4,11 +4,13 @@
 //! A label with only one class present has no AUROC (`None`), never a number.
 
 pub mod bootstrap;
+pub mod calibration;
 pub mod localization;
 pub mod paired;
 pub mod subgroups;
 
 pub use bootstrap::{bootstrap_auroc, BootstrapCi};
+pub use calibration::{calibration, CalibrationBin};
 
 /// Points of the ROC curve at every distinct score, highest first, starting at (0, 0).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -381,52 +383,6 @@ pub fn youden_threshold(y: &[bool], s: &[f64]) -> Option<f64> {
 /// The highest threshold whose sensitivity on (y, s) reaches `target`.
 pub fn sensitivity_threshold(y: &[bool], s: &[f64], target: f64) -> Option<f64> {
     curve(y, s)?.sensitivity_threshold(target)
-}
-
-/// One bin of a reliability diagram.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct CalibrationBin {
-    pub lower: f64,
-    pub upper: f64,
-    pub count: usize,
-    pub mean_predicted: Option<f64>,
-    pub observed: Option<f64>,
-}
-
-/// Expected calibration error over `bins` equal-width probability bins, and the bins.
-pub fn calibration(y: &[bool], p: &[f64], bins: usize) -> (f64, Vec<CalibrationBin>) {
-    let mut sum_p = vec![0.0; bins];
-    let mut sum_y = vec![0.0; bins];
-    let mut count = vec![0usize; bins];
-    for (&yi, &pi) in y.iter().zip(p) {
-        let b = ((pi.clamp(0.0, 1.0) * bins as f64) as usize).min(bins - 1);
-        sum_p[b] += pi;
-        sum_y[b] += yi as u8 as f64;
-        count[b] += 1;
-    }
-    let n = y.len().max(1) as f64;
-    let mut ece = 0.0;
-    let out = (0..bins)
-        .map(|b| {
-            let c = count[b] as f64;
-            let (mp, ob) = if count[b] > 0 {
-                (Some(sum_p[b] / c), Some(sum_y[b] / c))
-            } else {
-                (None, None)
-            };
-            if let (Some(mp), Some(ob)) = (mp, ob) {
-                ece += c / n * (mp - ob).abs();
-            }
-            CalibrationBin {
-                lower: b as f64 / bins as f64,
-                upper: (b + 1) as f64 / bins as f64,
-                count: count[b],
-                mean_predicted: mp,
-                observed: ob,
-            }
-        })
-        .collect();
-    (ece, out)
 }
 
 #[cfg(test)]

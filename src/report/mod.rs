@@ -1,5 +1,6 @@
 //! Reports a reader can trust: figures (PNG + SVG), `report.md` and a self-contained
 //! `report.html` with the images embedded, with where every number comes from.
+pub mod adjudicated;
 pub mod document;
 mod external;
 pub mod figures;
@@ -288,10 +289,14 @@ pub fn report_predictions(
         joined,
         evaluation: ev,
         subgroups: sub,
+        adjudicated,
     } = job.run(opt)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     ev.write(&metrics)?;
     sub.write(&crate::eval::scoring::subgroups_file(out, job.split))?;
+    if let Some(a) = &adjudicated {
+        a.write(&crate::eval::scoring::adjudicated_file(out, job.split))?;
+    }
     let subtitle = format!("{} ({} images)", job.split, ev.n_images);
     let figs = figures(out, &joined, &ev, &subtitle, true)?;
     let hash = |p: &Path| crate::io::sha256_file(p).unwrap_or_else(|_| "unreadable".into());
@@ -331,7 +336,9 @@ pub fn report_predictions(
             job.split_list.map(|p| p.display().to_string()).unwrap_or_else(|| "not given".into())
         )]).collect(),
         published: true,
-        sections: vec![subgroups::section(&sub, out, job.split.as_str())?],
+        sections: std::iter::once(subgroups::section(&sub, out, job.split.as_str())?)
+            .chain(adjudicated.as_ref().map(adjudicated::section))
+            .collect(),
         data: format!(
             "NIH Clinical Center ChestX-ray14 (Wang et al., CVPR 2017), labels from {}",
             job.labels.display()
@@ -423,6 +430,7 @@ pub fn report_run(
         sections: localization_section(&run.localization_files(key.split), &out, "")?
             .into_iter()
             .chain(subgroups::subgroups_section(&run, &key, &out)?)
+            .chain(adjudicated::run_section(&run, &key)?)
             .chain(external::external_section(&run, &key, &out)?)
             .chain(external_localization_sections(&run, key.split, &out)?)
             .collect(),

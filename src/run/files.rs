@@ -264,6 +264,11 @@ impl RunDir {
     pub fn subgroups(&self, k: &EvalKey) -> PathBuf {
         self.root.join(format!("subgroups_{}.json", k.suffix()))
     }
+    /// AUROC on Google's adjudicated labels (`eval::adjudicated::Adjudicated`).
+    pub fn adjudicated(&self, k: &EvalKey) -> PathBuf {
+        self.root
+            .join(format!("truth_google2019_{}.json", k.suffix()))
+    }
     /// The box benchmark of the run's own `split` (`muxmed localize`).
     pub fn localization_files(&self, split: Split) -> LocalizationFiles {
         LocalizationFiles {

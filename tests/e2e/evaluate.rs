@@ -159,6 +159,7 @@ fn evaluate_report_and_predict_a_trained_run() {
     let csv = std::fs::read_to_string(&r.predictions_csv).unwrap();
     assert!(csv.starts_with("image_id,patient_id,Atelectasis,Cardiomegaly"));
     subgroups_match_the_written_files(&w, &r);
+    adjudicated_truth_through_the_run(&w, out.run.root(), &r);
     assert_eq!(csv.lines().count(), r.evaluation.n_images + 1);
     // Scoring the written predictions again reproduces the AUROCs.
     let mean = m["mean_auroc"].as_f64().unwrap();
@@ -516,4 +517,99 @@ fn subgroups_match_the_written_files(
         s.summary()
     );
     assert!(s.skipped.iter().any(|k| k.attribute == Attribute::Dataset));
+}
+
+/// `evaluate --run --truth google2019`: refused on synthetic data; with the marker gone and a
+/// hand-made Google file (the first half of the run's test images in Set Id `test`, the rest
+/// in `val`, findings by a fixed pattern), the written scores equal a pair count over the
+/// run's own predictions file, and the run's report has the section.
+fn adjudicated_truth_through_the_run(
+    w: &super::support::World,
+    run: &Path,
+    r: &muxmed::eval::run_eval::RunEvaluation,
+) {
+    let cli = |extra: &[&str]| {
+        muxmed()
+            .current_dir(&w.root)
+            .args(["evaluate", "--run"])
+            .arg(run)
+            .args([
+                "--truth",
+                "google2019",
+                "--bootstrap",
+                "20",
+                "--device",
+                "cpu",
+            ])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let o = cli(&[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("is a synthetic dataset"),
+        "{err}"
+    );
+    let pred = std::fs::read_to_string(&r.predictions_csv).unwrap();
+    let mut lines = pred.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    let half = rows.len() / 2;
+    let pattern = |i: usize, f: usize| (i * 7 + f * 3) % 5 < 2;
+    let mut g = String::from(
+        "Image Index,Patient ID,Fracture,Pneumothorax,Airspace opacity,Nodule or mass,Set Id\n",
+    );
+    for (i, row) in rows.iter().enumerate() {
+        let yn = |f| if pattern(i, f) { "YES" } else { "NO" };
+        let set = if i < half { "test" } else { "val" };
+        g += &format!(
+            "{},{},{},{},{},{},{set}\n",
+            row[0],
+            row[1],
+            yn(0),
+            yn(1),
+            yn(2),
+            yn(3)
+        );
+    }
+    let gfile = w.root.join("google.csv");
+    std::fs::write(&gfile, g).unwrap();
+    let marker = w.root.join("synth/SYNTHETIC.txt");
+    let kept = std::fs::read(&marker).unwrap();
+    std::fs::remove_file(&marker).unwrap();
+    let o = cli(&["--truth-file", gfile.to_str().unwrap()]);
+    std::fs::write(&marker, kept).unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let a = muxmed::eval::adjudicated::Adjudicated::read(&run.join("truth_google2019_test.json"))
+        .unwrap();
+    assert_eq!((a.n_images, a.in_other_set), (half, rows.len() - half));
+    let col = |l: &str| header.iter().position(|h| *h == l).unwrap();
+    for (f, sources) in [(1, vec!["Pneumothorax"]), (3, vec!["Nodule", "Mass"])] {
+        let (mut pos, mut neg) = (Vec::new(), Vec::new());
+        for (i, row) in rows.iter().enumerate().take(half) {
+            let s = sources
+                .iter()
+                .map(|l| row[col(l)].parse::<f64>().unwrap())
+                .fold(f64::MIN, f64::max);
+            if pattern(i, f) {
+                pos.push(s);
+            } else {
+                neg.push(s);
+            }
+        }
+        let got = a.findings[f].adjudicated.as_ref().unwrap().auroc.unwrap();
+        let want = super::external::pairs_auroc(&pos, &neg).unwrap();
+        assert!(
+            (got - want).abs() < 1e-12,
+            "{}: {got} {want}",
+            a.findings[f].finding
+        );
+        assert_eq!(a.findings[f].positives_adjudicated, pos.len());
+    }
+    assert!(a.findings[0].not_scored.is_some(), "Fracture has no output");
+    let key = super::support::key(Split::Test, Checkpoint::Best, false);
+    let (html, _) = muxmed::report::report_run(run, &w.root.join("data_manifests"), key).unwrap();
+    let md = std::fs::read_to_string(html.with_file_name("report.md")).unwrap();
+    assert!(md.contains("## Adjudicated labels"), "{md}");
 }

@@ -3,6 +3,7 @@
 //! CI build. `e2e` stays a binary of its own: its exact-resume tests need libtorch's
 //! process-global random generator to themselves.
 
+mod adjudicated;
 mod bench_model;
 #[path = "../common/bin.rs"]
 mod bin;

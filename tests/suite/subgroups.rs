@@ -195,6 +195,7 @@ fn published_predictions_by_view_match_scikit_learn() {
         split: muxmed::labels::Split::Test,
         thresholds_from: None,
         labels_subset: false,
+        truth_file: None,
     };
     let opt = muxmed::eval::scoring::EvalOptions {
         resamples: 100,

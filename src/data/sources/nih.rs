@@ -380,7 +380,7 @@ pub fn read(d: &DataConfig, scan_images: bool) -> Result<Table, ManifestError> {
         },
         audit,
         // `muxmed synth` leaves this marker so every report can say the data is synthetic.
-        synthetic: d.root.join("SYNTHETIC.txt").is_file(),
+        synthetic: crate::data::synth::is_synthetic(&d.root),
         dataset: None,
     })
 }

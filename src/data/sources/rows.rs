@@ -354,7 +354,7 @@ pub fn finish(d: &DataConfig, mut read: Read, check_images: bool) -> Result<Tabl
         protocol,
         audit,
         // `muxmed synth` leaves this marker in every format's root.
-        synthetic: d.root.join("SYNTHETIC.txt").is_file(),
+        synthetic: crate::data::synth::is_synthetic(&d.root),
         dataset: Some(read.dataset),
     })
 }

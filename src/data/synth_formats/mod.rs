@@ -244,7 +244,7 @@ fn write_mimic(out: &Path, o: &SynthOptions) -> Result<Vec<SynthRecord>, SynthEr
 }
 
 pub(super) fn marker(out: &Path, dataset: &str) -> Result<(), SynthError> {
-    let p = out.join("SYNTHETIC.txt");
+    let p = out.join(crate::data::synth::MARKER);
     let text = format!(
         "Made by `muxmed synth`: synthetic images and labels in {dataset}'s file format, drawn by another scanner than the NIH-format set. Numbers measured on them say nothing about real chest X-rays.\n"
     );
