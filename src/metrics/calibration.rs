@@ -220,12 +220,17 @@ pub fn fit_temperature(y: &[bool], p: &[f64]) -> Result<TemperatureFit, NoTemper
             }
             let step = if h > 0.0 { g / h } else { f64::INFINITY };
             let newton = a - step;
+            if step.abs() <= 2.0 * f64::EPSILON * a {
+                // Converged: the last Newton step is below an ulp or two of a.
+                a = newton.clamp(lo, hi);
+                break;
+            }
             a = if newton > lo && newton < hi {
                 newton
             } else {
                 0.5 * (lo + hi)
             };
-            if step.abs() <= 2.0 * f64::EPSILON * a || hi - lo <= 4.0 * f64::EPSILON * hi {
+            if hi - lo <= 4.0 * f64::EPSILON * hi {
                 break;
             }
         }

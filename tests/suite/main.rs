@@ -7,6 +7,7 @@ mod adjudicated;
 mod bench_model;
 #[path = "../common/bin.rs"]
 mod bin;
+mod calibration;
 mod cli_model;
 mod cli_output;
 mod compare;
