@@ -203,6 +203,12 @@ enum Command {
         /// when every input failed.
         #[arg(long)]
         strict: bool,
+        /// Scale the probabilities by the temperatures fitted on the run's val split (by
+        /// `evaluate --run`; `export` copies them into model.json), the probabilities the
+        /// run's operating thresholds were chosen on. On by default: a model without
+        /// temperatures is an error; `--calibrated false` writes the raw sigmoid outputs.
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        calibrated: bool,
     },
     /// A checkpoint as a TorchScript module (normalised [N,3,R,R] float32 in, logits out) for
     /// PyTorch, TorchServe or Triton, with model.json beside it: arch, resolution, eval

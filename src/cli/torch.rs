@@ -25,13 +25,14 @@ pub(super) fn run(cmd: &Command) -> Result<ExitCode> {
             out,
             device,
             strict,
+            calibrated,
         } => predict_cmd(
             checkpoint.as_deref(),
             model.as_deref(),
             images,
             out,
             device.as_deref(),
-            *strict,
+            (*strict, *calibrated),
         ),
         Command::Export {
             checkpoint,
@@ -106,10 +107,14 @@ fn predict_cmd(
     images: &[PathBuf],
     out: &Path,
     device: Option<&str>,
-    strict: bool,
+    strict_calibrated: (bool, bool),
 ) -> Result<ExitCode> {
     let source = predict_source(checkpoint, model)?;
-    let r = crate::eval::run_eval::predict_files(source, images, out, device, strict)?;
+    let r = crate::eval::run_eval::predict_files(source, images, out, device, strict_calibrated)?;
+    match &r.calibrated_with {
+        Some(f) => println!("probabilities calibrated with the temperatures of {f}"),
+        None => println!("raw probabilities (--calibrated false)"),
+    }
     print_probabilities(&r.labels, &r.probs);
     report_failures(&r.failed);
     println!(
@@ -218,6 +223,12 @@ fn evaluate_run_cmd(run: &Path, a: &EvalArgs) -> Result<ExitCode> {
     for line in r.subgroups.summary() {
         println!("{line}");
     }
+    for t in &r.temperatures.labels {
+        if let Some(why) = &t.why_none {
+            println!("{}: no temperature, raw probabilities kept: {why}", t.label);
+        }
+    }
+    println!("{}", r.calibration.summary());
     println!(
         "wrote {}, {} and {}",
         r.predictions_csv.display(),

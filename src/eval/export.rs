@@ -102,6 +102,7 @@ pub fn export(checkpoint: &Path, out: &Path, device: Option<&str>) -> Result<Exp
     let sha = crate::io::sha256_file(checkpoint)
         .with_context(|| format!("hashing {}", checkpoint.display()))?;
     let thresholds = run_thresholds(checkpoint, meta.checkpoint);
+    let temperatures = super::calibrate::of_checkpoint(checkpoint, meta.checkpoint)?;
     let manifest_data = ExportManifest {
         format: EXPORT_FORMAT.to_string(),
         arch: meta.arch.clone(),
@@ -113,6 +114,8 @@ pub fn export(checkpoint: &Path, out: &Path, device: Option<&str>) -> Result<Exp
         labels: meta.labels,
         thresholds_source: thresholds.as_ref().map(|(_, s)| s.clone()),
         thresholds: thresholds.map(|(t, _)| t),
+        temperatures_source: temperatures.as_ref().map(|(_, f)| f.display().to_string()),
+        temperatures: temperatures.map(|(t, _)| t),
         checkpoint: checkpoint.display().to_string(),
         checkpoint_sha256: sha,
         muxmed_version: env!("CARGO_PKG_VERSION").to_string(),

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 
 use super::predictions::{read_run_predictions, write_predictions};
-use super::run_eval::{joined, open_run, run_manifest_dir, with_val_thresholds};
+use super::run_eval::{from_val, joined, open_run, run_manifest_dir};
 use super::scoring::{evaluate, EvalOptions, Evaluation};
 use super::shift::Shift;
 use crate::config::PipelineConfig;
@@ -191,9 +191,15 @@ pub fn evaluate_external(
         bail!("pipeline `{}`'s scored split has no image", other.name);
     }
     let own_scorer = o.scorer(&run_manifest_dir(manifests_dir, &o.cfg), key.eval.tta)?;
-    let opt = with_val_thresholds(&o.run, &own_scorer, opt)?;
+    // The run's temperatures and thresholds, both from its own val split, as for its test.
+    let val = from_val(&o.run, &own_scorer, opt, true)?;
+    let opt = val.opt;
     let data = Arc::new(data);
-    let probs = ext_scorer.predict(&data, Split::Test)?;
+    let probs = super::calibrate::apply(
+        &val.temperatures.map(),
+        &data.label_names,
+        &ext_scorer.predict(&data, Split::Test)?,
+    );
     let ext = o.run.external(&other.name);
     std::fs::create_dir_all(ext.root())
         .with_context(|| format!("creating {}", ext.root().display()))?;

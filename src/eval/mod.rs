@@ -3,6 +3,7 @@
 //! metric functions themselves are `crate::metrics` (training validates with them too).
 
 pub mod adjudicated;
+pub mod calibrate;
 #[cfg(feature = "torch")]
 pub mod export;
 #[cfg(feature = "torch")]

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::{anyhow, bail, Result};
 use tch::Device;
 
+use super::calibrate::{apply, Calibration, Temperatures};
 use super::join::Joined;
 use super::predictions::write_predictions;
 use super::scoring::{evaluate, ChosenThresholds, EvalOptions, Evaluation, Thresholds};
@@ -25,7 +26,7 @@ use crate::run::checkpoint::load_checkpoint;
 use crate::run::{Checkpoint, EvalKey, RunDir};
 
 /// The `threshold_source` of an evaluation whose thresholds were chosen on the run's val split.
-pub const VAL_THRESHOLDS: &str = "chosen on this run's val split";
+pub const VAL_THRESHOLDS: &str = "chosen on this run's val split (calibrated probabilities)";
 
 pub(super) fn joined(split: &SplitData, probs: Vec<Vec<f64>>) -> Joined {
     let mut probs = probs.into_iter();
@@ -34,8 +35,12 @@ pub(super) fn joined(split: &SplitData, probs: Vec<Vec<f64>>) -> Joined {
 
 /// The outputs of `evaluate --run`.
 pub struct RunEvaluation {
-    /// The scored split's predictions with its labels.
+    /// The scored split's calibrated predictions with its labels.
     pub joined: Joined,
+    /// The same before temperature scaling.
+    pub uncalibrated: Joined,
+    pub calibration: Calibration,
+    pub temperatures: Temperatures,
     pub evaluation: Evaluation,
     pub predictions_csv: PathBuf,
     pub metrics_json: PathBuf,
@@ -157,34 +162,51 @@ impl Opened {
     }
 }
 
-/// `opt` with operating thresholds chosen on the run's val split (scored by `scorer`,
-/// which reads the run's own cache), unless `opt` already has thresholds.
-pub(super) fn with_val_thresholds(
+/// What the run's val split gives an evaluation: its temperatures, `opt` with operating
+/// thresholds chosen on the calibrated val probabilities (unless `opt` has thresholds or
+/// `thresholds` is false), and the val split with its raw probabilities.
+pub(super) struct FromVal {
+    pub opt: EvalOptions,
+    pub temperatures: Temperatures,
+    pub split: Arc<SplitData>,
+    pub raw: Vec<Vec<f64>>,
+}
+
+/// Scores the run's val split with `scorer` (which reads the run's own cache), fits the
+/// temperatures and, with `thresholds`, chooses the operating thresholds.
+pub(super) fn from_val(
     run: &RunDir,
     scorer: &Scorer,
     opt: &EvalOptions,
-) -> Result<EvalOptions> {
+    thresholds: bool,
+) -> Result<FromVal> {
     let mut opt = opt.clone();
-    if opt.thresholds.is_some() {
-        return Ok(opt);
+    let split = Arc::new(run.split(Split::Val)?);
+    let raw = scorer.predict(&split, Split::Val)?;
+    let temperatures = Temperatures::fit(&joined(&split, raw.clone()));
+    if thresholds && opt.thresholds.is_none() {
+        let cal = apply(&temperatures.map(), &split.label_names, &raw);
+        let ve = evaluate(
+            &joined(&split, cal),
+            Split::Val.as_str(),
+            &EvalOptions {
+                resamples: 0,
+                ..opt.clone()
+            },
+        );
+        let t: Thresholds = ve
+            .per_label
+            .iter()
+            .map(|m| (m.label.clone(), m.chosen.clone()))
+            .collect::<std::collections::BTreeMap<String, ChosenThresholds>>();
+        opt.thresholds = Some((t, VAL_THRESHOLDS.into()));
     }
-    let val = Arc::new(run.split(Split::Val)?);
-    let vj = joined(&val, scorer.predict(&val, Split::Val)?);
-    let ve = evaluate(
-        &vj,
-        Split::Val.as_str(),
-        &EvalOptions {
-            resamples: 0,
-            ..opt.clone()
-        },
-    );
-    let t: Thresholds = ve
-        .per_label
-        .iter()
-        .map(|m| (m.label.clone(), m.chosen.clone()))
-        .collect::<std::collections::BTreeMap<String, ChosenThresholds>>();
-    opt.thresholds = Some((t, VAL_THRESHOLDS.into()));
-    Ok(opt)
+    Ok(FromVal {
+        opt,
+        temperatures,
+        split,
+        raw,
+    })
 }
 
 /// The manifest folder a run was trained from.
@@ -212,13 +234,18 @@ pub fn evaluate_run(
     let mdir = run_manifest_dir(manifests_dir, &o.cfg);
     let notice = run.manifest_notice(&mdir);
     let scorer = o.scorer(&mdir, key.tta)?;
-    let opt = if key.split != Split::Val {
-        with_val_thresholds(run, &scorer, opt)?
+    let val = from_val(run, &scorer, opt, key.split != Split::Val)?;
+    let opt = val.opt;
+    val.temperatures.write(&run.temperatures(&key))?;
+    let (split, raw) = if key.split == Split::Val {
+        (val.split, val.raw)
     } else {
-        opt.clone()
+        let split = Arc::new(run.split(key.split)?);
+        let raw = scorer.predict(&split, key.split)?;
+        (split, raw)
     };
-    let split = Arc::new(run.split(key.split)?);
-    let probs = scorer.predict(&split, key.split)?;
+    let temperatures = val.temperatures.map();
+    let probs = apply(&temperatures, &split.label_names, &raw);
     let predictions_csv = run.predictions(&key);
     write_predictions(&predictions_csv, &split, &probs)?;
     let attrs = crate::data::dataset::load_split_attributes(&run.split_file(key.split))?;
@@ -233,17 +260,23 @@ pub fn evaluate_run(
     );
     let subgroups_json = run.subgroups(&key);
     sub.write(&subgroups_json)?;
+    let raw = joined(&split, raw);
     let j = joined(&split, probs);
+    let calibration = Calibration::of(key.split.as_str(), &raw, &j, &temperatures);
+    calibration.write(&run.calibration(&key))?;
     let ev = evaluate(&j, key.split.as_str(), &opt);
     let metrics_json = run.metrics(&key);
     ev.write(&metrics_json)?;
     Ok(RunEvaluation {
         joined: j,
+        uncalibrated: raw,
         evaluation: ev,
         predictions_csv,
         metrics_json,
         subgroups: sub,
         subgroups_json,
+        calibration,
+        temperatures: val.temperatures,
         notice,
     })
 }
@@ -256,6 +289,8 @@ pub struct PredictOutcome {
     /// Each scored file with its probabilities, in label order.
     pub probs: Vec<(String, Vec<f64>)>,
     pub failed: Failures,
+    /// Where the temperatures the probabilities were scaled with came from (None: raw).
+    pub calibrated_with: Option<String>,
 }
 
 /// What `predict` scores with: a checkpoint, or a TorchScript export with its `model.json`.
@@ -272,6 +307,8 @@ struct Ready {
     working_size: u32,
     cache_dtype: crate::config::augment::CacheDtype,
     eval_stages: Vec<Stage>,
+    /// The model's temperatures and where they came from.
+    temperatures: Option<(std::collections::BTreeMap<String, f64>, String)>,
 }
 
 fn ready(source: ModelSource, device: Device) -> Result<Ready> {
@@ -280,7 +317,10 @@ fn ready(source: ModelSource, device: Device) -> Result<Ready> {
             let loaded = load_checkpoint(path, device)?;
             let net = loaded.folded(MemoryFormat::default());
             let meta = loaded.meta;
+            let temperatures = super::calibrate::of_checkpoint(path, meta.checkpoint)?
+                .map(|(t, f)| (t, f.display().to_string()));
             Ok(Ready {
+                temperatures,
                 model: Box::new(net),
                 labels: meta.labels,
                 working_size: meta.working_size,
@@ -290,8 +330,12 @@ fn ready(source: ModelSource, device: Device) -> Result<Ready> {
         }
         ModelSource::Exported(path) => {
             let module = Scripted::load(path, device)?;
-            let m = ExportManifest::read(&ExportManifest::path_for(path))?;
+            let spec = ExportManifest::path_for(path);
+            let m = ExportManifest::read(&spec)?;
             Ok(Ready {
+                temperatures: m
+                    .temperatures
+                    .map(|t| (t, format!("{} (temperatures)", spec.display()))),
                 model: Box::new(module),
                 labels: m.labels,
                 working_size: m.working_size,
@@ -305,13 +349,15 @@ fn ready(source: ModelSource, device: Device) -> Result<Ready> {
 /// Probabilities for image files (or folders of them) with a checkpoint's preprocessing.
 /// A file that cannot be read is listed in the outcome and the others are still scored;
 /// with `strict`, any failure stops before anything is written. It is an error when no
-/// file could be scored.
+/// file could be scored. With `calibrated`, probabilities are scaled by the model's
+/// temperatures (its run's `temperatures_val*.json`, or model.json's), and it is an error
+/// when it has none.
 pub fn predict_files(
     model: ModelSource,
     inputs: &[PathBuf],
     out: &Path,
     device: Option<&str>,
-    strict: bool,
+    (strict, calibrated): (bool, bool),
 ) -> Result<PredictOutcome> {
     use rayon::prelude::*;
     let device = pick_device(device.unwrap_or("auto"))?;
@@ -321,7 +367,15 @@ pub fn predict_files(
         working_size,
         cache_dtype,
         eval_stages,
+        temperatures,
     } = ready(model, device)?;
+    let temperatures = match (calibrated, temperatures) {
+        (false, _) => None,
+        (true, Some(t)) => Some(t),
+        (true, None) => bail!(
+            "no temperatures for this model, so its probabilities cannot be calibrated: `muxmed evaluate --run RUN` fits them on the run's val split (temperatures_val.json beside the checkpoint; `export` copies them into model.json); or pass --calibrated false for the raw sigmoid outputs"
+        ),
+    };
     let (candidates, mut failed) = gather(inputs)?;
     let checked: Vec<(PathBuf, Option<String>)> = candidates
         .into_par_iter()
@@ -376,11 +430,16 @@ pub fn predict_files(
         None,
     )
     .map_err(anyhow::Error::msg)?;
-    super::predictions::write_file_predictions(out, &split.image_ids, &labels, &p.probs)?;
+    let probs = match &temperatures {
+        Some((t, _)) => super::calibrate::apply(t, &labels, &p.probs),
+        None => p.probs,
+    };
+    super::predictions::write_file_predictions(out, &split.image_ids, &labels, &probs)?;
     Ok(PredictOutcome {
         written: files.len(),
         labels,
-        probs: split.image_ids.iter().cloned().zip(p.probs).collect(),
+        probs: split.image_ids.iter().cloned().zip(probs).collect(),
         failed,
+        calibrated_with: temperatures.map(|(_, f)| f),
     })
 }

@@ -55,6 +55,13 @@ pub struct ExportManifest {
     /// Operating thresholds chosen on the run's validation split, when it has them.
     pub thresholds: Option<Vec<LabelThreshold>>,
     pub thresholds_source: Option<String>,
+    /// Per-label temperatures fitted on the run's validation split: the calibrated
+    /// probability of label l is `sigmoid(logit_l / T_l)` (a label not listed keeps
+    /// `sigmoid(logit_l)`); the thresholds above apply to calibrated probabilities.
+    #[serde(default)]
+    pub temperatures: Option<std::collections::BTreeMap<String, f64>>,
+    #[serde(default)]
+    pub temperatures_source: Option<String>,
     pub checkpoint: String,
     pub checkpoint_sha256: String,
     pub muxmed_version: String,

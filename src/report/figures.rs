@@ -186,11 +186,7 @@ pub fn reliability_grid(
                 false,
             )?;
             diagonal(&mut chart)?;
-            let pts: Vec<(f64, f64)> = c
-                .reliability
-                .iter()
-                .filter_map(|b| Some((b.mean_predicted?, b.observed?)))
-                .collect();
+            let pts = reliability_points(&c.reliability);
             chart
                 .draw_series(LineSeries::new(pts.clone(), DARK_GREEN.stroke_width(2)))
                 .map_err(e2s)?;
@@ -200,6 +196,75 @@ pub fn reliability_grid(
             Ok(())
         })
     )
+}
+
+/// One label's reliability curves before and after temperature scaling.
+pub struct BeforeAfter {
+    pub label: String,
+    pub temperature: Option<f64>,
+    pub before: Vec<CalibrationBin>,
+    pub after: Vec<CalibrationBin>,
+    pub ece_before: f64,
+    pub ece_after: f64,
+}
+
+/// A reliability panel's points: (mean predicted, observed) of the non-empty bins.
+fn reliability_points(bins: &[CalibrationBin]) -> Vec<(f64, f64)> {
+    bins.iter()
+        .filter_map(|b| Some((b.mean_predicted?, b.observed?)))
+        .collect()
+}
+
+/// Reliability curves over equal-mass bins, raw (grey) and temperature-scaled (green), one
+/// panel per label.
+pub fn calibration_grid(
+    dir: &Path,
+    name: &str,
+    labels: &[BeforeAfter],
+    subtitle: &str,
+) -> Result<Figure, PlotError> {
+    let title =
+        format!("Reliability before and after temperature scaling (equal-mass bins), {subtitle}");
+    let n = labels.len();
+    render!(dir, name, title, grid_size(n), |root: &DrawingArea<
+        _,
+        Shift,
+    >| {
+        let root = canvas(root, &title, 26)?;
+        let cells = root.split_evenly(grid_shape(n));
+        for (area, c) in cells.iter().zip(labels) {
+            let t = c
+                .temperature
+                .map_or("no T".to_string(), |t| format!("T {t:.2}"));
+            let mut chart = unit_chart(
+                area,
+                &format!("{} ({t})", c.label),
+                "mean predicted probability",
+                "observed frequency",
+                false,
+            )?;
+            diagonal(&mut chart)?;
+            let grey = RGBColor(150, 150, 150);
+            for (bins, colour, what, ece) in [
+                (&c.before, grey, "raw", c.ece_before),
+                (&c.after, DARK_GREEN, "scaled", c.ece_after),
+            ] {
+                let pts = reliability_points(bins);
+                chart
+                    .draw_series(LineSeries::new(pts.clone(), colour.stroke_width(2)))
+                    .map_err(e2s)?
+                    .label(format!("{what}, ECE {ece:.3}"))
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 16, y)], colour.stroke_width(2))
+                    });
+                chart
+                    .draw_series(pts.iter().map(|p| Circle::new(*p, 3, colour.filled())))
+                    .map_err(e2s)?;
+            }
+            legend(&mut chart, SeriesLabelPosition::LowerRight, 11, 0.85)?;
+        }
+        Ok(())
+    })
 }
 
 /// Empty rows under the labels of the AUROC chart, where its legend goes.

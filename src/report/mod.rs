@@ -1,6 +1,7 @@
 //! Reports a reader can trust: figures (PNG + SVG), `report.md` and a self-contained
 //! `report.html` with the images embedded, with where every number comes from.
 pub mod adjudicated;
+mod calibration;
 pub mod document;
 mod external;
 pub mod figures;
@@ -430,6 +431,7 @@ pub fn report_run(
         sections: localization_section(&run.localization_files(key.split), &out, "")?
             .into_iter()
             .chain(subgroups::subgroups_section(&run, &key, &out)?)
+            .chain(calibration::run_section(&run, &key, &out)?)
             .chain(adjudicated::run_section(&run, &key)?)
             .chain(external::external_section(&run, &key, &out)?)
             .chain(external_localization_sections(&run, key.split, &out)?)

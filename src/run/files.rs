@@ -264,6 +264,20 @@ impl RunDir {
     pub fn subgroups(&self, k: &EvalKey) -> PathBuf {
         self.root.join(format!("subgroups_{}.json", k.suffix()))
     }
+    /// The temperatures fitted on val for `k`'s checkpoint and TTA setting
+    /// (`eval::calibrate::Temperatures`), whatever split `k` scores.
+    pub fn temperatures(&self, k: &EvalKey) -> PathBuf {
+        let val = EvalKey {
+            split: Split::Val,
+            ..*k
+        };
+        self.root
+            .join(format!("temperatures_{}.json", val.suffix()))
+    }
+    /// Brier, ECE and reliability before and after scaling (`eval::calibrate::Calibration`).
+    pub fn calibration(&self, k: &EvalKey) -> PathBuf {
+        self.root.join(format!("calibration_{}.json", k.suffix()))
+    }
     /// AUROC on Google's adjudicated labels (`eval::adjudicated::Adjudicated`).
     pub fn adjudicated(&self, k: &EvalKey) -> PathBuf {
         self.root

@@ -155,11 +155,15 @@ fn evaluate_report_and_predict_a_trained_run() {
     let m: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&r.metrics_json).unwrap()).unwrap();
     assert_eq!(m["per_label"].as_array().unwrap().len(), 14);
-    assert_eq!(m["threshold_source"], "chosen on this run's val split");
+    assert_eq!(
+        m["threshold_source"],
+        muxmed::eval::run_eval::VAL_THRESHOLDS
+    );
     let csv = std::fs::read_to_string(&r.predictions_csv).unwrap();
     assert!(csv.starts_with("image_id,patient_id,Atelectasis,Cardiomegaly"));
     subgroups_match_the_written_files(&w, &r);
     adjudicated_truth_through_the_run(&w, out.run.root(), &r);
+    calibration_keeps_every_auroc(out.run.root(), &r);
     assert_eq!(csv.lines().count(), r.evaluation.n_images + 1);
     // Scoring the written predictions again reproduces the AUROCs.
     let mean = m["mean_auroc"].as_f64().unwrap();
@@ -197,7 +201,7 @@ fn evaluate_report_and_predict_a_trained_run() {
         &[img.clone(), bad.clone()],
         &pcsv,
         Some("cpu"),
-        false,
+        (false, true),
     )
     .unwrap();
     assert_eq!(r.written, 1);
@@ -210,7 +214,7 @@ fn evaluate_report_and_predict_a_trained_run() {
         &[img.clone(), bad.clone()],
         &strict_out,
         Some("cpu"),
-        true
+        (true, true)
     )
     .is_err());
     assert!(!strict_out.exists());
@@ -219,7 +223,7 @@ fn evaluate_report_and_predict_a_trained_run() {
         std::slice::from_ref(&bad),
         &strict_out,
         Some("cpu"),
-        false
+        (false, true)
     )
     .is_err());
     // A folder holding a FIFO named like an image: the good file is scored, the FIFO is
@@ -235,7 +239,7 @@ fn evaluate_report_and_predict_a_trained_run() {
         std::slice::from_ref(&folder),
         &w.root.join("fifo.csv"),
         Some("cpu"),
-        false,
+        (false, true),
     )
     .unwrap();
     assert_eq!(r.written, 1);
@@ -265,7 +269,9 @@ fn evaluate_report_and_predict_a_trained_run() {
     // The same pixels both ways (predict rounds the file's working-size image to the cache's
     // u8, as prepare did); only the batch differs (1 image against the split's batches), so
     // the sums may run in another order: the float32 bound, through the sigmoid (slope
-    // ≤ 1/4), relative to the largest |logit| of these probabilities.
+    // ≤ 1/4), relative to the largest |logit| of these probabilities. Both are scaled by the
+    // run's temperatures: a logit error δz becomes δz / T with slope ≤ 1 / (4T), and |z| = T
+    // times the scaled logit, so the same bound holds on the scaled logits.
     let largest_logit = el
         .iter()
         .map(|p| (p / (1.0 - p)).ln().abs())
@@ -277,6 +283,31 @@ fn evaluate_report_and_predict_a_trained_run() {
             "predict {a} vs evaluate {b} (tolerance {tol:e})"
         );
     }
+    // A checkpoint away from its run has no temperatures: calibrated (the default) is
+    // refused with the way out named; --calibrated false writes the raw outputs.
+    let lone = w.root.join("lone");
+    std::fs::create_dir(&lone).unwrap();
+    std::fs::copy(
+        out.run.root().join("best.safetensors"),
+        lone.join("best.safetensors"),
+    )
+    .unwrap();
+    let predict_lone = |calibrated: bool| {
+        predict_files(
+            ModelSource::Checkpoint(&lone.join("best.safetensors")),
+            std::slice::from_ref(&img),
+            &w.root.join("lone.csv"),
+            Some("cpu"),
+            (false, calibrated),
+        )
+    };
+    let e = predict_lone(true).unwrap_err().to_string();
+    assert!(
+        e.contains("no temperatures") && e.contains("--calibrated false"),
+        "{e}"
+    );
+    let raw = predict_lone(false).unwrap();
+    assert!(raw.calibrated_with.is_none());
     export_round_trip(&w, &out.run, &img, &pcsv);
     // TTA needs configured pipelines; EMA needs an EMA run.
     assert!(evaluate_run(
@@ -612,4 +643,40 @@ fn adjudicated_truth_through_the_run(
     let (html, _) = muxmed::report::report_run(run, &w.root.join("data_manifests"), key).unwrap();
     let md = std::fs::read_to_string(html.with_file_name("report.md")).unwrap();
     assert!(md.contains("## Adjudicated labels"), "{md}");
+}
+
+/// Temperature scaling on a trained run: the temperatures file is written, every label's
+/// AUROC on the scaled probabilities equals the raw one to the last bit, and the
+/// predictions file holds the scaled probabilities the metrics were computed from.
+fn calibration_keeps_every_auroc(run: &Path, r: &muxmed::eval::run_eval::RunEvaluation) {
+    use muxmed::metrics::{known_column, Curve};
+    let key = super::support::key(Split::Test, Checkpoint::Best, false);
+    let dir = muxmed::run::RunDir::open(run).unwrap();
+    let t = muxmed::eval::calibrate::Temperatures::read(&dir.temperatures(&key)).unwrap();
+    assert!(dir.temperatures(&key).ends_with("temperatures_val.json"));
+    assert_eq!(t.labels.len(), 14);
+    let fitted = t.labels.iter().filter(|l| l.temperature.is_some()).count();
+    assert!(fitted > 0, "{t:?}");
+    for l in &t.labels {
+        assert_eq!(l.temperature.is_none(), l.why_none.is_some(), "{}", l.label);
+        let one_class = l.val_positives == 0 || l.val_positives == l.val_images;
+        assert_eq!(one_class, l.temperature.is_none(), "{}", l.label);
+    }
+    let mut differs = 0;
+    for k in 0..14 {
+        let (y, raw, _) = known_column(&r.uncalibrated.y, &r.uncalibrated.s, k);
+        let (_, cal, _) = known_column(&r.joined.y, &r.joined.s, k);
+        differs += usize::from(raw != cal);
+        let a = Curve::new(&y, &raw).auroc().map(f64::to_bits);
+        let b = Curve::new(&y, &cal).auroc().map(f64::to_bits);
+        assert_eq!(a, b, "label {k}");
+        assert_eq!(b, r.evaluation.per_label[k].auroc.map(f64::to_bits));
+    }
+    assert!(differs > 0, "scaling changed no probability");
+    let written =
+        muxmed::eval::predictions::read_run_predictions(&r.predictions_csv, &r.joined.labels)
+            .unwrap();
+    for (id, s) in r.joined.image_ids.iter().zip(&r.joined.s) {
+        assert_eq!(&written[id], s, "{id}");
+    }
 }

@@ -110,9 +110,18 @@ pub fn export_round_trip(w: &World, run: &RunDir, img: &Path, checkpoint_csv: &P
     // The export is the folded model (BatchNorm in the convs) run by TorchScript: another
     // rounding of each weight and another summation order over the same path.
     tolerance::assert_close("export", &got, &want, tolerance::MUXNET_DEMO_64);
-    // Probabilities: the sigmoid's slope is at most 1/4, so a logit error of δ moves a
-    // probability by at most δ/4.
-    let prob_tol = tolerance::MUXNET_DEMO_64.reorder_tolerance() * tolerance::scale_of(&want) / 4.0;
+    // model.json carries the run's temperatures (fitted on val by `evaluate --run`).
+    let temps = m.temperatures.clone().expect("model.json temperatures");
+    let run_temps =
+        muxmed::eval::calibrate::Temperatures::read(&best.with_file_name("temperatures_val.json"))
+            .unwrap()
+            .map();
+    assert_eq!(temps, run_temps);
+    // Probabilities: p = sigmoid(z / T) has slope at most 1/(4T) in z, so a logit error of δ
+    // moves a probability by at most δ/(4T).
+    let t_min = temps.values().copied().fold(1.0, f64::min);
+    let prob_tol =
+        tolerance::MUXNET_DEMO_64.reorder_tolerance() * tolerance::scale_of(&want) / (4.0 * t_min);
 
     let exported_csv = w.root.join("p_exported.csv");
     predict_files(
@@ -120,7 +129,7 @@ pub fn export_round_trip(w: &World, run: &RunDir, img: &Path, checkpoint_csv: &P
         &[img.to_path_buf()],
         &exported_csv,
         Some("cpu"),
-        false,
+        (false, true),
     )
     .unwrap();
     let values = |p: &Path| -> Vec<f64> {
@@ -144,7 +153,7 @@ pub fn export_round_trip(w: &World, run: &RunDir, img: &Path, checkpoint_csv: &P
         std::slice::from_ref(&fixtures),
         &w.root.join("p_dicom.csv"),
         Some("cpu"),
-        false,
+        (false, true),
     )
     .unwrap();
     assert_eq!((r.written, r.failed.len()), (8, 4), "{:?}", r.failed);
