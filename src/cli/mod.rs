@@ -548,6 +548,10 @@ struct CompareArgs {
     /// `delong` (DeLong 1988, every image assumed independent).
     #[arg(long, value_enum, default_value = "clustered")]
     test: crate::metrics::paired::AucTest,
+    /// Compare on one subgroup only: `sex=F`, `view=AP`, `age_band=60-80`, `age_band=80+`
+    /// (the default bands of eval.subgroups) or `dataset=NAME` (a mix's).
+    #[arg(long = "where", value_name = "ATTRIBUTE=GROUP", value_parser = crate::eval::subgroups::GroupFilter::parse)]
+    filter: Option<crate::eval::subgroups::GroupFilter>,
 }
 
 impl CompareArgs {
@@ -582,6 +586,7 @@ impl CompareArgs {
                 test: self.test,
             },
             measure_cost: !self.no_cost,
+            filter: self.filter.clone(),
         };
         let names = crate::compare::input_names(&job)?;
         crate::compare::attach_archs(&mut job.sources, &names, &self.archs)?;

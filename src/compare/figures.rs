@@ -543,6 +543,7 @@ mod tests {
             test: AucTest::Clustered,
             inputs: vec![input("a"), input("b")],
             pairs: vec![],
+            restricted_to: None,
             machine: None,
         }
     }

@@ -6,8 +6,11 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use crate::config::Arch;
+use crate::config::SubgroupConfig;
+use crate::data::dataset::SplitAttributes;
 use crate::data::nih;
 use crate::eval::predictions::{read_predictions, read_run_predictions};
+use crate::eval::subgroups::GroupFilter;
 use crate::labels::Split;
 use crate::metrics::bootstrap::PatientIndex;
 use crate::run::{Checkpoint, EvalKey, RunDir};
@@ -137,6 +140,8 @@ pub struct Scored {
     /// None where the label is missing for the image.
     pub y: Vec<Vec<Option<bool>>>,
     pub s: Vec<Vec<f64>>,
+    /// Sex, age, view and dataset of each image (row by row), for `--where`.
+    pub attributes: SplitAttributes,
 }
 
 impl Scored {
@@ -154,6 +159,7 @@ impl Scored {
             patients: vec![],
             y: vec![],
             s: vec![],
+            attributes: SplitAttributes::default(),
         };
         match &source {
             Source::Run { dir, key } => read_run(empty, dir, *key),
@@ -170,6 +176,37 @@ impl Scored {
                 ..
             } => read_external(empty, csv, metadata, split_list.as_deref()),
         }
+    }
+
+    /// Keeps only the images of `filter`'s group (age bands by `cfg`); an error when the
+    /// input has no such attribute or no image in the group.
+    pub fn restrict(
+        &mut self,
+        filter: &GroupFilter,
+        cfg: &SubgroupConfig,
+    ) -> Result<(), CompareError> {
+        let keep = filter.rows(&self.attributes, cfg).map_err(|why| {
+            CompareError::Refused(format!("--where {filter}: `{}`: {why}", self.name))
+        })?;
+        if !keep.contains(&true) {
+            return Err(CompareError::Refused(format!(
+                "--where {filter}: `{}` has no image in that group",
+                self.name
+            )));
+        }
+        fn pick<T: Clone>(v: &[T], keep: &[bool]) -> Vec<T> {
+            v.iter()
+                .zip(keep)
+                .filter(|(_, k)| **k)
+                .map(|(x, _)| x.clone())
+                .collect()
+        }
+        self.image_ids = pick(&self.image_ids, &keep);
+        self.patients = pick(&self.patients, &keep);
+        self.y = pick(&self.y, &keep);
+        self.s = pick(&self.s, &keep);
+        self.attributes = self.attributes.aligned_to(&self.image_ids);
+        Ok(())
     }
 
     /// The protocol as people read it.
@@ -229,6 +266,10 @@ fn read_run(mut s: Scored, dir: &Path, key: EvalKey) -> Result<Scored, CompareEr
             ),
         ));
     }
+    let split_file = run.split_file(key.split);
+    s.attributes = crate::data::dataset::load_split_attributes(&split_file)
+        .map_err(|e| input_err(&split_file, e))?
+        .aligned_to(&s.image_ids);
     Ok(s)
 }
 
@@ -313,6 +354,9 @@ fn read_external_evaluation(
             ),
         ));
     }
+    s.attributes = crate::data::dataset::load_split_attributes(&split)
+        .map_err(|e| input_err(&split, e))?
+        .aligned_to(&s.image_ids);
     Ok(s)
 }
 
@@ -365,8 +409,12 @@ fn read_external(
         .filter_map(|l| crate::labels::LABELS.iter().position(|k| k == l))
         .collect();
     s.labels = p.labels.clone();
+    let (mut sex, mut age, mut view) = (Vec::new(), Vec::new(), Vec::new());
     for (id, probs) in p.image_ids.iter().zip(&p.probs) {
         if let Some(r) = by_id.get(id.as_str()) {
+            sex.push(Some(r.sex.clone()));
+            age.push(Some(r.age as f64));
+            view.push(Some(r.view.clone()));
             s.image_ids.push(id.clone());
             s.patients.push(r.patient_id.to_string());
             s.y.push(
@@ -384,6 +432,13 @@ fn read_external(
             "no image of the predictions has labels in the metadata (and split list)",
         ));
     }
+    s.attributes = SplitAttributes {
+        image_ids: s.image_ids.clone(),
+        sex: Some(sex),
+        age: Some(age),
+        view: Some(view),
+        dataset: None,
+    };
     Ok(s)
 }
 
@@ -572,6 +627,7 @@ mod tests {
                 .enumerate()
                 .map(|(i, _)| vec![i as f64 / 10.0, 0.5])
                 .collect(),
+            attributes: SplitAttributes::default(),
         }
     }
 

@@ -36,6 +36,9 @@ pub struct CompareJob {
     pub stats: StatsOptions,
     /// Measure inference speed and memory (needs libtorch).
     pub measure_cost: bool,
+    /// `--where`: compare on one subgroup's images only (age bands: the defaults of
+    /// `eval.subgroups`).
+    pub filter: Option<crate::eval::subgroups::GroupFilter>,
 }
 
 /// What the command reports back.
@@ -201,9 +204,22 @@ pub fn run(job: &CompareJob) -> Result<CompareOutcome> {
         .zip(&names)
         .map(|(s, n)| Scored::read(n.clone(), s.clone(), job.split))
         .collect::<Result<Vec<_>, _>>()?;
-    let notes: Vec<String> = scored.iter().flat_map(|s| s.notes.clone()).collect();
+    let mut notes: Vec<String> = scored.iter().flat_map(|s| s.notes.clone()).collect();
+    let mut scored = scored;
+    if let Some(f) = &job.filter {
+        let all = scored.first().map_or(0, |s| s.image_ids.len());
+        let cfg = crate::config::SubgroupConfig::default();
+        for s in &mut scored {
+            s.restrict(f, &cfg)?;
+        }
+        let kept = scored.first().map_or(0, |s| s.image_ids.len());
+        notes.push(format!(
+            "restricted to one subgroup, {f}: {kept} of the {all} images; every number below is on that group only."
+        ));
+    }
     let aligned = align(scored)?;
     let mut c = stats::compare(&aligned, job.stats);
+    c.restricted_to = job.filter.as_ref().map(|f| f.to_string());
     for (inp, src) in c.inputs.iter_mut().zip(&job.sources) {
         if let Some((arch, res, params, madds)) = model_facts(src)? {
             inp.arch = Some(arch.short_name());

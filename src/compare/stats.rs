@@ -27,6 +27,9 @@ pub struct Comparison {
     pub pairs: Vec<Pair>,
     /// Where the cost figures were measured (CPU, threads); None without cost.
     pub machine: Option<String>,
+    /// `--where`: the one subgroup compared on ("sex F").
+    #[serde(default)]
+    pub restricted_to: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -259,6 +262,7 @@ pub fn compare(al: &Aligned, opt: StatsOptions) -> Comparison {
         inputs,
         pairs,
         machine: None,
+        restricted_to: None,
     }
 }
 

@@ -146,12 +146,13 @@ fn age_band_names(edges: &[u32]) -> Vec<String> {
     out
 }
 
-/// Group names and each image's group for one attribute, or why it is skipped.
-fn grouping(
+/// Every group name of one attribute and each image's group; None when `attrs` lacks the
+/// attribute.
+fn groups_of(
     a: Attribute,
     attrs: &SplitAttributes,
     cfg: &SubgroupConfig,
-) -> Result<(Vec<String>, Vec<Option<usize>>), String> {
+) -> Option<(Vec<String>, Vec<Option<usize>>)> {
     let by_value = |col: &Option<Vec<Option<String>>>, keep: &dyn Fn(&str) -> bool| {
         let col = col.as_ref()?;
         let mut names: Vec<String> = col.iter().flatten().filter(|v| keep(v)).cloned().collect();
@@ -163,7 +164,7 @@ fn grouping(
             .collect();
         Some((names, member))
     };
-    let found = match a {
+    match a {
         Attribute::Sex => by_value(&attrs.sex, &|v| v == "F" || v == "M"),
         Attribute::View => by_value(&attrs.view, &|_| true),
         Attribute::Dataset => by_value(&attrs.dataset, &|_| true),
@@ -175,7 +176,16 @@ fn grouping(
                 .collect();
             (names, member)
         }),
-    };
+    }
+}
+
+/// Group names and each image's group for one attribute, or why it is skipped.
+fn grouping(
+    a: Attribute,
+    attrs: &SplitAttributes,
+    cfg: &SubgroupConfig,
+) -> Result<(Vec<String>, Vec<Option<usize>>), String> {
+    let found = groups_of(a, attrs, cfg);
     let column = match a {
         Attribute::AgeBand => "age",
         other => other.title(),
@@ -200,6 +210,65 @@ fn grouping(
                 .map(|m| m.and_then(|g| used.iter().position(|&u| u == g)))
                 .collect(),
         )),
+    }
+}
+
+/// One group of one attribute (`compare --where sex=F`): the images of that group only.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupFilter {
+    pub attribute: Attribute,
+    /// The group's name as subgroups name it (`F`, `AP`, `60–80`, `80+`, a dataset key).
+    pub group: String,
+}
+
+impl GroupFilter {
+    /// `ATTRIBUTE=GROUP` with ATTRIBUTE one of `sex`, `age_band`, `view`, `dataset`; an age
+    /// band may be written with a hyphen (`60-80`).
+    pub fn parse(s: &str) -> Result<GroupFilter, String> {
+        let (a, g) = s
+            .split_once('=')
+            .ok_or_else(|| format!("`{s}`: expected ATTRIBUTE=GROUP, e.g. sex=F or view=AP"))?;
+        let attribute = Attribute::ALL
+            .into_iter()
+            .find(|x| {
+                serde_json::to_value(x)
+                    .ok()
+                    .and_then(|v| v.as_str().map(|v| v == a.trim()))
+                    == Some(true)
+            })
+            .ok_or_else(|| {
+                format!("`{a}` is not an attribute: use sex, age_band, view or dataset")
+            })?;
+        let mut group = g.trim().to_string();
+        if attribute == Attribute::AgeBand {
+            group = group.replace('-', "–");
+        }
+        if group.is_empty() {
+            return Err(format!("`{s}`: no group after `=`"));
+        }
+        Ok(GroupFilter { attribute, group })
+    }
+
+    /// Which rows of `attrs` are in the group (age bands by `cfg`); an error names the
+    /// attribute when `attrs` lacks it, and the groups there are when none matches.
+    pub fn rows(&self, attrs: &SplitAttributes, cfg: &SubgroupConfig) -> Result<Vec<bool>, String> {
+        let (names, member) = groups_of(self.attribute, attrs, cfg)
+            .ok_or_else(|| format!("the data has no {} for its images", self.attribute.title()))?;
+        let Some(g) = names.iter().position(|n| *n == self.group) else {
+            return Err(format!(
+                "no {} group `{}` (the groups are {})",
+                self.attribute.title(),
+                self.group,
+                names.join(", ")
+            ));
+        };
+        Ok(member.iter().map(|m| *m == Some(g)).collect())
+    }
+}
+
+impl std::fmt::Display for GroupFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.attribute.title(), self.group)
     }
 }
 

@@ -30,6 +30,7 @@ pub fn compare_two_runs(w: &World, a: &RunDir, b: &RunDir) {
             seed: 0,
         },
         measure_cost: true,
+        filter: None,
     };
     let e = muxmed::compare::run(&job).err().unwrap().to_string();
     assert!(
@@ -70,6 +71,7 @@ pub fn compare_two_runs(w: &World, a: &RunDir, b: &RunDir) {
     }
     assert!(o.html.is_file());
     assert!(!o.warnings.iter().any(|w| w.contains("older than")));
+    compare_women_only(w, &job, c);
     // Weights written after the evaluation: the comparison says its predictions are stale.
     let best = b.checkpoint(Checkpoint::Best);
     let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
@@ -87,6 +89,70 @@ pub fn compare_two_runs(w: &World, a: &RunDir, b: &RunDir) {
         "{:?}",
         o.warnings
     );
+}
+
+/// `--where sex=F` on two runs: the images are the test split's women, counted from the
+/// synthetic metadata CSV, and each input's AUROC is a pair count over its predictions file
+/// on those images.
+fn compare_women_only(
+    w: &World,
+    job: &muxmed::compare::CompareJob,
+    all: &muxmed::compare::stats::Comparison,
+) {
+    let meta = std::fs::read_to_string(w.root.join("synth/Data_Entry_2017_v2020.csv")).unwrap();
+    let women: std::collections::HashSet<&str> = meta
+        .lines()
+        .skip(1)
+        .filter(|l| l.split(',').nth(5) == Some("F"))
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
+    let mut job = job.clone();
+    job.filter = Some(muxmed::eval::subgroups::GroupFilter::parse("sex=F").unwrap());
+    job.out = w.root.join("cmp_women");
+    let c = muxmed::compare::run(&job).unwrap().comparison;
+    let muxmed::compare::inputs::Source::Run { dir, key } = &job.sources[0] else {
+        unreachable!()
+    };
+    let pred = std::fs::read_to_string(RunDir::open(dir).unwrap().predictions(key)).unwrap();
+    let mut lines = pred.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let rows: Vec<Vec<&str>> = lines
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .filter(|r| women.contains(r[0]))
+        .collect();
+    assert_eq!(c.n_images, rows.len());
+    assert!(c.n_images > 0 && c.n_images < all.n_images);
+    assert_eq!(c.restricted_to.as_deref(), Some("sex F"));
+    let labels: std::collections::HashMap<&str, &str> = meta
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[0], f[1])
+        })
+        .collect();
+    let mut checked = 0;
+    for l in &c.inputs[0].per_label {
+        let col = header.iter().position(|h| *h == l.label).unwrap();
+        let (mut pos, mut neg) = (Vec::new(), Vec::new());
+        for r in &rows {
+            let p: f64 = r[col].parse().unwrap();
+            if labels[r[0]].split('|').any(|x| x == l.label) {
+                pos.push(p);
+            } else {
+                neg.push(p);
+            }
+        }
+        let want = super::external::pairs_auroc(&pos, &neg);
+        match (l.auroc, want) {
+            (Some(a), Some(b)) => {
+                assert!((a - b).abs() < 1e-12, "{}: {a} {b}", l.label);
+                checked += 1;
+            }
+            (a, b) => assert_eq!(a.is_some(), b.is_some(), "{}", l.label),
+        }
+    }
+    assert!(checked >= 3, "{checked} labels with both classes among the women");
 }
 
 /// `compare` of two runs' external evaluations on one CheXpert-format pipeline
@@ -124,6 +190,7 @@ pub fn compare_external_evaluations(w: &World, a: &RunDir, b: &RunDir) {
             seed: 0,
         },
         measure_cost: false,
+        filter: None,
     };
     let c = muxmed::compare::run(&job).unwrap().comparison;
     let cells = valid_cells(&cx);

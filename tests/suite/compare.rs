@@ -341,6 +341,68 @@ fn a_published_models_predictions_compare_with_the_published_aurocs() {
         assert_eq!(pl.delta, Some(0.0), "{label}");
     }
     assert_eq!(c.inputs[0].protocol, None);
+    compare_within_one_view(&zech, &squared, dir.path());
+}
+
+/// `compare --where view=AP|PA`: the comparison on one view's images only. Cardiomegaly's
+/// AUROC by view is scikit-learn's (tests/suite/subgroups.rs has the script): AP 8,847
+/// images 0.8516423217946864, PA 13,586 images 0.9403402964959569.
+fn compare_within_one_view(zech: &Path, squared: &Path, dir: &Path) {
+    for (view, n, cardiomegaly) in [
+        ("AP", 8_847, 0.8516423217946864),
+        ("PA", 13_586, 0.9403402964959569),
+    ] {
+        let out = dir.join(format!("cmp_{view}"));
+        let filter = format!("view={view}");
+        ok(&muxmed(&[
+            "compare",
+            s(zech),
+            s(squared),
+            "--labels",
+            s(&nih("Data_Entry_2017_v2020.csv.gz")),
+            "--where",
+            &filter,
+            "--bootstrap",
+            "20",
+            "--no-cost",
+            "--out",
+            s(&out),
+        ]));
+        let c = read(&out);
+        assert_eq!(c.n_images, n, "{view}");
+        assert_eq!(c.restricted_to.as_deref(), Some(&*format!("view {view}")));
+        let l = c.inputs[0]
+            .per_label
+            .iter()
+            .find(|l| l.label == "Cardiomegaly")
+            .unwrap();
+        assert!((l.auroc.unwrap() - cardiomegaly).abs() < 1e-12, "{view}");
+        let html = std::fs::read_to_string(out.join("compare.html")).unwrap();
+        assert!(html.contains(&format!(
+            "restricted to one subgroup, view {view}: {n} of the 22433 images"
+        )));
+    }
+    // A group that is not there, and an attribute the predictions' metadata lacks.
+    for (filter, says) in [
+        ("view=LL", "no view group `LL` (the groups are AP, PA)"),
+        ("dataset=chexpert", "the data has no dataset for its images"),
+        ("colour=red", "`colour` is not an attribute"),
+    ] {
+        let o = muxmed(&[
+            "compare",
+            s(zech),
+            s(squared),
+            "--labels",
+            s(&nih("Data_Entry_2017_v2020.csv.gz")),
+            "--where",
+            filter,
+            "--no-cost",
+            "--out",
+            s(&dir.join("cmp_bad")),
+        ]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(says), "{filter}: {err}");
+    }
 }
 
 /// Speed and memory of MUXNet-m and DenseNet-121 measured in one process, with their
