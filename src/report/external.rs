@@ -201,6 +201,18 @@ pub(super) fn external_section(run: &RunDir, key: &EvalKey, out: &Path) -> Resul
             let sec = one(&info, &s, &fig, &png);
             md += &sec.md;
             html += &sec.html;
+            let sub = dir.subgroups(&k);
+            if sub.is_file() {
+                let title = format!("Subgroups on {name} ({} split)", info.scored_split);
+                let sec = super::subgroups::section(
+                    &crate::eval::subgroups::Subgroups::read(&sub)?,
+                    out,
+                    &fig_name,
+                    &title,
+                )?;
+                md += &sec.md;
+                html += &sec.html;
+            }
             any = true;
         }
     }

@@ -337,7 +337,7 @@ pub fn report_predictions(
             job.split_list.map(|p| p.display().to_string()).unwrap_or_else(|| "not given".into())
         )]).collect(),
         published: true,
-        sections: std::iter::once(subgroups::section(&sub, out, job.split.as_str())?)
+        sections: std::iter::once(subgroups::section(&sub, out, job.split.as_str(), "Subgroups")?)
             .chain(adjudicated.as_ref().map(adjudicated::section))
             .collect(),
         data: format!(

@@ -256,11 +256,12 @@ pub(super) fn subgroups_section(
     if !p.is_file() {
         return Ok(None);
     }
-    section(&Subgroups::read(&p)?, out, &key.suffix()).map(Some)
+    section(&Subgroups::read(&p)?, out, &key.suffix(), "Subgroups").map(Some)
 }
 
-/// The section of `s`, its figures written into `out` named after `suffix`.
-pub(super) fn section(s: &Subgroups, out: &Path, suffix: &str) -> Result<Section> {
+/// The section of `s` under the heading `title`, its figures written into `out` named after
+/// `suffix`.
+pub(super) fn section(s: &Subgroups, out: &Path, suffix: &str, title: &str) -> Result<Section> {
     let mut head = format!(
         "Per-label AUROC within groups of the {} split ({} images), with 95% intervals from {} patient resamples; every group is scored on the same resamples, and the largest gap (highest minus lowest group) has its interval from them too. A gap is never negative, so neither is its interval: one whose lower end is near 0 is no evidence of a difference. A group with fewer than {} positives or negatives of a label is \"too few\" for it and takes no part in its gap.",
         s.split, s.images, s.resamples, s.min_positives
@@ -272,8 +273,8 @@ pub(super) fn section(s: &Subgroups, out: &Path, suffix: &str) -> Result<Section
         head += &format!(" {n}");
     }
     let mut sec = Section {
-        md: format!("\n## Subgroups\n\n{head}\n"),
-        html: format!("<h2>Subgroups</h2>\n<p>{}</p>\n", esc(&head)),
+        md: format!("\n## {title}\n\n{head}\n"),
+        html: format!("<h2>{}</h2>\n<p>{}</p>\n", esc(title), esc(&head)),
     };
     for a in &s.attributes {
         let one = attribute_section(a, s, out, suffix)?;

@@ -152,7 +152,10 @@ fn compare_women_only(
             (a, b) => assert_eq!(a.is_some(), b.is_some(), "{}", l.label),
         }
     }
-    assert!(checked >= 3, "{checked} labels with both classes among the women");
+    assert!(
+        checked >= 3,
+        "{checked} labels with both classes among the women"
+    );
 }
 
 /// `compare` of two runs' external evaluations on one CheXpert-format pipeline

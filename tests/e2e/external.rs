@@ -194,6 +194,13 @@ pub fn external_validation(w: &World, run: &RunDir) {
             assert_eq!(g.images, n, "{col} {}", g.group);
         }
     }
+    // The run's report has the other data's subgroups, with its forest plots.
+    let (html, _) = muxmed::report::report_run(run.root(), &mdirs, k.eval).unwrap();
+    let md = std::fs::read_to_string(html.with_file_name("report.md")).unwrap();
+    assert!(md.contains("## Subgroups on cx (test split)"), "{md}");
+    assert!(html
+        .with_file_name("subgroups_external_cx_test_sex.png")
+        .is_file());
     // External AUROC from the written predictions and valid.csv's own cells.
     let cells = valid_cells(&cx);
     assert_eq!(r.info.images, cells.len());
