@@ -126,6 +126,71 @@ pub(crate) fn not_trained_on(own: &ManifestInfo, other: &ManifestInfo, name: &st
     Ok(())
 }
 
+/// What `external_<key>.json` says about one external evaluation.
+fn external_info(
+    o: &super::run_eval::Opened,
+    (other, odir, minfo): (&PipelineConfig, &ManifestDir, &ManifestInfo),
+    key: ExternalKey,
+    data: &SplitData,
+    scored: &[String],
+) -> Result<ExternalInfo> {
+    let other_labels = &minfo.labels;
+    Ok(ExternalInfo {
+        muxmed_version: env!("CARGO_PKG_VERSION").into(),
+        pipeline: other.name.clone(),
+        dataset: minfo
+            .dataset
+            .map_or("nih".to_string(), |d| d.key().to_string()),
+        scored_split: if key.all { "all" } else { "test" }.into(),
+        images: data.len(),
+        patients: {
+            let mut p: Vec<&String> = data.patients.iter().collect();
+            p.sort();
+            p.dedup();
+            p.len()
+        },
+        checkpoint: key.eval.checkpoint,
+        tta: key.eval.tta,
+        scored: scored.to_vec(),
+        not_in_other: o
+            .labels
+            .iter()
+            .filter(|l| !other_labels.contains(l))
+            .cloned()
+            .collect(),
+        not_in_run: other_labels
+            .iter()
+            .filter(|l| !o.labels.contains(l))
+            .cloned()
+            .collect(),
+        manifest_sha256: crate::io::sha256_file(&odir.manifest_json())?,
+    })
+}
+
+/// The other pipeline's manifest info and the run's labels it also has (indices into the
+/// run's labels); refuses a manifest the run trained on and one sharing no concept.
+fn scored_concepts(
+    o: &super::run_eval::Opened,
+    odir: &ManifestDir,
+    other: &PipelineConfig,
+) -> Result<(ManifestInfo, Vec<usize>)> {
+    let minfo = ManifestInfo::read(odir.root())?;
+    not_trained_on(&o.run.manifest()?, &minfo, &other.name)?;
+    let other_labels = &minfo.labels;
+    let scored: Vec<usize> = (0..o.labels.len())
+        .filter(|&k| other_labels.contains(&o.labels[k]))
+        .collect();
+    if scored.is_empty() {
+        bail!(
+            "the run's labels ({}) and pipeline `{}`'s ({}) share no concept: nothing to score",
+            o.labels.join(", "),
+            other.name,
+            other_labels.join(", ")
+        );
+    }
+    Ok((minfo, scored))
+}
+
 /// Scores the run at `run_dir` on the manifest of pipeline `other` and writes
 /// `external/<other.name>/` in the run.
 pub fn evaluate_external(
@@ -158,20 +223,7 @@ pub fn evaluate_external(
             other.name
         );
     }
-    let minfo = ManifestInfo::read(odir.root())?;
-    not_trained_on(&o.run.manifest()?, &minfo, &other.name)?;
-    let other_labels = minfo.labels.clone();
-    let scored: Vec<usize> = (0..o.labels.len())
-        .filter(|&k| other_labels.contains(&o.labels[k]))
-        .collect();
-    if scored.is_empty() {
-        bail!(
-            "the run's labels ({}) and pipeline `{}`'s ({}) share no concept: nothing to score",
-            o.labels.join(", "),
-            other.name,
-            other_labels.join(", ")
-        );
-    }
+    let (minfo, scored) = scored_concepts(&o, &odir, other)?;
     crate::data::cache::prepare(odir.root(), &o.cfg.augment, progress).with_context(|| {
         format!(
             "preparing {} at the run's working size {}",
@@ -210,36 +262,7 @@ pub fn evaluate_external(
     let evaluation = evaluate(&joined(&sub, sub_probs.clone()), &name, &opt);
     let metrics_json = ext.metrics(&key);
     evaluation.write(&metrics_json)?;
-    let info = ExternalInfo {
-        muxmed_version: env!("CARGO_PKG_VERSION").into(),
-        pipeline: other.name.clone(),
-        dataset: minfo
-            .dataset
-            .map_or("nih".to_string(), |d| d.key().to_string()),
-        scored_split: if key.all { "all" } else { "test" }.into(),
-        images: data.len(),
-        patients: {
-            let mut p: Vec<&String> = data.patients.iter().collect();
-            p.sort();
-            p.dedup();
-            p.len()
-        },
-        checkpoint: key.eval.checkpoint,
-        tta: key.eval.tta,
-        scored: sub.label_names.clone(),
-        not_in_other: o
-            .labels
-            .iter()
-            .filter(|l| !other_labels.contains(l))
-            .cloned()
-            .collect(),
-        not_in_run: other_labels
-            .iter()
-            .filter(|l| !o.labels.contains(l))
-            .cloned()
-            .collect(),
-        manifest_sha256: crate::io::sha256_file(&odir.manifest_json())?,
-    };
+    let info = external_info(&o, (other, &odir, &minfo), key, &data, &sub.label_names)?;
     let internal = internal_joined(&o.run, manifests_dir, &key, &sub.label_names, &opt, device)?;
     let external = joined(&sub, sub_probs.clone());
     let shift = super::shift::shift(&internal, &external, opt.resamples, opt.seed);

@@ -27,6 +27,9 @@ pub(super) fn section(
         c.split,
         c.bins
     );
+    if c.split == "val" {
+        head += " Here the temperatures are scored on the split they were fitted on, so the numbers after scaling are optimistic; the test split's are the honest ones.";
+    }
     for l in t.labels.iter().filter(|l| l.why_none.is_some()) {
         head += &format!(
             " {}: no temperature ({}).",
