@@ -39,6 +39,22 @@ pub struct Score {
     pub too_few: bool,
 }
 
+impl Score {
+    /// "0.848 [0.785, 0.903]", "too few", or "n/a" (no score).
+    pub fn text(s: Option<&Score>) -> String {
+        match s {
+            Some(Score {
+                auroc: Some(a),
+                ci: Some([lo, hi]),
+                ..
+            }) => format!("{a:.3} [{lo:.3}, {hi:.3}]"),
+            Some(Score { auroc: Some(a), .. }) => format!("{a:.3}"),
+            Some(Score { too_few: true, .. }) => "too few".into(),
+            _ => "n/a".into(),
+        }
+    }
+}
+
 /// One finding on the scored images.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct FindingResult {
@@ -77,39 +93,16 @@ pub struct Adjudicated {
 
 impl Adjudicated {
     pub fn write(&self, path: &Path) -> Result<(), EvalError> {
-        let text = serde_json::to_string_pretty(self).map_err(|e| EvalError::Input {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-        crate::io::write_atomic(path, text.as_bytes()).map_err(|e| EvalError::Input {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })
+        super::predictions::write_json(path, self)
     }
 
     pub fn read(path: &Path) -> Result<Adjudicated, EvalError> {
-        let text = std::fs::read_to_string(path).map_err(|e| EvalError::Input {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-        serde_json::from_str(&text).map_err(|e| EvalError::Input {
-            path: path.to_path_buf(),
-            message: format!("not an adjudicated-label evaluation: {e}"),
-        })
+        super::predictions::read_json(path, "an adjudicated-label evaluation")
     }
 
     /// One line per finding for the terminal.
     pub fn summary(&self) -> Vec<String> {
-        let fmt = |s: &Option<Score>| match s {
-            Some(Score {
-                auroc: Some(a),
-                ci: Some([lo, hi]),
-                ..
-            }) => format!("{a:.3} [{lo:.3}, {hi:.3}]"),
-            Some(Score { auroc: Some(a), .. }) => format!("{a:.3}"),
-            Some(Score { too_few: true, .. }) => "too few".into(),
-            _ => "n/a".into(),
-        };
+        let fmt = |s: &Option<Score>| Score::text(s.as_ref());
         self.findings
             .iter()
             .map(|f| match &f.not_scored {

@@ -46,13 +46,6 @@ pub struct Temperatures {
     pub labels: Vec<LabelTemperature>,
 }
 
-fn io_err(path: &Path, e: impl std::fmt::Display) -> EvalError {
-    EvalError::Input {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    }
-}
-
 impl Temperatures {
     /// Fits one temperature per label of `val` (its probabilities are the raw ones).
     pub fn fit(val: &Joined) -> Temperatures {
@@ -100,14 +93,11 @@ impl Temperatures {
     }
 
     pub fn write(&self, path: &Path) -> Result<(), EvalError> {
-        let text = serde_json::to_string_pretty(self).map_err(|e| io_err(path, e))?;
-        crate::io::write_atomic(path, text.as_bytes()).map_err(|e| io_err(path, e))
+        super::predictions::write_json(path, self)
     }
 
     pub fn read(path: &Path) -> Result<Temperatures, EvalError> {
-        let text = std::fs::read_to_string(path).map_err(|e| io_err(path, e))?;
-        serde_json::from_str(&text)
-            .map_err(|e| io_err(path, format!("not a temperatures file: {e}")))
+        super::predictions::read_json(path, "a temperatures file")
     }
 }
 
@@ -223,14 +213,11 @@ impl Calibration {
     }
 
     pub fn write(&self, path: &Path) -> Result<(), EvalError> {
-        let text = serde_json::to_string_pretty(self).map_err(|e| io_err(path, e))?;
-        crate::io::write_atomic(path, text.as_bytes()).map_err(|e| io_err(path, e))
+        super::predictions::write_json(path, self)
     }
 
     pub fn read(path: &Path) -> Result<Calibration, EvalError> {
-        let text = std::fs::read_to_string(path).map_err(|e| io_err(path, e))?;
-        serde_json::from_str(&text)
-            .map_err(|e| io_err(path, format!("not a calibration file: {e}")))
+        super::predictions::read_json(path, "a calibration file")
     }
 
     /// One line for the terminal: mean Brier and ECE over the labels, before → after.

@@ -20,6 +20,29 @@ pub enum EvalError {
     Empty,
 }
 
+/// Writes `v` as pretty JSON to `path`, atomically; errors name the file.
+pub(crate) fn write_json<T: serde::Serialize>(path: &Path, v: &T) -> Result<(), EvalError> {
+    let err = |message: String| EvalError::Input {
+        path: path.to_path_buf(),
+        message,
+    };
+    let text = serde_json::to_string_pretty(v).map_err(|e| err(e.to_string()))?;
+    crate::io::write_atomic(path, text.as_bytes()).map_err(|e| err(e.to_string()))
+}
+
+/// Reads a JSON file `muxmed` wrote; `what` names its kind in the error ("not a `what`").
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    what: &str,
+) -> Result<T, EvalError> {
+    let err = |message: String| EvalError::Input {
+        path: path.to_path_buf(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    serde_json::from_str(&text).map_err(|e| err(format!("not {what}: {e}")))
+}
+
 /// Predicted probabilities read from a CSV.
 #[derive(Debug, Clone)]
 pub struct Predictions {

@@ -9,16 +9,7 @@ use crate::eval::adjudicated::{Adjudicated, Score};
 use crate::run::{EvalKey, RunDir};
 
 fn cell(s: &Option<Score>) -> String {
-    match s {
-        Some(Score {
-            auroc: Some(a),
-            ci: Some([lo, hi]),
-            ..
-        }) => format!("{a:.3} [{lo:.3}, {hi:.3}]"),
-        Some(Score { auroc: Some(a), .. }) => format!("{a:.3}"),
-        Some(Score { too_few: true, .. }) => "too few".into(),
-        _ => "n/a".into(),
-    }
+    Score::text(s.as_ref())
 }
 
 /// The section of `a`.

@@ -348,26 +348,29 @@ fn a_published_models_predictions_compare_with_the_published_aurocs() {
 /// AUROC by view is scikit-learn's (tests/suite/subgroups.rs has the script): AP 8,847
 /// images 0.8516423217946864, PA 13,586 images 0.9403402964959569.
 fn compare_within_one_view(zech: &Path, squared: &Path, dir: &Path) {
+    let labels = nih("Data_Entry_2017_v2020.csv.gz");
+    let compare_where = |filter: &str, out: &Path| {
+        muxmed(&[
+            "compare",
+            s(zech),
+            s(squared),
+            "--labels",
+            s(&labels),
+            "--where",
+            filter,
+            "--bootstrap",
+            "20",
+            "--no-cost",
+            "--out",
+            s(out),
+        ])
+    };
     for (view, n, cardiomegaly) in [
         ("AP", 8_847, 0.8516423217946864),
         ("PA", 13_586, 0.9403402964959569),
     ] {
         let out = dir.join(format!("cmp_{view}"));
-        let filter = format!("view={view}");
-        ok(&muxmed(&[
-            "compare",
-            s(zech),
-            s(squared),
-            "--labels",
-            s(&nih("Data_Entry_2017_v2020.csv.gz")),
-            "--where",
-            &filter,
-            "--bootstrap",
-            "20",
-            "--no-cost",
-            "--out",
-            s(&out),
-        ]));
+        ok(&compare_where(&format!("view={view}"), &out));
         let c = read(&out);
         assert_eq!(c.n_images, n, "{view}");
         assert_eq!(c.restricted_to.as_deref(), Some(&*format!("view {view}")));
@@ -388,18 +391,7 @@ fn compare_within_one_view(zech: &Path, squared: &Path, dir: &Path) {
         ("dataset=chexpert", "the data has no dataset for its images"),
         ("colour=red", "`colour` is not an attribute"),
     ] {
-        let o = muxmed(&[
-            "compare",
-            s(zech),
-            s(squared),
-            "--labels",
-            s(&nih("Data_Entry_2017_v2020.csv.gz")),
-            "--where",
-            filter,
-            "--no-cost",
-            "--out",
-            s(&dir.join("cmp_bad")),
-        ]);
+        let o = compare_where(filter, &dir.join("cmp_bad"));
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(!o.status.success() && err.contains(says), "{filter}: {err}");
     }
