@@ -549,7 +549,8 @@ struct CompareArgs {
     #[arg(long, value_enum, default_value = "clustered")]
     test: crate::metrics::paired::AucTest,
     /// Compare on one subgroup only: `sex=F`, `view=AP`, `age_band=60-80`, `age_band=80+`
-    /// (the default bands of eval.subgroups) or `dataset=NAME` (a mix's).
+    /// (the first run's eval.subgroups.age_bands; the defaults when every input is a
+    /// predictions CSV) or `dataset=NAME` (a mix's).
     #[arg(long = "where", value_name = "ATTRIBUTE=GROUP", value_parser = crate::eval::subgroups::GroupFilter::parse)]
     filter: Option<crate::eval::subgroups::GroupFilter>,
 }

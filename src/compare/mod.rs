@@ -36,8 +36,8 @@ pub struct CompareJob {
     pub stats: StatsOptions,
     /// Measure inference speed and memory (needs libtorch).
     pub measure_cost: bool,
-    /// `--where`: compare on one subgroup's images only (age bands: the defaults of
-    /// `eval.subgroups`).
+    /// `--where`: compare on one subgroup's images only (age bands: the first run's
+    /// `eval.subgroups.age_bands`, or the defaults for predictions CSVs only).
     pub filter: Option<crate::eval::subgroups::GroupFilter>,
 }
 
@@ -191,6 +191,20 @@ fn warnings(c: &Comparison, notes: Vec<String>) -> Vec<String> {
     w
 }
 
+/// The `eval.subgroups` settings `--where` groups by (its age bands): the first run's among
+/// the inputs (a run's own, or the run behind an external evaluation), else the defaults.
+fn subgroup_config(sources: &[Source]) -> Result<crate::config::SubgroupConfig> {
+    for s in sources {
+        let dir = match s {
+            Source::Run { dir, .. } => dir,
+            Source::External { run, .. } => run,
+            Source::Predictions { .. } => continue,
+        };
+        return Ok(crate::run::RunDir::open(dir)?.config()?.eval.subgroups);
+    }
+    Ok(crate::config::SubgroupConfig::default())
+}
+
 /// Reads, aligns and compares the inputs, measures their cost, and writes the figures,
 /// `compare.json`, `compare.md` and `compare.html` into `job.out`.
 pub fn run(job: &CompareJob) -> Result<CompareOutcome> {
@@ -208,7 +222,7 @@ pub fn run(job: &CompareJob) -> Result<CompareOutcome> {
     let mut scored = scored;
     if let Some(f) = &job.filter {
         let all = scored.first().map_or(0, |s| s.image_ids.len());
-        let cfg = crate::config::SubgroupConfig::default();
+        let cfg = subgroup_config(&job.sources)?;
         for s in &mut scored {
             s.restrict(f, &cfg)?;
         }
