@@ -409,12 +409,10 @@ fn read_external(
         .filter_map(|l| crate::labels::LABELS.iter().position(|k| k == l))
         .collect();
     s.labels = p.labels.clone();
-    let (mut sex, mut age, mut view) = (Vec::new(), Vec::new(), Vec::new());
+    let mut matched: Vec<Option<&nih::Record>> = Vec::new();
     for (id, probs) in p.image_ids.iter().zip(&p.probs) {
         if let Some(r) = by_id.get(id.as_str()) {
-            sex.push(Some(r.sex.clone()));
-            age.push(Some(r.age as f64));
-            view.push(Some(r.view.clone()));
+            matched.push(Some(*r));
             s.image_ids.push(id.clone());
             s.patients.push(r.patient_id.to_string());
             s.y.push(
@@ -432,13 +430,7 @@ fn read_external(
             "no image of the predictions has labels in the metadata (and split list)",
         ));
     }
-    s.attributes = SplitAttributes {
-        image_ids: s.image_ids.clone(),
-        sex: Some(sex),
-        age: Some(age),
-        view: Some(view),
-        dataset: None,
-    };
+    s.attributes = SplitAttributes::of_nih_records(&s.image_ids, &matched);
     Ok(s)
 }
 

@@ -200,6 +200,26 @@ pub struct SplitAttributes {
 }
 
 impl SplitAttributes {
+    /// The sex, age and view of NIH metadata records (`Patient Gender`, `Patient Age`,
+    /// `View Position`), one per image of `ids` (None: the image has no record).
+    pub fn of_nih_records(ids: &[String], records: &[Option<&super::nih::Record>]) -> Self {
+        let text = |f: &dyn Fn(&super::nih::Record) -> &str| {
+            Some(
+                records
+                    .iter()
+                    .map(|r| r.map(|r| f(r).to_string()))
+                    .collect(),
+            )
+        };
+        SplitAttributes {
+            image_ids: ids.to_vec(),
+            sex: text(&|r| r.sex.as_str()),
+            age: Some(records.iter().map(|r| r.map(|r| r.age as f64)).collect()),
+            view: text(&|r| r.view.as_str()),
+            dataset: None,
+        }
+    }
+
     /// The attributes of `ids`, in that order (None for an id not held here).
     pub fn aligned_to(&self, ids: &[String]) -> SplitAttributes {
         let row: std::collections::HashMap<&str, usize> = self

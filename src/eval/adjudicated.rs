@@ -102,7 +102,6 @@ impl Adjudicated {
 
     /// One line per finding for the terminal.
     pub fn summary(&self) -> Vec<String> {
-        let fmt = |s: &Option<Score>| Score::text(s.as_ref());
         self.findings
             .iter()
             .map(|f| match &f.not_scored {
@@ -110,9 +109,9 @@ impl Adjudicated {
                 None => format!(
                     "{}: adjudicated {} ({} positive)  NIH labels {} ({} positive)  agreement {:.1}%",
                     f.finding,
-                    fmt(&f.adjudicated),
+                    Score::text(f.adjudicated.as_ref()),
                     f.positives_adjudicated,
-                    fmt(&f.nih),
+                    Score::text(f.nih.as_ref()),
                     f.positives_nih,
                     100.0 * f.agreement.unwrap_or(f64::NAN)
                 ),

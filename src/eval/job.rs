@@ -107,21 +107,12 @@ impl PredictionsJob<'_> {
     ) -> super::subgroups::Subgroups {
         let by_id: std::collections::HashMap<&str, &nih::Record> =
             records.iter().map(|r| (r.image_id.as_str(), r)).collect();
-        let rec: Vec<Option<&&nih::Record>> = j
+        let rec: Vec<Option<&nih::Record>> = j
             .image_ids
             .iter()
-            .map(|id| by_id.get(id.as_str()))
+            .map(|id| by_id.get(id.as_str()).copied())
             .collect();
-        let text = |f: &dyn Fn(&nih::Record) -> &str| -> Option<Vec<Option<String>>> {
-            Some(rec.iter().map(|r| r.map(|r| f(r).to_string())).collect())
-        };
-        let attrs = crate::data::dataset::SplitAttributes {
-            image_ids: j.image_ids.clone(),
-            sex: text(&|r| r.sex.as_str()),
-            age: Some(rec.iter().map(|r| r.map(|r| r.age as f64)).collect()),
-            view: text(&|r| r.view.as_str()),
-            dataset: None,
-        };
+        let attrs = crate::data::dataset::SplitAttributes::of_nih_records(&j.image_ids, &rec);
         super::subgroups::score(
             &attrs,
             j,

@@ -20,13 +20,14 @@ pub enum EvalError {
     Empty,
 }
 
-/// Writes `v` as pretty JSON to `path`, atomically; errors name the file.
+/// Writes `v` as pretty JSON with a final newline to `path`, atomically; errors name the
+/// file.
 pub(crate) fn write_json<T: serde::Serialize>(path: &Path, v: &T) -> Result<(), EvalError> {
     let err = |message: String| EvalError::Input {
         path: path.to_path_buf(),
         message,
     };
-    let text = serde_json::to_string_pretty(v).map_err(|e| err(e.to_string()))?;
+    let text = serde_json::to_string_pretty(v).map_err(|e| err(e.to_string()))? + "\n";
     crate::io::write_atomic(path, text.as_bytes()).map_err(|e| err(e.to_string()))
 }
 

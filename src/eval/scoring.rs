@@ -154,22 +154,12 @@ pub fn thresholds_from(metrics_json: &Path) -> Result<Thresholds, EvalError> {
 impl Evaluation {
     /// Reads a `metrics_<name>.json`.
     pub fn read(path: &Path) -> Result<Self, EvalError> {
-        let bad = |message: String| EvalError::Input {
-            path: path.to_path_buf(),
-            message,
-        };
-        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
-        serde_json::from_str(&text).map_err(|e| bad(e.to_string()))
+        super::predictions::read_json(path, "a metrics file")
     }
 
     /// Writes it atomically.
     pub fn write(&self, path: &Path) -> Result<(), EvalError> {
-        let bad = |message: String| EvalError::Input {
-            path: path.to_path_buf(),
-            message,
-        };
-        let text = serde_json::to_string_pretty(self).map_err(|e| bad(e.to_string()))?;
-        crate::io::write_atomic(path, (text + "\n").as_bytes()).map_err(|e| bad(e.to_string()))
+        super::predictions::write_json(path, self)
     }
 
     /// The thresholds it chose, per label.

@@ -5,10 +5,10 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::join::Joined;
+use super::predictions::EvalError;
 use crate::config::SubgroupConfig;
 use crate::data::dataset::{SplitAttributes, SplitData};
 use crate::metrics::subgroups::{score_groups, AttributeResult, Grouping, SubgroupOptions};
@@ -74,16 +74,12 @@ pub struct Subgroups {
 }
 
 impl Subgroups {
-    pub fn write(&self, path: &Path) -> Result<()> {
-        let text = serde_json::to_string_pretty(self)?;
-        crate::io::write_atomic(path, text.as_bytes())
-            .with_context(|| format!("writing {}", path.display()))
+    pub fn write(&self, path: &Path) -> Result<(), EvalError> {
+        super::predictions::write_json(path, self)
     }
 
-    pub fn read(path: &Path) -> Result<Subgroups> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    pub fn read(path: &Path) -> Result<Subgroups, EvalError> {
+        super::predictions::read_json(path, "a subgroups file")
     }
 
     /// One line per attribute: its groups and the label with the largest gap; one per

@@ -8,10 +8,6 @@ use super::document::{esc, Section, Table};
 use crate::eval::adjudicated::{Adjudicated, Score};
 use crate::run::{EvalKey, RunDir};
 
-fn cell(s: &Option<Score>) -> String {
-    Score::text(s.as_ref())
-}
-
 /// The section of `a`.
 pub(super) fn section(a: &Adjudicated) -> Section {
     let head = format!(
@@ -63,8 +59,8 @@ pub(super) fn section(a: &Adjudicated) -> Section {
                     format!("{} / {}", f.positives_nih, f.positives_adjudicated),
                     f.agreement
                         .map_or("–".into(), |v| format!("{:.1}%", 100.0 * v)),
-                    cell(&f.nih),
-                    cell(&f.adjudicated),
+                    Score::text(f.nih.as_ref()),
+                    Score::text(f.adjudicated.as_ref()),
                 ],
             })
             .collect(),
