@@ -606,14 +606,15 @@ fn adjudicated_truth_through_the_run(
     }
     let gfile = w.root.join("google.csv");
     std::fs::write(&gfile, g).unwrap();
-    let marker = w.root.join("synth/SYNTHETIC.txt");
+    let marker = w.root.join("synth").join(muxmed::data::synth::MARKER);
     let kept = std::fs::read(&marker).unwrap();
     std::fs::remove_file(&marker).unwrap();
     let o = cli(&["--truth-file", gfile.to_str().unwrap()]);
     std::fs::write(&marker, kept).unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let a = muxmed::eval::adjudicated::Adjudicated::read(&run.join("truth_google2019_test.json"))
-        .unwrap();
+    let key = super::support::key(Split::Test, Checkpoint::Best, false);
+    let written = muxmed::run::RunDir::open(run).unwrap().adjudicated(&key);
+    let a = muxmed::eval::adjudicated::Adjudicated::read(&written).unwrap();
     assert_eq!((a.n_images, a.in_other_set), (half, rows.len() - half));
     let col = |l: &str| header.iter().position(|h| *h == l).unwrap();
     for (f, sources) in [(1, vec!["Pneumothorax"]), (3, vec!["Nodule", "Mass"])] {
@@ -639,7 +640,6 @@ fn adjudicated_truth_through_the_run(
         assert_eq!(a.findings[f].positives_adjudicated, pos.len());
     }
     assert!(a.findings[0].not_scored.is_some(), "Fracture has no output");
-    let key = super::support::key(Split::Test, Checkpoint::Best, false);
     let (html, _) = muxmed::report::report_run(run, &w.root.join("data_manifests"), key).unwrap();
     let md = std::fs::read_to_string(html.with_file_name("report.md")).unwrap();
     assert!(md.contains("## Adjudicated labels"), "{md}");

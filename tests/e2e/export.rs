@@ -112,10 +112,17 @@ pub fn export_round_trip(w: &World, run: &RunDir, img: &Path, checkpoint_csv: &P
     tolerance::assert_close("export", &got, &want, tolerance::MUXNET_DEMO_64);
     // model.json carries the run's temperatures (fitted on val by `evaluate --run`).
     let temps = m.temperatures.clone().expect("model.json temperatures");
-    let run_temps =
-        muxmed::eval::calibrate::Temperatures::read(&best.with_file_name("temperatures_val.json"))
+    let run_temps = muxmed::eval::calibrate::Temperatures::read(
+        &muxmed::run::RunDir::open(best.parent().unwrap())
             .unwrap()
-            .map();
+            .temperatures(&super::support::key(
+                muxmed::labels::Split::Val,
+                muxmed::run::Checkpoint::Best,
+                false,
+            )),
+    )
+    .unwrap()
+    .map();
     assert_eq!(temps, run_temps);
     // Probabilities: p = sigmoid(z / T) has slope at most 1/(4T) in z, so a logit error of δ
     // moves a probability by at most δ/(4T).

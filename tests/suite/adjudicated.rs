@@ -190,7 +190,7 @@ fn bad_adjudicated_input_is_named() {
     let e = google2019::read(&bad).unwrap_err().to_string();
     assert!(e.contains("no `Fracture` column"), "{e}");
     // Synthetic data copies NIH's image names: refused before anything is scored.
-    std::fs::write(dir.path().join("SYNTHETIC.txt"), "synthetic\n").unwrap();
+    std::fs::write(dir.path().join(muxmed::data::synth::MARKER), "synthetic\n").unwrap();
     let e = muxmed::eval::adjudicated::truth_file(None, dir.path())
         .unwrap_err()
         .to_string();
@@ -218,9 +218,10 @@ fn evaluate_with_adjudicated_truth_from_the_command_line() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("408 images, 180 patients"), "{stdout}");
-    let a = muxmed::eval::adjudicated::Adjudicated::read(
-        &dir.path().join("truth_google2019_test.json"),
-    )
+    let a = muxmed::eval::adjudicated::Adjudicated::read(&muxmed::eval::scoring::adjudicated_file(
+        dir.path(),
+        Split::Test,
+    ))
     .unwrap();
     assert_eq!(a.n_images, 408);
     // Predictions of images Google never read: the error says so.
